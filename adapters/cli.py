@@ -1,0 +1,354 @@
+"""`sandboxctl`: the operator's and the scripts' interface. Read commands take --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.settings import Settings
+from core import lifecycle
+from core.errors import (
+    ConfigError,
+    ExecTimeout,
+    ProviderError,
+    SandboxBusy,
+    SandboxError,
+    SandboxExpired,
+    SandboxNotFound,
+    StoreError,
+)
+from core.kinds import KINDS
+from events.records import SandboxRow
+
+# Distinct exit codes so scripts can react without parsing messages.
+EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
+
+
+def row_json(row: SandboxRow) -> dict[str, Any]:
+    out = asdict(row)
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+    return out
+
+
+def _print_rows(rows: Sequence[SandboxRow], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([row_json(r) for r in rows], indent=2))
+        return
+    print(f"{'ID':16}  {'KIND':12}  {'STATE':10}  {'VER':>4}  {'LAST ACTIVITY':25}  CONVERSATION")
+    for r in rows:
+        last = r.last_activity_at.isoformat(timespec="seconds") if r.last_activity_at else "-"
+        print(f"{r.id:16}  {r.kind:12}  {r.state:10}  {r.version:>4}  {last:25}  {r.conversation_id or '-'}")
+
+
+def _print_row(row: SandboxRow, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row_json(row), indent=2))
+        return
+    for key, value in row_json(row).items():
+        print(f"{key:17} {value if value is not None else '-'}")
+
+
+def _service(args: argparse.Namespace) -> Any:
+    from adapters.bootstrap import build_service
+
+    return build_service()
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    row = _service(args).create(args.kind, args.conversation, idempotency_key=args.idempotency_key)
+    _print_row(row, args.json)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID -- ls -la")
+    env = dict(kv.split("=", 1) for kv in args.env or [])
+    result = _service(args).exec(args.id, command, timeout=args.timeout, env=env or None, cwd=args.cwd)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.truncated:
+        sys.stderr.write("\n[output truncated]\n")
+    return int(result.exit_code)
+
+
+def _simple(method: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        row = getattr(_service(args), method)(args.id)
+        _print_row(row, args.json)
+        return 0
+
+    return run
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    if args.state and args.state not in lifecycle.STATES:
+        raise _Usage(f"unknown state {args.state!r}; states are: {', '.join(lifecycle.STATES[1:])}")
+    _print_rows(_service(args).list(args.state), args.json)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _print_row(_service(args).get(args.id), args.json)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    entries = _service(args).history(args.id)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "version": e.version,
+                        "type": e.type,
+                        "occurred_at": e.occurred_at.isoformat(),
+                        "from_state": e.from_state,
+                        "to_state": e.to_state,
+                        "reason": e.reason,
+                        "actor": e.actor,
+                    }
+                    for e in entries
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    print_history(entries)
+    return 0
+
+
+def print_history(entries: Sequence[Any]) -> None:
+    print(f"{'VER':>4}  {'TIME':29}  {'EVENT':20}  {'FROM → TO':26}  {'REASON':14}  ACTOR")
+    for e in entries:
+        move = f"{e.from_state} → {e.to_state}" if e.from_state != e.to_state else e.to_state
+        when = e.occurred_at.isoformat(timespec="milliseconds")
+        print(f"{e.version:>4}  {when:29}  {e.type:20}  {move:26}  {e.reason:14}  {e.actor}")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from core.replay import rebuild, verify
+
+    service = _service(args)
+    if args.rebuild:
+        projections = rebuild(service.store, service.policy)
+        service.store.replace_all_projections(projections)
+        print(f"rebuilt projections of {len(projections)} sandboxes from the log")
+    diffs = verify(service.store, service.policy)
+    for d in diffs:
+        print(d)
+    if diffs:
+        print(f"{len(diffs)} difference(s) between the log and the stored projections", file=sys.stderr)
+        return 1
+    print("projections match the log")
+    return 0
+
+
+def _parse_now(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _Usage(f"--now must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {raw!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(asdict(report), indent=2))
+        return
+    for label, items in (
+        ("fired", report.fired),
+        ("recovered", report.recovered),
+        ("removed", report.removed),
+    ):
+        for item in items:
+            print(f"{label}: {item}")
+    for err in report.errors:
+        print(f"error: {err}", file=sys.stderr)
+    if not (report.fired or report.recovered or report.removed or report.errors):
+        print("nothing to do")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    report = _service(args).sweep(_parse_now(args.now))
+    _print_report(report, args.json)
+    return 1 if report.errors else 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    report = _service(args).reconcile()
+    _print_report(report, args.json)
+    return 1 if report.errors else 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from adapters.scheduler import run_forever
+
+    settings = Settings.from_env()
+    run_forever(_service(args), settings.sweep_interval)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from events import migrate
+
+    settings = Settings.from_env()
+    from adapters.bootstrap import build_store
+
+    if settings.database_url.startswith("sqlite"):
+        build_store(settings, migrate_embedded=False)  # creates the data dir
+    migrate.upgrade(settings.database_url)
+    print(f"database at revision {migrate.current(settings.database_url)}")
+    return 0
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    print(lifecycle.mermaid())
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    ok = True
+    for key, value in settings.describe().items():
+        print(f"{key:22} {value}")
+    try:
+        service = _service(args)
+        print(f"{'event log':22} ok ({len(service.list())} sandboxes)")
+    except (SandboxError, StoreError) as exc:
+        ok = False
+        print(f"{'event log':22} FAIL: {exc}")
+        return 1
+    try:
+        instances = service.provider.list_instances()
+        print(f"{'provider':22} ok ({len(instances)} instances)")
+    except (SandboxError, StoreError) as exc:
+        ok = False
+        print(f"{'provider':22} FAIL: {exc}")
+    return 0 if ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from adapters.demo import run_demo
+
+    return run_demo(_service(args), kind=args.kind)
+
+
+class _Usage(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sandboxctl", description="Run and inspect sandboxes for AI coding agents."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (never secrets)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("create", cmd_create, "create a sandbox")
+    sp.add_argument("--kind", required=True, choices=sorted(KINDS))
+    sp.add_argument("--conversation", help="the conversation the sandbox belongs to")
+    sp.add_argument("--idempotency-key", help="a retried create with the same key makes no second sandbox")
+    sp = add(
+        "exec",
+        cmd_exec,
+        "run a command in a sandbox (resumes it if suspended); exit code passes through",
+        False,
+    )
+    sp.add_argument("id")
+    sp.add_argument("--timeout", type=float, default=300.0, help="seconds before the command is killed")
+    sp.add_argument("--cwd")
+    sp.add_argument("--env", action="append", metavar="K=V")
+    sp.add_argument("command", nargs=argparse.REMAINDER)
+    for name, help in (
+        ("suspend", "snapshot the workspace and release the compute"),
+        ("resume", "bring a suspended sandbox back"),
+        ("destroy", "remove the sandbox and its snapshot"),
+        ("touch", "record activity (postpones the idle timeout)"),
+    ):
+        sp = add(name, _simple(name), help)
+        sp.add_argument("id")
+    sp = add("ls", cmd_ls, "list sandboxes")
+    sp.add_argument("--state")
+    sp = add("show", cmd_show, "show one sandbox")
+    sp.add_argument("id")
+    sp = add("history", cmd_history, "the sandbox's timeline from the event log")
+    sp.add_argument("id")
+    sp = add(
+        "replay", cmd_replay, "rebuild projections from the log and compare them with the stored ones", False
+    )
+    sp.add_argument(
+        "--verify", action="store_true", help="compare only (the default); exit 1 on any difference"
+    )
+    sp.add_argument(
+        "--rebuild", action="store_true", help="overwrite the stored projections with the rebuild"
+    )
+    sp = add("sweep", cmd_sweep, "fire every due timer and reconcile once")
+    sp.add_argument("--now", help="pretend it is this ISO time (tests, catching up)")
+    add("reconcile", cmd_reconcile, "re-drive stuck transitions and remove orphans once")
+    add("scheduler", cmd_scheduler, "run the timer ticker in the foreground (SIGTERM/SIGINT stop it)", False)
+    db = sub.add_parser("db", help="database schema")
+    dbsub = db.add_subparsers(dest="dbcmd", required=True)
+    dbsub.add_parser("upgrade", help="migrate the database to this release's schema").set_defaults(
+        fn=cmd_db_upgrade
+    )
+    add("diagram", cmd_diagram, "print the lifecycle as a Mermaid state diagram", False)
+    add("doctor", cmd_doctor, "check settings, database and provider", False)
+    sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
+    sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.fn(args))
+    except _Usage as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SandboxNotFound as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except SandboxBusy as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except SandboxExpired as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_EXPIRED
+    except ExecTimeout as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except (ConfigError, ProviderError, SandboxError, StoreError) as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

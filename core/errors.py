@@ -1,0 +1,116 @@
+"""Typed errors of the domain and of the ports. Every message names what a person can act on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from events.records import ConcurrencyError, DatabaseLocked, StoreError
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigError",
+    "DatabaseLocked",
+    "ExecTimeout",
+    "InvalidTransition",
+    "ProviderError",
+    "ProviderLost",
+    "ProviderRefused",
+    "SandboxBusy",
+    "SandboxError",
+    "SandboxExpired",
+    "SandboxNotFound",
+    "SnapshotCorrupt",
+    "SnapshotNotFound",
+    "StoreError",
+    "UnsafeArchive",
+]
+
+
+class SandboxError(Exception):
+    """Base class of the domain's errors."""
+
+
+class InvalidTransition(SandboxError):
+    def __init__(self, sandbox_id: str, state: str, trigger: str, allowed: tuple[str, ...] = ()) -> None:
+        self.sandbox_id = sandbox_id
+        self.state = state
+        self.trigger = trigger
+        hint = f" (allowed from {state}: {', '.join(allowed)})" if allowed else ""
+        super().__init__(f"sandbox {sandbox_id}: cannot {trigger} while {state}{hint}")
+
+
+class SandboxBusy(SandboxError):
+    def __init__(self, sandbox_id: str, state: str, detail: str = "") -> None:
+        self.sandbox_id = sandbox_id
+        self.state = state
+        super().__init__(
+            f"sandbox {sandbox_id} is busy ({state}){': ' + detail if detail else ''}; "
+            "wait for the open turn or in-flight operation to finish"
+        )
+
+
+class SandboxNotFound(SandboxError):
+    def __init__(self, sandbox_id: str) -> None:
+        self.sandbox_id = sandbox_id
+        super().__init__(f"no sandbox with id {sandbox_id!r}")
+
+
+class SandboxExpired(SandboxError):
+    def __init__(self, sandbox_id: str, expired_at: datetime | None, reason: str | None) -> None:
+        self.sandbox_id = sandbox_id
+        self.expired_at = expired_at
+        self.reason = reason
+        when = expired_at.isoformat() if expired_at else "an unknown time"
+        super().__init__(
+            f"sandbox {sandbox_id} expired at {when} (reason: {reason or 'unknown'}); "
+            "its workspace is gone, start a new sandbox"
+        )
+
+
+class ConfigError(SandboxError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class ProviderError(SandboxError):
+    """A provider (Docker, E2B) or snapshot store failed. ``retryable`` says whether a retry may help."""
+
+    retryable = True
+
+
+class ProviderRefused(ProviderError):
+    """The provider refuses to run in this environment (e.g. Docker with NODE_ENV=production)."""
+
+    retryable = False
+
+
+class ProviderLost(ProviderError):
+    """The provider no longer has the sandbox (or its snapshot): the workspace cannot come back."""
+
+    retryable = False
+
+
+class ExecTimeout(ProviderError):
+    def __init__(self, command: str, timeout: float) -> None:
+        self.command = command
+        self.timeout = timeout
+        super().__init__(f"command {command!r} timed out after {timeout:g}s and was killed")
+
+
+class SnapshotNotFound(ProviderLost):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"snapshot {key!r} is not in the snapshot store")
+
+
+class SnapshotCorrupt(ProviderError):
+    retryable = False
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(f"snapshot {key!r} failed verification: {detail}")
+
+
+class UnsafeArchive(ProviderError):
+    """A snapshot holds a member that would land outside the workspace; nothing was written."""
+
+    retryable = False

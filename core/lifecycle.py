@@ -1,0 +1,108 @@
+"""The sandbox lifecycle: states and the one transition table.
+
+The table is data (``TRANSITIONS``) loaded into a single module-level ``transitions.Machine`` with
+no model: the decider asks it whether a trigger is allowed and where it leads, and the diagram is
+drawn from the same table. The machine never runs during replay; replay is a fold of events.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from transitions import Machine
+
+NEW: Final = "new"  # the stream does not exist yet
+CREATING: Final = "creating"
+IDLE: Final = "idle"
+RUNNING: Final = "running"
+SUSPENDING: Final = "suspending"
+SUSPENDED: Final = "suspended"
+RESUMING: Final = "resuming"
+DESTROYING: Final = "destroying"
+EXPIRED: Final = "expired"
+
+STATES: Final = (NEW, CREATING, IDLE, RUNNING, SUSPENDING, SUSPENDED, RESUMING, DESTROYING, EXPIRED)
+# A side effect is in flight: the sandbox is leased to whoever appended the intent.
+TRANSITIONAL: Final = frozenset({CREATING, SUSPENDING, RESUMING, DESTROYING})
+# The provider holds compute for these: the idle timer is armed.
+LIVE: Final = frozenset({IDLE, RUNNING})
+TERMINAL: Final = frozenset({EXPIRED})
+
+_ALIVE = [CREATING, IDLE, RUNNING, SUSPENDING, SUSPENDED, RESUMING, DESTROYING]
+
+TRANSITIONS: Final[list[dict[str, Any]]] = [
+    {"trigger": "create", "source": NEW, "dest": CREATING},
+    {"trigger": "mark_ready", "source": CREATING, "dest": IDLE},
+    {"trigger": "start_turn", "source": IDLE, "dest": RUNNING},
+    {"trigger": "end_turn_keep_warm", "source": RUNNING, "dest": IDLE},
+    {"trigger": "end_turn_suspend", "source": RUNNING, "dest": SUSPENDING},
+    {"trigger": "touch", "source": [IDLE, RUNNING], "dest": "="},
+    {"trigger": "request_suspend", "source": [IDLE, RUNNING], "dest": SUSPENDING},
+    {"trigger": "idle_timeout", "source": [IDLE, RUNNING], "dest": SUSPENDING},
+    {"trigger": "mark_suspended", "source": SUSPENDING, "dest": SUSPENDED},
+    {"trigger": "request_resume", "source": SUSPENDED, "dest": RESUMING},
+    {"trigger": "mark_resumed", "source": RESUMING, "dest": IDLE},
+    {"trigger": "retention_elapsed", "source": SUSPENDED, "dest": DESTROYING},
+    {"trigger": "destroy", "source": [IDLE, RUNNING, SUSPENDED], "dest": DESTROYING},
+    {"trigger": "mark_destroyed", "source": DESTROYING, "dest": EXPIRED},
+    # A failed side effect returns to the stable state it started from; a failed create has
+    # nothing to return to.
+    {"trigger": "mark_failed", "source": CREATING, "dest": EXPIRED},
+    {"trigger": "mark_failed", "source": SUSPENDING, "dest": IDLE},
+    {"trigger": "mark_failed", "source": RESUMING, "dest": SUSPENDED},
+    {"trigger": "mark_lost", "source": _ALIVE, "dest": EXPIRED},
+]
+
+MACHINE: Final = Machine(
+    model=None,
+    states=list(STATES),
+    transitions=TRANSITIONS,
+    initial=NEW,
+    auto_transitions=False,
+    send_event=False,
+)
+
+
+def destination(trigger: str, state: str) -> str | None:
+    """Where ``trigger`` leads from ``state``, or None when the table does not allow it."""
+    found = MACHINE.get_transitions(trigger=trigger, source=state)
+    if not found:
+        return None
+    dest = found[0].dest
+    return state if dest is None else str(dest)
+
+
+def allowed_triggers(state: str) -> tuple[str, ...]:
+    return tuple(sorted(MACHINE.get_triggers(state)))
+
+
+def edges() -> list[tuple[str, str, str]]:
+    """Every (source, trigger, dest) of the table, for property tests and docs."""
+    out: list[tuple[str, str, str]] = []
+    for trigger, event in MACHINE.events.items():
+        for source, transitions in event.transitions.items():
+            for t in transitions:
+                out.append((source, trigger, source if t.dest is None else str(t.dest)))
+    return sorted(out)
+
+
+def mermaid() -> str:
+    """The table as a Mermaid state diagram (drawn by transitions' GraphMachine)."""
+    from transitions.extensions import GraphMachine
+
+    class _Canvas:
+        pass
+
+    graph = GraphMachine(
+        model=None,
+        states=list(STATES),
+        transitions=TRANSITIONS,
+        initial=NEW,
+        auto_transitions=False,
+        graph_engine="mermaid",
+        title="Sandbox lifecycle",
+        show_state_attributes=False,
+    )
+    canvas = _Canvas()
+    graph.add_model(canvas)
+    return str(canvas.get_graph().draw(None))  # type: ignore[attr-defined]

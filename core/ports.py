@@ -1,0 +1,174 @@
+"""The ports core/ talks through. Adapters implement them; tests may fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from events.records import (
+    AppendResult,
+    Deadline,
+    NewEvent,
+    Projection,
+    RecordedEvent,
+    SandboxRow,
+)
+
+
+class EventStore(Protocol):
+    def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        idempotency_key: str | None = None,
+        projection: Projection | None = None,
+    ) -> AppendResult:
+        """Append atomically iff the stream is at ``expected_version`` (0 = new stream).
+
+        Raises ConcurrencyError otherwise, or when the projection would give a conversation a
+        second live sandbox of the same kind.
+        """
+        ...
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Events in commit order; a tailing reader never misses a late-committing one."""
+        ...
+
+    def get_sandbox(self, sandbox_id: str) -> SandboxRow | None: ...
+
+    def find_live(self, conversation_id: str, kind: str) -> SandboxRow | None:
+        """The conversation's sandbox of that kind that is not expired, if any."""
+        ...
+
+    def list_sandboxes(self, state: str | None = None) -> list[SandboxRow]: ...
+
+    def due_deadlines(self, now: datetime, limit: int = 1000) -> list[Deadline]:
+        """Deadlines with ``due_at <= now``, oldest first."""
+        ...
+
+    def next_deadline(self) -> datetime | None: ...
+
+    def all_deadlines(self) -> list[Deadline]: ...
+
+    def write_projection(self, projection: Projection) -> None:
+        """Rewrite one sandbox's projection without events (re-arming a stale timer)."""
+        ...
+
+    def stream_ids(self) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceSpec:
+    """What a snapshot of a kind holds: paths under ``root`` to include, glob patterns to exclude."""
+
+    root: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """Where a suspended workspace lives. For E2B the key is the paused E2B sandbox id."""
+
+    key: str
+    sha256: str | None
+    bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInstance:
+    """A live or paused provider sandbox carrying our label/metadata (used by the reconciler)."""
+
+    sandbox_id: str
+    ref: str
+    kind: str | None
+    status: str  # "running" | "paused" | "stopped"
+
+
+class SandboxProvider(Protocol):
+    name: str
+
+    def create(self, sandbox_id: str, kind: str) -> str:
+        """Start a sandbox named from ``sandbox_id`` and return its provider ref.
+
+        Idempotent: if one with our label for this id exists, it is returned, not duplicated.
+        """
+        ...
+
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        """Run a command; raises ExecTimeout after killing it when it outlives ``timeout``."""
+        ...
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None: ...
+
+    def read_file(self, ref: str, path: str) -> bytes: ...
+
+    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        """Persist the workspace, then release the compute. Never releases before the snapshot is stored."""
+        ...
+
+    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        """Bring the workspace back; returns the new provider ref. ProviderLost if it cannot."""
+        ...
+
+    def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        """Remove the compute. Idempotent: gone already is success."""
+        ...
+
+    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        """Idempotent."""
+        ...
+
+    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        """True when the snapshot exists (and, where the provider can, verifies)."""
+        ...
+
+    def instance(self, sandbox_id: str) -> ProviderInstance | None: ...
+
+    def list_instances(self) -> list[ProviderInstance]: ...
+
+    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
+        """(sandbox id, snapshot) for every snapshot this provider keeps outside a live instance."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """Object storage for Docker workspace archives (S3 or a local directory)."""
+
+    def put(self, key: str, stream: BinaryIO) -> SnapshotInfo:
+        """Store the stream under ``key`` without buffering it whole; returns sha256 and size."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader; raises SnapshotNotFound."""
+        ...
+
+    def stat(self, key: str) -> int | None:
+        """Size in bytes, or None when absent."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...

@@ -1,0 +1,60 @@
+"""Projections are folds too: a sandbox's state → its read-model row and armed deadlines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from core import lifecycle as lc
+from core.sandbox import Sandbox
+from events.records import Deadline, Projection, SandboxRow
+
+IDLE = "idle"
+RETENTION = "retention"
+LEASE = "lease"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Timer settings. Deadlines are derived with these; the decider re-checks them when they fire."""
+
+    idle_timeout: timedelta = timedelta(minutes=30)
+    retention: timedelta = timedelta(days=7)
+    # How long a side effect may stay in flight before the sweep re-drives it from provider reality.
+    lease: timedelta = timedelta(minutes=10)
+
+    @property
+    def activity_window(self) -> timedelta:
+        """Activity closer together than this is recorded once: durable, but not one event per exec."""
+        return min(timedelta(seconds=60), self.idle_timeout / 10)
+
+
+def project(state: Sandbox, policy: Policy) -> Projection:
+    if state.kind is None or state.provider is None or state.created_at is None or state.state_since is None:
+        raise ValueError(f"sandbox {state.id} has no creation event to project")
+    row = SandboxRow(
+        id=state.id,
+        kind=state.kind,
+        provider=state.provider,
+        state=state.status,
+        version=state.version,
+        conversation_id=state.conversation_id,
+        provider_ref=state.provider_ref,
+        snapshot_key=state.snapshot_key,
+        snapshot_sha256=state.snapshot_sha256,
+        snapshot_bytes=state.snapshot_bytes,
+        last_activity_at=state.last_activity_at,
+        state_since=state.state_since,
+        created_at=state.created_at,
+        expired_reason=state.expired_reason,
+    )
+    deadlines: list[Deadline] = []
+    if state.status in lc.LIVE and state.last_activity_at is not None:
+        deadlines.append(
+            Deadline(state.id, IDLE, state.last_activity_at + policy.idle_timeout, state.version)
+        )
+    if state.status == lc.SUSPENDED and state.suspended_at is not None:
+        deadlines.append(Deadline(state.id, RETENTION, state.suspended_at + policy.retention, state.version))
+    if state.status in lc.TRANSITIONAL:
+        deadlines.append(Deadline(state.id, LEASE, state.state_since + policy.lease, state.version))
+    return Projection(row=row, deadlines=tuple(deadlines))

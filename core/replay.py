@@ -1,0 +1,110 @@
+"""Replay of the log: per-sandbox history, and verification/rebuild of the stored projections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.ports import EventStore
+from core.projection import Policy, project
+from core.sandbox import Sandbox, evolve, initial
+from events.codec import decode
+from events.records import Deadline, Projection, RecordedEvent, SandboxRow
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    version: int
+    type: str
+    occurred_at: datetime
+    from_state: str
+    to_state: str
+    reason: str
+    actor: str
+    data: dict[str, object]
+
+
+def history(sandbox_id: str, records: Iterable[RecordedEvent]) -> list[HistoryEntry]:
+    state = initial(sandbox_id)
+    out: list[HistoryEntry] = []
+    for record in records:
+        event = decode(record)
+        after = evolve(state, event)
+        out.append(
+            HistoryEntry(
+                version=record.version,
+                type=record.type,
+                occurred_at=record.occurred_at,
+                from_state=state.status,
+                to_state=after.status,
+                reason=event.reason,
+                actor=event.actor,
+                data=dict(record.data),
+            )
+        )
+        state = after
+    return out
+
+
+def fold_all(records: Iterable[RecordedEvent]) -> dict[str, Sandbox]:
+    """Fold the global feed into every sandbox's state (one pass, in commit order)."""
+    states: dict[str, Sandbox] = {}
+    for record in records:
+        sid = record.stream_id
+        state = states.get(sid)
+        states[sid] = evolve(state if state is not None else initial(sid), decode(record))
+    return states
+
+
+def iter_all(store: EventStore, batch: int = 10_000) -> Iterator[RecordedEvent]:
+    position = 0
+    while True:
+        chunk = store.read_all(after_position=position, limit=batch)
+        if not chunk:
+            return
+        yield from chunk
+        position = chunk[-1].position
+
+
+def rebuild(store: EventStore, policy: Policy) -> list[Projection]:
+    return [project(state, policy) for state in fold_all(iter_all(store)).values()]
+
+
+def _row_diff(expected: SandboxRow | None, actual: SandboxRow | None, sid: str) -> list[str]:
+    if expected is None:
+        return [f"{sid}: read model has a row the log does not explain"]
+    if actual is None:
+        return [f"{sid}: read model row missing (log says state={expected.state} v{expected.version})"]
+    diffs = []
+    for field in SandboxRow.__slots__:
+        want, got = getattr(expected, field), getattr(actual, field)
+        if want != got:
+            diffs.append(f"{sid}: {field} is {got!r} in the read model, {want!r} from the log")
+    return diffs
+
+
+def verify(store: EventStore, policy: Policy) -> list[str]:
+    """Every difference between the stored projections and a rebuild from the log (empty = clean)."""
+    expected = {p.row.id: p for p in rebuild(store, policy)}
+    actual_rows = {row.id: row for row in store.list_sandboxes()}
+    actual_deadlines: dict[str, set[tuple[str, datetime, int]]] = {}
+    for d in store.all_deadlines():
+        actual_deadlines.setdefault(d.sandbox_id, set()).add((d.kind, d.due_at, d.version))
+    diffs: list[str] = []
+    for sid in sorted(expected.keys() | actual_rows.keys()):
+        proj = expected.get(sid)
+        diffs += _row_diff(proj.row if proj else None, actual_rows.get(sid), sid)
+        want = {_key(d) for d in proj.deadlines} if proj else set()
+        got = actual_deadlines.pop(sid, set())
+        for kind, due, version in sorted(want - got):
+            diffs.append(f"{sid}: {kind} deadline {due.isoformat()} (v{version}) missing")
+        for kind, due, version in sorted(got - want):
+            diffs.append(f"{sid}: {kind} deadline {due.isoformat()} (v{version}) not explained by the log")
+    for sid in sorted(actual_deadlines):
+        diffs.append(f"{sid}: deadlines armed for a sandbox the log does not know")
+    return diffs
+
+
+def _key(d: Deadline) -> tuple[str, datetime, int]:
+    return (d.kind, d.due_at, d.version)

@@ -1,0 +1,367 @@
+"""The decider: ``decide(state, command, now) -> events`` and ``evolve(state, event) -> state``.
+
+Both are pure. ``decide`` holds every guard and raises typed errors; ``evolve`` records facts and is
+total (it never raises and never reads a clock), so replaying a log always gives the same state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import reduce
+from typing import ClassVar, TypedDict
+
+from core import lifecycle as lc
+from core.errors import InvalidTransition, SandboxBusy, SandboxExpired
+from events import types as ev
+
+# --------------------------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    id: str
+    status: str = lc.NEW
+    version: int = 0
+    kind: str | None = None
+    provider: str | None = None
+    conversation_id: str | None = None
+    provider_ref: str | None = None
+    snapshot_key: str | None = None
+    snapshot_sha256: str | None = None
+    snapshot_bytes: int | None = None
+    # The key the in-flight suspend writes to; derived from the intent's version so a retry reuses it.
+    pending_snapshot_key: str | None = None
+    turn_id: str | None = None
+    created_at: datetime | None = None
+    state_since: datetime | None = None
+    last_activity_at: datetime | None = None
+    suspended_at: datetime | None = None
+    expired_at: datetime | None = None
+    expired_reason: str | None = None
+    # Why the in-flight destroy was asked for (user, retention...): what the expiry will say.
+    destroy_reason: str | None = None
+    last_error: str | None = None
+
+
+def initial(sandbox_id: str) -> Sandbox:
+    return Sandbox(id=sandbox_id)
+
+
+def snapshot_key(sandbox_id: str, version: int) -> str:
+    return f"snapshots/{sandbox_id}/{version}.tar.zst"
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Command:
+    TRIGGER: ClassVar[str] = ""
+
+    actor: str = "api"
+    reason: str = "user"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Create(Command):
+    kind: str
+    provider: str
+    conversation_id: str | None = None
+    TRIGGER = "create"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarkReady(Command):
+    provider_ref: str
+    TRIGGER = "mark_ready"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StartTurn(Command):
+    turn_id: str
+    reason: str = "turn_start"
+    TRIGGER = "start_turn"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EndTurn(Command):
+    turn_id: str
+    suspend: bool = True
+    reason: str = "turn_end"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Touch(Command):
+    """Activity. Coalesced: nothing is recorded if the last activity is younger than ``window``."""
+
+    window: timedelta = timedelta(0)
+    count: int = 1
+    reason: str = "activity"
+    TRIGGER = "touch"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestSuspend(Command):
+    TRIGGER = "request_suspend"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarkSuspended(Command):
+    snapshot_key: str
+    sha256: str | None = None
+    bytes: int | None = None
+    TRIGGER = "mark_suspended"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestResume(Command):
+    TRIGGER = "request_resume"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarkResumed(Command):
+    provider_ref: str
+    TRIGGER = "mark_resumed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FireIdleTimeout(Command):
+    timeout: timedelta
+    actor: str = "scheduler"
+    reason: str = "idle_timeout"
+    TRIGGER = "idle_timeout"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FireRetention(Command):
+    retention: timedelta
+    actor: str = "scheduler"
+    reason: str = "retention"
+    TRIGGER = "retention_elapsed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Destroy(Command):
+    TRIGGER = "destroy"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarkDestroyed(Command):
+    TRIGGER = "mark_destroyed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarkFailed(Command):
+    error: str
+    TRIGGER = "mark_failed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarkLost(Command):
+    detail: str
+    reason: str = "provider_lost"
+    TRIGGER = "mark_lost"
+
+
+# ------------------------------------------------------------------------------------------- decide
+
+
+def trigger_of(cmd: Command) -> str:
+    """The table's trigger a command asks for."""
+    if isinstance(cmd, EndTurn):
+        return "end_turn_suspend" if cmd.suspend else "end_turn_keep_warm"
+    return cmd.TRIGGER
+
+
+class _Base(TypedDict):
+    at: datetime
+    actor: str
+    reason: str
+
+
+def _ensure(state: Sandbox, cmd: Command) -> None:
+    if lc.destination(trigger_of(cmd), state.status) is not None:
+        return
+    if state.status in lc.TERMINAL:
+        raise SandboxExpired(state.id, state.expired_at, state.expired_reason)
+    # Someone else holds the sandbox (an open turn or an in-flight side effect): a retry later
+    # may succeed, which is what SandboxBusy tells the caller.
+    if isinstance(cmd, StartTurn | RequestSuspend | RequestResume | Destroy) and (
+        state.status in lc.TRANSITIONAL or state.status == lc.RUNNING
+    ):
+        raise SandboxBusy(state.id, state.status)
+    raise InvalidTransition(state.id, state.status, trigger_of(cmd), lc.allowed_triggers(state.status))
+
+
+def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
+    """The events ``cmd`` produces from ``state`` at ``now``; [] when there is nothing to do."""
+    base = _Base(at=now, actor=cmd.actor, reason=cmd.reason)
+
+    # Timer commands re-check their guard: a stale timer (activity since it was armed, or the
+    # sandbox moved on) decides to nothing instead of failing.
+    if isinstance(cmd, FireIdleTimeout):
+        if state.status not in lc.LIVE or state.last_activity_at is None:
+            return []
+        if now - state.last_activity_at < cmd.timeout:
+            return []
+        return [
+            ev.IdleTimeoutElapsed(**base, idle_since=state.last_activity_at, timeout_ms=_ms(cmd.timeout)),
+            ev.SuspendRequested(**base, snapshot_key=snapshot_key(state.id, state.version + 2)),
+        ]
+    if isinstance(cmd, FireRetention):
+        if state.status != lc.SUSPENDED or state.suspended_at is None:
+            return []
+        if now - state.suspended_at < cmd.retention:
+            return []
+        return [
+            ev.RetentionElapsed(**base, suspended_since=state.suspended_at, retention_ms=_ms(cmd.retention)),
+            ev.DestroyRequested(**base),
+        ]
+
+    _ensure(state, cmd)
+    match cmd:
+        case Create():
+            return [
+                ev.CreationRequested(
+                    **base, kind=cmd.kind, provider=cmd.provider, conversation_id=cmd.conversation_id
+                )
+            ]
+        case MarkReady():
+            return [ev.Created(**base, provider_ref=cmd.provider_ref)]
+        case StartTurn():
+            return [ev.TurnStarted(**base, turn_id=cmd.turn_id)]
+        case EndTurn():
+            if cmd.turn_id != state.turn_id:
+                raise InvalidTransition(state.id, state.status, f"{trigger_of(cmd)} of turn {cmd.turn_id}")
+            ended = ev.TurnEnded(
+                **base, turn_id=cmd.turn_id, disposition="suspend" if cmd.suspend else "keep_warm"
+            )
+            if not cmd.suspend:
+                return [ended]
+            return [
+                ended,
+                ev.SuspendRequested(**base, snapshot_key=snapshot_key(state.id, state.version + 2)),
+            ]
+        case Touch():
+            if state.last_activity_at is not None and now - state.last_activity_at < cmd.window:
+                return []
+            return [ev.ActivityRecorded(**base, count=cmd.count)]
+        case RequestSuspend():
+            return [ev.SuspendRequested(**base, snapshot_key=snapshot_key(state.id, state.version + 1))]
+        case MarkSuspended():
+            return [ev.Suspended(**base, snapshot_key=cmd.snapshot_key, sha256=cmd.sha256, bytes=cmd.bytes)]
+        case RequestResume():
+            return [ev.ResumeRequested(**base)]
+        case MarkResumed():
+            return [ev.Resumed(**base, provider_ref=cmd.provider_ref)]
+        case Destroy():
+            return [ev.DestroyRequested(**base)]
+        case MarkDestroyed():
+            return [ev.Destroyed(**base)]
+        case MarkFailed():
+            if state.status == lc.CREATING:
+                return [ev.CreationFailed(**base, error=cmd.error)]
+            if state.status == lc.SUSPENDING:
+                return [ev.SuspendFailed(**base, error=cmd.error)]
+            return [ev.ResumeFailed(**base, error=cmd.error)]
+        case MarkLost():
+            return [ev.ProviderLost(**base, detail=cmd.detail)]
+    raise TypeError(f"unknown command {type(cmd).__name__}")
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+# ------------------------------------------------------------------------------------------- evolve
+
+
+def _moved(state: Sandbox, status: str, at: datetime, **changes: object) -> Sandbox:
+    since = at if status != state.status else state.state_since
+    return dataclasses.replace(state, status=status, state_since=since, **changes)  # type: ignore[arg-type]
+
+
+def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
+    """Apply a recorded fact. Total: never raises, never looks at a clock."""
+    s = dataclasses.replace(state, version=state.version + 1)
+    at = event.at
+    match event:
+        case ev.CreationRequested():
+            return _moved(
+                s,
+                lc.CREATING,
+                at,
+                kind=event.kind,
+                provider=event.provider,
+                conversation_id=event.conversation_id,
+                created_at=at,
+                last_activity_at=at,
+            )
+        case ev.Created():
+            return _moved(s, lc.IDLE, at, provider_ref=event.provider_ref, last_activity_at=at)
+        case ev.CreationFailed():
+            return _moved(
+                s, lc.EXPIRED, at, expired_at=at, expired_reason=event.reason, last_error=event.error
+            )
+        case ev.TurnStarted():
+            return _moved(s, lc.RUNNING, at, turn_id=event.turn_id, last_activity_at=at)
+        case ev.TurnEnded():
+            return _moved(s, lc.IDLE, at, turn_id=None, last_activity_at=at)
+        case ev.ActivityRecorded():
+            return dataclasses.replace(s, last_activity_at=at)
+        case ev.IdleTimeoutElapsed() | ev.RetentionElapsed():
+            return s
+        case ev.SuspendRequested():
+            return _moved(s, lc.SUSPENDING, at, pending_snapshot_key=event.snapshot_key, turn_id=None)
+        case ev.Suspended():
+            return _moved(
+                s,
+                lc.SUSPENDED,
+                at,
+                provider_ref=None,
+                snapshot_key=event.snapshot_key,
+                snapshot_sha256=event.sha256,
+                snapshot_bytes=event.bytes,
+                pending_snapshot_key=None,
+                suspended_at=at,
+            )
+        case ev.SuspendFailed():
+            return _moved(s, lc.IDLE, at, pending_snapshot_key=None, last_error=event.error)
+        case ev.ResumeRequested():
+            return _moved(s, lc.RESUMING, at)
+        case ev.Resumed():
+            return _moved(s, lc.IDLE, at, provider_ref=event.provider_ref, last_activity_at=at)
+        case ev.ResumeFailed():
+            return _moved(s, lc.SUSPENDED, at, last_error=event.error)
+        case ev.DestroyRequested():
+            return _moved(s, lc.DESTROYING, at, turn_id=None, destroy_reason=event.reason)
+        case ev.Destroyed():
+            return _moved(
+                s,
+                lc.EXPIRED,
+                at,
+                provider_ref=None,
+                snapshot_key=None,
+                expired_at=at,
+                expired_reason=state.destroy_reason or event.reason,
+            )
+        case ev.ProviderLost():
+            return _moved(
+                s,
+                lc.EXPIRED,
+                at,
+                provider_ref=None,
+                expired_at=at,
+                expired_reason=event.reason,
+                last_error=event.detail,
+            )
+    # An event type this fold does not know changes nothing but the version (decoding already
+    # refuses types this release cannot read, so this is only reached by subclasses).
+    return s
+
+
+def replay(sandbox_id: str, events: Iterable[ev.Event], start: Sandbox | None = None) -> Sandbox:
+    return reduce(evolve, events, start if start is not None else initial(sandbox_id))

@@ -1,0 +1,581 @@
+"""The application service: the only place that sequences side effects.
+
+Every side effect follows the same three steps: append an intent (with the expected version, so a
+racer loses), call the provider with a name derived from the intent (so a retry is idempotent),
+append the outcome. A crash between the steps leaves a transitional state whose lease deadline
+lets the sweep re-drive it from provider reality (``reconcile``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from core import lifecycle as lc
+from core import sandbox as sb
+from core.errors import (
+    ConcurrencyError,
+    ProviderError,
+    ProviderLost,
+    SandboxBusy,
+    SandboxError,
+    SandboxExpired,
+    SandboxNotFound,
+)
+from core.kinds import kind_spec
+from core.ports import EventStore, ExecResult, SandboxProvider, SnapshotInfo
+from core.projection import IDLE, LEASE, Policy, project
+from core.replay import HistoryEntry, history
+from events.codec import decode, encode
+from events.records import SandboxRow
+
+log = logging.getLogger("sandbox_lifecycle")
+
+# A racer that loses an append reloads and decides again; this bounds how often.
+_MAX_RACES = 5
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_sandbox_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    fired: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class SandboxService:
+    def __init__(
+        self,
+        store: EventStore,
+        provider: SandboxProvider,
+        *,
+        policy: Policy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        actor: str = "api",
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.policy = policy or Policy()
+        self.clock = clock
+        self.actor = actor
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxService:
+        # The one sanctioned upward reference: the composition root picks the adapters.
+        from adapters.bootstrap import build_service
+
+        service: SandboxService = build_service(environ)
+        return service
+
+    # ------------------------------------------------------------------------------ loading & append
+
+    def load(self, sandbox_id: str) -> sb.Sandbox:
+        records = self.store.read_stream(sandbox_id)
+        if not records:
+            raise SandboxNotFound(sandbox_id)
+        return sb.replay(sandbox_id, (decode(r) for r in records))
+
+    def _apply(
+        self,
+        state: sb.Sandbox,
+        cmd: sb.Command,
+        *,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> sb.Sandbox:
+        """Decide and append at the version ``state`` was loaded at. ConcurrencyError if a racer won."""
+        events = sb.decide(state, cmd, self.clock())
+        if not events:
+            return state
+        after = sb.replay(state.id, events, start=state)
+        meta = {"correlation_id": correlation_id} if correlation_id else {}
+        self.store.append(
+            state.id,
+            state.version,
+            [encode(e, **meta) for e in events],
+            idempotency_key=idempotency_key,
+            projection=project(after, self.policy),
+        )
+        return after
+
+    def _run(
+        self, sandbox_id: str, make: Callable[[sb.Sandbox], sb.Command], correlation_id: str | None = None
+    ) -> tuple[sb.Sandbox, sb.Sandbox]:
+        """Load, decide, append; on a lost race reload and decide again. Returns (before, after)."""
+        for _ in range(_MAX_RACES):
+            state = self.load(sandbox_id)
+            try:
+                return state, self._apply(state, make(state), correlation_id=correlation_id)
+            except ConcurrencyError:
+                continue
+        raise SandboxBusy(sandbox_id, "contended", "too many concurrent writers")
+
+    # ------------------------------------------------------------------------------------- queries
+
+    def get(self, sandbox_id: str) -> SandboxRow:
+        row = self.store.get_sandbox(sandbox_id)
+        if row is None:
+            raise SandboxNotFound(sandbox_id)
+        return row
+
+    def list(self, state: str | None = None) -> builtins.list[SandboxRow]:
+        return self.store.list_sandboxes(state)
+
+    def history(self, sandbox_id: str) -> builtins.list[HistoryEntry]:
+        records = self.store.read_stream(sandbox_id)
+        if not records:
+            raise SandboxNotFound(sandbox_id)
+        return history(sandbox_id, records)
+
+    # ------------------------------------------------------------------------------------ commands
+
+    def create(
+        self,
+        kind: str,
+        conversation_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        reason: str = "user",
+    ) -> SandboxRow:
+        kind_spec(kind)
+        # A retried create with the same key lands on the same stream and is a no-op there.
+        sid = (
+            hashlib.sha256(idempotency_key.encode()).hexdigest()[:16] if idempotency_key else new_sandbox_id()
+        )
+        cid = uuid.uuid4().hex
+        cmd = sb.Create(
+            kind=kind,
+            provider=self.provider.name,
+            conversation_id=conversation_id,
+            actor=actor or self.actor,
+            reason=reason,
+        )
+        try:
+            state = self._apply(sb.initial(sid), cmd, correlation_id=cid, idempotency_key=idempotency_key)
+        except ConcurrencyError:
+            if idempotency_key and self.store.get_sandbox(sid) is not None:
+                return self.get(sid)
+            if conversation_id is not None:
+                live = self.store.find_live(conversation_id, kind)
+                if live is not None:
+                    raise SandboxBusy(
+                        live.id, live.state, f"conversation {conversation_id} already has it"
+                    ) from None
+            raise
+        if state.status != lc.CREATING:  # duplicate idempotent create
+            return self.get(sid)
+        self._drive_create(state, cid, reason)
+        return self.get(sid)
+
+    def _drive_create(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+        assert state.kind is not None
+        try:
+            ref = self.provider.create(state.id, state.kind)
+        except ProviderError as exc:
+            self._apply(
+                state,
+                sb.MarkFailed(error=str(exc), actor=self.actor, reason="provider_error"),
+                correlation_id=cid,
+            )
+            raise
+        try:
+            return self._apply(
+                state, sb.MarkReady(provider_ref=ref, actor=self.actor, reason=reason), correlation_id=cid
+            )
+        except BaseException:
+            # Recording failed: the sandbox must not outlive its record (no orphan).
+            log.warning("recording sandbox %s failed; destroying its provider sandbox", state.id)
+            self.provider.destroy(state.id, ref)
+            raise
+
+    def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
+        cid = uuid.uuid4().hex
+        _, state = self._run(
+            sandbox_id, lambda s: sb.RequestSuspend(actor=actor or self.actor, reason=reason), cid
+        )
+        self._drive_suspend(state, cid, reason)
+        return self.get(sandbox_id)
+
+    def _drive_suspend(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+        assert state.status == lc.SUSPENDING and state.kind and state.pending_snapshot_key
+        try:
+            info = self.provider.suspend(
+                state.id, state.provider_ref or "", state.kind, state.pending_snapshot_key
+            )
+        except ProviderLost as exc:
+            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid)
+            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+        except ProviderError as exc:
+            self._apply(
+                state, sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason), correlation_id=cid
+            )
+            raise
+        previous = state.snapshot_key
+        after = self._apply(
+            state,
+            sb.MarkSuspended(
+                snapshot_key=info.key, sha256=info.sha256, bytes=info.bytes, actor=self.actor, reason=reason
+            ),
+            correlation_id=cid,
+        )
+        # The superseded snapshot goes only once the new one is recorded; a failure here leaves an
+        # orphan for the reconciler, never a lost workspace.
+        if previous and previous != info.key:
+            self._delete_snapshot_quietly(SnapshotInfo(previous, state.snapshot_sha256, state.snapshot_bytes))
+        return after
+
+    def _delete_snapshot_quietly(self, snapshot: SnapshotInfo) -> None:
+        try:
+            self.provider.delete_snapshot(snapshot)
+        except ProviderError as exc:
+            log.warning(
+                "could not delete superseded snapshot %s (the reconciler will): %s", snapshot.key, exc
+            )
+
+    def resume(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
+        cid = uuid.uuid4().hex
+        _, state = self._run(
+            sandbox_id, lambda s: sb.RequestResume(actor=actor or self.actor, reason=reason), cid
+        )
+        self._drive_resume(state, cid, reason)
+        return self.get(sandbox_id)
+
+    def _drive_resume(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+        assert state.status == lc.RESUMING and state.kind and state.snapshot_key
+        snapshot = SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
+        try:
+            ref = self.provider.resume(state.id, state.kind, snapshot)
+        except ProviderLost as exc:
+            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid)
+            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+        except ProviderError as exc:
+            self._apply(
+                state, sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason), correlation_id=cid
+            )
+            raise
+        return self._apply(
+            state, sb.MarkResumed(provider_ref=ref, actor=self.actor, reason=reason), correlation_id=cid
+        )
+
+    def destroy(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
+        cid = uuid.uuid4().hex
+        state = self.load(sandbox_id)
+        if state.status == lc.EXPIRED:
+            return self.get(sandbox_id)
+        if state.status != lc.DESTROYING:
+            _, state = self._run(
+                sandbox_id, lambda s: sb.Destroy(actor=actor or self.actor, reason=reason), cid
+            )
+        self._drive_destroy(state, cid, reason)
+        return self.get(sandbox_id)
+
+    def _drive_destroy(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+        self.provider.destroy(state.id, state.provider_ref)
+        if state.snapshot_key:
+            self.provider.delete_snapshot(
+                SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
+            )
+        return self._apply(state, sb.MarkDestroyed(actor=self.actor, reason=reason), correlation_id=cid)
+
+    def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
+        window = self.policy.activity_window
+        self._run(sandbox_id, lambda s: sb.Touch(window=window, count=count, actor=actor or self.actor))
+        return self.get(sandbox_id)
+
+    def _ready(self, sandbox_id: str) -> sb.Sandbox:
+        """A sandbox with live compute, resuming it if it is suspended."""
+        state = self.load(sandbox_id)
+        if state.status == lc.SUSPENDED:
+            self.resume(sandbox_id)
+            state = self.load(sandbox_id)
+        if state.status == lc.EXPIRED:
+            raise SandboxExpired(state.id, state.expired_at, state.expired_reason)
+        if state.status not in lc.LIVE or state.provider_ref is None:
+            raise SandboxBusy(state.id, state.status)
+        return state
+
+    def _activity(self, state: sb.Sandbox) -> None:
+        # A racer's write is itself activity (or a state change the provider call will run into),
+        # so a lost race here loses nothing worth a retry.
+        with suppress(ConcurrencyError):
+            self._apply(state, sb.Touch(window=self.policy.activity_window, actor=self.actor))
+
+    def exec(
+        self,
+        sandbox_id: str,
+        command: Sequence[str],
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        state = self._ready(sandbox_id)
+        self._activity(state)
+        assert state.provider_ref is not None
+        return self.provider.exec(state.provider_ref, list(command), timeout=timeout, env=env, cwd=cwd)
+
+    def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
+        state = self._ready(sandbox_id)
+        self._activity(state)
+        assert state.provider_ref is not None
+        self.provider.write_file(state.provider_ref, path, data)
+
+    def read_file(self, sandbox_id: str, path: str) -> bytes:
+        state = self._ready(sandbox_id)
+        self._activity(state)
+        assert state.provider_ref is not None
+        return self.provider.read_file(state.provider_ref, path)
+
+    # --------------------------------------------------------------------------------------- turns
+
+    @contextmanager
+    def turn(
+        self, conversation_id: str, kind: str, *, keep_warm: bool = False, actor: str | None = None
+    ) -> Iterator[TurnHandle]:
+        """Create or resume the conversation's sandbox, yield it, suspend it on exit (also on error)."""
+        kind_spec(kind)
+        turn_id = uuid.uuid4().hex
+        cid = turn_id
+        who = actor or self.actor
+        row = self.store.find_live(conversation_id, kind)
+        sandbox_id = (
+            row.id
+            if row is not None
+            else self.create(kind, conversation_id, actor=who, reason="turn_start").id
+        )
+        for _ in range(_MAX_RACES):
+            state = self.load(sandbox_id)
+            if state.status == lc.SUSPENDED:
+                try:
+                    state = self._apply(
+                        state, sb.RequestResume(actor=who, reason="turn_start"), correlation_id=cid
+                    )
+                except ConcurrencyError:
+                    continue
+                state = self._drive_resume(state, cid, "turn_start")
+            try:
+                state = self._apply(state, sb.StartTurn(turn_id=turn_id, actor=who), correlation_id=cid)
+                break
+            except ConcurrencyError:
+                continue
+        else:
+            raise SandboxBusy(sandbox_id, "contended", "too many concurrent turns")
+        try:
+            yield TurnHandle(self, sandbox_id, kind, turn_id)
+        finally:
+            self._end_turn(sandbox_id, turn_id, keep_warm, who, cid)
+
+    def _end_turn(self, sandbox_id: str, turn_id: str, keep_warm: bool, actor: str, cid: str) -> None:
+        for _ in range(_MAX_RACES):
+            state = self.load(sandbox_id)
+            if state.status != lc.RUNNING or state.turn_id != turn_id:
+                # The idle timer or an operator already moved it on; nothing of ours to end.
+                return
+            try:
+                state = self._apply(
+                    state, sb.EndTurn(turn_id=turn_id, suspend=not keep_warm, actor=actor), correlation_id=cid
+                )
+                break
+            except ConcurrencyError:
+                continue
+        if state.status == lc.SUSPENDING:
+            self._drive_suspend(state, cid, "turn_end")
+
+    # -------------------------------------------------------------------------------------- timers
+
+    def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
+        """Fire every deadline due at ``now``: idle → suspend, retention → GC, lease → reconcile."""
+        now = now or self.clock()
+        report = SweepReport()
+        for deadline in self.store.due_deadlines(now, limit=limit):
+            sid = deadline.sandbox_id
+            try:
+                if deadline.kind == LEASE:
+                    if self._recover(sid, now):
+                        report.recovered.append(sid)
+                    continue
+                fired = self._fire(sid, deadline.kind, deadline.version, now)
+                if fired:
+                    report.fired.append(f"{sid}:{deadline.kind}")
+            except SandboxError as exc:
+                # One sandbox's failure must not starve the others; its lease re-drives it later.
+                report.errors.append(f"{sid}: {exc}")
+                log.warning("timer %s of %s failed: %s", deadline.kind, sid, exc)
+        return report
+
+    def _fire(self, sid: str, kind: str, seen_version: int, now: datetime) -> bool:
+        state = self.load(sid)
+        if state.version != seen_version:
+            return False  # moved on since the deadline was read; its new deadline is armed
+        cid = uuid.uuid4().hex
+        cmd: sb.Command = (
+            sb.FireIdleTimeout(timeout=self.policy.idle_timeout)
+            if kind == IDLE
+            else sb.FireRetention(retention=self.policy.retention)
+        )
+        events = sb.decide(state, cmd, now)
+        if not events:
+            # A stale timer (settings changed): re-arm from the current policy.
+            self.store.write_projection(project(state, self.policy))
+            return False
+        try:
+            after = self._apply_at(state, cmd, now, cid)
+        except ConcurrencyError:
+            return False  # another scheduler won; exactly one transition happens
+        if after.status == lc.SUSPENDING:
+            self._drive_suspend(after, cid, cmd.reason)
+        elif after.status == lc.DESTROYING:
+            self._drive_destroy(after, cid, cmd.reason)
+        return True
+
+    def _apply_at(self, state: sb.Sandbox, cmd: sb.Command, now: datetime, cid: str) -> sb.Sandbox:
+        events = sb.decide(state, cmd, now)
+        after = sb.replay(state.id, events, start=state)
+        self.store.append(
+            state.id,
+            state.version,
+            [encode(e, correlation_id=cid) for e in events],
+            projection=project(after, self.policy),
+        )
+        return after
+
+    # ------------------------------------------------------------------------------ reconciliation
+
+    def _recover(self, sid: str, now: datetime) -> bool:
+        """Re-drive a side effect whose lease ran out, from what the provider really holds."""
+        state = self.load(sid)
+        if state.status not in lc.TRANSITIONAL or state.state_since is None:
+            return False
+        if now - state.state_since < self.policy.lease:
+            return False
+        cid = uuid.uuid4().hex
+        log.info("recovering sandbox %s stuck in %s since %s", sid, state.status, state.state_since)
+        try:
+            if state.status == lc.CREATING:
+                assert state.kind is not None
+                inst = self.provider.instance(sid)
+                if inst is not None:
+                    self._apply(
+                        state,
+                        sb.MarkReady(provider_ref=inst.ref, actor="reconciler", reason="recovery"),
+                        correlation_id=cid,
+                    )
+                else:
+                    self._apply(
+                        state,
+                        sb.MarkFailed(
+                            error="creation interrupted before the provider had it",
+                            actor="reconciler",
+                            reason="recovery",
+                        ),
+                        correlation_id=cid,
+                    )
+            elif state.status == lc.SUSPENDING:
+                self._drive_suspend(state, cid, "recovery")
+            elif state.status == lc.RESUMING:
+                self._drive_resume(state, cid, "recovery")
+            elif state.status == lc.DESTROYING:
+                self._drive_destroy(state, cid, "recovery")
+        except ConcurrencyError:
+            return False
+        return True
+
+    def reconcile(self, now: datetime | None = None) -> SweepReport:
+        """Re-drive stuck transitions, then remove provider resources no live sandbox owns."""
+        now = now or self.clock()
+        report = SweepReport()
+        for row in self.store.list_sandboxes():
+            if row.state in lc.TRANSITIONAL:
+                try:
+                    if self._recover(row.id, now):
+                        report.recovered.append(row.id)
+                except SandboxError as exc:
+                    report.errors.append(f"{row.id}: {exc}")
+        try:
+            self._remove_orphans(report)
+        except SandboxError as exc:
+            report.errors.append(f"orphan sweep: {exc}")
+        return report
+
+    def _remove_orphans(self, report: SweepReport) -> None:
+        for inst in self.provider.list_instances():
+            owner = self.store.get_sandbox(inst.sandbox_id)
+            orphan = (
+                owner is None
+                or owner.state == lc.EXPIRED
+                or (owner.state == lc.SUSPENDED and inst.status == "running")
+            )
+            if orphan and self._still_orphan(inst.sandbox_id):
+                self.provider.destroy(inst.sandbox_id, inst.ref)
+                was = owner.state if owner else "unknown"
+                msg = f"removed orphan instance {inst.ref} of sandbox {inst.sandbox_id} ({was})"
+                log.info(msg)
+                report.removed.append(msg)
+        for sid, snap in self.provider.list_snapshots():
+            state = self.load(sid) if self.store.get_sandbox(sid) is not None else None
+            keep = (
+                state is not None
+                and state.status != lc.EXPIRED
+                and snap.key in {state.snapshot_key, state.pending_snapshot_key}
+            )
+            if not keep:
+                self.provider.delete_snapshot(snap)
+                was = state.status if state else "unknown"
+                msg = f"removed orphan snapshot {snap.key} of sandbox {sid} ({was})"
+                log.info(msg)
+                report.removed.append(msg)
+
+    def _still_orphan(self, sid: str) -> bool:
+        # Re-read right before removing: a create or resume may have committed since the listing.
+        row = self.store.get_sandbox(sid)
+        return row is None or row.state in (lc.EXPIRED, lc.SUSPENDED)
+
+    def sweep(self, now: datetime | None = None) -> SweepReport:
+        fired = self.fire_due(now)
+        rec = self.reconcile(now)
+        return SweepReport(
+            fired=fired.fired,
+            recovered=fired.recovered + rec.recovered,
+            removed=rec.removed,
+            errors=fired.errors + rec.errors,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnHandle:
+    service: SandboxService
+    id: str
+    kind: str
+    turn_id: str
+
+    def exec(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        argv = ["bash", "-lc", command] if isinstance(command, str) else list(command)
+        return self.service.exec(self.id, argv, timeout=timeout, env=env, cwd=cwd)
+
+    def write_file(self, path: str, data: bytes | str) -> None:
+        self.service.write_file(self.id, path, data.encode() if isinstance(data, str) else data)
+
+    def read_file(self, path: str) -> bytes:
+        return self.service.read_file(self.id, path)

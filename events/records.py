@@ -1,0 +1,108 @@
+"""Records the event store reads and writes. No domain logic lives here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class StoreError(Exception):
+    """Base class of every error the event store raises."""
+
+
+class ConcurrencyError(StoreError):
+    """Another writer appended to the stream (or claimed the conversation) first.
+
+    The caller reloads and decides again; usually there is nothing left to do.
+    """
+
+    def __init__(self, stream_id: str, expected_version: int, detail: str = "") -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        msg = f"stream {stream_id!r} is no longer at version {expected_version}"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
+
+
+class DatabaseLocked(StoreError):
+    """The embedded SQLite database is held by another writer for longer than the busy timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event ready to be appended: already encoded to JSON-able data."""
+
+    type: str
+    data: JSON
+    occurred_at: datetime
+    schema_version: int = 1
+    metadata: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: ``position`` is global commit order, ``version`` is per stream (1-based)."""
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    schema_version: int
+    data: JSON
+    metadata: JSON
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRow:
+    """The ``sandboxes`` read model: one row per sandbox, the fold of its stream."""
+
+    id: str
+    kind: str
+    provider: str
+    state: str
+    version: int
+    conversation_id: str | None
+    provider_ref: str | None
+    snapshot_key: str | None
+    snapshot_sha256: str | None
+    snapshot_bytes: int | None
+    last_activity_at: datetime | None
+    state_since: datetime
+    created_at: datetime
+    expired_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """An armed timer of a sandbox. ``kind`` is ``idle``, ``retention`` or ``lease``."""
+
+    sandbox_id: str
+    kind: str
+    due_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """What the store writes beside the events, in the same transaction.
+
+    ``deadlines`` replaces every deadline of the sandbox (an empty tuple disarms them all).
+    """
+
+    row: SandboxRow
+    deadlines: tuple[Deadline, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """``duplicate`` is true when the idempotency key had been used and nothing was written."""
+
+    stream_id: str
+    version: int
+    last_position: int
+    duplicate: bool = False

@@ -1,0 +1,158 @@
+"""The sandbox event types: facts, with no logic.
+
+Every event says who did it (``actor``), why (``reason``) and when (``at``). Guards live in the
+decider, never here, because whatever an event does when applied runs again on every replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    TYPE: ClassVar[str] = ""
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    at: datetime
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreationRequested(Event):
+    TYPE = "CreationRequested"
+    kind: str
+    provider: str
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Created(Event):
+    TYPE = "Created"
+    provider_ref: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreationFailed(Event):
+    TYPE = "CreationFailed"
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TurnStarted(Event):
+    TYPE = "TurnStarted"
+    turn_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TurnEnded(Event):
+    TYPE = "TurnEnded"
+    turn_id: str
+    # "suspend" or "keep_warm"
+    disposition: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ActivityRecorded(Event):
+    """Coalesced activity (exec, file I/O, touch): at most one per activity window."""
+
+    TYPE = "ActivityRecorded"
+    # Schema v2 added the count of coalesced operations; v1 events are upcast with count=1.
+    SCHEMA_VERSION = 2
+    count: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IdleTimeoutElapsed(Event):
+    TYPE = "IdleTimeoutElapsed"
+    idle_since: datetime
+    timeout_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SuspendRequested(Event):
+    TYPE = "SuspendRequested"
+    snapshot_key: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Suspended(Event):
+    TYPE = "Suspended"
+    snapshot_key: str
+    sha256: str | None = None
+    bytes: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SuspendFailed(Event):
+    TYPE = "SuspendFailed"
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResumeRequested(Event):
+    TYPE = "ResumeRequested"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Resumed(Event):
+    TYPE = "Resumed"
+    provider_ref: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResumeFailed(Event):
+    TYPE = "ResumeFailed"
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetentionElapsed(Event):
+    TYPE = "RetentionElapsed"
+    suspended_since: datetime
+    retention_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DestroyRequested(Event):
+    TYPE = "DestroyRequested"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Destroyed(Event):
+    TYPE = "Destroyed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProviderLost(Event):
+    """The provider no longer has the sandbox or its snapshot; the workspace is gone."""
+
+    TYPE = "ProviderLost"
+    detail: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        CreationRequested,
+        Created,
+        CreationFailed,
+        TurnStarted,
+        TurnEnded,
+        ActivityRecorded,
+        IdleTimeoutElapsed,
+        SuspendRequested,
+        Suspended,
+        SuspendFailed,
+        ResumeRequested,
+        Resumed,
+        ResumeFailed,
+        RetentionElapsed,
+        DestroyRequested,
+        Destroyed,
+        ProviderLost,
+    )
+}

@@ -1,0 +1,240 @@
+"""The service driven through fakes at the port boundary (the real adapters have their own suites)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from core import lifecycle as lc
+from core import sandbox as sb
+from core.errors import ConcurrencyError, ProviderError, ProviderLost, SandboxBusy, SandboxExpired
+from core.projection import Policy, project
+from core.replay import verify
+from core.service import SandboxService
+from events.codec import encode
+from tests.fakes import Clock, FakeProvider, InMemoryEventStore
+
+POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store() -> InMemoryEventStore:
+    return InMemoryEventStore()
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+def service(store: InMemoryEventStore, provider: FakeProvider, clock: Clock) -> SandboxService:
+    return SandboxService(store, provider, policy=POLICY, clock=clock)
+
+
+def types(service: SandboxService, sid: str) -> list[str]:
+    return [h.type for h in service.history(sid)]
+
+
+def test_turns_keep_the_workspace_across_suspend(service: SandboxService, provider: FakeProvider) -> None:
+    with service.turn("conv-1", "data-app") as sbx:
+        sbx.write_file("app/main.py", "print(1)")
+        assert service.get(sbx.id).state == lc.RUNNING
+    assert service.get(sbx.id).state == lc.SUSPENDED
+    assert provider.instances == {}
+    with service.turn("conv-1", "data-app") as again:
+        assert again.id == sbx.id
+        assert again.read_file("app/main.py") == b"print(1)"
+    assert types(service, sbx.id) == [
+        "CreationRequested",
+        "Created",
+        "TurnStarted",
+        "TurnEnded",
+        "SuspendRequested",
+        "Suspended",
+        "ResumeRequested",
+        "Resumed",
+        "TurnStarted",
+        "TurnEnded",
+        "SuspendRequested",
+        "Suspended",
+    ]
+    # The superseded snapshot is gone once the new one is recorded.
+    assert list(provider.snapshots) == [service.get(sbx.id).snapshot_key]
+
+
+def test_turn_suspends_when_the_body_raises(service: SandboxService) -> None:
+    with pytest.raises(RuntimeError, match="agent crashed"), service.turn("c", "ai-writeback") as sbx:
+        raise RuntimeError("agent crashed")
+    assert service.get(sbx.id).state == lc.SUSPENDED
+
+
+def test_second_turn_on_an_open_conversation_is_busy_and_changes_nothing(service: SandboxService) -> None:
+    with service.turn("c", "data-app") as sbx:
+        version = service.get(sbx.id).version
+        with pytest.raises(SandboxBusy), service.turn("c", "data-app"):
+            pass
+        assert service.get(sbx.id).version == version
+        assert service.get(sbx.id).state == lc.RUNNING
+
+
+def test_keep_warm_leaves_it_idle(service: SandboxService) -> None:
+    with service.turn("c", "data-app", keep_warm=True) as sbx:
+        pass
+    assert service.get(sbx.id).state == lc.IDLE
+
+
+def test_failed_recording_destroys_the_new_provider_sandbox(
+    service: SandboxService, store: InMemoryEventStore, provider: FakeProvider
+) -> None:
+    original = store.append
+
+    def append_failing_on_created(stream_id, expected_version, events, **kw):  # type: ignore[no-untyped-def]
+        if events and events[0].type == "Created":
+            raise ConcurrencyError(stream_id, expected_version, "simulated")
+        return original(stream_id, expected_version, events, **kw)
+
+    store.append = append_failing_on_created  # type: ignore[method-assign]
+    with pytest.raises(ConcurrencyError):
+        service.create("data-app")
+    assert [op for op, _ in provider.calls] == ["create", "destroy"]
+    assert provider.instances == {}
+
+
+def test_provider_failure_on_create_expires_with_the_error(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    provider.fail["create"] = ProviderError("image lightdash-sandbox:local is missing")
+    with pytest.raises(ProviderError):
+        service.create("data-app", "c")
+    (row,) = service.list()
+    assert row.state == lc.EXPIRED
+    assert "image" in service.history(row.id)[-1].data["error"]  # type: ignore[operator]
+
+
+def test_idle_timeout_suspends_and_is_recorded(service: SandboxService, clock: Clock) -> None:
+    row = service.create("data-app")
+    clock.advance(minutes=29)
+    assert service.fire_due().fired == []
+    service.touch(row.id)
+    clock.advance(minutes=29)
+    assert service.fire_due().fired == []  # the touch moved the deadline
+    clock.advance(minutes=2)
+    assert service.fire_due().fired == [f"{row.id}:idle"]
+    hist = service.history(row.id)
+    assert [h.type for h in hist[-3:]] == ["IdleTimeoutElapsed", "SuspendRequested", "Suspended"]
+    assert {h.reason for h in hist[-3:]} == {"idle_timeout"}
+    assert service.get(row.id).state == lc.SUSPENDED
+
+
+def test_activity_is_coalesced(service: SandboxService, clock: Clock) -> None:
+    row = service.create("data-app")
+    for _ in range(50):
+        service.exec(row.id, ["true"])
+        clock.advance(seconds=1)
+    # 50 execs within a minute: at most one or two activity events, never fifty.
+    assert types(service, row.id).count("ActivityRecorded") <= 2
+
+
+def test_retention_expires_and_resume_says_why(
+    service: SandboxService, clock: Clock, provider: FakeProvider
+) -> None:
+    with service.turn("c", "data-app") as sbx:
+        pass
+    clock.advance(days=7, seconds=1)
+    assert service.fire_due().fired == [f"{sbx.id}:retention"]
+    row = service.get(sbx.id)
+    assert row.state == lc.EXPIRED and row.expired_reason == "retention"
+    assert provider.snapshots == {}
+    with pytest.raises(SandboxExpired, match="retention"):
+        service.resume(sbx.id)
+    # A new turn on the conversation starts a fresh sandbox.
+    with service.turn("c", "data-app") as fresh:
+        assert fresh.id != sbx.id
+
+
+def test_lost_snapshot_expires_with_provider_lost(service: SandboxService, provider: FakeProvider) -> None:
+    with service.turn("c", "data-app") as sbx:
+        pass
+    provider.snapshots.clear()
+    with pytest.raises(SandboxExpired, match="provider_lost"), service.turn("c", "data-app"):
+        pass
+    assert service.get(sbx.id).expired_reason == "provider_lost"
+
+
+def test_failed_suspend_returns_to_idle_and_keeps_the_container(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    row = service.create("data-app")
+    provider.fail["suspend"] = ProviderError("snapshot store unreachable")
+    with pytest.raises(ProviderError):
+        service.suspend(row.id)
+    assert service.get(row.id).state == lc.IDLE
+    assert row.id in provider.instances
+    service.suspend(row.id)
+    assert service.get(row.id).state == lc.SUSPENDED
+
+
+def test_stuck_suspend_is_recovered_after_the_lease(
+    service: SandboxService, store: InMemoryEventStore, provider: FakeProvider, clock: Clock
+) -> None:
+    row = service.create("data-app")
+    # A process appended the intent and died before the provider call.
+    state = service.load(row.id)
+    events = sb.decide(state, sb.RequestSuspend(), clock())
+    after = sb.replay(row.id, events, start=state)
+    store.append(row.id, state.version, [encode(e) for e in events], projection=project(after, POLICY))
+    clock.advance(minutes=5)
+    assert service.sweep().recovered == []
+    clock.advance(minutes=6)
+    assert service.sweep().recovered == [row.id]
+    assert service.get(row.id).state == lc.SUSPENDED
+    assert service.history(row.id)[-1].reason == "recovery"
+    assert verify(store, POLICY) == []
+
+
+def test_orphans_are_removed(service: SandboxService, provider: FakeProvider) -> None:
+    provider.create("unknown0000000000", "data-app")
+    provider.snapshots["snapshots/gone0000000000000/3.tar.zst"] = {}
+    keep = service.create("data-app")
+    report = service.reconcile()
+    assert len(report.removed) == 2
+    assert list(provider.instances) == [keep.id]
+    assert provider.snapshots == {}
+
+
+def test_destroy_is_idempotent_and_removes_everything(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    with service.turn("c", "data-app") as sbx:
+        pass
+    service.destroy(sbx.id)
+    service.destroy(sbx.id)
+    assert service.get(sbx.id).state == lc.EXPIRED
+    assert provider.snapshots == {} and provider.instances == {}
+    assert types(service, sbx.id).count("Destroyed") == 1
+
+
+def test_verify_finds_a_tampered_read_model(service: SandboxService, store: InMemoryEventStore) -> None:
+    row = service.create("data-app")
+    assert verify(store, POLICY) == []
+    from dataclasses import replace
+
+    store.rows[row.id] = replace(store.rows[row.id], state="running")
+    diffs = verify(store, POLICY)
+    assert diffs == [f"{row.id}: state is 'running' in the read model, 'idle' from the log"]
+
+
+def test_provider_lost_on_suspend_expires(service: SandboxService, provider: FakeProvider) -> None:
+    row = service.create("data-app")
+    provider.instances.clear()
+    with pytest.raises(SandboxExpired):
+        service.suspend(row.id)
+    assert service.get(row.id).expired_reason == "provider_lost"
+    assert isinstance(ProviderLost("x"), ProviderError)

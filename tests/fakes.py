@@ -1,0 +1,250 @@
+"""Fakes at the port boundary, for pure domain and service tests.
+
+The real store and providers pass the same contract suites elsewhere; these only let the service be
+driven fast and deterministically.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from core.errors import ConcurrencyError, ExecTimeout, ProviderError, ProviderLost
+from core.ports import ExecResult, ProviderInstance, SnapshotInfo
+from events.records import AppendResult, Deadline, NewEvent, Projection, RecordedEvent, SandboxRow
+
+
+class InMemoryEventStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[RecordedEvent] = []
+        self.streams: dict[str, list[RecordedEvent]] = {}
+        self.rows: dict[str, SandboxRow] = {}
+        self.deadlines: dict[tuple[str, str], Deadline] = {}
+        self.keys: dict[tuple[str, str], AppendResult] = {}
+        self.fail_next_append: Exception | None = None
+
+    def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        idempotency_key: str | None = None,
+        projection: Projection | None = None,
+    ) -> AppendResult:
+        with self._lock:
+            if self.fail_next_append is not None:
+                exc, self.fail_next_append = self.fail_next_append, None
+                raise exc
+            if idempotency_key is not None and (stream_id, idempotency_key) in self.keys:
+                return replace(self.keys[(stream_id, idempotency_key)], duplicate=True)
+            stream = self.streams.setdefault(stream_id, [])
+            if len(stream) != expected_version:
+                raise ConcurrencyError(stream_id, expected_version)
+            if projection is not None and projection.row.conversation_id is not None:
+                for row in self.rows.values():
+                    if (
+                        row.id != stream_id
+                        and row.state != "expired"
+                        and row.conversation_id == projection.row.conversation_id
+                        and row.kind == projection.row.kind
+                        and projection.row.state != "expired"
+                    ):
+                        raise ConcurrencyError(stream_id, expected_version, "conversation has a live sandbox")
+            for i, e in enumerate(events, start=1):
+                rec = RecordedEvent(
+                    len(self.events) + 1,
+                    stream_id,
+                    expected_version + i,
+                    e.type,
+                    e.schema_version,
+                    dict(e.data),
+                    dict(e.metadata),
+                    e.occurred_at,
+                )
+                self.events.append(rec)
+                stream.append(rec)
+            if projection is not None:
+                self._write(projection)
+            result = AppendResult(stream_id, len(stream), len(self.events))
+            if idempotency_key is not None:
+                self.keys[(stream_id, idempotency_key)] = result
+            return result
+
+    def _write(self, projection: Projection) -> None:
+        self.rows[projection.row.id] = projection.row
+        for key in [k for k in self.deadlines if k[0] == projection.row.id]:
+            del self.deadlines[key]
+        for d in projection.deadlines:
+            self.deadlines[(d.sandbox_id, d.kind)] = d
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return [e for e in self.streams.get(stream_id, []) if e.version > after_version]
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        return self.events[after_position : after_position + limit]
+
+    def get_sandbox(self, sandbox_id: str) -> SandboxRow | None:
+        return self.rows.get(sandbox_id)
+
+    def find_live(self, conversation_id: str, kind: str) -> SandboxRow | None:
+        for row in self.rows.values():
+            if row.conversation_id == conversation_id and row.kind == kind and row.state != "expired":
+                return row
+        return None
+
+    def list_sandboxes(self, state: str | None = None) -> list[SandboxRow]:
+        return sorted(
+            (r for r in self.rows.values() if state is None or r.state == state), key=lambda r: r.created_at
+        )
+
+    def due_deadlines(self, now: datetime, limit: int = 1000) -> list[Deadline]:
+        return sorted((d for d in self.deadlines.values() if d.due_at <= now), key=lambda d: d.due_at)[:limit]
+
+    def next_deadline(self) -> datetime | None:
+        return min((d.due_at for d in self.deadlines.values()), default=None)
+
+    def all_deadlines(self) -> list[Deadline]:
+        return list(self.deadlines.values())
+
+    def write_projection(self, projection: Projection) -> None:
+        with self._lock:
+            self._write(projection)
+
+    def replace_all_projections(self, projections: Sequence[Projection]) -> None:
+        with self._lock:
+            self.rows.clear()
+            self.deadlines.clear()
+            for p in projections:
+                self._write(p)
+
+    def stream_ids(self) -> list[str]:
+        return list(self.streams)
+
+
+@dataclass
+class FakeInstance:
+    sandbox_id: str
+    kind: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    running: bool = True
+
+
+class FakeProvider:
+    """An in-memory provider with Docker-like semantics: suspend copies files to a snapshot dict."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.instances: dict[str, FakeInstance] = {}
+        self.snapshots: dict[str, dict[str, bytes]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.fail: dict[str, Exception] = {}
+
+    def _call(self, op: str, sid: str) -> None:
+        self.calls.append((op, sid))
+        exc = self.fail.pop(op, None)
+        if exc is not None:
+            raise exc
+
+    def create(self, sandbox_id: str, kind: str) -> str:
+        self._call("create", sandbox_id)
+        self.instances.setdefault(sandbox_id, FakeInstance(sandbox_id, kind))
+        return f"ref-{sandbox_id}"
+
+    def _inst(self, ref: str) -> FakeInstance:
+        inst = self.instances.get(ref.removeprefix("ref-"))
+        if inst is None:
+            raise ProviderError(f"no instance {ref}")
+        return inst
+
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        inst = self._inst(ref)
+        self._call("exec", inst.sandbox_id)
+        if command and command[0] == "sleep" and float(command[1]) > timeout:
+            raise ExecTimeout(" ".join(command), timeout)
+        if command and command[0] == "cat":
+            data = inst.files.get(command[1])
+            if data is None:
+                return ExecResult(1, "", f"cat: {command[1]}: No such file or directory\n")
+            return ExecResult(0, data.decode(), "")
+        return ExecResult(0, " ".join(command), "")
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None:
+        self._inst(ref).files[path] = data
+
+    def read_file(self, ref: str, path: str) -> bytes:
+        try:
+            return self._inst(ref).files[path]
+        except KeyError:
+            raise ProviderError(f"no file {path}") from None
+
+    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        self._call("suspend", sandbox_id)
+        inst = self.instances.get(sandbox_id)
+        if inst is None:
+            if snapshot_key in self.snapshots:
+                return SnapshotInfo(snapshot_key, "sha", len(self.snapshots[snapshot_key]))
+            raise ProviderLost(f"sandbox {sandbox_id} and its snapshot are gone")
+        self.snapshots[snapshot_key] = dict(inst.files)
+        del self.instances[sandbox_id]
+        return SnapshotInfo(snapshot_key, "sha", len(inst.files))
+
+    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        self._call("resume", sandbox_id)
+        files = self.snapshots.get(snapshot.key)
+        if files is None:
+            raise ProviderLost(f"snapshot {snapshot.key} is gone")
+        self.instances[sandbox_id] = FakeInstance(sandbox_id, kind, dict(files))
+        return f"ref-{sandbox_id}"
+
+    def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        self._call("destroy", sandbox_id)
+        self.instances.pop(sandbox_id, None)
+
+    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        self._call("delete_snapshot", snapshot.key)
+        self.snapshots.pop(snapshot.key, None)
+
+    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        return snapshot.key in self.snapshots
+
+    def instance(self, sandbox_id: str) -> ProviderInstance | None:
+        inst = self.instances.get(sandbox_id)
+        return ProviderInstance(sandbox_id, f"ref-{sandbox_id}", inst.kind, "running") if inst else None
+
+    def list_instances(self) -> list[ProviderInstance]:
+        return [
+            ProviderInstance(i.sandbox_id, f"ref-{i.sandbox_id}", i.kind, "running")
+            for i in self.instances.values()
+        ]
+
+    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
+        return [
+            (key.split("/")[1], SnapshotInfo(key, "sha", len(files))) for key, files in self.snapshots.items()
+        ]
+
+
+class Clock:
+    """A settable clock for deterministic timer tests."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> datetime:
+        self.now += timedelta(**kwargs)
+        return self.now
