@@ -6,12 +6,11 @@ total (it never raises and never reads a clock), so replaying a log always gives
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
-from typing import ClassVar, TypedDict
+from typing import Any, ClassVar, NamedTuple, TypedDict
 
 from core import lifecycle as lc
 from core.errors import InvalidTransition, SandboxBusy, SandboxExpired
@@ -20,8 +19,13 @@ from events import types as ev
 # --------------------------------------------------------------------------------------------- state
 
 
-@dataclass(frozen=True, slots=True)
-class Sandbox:
+class Sandbox(NamedTuple):
+    """A sandbox's state: the fold of its events.
+
+    A NamedTuple rather than a dataclass because replay copies it once per event, and ``_replace``
+    is several times cheaper than ``dataclasses.replace`` (measured in bench/rebuild_bench.py).
+    """
+
     id: str
     status: str = lc.NEW
     version: int = 0
@@ -279,14 +283,14 @@ def _ms(delta: timedelta) -> int:
 # ------------------------------------------------------------------------------------------- evolve
 
 
-def _moved(state: Sandbox, status: str, at: datetime, **changes: object) -> Sandbox:
+def _moved(state: Sandbox, status: str, at: datetime, **changes: Any) -> Sandbox:
     since = at if status != state.status else state.state_since
-    return dataclasses.replace(state, status=status, state_since=since, **changes)  # type: ignore[arg-type]
+    return state._replace(version=state.version + 1, status=status, state_since=since, **changes)
 
 
 def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
     """Apply a recorded fact. Total: never raises, never looks at a clock."""
-    s = dataclasses.replace(state, version=state.version + 1)
+    s = state
     at = event.at
     match event:
         case ev.CreationRequested():
@@ -311,9 +315,9 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.TurnEnded():
             return _moved(s, lc.IDLE, at, turn_id=None, last_activity_at=at)
         case ev.ActivityRecorded():
-            return dataclasses.replace(s, last_activity_at=at)
+            return s._replace(version=s.version + 1, last_activity_at=at)
         case ev.IdleTimeoutElapsed() | ev.RetentionElapsed():
-            return s
+            return s._replace(version=s.version + 1)
         case ev.SuspendRequested():
             return _moved(s, lc.SUSPENDING, at, pending_snapshot_key=event.snapshot_key, turn_id=None)
         case ev.Suspended():
@@ -360,7 +364,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
             )
     # An event type this fold does not know changes nothing but the version (decoding already
     # refuses types this release cannot read, so this is only reached by subclasses).
-    return s
+    return s._replace(version=s.version + 1)
 
 
 def replay(sandbox_id: str, events: Iterable[ev.Event], start: Sandbox | None = None) -> Sandbox:

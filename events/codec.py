@@ -87,20 +87,24 @@ def decode(record: RecordedEvent) -> Event:
     cls = EVENT_TYPES.get(record.type)
     if cls is None:
         raise EventDecodeError(record, "unknown event type (written by a newer release?)")
-    if record.schema_version > cls.SCHEMA_VERSION:
-        raise EventDecodeError(
-            record,
-            f"schema v{record.schema_version} is newer than this release knows (v{cls.SCHEMA_VERSION})",
-        )
+    if record.schema_version != cls.SCHEMA_VERSION:
+        if record.schema_version > cls.SCHEMA_VERSION:
+            raise EventDecodeError(
+                record,
+                f"schema v{record.schema_version} is newer than this release knows (v{cls.SCHEMA_VERSION})",
+            )
+        try:
+            data = upcast(record.type, record.schema_version, dict(record.data), cls.SCHEMA_VERSION)
+        except KeyError as exc:
+            raise EventDecodeError(record, str(exc)) from exc
+    else:
+        data = record.data
     try:
-        data = upcast(record.type, record.schema_version, dict(record.data), cls.SCHEMA_VERSION)
-        kwargs: dict[str, Any] = {}
-        dt_fields = _DATETIME_FIELDS[cls]
-        for key, value in data.items():
-            kwargs[key] = datetime.fromisoformat(value) if key in dt_fields and value is not None else value
-        kwargs["at"] = record.occurred_at
-        kwargs["actor"] = record.metadata["actor"]
-        kwargs["reason"] = record.metadata["reason"]
+        kwargs: dict[str, Any] = {**data, **_envelope(record)}
+        for key in _DATETIME_FIELDS[cls]:
+            value = kwargs.get(key)
+            if type(value) is str:
+                kwargs[key] = datetime.fromisoformat(value)
         event = cls(**kwargs)
     except (KeyError, TypeError, ValueError) as exc:
         raise EventDecodeError(record, f"malformed payload ({type(exc).__name__}: {exc})") from exc
@@ -108,10 +112,17 @@ def decode(record: RecordedEvent) -> Event:
     return event
 
 
+def _envelope(record: RecordedEvent) -> dict[str, Any]:
+    meta = record.metadata
+    return {"at": record.occurred_at, "actor": meta["actor"], "reason": meta["reason"]}
+
+
 def _check_types(record: RecordedEvent, event: Event) -> None:
     """Reject payloads whose values do not have the declared types (a str where an int belongs)."""
     for name, allowed in _FIELD_TYPES[type(event)].items():
         value = getattr(event, name)
+        if type(value) in allowed:
+            continue
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             expected = " | ".join(t.__name__ for t in allowed)
             raise EventDecodeError(record, f"field {name!r} should be {expected}, got {type(value).__name__}")

@@ -6,10 +6,14 @@ driven fast and deterministically.
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from core.errors import ConcurrencyError, ExecTimeout, ProviderError, ProviderLost
 from core.ports import ExecResult, ProviderInstance, SnapshotInfo
@@ -248,3 +252,106 @@ class Clock:
     def advance(self, **kwargs: float) -> datetime:
         self.now += timedelta(**kwargs)
         return self.now
+
+
+class DirProvider:
+    """A provider whose state lives in a directory, so several processes share it (multi-replica tests).
+
+    An instance is ``<root>/instances/<id>/``; suspend renames it to ``<root>/snapshots/<key>`` (atomic);
+    every call is appended to ``<root>/calls.log`` as one line, which is atomic for short writes.
+    """
+
+    name = "dir"
+
+    def __init__(self, root: str | os.PathLike[str], *, delay: float = 0.0) -> None:
+        self.root = Path(root)
+        self.delay = delay
+        (self.root / "instances").mkdir(parents=True, exist_ok=True)
+        (self.root / "snapshots").mkdir(parents=True, exist_ok=True)
+
+    def _log(self, op: str, sid: str) -> None:
+        with open(self.root / "calls.log", "a") as f:
+            f.write(f"{os.getpid()} {op} {sid}\n")
+        if self.delay:
+            time.sleep(self.delay)
+
+    def calls(self) -> list[tuple[str, str]]:
+        path = self.root / "calls.log"
+        if not path.exists():
+            return []
+        return [tuple(line.split()[1:3]) for line in path.read_text().splitlines()]  # type: ignore[misc]
+
+    def _dir(self, sid: str) -> Path:
+        return self.root / "instances" / sid
+
+    def create(self, sandbox_id: str, kind: str) -> str:
+        self._log("create", sandbox_id)
+        self._dir(sandbox_id).mkdir(exist_ok=True)
+        return sandbox_id
+
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        if not self._dir(ref).exists():
+            raise ProviderError(f"no instance {ref}")
+        return ExecResult(0, " ".join(command), "")
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None:
+        (self._dir(ref) / path.replace("/", "_")).write_bytes(data)
+
+    def read_file(self, ref: str, path: str) -> bytes:
+        return (self._dir(ref) / path.replace("/", "_")).read_bytes()
+
+    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        self._log("suspend", sandbox_id)
+        target = self.root / "snapshots" / snapshot_key.replace("/", "_")
+        src = self._dir(sandbox_id)
+        if src.exists():
+            src.rename(target)
+        elif not target.exists():
+            raise ProviderLost(f"sandbox {sandbox_id} and its snapshot are gone")
+        return SnapshotInfo(snapshot_key, None, None)
+
+    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        self._log("resume", sandbox_id)
+        src = self.root / "snapshots" / snapshot.key.replace("/", "_")
+        if not src.exists():
+            raise ProviderLost(f"snapshot {snapshot.key} is gone")
+        shutil.copytree(src, self._dir(sandbox_id), dirs_exist_ok=True)
+        return sandbox_id
+
+    def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        self._log("destroy", sandbox_id)
+        shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
+
+    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        self._log("delete_snapshot", snapshot.key)
+        shutil.rmtree(self.root / "snapshots" / snapshot.key.replace("/", "_"), ignore_errors=True)
+
+    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        return (self.root / "snapshots" / snapshot.key.replace("/", "_")).exists()
+
+    def instance(self, sandbox_id: str) -> ProviderInstance | None:
+        return (
+            ProviderInstance(sandbox_id, sandbox_id, None, "running")
+            if self._dir(sandbox_id).exists()
+            else None
+        )
+
+    def list_instances(self) -> list[ProviderInstance]:
+        return [
+            ProviderInstance(p.name, p.name, None, "running") for p in (self.root / "instances").iterdir()
+        ]
+
+    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
+        out = []
+        for p in (self.root / "snapshots").iterdir():
+            key = p.name.replace("_", "/")
+            out.append((key.split("/")[1], SnapshotInfo(key, None, None)))
+        return out

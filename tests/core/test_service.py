@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -9,10 +11,13 @@ import pytest
 from core import lifecycle as lc
 from core import sandbox as sb
 from core.errors import ConcurrencyError, ProviderError, ProviderLost, SandboxBusy, SandboxExpired
+from core.ports import EventStore
 from core.projection import Policy, project
 from core.replay import verify
 from core.service import SandboxService
 from events.codec import encode
+from events.records import Projection
+from events.store import SqlEventStore
 from tests.fakes import Clock, FakeProvider, InMemoryEventStore
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
@@ -23,9 +28,16 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def store() -> InMemoryEventStore:
-    return InMemoryEventStore()
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
+    """The service suite runs on the fake and on both real event stores."""
+    if request.param == "memory":
+        yield InMemoryEventStore()
+        return
+    url = request.getfixturevalue("clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url")
+    real = SqlEventStore(url)
+    yield real
+    real.close()
 
 
 @pytest.fixture
@@ -34,7 +46,7 @@ def provider() -> FakeProvider:
 
 
 @pytest.fixture
-def service(store: InMemoryEventStore, provider: FakeProvider, clock: Clock) -> SandboxService:
+def service(store: EventStore, provider: FakeProvider, clock: Clock) -> SandboxService:
     return SandboxService(store, provider, policy=POLICY, clock=clock)
 
 
@@ -91,7 +103,7 @@ def test_keep_warm_leaves_it_idle(service: SandboxService) -> None:
 
 
 def test_failed_recording_destroys_the_new_provider_sandbox(
-    service: SandboxService, store: InMemoryEventStore, provider: FakeProvider
+    service: SandboxService, store: EventStore, provider: FakeProvider
 ) -> None:
     original = store.append
 
@@ -182,7 +194,7 @@ def test_failed_suspend_returns_to_idle_and_keeps_the_container(
 
 
 def test_stuck_suspend_is_recovered_after_the_lease(
-    service: SandboxService, store: InMemoryEventStore, provider: FakeProvider, clock: Clock
+    service: SandboxService, store: EventStore, provider: FakeProvider, clock: Clock
 ) -> None:
     row = service.create("data-app")
     # A process appended the intent and died before the provider call.
@@ -221,12 +233,12 @@ def test_destroy_is_idempotent_and_removes_everything(
     assert types(service, sbx.id).count("Destroyed") == 1
 
 
-def test_verify_finds_a_tampered_read_model(service: SandboxService, store: InMemoryEventStore) -> None:
+def test_verify_finds_a_tampered_read_model(service: SandboxService, store: EventStore) -> None:
     row = service.create("data-app")
     assert verify(store, POLICY) == []
-    from dataclasses import replace
-
-    store.rows[row.id] = replace(store.rows[row.id], state="running")
+    stored = store.get_sandbox(row.id)
+    assert stored is not None
+    store.write_projection(Projection(replace(stored, state="running"), tuple(store.all_deadlines())))
     diffs = verify(store, POLICY)
     assert diffs == [f"{row.id}: state is 'running' in the read model, 'idle' from the log"]
 

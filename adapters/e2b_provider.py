@@ -1,0 +1,545 @@
+"""The E2B sandbox provider (the production default), on the e2b SYNC SDK.
+
+How the port maps onto E2B:
+
+* A sandbox is one E2B sandbox from the kind's template (``name:tag``), labelled with metadata
+  ``{"sandbox_lifecycle_id": <id>, "kind": <kind>, "managed": "1"}``; its E2B id is the provider ref.
+* Suspend is E2B's native pause (memory and filesystem); the snapshot key is the paused sandbox's own id,
+  so resume is ``Sandbox.connect(id)`` and the ref stays the same. Deleting the snapshot kills the paused
+  sandbox.
+* E2B's own timeout pauses (never kills) a sandbox we forgot, and our idle timer should fire first: the E2B
+  timeout defaults to the idle timeout plus a margin and is pushed forward while the sandbox is used.
+* Egress is denied except for the kind's allow-list (E2B enforces it in its network layer).
+
+Retries: only calls that are safe to repeat (list, get, pause, connect, kill, set-timeout, file reads and
+whole-file writes, SIGKILL) are retried, with bounded exponential backoff, on network errors, 5xx and 429.
+The SDK's own retry layer is switched off (``retries=0``) so this is the one policy, and ``create`` is never
+retried: a create whose answer was lost may have made a sandbox, which the next create finds by its metadata
+(and E2B deduplicates by the ``Idempotency-Key`` derived from our id) instead of making a second one.
+
+Secrets: the envs given to sandboxes and the API key are never logged, put in a message, or shown in a repr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import random
+import shlex
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+from e2b import (
+    ALL_TRAFFIC,
+    E2B,
+    CommandExitException,
+    FileNotFoundException,
+    RateLimitException,
+    Sandbox,
+    SandboxException,
+    SandboxInfo,
+    SandboxNotFoundException,
+    SandboxNotRunningException,
+    SandboxQuery,
+    SandboxState,
+    SandboxUnreachableException,
+    ServiceBusyException,
+    TimeoutException,
+)
+
+from core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
+from core.kinds import AI_WRITEBACK, DATA_APP, KINDS, kind_spec
+from core.ports import ExecResult, ProviderInstance, SnapshotInfo
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Metadata keys on every sandbox we create; `managed` lets one list call find all of ours.
+META_ID = "sandbox_lifecycle_id"
+META_KIND = "kind"
+META_MANAGED = "managed"
+
+DEFAULT_TEMPLATE_NAMES = {
+    DATA_APP: "lightdash/lightdash-data-app",
+    AI_WRITEBACK: "lightdash/lightdash-ai-writeback",
+}
+# (name variable, tag variable) per kind: the seed's environment table.
+TEMPLATE_ENV = {
+    DATA_APP: ("E2B_TEMPLATE_NAME", "E2B_TEMPLATE_TAG"),
+    AI_WRITEBACK: ("E2B_AI_WRITEBACK_TEMPLATE_NAME", "E2B_AI_WRITEBACK_TEMPLATE_TAG"),
+}
+_AGENT_API = ("api.anthropic.com",)
+DEFAULT_EGRESS_ALLOW: dict[str, tuple[str, ...]] = {
+    DATA_APP: _AGENT_API,
+    # The writeback agent pushes branches to the customer's git host.
+    AI_WRITEBACK: (*_AGENT_API, "github.com", "gitlab.com", "bitbucket.org"),
+}
+# Envs of this process handed to every sandbox (the agent needs its API key); values are secrets.
+SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
+
+DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
+# E2B's timeout is only the safety net behind our idle timer, so it must outlast it.
+E2B_TIMEOUT_MARGIN_S = 600
+# Bounds every paged listing: 1000 pages of 100 is far beyond any real fleet.
+MAX_LIST_PAGES = 1000
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("sandbox-lifecycle")
+    except importlib.metadata.PackageNotFoundError:
+        return "latest"
+
+
+def egress_env_name(kind: str) -> str:
+    """``SANDBOX_EGRESS_ALLOW_DATA_APP`` for ``data-app``: comma-separated hosts replacing the default."""
+    return "SANDBOX_EGRESS_ALLOW_" + kind.upper().replace("-", "_")
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class E2BSettings:
+    api_key: str = field(repr=False)
+    # kind -> template id "name:tag"
+    templates: Mapping[str, str]
+    egress_allow: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_EGRESS_ALLOW))
+    sandbox_envs: Mapping[str, str] = field(default_factory=dict, repr=False)
+    api_url: str | None = None
+    sandbox_url: str | None = None
+    domain: str | None = None
+    # Seconds a running E2B sandbox lives without being extended before E2B pauses it.
+    sandbox_timeout: int = DEFAULT_IDLE_TIMEOUT_MS // 1000 + E2B_TIMEOUT_MARGIN_S
+    request_timeout: float = 30.0
+    # The sandbox user the images create (core.kinds.HOME is its home).
+    user: str = "sandbox"
+    retry_attempts: int = 4
+    retry_base_delay: float = 0.25
+    retry_max_delay: float = 4.0
+    max_output_bytes: int = 1 << 20
+    max_file_bytes: int = 64 << 20
+    list_page_size: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> E2BSettings:
+        api_key = environ.get("E2B_API_KEY", "").strip()
+        if not api_key:
+            raise ConfigError(
+                "E2B_API_KEY is not set; the E2B provider needs an API key "
+                "(https://e2b.dev/dashboard?tab=keys), or set SANDBOX_PROVIDER=docker for local runs"
+            )
+        version = package_version()
+        templates = {}
+        for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
+            name = environ.get(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
+            templates[kind] = f"{name}:{environ.get(tag_var) or version}"
+        egress = {}
+        for kind, default in DEFAULT_EGRESS_ALLOW.items():
+            raw = environ.get(egress_env_name(kind))
+            egress[kind] = default if raw is None else tuple(h.strip() for h in raw.split(",") if h.strip())
+        idle_ms = _positive_int(environ, "SANDBOX_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)
+        timeout_ms = _positive_int(
+            environ, "E2B_SANDBOX_TIMEOUT_MS", (idle_ms // 1000 + E2B_TIMEOUT_MARGIN_S) * 1000
+        )
+        return cls(
+            api_key=api_key,
+            templates=templates,
+            egress_allow=egress,
+            sandbox_envs={k: environ[k] for k in SANDBOX_ENV_PASSTHROUGH if environ.get(k)},
+            api_url=environ.get("E2B_API_URL") or None,
+            sandbox_url=environ.get("E2B_SANDBOX_URL") or None,
+            domain=environ.get("E2B_DOMAIN") or None,
+            sandbox_timeout=max(1, timeout_ms // 1000),
+        )
+
+
+def idempotency_key(sandbox_id: str) -> str:
+    """E2B wants 1-255 of ``[a-z0-9-]``; a digest of our id fits whatever the id looks like."""
+    return "sbx-" + hashlib.sha256(sandbox_id.encode()).hexdigest()[:48]
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether repeating a safe call may help: network trouble, throttling, or a server-side failure."""
+    if isinstance(error, httpx.TransportError | ServiceBusyException | RateLimitException):
+        return True
+    # The SDK raises these for envd answers, not for the REST API; they say the sandbox itself is away.
+    if isinstance(error, SandboxNotRunningException | SandboxUnreachableException):
+        return False
+    status = getattr(error, "status_code", None)
+    return isinstance(error, SandboxException) and isinstance(status, int) and status >= 500
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _provider_error(message: str, error: BaseException) -> ProviderError:
+    wrapped = ProviderError(f"{message}: {_describe(error)}")
+    # A 4xx (bad template, wrong key) will fail the same way again; the caller should not retry it.
+    wrapped.retryable = _transient(error)
+    return wrapped
+
+
+class _CappedText:
+    """Accumulates streamed output up to ``limit`` UTF-8 bytes; the rest is counted as truncated."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._parts: list[str] = []
+        self.truncated = False
+
+    def add(self, text: str) -> None:
+        if self.truncated:
+            return
+        encoded = text.encode()
+        room = self._limit - self._size
+        if len(encoded) > room:
+            encoded = encoded[:room]
+            self.truncated = True
+        self._parts.append(encoded.decode(errors="ignore"))
+        self._size += len(encoded)
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+@dataclass
+class _Handle:
+    sandbox: Sandbox
+    kind: str | None
+    extended_at: float
+
+
+class E2BProvider:
+    name = "e2b"
+
+    def __init__(self, settings: E2BSettings) -> None:
+        self._settings = settings
+        # Bound client: settings win over E2B_* variables of the process, and retries=0 leaves ours the
+        # only retry policy (see the module docstring).
+        self._sdk = E2B(
+            api_key=settings.api_key,
+            api_url=settings.api_url,
+            sandbox_url=settings.sandbox_url,
+            domain=settings.domain,
+            request_timeout=settings.request_timeout,
+            retries=0,
+        ).Sandbox
+        self._handles: dict[str, _Handle] = {}
+        self._lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    def create(self, sandbox_id: str, kind: str) -> str:
+        kind_spec(kind)
+        existing = self._find(sandbox_id)
+        if existing:
+            ref = existing[0].sandbox_id
+            log.info("e2b: sandbox %s already has E2B sandbox %s; reusing it", sandbox_id, ref)
+            return ref
+        template = self._settings.templates[kind]
+        allow = list(self._settings.egress_allow.get(kind, ()))
+        try:
+            sandbox = self._sdk.create(
+                template=template,
+                timeout=self._settings.sandbox_timeout,
+                metadata={META_ID: sandbox_id, META_KIND: kind, META_MANAGED: "1"},
+                envs=dict(self._settings.sandbox_envs),
+                network={"allow_out": allow, "deny_out": [ALL_TRAFFIC]},
+                # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
+                lifecycle={"on_timeout": "pause", "auto_resume": False},
+                idempotency_key=idempotency_key(sandbox_id),
+            )
+        except Exception as e:
+            raise _provider_error(
+                f"creating the E2B sandbox for {sandbox_id} from template {template} failed, and was not "
+                "retried here (a retry of create finds the sandbox if it was made after all)",
+                e,
+            ) from e
+        self._remember(sandbox, kind)
+        log.info("e2b: created E2B sandbox %s for %s from %s", sandbox.sandbox_id, sandbox_id, template)
+        return sandbox.sandbox_id
+
+    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        # E2B's pause persists memory and filesystem before it releases the compute, so the port's order
+        # (snapshot stored, then compute released) holds inside the one call. `snapshot_key` names Docker
+        # archives; the E2B snapshot is the paused sandbox itself.
+        self._forget(ref)
+        try:
+            paused = self._retrying(f"pause {ref}", lambda: self._sdk.pause(ref), (SandboxNotFoundException,))
+        except SandboxNotFoundException as e:
+            raise ProviderLost(f"E2B sandbox {ref} of {sandbox_id} is gone; there is nothing to pause") from e
+        log.info("e2b: %s E2B sandbox %s of %s", "paused" if paused else "already paused", ref, sandbox_id)
+        return SnapshotInfo(key=ref, sha256=None, bytes=None)
+
+    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        sandbox = self._connect(snapshot.key, f"resume {sandbox_id}")
+        self._remember(sandbox, kind)
+        log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)
+        return sandbox.sandbox_id
+
+    def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        refs = [ref] if ref is not None else [info.sandbox_id for info in self._find(sandbox_id)]
+        for each in refs:
+            self._kill(each, sandbox_id)
+
+    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        # The key is a sandbox id that a resume brings back to life under the same id, so killing it is
+        # only deleting a snapshot while it is paused; a running one is a live workspace, left alone.
+        info = self._info(snapshot.key)
+        if info is None:
+            return
+        if info.state != SandboxState.PAUSED:
+            log.warning(
+                "e2b: not deleting snapshot %s: the sandbox is %s again", snapshot.key, info.state.value
+            )
+            return
+        self._kill(snapshot.key, info.metadata.get(META_ID, "?"))
+
+    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        info = self._info(snapshot.key)
+        return info is not None and info.state == SandboxState.PAUSED
+
+    # --- inside a running sandbox --------------------------------------------------------------------------
+
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        if timeout <= 0:
+            raise ValueError(f"exec timeout must be positive, got {timeout!r}")
+        handle = self._handle(ref)
+        cmd = shlex.join(command)
+        workdir = cwd or (KINDS[handle.kind].workdir if handle.kind in KINDS else None)
+        out = _CappedText(self._settings.max_output_bytes)
+        err = _CappedText(self._settings.max_output_bytes)
+        try:
+            # Started in the background so we hold the pid: E2B's `timeout` only drops our stream, the
+            # command would run on in the sandbox unless we kill it.
+            process = handle.sandbox.commands.run(
+                cmd,
+                background=True,
+                envs=dict(env) if env else None,
+                cwd=workdir,
+                user=self._settings.user,
+                timeout=timeout,
+                retain_output=False,
+            )
+        except (SandboxNotRunningException, SandboxUnreachableException) as e:
+            self._forget(ref)
+            raise ProviderError(f"E2B sandbox {ref} is not reachable to run {cmd!r}: {_describe(e)}") from e
+        except TimeoutException as e:
+            raise ProviderError(
+                f"command {cmd!r} did not start in E2B sandbox {ref} within {timeout:g}s; "
+                "whether it runs is unknown"
+            ) from e
+        except SandboxException as e:
+            raise _provider_error(f"E2B sandbox {ref} refused to run {cmd!r}", e) from e
+        try:
+            process.wait(on_stdout=out.add, on_stderr=err.add)
+            exit_code = 0
+        except CommandExitException as e:
+            exit_code = e.exit_code
+        except (SandboxNotRunningException, SandboxUnreachableException) as e:
+            self._forget(ref)
+            raise ProviderError(f"E2B sandbox {ref} went away while running {cmd!r}: {_describe(e)}") from e
+        except TimeoutException as e:
+            try:
+                self._retrying(
+                    f"kill pid {process.pid} in {ref}", lambda: handle.sandbox.commands.kill(process.pid)
+                )
+            except Exception as kill_error:
+                raise ProviderError(
+                    f"command {cmd!r} timed out after {timeout:g}s in E2B sandbox {ref} and could not be "
+                    f"killed ({_describe(kill_error)}); it may still be running"
+                ) from e
+            raise ExecTimeout(cmd, timeout) from e
+        except SandboxException as e:
+            raise _provider_error(f"running {cmd!r} in E2B sandbox {ref} failed", e) from e
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            truncated=out.truncated or err.truncated,
+        )
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None:
+        handle = self._handle(ref)
+        # A whole-file write is idempotent, so it is as safe to repeat as a read.
+        self._retrying(
+            f"write {path} in {ref}", lambda: handle.sandbox.files.write(path, data, user=self._settings.user)
+        )
+
+    def read_file(self, ref: str, path: str) -> bytes:
+        handle = self._handle(ref)
+        limit = self._settings.max_file_bytes
+
+        def read() -> bytes:
+            chunks: list[bytes] = []
+            size = 0
+            with handle.sandbox.files.read(path, format="stream", user=self._settings.user) as stream:
+                for chunk in stream:
+                    size += len(chunk)
+                    if size > limit:
+                        raise ProviderError(f"{path} in E2B sandbox {ref} is larger than {limit} bytes")
+                    chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            return self._retrying(f"read {path} in {ref}", read, (FileNotFoundException,))
+        except FileNotFoundException as e:
+            raise FileNotFoundError(f"{path} does not exist in E2B sandbox {ref}") from e
+
+    # --- what E2B holds (for the reconciler) ---------------------------------------------------------------
+
+    def instance(self, sandbox_id: str) -> ProviderInstance | None:
+        found = [self._instance(info) for info in self._find(sandbox_id)]
+        # Should there ever be two (a create raced), the running one is the one in use.
+        found.sort(key=lambda i: i.status != "running")
+        return found[0] if found else None
+
+    def list_instances(self) -> list[ProviderInstance]:
+        return [self._instance(info) for info in self._list({META_MANAGED: "1"})]
+
+    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
+        return [
+            (info.metadata.get(META_ID, ""), SnapshotInfo(key=info.sandbox_id, sha256=None, bytes=None))
+            for info in self._list({META_MANAGED: "1"}, [SandboxState.PAUSED])
+        ]
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _retrying(self, what: str, call: Callable[[], T], passthrough: tuple[type[Exception], ...] = ()) -> T:
+        """Run a call that is safe to repeat; transient failures are retried with capped, jittered backoff.
+
+        What still fails becomes a ProviderError (``retryable`` when it was transient), except the
+        ``passthrough`` errors the caller maps itself (a 404 means something different per call).
+        """
+        settings = self._settings
+        attempts = max(1, settings.retry_attempts)
+        delay = settings.retry_base_delay
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except passthrough:
+                raise
+            except ProviderError:
+                # Raised by our own code inside the call (a size limit): final, not a transport hiccup.
+                raise
+            except Exception as e:
+                if attempt == attempts or not _transient(e):
+                    raise _provider_error(f"E2B {what} failed", e) from e
+                pause = delay * random.uniform(0.5, 1.0)
+                log.warning(
+                    "e2b: %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                    what,
+                    attempt,
+                    attempts,
+                    _describe(e),
+                    pause,
+                )
+                time.sleep(pause)
+                delay = min(delay * 2, settings.retry_max_delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _list(self, metadata: dict[str, str], states: list[SandboxState] | None = None) -> list[SandboxInfo]:
+        query = SandboxQuery(metadata=metadata, state=states or [SandboxState.RUNNING, SandboxState.PAUSED])
+        paginator = self._sdk.list(query=query, limit=self._settings.list_page_size)
+        found: list[SandboxInfo] = []
+        for _ in range(MAX_LIST_PAGES):
+            if not paginator.has_next:
+                return found
+            found.extend(self._retrying("list sandboxes", paginator.next_items))
+        raise ProviderError(f"listing E2B sandboxes did not end within {MAX_LIST_PAGES} pages")
+
+    def _find(self, sandbox_id: str) -> list[SandboxInfo]:
+        return self._list({META_ID: sandbox_id, META_MANAGED: "1"})
+
+    def _info(self, ref: str) -> SandboxInfo | None:
+        try:
+            return self._retrying(f"get {ref}", lambda: self._sdk.get_info(ref), (SandboxNotFoundException,))
+        except SandboxNotFoundException:
+            return None
+
+    @staticmethod
+    def _instance(info: SandboxInfo) -> ProviderInstance:
+        return ProviderInstance(
+            sandbox_id=info.metadata.get(META_ID, ""),
+            ref=info.sandbox_id,
+            kind=info.metadata.get(META_KIND),
+            status=info.state.value,
+        )
+
+    def _kill(self, ref: str, sandbox_id: str) -> None:
+        self._forget(ref)
+        killed = self._retrying(f"kill {ref}", lambda: self._sdk.kill(ref))
+        log.info("e2b: %s E2B sandbox %s of %s", "killed" if killed else "already gone:", ref, sandbox_id)
+
+    def _connect(self, ref: str, what: str) -> Sandbox:
+        """Attach to the sandbox, resuming it if paused, with our timeout (E2B would otherwise set 5 min)."""
+        try:
+            return self._retrying(
+                what,
+                lambda: self._sdk.connect(ref, timeout=self._settings.sandbox_timeout),
+                (SandboxNotFoundException,),
+            )
+        except SandboxNotFoundException as e:
+            raise ProviderLost(f"E2B no longer has sandbox {ref}; its workspace cannot come back") from e
+
+    def _remember(self, sandbox: Sandbox, kind: str | None) -> None:
+        with self._lock:
+            self._handles[sandbox.sandbox_id] = _Handle(sandbox, kind, time.monotonic())
+
+    def _forget(self, ref: str) -> None:
+        with self._lock:
+            self._handles.pop(ref, None)
+
+    def _handle(self, ref: str) -> _Handle:
+        """The SDK object for a running sandbox, attaching once per process, and keeping E2B's timer ahead.
+
+        Using a sandbox does not extend its E2B timeout, so a sandbox in steady use is extended once a
+        third of the timeout has passed: one small call per ten minutes or so, not one per exec.
+        """
+        with self._lock:
+            handle = self._handles.get(ref)
+        if handle is None:
+            sandbox = self._connect(ref, f"connect {ref}")
+            info = self._info(ref)
+            self._remember(sandbox, info.metadata.get(META_KIND) if info else None)
+            with self._lock:
+                return self._handles[ref]
+        if time.monotonic() - handle.extended_at > self._settings.sandbox_timeout / 3:
+            try:
+                self._retrying(
+                    f"extend {ref}",
+                    lambda: self._sdk.set_timeout(ref, self._settings.sandbox_timeout),
+                    (SandboxNotFoundException,),
+                )
+            except SandboxNotFoundException as e:
+                self._forget(ref)
+                raise ProviderLost(f"E2B no longer has sandbox {ref}") from e
+            handle.extended_at = time.monotonic()
+        return handle

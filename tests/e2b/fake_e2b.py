@@ -1,0 +1,682 @@
+"""A loopback stand-in for the E2B control plane and envd, so the real ``e2b`` SDK can be tested offline.
+
+One ``ThreadingHTTPServer`` on 127.0.0.1 answers both sides; point the SDK at it with
+``api_url`` and ``sandbox_url`` set to :attr:`FakeE2B.url`. The SDK then sends every envd call to that one
+URL with an ``E2b-Sandbox-Id`` header, which is how the fake tells sandboxes apart.
+
+What it speaks (exactly what the installed SDK calls, nothing more):
+
+* REST (``X-API-KEY`` must equal the configured key): ``POST /v2/sandboxes`` (honours ``Idempotency-Key``),
+  ``GET /v2/sandboxes`` (metadata/state filters, ``limit`` + ``nextToken`` paging, ``x-next-token`` header),
+  ``GET /sandboxes/{id}``, ``POST /sandboxes/{id}/pause`` (409 when already paused),
+  ``POST /v2/sandboxes/{id}/connect`` (201 when it resumed, 200 when it was running),
+  ``POST /sandboxes/{id}/timeout``, ``DELETE /sandboxes/{id}``.
+* envd (``X-Access-Token`` must equal the sandbox's token; a paused sandbox answers 502 "was not found" like
+  E2B's proxy): ``GET /health``, ``GET /files`` and ``POST /files`` (multipart or octet-stream),
+  ``process.Process/Start`` (Connect server streaming, JSON codec) and ``process.Process/SendSignal``.
+
+Every sandbox owns a real directory; its paths map below it (``/home/sandbox/app`` →
+``<root>/home/sandbox/app``), so files survive pause/resume. Commands run for real as subprocesses with the
+mapped cwd and ``HOME``; absolute paths inside a command are host paths. Like envd, a process outlives a
+dropped stream and ends on ``SendSignal``; unlike E2B, pausing kills processes (no memory snapshot), and
+every process is killed after ``max_process_seconds`` so a test can never hang on one. A sandbox's end
+time is reported but not enforced: a test that wants E2B's auto-pause sets ``state`` itself.
+
+Every request is recorded (method, path, query, JSON body with env values redacted, status) and logged at
+DEBUG without headers, so neither the API key nor the sandbox envs ever reach a record or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlsplit
+
+log = logging.getLogger(__name__)
+
+ENVD_VERSION = "0.6.7"
+SANDBOX_HOME = "/home/sandbox"
+# What the templates' images hold before anything runs: the kinds' workdirs.
+TEMPLATE_DIRS = ("home/sandbox/app", "home/sandbox/repo")
+REDACTED = "<redacted>"
+_CHUNK = 64 * 1024
+
+
+class _Drop(Exception):
+    """Close the socket without an answer (fault injection)."""
+
+
+@dataclass
+class RecordedRequest:
+    """One request as it arrived; ``status`` is filled in once answered (-1: dropped, 0: no answer)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    sandbox_id: str | None
+    idempotency_key: str | None = None
+    # The user envd was asked to act as (the Basic auth name the SDK sends with process calls).
+    user: str | None = None
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    """Applies to the next ``times`` requests whose method matches and whose path fully matches ``path``."""
+
+    method: str
+    path: str
+    times: int
+    status: int | None = None
+    delay: float = 0.0
+    drop: bool = False
+
+
+@dataclass
+class _Process:
+    pid: int
+    popen: subprocess.Popen[bytes]
+    watchdog: threading.Timer
+
+    def kill(self) -> None:
+        self.watchdog.cancel()
+        # The command runs in its own session, so the whole group (bash and its children) goes.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        # Answer SendSignal only once the process is gone, as envd does.
+        self.popen.wait(timeout=5)
+
+
+@dataclass
+class FakeSandbox:
+    sandbox_id: str
+    template_id: str
+    metadata: dict[str, str]
+    env_vars: dict[str, str] = field(repr=False)
+    root: Path
+    access_token: str = field(repr=False)
+    state: str = "running"
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    end_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    processes: dict[int, _Process] = field(default_factory=dict)
+
+    def kill_processes(self) -> None:
+        for proc in list(self.processes.values()):
+            proc.kill()
+        self.processes.clear()
+
+    def listed(self) -> dict[str, Any]:
+        return {
+            "templateID": self.template_id,
+            "sandboxID": self.sandbox_id,
+            "clientID": "fake",
+            "startedAt": self.started_at.isoformat(),
+            "endAt": self.end_at.isoformat(),
+            "cpuCount": 2,
+            "memoryMB": 512,
+            "diskSizeMB": 1024,
+            "state": self.state,
+            "envdVersion": ENVD_VERSION,
+            "metadata": dict(self.metadata),
+        }
+
+    def created(self) -> dict[str, Any]:
+        return {
+            "templateID": self.template_id,
+            "sandboxID": self.sandbox_id,
+            "clientID": "fake",
+            "envdVersion": ENVD_VERSION,
+            "envdAccessToken": self.access_token,
+            "domain": None,
+        }
+
+
+class FakeE2B:
+    def __init__(
+        self,
+        api_key: str,
+        workdir: Path,
+        *,
+        max_page_size: int = 100,
+        max_process_seconds: float = 30.0,
+    ) -> None:
+        self._api_key = api_key
+        self._workdir = workdir
+        self.max_page_size = max_page_size
+        self.max_process_seconds = max_process_seconds
+        self._lock = threading.Lock()
+        self._sandboxes: dict[str, FakeSandbox] = {}
+        self._idempotency: dict[str, str] = {}
+        self._faults: list[Fault] = []
+        self._requests: list[RecordedRequest] = []
+        self._pids = itertools.count(1000)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        handler = type("_BoundHandler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-e2b", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            for sbx in self._sandboxes.values():
+                sbx.kill_processes()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "FakeE2B.start() first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # --- test knobs and assertions --------------------------------------------------------------------
+
+    def inject_fault(
+        self,
+        method: str,
+        path: str,
+        *,
+        times: int = 1,
+        status: int | None = None,
+        delay: float = 0.0,
+        drop: bool = False,
+    ) -> None:
+        """Make the next ``times`` matching requests fail with ``status``, stall ``delay`` s, or drop."""
+        with self._lock:
+            self._faults.append(Fault(method.upper(), path, times, status, delay, drop))
+
+    def lose(self, sandbox_id: str) -> None:
+        """Forget a sandbox as E2B does when a paused one is gone: every later call about it is a 404."""
+        with self._lock:
+            sbx = self._sandboxes.pop(sandbox_id)
+            sbx.kill_processes()
+
+    def sandbox(self, sandbox_id: str) -> FakeSandbox:
+        with self._lock:
+            return self._sandboxes[sandbox_id]
+
+    def sandboxes(self) -> list[FakeSandbox]:
+        with self._lock:
+            return list(self._sandboxes.values())
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests, optionally those with this method and a path fully matching the regex."""
+        with self._lock:
+            recorded = list(self._requests)
+        return [
+            r
+            for r in recorded
+            if (method is None or r.method == method.upper())
+            and (path is None or re.fullmatch(path, r.path) is not None)
+        ]
+
+    def process_count(self, sandbox_id: str) -> int:
+        """Processes of the sandbox still alive."""
+        with self._lock:
+            procs = list(self._sandboxes[sandbox_id].processes.values())
+        return sum(1 for p in procs if p.popen.poll() is None)
+
+    # --- internals used by the handler ----------------------------------------------------------------
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.times > 0 and fault.method == method and re.fullmatch(fault.path, path):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _new_sandbox(self, body: dict[str, Any], idempotency_key: str | None) -> FakeSandbox:
+        with self._lock:
+            if idempotency_key is not None and idempotency_key in self._idempotency:
+                existing = self._sandboxes.get(self._idempotency[idempotency_key])
+                if existing is not None:
+                    return existing
+            sandbox_id = "i" + uuid.uuid4().hex[:19]
+            root = self._workdir / sandbox_id
+            for rel in TEMPLATE_DIRS:
+                (root / rel).mkdir(parents=True, exist_ok=True)
+            timeout = int(body.get("timeout", 15))
+            now = datetime.now(UTC)
+            sbx = FakeSandbox(
+                sandbox_id=sandbox_id,
+                template_id=str(body["templateID"]),
+                metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
+                env_vars={str(k): str(v) for k, v in (body.get("envVars") or {}).items()},
+                root=root,
+                access_token=uuid.uuid4().hex,
+                started_at=now,
+                end_at=now + timedelta(seconds=timeout),
+            )
+            self._sandboxes[sandbox_id] = sbx
+            if idempotency_key is not None:
+                self._idempotency[idempotency_key] = sandbox_id
+            return sbx
+
+    def _start_process(self, sbx: FakeSandbox, config: dict[str, Any]) -> _Process:
+        """Run a ``process.ProcessConfig`` (its proto-JSON form: cmd, args, envs, cwd) in the sandbox."""
+        cwd = _map_path(sbx.root, config.get("cwd") or SANDBOX_HOME)
+        if not cwd.is_dir():
+            raise _ConnectError("invalid_argument", f"cwd '{config.get('cwd')}' does not exist")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(_map_path(sbx.root, SANDBOX_HOME)),
+            "LANG": "C.UTF-8",
+            **sbx.env_vars,
+            **config.get("envs", {}),
+        }
+        popen = subprocess.Popen(
+            [config["cmd"], *config.get("args", [])],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        pid = next(self._pids)
+        watchdog = threading.Timer(self.max_process_seconds, _killpg, args=(popen.pid,))
+        watchdog.daemon = True
+        watchdog.start()
+        proc = _Process(pid, popen, watchdog)
+        with self._lock:
+            sbx.processes[pid] = proc
+        return proc
+
+
+class _ConnectError(Exception):
+    _HTTP = {"invalid_argument": 400, "not_found": 404, "unimplemented": 404, "unauthenticated": 401}
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return self._HTTP.get(self.code, 500)
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _killpg(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _map_path(root: Path, sandbox_path: str) -> Path:
+    """The host path of a sandbox path; relative paths are relative to the sandbox user's home."""
+    posix = PurePosixPath(sandbox_path)
+    if not posix.is_absolute():
+        posix = PurePosixPath(SANDBOX_HOME) / posix
+    host = (root / str(posix).lstrip("/")).resolve()
+    if not host.is_relative_to(root.resolve()):
+        raise _HTTPError(400, f"path {sandbox_path!r} escapes the sandbox")
+    return host
+
+
+def _redact(body: Any) -> Any:
+    """The body with every environment value replaced, for the request record."""
+    if not isinstance(body, dict):
+        return body
+    out = dict(body)
+    for key in ("envVars", "envs"):
+        if isinstance(out.get(key), dict):
+            out[key] = dict.fromkeys(out[key], REDACTED)
+    if isinstance(out.get("process"), dict):
+        out["process"] = _redact(out["process"])
+    return out
+
+
+def _basic_user(authorization: str | None) -> str | None:
+    if not authorization or not authorization.startswith("Basic "):
+        return None
+    return base64.b64decode(authorization.removeprefix("Basic ")).decode().partition(":")[0]
+
+
+def _envelope(flags: int, payload: bytes) -> bytes:
+    return bytes([flags]) + len(payload).to_bytes(4, "big") + payload
+
+
+def _parse_multipart(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
+    """(filename, content) of each part of a multipart/form-data body."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if match is None:
+        raise _HTTPError(400, "multipart body without boundary")
+    delimiter = b"--" + match.group(1).encode()
+    parts: list[tuple[str, bytes]] = []
+    for raw in body.split(delimiter)[1:]:
+        if raw.startswith(b"--"):
+            break
+        head, _, content = raw.partition(b"\r\n\r\n")
+        name = re.search(rb'filename="([^"]*)"', head)
+        if name is None:
+            continue
+        parts.append((name.group(1).decode(), content.removesuffix(b"\r\n")))
+    return parts
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeE2B
+    protocol_version = "HTTP/1.1"
+    _record: RecordedRequest
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The default writes every request line to stderr; requests are recorded (and logged) by FakeE2B.
+        pass
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        path, query = split.path, parse_qs(split.query)
+        raw = self._read_body()
+        body: Any = None
+        if raw and "json" in self.headers.get("Content-Type", ""):
+            payload = (
+                raw[5:] if self.headers.get("Content-Type", "").startswith("application/connect") else raw
+            )
+            try:
+                body = json.loads(payload)
+            except ValueError:
+                body = None
+        self._record = RecordedRequest(
+            method=self.command,
+            path=path,
+            query=query,
+            body=_redact(body),
+            sandbox_id=self.headers.get("E2b-Sandbox-Id"),
+            idempotency_key=self.headers.get("Idempotency-Key"),
+            user=_basic_user(self.headers.get("Authorization")),
+        )
+        self.fake._record(self._record)
+        try:
+            self._answer(path, query, raw, body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (its deadline passed): there is no one to answer.
+            self.close_connection = True
+        log.debug("fake e2b: %s %s -> %s", self.command, path, self._record.status)
+
+    def _answer(self, path: str, query: dict[str, list[str]], raw: bytes, body: Any) -> None:
+        try:
+            fault = self.fake._take_fault(self.command, path)
+            if fault is not None:
+                if fault.delay:
+                    time.sleep(fault.delay)
+                if fault.drop:
+                    raise _Drop
+                if fault.status is not None:
+                    raise _HTTPError(fault.status, "injected fault")
+            self._route(path, query, raw, body)
+        except _Drop:
+            self._record.status = -1
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except _HTTPError as e:
+            self._send_json(e.status, {"code": e.status, "message": e.message})
+        except _ConnectError as e:
+            self._send_json(e.http_status, {"code": e.code, "message": e.message})
+
+    def _send(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self._record.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _send_empty(self, status: int) -> None:
+        self._record.status = status
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    # --- routing ----------------------------------------------------------------------------------------
+
+    def _route(self, path: str, query: dict[str, list[str]], raw: bytes, body: Any) -> None:
+        if path in ("/health", "/files") or path.startswith("/process.Process/"):
+            self._envd(path, query, raw, body)
+            return
+        if self.headers.get("X-API-KEY") != self.fake._api_key:
+            raise _HTTPError(401, "Invalid API key")
+        if path == "/v2/sandboxes":
+            if self.command == "POST":
+                self._create(body or {})
+            else:
+                self._list(query)
+            return
+        match = re.fullmatch(r"/(?:v2/)?sandboxes/([^/]+)(?:/(pause|connect|timeout))?", path)
+        if match is None:
+            raise _HTTPError(404, f"no route {self.command} {path}")
+        sandbox_id, action = match.group(1), match.group(2)
+        with self.fake._lock:
+            sbx = self.fake._sandboxes.get(sandbox_id)
+        if sbx is None:
+            raise _HTTPError(404, f"sandbox {sandbox_id} not found")
+        if action is None and self.command == "GET":
+            self._send_json(200, {**sbx.listed(), "envdAccessToken": sbx.access_token})
+        elif action is None and self.command == "DELETE":
+            with self.fake._lock:
+                self.fake._sandboxes.pop(sandbox_id, None)
+                sbx.kill_processes()
+            shutil.rmtree(sbx.root, ignore_errors=True)
+            self._send_empty(204)
+        elif action == "pause":
+            with self.fake._lock:
+                if sbx.state == "paused":
+                    raise _HTTPError(409, f"sandbox {sandbox_id} is already paused")
+                sbx.kill_processes()
+                sbx.state = "paused"
+            self._send_empty(204)
+        elif action == "connect" and path.startswith("/v2/"):
+            timeout = int((body or {}).get("timeout", 300))
+            with self.fake._lock:
+                resumed = sbx.state == "paused"
+                sbx.state = "running"
+                deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+                # Like E2B: a connect only ever extends a running sandbox's life.
+                sbx.end_at = deadline if resumed else max(sbx.end_at, deadline)
+            self._send_json(201 if resumed else 200, sbx.created())
+        elif action == "timeout":
+            with self.fake._lock:
+                sbx.end_at = datetime.now(UTC) + timedelta(seconds=int((body or {})["timeout"]))
+            self._send_empty(204)
+        else:
+            raise _HTTPError(404, f"no route {self.command} {path}")
+
+    def _create(self, body: dict[str, Any]) -> None:
+        if not body.get("templateID"):
+            raise _HTTPError(400, "templateID is required")
+        sbx = self.fake._new_sandbox(body, self.headers.get("Idempotency-Key"))
+        self._send_json(201, sbx.created())
+
+    def _list(self, query: dict[str, list[str]]) -> None:
+        wanted_meta = {k: v for k, v in parse_qsl(query.get("metadata", [""])[0])}
+        states = set(query["state"][0].split(",")) if "state" in query else {"running", "paused"}
+        limit = min(int(query.get("limit", ["100"])[0]), self.fake.max_page_size)
+        start = int(base64.urlsafe_b64decode(query["nextToken"][0]).decode()) if "nextToken" in query else 0
+        with self.fake._lock:
+            matching = [
+                s
+                for s in sorted(self.fake._sandboxes.values(), key=lambda s: (s.started_at, s.sandbox_id))
+                if s.state in states and all(s.metadata.get(k) == v for k, v in wanted_meta.items())
+            ]
+            page = [s.listed() for s in matching[start : start + limit]]
+        headers = {}
+        if start + limit < len(matching):
+            headers["x-next-token"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
+        self._send_json(200, page, headers)
+
+    # --- envd --------------------------------------------------------------------------------------------
+
+    def _envd_sandbox(self) -> FakeSandbox:
+        sandbox_id = self.headers.get("E2b-Sandbox-Id", "")
+        with self.fake._lock:
+            sbx = self.fake._sandboxes.get(sandbox_id)
+        # E2B's proxy answers for envd when the sandbox is not running; the SDK reads "was not found".
+        if sbx is None or sbx.state != "running":
+            raise _HTTPError(502, f"The sandbox {sandbox_id} was not found")
+        if self.headers.get("X-Access-Token") != sbx.access_token:
+            raise _HTTPError(401, "invalid envd access token")
+        return sbx
+
+    def _envd(self, path: str, query: dict[str, list[str]], raw: bytes, body: Any) -> None:
+        sbx = self._envd_sandbox()
+        if path == "/health":
+            self._send_empty(204)
+        elif path == "/files" and self.command == "GET":
+            target = _map_path(sbx.root, query.get("path", [""])[0])
+            if not target.is_file():
+                raise _HTTPError(404, f"file {query.get('path', [''])[0]!r} not found")
+            self._send(200, target.read_bytes(), "application/octet-stream")
+        elif path == "/files" and self.command == "POST":
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.startswith("multipart/form-data"):
+                parts = _parse_multipart(content_type, raw)
+                if "path" in query and len(parts) == 1:
+                    parts = [(query["path"][0], parts[0][1])]
+            else:
+                parts = [(query["path"][0], raw)]
+            written = []
+            for name, content in parts:
+                target = _map_path(sbx.root, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+                written.append({"name": target.name, "type": "file", "path": name})
+            self._send_json(200, written)
+        elif path == "/process.Process/Start":
+            self._start(sbx, body)
+        elif path == "/process.Process/SendSignal":
+            pid = (body or {}).get("process", {}).get("pid")
+            with self.fake._lock:
+                proc = sbx.processes.get(pid) if isinstance(pid, int) else None
+            if proc is None or proc.popen.poll() is not None:
+                raise _ConnectError("not_found", f"process with pid {pid} not found")
+            proc.kill()
+            self._send_json(200, {})
+        else:
+            raise _ConnectError("unimplemented", f"{path} is not implemented by the fake")
+
+    def _start(self, sbx: FakeSandbox, body: Any) -> None:
+        if not isinstance(body, dict) or not isinstance(body.get("process"), dict):
+            raise _ConnectError("invalid_argument", "process config is required")
+        proc = self.fake._start_process(sbx, body["process"])
+        self._record.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", "application/connect+json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        # StartResponse messages in proto-JSON: bytes are base64, field names camelCase.
+        self._stream_event({"start": {"pid": proc.pid}})
+        for stream, chunk in _read_outputs(proc.popen):
+            self._stream_event({"data": {stream: base64.b64encode(chunk).decode()}})
+        code = proc.popen.wait()
+        proc.watchdog.cancel()
+        if code >= 0:
+            self._stream_event({"end": {"exitCode": code, "exited": True, "status": f"exit status {code}"}})
+        else:
+            self._stream_event({"end": {"exitCode": -1, "exited": False, "status": "signal: killed"}})
+        self._write_chunk(_envelope(0x02, b"{}"))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _stream_event(self, event: dict[str, Any]) -> None:
+        self._write_chunk(_envelope(0, json.dumps({"event": event}).encode()))
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+def _read_outputs(popen: subprocess.Popen[bytes]) -> Iterator[tuple[str, bytes]]:
+    """("stdout" | "stderr", chunk) as the process writes them, until both pipes close."""
+    chunks: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+    def pump(name: str, pipe: Any) -> None:
+        with pipe:
+            while chunk := pipe.read1(_CHUNK):
+                chunks.put((name, chunk))
+        chunks.put((name, b""))
+
+    readers = [
+        threading.Thread(target=pump, args=("stdout", popen.stdout), daemon=True),
+        threading.Thread(target=pump, args=("stderr", popen.stderr), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    open_pipes = len(readers)
+    while open_pipes:
+        name, chunk = chunks.get()
+        if chunk:
+            yield name, chunk
+        else:
+            open_pipes -= 1

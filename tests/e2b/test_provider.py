@@ -1,0 +1,394 @@
+"""E2BProvider through the real e2b SDK against the loopback fake."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import pytest
+from e2b import E2B
+
+from adapters.e2b_provider import E2BProvider, E2BSettings, idempotency_key
+from core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
+from core.kinds import AI_WRITEBACK, DATA_APP
+from core.ports import SnapshotInfo
+from tests.e2b.conftest import AGENT_SECRET, API_KEY, fake_env
+from tests.e2b.fake_e2b import FakeE2B
+
+SANDBOX = r"/sandboxes/[^/]+"
+PAUSE = SANDBOX + "/pause"
+CONNECT = r"/v2/sandboxes/[^/]+/connect"
+
+
+def test_create_sends_template_metadata_lifecycle_and_egress(
+    provider: E2BProvider, fake_e2b: FakeE2B, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    ref = provider.create("sbx-1", DATA_APP)
+
+    [create] = fake_e2b.requests("POST", "/v2/sandboxes")
+    body = create.body
+    assert body["templateID"] == "lightdash/lightdash-data-app:v1"
+    assert body["metadata"] == {"sandbox_lifecycle_id": "sbx-1", "kind": DATA_APP, "managed": "1"}
+    assert body["autoPause"] is True and body["autoResume"] == {"enabled": False}
+    assert body["timeout"] == 40 * 60
+    assert body["network"] == {"allowOut": ["api.anthropic.com"], "denyOut": ["0.0.0.0/0"]}
+    assert create.idempotency_key == idempotency_key("sbx-1")
+    assert fake_e2b.sandbox(ref).metadata["sandbox_lifecycle_id"] == "sbx-1"
+    # The agent key reaches the sandbox ...
+    assert provider.exec(ref, ["printenv", "ANTHROPIC_API_KEY"], timeout=10).stdout == AGENT_SECRET + "\n"
+    # ... and nothing else: not the request record, not any log line (the SDK's, the fake's or ours).
+    assert body["envVars"] == {"ANTHROPIC_API_KEY": "<redacted>"}
+    assert AGENT_SECRET not in repr(fake_e2b.requests())
+    assert AGENT_SECRET not in caplog.text and API_KEY not in caplog.text
+    assert AGENT_SECRET not in repr(provider._settings) and API_KEY not in repr(provider._settings)
+
+
+def test_ai_writeback_egress_allows_git_hosts_and_is_configurable(fake_e2b: FakeE2B) -> None:
+    default = E2BSettings.from_env(fake_env(fake_e2b))
+    assert default.templates[AI_WRITEBACK] == "lightdash/lightdash-ai-writeback:v2"
+    assert default.egress_allow[AI_WRITEBACK] == (
+        "api.anthropic.com",
+        "github.com",
+        "gitlab.com",
+        "bitbucket.org",
+    )
+
+    env = {**fake_env(fake_e2b), "SANDBOX_EGRESS_ALLOW_AI_WRITEBACK": "api.anthropic.com, git.corp.example"}
+    E2BProvider(E2BSettings.from_env(env)).create("sbx-w", AI_WRITEBACK)
+
+    [create] = fake_e2b.requests("POST", "/v2/sandboxes")
+    assert create.body["templateID"] == "lightdash/lightdash-ai-writeback:v2"
+    assert create.body["network"]["allowOut"] == ["api.anthropic.com", "git.corp.example"]
+    assert create.body["network"]["denyOut"] == ["0.0.0.0/0"]
+
+
+def test_settings_from_env_defaults_and_missing_key() -> None:
+    with pytest.raises(ConfigError, match="E2B_API_KEY"):
+        E2BSettings.from_env({"E2B_TEMPLATE_NAME": "x"})
+    with pytest.raises(ConfigError, match="E2B_API_KEY"):
+        E2BSettings.from_env({"E2B_API_KEY": "  "})
+
+    settings = E2BSettings.from_env(
+        {"E2B_API_KEY": "k", "E2B_TEMPLATE_NAME": "acme/app", "SANDBOX_IDLE_TIMEOUT_MS": "60000"}
+    )
+    name, tag = settings.templates[DATA_APP].split(":")
+    assert name == "acme/app" and tag  # the package version, or "latest" when not installed
+    assert settings.templates[AI_WRITEBACK] == f"lightdash/lightdash-ai-writeback:{tag}"
+    assert settings.sandbox_timeout == 60 + 600
+    assert settings.sandbox_envs == {}
+    with pytest.raises(ConfigError, match="E2B_SANDBOX_TIMEOUT_MS"):
+        E2BSettings.from_env({"E2B_API_KEY": "k", "E2B_SANDBOX_TIMEOUT_MS": "soon"})
+
+
+def test_create_is_idempotent_per_sandbox_id(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    first = provider.create("sbx-1", DATA_APP)
+    # A second provider (another process, or after a crash) finds it by its metadata.
+    again = E2BProvider(provider._settings).create("sbx-1", DATA_APP)
+    other = provider.create("sbx-2", DATA_APP)
+
+    assert again == first != other
+    assert len(fake_e2b.requests("POST", "/v2/sandboxes")) == 2
+    assert len(fake_e2b.sandboxes()) == 2
+
+
+@pytest.mark.parametrize("fault", [{"status": 503}, {"drop": True}])
+def test_create_is_never_retried(provider: E2BProvider, fake_e2b: FakeE2B, fault: dict[str, object]) -> None:
+    fake_e2b.inject_fault("POST", "/v2/sandboxes", **fault)  # type: ignore[arg-type]
+
+    with pytest.raises(ProviderError, match="not retried") as raised:
+        provider.create("sbx-1", DATA_APP)
+
+    assert raised.value.retryable  # the caller may try again: create looks before it makes
+
+    assert len(fake_e2b.requests("POST", "/v2/sandboxes")) == 1
+    # The caller's retry looks first, then creates once.
+    ref = provider.create("sbx-1", DATA_APP)
+    assert [s.sandbox_id for s in fake_e2b.sandboxes()] == [ref]
+
+
+def test_exec_returns_stdout_stderr_and_exit_code(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+
+    result = provider.exec(ref, ["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=10)
+    assert (result.exit_code, result.stdout, result.stderr, result.truncated) == (3, "out\n", "err\n", False)
+
+    ok = provider.exec(ref, ["sh", "-c", 'pwd; echo "$GREETING"'], timeout=10, env={"GREETING": "hello"})
+    cwd, greeting = ok.stdout.splitlines()
+    assert ok.exit_code == 0 and greeting == "hello"
+    assert cwd.endswith("/home/sandbox/app")  # the kind's workdir is the default cwd
+
+    elsewhere = provider.exec(ref, ["pwd"], timeout=10, cwd="/home/sandbox/repo")
+    assert elsewhere.stdout.strip().endswith("/home/sandbox/repo")
+    [start, *_] = fake_e2b.requests("POST", "/process.Process/Start")
+    assert start.body["process"]["args"] == ["-l", "-c", "sh -c 'echo out; echo err >&2; exit 3'"]
+    assert start.user == "sandbox"
+
+
+def test_exec_output_is_bounded(settings: E2BSettings) -> None:
+    provider = E2BProvider(dataclasses.replace(settings, max_output_bytes=100))
+    ref = provider.create("sbx-1", DATA_APP)
+
+    result = provider.exec(
+        ref, ["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' a; echo done >&2"], timeout=10
+    )
+
+    assert result.exit_code == 0
+    assert result.stdout == "a" * 100 and result.stderr == "done\n"
+    assert result.truncated
+
+
+def test_exec_timeout_kills_the_command(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    started = time.monotonic()
+
+    with pytest.raises(ExecTimeout) as raised:
+        provider.exec(ref, ["sleep", "30"], timeout=1)
+
+    assert time.monotonic() - started < 10
+    assert raised.value.timeout == 1 and raised.value.command == "sleep 30"
+    assert fake_e2b.process_count(ref) == 0
+    [signal] = fake_e2b.requests("POST", "/process.Process/SendSignal")
+    assert signal.body["signal"] == "SIGNAL_SIGKILL"
+
+
+def test_exec_on_a_sandbox_this_process_never_saw_uses_its_kind(
+    settings: E2BSettings, fake_e2b: FakeE2B
+) -> None:
+    ref = E2BProvider(settings).create("sbx-1", AI_WRITEBACK)
+
+    fresh = E2BProvider(settings)
+    assert fresh.exec(ref, ["pwd"], timeout=10).stdout.strip().endswith("/home/sandbox/repo")
+    assert [r.body["timeout"] for r in fake_e2b.requests("POST", CONNECT)] == [settings.sandbox_timeout]
+
+
+def test_using_a_sandbox_extends_its_e2b_timeout(settings: E2BSettings, fake_e2b: FakeE2B) -> None:
+    provider = E2BProvider(dataclasses.replace(settings, sandbox_timeout=3))
+    ref = provider.create("sbx-1", DATA_APP)
+    provider.exec(ref, ["true"], timeout=5)
+    assert fake_e2b.requests("POST", SANDBOX + "/timeout") == []
+
+    time.sleep(1.1)  # past a third of the 3 s timeout
+    provider.exec(ref, ["true"], timeout=5)
+
+    [extend] = fake_e2b.requests("POST", SANDBOX + "/timeout")
+    assert extend.body == {"timeout": 3}
+
+
+def test_write_and_read_files(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    payload = bytes(range(256)) * 10
+
+    provider.write_file(ref, "/home/sandbox/app/data/blob.bin", payload)
+
+    assert provider.read_file(ref, "/home/sandbox/app/data/blob.bin") == payload
+    assert provider.exec(ref, ["wc", "-c", "data/blob.bin"], timeout=10).stdout.split()[0] == "2560"
+    with pytest.raises(FileNotFoundError, match=r"missing\.txt"):
+        provider.read_file(ref, "/home/sandbox/app/missing.txt")
+    assert {r.query["username"][0] for r in fake_e2b.requests(path="/files")} == {"sandbox"}
+
+
+def test_read_file_is_bounded(settings: E2BSettings) -> None:
+    provider = E2BProvider(dataclasses.replace(settings, max_file_bytes=1000))
+    ref = provider.create("sbx-1", DATA_APP)
+    provider.write_file(ref, "/home/sandbox/app/big", b"x" * 5000)
+
+    with pytest.raises(ProviderError, match="larger than 1000 bytes"):
+        provider.read_file(ref, "/home/sandbox/app/big")
+
+
+def test_suspend_then_resume_keeps_files(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    provider.write_file(ref, "/home/sandbox/app/main.py", b"print('hi')\n")
+
+    snapshot = provider.suspend("sbx-1", ref, DATA_APP, "ignored-by-e2b")
+
+    assert snapshot == SnapshotInfo(key=ref, sha256=None, bytes=None)
+    assert fake_e2b.sandbox(ref).state == "paused"
+    assert provider.snapshot_ok(snapshot)
+    assert provider.instance("sbx-1") is not None and provider.instance("sbx-1").status == "paused"  # type: ignore[union-attr]
+
+    assert provider.resume("sbx-1", DATA_APP, snapshot) == ref
+
+    [connect] = fake_e2b.requests("POST", CONNECT)
+    assert connect.status == 201  # resumed, not merely attached
+    assert connect.body == {"timeout": provider._settings.sandbox_timeout}
+    assert provider.read_file(ref, "/home/sandbox/app/main.py") == b"print('hi')\n"
+    assert provider.exec(ref, ["cat", "main.py"], timeout=10).stdout == "print('hi')\n"
+    assert not provider.snapshot_ok(snapshot)  # running again: no longer a snapshot
+
+
+def test_paused_sandbox_refuses_envd_calls(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    handle = provider._handle(ref).sandbox
+    provider.suspend("sbx-1", ref, DATA_APP, "k")
+
+    with pytest.raises(Exception, match="was not found"):
+        handle.commands.run("true")
+
+
+def test_exec_after_e2b_paused_the_sandbox_fails_then_resumes_it(
+    provider: E2BProvider, fake_e2b: FakeE2B
+) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    provider.write_file(ref, "/home/sandbox/app/f", b"kept")
+    fake_e2b.sandbox(ref).state = "paused"  # E2B's own timeout paused it behind our back
+
+    # Whether a command reached the sandbox is not knowable in general, so the failure is the caller's
+    # to retry; the retry attaches afresh, which resumes the sandbox.
+    with pytest.raises(ProviderError, match="not reachable"):
+        provider.exec(ref, ["cat", "f"], timeout=10)
+    assert provider.exec(ref, ["cat", "f"], timeout=10).stdout == "kept"
+
+    assert [r.status for r in fake_e2b.requests("POST", CONNECT)] == [201]
+
+
+def test_double_pause_is_success(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+
+    first = provider.suspend("sbx-1", ref, DATA_APP, "k")
+    second = provider.suspend("sbx-1", ref, DATA_APP, "k")
+
+    assert first == second
+    assert [r.status for r in fake_e2b.requests("POST", PAUSE)] == [204, 409]
+
+
+def test_pause_5xx_is_retried_until_it_succeeds(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    fake_e2b.inject_fault("POST", PAUSE, status=500, times=2)
+
+    provider.suspend("sbx-1", ref, DATA_APP, "k")
+
+    assert [r.status for r in fake_e2b.requests("POST", PAUSE)] == [500, 500, 204]
+    assert fake_e2b.sandbox(ref).state == "paused"
+
+
+def test_pause_retries_are_bounded(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    fake_e2b.inject_fault("POST", PAUSE, status=500, times=100)
+
+    with pytest.raises(ProviderError, match="500") as raised:
+        provider.suspend("sbx-1", ref, DATA_APP, "k")
+
+    assert raised.value.retryable
+    assert len(fake_e2b.requests("POST", PAUSE)) == provider._settings.retry_attempts
+    assert fake_e2b.sandbox(ref).state == "running"
+
+
+def test_slow_pause_times_out_and_is_retried(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    # The SDK bounds a request at twice request_timeout (1 s here).
+    fake_e2b.inject_fault("POST", PAUSE, delay=2.5)
+
+    provider.suspend("sbx-1", ref, DATA_APP, "k")
+
+    # The first pause was abandoned while it stalled; the retry paused the sandbox.
+    _abandoned, retry = fake_e2b.requests("POST", PAUSE)
+    assert retry.status == 204
+    assert fake_e2b.sandbox(ref).state == "paused"
+
+
+def test_resume_of_a_lost_sandbox_is_provider_lost(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    snapshot = provider.suspend("sbx-1", ref, DATA_APP, "k")
+    fake_e2b.lose(ref)
+
+    with pytest.raises(ProviderLost):
+        provider.resume("sbx-1", DATA_APP, snapshot)
+
+    assert [r.status for r in fake_e2b.requests("POST", CONNECT)] == [404]  # a 404 is not retried
+    assert not provider.snapshot_ok(snapshot)
+
+
+def test_dropped_connection_on_a_safe_call_is_retried(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    provider.write_file(ref, "/home/sandbox/app/f", b"kept")
+    fake_e2b.inject_fault("GET", "/v2/sandboxes", drop=True)
+    fake_e2b.inject_fault("GET", "/files", drop=True)
+
+    assert [i.ref for i in provider.list_instances()] == [ref]
+    assert provider.read_file(ref, "/home/sandbox/app/f") == b"kept"
+
+    assert [r.status for r in fake_e2b.requests("GET", "/v2/sandboxes")][-2:] == [-1, 200]
+    assert [r.status for r in fake_e2b.requests("GET", "/files")] == [-1, 200]
+
+
+def test_listing_pages_through_our_sandboxes_only(settings: E2BSettings, fake_e2b: FakeE2B) -> None:
+    fake_e2b.max_page_size = 2
+    provider = E2BProvider(settings)
+    refs = {f"sbx-{i}": provider.create(f"sbx-{i}", DATA_APP if i % 2 else AI_WRITEBACK) for i in range(5)}
+    # Someone else's sandbox in the same team is not ours to reconcile.
+    E2B(api_key=API_KEY, api_url=fake_e2b.url, sandbox_url=fake_e2b.url).Sandbox.create("other:1")
+    provider.suspend("sbx-1", refs["sbx-1"], DATA_APP, "k")
+    provider.suspend("sbx-2", refs["sbx-2"], AI_WRITEBACK, "k")
+    listed_before = len(fake_e2b.requests("GET", "/v2/sandboxes"))
+
+    instances = provider.list_instances()
+
+    assert sorted((i.sandbox_id, i.ref, i.kind, i.status) for i in instances) == sorted(
+        (
+            sid,
+            ref,
+            DATA_APP if int(sid[-1]) % 2 else AI_WRITEBACK,
+            "paused" if sid in ("sbx-1", "sbx-2") else "running",
+        )
+        for sid, ref in refs.items()
+    )
+    pages = fake_e2b.requests("GET", "/v2/sandboxes")[listed_before:]
+    assert len(pages) == 3  # five sandboxes of ours, two a page
+    assert all(p.query["metadata"] == ["managed=1"] for p in pages)
+    assert sorted(provider.list_snapshots()) == sorted(
+        (sid, SnapshotInfo(key=refs[sid], sha256=None, bytes=None)) for sid in ("sbx-1", "sbx-2")
+    )
+
+
+def test_instance_lookup(provider: E2BProvider) -> None:
+    ref = provider.create("sbx-1", AI_WRITEBACK)
+
+    found = provider.instance("sbx-1")
+
+    assert found is not None
+    assert (found.sandbox_id, found.ref, found.kind, found.status) == ("sbx-1", ref, AI_WRITEBACK, "running")
+    assert provider.instance("nope") is None
+
+
+def test_destroy_is_idempotent(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    other = provider.create("sbx-2", DATA_APP)
+
+    provider.destroy("sbx-1", ref)
+    provider.destroy("sbx-1", ref)
+    provider.destroy("sbx-2", None)  # no ref recorded: found by its metadata
+
+    assert [r.status for r in fake_e2b.requests("DELETE", SANDBOX)] == [204, 404, 204]
+    assert fake_e2b.sandboxes() == []
+    assert provider.instance("sbx-2") is None and other
+
+
+def test_delete_snapshot_kills_only_a_paused_sandbox(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
+    ref = provider.create("sbx-1", DATA_APP)
+    snapshot = provider.suspend("sbx-1", ref, DATA_APP, "k")
+    provider.resume("sbx-1", DATA_APP, snapshot)
+
+    provider.delete_snapshot(snapshot)  # the sandbox runs again under the same id: a live workspace
+    assert fake_e2b.sandbox(ref).state == "running"
+
+    provider.suspend("sbx-1", ref, DATA_APP, "k")
+    provider.delete_snapshot(snapshot)
+    provider.delete_snapshot(snapshot)  # already gone is success
+
+    assert fake_e2b.sandboxes() == []
+    assert not provider.snapshot_ok(snapshot)
+
+
+def test_wrong_api_key_is_not_retried_and_names_no_secret(settings: E2BSettings, fake_e2b: FakeE2B) -> None:
+    provider = E2BProvider(dataclasses.replace(settings, api_key="wrong-key-123"))
+
+    with pytest.raises(ProviderError) as raised:
+        provider.list_instances()
+
+    assert not raised.value.retryable
+    assert "wrong-key-123" not in str(raised.value)
+    assert len(fake_e2b.requests("GET", "/v2/sandboxes")) == 1
