@@ -13,18 +13,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import sqlalchemy as sa
+from _fill import bulk_insert, reset_pg
 
 from core import sandbox as sb
 from core.projection import Policy
 from core.replay import rebuild
 from events import migrate
 from events.codec import encode
+from events.records import NewEvent
 from events.store import SqlEventStore
-from events.tables import events as events_table
 
 
 def lifecycle_template(turns: int) -> list[sb.ev.Event]:
@@ -59,42 +60,23 @@ def lifecycle_template(turns: int) -> list[sb.ev.Event]:
 
 def fill(store_url: str, n_events: int) -> int:
     template = [encode(e) for e in lifecycle_template(turns=3)]
-    per = len(template)
-    n_sandboxes = n_events // per
-    engine = sa.create_engine(store_url)
-    rows: list[dict[str, Any]] = []
-    written = 0
-    with engine.begin() as conn:
+    n_sandboxes = n_events // len(template)
+
+    def streams() -> Iterator[tuple[str, list[NewEvent]]]:
         for i in range(n_sandboxes):
             sid = f"{i:016x}"
             shift = timedelta(seconds=i)
-            for v, e in enumerate(template, start=1):
+            stream = []
+            for e in template:
                 data = dict(e.data)
                 if "snapshot_key" in data:
                     data["snapshot_key"] = data["snapshot_key"].replace("tmpl", sid)
                 if "conversation_id" in data:
                     data["conversation_id"] = f"conv-{i}"
-                rows.append(
-                    {
-                        "stream_id": sid,
-                        "version": v,
-                        "type": e.type,
-                        "schema_version": e.schema_version,
-                        "data": data,
-                        "meta": e.metadata,
-                        "occurred_at": e.occurred_at + shift,
-                        "idempotency_key": None,
-                    }
-                )
-            if len(rows) >= 20_000:
-                conn.execute(events_table.insert(), rows)
-                written += len(rows)
-                rows.clear()
-        if rows:
-            conn.execute(events_table.insert(), rows)
-            written += len(rows)
-    engine.dispose()
-    return written
+                stream.append(replace(e, data=data, occurred_at=e.occurred_at + shift))
+            yield sid, stream
+
+    return bulk_insert(store_url, streams())
 
 
 def measure(label: str, url: str, n_events: int) -> float:
@@ -107,7 +89,10 @@ def measure(label: str, url: str, n_events: int) -> float:
     projections = rebuild(store, Policy())
     elapsed = time.perf_counter() - t0
     rate = written / elapsed
-    print(f"[{label}] rebuilt {len(projections):,} projections from {written:,} events in {elapsed:.2f}s: {rate:,.0f} events/s")
+    print(
+        f"[{label}] rebuilt {len(projections):,} projections from {written:,} events "
+        f"in {elapsed:.2f}s: {rate:,.0f} events/s"
+    )
     t0 = time.perf_counter()
     store.replace_all_projections(projections)
     print(f"[{label}] wrote them back in {time.perf_counter() - t0:.2f}s")
@@ -116,7 +101,9 @@ def measure(label: str, url: str, n_events: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--pg-url", help="an EMPTY Postgres database to fill (its tables are dropped first)")
     args = parser.parse_args()
@@ -125,10 +112,7 @@ def main() -> None:
         rate = measure("sqlite", f"sqlite:///{tmp}/bench.db", args.events)
         print(f"[sqlite] {rate / target:.2f}x the 200,000 events/s target")
     if args.pg_url:
-        engine = sa.create_engine(args.pg_url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS events, sandboxes, sandbox_deadlines, alembic_version")
-        engine.dispose()
+        reset_pg(args.pg_url)
         rate = measure("postgres", args.pg_url, args.events)
         print(f"[postgres] {rate / target:.2f}x the 200,000 events/s target")
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from core.ports import EventStore, ExecResult, SandboxProvider, SnapshotInfo
 from core.projection import IDLE, LEASE, Policy, project
 from core.replay import HistoryEntry, history
 from events.codec import decode, encode
-from events.records import SandboxRow
+from events.records import Deadline, SandboxRow
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -66,7 +67,9 @@ class SandboxService:
         policy: Policy | None = None,
         clock: Callable[[], datetime] = utcnow,
         actor: str = "api",
+        sweep_workers: int = 8,
     ) -> None:
+        self.sweep_workers = sweep_workers
         self.store = store
         self.provider = provider
         self.policy = policy or Policy()
@@ -400,22 +403,31 @@ class SandboxService:
 
     def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
         """Fire every deadline due at ``now``: idle → suspend, retention → GC, lease → reconcile."""
-        now = now or self.clock()
+        when = now or self.clock()
         report = SweepReport()
-        for deadline in self.store.due_deadlines(now, limit=limit):
+
+        def one(deadline: Deadline) -> None:
             sid = deadline.sandbox_id
             try:
                 if deadline.kind == LEASE:
-                    if self._recover(sid, now):
+                    if self._recover(sid, when):
                         report.recovered.append(sid)
-                    continue
-                fired = self._fire(sid, deadline.kind, deadline.version, now)
-                if fired:
+                elif self._fire(sid, deadline.kind, deadline.version, when):
                     report.fired.append(f"{sid}:{deadline.kind}")
             except SandboxError as exc:
                 # One sandbox's failure must not starve the others; its lease re-drives it later.
                 report.errors.append(f"{sid}: {exc}")
                 log.warning("timer %s of %s failed: %s", deadline.kind, sid, exc)
+
+        due = self.store.due_deadlines(when, limit=limit)
+        if self.sweep_workers <= 1 or len(due) <= 1:
+            for deadline in due:
+                one(deadline)
+        else:
+            # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
+            # sandboxes must not do them one after another.
+            with ThreadPoolExecutor(self.sweep_workers, thread_name_prefix="sweep") as pool:
+                list(pool.map(one, due))
         return report
 
     def _fire(self, sid: str, kind: str, seen_version: int, now: datetime) -> bool:

@@ -1,0 +1,178 @@
+"""One sweep over 100,000 sandboxes with armed deadlines, 1,000 of them due, on PostgreSQL.
+
+    .venv/bin/python bench/sweep_bench.py [--pg-url URL] [--sandboxes N] [--due M]
+
+The log is filled in a private schema (dropped afterwards); the sweep then runs in a fresh process, as a
+scheduler replica would, with provider calls stubbed by a counting fake (the only fake here: the
+benchmark measures our picking, deciding and recording, not Docker). Prints the time to pick and decide
+the due sandboxes, the time of the whole fire_due (intents, stubbed suspends, outcomes), and the
+process's peak RSS. Targets: pick+decide < 1 s, RSS < 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from _fill import bulk_insert
+
+from core import sandbox as sb
+from core.ports import ExecResult, ProviderInstance, SnapshotInfo
+from core.projection import Policy, project
+from core.service import SandboxService
+from events import migrate
+from events.codec import encode
+from events.records import NewEvent, Projection
+from events.store import SqlEventStore
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+POLICY = Policy()
+
+
+class CountingProvider:
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    def _count(self, op: str) -> None:
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        self._count("suspend")
+        return SnapshotInfo(snapshot_key, "0" * 64, 1024)
+
+    def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        self._count("destroy")
+
+    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        self._count("delete_snapshot")
+
+    def create(self, sandbox_id: str, kind: str) -> str:
+        raise AssertionError("not used")
+
+    def exec(self, *a: object, **k: object) -> ExecResult:
+        raise AssertionError("not used")
+
+    def instance(self, sandbox_id: str) -> ProviderInstance | None:
+        return None
+
+
+def streams(n: int, due: int) -> Iterator[tuple[str, list[NewEvent], Projection]]:
+    for i in range(n):
+        sid = f"{i:016x}"
+        # The first `due` sandboxes went idle long ago; the rest were active a minute ago.
+        at = NOW - (timedelta(hours=2) if i < due else timedelta(minutes=1)) + timedelta(microseconds=i)
+        s = sb.initial(sid)
+        evs = sb.decide(s, sb.Create(kind="data-app", provider="docker", conversation_id=f"c{i}"), at)
+        s = sb.replay(sid, evs, start=s)
+        more = sb.decide(s, sb.MarkReady(provider_ref=f"sbx-{sid}"), at)
+        s = sb.replay(sid, more, start=s)
+        yield sid, [encode(e) for e in evs + more], project(s, POLICY)
+
+
+def fill(url: str, n: int, due: int) -> None:
+    migrate.upgrade(url)
+    projections: list[Projection] = []
+
+    def events_only() -> Iterator[tuple[str, list[NewEvent]]]:
+        for sid, evs, proj in streams(n, due):
+            projections.append(proj)
+            yield sid, evs
+
+    bulk_insert(url, events_only())
+    store = SqlEventStore(url)
+    store.replace_all_projections(projections)
+    store.close()
+
+
+def sweep_only(url: str) -> None:
+    """Runs in a fresh process: what one scheduler replica does when it wakes up."""
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    store = SqlEventStore(url)
+    provider = CountingProvider()
+    service = SandboxService(store, provider, policy=POLICY, clock=lambda: NOW)  # type: ignore[arg-type]
+    store.due_deadlines(NOW, limit=1)  # connect outside the timed part
+
+    t0 = time.perf_counter()
+    due = store.due_deadlines(NOW, limit=10_000)
+    decided = 0
+    for d in due:
+        state = service.load(d.sandbox_id)
+        decided += len(sb.decide(state, sb.FireIdleTimeout(timeout=POLICY.idle_timeout), NOW)) > 0
+    pick_decide = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report = service.fire_due(NOW, limit=10_000)
+    fire = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "due": len(due),
+                "decided": decided,
+                "pick_decide_s": pick_decide,
+                "fire_due_s": fire,
+                "fired": len(report.fired),
+                "errors": report.errors[:3],
+                "provider_calls": provider.calls,
+                "rss_start_mb": rss0 / 1024,
+                "rss_peak_mb": rss / 1024,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pg-url", default=os.environ.get("SANDBOX_TEST_PG_URL"))
+    parser.add_argument("--sandboxes", type=int, default=100_000)
+    parser.add_argument("--due", type=int, default=1_000)
+    parser.add_argument("--sweep-only", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sweep_only:
+        sweep_only(args.sweep_only)
+        return
+    if not args.pg_url:
+        sys.exit("give --pg-url (or set SANDBOX_TEST_PG_URL): the benchmark runs on PostgreSQL")
+    schema = f"bench_sweep_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sa.make_url(args.pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    url_s = url.render_as_string(hide_password=False)
+    try:
+        t0 = time.perf_counter()
+        fill(url_s, args.sandboxes, args.due)
+        print(f"filled {args.sandboxes:,} sandboxes ({args.due:,} due) in {time.perf_counter() - t0:.1f}s")
+        out = subprocess.run(
+            [sys.executable, __file__, "--sweep-only", url_s], check=True, capture_output=True, text=True
+        )
+        result = json.loads(out.stdout)
+        print(
+            f"pick+decide of {result['due']:,} due: {result['pick_decide_s']:.3f}s (target < 1 s)\n"
+            f"whole fire_due (intent, stubbed suspend, outcome): {result['fire_due_s']:.3f}s, "
+            f"{result['fired']:,} fired, provider calls {result['provider_calls']}\n"
+            f"scheduler process peak RSS: {result['rss_peak_mb']:.0f} MB (target < 150 MB)"
+        )
+        if result["errors"]:
+            print("errors:", result["errors"])
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
