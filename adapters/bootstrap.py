@@ -42,6 +42,8 @@ def build_snapshot_store(settings: Settings) -> SnapshotStore:
         from adapters.s3 import S3SnapshotStore
 
         store = S3SnapshotStore.from_env(settings.environ)
+        # A fresh MinIO or test endpoint has no bucket yet; an existing one is left as it is.
+        store.ensure_bucket()
         return store
     from adapters.localfs import LocalSnapshotStore
 
