@@ -1,0 +1,178 @@
+"""Append throughput of our event store against the eventsourcing library's own recorders.
+
+One event per transaction with the optimistic concurrency check (ours: expected version; eventsourcing:
+its (originator_id, originator_version) primary key), on the same Postgres server and the same disk.
+Each run writes to fresh tables (a throwaway Postgres schema, fresh SQLite files) so both sides start
+equal. Not a test: run it by hand.
+
+    .venv/bin/python bench/event_store_bench.py [--pg-url URL] [-n 10000] [--rounds 3]
+
+The Postgres URL defaults to SANDBOX_TEST_PG_URL, then the one scripts/start-postgres.sh prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnection, SQLiteDatastore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from events.migrate import upgrade
+from events.records import NewEvent
+from events.store import SqlEventStore
+
+DEFAULT_PG_URL = "postgresql+psycopg://sandbox:sandbox@127.0.0.1:5432/sandbox_test"
+STREAMS = 100
+WARMUP = 200
+DATA = {"sandbox_id": "sbx-0123456789abcdef", "kind": "data-app", "actor": "bench", "reason": "activity"}
+TOPIC = "events.SandboxTouched"
+
+
+def _plan(n: int) -> list[tuple[str, int]]:
+    """(stream id, version) of n appends spread round-robin over STREAMS streams."""
+    run = uuid.uuid4().hex[:8]
+    return [(f"sbx-{run}-{i % STREAMS}", i // STREAMS + 1) for i in range(n)]
+
+
+def _rate(n: int, append: Callable[[str, int], None]) -> float:
+    for stream, version in _plan(WARMUP):
+        append(stream, version)
+    plan = _plan(n)
+    started = time.perf_counter()
+    for stream, version in plan:
+        append(stream, version)
+    return n / (time.perf_counter() - started)
+
+
+def ours(url: str, n: int, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> float:
+    upgrade(url)
+    store = SqlEventStore(url, sqlite_synchronous=synchronous)
+    now = datetime.now(UTC)
+    try:
+        return _rate(n, lambda s, v: store.append(s, v - 1, [NewEvent("SandboxTouched", DATA, now)]) and None)
+    finally:
+        store.close()
+
+
+def _encoded() -> bytes:
+    return json.dumps(DATA).encode()
+
+
+def theirs_pg(url: str, schema: str, n: int) -> float:
+    u = sa.make_url(url)
+    datastore = PostgresDatastore(
+        dbname=u.database or "",
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username or "",
+        password=u.password or "",
+        schema=schema,
+        originator_id_type="text",
+    )
+    recorder = PostgresApplicationRecorder(datastore)
+    recorder.create_table()
+    state = _encoded()
+    try:
+        return _rate(n, lambda s, v: recorder.insert_events([StoredEvent(s, v, TOPIC, state)]) and None)
+    finally:
+        datastore.close()
+
+
+def theirs_sqlite(path: str, n: int, synchronous: str | None = None) -> float:
+    """``synchronous`` None keeps the library's setting (SQLite's default, FULL)."""
+    datastore = SQLiteDatastore(path, originator_id_type="text")
+    if synchronous is not None:
+        create = datastore.pool._create_connection
+
+        def create_with_pragma() -> SQLiteConnection:
+            conn = create()
+            conn._sqlite_conn.execute(f"PRAGMA synchronous = {synchronous}")
+            return conn
+
+        datastore.pool._create_connection = create_with_pragma  # type: ignore[method-assign]
+    recorder = SQLiteApplicationRecorder(datastore)
+    recorder.create_table()
+    state = _encoded()
+    try:
+        return _rate(n, lambda s, v: recorder.insert_events([StoredEvent(s, v, TOPIC, state)]) and None)
+    finally:
+        datastore.close()
+
+
+# (label, ours, theirs): what each printed ratio compares.
+COMPARISONS = [
+    ("postgres", "pg ours", "pg eventsourcing"),
+    ("sqlite, each default (ours NORMAL, theirs FULL)", "sqlite ours NORMAL", "sqlite eventsourcing FULL"),
+    ("sqlite, both synchronous=FULL", "sqlite ours FULL", "sqlite eventsourcing FULL"),
+    ("sqlite, both synchronous=NORMAL", "sqlite ours NORMAL", "sqlite eventsourcing NORMAL"),
+]
+
+
+def _runs(pg_url: str, tmp: str, r: int, n: int) -> list[tuple[str, Callable[[], float]]]:
+    ours_url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path=bench_ours_{r}"})
+    runs: list[tuple[str, Callable[[], float]]] = [
+        ("pg ours", partial(ours, ours_url.render_as_string(hide_password=False), n)),
+        ("pg eventsourcing", partial(theirs_pg, pg_url, f"bench_es_{r}", n)),
+        ("sqlite ours NORMAL", partial(ours, f"sqlite:///{tmp}/ours-normal-{r}.db", n)),
+        ("sqlite eventsourcing FULL", partial(theirs_sqlite, f"{tmp}/es-full-{r}.db", n)),
+        ("sqlite ours FULL", partial(ours, f"sqlite:///{tmp}/ours-full-{r}.db", n, "FULL")),
+        ("sqlite eventsourcing NORMAL", partial(theirs_sqlite, f"{tmp}/es-normal-{r}.db", n, "NORMAL")),
+    ]
+    # Alternate who goes first within each pair, so neither always gets the warmer server.
+    if r % 2:
+        runs = [runs[i ^ 1] for i in range(len(runs))]
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pg-url", default=os.environ.get("SANDBOX_TEST_PG_URL", DEFAULT_PG_URL))
+    parser.add_argument("-n", type=int, default=10_000, help="appends per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the best of each is kept")
+    args = parser.parse_args()
+
+    admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            schemas = (f"bench_ours_{r}", f"bench_es_{r}")
+            with admin.connect() as conn:
+                for schema in schemas:
+                    conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                    conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            for name, run in _runs(args.pg_url, tmp, r, args.n):
+                rate = run()
+                best[name] = max(best.get(name, 0.0), rate)
+                print(f"round {r + 1}: {name:<28} {rate:8.0f} appends/s", flush=True)
+            with admin.connect() as conn:
+                for schema in schemas:
+                    conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+    print(f"\nbest of {args.rounds} rounds, n={args.n}, 1 event per transaction:")
+    for label, mine, theirs in COMPARISONS:
+        print(
+            f"  {label:<48} ours {best[mine]:7.0f}/s  eventsourcing {best[theirs]:7.0f}/s  "
+            f"ratio {best[mine] / best[theirs]:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The schema of the event log and its read models, as SQLAlchemy Core tables.
+
+The alembic migrations in ``events/migrations`` create exactly this schema (a test compares them); the
+store never creates tables itself outside of scratch stores.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+# Names of the constraints the store recognises in driver errors, so each one maps to the right
+# StoreError whatever the backend says in its message.
+UQ_STREAM_VERSION = "uq_events_stream_version"
+UQ_STREAM_IDEMPOTENCY_KEY = "uq_events_stream_idempotency_key"
+UQ_LIVE_CONVERSATION = "uq_sandboxes_live_conversation"
+
+EXPIRED_STATE = "expired"
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that only accepts aware datetimes and always reads back as aware UTC.
+
+    SQLite has no time zones: values are stored as naive UTC text, which also keeps their text order
+    equal to time order for ``due_at <= now`` comparisons.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the event log stores aware UTC datetimes only")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# JSONB on Postgres: compact, and queryable by operators later on; plain JSON text elsewhere.
+JsonType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (its cheap autoincrement).
+PositionType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("position", PositionType, sa.Identity(), primary_key=True),
+    sa.Column("stream_id", sa.Text(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("type", sa.Text(), nullable=False),
+    sa.Column("schema_version", sa.Integer(), nullable=False),
+    sa.Column("data", JsonType, nullable=False),
+    sa.Column("meta", JsonType, nullable=False),
+    sa.Column("occurred_at", UtcDateTime(), nullable=False),
+    sa.Column("idempotency_key", sa.Text(), nullable=True),
+    sa.UniqueConstraint("stream_id", "version", name=UQ_STREAM_VERSION),
+)
+
+# Partial, because almost no event carries a key: the index then costs nothing on the hot path.
+sa.Index(
+    UQ_STREAM_IDEMPOTENCY_KEY,
+    events.c.stream_id,
+    events.c.idempotency_key,
+    unique=True,
+    postgresql_where=events.c.idempotency_key.is_not(None),
+    sqlite_where=events.c.idempotency_key.is_not(None),
+)
+
+sandboxes = sa.Table(
+    "sandboxes",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("provider", sa.Text(), nullable=False),
+    sa.Column("state", sa.Text(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("conversation_id", sa.Text(), nullable=True),
+    sa.Column("provider_ref", sa.Text(), nullable=True),
+    sa.Column("snapshot_key", sa.Text(), nullable=True),
+    sa.Column("snapshot_sha256", sa.Text(), nullable=True),
+    sa.Column("snapshot_bytes", sa.BigInteger(), nullable=True),
+    sa.Column("last_activity_at", UtcDateTime(), nullable=True),
+    sa.Column("state_since", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expired_reason", sa.Text(), nullable=True),
+)
+
+_live_conversation = sa.and_(
+    sandboxes.c.state != sa.literal_column(f"'{EXPIRED_STATE}'"),
+    sandboxes.c.conversation_id.is_not(None),
+)
+# One live sandbox per (conversation, kind): the database, not a read-then-write, settles a race.
+sa.Index(
+    UQ_LIVE_CONVERSATION,
+    sandboxes.c.conversation_id,
+    sandboxes.c.kind,
+    unique=True,
+    postgresql_where=_live_conversation,
+    sqlite_where=_live_conversation,
+)
+sa.Index("ix_sandboxes_state", sandboxes.c.state)
+
+sandbox_deadlines = sa.Table(
+    "sandbox_deadlines",
+    metadata,
+    sa.Column("sandbox_id", sa.Text(), primary_key=True),
+    sa.Column("kind", sa.Text(), primary_key=True),
+    sa.Column("due_at", UtcDateTime(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+)
+sa.Index("ix_sandbox_deadlines_due_at", sandbox_deadlines.c.due_at)
