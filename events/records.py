@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 JSON = dict[str, Any]
 
@@ -43,9 +43,12 @@ class NewEvent:
     metadata: JSON = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """An event as stored: ``position`` is global commit order, ``version`` is per stream (1-based)."""
+class RecordedEvent(NamedTuple):
+    """An event as stored: ``position`` is global commit order, ``version`` is per stream (1-based).
+
+    A NamedTuple because the feed is read a million rows at a time: building one is several times
+    cheaper than a frozen dataclass.
+    """
 
     position: int
     stream_id: str
