@@ -1,0 +1,581 @@
+"""SandboxProvider on a local Docker engine: one hardened container per sandbox, snapshots in a SnapshotStore.
+
+For development and self-hosting only. The Docker socket is root-equivalent and a container shares the
+host kernel, so this provider is not an isolation boundary for untrusted code; it refuses to start under
+NODE_ENV=production (use SANDBOX_PROVIDER=e2b there).
+
+Containers are named ``sbx-<sandbox id>`` and labelled with the sandbox id and kind, so every operation is
+idempotent by name and the reconciler can find what we own. The root filesystem is read-only; the home
+directory is an anonymous volume (seeded from the image, removed with the container), /tmp a tmpfs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import posixpath
+import shlex
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+from adapters.archive import HashingReader, fetch_verified, pack_workspace, restore_stream
+from core.errors import ExecTimeout, ProviderError, ProviderLost, ProviderRefused
+from core.kinds import AI_WRITEBACK, DATA_APP, HOME, kind_spec
+from core.ports import ExecResult, ProviderInstance, SnapshotInfo, SnapshotStore
+
+LABEL_ID = "sandbox-lifecycle.id"
+LABEL_KIND = "sandbox-lifecycle.kind"
+LABEL_MANAGED = "sandbox-lifecycle.managed"
+# The uid/gid the images create user `sandbox` with; everything runs as it, never as root.
+SANDBOX_USER = "1000:1000"
+SANDBOX_UID = 1000
+
+# Which script builds the image of each kind, for the "image missing" message.
+_BUILD_SCRIPTS = {
+    DATA_APP: "sandboxes/data-apps/build-local-image.sh",
+    AI_WRITEBACK: "sandboxes/ai-writeback/build-local-image.sh",
+}
+_START_ENGINE_HINT = (
+    "start it with `sudo scripts/start-docker.sh` (or start Docker Desktop), or set DOCKER_HOST"
+)
+
+# Every exec carries this variable with a fresh value, so a timeout can find and kill exactly the
+# command's processes — including children that left its process group — and nothing else.
+_EXEC_MARKER = "SANDBOX_LIFECYCLE_EXEC"
+# Run as the sandbox user inside the container: SIGKILL every process whose environment holds the marker.
+# A few rounds, because a process may fork between the scan and the kill.
+_KILL_MARKED_SCRIPT = r"""
+m="$1"
+for _ in 1 2 3 4 5; do
+  hit=0
+  for f in /proc/[0-9]*/environ; do
+    if grep -qzxF "$m" "$f" 2>/dev/null; then
+      pid="${f#/proc/}"; kill -KILL "${pid%/environ}" 2>/dev/null && hit=1
+    fi
+  done
+  [ "$hit" = 0 ] && exit 0
+done
+"""
+# `timeout` inside the container is a backstop for when this process dies mid-exec: the command still
+# cannot outlive its deadline by more than this.
+_BACKSTOP_GRACE_S = 5
+# How long to wait for the output stream to close once the command's processes were killed.
+_DRAIN_AFTER_KILL_S = 5.0
+# How long the engine may take to report an exec's exit code after its stream closed.
+_EXIT_CODE_WAIT_S = 5.0
+# How long a create that lost the name to a concurrent one waits for that container to be inspectable.
+_CONCURRENT_CREATE_WAIT_S = 10.0
+# Slack over the file's size for tar headers and padding when reading one file's archive.
+_TAR_OVERHEAD = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DockerLimits:
+    """Per-container resource limits and per-call output bounds."""
+
+    memory_bytes: int = 2 * 1024**3
+    nano_cpus: int = 1_000_000_000  # one CPU
+    pids: int = 512
+    tmp_size: str = "256m"
+    max_output_bytes: int = 1024**2  # per stream per exec
+    max_read_bytes: int = 16 * 1024**2  # per read_file
+
+
+class DockerProvider:
+    name = "docker"
+
+    def __init__(
+        self,
+        images: Mapping[str, str],
+        snapshots: SnapshotStore,
+        *,
+        client: docker.DockerClient | None = None,
+        environ: Mapping[str, str] = os.environ,
+        limits: DockerLimits | None = None,
+    ) -> None:
+        if environ.get("NODE_ENV") == "production":
+            raise ProviderRefused(
+                "the Docker provider refuses NODE_ENV=production: the Docker socket is root-equivalent and "
+                "a container is not an isolation boundary for untrusted, agent-written code; "
+                "use SANDBOX_PROVIDER=e2b in production"
+            )
+        self._images = dict(images)
+        self._snapshots = snapshots
+        self._limits = limits or DockerLimits()
+        # Connecting negotiates the API version with the engine; do it on first use so that building the
+        # provider (e.g. for `sandboxctl ls`) does not need a running engine.
+        self._client = client
+        self._client_lock = threading.Lock()
+        # ref -> kind, to find an exec's default cwd without an inspect per call.
+        self._kinds: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self, sandbox_id: str, kind: str) -> str:
+        kind_spec(kind)  # unknown kind: ValueError before touching the engine
+        existing = self._find(sandbox_id)
+        if existing is None:
+            try:
+                return self._start_new(sandbox_id, kind)
+            except _NameTaken:
+                existing = self._await_concurrent(sandbox_id)
+        return self._reuse(sandbox_id, kind, existing)
+
+    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        workspace = kind_spec(kind).workspace
+        try:
+            with self._errors(f"snapshot sandbox {sandbox_id}", ref):
+                chunks, _ = self.client.api.get_archive(ref, workspace.root)
+        except ProviderLost:
+            # A retry of a suspend that already stored this key and removed the container (the process
+            # died before recording the outcome): the stored snapshot is the outcome.
+            stored_before = self._stored_snapshot(snapshot_key)
+            if stored_before is None:
+                raise
+            return stored_before
+        # The docker stream is read while the store consumes `packed`, so its errors surface from put.
+        with self._errors(f"snapshot sandbox {sandbox_id}", ref):
+            packed = pack_workspace(chunks, workspace)
+            try:
+                info = self._snapshots.put(snapshot_key, packed)
+            finally:
+                packed.close()
+        stored = self._snapshots.stat(snapshot_key)
+        if info.bytes is None or stored != info.bytes:
+            raise ProviderError(
+                f"snapshot {snapshot_key!r} of sandbox {sandbox_id} did not verify after storing "
+                f"(store reports {stored} bytes, {info.bytes} were written); the container was kept, "
+                "retry the suspend"
+            )
+        # Only now is it safe to release the workspace.
+        self._remove(ref)
+        return info
+
+    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        spec = kind_spec(kind)
+        # Verification comes first: a missing or corrupt snapshot must not leave a container behind.
+        with fetch_verified(self._snapshots, snapshot) as archive:
+            # Checks every member now, so an unsafe archive is refused before a container exists.
+            tar_chunks = restore_stream(archive, spec.workspace)
+            self.destroy(sandbox_id, None)  # a stale container from an interrupted resume
+            ref = self._start_new(sandbox_id, kind)
+            try:
+                with self._errors(f"restore sandbox {sandbox_id}"):
+                    self.client.api.put_archive(ref, spec.workspace.root, tar_chunks)
+            except BaseException:
+                self._remove(ref)
+                raise
+        return ref
+
+    def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        found = self._find(sandbox_id)
+        if found is not None:
+            self._remove(found["Id"])
+        if ref is not None and (found is None or found["Id"] != ref):
+            owned = self._inspect(ref)
+            if owned is not None and _labels(owned).get(LABEL_ID) == sandbox_id:
+                self._remove(ref)
+        # The home volume goes with its container; this catches one left by a `docker rm` without -v.
+        with self._errors(f"remove volumes of sandbox {sandbox_id}"):
+            volumes = self.client.api.volumes(filters={"label": f"{LABEL_ID}={sandbox_id}"})
+            for volume in volumes.get("Volumes") or []:
+                with suppress(docker.errors.NotFound):
+                    self.client.api.remove_volume(volume["Name"], force=True)
+
+    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        self._snapshots.delete(snapshot.key)
+
+    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        size = self._snapshots.stat(snapshot.key)
+        return size is not None and (snapshot.bytes is None or size == snapshot.bytes)
+
+    def instance(self, sandbox_id: str) -> ProviderInstance | None:
+        found = self._find(sandbox_id)
+        if found is None:
+            return None
+        labels = _labels(found)
+        return ProviderInstance(
+            sandbox_id=sandbox_id,
+            ref=found["Id"],
+            kind=labels.get(LABEL_KIND),
+            status=_status(found["State"]["Status"]),
+        )
+
+    def list_instances(self) -> list[ProviderInstance]:
+        with self._errors("list sandbox containers"):
+            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+        return [
+            ProviderInstance(
+                sandbox_id=row["Labels"][LABEL_ID],
+                ref=row["Id"],
+                kind=row["Labels"].get(LABEL_KIND),
+                status=_status(row["State"]),
+            )
+            for row in rows
+            if LABEL_ID in (row.get("Labels") or {})
+        ]
+
+    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
+        found: list[tuple[str, SnapshotInfo]] = []
+        for key in self._snapshots.keys("snapshots/"):
+            parts = key.split("/")
+            # snapshots/<sandbox id>/<version>.tar.zst; anything else in the prefix is not ours.
+            if len(parts) == 3 and parts[1] and parts[2].endswith(".tar.zst"):
+                found.append((parts[1], SnapshotInfo(key=key, sha256=None, bytes=None)))
+        return found
+
+    # ------------------------------------------------------------------ exec and files
+
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        if not command:
+            raise ValueError("exec needs a command")
+        if not timeout > 0:
+            raise ValueError(f"exec timeout must be positive, got {timeout!r}")
+        bad = [k for k in env or {} if not k or "=" in k]
+        if bad:
+            raise ValueError(f"invalid environment variable names: {bad!r}")
+        marker = f"{_EXEC_MARKER}={uuid.uuid4().hex}"
+        environment = [f"{k}={v}" for k, v in (env or {}).items() if k != _EXEC_MARKER] + [marker]
+        # timeout(1) stops parsing options at the duration, so a command starting with "-" stays a command.
+        argv = ["timeout", "--signal=KILL", str(math.ceil(timeout) + _BACKSTOP_GRACE_S), *command]
+        api = self.client.api
+        with self._errors("exec", ref):
+            exec_id = api.exec_create(
+                ref, argv, user=SANDBOX_USER, environment=environment, workdir=cwd or self._workdir(ref)
+            )["Id"]
+            stream = api.exec_start(exec_id, stream=True, demux=True)
+
+        output = _BoundedOutput(self._limits.max_output_bytes)
+        # A worker reads the stream so this thread can keep the deadline; the stream only yields when
+        # the command writes, so a silent command would otherwise block us forever.
+        reader = threading.Thread(
+            target=output.drain, args=(stream,), name=f"exec-{exec_id[:12]}", daemon=True
+        )
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
+            self._kill_marked(ref, marker)
+            reader.join(_DRAIN_AFTER_KILL_S)
+            if reader.is_alive():  # something escaped the kill and holds the stream open: stop reading
+                stream.close()
+            raise ExecTimeout(shlex.join(command), timeout)
+        if output.error is not None:
+            raise self._mapped(output.error, "exec", ref)
+        return ExecResult(
+            exit_code=self._exit_code(exec_id),
+            stdout=output.stdout.decode("utf-8", errors="replace"),
+            stderr=output.stderr.decode("utf-8", errors="replace"),
+            truncated=output.truncated,
+        )
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None:
+        full = self._resolve(ref, path)
+        parent, name = posixpath.split(full)
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            member = tarfile.TarInfo(name)
+            member.size, member.mode, member.mtime = len(data), 0o644, int(time.time())
+            member.uid = member.gid = SANDBOX_UID
+            member.uname = member.gname = "sandbox"
+            tar.addfile(member, io.BytesIO(data))
+        payload = archive.getvalue()
+        try:
+            with self._errors(f"write {full}", ref, missing_ok=True):
+                self.client.api.put_archive(ref, parent, payload)
+            return
+        except FileNotFoundError:
+            pass
+        # The parent is missing: create it as the sandbox user (so it owns every new level), then retry.
+        result = self.exec(ref, ["mkdir", "-p", "--", parent], timeout=30, cwd=HOME)
+        if result.exit_code != 0:
+            raise ProviderError(f"cannot create {parent} in the sandbox: {result.stderr.strip()}")
+        with self._errors(f"write {full}", ref):
+            self.client.api.put_archive(ref, parent, payload)
+
+    def read_file(self, ref: str, path: str) -> bytes:
+        full = self._resolve(ref, path)
+        limit = self._limits.max_read_bytes
+        with self._errors(f"read {full}", ref, missing_ok=True):
+            chunks, stat = self.client.api.get_archive(ref, full)
+            if stat["size"] > limit:
+                raise ProviderError(
+                    f"{full} is {stat['size']} bytes; read_file returns at most {limit} (raise "
+                    "DockerLimits.max_read_bytes, or exec a command that reads it in parts)"
+                )
+            buffer = bytearray()
+            for chunk in chunks:
+                buffer += chunk
+                if len(buffer) > limit + _TAR_OVERHEAD:  # the file grew while being read
+                    raise ProviderError(f"{full} is larger than the {limit} bytes read_file returns")
+        with tarfile.open(fileobj=io.BytesIO(bytes(buffer)), mode="r:") as tar:
+            member = tar.next()
+            content = tar.extractfile(member) if member is not None and member.isfile() else None
+            if content is None:
+                raise ProviderError(f"{full} is not a regular file")
+            return content.read()
+
+    # ------------------------------------------------------------------ internals
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = docker.from_env()
+                except docker.errors.DockerException as exc:
+                    raise ProviderError(
+                        f"the Docker engine is unreachable ({exc}); {_START_ENGINE_HINT}"
+                    ) from exc
+            return self._client
+
+    def _start_new(self, sandbox_id: str, kind: str) -> str:
+        spec = kind_spec(kind)
+        image = self._images.get(kind)
+        if image is None:
+            raise ProviderError(f"no Docker image configured for kind {kind!r}")
+        labels = {LABEL_ID: sandbox_id, LABEL_KIND: kind, LABEL_MANAGED: "1"}
+        limits = self._limits
+        try:
+            container = self.client.containers.create(
+                image,
+                name=f"sbx-{sandbox_id}",
+                labels=labels,
+                user=SANDBOX_USER,
+                working_dir=spec.workdir,
+                environment={"HOME": HOME},
+                # No network at all: egress policy is not implemented for Docker yet.
+                network_mode="none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                pids_limit=limits.pids,
+                mem_limit=limits.memory_bytes,
+                memswap_limit=limits.memory_bytes,  # no swap on top of the memory limit
+                nano_cpus=limits.nano_cpus,
+                ipc_mode="private",
+                read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_size}"},
+                # The only writable persistent place; removed with the container (v=True in _remove).
+                mounts=[Mount(target=HOME, source=None, type="volume", labels=labels)],
+                # docker-init as PID 1 reaps processes orphaned by killed commands.
+                init=True,
+            )
+        except docker.errors.ImageNotFound as exc:
+            script = _BUILD_SCRIPTS.get(kind, "the kind's build-local-image.sh")
+            error = ProviderError(
+                f"Docker image {image!r} for kind {kind!r} is missing; build it with {script}"
+            )
+            error.retryable = False
+            raise error from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise _NameTaken(f"container sbx-{sandbox_id} already exists; retry") from exc
+            raise self._mapped(exc, f"create container for sandbox {sandbox_id}") from exc
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+            raise self._mapped(exc, f"create container for sandbox {sandbox_id}") from exc
+        try:
+            with self._errors(f"start container for sandbox {sandbox_id}"):
+                container.start()
+        except BaseException:
+            self._remove(container.id or "")
+            raise
+        ref = container.id or ""
+        self._kinds[ref] = kind
+        return ref
+
+    def _reuse(self, sandbox_id: str, kind: str, found: dict[str, Any]) -> str:
+        labels = _labels(found)
+        if labels.get(LABEL_MANAGED) != "1" or labels.get(LABEL_ID) != sandbox_id:
+            raise ProviderRefused(
+                f"a container named sbx-{sandbox_id} exists that sandbox-lifecycle does not manage; "
+                "remove or rename it"
+            )
+        if labels.get(LABEL_KIND) != kind:
+            raise ProviderRefused(
+                f"container sbx-{sandbox_id} is a {labels.get(LABEL_KIND)!r} sandbox, not {kind!r}"
+            )
+        ref: str = found["Id"]
+        if found["State"]["Status"] != "running":
+            with self._errors(f"start container for sandbox {sandbox_id}", ref):
+                self.client.api.start(ref)
+        self._kinds[ref] = kind
+        return ref
+
+    def _await_concurrent(self, sandbox_id: str) -> dict[str, Any]:
+        """The container a concurrent create is making. The engine reserves the name before the
+        container can be inspected, so it may take a moment to appear."""
+        deadline = time.monotonic() + _CONCURRENT_CREATE_WAIT_S
+        while (found := self._find(sandbox_id)) is None:
+            if time.monotonic() > deadline:
+                raise ProviderError(f"container sbx-{sandbox_id} is being created by someone else; retry")
+            time.sleep(0.05)
+        return found
+
+    def _stored_snapshot(self, key: str) -> SnapshotInfo | None:
+        """The snapshot under ``key`` with its sha256 (streamed, never buffered), or None if absent.
+
+        Stores write a key atomically, so an object that exists is a whole snapshot."""
+        size = self._snapshots.stat(key)
+        if size is None:
+            return None
+        source = self._snapshots.open(key)
+        try:
+            reader = HashingReader(source)
+            while reader.read(1024**2):
+                pass
+        finally:
+            source.close()
+        if reader.bytes_read != size:
+            raise ProviderError(f"snapshot {key!r} changed while being read; retry")
+        return SnapshotInfo(key=key, sha256=reader.sha256, bytes=size)
+
+    def _find(self, sandbox_id: str) -> dict[str, Any] | None:
+        return self._inspect(f"sbx-{sandbox_id}")
+
+    def _inspect(self, name_or_id: str) -> dict[str, Any] | None:
+        try:
+            with self._errors(f"inspect container {name_or_id}"):
+                found: dict[str, Any] = self.client.api.inspect_container(name_or_id)
+                return found
+        except ProviderLost:
+            return None
+
+    def _remove(self, ref: str) -> None:
+        """Remove a container and its home volume; gone already is success."""
+        self._kinds.pop(ref, None)
+        try:
+            with self._errors(f"remove container {ref[:12]}"):
+                self.client.api.remove_container(ref, v=True, force=True)
+        except ProviderLost:
+            pass
+
+    def _workdir(self, ref: str) -> str:
+        kind = self._kinds.get(ref)
+        if kind is None:
+            found = self._inspect(ref)
+            if found is None:
+                raise ProviderLost(f"sandbox container {ref[:12]} no longer exists")
+            kind = _labels(found).get(LABEL_KIND, "")
+            if kind:
+                self._kinds[ref] = kind
+        return kind_spec(kind).workdir if kind else HOME
+
+    def _resolve(self, ref: str, path: str) -> str:
+        """An absolute path under HOME: relative paths start at the kind's workdir; escapes are refused."""
+        full = posixpath.normpath(posixpath.join(self._workdir(ref), path))
+        if not full.startswith(HOME + "/"):
+            raise ValueError(f"path {path!r} is outside the sandbox home {HOME}")
+        return full
+
+    def _kill_marked(self, ref: str, marker: str) -> None:
+        with self._errors("kill timed-out command", ref):
+            exec_id = self.client.api.exec_create(
+                ref, ["sh", "-c", _KILL_MARKED_SCRIPT, "sh", marker], user=SANDBOX_USER
+            )["Id"]
+            self.client.api.exec_start(exec_id)
+
+    def _exit_code(self, exec_id: str) -> int:
+        deadline = time.monotonic() + _EXIT_CODE_WAIT_S
+        while True:
+            with self._errors("inspect exec"):
+                state = self.client.api.exec_inspect(exec_id)
+            if not state["Running"] and state["ExitCode"] is not None:
+                return int(state["ExitCode"])
+            if time.monotonic() > deadline:
+                raise ProviderError(f"the engine did not report the exit code of exec {exec_id[:12]}; retry")
+            time.sleep(0.01)
+
+    @contextmanager
+    def _errors(self, action: str, ref: str | None = None, *, missing_ok: bool = False) -> Iterator[None]:
+        """Translate docker/requests errors into ProviderError subclasses.
+
+        With ``missing_ok``, a 404 for a path inside a live container becomes FileNotFoundError.
+        """
+        try:
+            yield
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            if missing_ok and isinstance(exc, docker.errors.NotFound) and ref and self._inspect(ref):
+                raise FileNotFoundError(f"{action}: no such file in the sandbox") from exc
+            raise self._mapped(exc, action, ref) from exc
+
+    @staticmethod
+    def _mapped(exc: BaseException, action: str, ref: str | None = None) -> ProviderError:
+        if isinstance(exc, requests.exceptions.ConnectionError) or (
+            isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
+        ):
+            return ProviderError(f"{action}: the Docker engine is unreachable ({exc}); {_START_ENGINE_HINT}")
+        if isinstance(exc, docker.errors.NotFound):
+            what = f"container {ref[:12]}" if ref else "the container"
+            return ProviderLost(f"{action}: {what} no longer exists ({_explain(exc)})")
+        if isinstance(exc, docker.errors.APIError):
+            return ProviderError(f"{action} failed: {_explain(exc)}")
+        return ProviderError(f"{action} failed: {exc}")
+
+
+class _NameTaken(ProviderError):
+    """Another container holds the name ``sbx-<id>`` (typically a concurrent create)."""
+
+
+class _BoundedOutput:
+    """Collects an exec's demultiplexed output, keeping at most ``limit`` bytes of each stream."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.truncated = False
+        self.error: BaseException | None = None
+
+    def drain(self, frames: Iterator[tuple[bytes | None, bytes | None]]) -> None:
+        try:
+            for out, err in frames:
+                self._keep(self.stdout, out)
+                self._keep(self.stderr, err)
+        except Exception as exc:  # handed to the caller's thread
+            self.error = exc
+
+    def _keep(self, buffer: bytearray, data: bytes | None) -> None:
+        if not data:
+            return
+        room = self.limit - len(buffer)
+        if len(data) > room:
+            self.truncated = True
+        # Past the limit the rest is read and dropped, so the command is never blocked on a full pipe.
+        if room > 0:
+            buffer += data[:room]
+
+
+def _labels(container: Mapping[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = container.get("Config", {}).get("Labels") or {}
+    return labels
+
+
+def _status(docker_status: str) -> str:
+    if docker_status in ("running", "restarting"):
+        return "running"
+    if docker_status == "paused":
+        return "paused"
+    return "stopped"
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    return str(exc.explanation or exc)

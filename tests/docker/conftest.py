@@ -1,0 +1,89 @@
+"""Fixtures for the Docker provider tests: the real engine and the locally built images.
+
+`scripts/start-docker.sh` starts the engine and builds the images; without an engine these tests skip.
+Every container a test creates carries this run's id prefix and is removed by label when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from adapters.docker_provider import LABEL_ID, LABEL_MANAGED, DockerLimits, DockerProvider
+from adapters.localfs import LocalSnapshotStore
+from core.kinds import AI_WRITEBACK, DATA_APP
+
+IMAGES = {
+    DATA_APP: os.environ.get("SANDBOX_DOCKER_IMAGE", "lightdash-sandbox:local"),
+    AI_WRITEBACK: os.environ.get("SANDBOX_AI_WRITEBACK_DOCKER_IMAGE", "lightdash-ai-writeback:local"),
+}
+# Small enough that the truncation test streams only a few MiB.
+TEST_LIMITS = DockerLimits(memory_bytes=512 * 1024**2, pids=256, max_output_bytes=64 * 1024)
+# Sandbox ids of this pytest run start with it, so cleanup never touches anyone else's containers.
+RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"Docker engine unreachable ({exc}); start it with `sudo scripts/start-docker.sh`")
+    missing = []
+    for kind, image in IMAGES.items():
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            missing.append(f"{image} ({kind})")
+    if missing:
+        pytest.fail(
+            f"missing images {', '.join(missing)}: run `sudo scripts/start-docker.sh`, which builds them"
+        )
+    yield client
+    _remove_run_leftovers(client)
+    client.close()
+
+
+def _remove_run_leftovers(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"}):
+        if container.labels.get(LABEL_ID, "").startswith(RUN_PREFIX):
+            container.remove(force=True, v=True)
+    for volume in client.volumes.list(filters={"label": LABEL_ID}):
+        if (volume.attrs.get("Labels") or {}).get(LABEL_ID, "").startswith(RUN_PREFIX):
+            volume.remove(force=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalSnapshotStore:
+    return LocalSnapshotStore(tmp_path / "snapshots")
+
+
+@pytest.fixture
+def provider(docker_client: docker.DockerClient, store: LocalSnapshotStore) -> DockerProvider:
+    return DockerProvider(IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS)
+
+
+@pytest.fixture
+def new_id(docker_client: docker.DockerClient) -> Iterator[Callable[[], str]]:
+    """Hands out fresh sandbox ids; removes every container and volume carrying one afterwards."""
+    issued: list[str] = []
+
+    def make() -> str:
+        issued.append(f"{RUN_PREFIX}-{uuid.uuid4().hex[:10]}")
+        return issued[-1]
+
+    yield make
+    for sandbox_id in issued:
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"{LABEL_ID}={sandbox_id}"}
+        ):
+            container.remove(force=True, v=True)
+        for volume in docker_client.volumes.list(filters={"label": f"{LABEL_ID}={sandbox_id}"}):
+            volume.remove(force=True)

@@ -1,0 +1,358 @@
+"""SandboxService end to end on real components: the SQL event store (SQLite and PostgreSQL) with the real
+E2B provider (SDK against the loopback fake) and the real Docker provider.
+
+Each test ends with ``verify(store, policy) == []``: whatever happened, the read model and the armed
+deadlines are exactly what a replay of the log gives.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import lifecycle as lc
+from core import sandbox as sb
+from core.errors import SandboxBusy, SandboxExpired
+from core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
+from core.ports import SandboxProvider, SnapshotInfo
+from core.projection import Policy, project
+from core.replay import verify
+from core.service import SandboxService, utcnow
+from events.codec import encode
+from events.records import SandboxRow
+from events.store import SqlEventStore
+from tests.e2b.fake_e2b import FakeE2B
+from tests.providers.conftest import (
+    PROVIDER_PARAMS,
+    ScopedProvider,
+    docker_provider,
+    e2b_provider,
+    new_sandbox_id,
+    remove_docker_sandboxes,
+    unlink_snapshot,
+)
+
+# Short enough that a test can step past each timer with fire_due(now=...), long enough that nothing fires
+# on its own while a test runs (the clock is the real one; only fire_due is told a later time).
+POLICY = Policy(idle_timeout=timedelta(minutes=5), retention=timedelta(hours=1), lease=timedelta(minutes=10))
+SECOND = timedelta(seconds=1)
+
+
+@dataclass
+class World:
+    provider_name: str
+    url: str
+    store: SqlEventStore
+    # The real provider, for looking at what it holds; the service may see a scoped view of it.
+    provider: SandboxProvider
+    service: SandboxService
+    lose: Any
+    fake: FakeE2B | None = None
+    # Sandbox ids created behind the service's back (orphans), cleaned up with the service's own.
+    extra: list[str] = field(default_factory=list)
+
+    def replica(self) -> SandboxService:
+        """Another process's service on the same database and provider (its own store connection pool)."""
+        return SandboxService(SqlEventStore(self.url), self.service.provider, policy=POLICY)
+
+    def snapshot(self, row: SandboxRow) -> SnapshotInfo:
+        assert row.snapshot_key is not None, row
+        return SnapshotInfo(row.snapshot_key, row.snapshot_sha256, row.snapshot_bytes)
+
+    def released(self, sandbox_id: str) -> bool:
+        inst = self.provider.instance(sandbox_id)
+        return inst is None or inst.status == "paused"
+
+    def clean(self) -> list[str]:
+        return verify(self.store, POLICY)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue("clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url")
+    return url
+
+
+@pytest.fixture(params=PROVIDER_PARAMS)
+def world(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[World]:
+    store = SqlEventStore(db_url)
+    extra: list[str] = []
+    if request.param == "e2b":
+        fake: FakeE2B = request.getfixturevalue("fake_e2b")
+        provider = e2b_provider(fake)
+        service = SandboxService(store, provider, policy=POLICY)
+        yield World("e2b", db_url, store, provider, service, lambda s: fake.lose(s.key), fake, extra)
+        store.close()
+        return
+    client = request.getfixturevalue("docker_client")
+    snapshot_dir = tmp_path / "snapshots"
+    real = docker_provider(client, snapshot_dir)
+
+    def known() -> set[str]:
+        return {r.id for r in store.list_sandboxes()} | set(extra)
+
+    # Reconcile on a shared engine must not reap other runs' containers (see ScopedProvider).
+    service = SandboxService(store, ScopedProvider(real, known), policy=POLICY)  # type: ignore[arg-type]
+    w = World("docker", db_url, store, real, service, unlink_snapshot(snapshot_dir), None, extra)
+    try:
+        yield w
+    finally:
+        remove_docker_sandboxes(client, sorted(known()))
+        store.close()
+
+
+def conversation() -> str:
+    return "conv-" + uuid.uuid4().hex[:12]
+
+
+def types(w: World, sandbox_id: str) -> list[str]:
+    return [h.type for h in w.service.history(sandbox_id)]
+
+
+# ------------------------------------------------------------------------------------------------ turns
+
+
+def test_turns_keep_the_workspace_across_suspend_and_resume(world: World) -> None:
+    w, conv = world, conversation()
+    app = KINDS[DATA_APP].workdir
+
+    with w.service.turn(conv, DATA_APP) as sbx:
+        assert w.service.get(sbx.id).state == lc.RUNNING
+        sbx.write_file(f"{app}/main.py", "print('turn 1')\n")
+        sbx.write_file(f"{HOME}/.claude/session.json", '{"turn": 1}')
+        first = sbx.exec(["sh", "-c", "echo turn1 >> journal.txt; cat main.py; echo warn >&2; exit 4"])
+        assert (first.exit_code, first.stdout, first.stderr) == (4, "print('turn 1')\n", "warn\n")
+
+    row = w.service.get(sbx.id)
+    assert row.state == lc.SUSPENDED and row.conversation_id == conv
+    # Leaving the turn released the compute and kept a verified snapshot.
+    assert w.released(sbx.id)
+    assert w.provider.snapshot_ok(w.snapshot(row))
+
+    with w.service.turn(conv, DATA_APP) as again:
+        assert again.id == sbx.id  # the conversation's sandbox, resumed; not a new one
+        assert again.read_file(f"{app}/main.py") == b"print('turn 1')\n"
+        assert again.read_file(f"{HOME}/.claude/session.json") == b'{"turn": 1}'
+        second = again.exec("echo turn2 >> journal.txt && cat journal.txt")
+        assert (second.exit_code, second.stdout) == (0, "turn1\nturn2\n")
+
+    # A turn whose body raises still suspends, and the workspace of both turns survives it.
+    with pytest.raises(RuntimeError, match="agent crashed"), w.service.turn(conv, DATA_APP) as third:
+        assert third.exec(["cat", "journal.txt"]).stdout == "turn1\nturn2\n"
+        raise RuntimeError("agent crashed")
+    assert w.service.get(sbx.id).state == lc.SUSPENDED
+    assert w.released(sbx.id)
+
+    timeline = types(w, sbx.id)
+    assert timeline[:3] == ["CreationRequested", "Created", "TurnStarted"]
+    assert timeline.count("TurnStarted") == 3 and timeline.count("TurnEnded") == 3
+    assert timeline.count("Suspended") == 3 and timeline.count("Resumed") == 2
+    assert timeline[-1] == "Suspended"
+    assert w.clean() == []
+
+
+def test_a_second_turn_on_an_open_conversation_is_busy(world: World) -> None:
+    w, conv = world, conversation()
+    other = w.replica()
+
+    with w.service.turn(conv, AI_WRITEBACK) as sbx:
+        before = w.service.get(sbx.id)
+        with pytest.raises(SandboxBusy), other.turn(conv, AI_WRITEBACK):
+            pytest.fail("a second turn on an open conversation must not start")
+        # The refused turn changed nothing: same state, same version, the open turn still works.
+        assert w.service.get(sbx.id) == before
+        assert sbx.exec(["echo", "still mine"]).stdout == "still mine\n"
+    assert w.service.get(sbx.id).state == lc.SUSPENDED
+    other.store.close()  # type: ignore[attr-defined]
+    assert w.clean() == []
+
+
+def test_racing_turns_on_a_suspended_sandbox_open_exactly_one(world: World) -> None:
+    w, conv = world, conversation()
+    with w.service.turn(conv, DATA_APP) as sbx:
+        sbx.write_file(f"{HOME}/app/state.txt", "v1")
+    replicas = {"a": w.replica(), "b": w.replica()}
+    start = threading.Barrier(2, timeout=30)
+    finished = {name: threading.Event() for name in replicas}
+    outcome: dict[str, str] = {}
+
+    def attempt(name: str) -> None:
+        peer = "b" if name == "a" else "a"
+        try:
+            start.wait()
+            with replicas[name].turn(conv, DATA_APP) as handle:
+                outcome[name] = handle.read_file(f"{HOME}/app/state.txt").decode()
+                # Hold the turn open until the other replica's attempt is over, so they truly overlap.
+                finished[peer].wait(timeout=60)
+        except SandboxBusy:
+            outcome[name] = "busy"
+        except Exception as exc:  # reported through `outcome`, asserted below
+            outcome[name] = f"error: {exc!r}"
+        finally:
+            finished[name].set()
+
+    threads = [threading.Thread(target=attempt, args=(n,), daemon=True) for n in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+
+    # Both replicas raced the same resume: one got the sandbox (and its workspace), the other was told busy.
+    assert sorted(outcome.values()) == ["busy", "v1"], outcome
+    assert types(w, sbx.id).count("Resumed") == 1 and types(w, sbx.id).count("TurnStarted") == 2
+    assert w.service.get(sbx.id).state == lc.SUSPENDED
+    for replica in replicas.values():
+        replica.store.close()  # type: ignore[attr-defined]
+    assert w.clean() == []
+
+
+# ----------------------------------------------------------------------------------------------- timers
+
+
+def test_idle_timeout_suspends_through_fire_due(world: World) -> None:
+    w, conv = world, conversation()
+    with w.service.turn(conv, DATA_APP, keep_warm=True) as sbx:
+        sbx.write_file(f"{HOME}/app/main.py", "warm")
+    row = w.service.get(sbx.id)
+    assert row.state == lc.IDLE and row.last_activity_at is not None
+    due = row.last_activity_at + POLICY.idle_timeout
+
+    # Not yet due: nothing fires, nothing moves.
+    assert w.service.fire_due(now=due - SECOND).fired == []
+    assert w.service.get(sbx.id).version == row.version
+
+    report = w.service.fire_due(now=due + SECOND)
+
+    assert (report.fired, report.errors) == ([f"{sbx.id}:idle"], [])
+    assert w.service.get(sbx.id).state == lc.SUSPENDED
+    assert w.released(sbx.id)
+    timeline = w.service.history(sbx.id)
+    assert [h.type for h in timeline][-3:] == ["IdleTimeoutElapsed", "SuspendRequested", "Suspended"]
+    # The timer fired once: a second sweep at the same time finds nothing due.
+    assert w.service.fire_due(now=due + SECOND).fired == []
+    # The timer's suspend kept the workspace like a turn's does.
+    with w.service.turn(conv, DATA_APP) as back:
+        assert back.read_file(f"{HOME}/app/main.py") == b"warm"
+    assert w.clean() == []
+
+
+def test_retention_expires_the_sandbox_and_deletes_its_snapshot(world: World) -> None:
+    w, conv = world, conversation()
+    with w.service.turn(conv, DATA_APP) as sbx:
+        sbx.write_file(f"{HOME}/app/main.py", "old")
+    row = w.service.get(sbx.id)
+    snapshot = w.snapshot(row)
+    assert w.provider.snapshot_ok(snapshot)
+    due = row.state_since + POLICY.retention
+
+    assert w.service.fire_due(now=due - SECOND).fired == []
+    report = w.service.fire_due(now=due + SECOND)
+
+    assert (report.fired, report.errors) == ([f"{sbx.id}:retention"], [])
+    row = w.service.get(sbx.id)
+    assert (row.state, row.expired_reason) == (lc.EXPIRED, "retention")
+    # Gone at the provider too: no snapshot, no instance (paused or otherwise).
+    assert not w.provider.snapshot_ok(snapshot)
+    assert sbx.id not in [sid for sid, _ in w.provider.list_snapshots()]
+    assert w.provider.instance(sbx.id) is None
+    with pytest.raises(SandboxExpired, match="retention"):
+        w.service.resume(sbx.id)
+    with pytest.raises(SandboxExpired, match="retention"):
+        w.service.exec(sbx.id, ["true"])
+    # The conversation goes on in a fresh sandbox, with a fresh workspace.
+    with w.service.turn(conv, DATA_APP) as fresh:
+        assert fresh.id != sbx.id
+        with pytest.raises(FileNotFoundError):
+            fresh.read_file(f"{HOME}/app/main.py")
+    assert w.clean() == []
+
+
+# ------------------------------------------------------------------------------------ provider reality
+
+
+def test_a_suspend_interrupted_after_the_provider_finished_is_recovered(world: World) -> None:
+    w = world
+    row = w.service.create(DATA_APP, conversation())
+    w.service.write_file(row.id, f"{HOME}/app/main.py", b"keep me")
+    # A process appended the intent exactly as the service does, made the provider call, and died
+    # before it could append the outcome.
+    state = w.service.load(row.id)
+    events = sb.decide(state, sb.RequestSuspend(reason="user"), utcnow())
+    intent = sb.replay(row.id, events, start=state)
+    w.store.append(row.id, state.version, [encode(e) for e in events], projection=project(intent, POLICY))
+    assert intent.provider_ref and intent.pending_snapshot_key
+    w.provider.suspend(row.id, intent.provider_ref, DATA_APP, intent.pending_snapshot_key)
+    assert intent.state_since is not None
+
+    # Within the lease nobody touches it; after the lease the sweep re-drives it from provider reality.
+    assert w.service.fire_due(now=intent.state_since + POLICY.lease - SECOND).recovered == []
+    report = w.service.fire_due(now=intent.state_since + POLICY.lease + SECOND)
+
+    assert (report.recovered, report.errors) == ([row.id], [])
+    # The workspace was stored: the true outcome is "suspended", never "lost".
+    recovered = w.service.get(row.id)
+    assert (recovered.state, recovered.expired_reason) == (lc.SUSPENDED, None)
+    assert w.service.history(row.id)[-1].reason == "recovery"
+    w.service.resume(row.id)
+    assert w.service.read_file(row.id, f"{HOME}/app/main.py") == b"keep me"
+    assert w.clean() == []
+
+
+def test_reconcile_removes_orphans_and_keeps_live_sandboxes(world: World) -> None:
+    w = world
+    live = w.service.create(DATA_APP, conversation())
+    with w.service.turn(conversation(), AI_WRITEBACK) as parked:
+        parked.write_file(f"{HOME}/repo/model.sql", "select 1")
+    parked_row = w.service.get(parked.id)
+    # Provider sandboxes no record owns: one running, one suspended (a Docker archive / a paused E2B box).
+    running_orphan, suspended_orphan = new_sandbox_id(), new_sandbox_id()
+    w.extra += [running_orphan, suspended_orphan]
+    w.provider.create(running_orphan, DATA_APP)
+    ref = w.provider.create(suspended_orphan, DATA_APP)
+    w.provider.suspend(suspended_orphan, ref, DATA_APP, f"snapshots/{suspended_orphan}/3.tar.zst")
+
+    report = w.service.reconcile()
+
+    assert report.errors == []
+    for orphan in (running_orphan, suspended_orphan):
+        assert any(orphan in msg for msg in report.removed), report.removed
+        assert w.provider.instance(orphan) is None
+        assert orphan not in [sid for sid, _ in w.provider.list_snapshots()]
+    # What the log owns is untouched: the live sandbox still runs, the suspended one keeps its snapshot.
+    inst = w.provider.instance(live.id)
+    assert inst is not None and inst.status == "running"
+    assert w.service.exec(live.id, ["echo", "ok"]).stdout == "ok\n"
+    assert w.provider.snapshot_ok(w.snapshot(parked_row))
+    assert w.service.get(parked.id) == parked_row
+    # Reconciling again finds nothing left to remove.
+    assert w.service.reconcile().removed == []
+    assert w.clean() == []
+
+
+def test_a_lost_snapshot_expires_the_sandbox_as_provider_lost(world: World) -> None:
+    w, conv = world, conversation()
+    with w.service.turn(conv, DATA_APP) as sbx:
+        sbx.write_file(f"{HOME}/app/main.py", "x")
+    # E2B dropped the paused sandbox / the archive vanished from the snapshot directory.
+    w.lose(w.snapshot(w.service.get(sbx.id)))
+
+    with pytest.raises(SandboxExpired, match="provider_lost"), w.service.turn(conv, DATA_APP):
+        pytest.fail("a turn on a lost workspace must not start")
+
+    row = w.service.get(sbx.id)
+    assert (row.state, row.expired_reason) == (lc.EXPIRED, "provider_lost")
+    assert types(w, sbx.id)[-2:] == ["ResumeRequested", "ProviderLost"]
+    assert w.provider.instance(sbx.id) is None
+    # Not a crash and not a wedge: the conversation's next turn gets a fresh sandbox.
+    with w.service.turn(conv, DATA_APP) as fresh:
+        assert fresh.id != sbx.id
+        assert fresh.exec(["echo", "fresh"]).stdout == "fresh\n"
+    assert w.clean() == []
