@@ -81,5 +81,8 @@ def build_service(
     environ: Mapping[str, str] | None = None, *, settings: Settings | None = None
 ) -> SandboxService:
     settings = settings or Settings.from_env(environ)
+    if settings.provider == "docker" and settings.environ.get("NODE_ENV") == "production":
+        # The provider's own refusal, raised before anything can be recorded in the log.
+        build_provider(settings)
     provider: Any = LazyProvider(settings.provider, lambda: build_provider(settings))
     return SandboxService(build_store(settings), provider, policy=settings.policy)

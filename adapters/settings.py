@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Settings:
     s3_bucket: str | None
     docker_images: dict[str, str] = field(default_factory=dict)
     sweep_interval: timedelta = timedelta(seconds=30)
+    # Which provider resources are ours: the reconciler only ever removes those carrying this label.
+    deployment: str = "default"
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -73,6 +76,7 @@ class Settings:
                 AI_WRITEBACK: env.get("SANDBOX_AI_WRITEBACK_DOCKER_IMAGE") or "lightdash-ai-writeback:local",
             },
             sweep_interval=_positive_ms(env, "SANDBOX_SWEEP_INTERVAL_MS", 30_000),
+            deployment=env.get("SANDBOX_DEPLOYMENT") or deployment_of(database_url),
             environ=env,
         )
 
@@ -84,7 +88,18 @@ class Settings:
             "snapshots": f"s3://{self.s3_bucket}" if self.s3_bucket else str(self.snapshot_dir),
             "idle_timeout_ms": str(int(self.policy.idle_timeout.total_seconds() * 1000)),
             "snapshot_retention_ms": str(int(self.policy.retention.total_seconds() * 1000)),
+            "deployment": self.deployment,
         }
+
+
+def deployment_of(database_url: str) -> str:
+    """A stable name for everything that shares one event log (and so may reap each other's orphans).
+
+    Replicas configured with the same database get the same name; a staging and a production stack
+    sharing one Docker engine or one E2B team get different ones. The password is not part of it.
+    """
+    digest = hashlib.sha256(redact_url(database_url).encode()).hexdigest()
+    return f"db-{digest[:12]}"
 
 
 def redact_url(url: str) -> str:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from core import lifecycle as lc
 from core import sandbox as sb
@@ -37,6 +38,8 @@ from events.codec import decode, encode
 from events.records import Deadline, SandboxRow
 
 log = logging.getLogger("sandbox_lifecycle")
+
+T = TypeVar("T")
 
 # A racer that loses an append reloads and decides again; this bounds how often.
 _MAX_RACES = 5
@@ -99,9 +102,15 @@ class SandboxService:
         *,
         correlation_id: str | None = None,
         idempotency_key: str | None = None,
+        at: datetime | None = None,
     ) -> sb.Sandbox:
-        """Decide and append at the version ``state`` was loaded at. ConcurrencyError if a racer won."""
-        events = sb.decide(state, cmd, self.clock())
+        """Decide and append at the version ``state`` was loaded at. ConcurrencyError if a racer won.
+
+        ``at`` is a floor for the event time: a sweep run for a moment in the future (``--now``) stamps
+        its outcomes no earlier than its triggers, so a history never runs backwards.
+        """
+        now = self.clock()
+        events = sb.decide(state, cmd, now if at is None else max(at, now))
         if not events:
             return state
         after = sb.replay(state.id, events, start=state)
@@ -185,7 +194,9 @@ class SandboxService:
         self._drive_create(state, cid, reason)
         return self.get(sid)
 
-    def _drive_create(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+    def _drive_create(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
+    ) -> sb.Sandbox:
         assert state.kind is not None
         try:
             ref = self.provider.create(state.id, state.kind)
@@ -194,11 +205,15 @@ class SandboxService:
                 state,
                 sb.MarkFailed(error=str(exc), actor=self.actor, reason="provider_error"),
                 correlation_id=cid,
+                at=at,
             )
             raise
         try:
             return self._apply(
-                state, sb.MarkReady(provider_ref=ref, actor=self.actor, reason=reason), correlation_id=cid
+                state,
+                sb.MarkReady(provider_ref=ref, actor=self.actor, reason=reason),
+                correlation_id=cid,
+                at=at,
             )
         except BaseException:
             # Recording failed: the sandbox must not outlive its record (no orphan).
@@ -214,18 +229,23 @@ class SandboxService:
         self._drive_suspend(state, cid, reason)
         return self.get(sandbox_id)
 
-    def _drive_suspend(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+    def _drive_suspend(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
+    ) -> sb.Sandbox:
         assert state.status == lc.SUSPENDING and state.kind and state.pending_snapshot_key
         try:
             info = self.provider.suspend(
                 state.id, state.provider_ref or "", state.kind, state.pending_snapshot_key
             )
         except ProviderLost as exc:
-            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid)
+            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
             raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
         except ProviderError as exc:
             self._apply(
-                state, sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason), correlation_id=cid
+                state,
+                sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason),
+                correlation_id=cid,
+                at=at,
             )
             raise
         previous = state.snapshot_key
@@ -235,6 +255,7 @@ class SandboxService:
                 snapshot_key=info.key, sha256=info.sha256, bytes=info.bytes, actor=self.actor, reason=reason
             ),
             correlation_id=cid,
+            at=at,
         )
         # The superseded snapshot goes only once the new one is recorded; a failure here leaves an
         # orphan for the reconciler, never a lost workspace.
@@ -258,21 +279,29 @@ class SandboxService:
         self._drive_resume(state, cid, reason)
         return self.get(sandbox_id)
 
-    def _drive_resume(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+    def _drive_resume(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
+    ) -> sb.Sandbox:
         assert state.status == lc.RESUMING and state.kind and state.snapshot_key
         snapshot = SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
         try:
             ref = self.provider.resume(state.id, state.kind, snapshot)
         except ProviderLost as exc:
-            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid)
+            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
             raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
         except ProviderError as exc:
             self._apply(
-                state, sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason), correlation_id=cid
+                state,
+                sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason),
+                correlation_id=cid,
+                at=at,
             )
             raise
         return self._apply(
-            state, sb.MarkResumed(provider_ref=ref, actor=self.actor, reason=reason), correlation_id=cid
+            state,
+            sb.MarkResumed(provider_ref=ref, actor=self.actor, reason=reason),
+            correlation_id=cid,
+            at=at,
         )
 
     def destroy(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
@@ -287,13 +316,17 @@ class SandboxService:
         self._drive_destroy(state, cid, reason)
         return self.get(sandbox_id)
 
-    def _drive_destroy(self, state: sb.Sandbox, cid: str, reason: str) -> sb.Sandbox:
+    def _drive_destroy(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
+    ) -> sb.Sandbox:
         self.provider.destroy(state.id, state.provider_ref)
         if state.snapshot_key:
             self.provider.delete_snapshot(
                 SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
             )
-        return self._apply(state, sb.MarkDestroyed(actor=self.actor, reason=reason), correlation_id=cid)
+        return self._apply(
+            state, sb.MarkDestroyed(actor=self.actor, reason=reason), correlation_id=cid, at=at
+        )
 
     def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
         window = self.policy.activity_window
@@ -312,11 +345,26 @@ class SandboxService:
             raise SandboxBusy(state.id, state.status)
         return state
 
-    def _activity(self, state: sb.Sandbox) -> None:
-        # A racer's write is itself activity (or a state change the provider call will run into),
-        # so a lost race here loses nothing worth a retry.
+    def _on_live(self, sandbox_id: str, call: Callable[[str], T]) -> T:
+        """Record activity, then run ``call(provider_ref)`` on the live sandbox.
+
+        If the provider says the sandbox is gone (a container removed behind our back), the sandbox is
+        marked lost at once instead of pretending to be idle until a timer trips over it.
+        """
+        state = self._ready(sandbox_id)
+        # A racer's write is itself activity (or a state change the provider call will run into), so
+        # a lost race here loses nothing worth a retry.
         with suppress(ConcurrencyError):
-            self._apply(state, sb.Touch(window=self.policy.activity_window, actor=self.actor))
+            state = self._apply(state, sb.Touch(window=self.policy.activity_window, actor=self.actor))
+        assert state.provider_ref is not None
+        try:
+            return call(state.provider_ref)
+        except ProviderLost as exc:
+            try:
+                self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor))
+            except ConcurrencyError:
+                raise exc from None  # it moved on meanwhile (suspended, destroyed): not ours to judge
+            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
 
     def exec(
         self,
@@ -327,22 +375,16 @@ class SandboxService:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> ExecResult:
-        state = self._ready(sandbox_id)
-        self._activity(state)
-        assert state.provider_ref is not None
-        return self.provider.exec(state.provider_ref, list(command), timeout=timeout, env=env, cwd=cwd)
+        argv = list(command)
+        return self._on_live(
+            sandbox_id, lambda ref: self.provider.exec(ref, argv, timeout=timeout, env=env, cwd=cwd)
+        )
 
     def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
-        state = self._ready(sandbox_id)
-        self._activity(state)
-        assert state.provider_ref is not None
-        self.provider.write_file(state.provider_ref, path, data)
+        self._on_live(sandbox_id, lambda ref: self.provider.write_file(ref, path, data))
 
     def read_file(self, sandbox_id: str, path: str) -> bytes:
-        state = self._ready(sandbox_id)
-        self._activity(state)
-        assert state.provider_ref is not None
-        return self.provider.read_file(state.provider_ref, path)
+        return self._on_live(sandbox_id, lambda ref: self.provider.read_file(ref, path))
 
     # --------------------------------------------------------------------------------------- turns
 
@@ -446,27 +488,14 @@ class SandboxService:
             self.store.write_projection(project(state, self.policy))
             return False
         try:
-            after = self._apply_at(state, cmd, now, cid)
+            after = self._apply(state, cmd, correlation_id=cid, at=now)
         except ConcurrencyError:
             return False  # another scheduler won; exactly one transition happens
         if after.status == lc.SUSPENDING:
-            self._drive_suspend(after, cid, cmd.reason)
+            self._drive_suspend(after, cid, cmd.reason, at=now)
         elif after.status == lc.DESTROYING:
-            self._drive_destroy(after, cid, cmd.reason)
+            self._drive_destroy(after, cid, cmd.reason, at=now)
         return True
-
-    def _apply_at(self, state: sb.Sandbox, cmd: sb.Command, now: datetime, cid: str) -> sb.Sandbox:
-        events = sb.decide(state, cmd, now)
-        after = sb.replay(state.id, events, start=state)
-        self.store.append(
-            state.id,
-            state.version,
-            [encode(e, correlation_id=cid) for e in events],
-            projection=project(after, self.policy),
-        )
-        return after
-
-    # ------------------------------------------------------------------------------ reconciliation
 
     def _recover(self, sid: str, now: datetime) -> bool:
         """Re-drive a side effect whose lease ran out, from what the provider really holds."""
@@ -486,6 +515,7 @@ class SandboxService:
                         state,
                         sb.MarkReady(provider_ref=inst.ref, actor="reconciler", reason="recovery"),
                         correlation_id=cid,
+                        at=now,
                     )
                 else:
                     self._apply(
@@ -496,13 +526,14 @@ class SandboxService:
                             reason="recovery",
                         ),
                         correlation_id=cid,
+                        at=now,
                     )
             elif state.status == lc.SUSPENDING:
-                self._drive_suspend(state, cid, "recovery")
+                self._drive_suspend(state, cid, "recovery", at=now)
             elif state.status == lc.RESUMING:
-                self._drive_resume(state, cid, "recovery")
+                self._drive_resume(state, cid, "recovery", at=now)
             elif state.status == lc.DESTROYING:
-                self._drive_destroy(state, cid, "recovery")
+                self._drive_destroy(state, cid, "recovery", at=now)
         except ConcurrencyError:
             return False
         return True

@@ -162,7 +162,7 @@ class FakeProvider:
     def _inst(self, ref: str) -> FakeInstance:
         inst = self.instances.get(ref.removeprefix("ref-"))
         if inst is None:
-            raise ProviderError(f"no instance {ref}")
+            raise ProviderLost(f"no instance {ref}")
         return inst
 
     def exec(

@@ -250,3 +250,22 @@ def test_provider_lost_on_suspend_expires(service: SandboxService, provider: Fak
         service.suspend(row.id)
     assert service.get(row.id).expired_reason == "provider_lost"
     assert isinstance(ProviderLost("x"), ProviderError)
+
+
+def test_a_vanished_instance_is_marked_lost_on_use(service: SandboxService, provider: FakeProvider) -> None:
+    row = service.create("data-app")
+    provider.instances.clear()  # e.g. the container was removed behind our back
+    with pytest.raises(SandboxExpired, match="provider_lost"):
+        service.exec(row.id, ["ls"])
+    assert service.get(row.id).state == lc.EXPIRED
+    assert service.history(row.id)[-1].type == "ProviderLost"
+
+
+def test_a_sweep_in_the_future_keeps_history_in_order(service: SandboxService, clock: Clock) -> None:
+    with service.turn("c", "data-app") as sbx:
+        pass
+    report = service.sweep(clock() + timedelta(days=8))
+    assert report.fired == [f"{sbx.id}:retention"]
+    times = [h.occurred_at for h in service.history(sbx.id)]
+    assert times == sorted(times)
+    assert service.history(sbx.id)[-1].type == "Destroyed"
