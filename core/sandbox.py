@@ -337,7 +337,17 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.ResumeRequested():
             return _moved(s, lc.RESUMING, at)
         case ev.Resumed():
-            return _moved(s, lc.IDLE, at, provider_ref=event.provider_ref, last_activity_at=at)
+            # The workspace lives in the instance again; its snapshot is deleted after this event.
+            return _moved(
+                s,
+                lc.IDLE,
+                at,
+                provider_ref=event.provider_ref,
+                last_activity_at=at,
+                snapshot_key=None,
+                snapshot_sha256=None,
+                snapshot_bytes=None,
+            )
         case ev.ResumeFailed():
             return _moved(s, lc.SUSPENDED, at, last_error=event.error)
         case ev.DestroyRequested():

@@ -297,12 +297,17 @@ class SandboxService:
                 at=at,
             )
             raise
-        return self._apply(
+        after = self._apply(
             state,
             sb.MarkResumed(provider_ref=ref, actor=self.actor, reason=reason),
             correlation_id=cid,
             at=at,
         )
+        # The snapshot is spent once the resume is recorded (a crash before this leaves an orphan the
+        # reconciler removes). E2B resumes the paused sandbox itself: that "snapshot" is the instance.
+        if snapshot.key != ref:
+            self._delete_snapshot_quietly(snapshot)
+        return after
 
     def destroy(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
         cid = uuid.uuid4().hex
