@@ -138,20 +138,22 @@ def print_history(entries: Sequence[Any]) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from core.replay import rebuild, verify
+    from adapters.rebuild import parallel_rebuild
+    from core.replay import verify
 
+    settings = Settings.from_env()
     service = _service(args)
+    projections = parallel_rebuild(settings.database_url, service.policy, args.workers)
     if args.rebuild:
-        projections = rebuild(service.store, service.policy)
         service.store.replace_all_projections(projections)
         print(f"rebuilt projections of {len(projections)} sandboxes from the log")
-    diffs = verify(service.store, service.policy)
+    diffs = verify(service.store, service.policy, rebuilt=projections)
     for d in diffs:
         print(d)
     if diffs:
         print(f"{len(diffs)} difference(s) between the log and the stored projections", file=sys.stderr)
         return 1
-    print("projections match the log")
+    print(f"projections of {len(projections)} sandboxes match the log")
     return 0
 
 
@@ -302,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument(
         "--rebuild", action="store_true", help="overwrite the stored projections with the rebuild"
+    )
+    sp.add_argument(
+        "--workers", type=int, help="processes folding the log in parallel (default: cores, max 4)"
     )
     sp = add("sweep", cmd_sweep, "fire every due timer and reconcile once")
     sp.add_argument("--now", help="pretend it is this ISO time (tests, catching up)")

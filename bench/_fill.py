@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,8 +44,17 @@ def bulk_insert(url: str, streams: Iterable[tuple[str, list[NewEvent]]], batch: 
     return written
 
 
-def reset_pg(url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS events, sandboxes, sandbox_deadlines, alembic_version")
-    engine.dispose()
+@contextmanager
+def private_pg_schema(base_url: str, prefix: str) -> Iterator[str]:
+    """A fresh schema on the server of ``base_url``; yields a URL using it, drops it afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sa.make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()

@@ -18,12 +18,10 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
-from _fill import bulk_insert
+from _fill import bulk_insert, private_pg_schema
 
 from core import sandbox as sb
 from core.ports import ExecResult, ProviderInstance, SnapshotInfo
@@ -146,18 +144,12 @@ def main() -> None:
         return
     if not args.pg_url:
         sys.exit("give --pg-url (or set SANDBOX_TEST_PG_URL): the benchmark runs on PostgreSQL")
-    schema = f"bench_sweep_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = sa.make_url(args.pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    url_s = url.render_as_string(hide_password=False)
-    try:
+    with private_pg_schema(args.pg_url, "bench_sweep") as url:
         t0 = time.perf_counter()
-        fill(url_s, args.sandboxes, args.due)
+        fill(url, args.sandboxes, args.due)
         print(f"filled {args.sandboxes:,} sandboxes ({args.due:,} due) in {time.perf_counter() - t0:.1f}s")
         out = subprocess.run(
-            [sys.executable, __file__, "--sweep-only", url_s], check=True, capture_output=True, text=True
+            [sys.executable, __file__, "--sweep-only", url], check=True, capture_output=True, text=True
         )
         result = json.loads(out.stdout)
         print(
@@ -168,10 +160,6 @@ def main() -> None:
         )
         if result["errors"]:
             print("errors:", result["errors"])
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 if __name__ == "__main__":
