@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,3 +59,17 @@ def private_pg_schema(base_url: str, prefix: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+def memory_mib() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MiB, from /proc.
+
+    VmHWM rather than getrusage's ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child
+    started by a big parent would report the parent's peak as its own.
+    """
+    values = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import docker
+from _fill import memory_mib
 from docker.types import Mount
 from snapshot_bench import start_moto
 
@@ -135,21 +135,14 @@ def rss_child(env_json: str, mb: int) -> None:
     try:
         fill(service, row.id, mb)
         service.touch(row.id)
-        baseline = _vm_rss_mib()
+        baseline, _ = memory_mib()
         t0 = time.perf_counter()
         service.suspend(row.id)
         elapsed = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        _, peak = memory_mib()
         print(json.dumps({"baseline": baseline, "peak": peak, "seconds": elapsed}))
     finally:
         service.destroy(row.id)
-
-
-def _vm_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def peak_rss(env: dict[str, str], mb: int) -> None:
