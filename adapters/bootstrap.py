@@ -56,11 +56,14 @@ def build_provider(settings: Settings) -> SandboxProvider:
         from adapters.docker_provider import DockerProvider
 
         return DockerProvider(
-            settings.docker_images, build_snapshot_store(settings), environ=settings.environ
+            settings.docker_images,
+            build_snapshot_store(settings),
+            environ=settings.environ,
+            deployment=settings.deployment,
         )
     from adapters.e2b_provider import E2BProvider, E2BSettings
 
-    return E2BProvider(E2BSettings.from_env(settings.environ))
+    return E2BProvider(E2BSettings.from_env(settings.environ), deployment=settings.deployment)
 
 
 class LazyProvider:

@@ -153,7 +153,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if diffs:
         print(f"{len(diffs)} difference(s) between the log and the stored projections", file=sys.stderr)
         return 1
-    print(f"projections of {len(projections)} sandboxes match the log")
+    print(f"projections match the log ({len(projections)} sandboxes)")
     return 0
 
 

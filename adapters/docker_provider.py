@@ -4,9 +4,13 @@ For development and self-hosting only. The Docker socket is root-equivalent and 
 host kernel, so this provider is not an isolation boundary for untrusted code; it refuses to start under
 NODE_ENV=production (use SANDBOX_PROVIDER=e2b there).
 
-Containers are named ``sbx-<sandbox id>`` and labelled with the sandbox id and kind, so every operation is
-idempotent by name and the reconciler can find what we own. The root filesystem is read-only; the home
-directory is an anonymous volume (seeded from the image, removed with the container), /tmp a tmpfs.
+Containers are named ``sbx-<sandbox id>`` and labelled with the sandbox id, kind and deployment, so every
+operation is idempotent by name and the reconciler can find what we own. The root filesystem is read-only;
+the home directory is an anonymous volume (seeded from the image, removed with the container), /tmp a tmpfs.
+
+Several deployments (two data dirs, staging and production) may share one engine and one snapshot store;
+each lists, and so reconciles, only the containers labelled with its own deployment and the snapshots
+under its own ``<deployment>/`` prefix of the store.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import io
 import math
 import os
 import posixpath
+import re
 import shlex
 import tarfile
 import threading
@@ -22,8 +27,8 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
@@ -38,6 +43,10 @@ from core.ports import ExecResult, ProviderInstance, SnapshotInfo, SnapshotStore
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_KIND = "sandbox-lifecycle.kind"
 LABEL_MANAGED = "sandbox-lifecycle.managed"
+LABEL_DEPLOYMENT = "sandbox-lifecycle.deployment"
+# A Docker label value and a path segment of the snapshot store; a leading dot or dash would let "." or
+# ".." (a directory escape in a local store) or an option-like name through.
+_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # The uid/gid the images create user `sandbox` with; everything runs as it, never as root.
 SANDBOX_USER = "1000:1000"
 SANDBOX_UID = 1000
@@ -104,6 +113,7 @@ class DockerProvider:
         client: docker.DockerClient | None = None,
         environ: Mapping[str, str] = os.environ,
         limits: DockerLimits | None = None,
+        deployment: str = "default",
     ) -> None:
         if environ.get("NODE_ENV") == "production":
             raise ProviderRefused(
@@ -111,8 +121,14 @@ class DockerProvider:
                 "a container is not an isolation boundary for untrusted, agent-written code; "
                 "use SANDBOX_PROVIDER=e2b in production"
             )
+        if not _DEPLOYMENT_NAME.fullmatch(deployment):
+            raise ValueError(
+                f"invalid deployment name {deployment!r} (SANDBOX_DEPLOYMENT): use 1-63 letters, digits, "
+                "'_', '.' or '-', starting with a letter or digit"
+            )
+        self._deployment = deployment
         self._images = dict(images)
-        self._snapshots = snapshots
+        self._snapshots: SnapshotStore = _Namespaced(snapshots, deployment)
         self._limits = limits or DockerLimits()
         # Connecting negotiates the API version with the engine; do it on first use so that building the
         # provider (e.g. for `sandboxctl ls`) does not need a running engine.
@@ -189,7 +205,9 @@ class DockerProvider:
                 self._remove(ref)
         # The home volume goes with its container; this catches one left by a `docker rm` without -v.
         with self._errors(f"remove volumes of sandbox {sandbox_id}"):
-            volumes = self.client.api.volumes(filters={"label": f"{LABEL_ID}={sandbox_id}"})
+            volumes = self.client.api.volumes(
+                filters={"label": [f"{LABEL_ID}={sandbox_id}", f"{LABEL_DEPLOYMENT}={self._deployment}"]}
+            )
             for volume in volumes.get("Volumes") or []:
                 with suppress(docker.errors.NotFound):
                     self.client.api.remove_volume(volume["Name"], force=True)
@@ -215,7 +233,10 @@ class DockerProvider:
 
     def list_instances(self) -> list[ProviderInstance]:
         with self._errors("list sandbox containers"):
-            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+            rows = self.client.api.containers(
+                all=True,
+                filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_DEPLOYMENT}={self._deployment}"]},
+            )
         return [
             ProviderInstance(
                 sandbox_id=row["Labels"][LABEL_ID],
@@ -353,7 +374,12 @@ class DockerProvider:
         image = self._images.get(kind)
         if image is None:
             raise ProviderError(f"no Docker image configured for kind {kind!r}")
-        labels = {LABEL_ID: sandbox_id, LABEL_KIND: kind, LABEL_MANAGED: "1"}
+        labels = {
+            LABEL_ID: sandbox_id,
+            LABEL_KIND: kind,
+            LABEL_MANAGED: "1",
+            LABEL_DEPLOYMENT: self._deployment,
+        }
         limits = self._limits
         try:
             container = self.client.containers.create(
@@ -449,7 +475,21 @@ class DockerProvider:
         return SnapshotInfo(key=key, sha256=reader.sha256, bytes=size)
 
     def _find(self, sandbox_id: str) -> dict[str, Any] | None:
-        return self._inspect(f"sbx-{sandbox_id}")
+        """The container named for this sandbox; one of another deployment is refused, never adopted.
+
+        Names are unique per engine, so the other deployment's container blocks ours; reusing, reporting
+        or removing it would take over or destroy their workspace. A container from before deployments were
+        labelled carries no deployment and is found by its name, as it always was.
+        """
+        found = self._inspect(f"sbx-{sandbox_id}")
+        owner = _labels(found).get(LABEL_DEPLOYMENT) if found is not None else None
+        if owner is not None and owner != self._deployment:
+            raise ProviderRefused(
+                f"container sbx-{sandbox_id} belongs to deployment {owner!r}, not {self._deployment!r}; "
+                "two deployments on one engine hold the same sandbox id (the same create idempotency key "
+                "in both, or one database restored from the other's backup); it is theirs to remove"
+            )
+        return found
 
     def _inspect(self, name_or_id: str) -> dict[str, Any] | None:
         try:
@@ -529,6 +569,31 @@ class DockerProvider:
         if isinstance(exc, docker.errors.APIError):
             return ProviderError(f"{action} failed: {_explain(exc)}")
         return ProviderError(f"{action} failed: {exc}")
+
+
+class _Namespaced:
+    """A SnapshotStore seen through ``<deployment>/``: callers store, list and get back the keys they
+    always used, and never see another deployment's objects in the same directory or bucket."""
+
+    def __init__(self, store: SnapshotStore, deployment: str) -> None:
+        self._store = store
+        self._prefix = f"{deployment}/"
+
+    def put(self, key: str, stream: BinaryIO) -> SnapshotInfo:
+        return replace(self._store.put(self._prefix + key, stream), key=key)
+
+    def open(self, key: str) -> BinaryIO:
+        return self._store.open(self._prefix + key)
+
+    def stat(self, key: str) -> int | None:
+        return self._store.stat(self._prefix + key)
+
+    def delete(self, key: str) -> None:
+        self._store.delete(self._prefix + key)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for key in self._store.keys(self._prefix + prefix):
+            yield key.removeprefix(self._prefix)
 
 
 class _NameTaken(ProviderError):

@@ -3,7 +3,9 @@
 How the port maps onto E2B:
 
 * A sandbox is one E2B sandbox from the kind's template (``name:tag``), labelled with metadata
-  ``{"sandbox_lifecycle_id": <id>, "kind": <kind>, "managed": "1"}``; its E2B id is the provider ref.
+  ``{"sandbox_lifecycle_id": <id>, "kind": <kind>, "managed": "1", "deployment": <deployment>}``; its E2B
+  id is the provider ref. Every listing filters on the deployment, so stacks sharing one E2B team (staging
+  and production on one API key) never see, and so never reconcile away, each other's sandboxes.
 * Suspend is E2B's native pause (memory and filesystem); the snapshot key is the paused sandbox's own id,
   so resume is ``Sandbox.connect(id)`` and the ref stays the same. Deleting the snapshot kills the paused
   sandbox.
@@ -25,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
+import posixpath
 import random
+import re
 import shlex
 import threading
 import time
@@ -53,7 +57,7 @@ from e2b import (
 )
 
 from core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
-from core.kinds import AI_WRITEBACK, DATA_APP, KINDS, kind_spec
+from core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
 from core.ports import ExecResult, ProviderInstance, SnapshotInfo
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,9 @@ T = TypeVar("T")
 META_ID = "sandbox_lifecycle_id"
 META_KIND = "kind"
 META_MANAGED = "managed"
+META_DEPLOYMENT = "deployment"
+# The same names the Docker provider accepts, so one SANDBOX_DEPLOYMENT works for either provider.
+_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 DEFAULT_TEMPLATE_NAMES = {
     DATA_APP: "lightdash/lightdash-data-app",
@@ -170,9 +177,12 @@ class E2BSettings:
         )
 
 
-def idempotency_key(sandbox_id: str) -> str:
-    """E2B wants 1-255 of ``[a-z0-9-]``; a digest of our id fits whatever the id looks like."""
-    return "sbx-" + hashlib.sha256(sandbox_id.encode()).hexdigest()[:48]
+def idempotency_key(deployment: str, sandbox_id: str) -> str:
+    """E2B wants 1-255 of ``[a-z0-9-]``; a digest of our id fits whatever the id looks like.
+
+    The deployment is part of it: E2B deduplicates per team, and another deployment's sandbox of the same
+    id must not be handed back to us as if we had made it."""
+    return "sbx-" + hashlib.sha256(f"{deployment}/{sandbox_id}".encode()).hexdigest()[:48]
 
 
 def _transient(error: BaseException) -> bool:
@@ -228,10 +238,26 @@ class _Handle:
     extended_at: float
 
 
+def _resolve(handle: _Handle, path: str) -> str:
+    """An absolute path under HOME: relative paths start at the kind's workdir (envd would resolve them
+    against the user's home), as the Docker provider does; escapes are refused."""
+    workdir = KINDS[handle.kind].workdir if handle.kind in KINDS else HOME
+    full = posixpath.normpath(posixpath.join(workdir, path))
+    if not full.startswith(HOME + "/"):
+        raise ValueError(f"path {path!r} is outside the sandbox home {HOME}")
+    return full
+
+
 class E2BProvider:
     name = "e2b"
 
-    def __init__(self, settings: E2BSettings) -> None:
+    def __init__(self, settings: E2BSettings, *, deployment: str = "default") -> None:
+        if not _DEPLOYMENT_NAME.fullmatch(deployment):
+            raise ValueError(
+                f"invalid deployment name {deployment!r} (SANDBOX_DEPLOYMENT): use 1-63 letters, digits, "
+                "'_', '.' or '-', starting with a letter or digit"
+            )
+        self._deployment = deployment
         self._settings = settings
         # Bound client: settings win over E2B_* variables of the process, and retries=0 leaves ours the
         # only retry policy (see the module docstring).
@@ -261,12 +287,17 @@ class E2BProvider:
             sandbox = self._sdk.create(
                 template=template,
                 timeout=self._settings.sandbox_timeout,
-                metadata={META_ID: sandbox_id, META_KIND: kind, META_MANAGED: "1"},
+                metadata={
+                    META_ID: sandbox_id,
+                    META_KIND: kind,
+                    META_MANAGED: "1",
+                    META_DEPLOYMENT: self._deployment,
+                },
                 envs=dict(self._settings.sandbox_envs),
                 network={"allow_out": allow, "deny_out": [ALL_TRAFFIC]},
                 # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
                 lifecycle={"on_timeout": "pause", "auto_resume": False},
-                idempotency_key=idempotency_key(sandbox_id),
+                idempotency_key=idempotency_key(self._deployment, sandbox_id),
             )
         except Exception as e:
             raise _provider_error(
@@ -388,6 +419,7 @@ class E2BProvider:
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
         handle = self._handle(ref)
+        path = _resolve(handle, path)
         # A whole-file write is idempotent, so it is as safe to repeat as a read.
         self._retrying(
             f"write {path} in {ref}", lambda: handle.sandbox.files.write(path, data, user=self._settings.user)
@@ -395,6 +427,7 @@ class E2BProvider:
 
     def read_file(self, ref: str, path: str) -> bytes:
         handle = self._handle(ref)
+        path = _resolve(handle, path)
         limit = self._settings.max_file_bytes
 
         def read() -> bytes:
@@ -422,12 +455,12 @@ class E2BProvider:
         return found[0] if found else None
 
     def list_instances(self) -> list[ProviderInstance]:
-        return [self._instance(info) for info in self._list({META_MANAGED: "1"})]
+        return [self._instance(info) for info in self._list({})]
 
     def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
         return [
             (info.metadata.get(META_ID, ""), SnapshotInfo(key=info.sandbox_id, sha256=None, bytes=None))
-            for info in self._list({META_MANAGED: "1"}, [SandboxState.PAUSED])
+            for info in self._list({}, [SandboxState.PAUSED])
         ]
 
     # --- internals ------------------------------------------------------------------------------------------
@@ -466,7 +499,9 @@ class E2BProvider:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _list(self, metadata: dict[str, str], states: list[SandboxState] | None = None) -> list[SandboxInfo]:
-        query = SandboxQuery(metadata=metadata, state=states or [SandboxState.RUNNING, SandboxState.PAUSED])
+        """Our sandboxes (managed, of this deployment) that also carry ``metadata``, in ``states``."""
+        ours = {META_MANAGED: "1", META_DEPLOYMENT: self._deployment, **metadata}
+        query = SandboxQuery(metadata=ours, state=states or [SandboxState.RUNNING, SandboxState.PAUSED])
         paginator = self._sdk.list(query=query, limit=self._settings.list_page_size)
         found: list[SandboxInfo] = []
         for _ in range(MAX_LIST_PAGES):
@@ -476,7 +511,7 @@ class E2BProvider:
         raise ProviderError(f"listing E2B sandboxes did not end within {MAX_LIST_PAGES} pages")
 
     def _find(self, sandbox_id: str) -> list[SandboxInfo]:
-        return self._list({META_ID: sandbox_id, META_MANAGED: "1"})
+        return self._list({META_ID: sandbox_id})
 
     def _info(self, ref: str) -> SandboxInfo | None:
         try:

@@ -27,6 +27,8 @@ IMAGES = {
 TEST_LIMITS = DockerLimits(memory_bytes=512 * 1024**2, pids=256, max_output_bytes=64 * 1024)
 # Sandbox ids of this pytest run start with it, so cleanup never touches anyone else's containers.
 RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
+# The provider's deployment in this run: its listings hold only this run's containers and snapshots.
+DEPLOYMENT = RUN_PREFIX
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +69,9 @@ def store(tmp_path: Path) -> LocalSnapshotStore:
 
 @pytest.fixture
 def provider(docker_client: docker.DockerClient, store: LocalSnapshotStore) -> DockerProvider:
-    return DockerProvider(IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS)
+    return DockerProvider(
+        IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT
+    )
 
 
 @pytest.fixture

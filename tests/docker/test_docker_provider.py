@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,13 @@ from dataclasses import replace
 import docker
 import pytest
 
-from adapters.docker_provider import LABEL_ID, LABEL_KIND, LABEL_MANAGED, DockerProvider
+from adapters.docker_provider import (
+    LABEL_DEPLOYMENT,
+    LABEL_ID,
+    LABEL_KIND,
+    LABEL_MANAGED,
+    DockerProvider,
+)
 from adapters.localfs import LocalSnapshotStore
 from core.errors import (
     ExecTimeout,
@@ -22,7 +29,7 @@ from core.errors import (
 )
 from core.kinds import AI_WRITEBACK, DATA_APP, HOME
 from core.ports import SnapshotInfo
-from tests.docker.conftest import IMAGES, TEST_LIMITS
+from tests.docker.conftest import DEPLOYMENT, IMAGES, TEST_LIMITS
 
 pytestmark = pytest.mark.docker
 
@@ -51,6 +58,12 @@ def test_refuses_production(store: LocalSnapshotStore) -> None:
     assert not caught.value.retryable
 
 
+@pytest.mark.parametrize("name", ["", ".", "..", "-x", "a/b", "a b", "x" * 64])
+def test_refuses_an_invalid_deployment_name(store: LocalSnapshotStore, name: str) -> None:
+    with pytest.raises(ValueError, match="SANDBOX_DEPLOYMENT"):
+        DockerProvider(IMAGES, store, environ={}, deployment=name)
+
+
 def test_missing_image_names_the_build_script(
     docker_client: docker.DockerClient, store: LocalSnapshotStore, new_id: NewId
 ) -> None:
@@ -76,7 +89,10 @@ def test_create_is_hardened(
     attrs = docker_client.api.inspect_container(ref)
     host = attrs["HostConfig"]
     assert attrs["Name"] == f"/sbx-{sandbox_id}"
-    assert attrs["Config"]["Labels"] == {LABEL_ID: sandbox_id, LABEL_KIND: DATA_APP, LABEL_MANAGED: "1"}
+    labels = {LABEL_ID: sandbox_id, LABEL_KIND: DATA_APP, LABEL_MANAGED: "1", LABEL_DEPLOYMENT: DEPLOYMENT}
+    assert attrs["Config"]["Labels"] == labels
+    [volume] = docker_client.volumes.list(filters={"label": f"{LABEL_ID}={sandbox_id}"})
+    assert volume.attrs["Labels"] == labels
     assert attrs["Config"]["User"] == "1000:1000"
     assert host["CapDrop"] == ["ALL"]
     assert not host["CapAdd"]
@@ -282,7 +298,7 @@ def test_suspend_then_resume_keeps_the_workspace(
 
     key = f"snapshots/{sandbox_id}/2.tar.zst"
     info = provider.suspend(sandbox_id, ref, DATA_APP, key)
-    assert info.key == key and info.sha256 and info.bytes == store.stat(key)
+    assert info.key == key and info.sha256 and info.bytes == store.stat(f"{DEPLOYMENT}/{key}")
     assert provider.snapshot_ok(info)
     assert provider.instance(sandbox_id) is None
     assert containers_of(docker_client, sandbox_id) == []
@@ -348,7 +364,7 @@ def test_resume_of_a_corrupt_snapshot_creates_nothing(
     assert containers_of(docker_client, sandbox_id) == []
 
     # Flip one byte of the stored object: same size, different hash.
-    path = store.root / info.key
+    path = store.root / DEPLOYMENT / info.key
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -401,7 +417,7 @@ def test_delete_snapshot_is_idempotent(
     info = provider.suspend(sandbox_id, ref, DATA_APP, f"snapshots/{sandbox_id}/1.tar.zst")
     provider.delete_snapshot(info)
     assert not provider.snapshot_ok(info)
-    assert store.stat(info.key) is None
+    assert store.stat(f"{DEPLOYMENT}/{info.key}") is None
     provider.delete_snapshot(info)
 
 
@@ -419,3 +435,65 @@ def test_instances_are_found_by_label(
     assert ours[stopped_id].ref == stopped and ours[stopped_id].kind == AI_WRITEBACK
     assert ours[stopped_id].status == "stopped"
     assert provider.instance(stopped_id) == ours[stopped_id]
+
+
+# ---------------------------------------------------------------------------------- deployments
+
+
+def test_snapshots_live_under_the_deployment_prefix(
+    provider: DockerProvider, store: LocalSnapshotStore, docker_client: docker.DockerClient, new_id: NewId
+) -> None:
+    sandbox_id = new_id()
+    ref = provider.create(sandbox_id, DATA_APP)
+    provider.write_file(ref, "index.js", b"mine")
+    key = f"snapshots/{sandbox_id}/1.tar.zst"
+    info = provider.suspend(sandbox_id, ref, DATA_APP, key)
+    # Someone else's objects in the same store: another deployment's, and one outside any deployment.
+    other = DockerProvider(
+        IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=f"{DEPLOYMENT}-b"
+    )
+    for raw in (f"{DEPLOYMENT}-b/snapshots/{sandbox_id}/2.tar.zst", f"snapshots/{sandbox_id}/3.tar.zst"):
+        store.put(raw, io.BytesIO(b"not ours"))
+
+    # The store holds it under the deployment; the provider answers with the key it was given.
+    assert info.key == key
+    assert store.stat(f"{DEPLOYMENT}/{key}") == info.bytes
+    assert provider.list_snapshots() == [(sandbox_id, SnapshotInfo(key, None, None))]
+    assert other.list_snapshots() == [
+        (sandbox_id, SnapshotInfo(f"snapshots/{sandbox_id}/2.tar.zst", None, None))
+    ]
+    # The other deployment's provider neither sees nor deletes ours.
+    assert not other.snapshot_ok(info)
+    other.delete_snapshot(info)
+    assert provider.snapshot_ok(info)
+    new_ref = provider.resume(sandbox_id, DATA_APP, info)
+    assert provider.read_file(new_ref, "index.js") == b"mine"
+
+
+def test_a_container_of_another_deployment_is_never_adopted(
+    provider: DockerProvider,
+    store: LocalSnapshotStore,
+    docker_client: docker.DockerClient,
+    new_id: NewId,
+) -> None:
+    """Container names are per engine: two deployments holding the same sandbox id (both derived it from
+    the same create idempotency key) meet at ``sbx-<id>``. The second must not reuse, report, remove or
+    replace the first one's container."""
+    sandbox_id = new_id()
+    ref = provider.create(sandbox_id, DATA_APP)
+    other = DockerProvider(
+        IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=f"{DEPLOYMENT}-b"
+    )
+    clash = rf"belongs to deployment '{DEPLOYMENT}', not '{DEPLOYMENT}-b'"
+
+    with pytest.raises(ProviderRefused, match=clash):
+        other.create(sandbox_id, DATA_APP)
+    with pytest.raises(ProviderRefused, match=clash):
+        other.instance(sandbox_id)
+    with pytest.raises(ProviderRefused, match=clash):
+        other.destroy(sandbox_id, None)
+
+    assert sandbox_id not in {i.sandbox_id for i in other.list_instances()}
+    assert containers_of(docker_client, sandbox_id) == [ref]
+    found = provider.instance(sandbox_id)
+    assert found is not None and (found.ref, found.status) == (ref, "running")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from urllib.parse import parse_qsl
 
 import pytest
 from e2b import E2B
 
 from adapters.e2b_provider import E2BProvider, E2BSettings, idempotency_key
 from core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
-from core.kinds import AI_WRITEBACK, DATA_APP
+from core.kinds import AI_WRITEBACK, DATA_APP, HOME
 from core.ports import SnapshotInfo
 from tests.e2b.conftest import AGENT_SECRET, API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
@@ -31,11 +32,16 @@ def test_create_sends_template_metadata_lifecycle_and_egress(
     [create] = fake_e2b.requests("POST", "/v2/sandboxes")
     body = create.body
     assert body["templateID"] == "lightdash/lightdash-data-app:v1"
-    assert body["metadata"] == {"sandbox_lifecycle_id": "sbx-1", "kind": DATA_APP, "managed": "1"}
+    assert body["metadata"] == {
+        "sandbox_lifecycle_id": "sbx-1",
+        "kind": DATA_APP,
+        "managed": "1",
+        "deployment": "default",
+    }
     assert body["autoPause"] is True and body["autoResume"] == {"enabled": False}
     assert body["timeout"] == 40 * 60
     assert body["network"] == {"allowOut": ["api.anthropic.com"], "denyOut": ["0.0.0.0/0"]}
-    assert create.idempotency_key == idempotency_key("sbx-1")
+    assert create.idempotency_key == idempotency_key("default", "sbx-1")
     assert fake_e2b.sandbox(ref).metadata["sandbox_lifecycle_id"] == "sbx-1"
     # The agent key reaches the sandbox ...
     assert provider.exec(ref, ["printenv", "ANTHROPIC_API_KEY"], timeout=10).stdout == AGENT_SECRET + "\n"
@@ -92,6 +98,29 @@ def test_create_is_idempotent_per_sandbox_id(provider: E2BProvider, fake_e2b: Fa
     assert again == first != other
     assert len(fake_e2b.requests("POST", "/v2/sandboxes")) == 2
     assert len(fake_e2b.sandboxes()) == 2
+
+
+def test_create_in_another_deployment_makes_its_own_sandbox(
+    provider: E2BProvider, settings: E2BSettings, fake_e2b: FakeE2B
+) -> None:
+    """Same team, same sandbox id (both stacks derived it from the same create idempotency key): neither
+    the metadata lookup nor E2B's idempotency key may hand one deployment the other's sandbox."""
+    ours = provider.create("sbx-1", DATA_APP)
+
+    theirs = E2BProvider(settings, deployment="staging").create("sbx-1", DATA_APP)
+
+    assert theirs != ours
+    keys = [r.idempotency_key for r in fake_e2b.requests("POST", "/v2/sandboxes")]
+    assert keys == [idempotency_key("default", "sbx-1"), idempotency_key("staging", "sbx-1")]
+    assert fake_e2b.sandbox(theirs).metadata["deployment"] == "staging"
+    found = provider.instance("sbx-1")
+    assert found is not None and found.ref == ours
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "-x", "a/b", "a b", "x" * 64])
+def test_invalid_deployment_names_are_refused(settings: E2BSettings, name: str) -> None:
+    with pytest.raises(ValueError, match="SANDBOX_DEPLOYMENT"):
+        E2BProvider(settings, deployment=name)
 
 
 @pytest.mark.parametrize("fault", [{"status": 503}, {"drop": True}])
@@ -188,6 +217,29 @@ def test_write_and_read_files(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
     with pytest.raises(FileNotFoundError, match=r"missing\.txt"):
         provider.read_file(ref, "/home/sandbox/app/missing.txt")
     assert {r.query["username"][0] for r in fake_e2b.requests(path="/files")} == {"sandbox"}
+
+
+@pytest.mark.parametrize(("kind", "workdir"), [(DATA_APP, f"{HOME}/app"), (AI_WRITEBACK, f"{HOME}/repo")])
+def test_relative_paths_resolve_against_the_kind_workdir(
+    provider: E2BProvider, settings: E2BSettings, fake_e2b: FakeE2B, kind: str, workdir: str
+) -> None:
+    ref = provider.create("sbx-1", kind)
+
+    provider.write_file(ref, "models/../models/orders.sql", b"select 1")
+
+    # envd is only ever given the absolute path; it would resolve a relative one against the home.
+    [write] = fake_e2b.requests("POST", "/files")
+    assert write.query["path"] == [f"{workdir}/models/orders.sql"]
+    assert provider.read_file(ref, f"{workdir}/models/orders.sql") == b"select 1"
+    # Another process learns the kind from the sandbox's metadata, and resolves the same way.
+    assert E2BProvider(settings).read_file(ref, "models/orders.sql") == b"select 1"
+    before = len(fake_e2b.requests(path="/files"))
+    for escape in ("../../../etc/passwd", "/etc/passwd", HOME, "/home/sandboxx/f"):
+        with pytest.raises(ValueError, match="outside the sandbox home"):
+            provider.write_file(ref, escape, b"x")
+        with pytest.raises(ValueError, match="outside the sandbox home"):
+            provider.read_file(ref, escape)
+    assert len(fake_e2b.requests(path="/files")) == before  # refused before reaching the sandbox
 
 
 def test_read_file_is_bounded(settings: E2BSettings) -> None:
@@ -319,8 +371,10 @@ def test_listing_pages_through_our_sandboxes_only(settings: E2BSettings, fake_e2
     fake_e2b.max_page_size = 2
     provider = E2BProvider(settings)
     refs = {f"sbx-{i}": provider.create(f"sbx-{i}", DATA_APP if i % 2 else AI_WRITEBACK) for i in range(5)}
-    # Someone else's sandbox in the same team is not ours to reconcile.
+    # Someone else's sandbox in the same team is not ours to reconcile, nor another deployment's.
     E2B(api_key=API_KEY, api_url=fake_e2b.url, sandbox_url=fake_e2b.url).Sandbox.create("other:1")
+    staging = E2BProvider(settings, deployment="staging")
+    staging.suspend("sbx-9", staging.create("sbx-9", DATA_APP), DATA_APP, "k")
     provider.suspend("sbx-1", refs["sbx-1"], DATA_APP, "k")
     provider.suspend("sbx-2", refs["sbx-2"], AI_WRITEBACK, "k")
     listed_before = len(fake_e2b.requests("GET", "/v2/sandboxes"))
@@ -338,7 +392,9 @@ def test_listing_pages_through_our_sandboxes_only(settings: E2BSettings, fake_e2
     )
     pages = fake_e2b.requests("GET", "/v2/sandboxes")[listed_before:]
     assert len(pages) == 3  # five sandboxes of ours, two a page
-    assert all(p.query["metadata"] == ["managed=1"] for p in pages)
+    assert all(
+        dict(parse_qsl(p.query["metadata"][0])) == {"managed": "1", "deployment": "default"} for p in pages
+    )
     assert sorted(provider.list_snapshots()) == sorted(
         (sid, SnapshotInfo(key=refs[sid], sha256=None, bytes=None)) for sid in ("sbx-1", "sbx-2")
     )

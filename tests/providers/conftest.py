@@ -1,7 +1,11 @@
 """Fixtures for the provider contract suite and the end-to-end service tests.
 
 Each provider comes as a :class:`Harness`: the real adapter plus the few test-only knobs a contract needs
-(make a snapshot vanish behind the provider's back, hand out collision-free sandbox ids, clean up).
+(make a snapshot vanish behind the provider's back, hand out collision-free sandbox ids, a second provider
+of another deployment on the same engine, clean up).
+
+Every provider a test builds gets a deployment name of its own, so it lists (and a service on it
+reconciles) only what that test made, even on a Docker engine shared with other runs.
 
 * ``e2b``: the real ``E2BProvider`` on the real e2b SDK, pointed at the loopback fake (one per test).
 * ``docker``: the real ``DockerProvider`` on the local engine with a ``LocalSnapshotStore`` in tmp_path.
@@ -13,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ import pytest
 
 from adapters.e2b_provider import E2BProvider, E2BSettings
 from core.kinds import AI_WRITEBACK, DATA_APP
-from core.ports import ProviderInstance, SandboxProvider, SnapshotInfo
+from core.ports import SandboxProvider, SnapshotInfo
 from tests.e2b.conftest import API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
 
@@ -32,6 +36,7 @@ IMAGES = {
 }
 # Docker labels of the provider, repeated here so cleanup does not go through the code under test.
 LABEL_ID = "sandbox-lifecycle.id"
+LABEL_DEPLOYMENT = "sandbox-lifecycle.deployment"
 
 # The provider axis of every parametrized test; docker tests carry the docker marker so `-m "not docker"`
 # deselects them.
@@ -43,19 +48,34 @@ def new_sandbox_id() -> str:
     return "ct" + uuid.uuid4().hex[:14]
 
 
+def new_deployment() -> str:
+    return "t" + uuid.uuid4().hex[:8]
+
+
 @dataclass
 class Harness:
     name: str
-    provider: SandboxProvider
-    # Remove a suspended workspace behind the provider's back (E2B lost the paused sandbox; someone
+    # A provider of the given deployment; all of them share one engine (or fake) and snapshot store.
+    make: Callable[[str], SandboxProvider]
+    # Remove a suspended workspace of `provider` behind its back (E2B lost the paused sandbox; someone
     # deleted the archive from the snapshot directory).
     lose: Callable[[SnapshotInfo], None]
-    # Every sandbox id a test used; the fixture's finalizer removes whatever the provider still holds.
-    issued: list[str] = field(default_factory=list)
+    deployment: str
+    # Every deployment a test used; the fixture's finalizer removes whatever the providers still hold.
+    deployments: list[str] = field(default_factory=list)
+    provider: SandboxProvider = field(init=False)
 
-    def new_id(self) -> str:
-        self.issued.append(new_sandbox_id())
-        return self.issued[-1]
+    def __post_init__(self) -> None:
+        self.provider = self.other(self.deployment)
+
+    def other(self, deployment: str | None = None) -> SandboxProvider:
+        """A provider of another deployment (a fresh one unless named) on the same engine and store."""
+        self.deployments.append(deployment or new_deployment())
+        return self.make(self.deployments[-1])
+
+    @staticmethod
+    def new_id() -> str:
+        return new_sandbox_id()
 
 
 # ------------------------------------------------------------------------------------------------ e2b
@@ -78,12 +98,12 @@ def fake_e2b(tmp_path: Path, e2b_env: None) -> Iterator[FakeE2B]:
         fake.stop()
 
 
-def e2b_provider(fake: FakeE2B) -> E2BProvider:
+def e2b_provider(fake: FakeE2B, deployment: str) -> E2BProvider:
     # Short backoff keeps retried calls fast; everything else is the production configuration.
     settings = dataclasses.replace(
         E2BSettings.from_env(fake_env(fake)), retry_base_delay=0.01, retry_max_delay=0.05, request_timeout=5.0
     )
-    return E2BProvider(settings)
+    return E2BProvider(settings, deployment=deployment)
 
 
 # --------------------------------------------------------------------------------------------- docker
@@ -115,55 +135,40 @@ def docker_client() -> Iterator[Any]:
     client.close()
 
 
-def remove_docker_sandboxes(client: Any, sandbox_ids: list[str]) -> None:
-    """Remove every container and home volume labelled with one of these ids (bounded by the list)."""
-    for sandbox_id in sandbox_ids:
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL_ID}={sandbox_id}"}):
+def remove_docker_sandboxes(
+    client: Any, *, sandbox_ids: Sequence[str] = (), deployments: Sequence[str] = ()
+) -> None:
+    """Remove every container and home volume labelled with one of these sandbox ids or deployments."""
+    labels = [f"{LABEL_ID}={s}" for s in sandbox_ids] + [f"{LABEL_DEPLOYMENT}={d}" for d in deployments]
+    for label in labels:
+        for container in client.containers.list(all=True, filters={"label": label}):
             container.remove(force=True, v=True)
-        for volume in client.volumes.list(filters={"label": f"{LABEL_ID}={sandbox_id}"}):
+        for volume in client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
 
 
-def docker_provider(client: Any, snapshot_dir: Path) -> SandboxProvider:
+def docker_provider(client: Any, snapshot_dir: Path, deployment: str) -> SandboxProvider:
     from adapters.docker_provider import DockerLimits, DockerProvider
     from adapters.localfs import LocalSnapshotStore
 
     # A small memory cap: this machine has two cores and runs other suites next to this one.
     limits = DockerLimits(memory_bytes=512 * 1024**2, pids=256)
-    return DockerProvider(IMAGES, LocalSnapshotStore(snapshot_dir), client=client, environ={}, limits=limits)
+    return DockerProvider(
+        IMAGES,
+        LocalSnapshotStore(snapshot_dir),
+        client=client,
+        environ={},
+        limits=limits,
+        deployment=deployment,
+    )
 
 
-def unlink_snapshot(snapshot_dir: Path) -> Callable[[SnapshotInfo], None]:
+def unlink_snapshot(snapshot_dir: Path, deployment: str) -> Callable[[SnapshotInfo], None]:
     def lose(snapshot: SnapshotInfo) -> None:
-        (snapshot_dir / snapshot.key).unlink()
+        # The provider keeps each deployment's archives under a directory of that name.
+        (snapshot_dir / deployment / snapshot.key).unlink()
 
     return lose
-
-
-class ScopedProvider:
-    """The real provider with its listings narrowed to sandboxes this test knows.
-
-    The reconciler removes every labelled container that its own event log does not own. On a Docker
-    engine shared with other test runs (or an engineer's `sandboxctl`), a reconcile in a test would reap
-    their containers; this view keeps the test's reconcile to the test's own sandboxes. Every other call
-    goes to the provider unchanged.
-    """
-
-    def __init__(self, inner: SandboxProvider, known: Callable[[], set[str]]) -> None:
-        self._inner = inner
-        self._known = known
-        self.name = inner.name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._inner, attr)
-
-    def list_instances(self) -> list[ProviderInstance]:
-        known = self._known()
-        return [i for i in self._inner.list_instances() if i.sandbox_id in known]
-
-    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
-        known = self._known()
-        return [s for s in self._inner.list_snapshots() if s[0] in known]
 
 
 # ------------------------------------------------------------------------------------------- harness
@@ -171,15 +176,21 @@ class ScopedProvider:
 
 @pytest.fixture(params=PROVIDER_PARAMS)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    deployment = new_deployment()
     if request.param == "e2b":
         fake: FakeE2B = request.getfixturevalue("fake_e2b")
         # Stopping the fake (its fixture) kills every process of every sandbox; nothing outlives the test.
-        yield Harness("e2b", e2b_provider(fake), lose=lambda snap: fake.lose(snap.key))
+        yield Harness("e2b", lambda d: e2b_provider(fake, d), lambda snap: fake.lose(snap.key), deployment)
         return
     client = request.getfixturevalue("docker_client")
     snapshot_dir = tmp_path / "snapshots"
-    h = Harness("docker", docker_provider(client, snapshot_dir), lose=unlink_snapshot(snapshot_dir))
+    h = Harness(
+        "docker",
+        lambda d: docker_provider(client, snapshot_dir, d),
+        unlink_snapshot(snapshot_dir, deployment),
+        deployment,
+    )
     try:
         yield h
     finally:
-        remove_docker_sandboxes(client, h.issued)
+        remove_docker_sandboxes(client, deployments=h.deployments)

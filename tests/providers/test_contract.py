@@ -2,7 +2,8 @@
 
 What the service relies on, and so what every provider must do the same way: idempotent create and
 destroy, exec results and timeouts, file paths relative to the kind's workdir, a suspend that keeps the
-kind's workspace, listings by our label/metadata, and ProviderLost when a workspace cannot come back.
+kind's workspace, listings by our label/metadata and deployment, and ProviderLost when a workspace cannot
+come back.
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ from core.sandbox import snapshot_key
 from tests.providers.conftest import Harness
 
 # A little of everything a workspace file can hold: text, newlines, non-ASCII, every byte value.
-# Known adapter bug (reported): E2BProvider.write_file/read_file pass a relative path to envd unchanged,
-# and envd resolves it against the user's home, not the kind's workdir as the Docker provider (and
-# README's `sbx.write_file("models/orders.sql", ...)`) do.
-E2B_RELATIVE_PATHS = "E2BProvider resolves relative file paths against /home/sandbox, not the kind workdir"
-
 BLOB = "héllo\nworld\n".encode() + bytes(range(256))
 
 
@@ -120,11 +116,7 @@ def test_exec_timeout_raises_and_kills_the_command(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("kind", [DATA_APP, AI_WRITEBACK])
-def test_relative_paths_are_relative_to_the_kind_workdir(
-    harness: Harness, kind: str, request: pytest.FixtureRequest
-) -> None:
-    if harness.name == "e2b":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=E2B_RELATIVE_PATHS))
+def test_relative_paths_are_relative_to_the_kind_workdir(harness: Harness, kind: str) -> None:
     ref = _running(harness, harness.new_id(), kind)
     workdir = KINDS[kind].workdir
 
@@ -135,6 +127,12 @@ def test_relative_paths_are_relative_to_the_kind_workdir(
     assert harness.provider.read_file(ref, f"{workdir}/notes/rel.bin") == BLOB
     size = harness.provider.exec(ref, ["wc", "-c", "notes/rel.bin"], timeout=20)
     assert size.exit_code == 0 and size.stdout.split()[0] == str(len(BLOB))
+    # Nothing outside the sandbox user's home, however it is spelled.
+    for escape in ("../../../etc/passwd", "/etc/passwd", HOME):
+        with pytest.raises(ValueError, match="outside the sandbox home"):
+            harness.provider.write_file(ref, escape, b"x")
+        with pytest.raises(ValueError, match="outside the sandbox home"):
+            harness.provider.read_file(ref, escape)
 
 
 def test_absolute_paths_under_home_round_trip(harness: Harness) -> None:
@@ -293,3 +291,44 @@ def test_destroy_of_a_suspended_sandbox(harness: Harness) -> None:
     assert harness.provider.instance(sid) is None
     assert not harness.provider.snapshot_ok(snap)
     assert sid not in [s for s, _ in harness.provider.list_snapshots()]
+
+
+# ------------------------------------------------------------------------------------------ deployments
+
+
+def test_listings_are_per_deployment(harness: Harness) -> None:
+    """Two stacks on one engine / one E2B team each list only their own: what the other holds is not
+    theirs to reconcile away as an orphan."""
+    other = harness.other()
+    mine: dict[str, str] = {}
+    theirs: dict[str, str] = {}
+    for provider, held in ((harness.provider, mine), (other, theirs)):
+        running, suspended = harness.new_id(), harness.new_id()
+        provider.create(running, DATA_APP)
+        ref = provider.create(suspended, AI_WRITEBACK)
+        snap = provider.suspend(suspended, ref, AI_WRITEBACK, snapshot_key(suspended, 3))
+        held.update(running=running, suspended=suspended, snapshot=snap.key)
+
+    for provider, held in ((harness.provider, mine), (other, theirs)):
+        # A suspended sandbox lists as paused on E2B and not at all on Docker; it is ours either way.
+        listed = {i.sandbox_id for i in provider.list_instances()}
+        assert held["running"] in listed and listed <= {held["running"], held["suspended"]}
+        assert [(s, i.key) for s, i in provider.list_snapshots()] == [(held["suspended"], held["snapshot"])]
+        inst = provider.instance(held["running"])
+        assert inst is not None and inst.status == "running"
+
+
+def test_a_snapshot_of_one_deployment_is_invisible_to_another(harness: Harness) -> None:
+    sid = harness.new_id()
+    ref = _running(harness, sid)
+    harness.provider.write_file(ref, "main.py", b"mine")
+    snap = harness.provider.suspend(sid, ref, DATA_APP, snapshot_key(sid, 3))
+
+    other = harness.other()
+
+    assert other.list_snapshots() == []
+    assert other.list_instances() == []
+    # Still there for its own deployment, whole.
+    assert [(s, i.key) for s, i in harness.provider.list_snapshots()] == [(sid, snap.key)]
+    new_ref = harness.provider.resume(sid, DATA_APP, snap)
+    assert harness.provider.read_file(new_ref, "main.py") == b"mine"

@@ -7,6 +7,7 @@ deadlines are exactly what a replay of the log gives.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,9 +32,9 @@ from events.store import SqlEventStore
 from tests.e2b.fake_e2b import FakeE2B
 from tests.providers.conftest import (
     PROVIDER_PARAMS,
-    ScopedProvider,
     docker_provider,
     e2b_provider,
+    new_deployment,
     new_sandbox_id,
     remove_docker_sandboxes,
     unlink_snapshot,
@@ -50,13 +51,20 @@ class World:
     provider_name: str
     url: str
     store: SqlEventStore
-    # The real provider, for looking at what it holds; the service may see a scoped view of it.
+    # The service's provider, of a deployment of this test's own, for looking at what it holds.
     provider: SandboxProvider
     service: SandboxService
     lose: Any
+    # A provider of another deployment on the same engine (or fake) and snapshot store.
+    make: Any
     fake: FakeE2B | None = None
-    # Sandbox ids created behind the service's back (orphans), cleaned up with the service's own.
-    extra: list[str] = field(default_factory=list)
+    # Every deployment the test used, for the cleanup.
+    deployments: list[str] = field(default_factory=list)
+
+    def neighbour(self, url: str) -> SandboxService:
+        """Another stack: its own event log at ``url`` and its own deployment, sharing the provider."""
+        self.deployments.append(new_deployment())
+        return SandboxService(SqlEventStore(url), self.make(self.deployments[-1]), policy=POLICY)
 
     def replica(self) -> SandboxService:
         """Another process's service on the same database and provider (its own store connection pool)."""
@@ -83,28 +91,42 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=PROVIDER_PARAMS)
 def world(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[World]:
     store = SqlEventStore(db_url)
-    extra: list[str] = []
+    # A deployment of the test's own: its reconcile cannot reap other runs' sandboxes on a shared engine.
+    deployment = new_deployment()
     if request.param == "e2b":
         fake: FakeE2B = request.getfixturevalue("fake_e2b")
-        provider = e2b_provider(fake)
+        provider = e2b_provider(fake, deployment)
         service = SandboxService(store, provider, policy=POLICY)
-        yield World("e2b", db_url, store, provider, service, lambda s: fake.lose(s.key), fake, extra)
+        yield World(
+            "e2b",
+            db_url,
+            store,
+            provider,
+            service,
+            lambda s: fake.lose(s.key),
+            lambda d: e2b_provider(fake, d),
+            fake,
+        )
         store.close()
         return
     client = request.getfixturevalue("docker_client")
     snapshot_dir = tmp_path / "snapshots"
-    real = docker_provider(client, snapshot_dir)
-
-    def known() -> set[str]:
-        return {r.id for r in store.list_sandboxes()} | set(extra)
-
-    # Reconcile on a shared engine must not reap other runs' containers (see ScopedProvider).
-    service = SandboxService(store, ScopedProvider(real, known), policy=POLICY)  # type: ignore[arg-type]
-    w = World("docker", db_url, store, real, service, unlink_snapshot(snapshot_dir), None, extra)
+    real = docker_provider(client, snapshot_dir, deployment)
+    service = SandboxService(store, real, policy=POLICY)
+    w = World(
+        "docker",
+        db_url,
+        store,
+        real,
+        service,
+        unlink_snapshot(snapshot_dir, deployment),
+        lambda d: docker_provider(client, snapshot_dir, d),
+        deployments=[deployment],
+    )
     try:
         yield w
     finally:
-        remove_docker_sandboxes(client, sorted(known()))
+        remove_docker_sandboxes(client, deployments=w.deployments)
         store.close()
 
 
@@ -314,7 +336,6 @@ def test_reconcile_removes_orphans_and_keeps_live_sandboxes(world: World) -> Non
     parked_row = w.service.get(parked.id)
     # Provider sandboxes no record owns: one running, one suspended (a Docker archive / a paused E2B box).
     running_orphan, suspended_orphan = new_sandbox_id(), new_sandbox_id()
-    w.extra += [running_orphan, suspended_orphan]
     w.provider.create(running_orphan, DATA_APP)
     ref = w.provider.create(suspended_orphan, DATA_APP)
     w.provider.suspend(suspended_orphan, ref, DATA_APP, f"snapshots/{suspended_orphan}/3.tar.zst")
@@ -356,3 +377,52 @@ def test_a_lost_snapshot_expires_the_sandbox_as_provider_lost(world: World) -> N
         assert fresh.id != sbx.id
         assert fresh.exec(["echo", "fresh"]).stdout == "fresh\n"
     assert w.clean() == []
+
+
+def test_reconcile_leaves_another_deployments_sandboxes_alone(
+    world: World, tmp_path: Path, migrated_sqlite_template: Path
+) -> None:
+    """Two stacks on one Docker engine (or one E2B team), each with its own event log: to each, the other's
+    sandboxes are not in its log, yet they are not its orphans to remove."""
+    w = world
+    other_db = tmp_path / "other.db"
+    shutil.copyfile(migrated_sqlite_template, other_db)
+    other = w.neighbour(f"sqlite:///{other_db}")
+    # Ours: one running, one suspended (a stored archive / a paused E2B sandbox), one orphan.
+    live = w.service.create(DATA_APP, conversation())
+    with w.service.turn(conversation(), AI_WRITEBACK) as parked:
+        parked.write_file("model.sql", "select 1")
+    parked_row = w.service.get(parked.id)
+    orphan = new_sandbox_id()
+    w.provider.create(orphan, DATA_APP)
+    # Theirs: the same shapes, in their log.
+    their_live = other.create(DATA_APP, conversation())
+    with other.turn(conversation(), DATA_APP) as their_parked:
+        their_parked.write_file("main.py", "print('theirs')")
+    their_parked_row = other.get(their_parked.id)
+
+    theirs = other.reconcile()
+
+    assert (theirs.removed, theirs.errors) == ([], [])
+    assert w.service.exec(live.id, ["echo", "ok"]).stdout == "ok\n"
+    assert w.provider.snapshot_ok(w.snapshot(parked_row))
+    inst = w.provider.instance(orphan)
+    assert inst is not None and inst.status == "running"
+
+    ours = w.service.reconcile()
+
+    # Our reconcile removes our orphan and nothing of theirs.
+    assert ours.errors == [] and len(ours.removed) == 1 and orphan in ours.removed[0], ours.removed
+    assert other.exec(their_live.id, ["echo", "ok"]).stdout == "ok\n"
+    with other.turn(their_parked_row.conversation_id or "", DATA_APP) as back:
+        assert back.id == their_parked.id
+        assert back.read_file("main.py") == b"print('theirs')"
+    # Each lists only its own.
+    listed = {i.sandbox_id for i in w.provider.list_instances()}
+    assert live.id in listed and their_live.id not in listed and their_parked.id not in listed
+    assert [sid for sid, _ in w.provider.list_snapshots()] == [parked.id]
+    with w.service.turn(parked_row.conversation_id or "", AI_WRITEBACK) as mine:
+        assert mine.read_file("model.sql") == b"select 1"
+    assert w.clean() == []
+    assert verify(other.store, POLICY) == []
+    other.store.close()  # type: ignore[attr-defined]
