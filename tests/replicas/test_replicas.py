@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,8 +88,25 @@ def test_two_schedulers_suspend_every_due_sandbox_exactly_once(fake: FakeE2B, cl
 
 
 @pytest.mark.postgres
-def test_racing_turns_on_one_conversation_one_proceeds(fake: FakeE2B, clean_pg_url: str) -> None:
-    env = replica_env(fake, clean_pg_url)
+@pytest.mark.parametrize("provider", ["e2b", pytest.param("docker", marks=pytest.mark.docker)])
+def test_racing_turns_on_one_conversation_one_proceeds(
+    provider: str, fake: FakeE2B, clean_pg_url: str, tmp_path: Path
+) -> None:
+    if provider == "e2b":
+        env = replica_env(fake, clean_pg_url)
+    else:
+        docker = pytest.importorskip("docker")
+        try:
+            docker.from_env(timeout=5).images.get("lightdash-ai-writeback:local")
+        except Exception as exc:
+            pytest.skip(f"Docker engine or image missing ({exc}): run scripts/start-docker.sh")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("E2B_", "SANDBOX_"))},
+            "SANDBOX_PROVIDER": "docker",
+            "SANDBOX_DATABASE_URL": clean_pg_url,
+            "SANDBOX_DATA_DIR": str(tmp_path / "data"),
+            "SANDBOX_DEPLOYMENT": f"race-{uuid.uuid4().hex[:8]}",
+        }
     ctx = multiprocessing.get_context("spawn")
     n = 6
     barrier = ctx.Barrier(n)
@@ -99,15 +117,25 @@ def test_racing_turns_on_one_conversation_one_proceeds(fake: FakeE2B, clean_pg_u
     ]
     for p in procs:
         p.start()
-    outcomes = [results.get(timeout=120) for _ in range(n)]
+    outcomes = [results.get(timeout=180) for _ in range(n)]
     for p in procs:
         p.join(timeout=60)
     kinds = Counter(kind for kind, _ in outcomes)
     assert kinds == {"won": 1, "busy": n - 1}, outcomes
     (winner,) = [sid for kind, sid in outcomes if kind == "won"]
-    # Exactly one provider sandbox exists for the conversation, and it is the winner's.
-    ours = [s for s in fake.sandboxes() if s.metadata.get("sandbox_lifecycle_id") == winner]
-    assert len(ours) == 1 and len(fake.sandboxes()) == 1
     service = build_service(env)
-    assert service.get(winner).state == "suspended"
-    assert verify(service.store, service.policy) == []
+    try:
+        assert service.get(winner).state == "suspended"
+        assert verify(service.store, service.policy) == []
+        assert [r.id for r in service.list()] == [winner]
+        if provider == "e2b":
+            # Exactly one provider sandbox was made for the conversation, and it is the winner's.
+            ours = [s for s in fake.sandboxes() if s.metadata.get("sandbox_lifecycle_id") == winner]
+            assert len(ours) == 1 and len(fake.sandboxes()) == 1
+        else:
+            # Exactly one container was made, and suspending it removed it: none is left behind.
+            assert service.provider.list_instances() == []
+            creates = [h for h in service.history(winner) if h.type == "Created"]
+            assert len(creates) == 1
+    finally:
+        service.destroy(winner)
