@@ -19,8 +19,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -e "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    echo "setup-venv: installing sandbox-lifecycle and its dev tools into .venv" >&2
+    # Quiet unless it fails: then the whole pip log is shown.
+    if ! { .venv/bin/python -m pip install -q --upgrade pip \
+        && .venv/bin/python -m pip install -q -e '.[dev]'; } >.venv/pip.log 2>&1; then
+        cat .venv/pip.log >&2
+        exit 1
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
