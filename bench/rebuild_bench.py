@@ -3,8 +3,10 @@
     .venv/bin/python bench/rebuild_bench.py [--events N] [--pg-url postgresql+psycopg://...]
 
 The log is realistic: each sandbox lives create → turns (activity, suspend, resume) → retention GC, as the
-decider emits it. Events are bulk-inserted (that part is not timed); the rebuild reads the log in commit
-order through the store, decodes, folds and projects, exactly as `sandboxctl replay --rebuild` does.
+decider emits it. Events are bulk-inserted (that part is not timed); the rebuild reads the streams in
+(stream id, version) order through the store, decodes, folds and projects, exactly as
+`sandboxctl replay --rebuild` does: in one process, then in parallel (this process and spawned workers
+claiming ranges of stream ids, see adapters/rebuild.py).
 Target: >= 200,000 events/s on a 2-core machine.
 """
 

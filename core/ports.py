@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
@@ -40,6 +40,26 @@ class EventStore(Protocol):
         """Events in commit order; a tailing reader never misses a late-committing one."""
         ...
 
+    def read_streams(
+        self, after: tuple[str, int] = ("", 0), before: str | None = None, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Events ordered by (stream id, version), from just after the key ``after`` up to the stream
+        ``before`` (excluded; None: to the end). Pass the last event's (stream_id, version) to page on.
+
+        For folds that need each stream in order but not the global commit order (rebuilds): each
+        stream comes whole and consecutively, and a range of stream ids is read without the others.
+        Stream ids are ordered by the store (its collation), never compare them yourself.
+        """
+        ...
+
+    def split_streams(self, parts: int) -> list[str]:
+        """Up to ``parts - 1`` ascending stream ids cutting the streams into ranges holding about
+        equal numbers of events: up to b1 (excluded), from b1 up to b2, ..., from bk to the end.
+
+        Approximate (may sample), but the ranges always cover every stream exactly once.
+        """
+        ...
+
     def get_sandbox(self, sandbox_id: str) -> SandboxRow | None: ...
 
     def find_live(self, conversation_id: str, kind: str) -> SandboxRow | None:
@@ -61,6 +81,10 @@ class EventStore(Protocol):
         ...
 
     def stream_ids(self) -> list[str]: ...
+
+    def replace_all_projections(self, projections: Iterable[Projection]) -> None:
+        """Replace every read-model row and deadline in one transaction (``replay --rebuild``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
 
 class EventDecodeError(StoreError):
     def __init__(self, record: RecordedEvent, detail: str) -> None:
+        self.record = record
+        self.detail = detail
         self.stream_id = record.stream_id
         self.version = record.version
         self.type = record.type
@@ -35,6 +37,11 @@ class EventDecodeError(StoreError):
             f"cannot decode event {record.type!r} (schema v{record.schema_version}) at version "
             f"{record.version} of stream {record.stream_id!r}: {detail}"
         )
+
+    def __reduce__(self) -> tuple[type[EventDecodeError], tuple[RecordedEvent, str]]:
+        # Rebuilds decode in worker processes and raise there: the error must survive the pickle
+        # trip back (by default it would be rebuilt from its message alone, which __init__ refuses).
+        return (type(self), (self.record, self.detail))
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
@@ -83,46 +90,66 @@ def upcast(type_name: str, schema_version: int, data: JSON, target: int) -> JSON
     return data
 
 
+class _Plan(typing.NamedTuple):
+    """What decoding one event type needs, looked up once per record (by type name)."""
+
+    cls: type[Event]
+    schema_version: int
+    field_types: dict[str, tuple[type, ...]]
+    datetime_fields: frozenset[str]
+
+
+_PLANS: dict[str, _Plan] = {
+    name: _Plan(cls, cls.SCHEMA_VERSION, _FIELD_TYPES[cls], _DATETIME_FIELDS[cls])
+    for name, cls in EVENT_TYPES.items()
+}
+
+
 def decode(record: RecordedEvent) -> Event:
-    cls = EVENT_TYPES.get(record.type)
-    if cls is None:
+    plan = _PLANS.get(record.type)
+    if plan is None:
         raise EventDecodeError(record, "unknown event type (written by a newer release?)")
-    if record.schema_version != cls.SCHEMA_VERSION:
-        if record.schema_version > cls.SCHEMA_VERSION:
+    data = record.data
+    if record.schema_version != plan.schema_version:
+        if record.schema_version > plan.schema_version:
             raise EventDecodeError(
                 record,
-                f"schema v{record.schema_version} is newer than this release knows (v{cls.SCHEMA_VERSION})",
+                f"schema v{record.schema_version} is newer than this release knows (v{plan.schema_version})",
             )
         try:
-            data = upcast(record.type, record.schema_version, dict(record.data), cls.SCHEMA_VERSION)
+            data = upcast(record.type, record.schema_version, dict(data), plan.schema_version)
         except KeyError as exc:
             raise EventDecodeError(record, str(exc)) from exc
-    else:
-        data = record.data
+    meta = record.metadata
     try:
-        kwargs: dict[str, Any] = {**data, **_envelope(record)}
-        for key in _DATETIME_FIELDS[cls]:
+        # The envelope wins over payload keys of the same name (encode never writes them).
+        kwargs: dict[str, Any] = {
+            **data,
+            "at": record.occurred_at,
+            "actor": meta["actor"],
+            "reason": meta["reason"],
+        }
+        for key in plan.datetime_fields:
             value = kwargs.get(key)
             if type(value) is str:
                 kwargs[key] = datetime.fromisoformat(value)
-        event = cls(**kwargs)
+        event = plan.cls(**kwargs)
     except (KeyError, TypeError, ValueError) as exc:
         raise EventDecodeError(record, f"malformed payload ({type(exc).__name__}: {exc})") from exc
-    _check_types(record, event)
+    # The constructor accepted exactly the declared fields (missing ones take their declared, well
+    # typed defaults), so checking the given values checks the event; cheaper than reading it back.
+    field_types = plan.field_types
+    for name, value in kwargs.items():
+        if type(value) not in field_types[name]:
+            _check_type(record, name, value, field_types[name])
     return event
 
 
-def _envelope(record: RecordedEvent) -> dict[str, Any]:
-    meta = record.metadata
-    return {"at": record.occurred_at, "actor": meta["actor"], "reason": meta["reason"]}
+def _check_type(record: RecordedEvent, name: str, value: object, allowed: tuple[type, ...]) -> None:
+    """Reject a value that does not have its field's declared type (a str where an int belongs).
 
-
-def _check_types(record: RecordedEvent, event: Event) -> None:
-    """Reject payloads whose values do not have the declared types (a str where an int belongs)."""
-    for name, allowed in _FIELD_TYPES[type(event)].items():
-        value = getattr(event, name)
-        if type(value) in allowed:
-            continue
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            expected = " | ".join(t.__name__ for t in allowed)
-            raise EventDecodeError(record, f"field {name!r} should be {expected}, got {type(value).__name__}")
+    Subclasses pass (e.g. an aware datetime subclass), except bool for an int: JSON true is not 1.
+    """
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        expected = " | ".join(t.__name__ for t in allowed)
+        raise EventDecodeError(record, f"field {name!r} should be {expected}, got {type(value).__name__}")

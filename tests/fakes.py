@@ -91,6 +91,20 @@ class InMemoryEventStore:
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return self.events[after_position : after_position + limit]
 
+    def read_streams(
+        self, after: tuple[str, int] = ("", 0), before: str | None = None, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        events = sorted(self.events, key=lambda e: (e.stream_id, e.version))
+        return [
+            e for e in events if (e.stream_id, e.version) > after and (before is None or e.stream_id < before)
+        ][:limit]
+
+    def split_streams(self, parts: int) -> list[str]:
+        if parts < 1:
+            raise ValueError(f"cannot split the streams into {parts} parts")
+        ids = sorted(e.stream_id for e in self.events)
+        return sorted({ids[len(ids) * i // parts] for i in range(1, parts) if ids} - {ids[0] if ids else ""})
+
     def get_sandbox(self, sandbox_id: str) -> SandboxRow | None:
         return self.rows.get(sandbox_id)
 
