@@ -85,7 +85,13 @@ class Settings:
         return {
             "provider": self.provider,
             "database": redact_url(self.database_url),
-            "snapshots": f"s3://{self.s3_bucket}" if self.s3_bucket else str(self.snapshot_dir),
+            "snapshots": (
+                "kept by E2B (native pause)"
+                if self.provider == "e2b"
+                else f"s3://{self.s3_bucket}"
+                if self.s3_bucket
+                else str(self.snapshot_dir)
+            ),
             "idle_timeout_ms": str(int(self.policy.idle_timeout.total_seconds() * 1000)),
             "snapshot_retention_ms": str(int(self.policy.retention.total_seconds() * 1000)),
             "deployment": self.deployment,
