@@ -45,7 +45,8 @@ if [ "$ready" != 1 ]; then
     exit 1
 fi
 
-psql_admin() { runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qtAX -p "$PG_PORT" "$@"; }
+# From /: the postgres user may not be allowed into the directory this script was started from.
+psql_admin() { (cd / && runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qtAX -p "$PG_PORT" "$@"); }
 
 if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '${PG_USER}'")" != 1 ]; then
     log "creating role ${PG_USER}"
