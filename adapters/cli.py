@@ -16,7 +16,6 @@ from core import lifecycle
 from core.errors import (
     ConfigError,
     ExecTimeout,
-    ProviderError,
     SandboxBusy,
     SandboxError,
     SandboxExpired,
@@ -253,6 +252,17 @@ class _Usage(Exception):
     pass
 
 
+# First match wins: the specific errors before the families they belong to.
+_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (_Usage, EXIT_USAGE),
+    (SandboxNotFound, EXIT_NOT_FOUND),
+    (SandboxBusy, EXIT_BUSY),
+    (SandboxExpired, EXIT_EXPIRED),
+    (ExecTimeout, EXIT_TIMEOUT),
+    (BaseException, EXIT_ERROR),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sandboxctl", description="Run and inspect sandboxes for AI coding agents."
@@ -333,26 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.fn(args))
-    except _Usage as exc:
-        print(f"sandboxctl: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SandboxNotFound as exc:
-        print(f"sandboxctl: {exc}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    except SandboxBusy as exc:
-        print(f"sandboxctl: {exc}", file=sys.stderr)
-        return EXIT_BUSY
-    except SandboxExpired as exc:
-        print(f"sandboxctl: {exc}", file=sys.stderr)
-        return EXIT_EXPIRED
-    except ExecTimeout as exc:
-        print(f"sandboxctl: {exc}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except (ConfigError, ProviderError, SandboxError, StoreError) as exc:
-        print(f"sandboxctl: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except (_Usage, ConfigError, SandboxError, StoreError) as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
 
 
 if __name__ == "__main__":

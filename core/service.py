@@ -198,16 +198,8 @@ class SandboxService:
         self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
     ) -> sb.Sandbox:
         assert state.kind is not None
-        try:
+        with self._failure_recorded(state, cid, "provider_error", at):
             ref = self.provider.create(state.id, state.kind)
-        except ProviderError as exc:
-            self._apply(
-                state,
-                sb.MarkFailed(error=str(exc), actor=self.actor, reason="provider_error"),
-                correlation_id=cid,
-                at=at,
-            )
-            raise
         try:
             return self._apply(
                 state,
@@ -219,6 +211,26 @@ class SandboxService:
             # Recording failed: the sandbox must not outlive its record (no orphan).
             log.warning("recording sandbox %s failed; destroying its provider sandbox", state.id)
             self.provider.destroy(state.id, ref)
+            raise
+
+    @contextmanager
+    def _failure_recorded(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None
+    ) -> Iterator[None]:
+        """A failed side effect gets an outcome too: a provider that lost the sandbox expires it; any
+        other provider error returns it to the stable state the intent left (the error re-raised)."""
+        try:
+            yield
+        except ProviderLost as exc:
+            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
+            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+        except ProviderError as exc:
+            self._apply(
+                state,
+                sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason),
+                correlation_id=cid,
+                at=at,
+            )
             raise
 
     def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
@@ -233,21 +245,10 @@ class SandboxService:
         self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
     ) -> sb.Sandbox:
         assert state.status == lc.SUSPENDING and state.kind and state.pending_snapshot_key
-        try:
+        with self._failure_recorded(state, cid, reason, at):
             info = self.provider.suspend(
                 state.id, state.provider_ref or "", state.kind, state.pending_snapshot_key
             )
-        except ProviderLost as exc:
-            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
-            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
-        except ProviderError as exc:
-            self._apply(
-                state,
-                sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason),
-                correlation_id=cid,
-                at=at,
-            )
-            raise
         previous = state.snapshot_key
         after = self._apply(
             state,
@@ -284,19 +285,8 @@ class SandboxService:
     ) -> sb.Sandbox:
         assert state.status == lc.RESUMING and state.kind and state.snapshot_key
         snapshot = SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
-        try:
+        with self._failure_recorded(state, cid, reason, at):
             ref = self.provider.resume(state.id, state.kind, snapshot)
-        except ProviderLost as exc:
-            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
-            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
-        except ProviderError as exc:
-            self._apply(
-                state,
-                sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason),
-                correlation_id=cid,
-                at=at,
-            )
-            raise
         after = self._apply(
             state,
             sb.MarkResumed(provider_ref=ref, actor=self.actor, reason=reason),
