@@ -48,19 +48,9 @@ def history(sandbox_id: str, records: Iterable[RecordedEvent]) -> list[HistoryEn
     return out
 
 
-def fold_all(records: Iterable[RecordedEvent]) -> dict[str, Sandbox]:
-    """Fold the global feed into every sandbox's state (one pass, in commit order)."""
-    states: dict[str, Sandbox] = {}
-    for record in records:
-        sid = record.stream_id
-        state = states.get(sid)
-        states[sid] = evolve(state if state is not None else initial(sid), decode(record))
-    return states
-
-
 def fold_streams(records: Iterable[RecordedEvent]) -> Iterator[Sandbox]:
     """Fold records grouped by stream, each stream in version order (``read_streams``): every
-    sandbox's final state, one at a time. No per-event dictionary lookups, unlike ``fold_all``."""
+    sandbox's final state, one at a time. The state is carried along, never looked up."""
     it = iter(records)
     head = next(it, None)
     if head is None:
@@ -74,16 +64,6 @@ def fold_streams(records: Iterable[RecordedEvent]) -> Iterator[Sandbox]:
             state = initial(sid)
         state = evolve(state, decode(record))
     yield state
-
-
-def iter_all(store: EventStore, batch: int = 10_000) -> Iterator[RecordedEvent]:
-    position = 0
-    while True:
-        chunk = store.read_all(after_position=position, limit=batch)
-        if not chunk:
-            return
-        yield from chunk
-        position = chunk[-1].position
 
 
 def iter_streams(

@@ -22,8 +22,8 @@ from events import types as ev
 class Sandbox(NamedTuple):
     """A sandbox's state: the fold of its events.
 
-    A NamedTuple rather than a dataclass because replay copies it once per event, and ``_replace``
-    is several times cheaper than ``dataclasses.replace`` (measured in bench/rebuild_bench.py).
+    A NamedTuple rather than a dataclass because replay copies it once per event, and a tuple is
+    several times cheaper to copy than a frozen dataclass (see ``_copy``; bench/rebuild_bench.py).
     """
 
     id: str
@@ -287,29 +287,29 @@ def _ms(delta: timedelta) -> int:
 # changes written at precomputed indexes, then tuple.__new__. ``_replace`` (a generic map over every
 # field plus keyword bookkeeping) cost about three times as much (bench/rebuild_bench.py).
 _INDEX = {name: i for i, name in enumerate(Sandbox._fields)}
-_VERSION, _STATUS, _STATE_SINCE = _INDEX["version"], _INDEX["status"], _INDEX["state_since"]
+_VERSION, _STATUS = _INDEX["version"], _INDEX["status"]
 _new_state = tuple.__new__
+
+
+def _copy(state: Sandbox, changes: dict[str, Any]) -> Sandbox:
+    values: list[Any] = list(state)
+    values[_VERSION] += 1
+    for name, value in changes.items():
+        values[_INDEX[name]] = value
+    return _new_state(Sandbox, values)
 
 
 def _next(state: Sandbox, **changes: Any) -> Sandbox:
     """The state after one more event: version + 1 and ``changes`` (names of Sandbox fields)."""
-    values: list[Any] = list(state)
-    values[_VERSION] += 1
-    for name, value in changes.items():
-        values[_INDEX[name]] = value
-    return _new_state(Sandbox, values)
+    return _copy(state, changes)
 
 
 def _moved(state: Sandbox, status: str, at: datetime, **changes: Any) -> Sandbox:
     """``_next`` into ``status``; ``state_since`` restarts only when the status changes."""
-    values: list[Any] = list(state)
-    values[_VERSION] += 1
-    if status != values[_STATUS]:
-        values[_STATUS] = status
-        values[_STATE_SINCE] = at
-    for name, value in changes.items():
-        values[_INDEX[name]] = value
-    return _new_state(Sandbox, values)
+    if status != state[_STATUS]:
+        changes["status"] = status
+        changes["state_since"] = at
+    return _copy(state, changes)
 
 
 def evolve(state: Sandbox, event: ev.Event) -> Sandbox:

@@ -222,8 +222,7 @@ class SandboxService:
         try:
             yield
         except ProviderLost as exc:
-            self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
-            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+            raise self._mark_lost(state, exc, cid, at) from exc
         except ProviderError as exc:
             self._apply(
                 state,
@@ -232,6 +231,13 @@ class SandboxService:
                 at=at,
             )
             raise
+
+    def _mark_lost(
+        self, state: sb.Sandbox, exc: ProviderLost, cid: str | None = None, at: datetime | None = None
+    ) -> SandboxExpired:
+        """Record that the provider no longer has the sandbox; returns the error for the caller."""
+        self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
+        return SandboxExpired(state.id, self.clock(), "provider_lost")
 
     def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
         cid = uuid.uuid4().hex
@@ -356,10 +362,10 @@ class SandboxService:
             return call(state.provider_ref)
         except ProviderLost as exc:
             try:
-                self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor))
+                expired = self._mark_lost(state, exc)
             except ConcurrencyError:
                 raise exc from None  # it moved on meanwhile (suspended, destroyed): not ours to judge
-            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+            raise expired from exc
 
     def exec(
         self,
