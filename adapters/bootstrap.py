@@ -84,8 +84,10 @@ def build_service(
     environ: Mapping[str, str] | None = None, *, settings: Settings | None = None
 ) -> SandboxService:
     settings = settings or Settings.from_env(environ)
-    if settings.provider == "docker" and settings.environ.get("NODE_ENV") == "production":
-        # The provider's own refusal, raised before anything can be recorded in the log.
-        build_provider(settings)
+    if settings.provider == "docker":
+        from adapters.docker_provider import refuse_production
+
+        # Before anything can be recorded in the log, not when the lazy provider is first used.
+        refuse_production(settings.environ)
     provider: Any = LazyProvider(settings.provider, lambda: build_provider(settings))
     return SandboxService(build_store(settings), provider, policy=settings.policy)

@@ -102,6 +102,16 @@ class DockerLimits:
     max_read_bytes: int = 16 * 1024**2  # per read_file
 
 
+def refuse_production(environ: Mapping[str, str]) -> None:
+    """Raise ProviderRefused under NODE_ENV=production (checked before anything is built or recorded)."""
+    if environ.get("NODE_ENV") == "production":
+        raise ProviderRefused(
+            "the Docker provider refuses NODE_ENV=production: the Docker socket is root-equivalent and "
+            "a container is not an isolation boundary for untrusted, agent-written code; "
+            "use SANDBOX_PROVIDER=e2b in production"
+        )
+
+
 class DockerProvider:
     name = "docker"
 
@@ -115,12 +125,7 @@ class DockerProvider:
         limits: DockerLimits | None = None,
         deployment: str = "default",
     ) -> None:
-        if environ.get("NODE_ENV") == "production":
-            raise ProviderRefused(
-                "the Docker provider refuses NODE_ENV=production: the Docker socket is root-equivalent and "
-                "a container is not an isolation boundary for untrusted, agent-written code; "
-                "use SANDBOX_PROVIDER=e2b in production"
-            )
+        refuse_production(environ)
         if not _DEPLOYMENT_NAME.fullmatch(deployment):
             raise ValueError(
                 f"invalid deployment name {deployment!r} (SANDBOX_DEPLOYMENT): use 1-63 letters, digits, "
