@@ -1,4 +1,5 @@
-"""Fixtures shared across suites: migrated, empty event logs on SQLite and on the real PostgreSQL."""
+"""Fixtures shared across suites: migrated, empty event logs on SQLite and on the real PostgreSQL, and
+the real Docker engine with the local sandbox images."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
 import pytest
 import sqlalchemy as sa
 
+from core.kinds import AI_WRITEBACK, DATA_APP
 from events.migrate import upgrade
 from tests.store.helpers import pg_schema
 
 PG_ENV = "SANDBOX_TEST_PG_URL"
+DOCKER_IMAGES = {
+    DATA_APP: os.environ.get("SANDBOX_DOCKER_IMAGE", "lightdash-sandbox:local"),
+    AI_WRITEBACK: os.environ.get("SANDBOX_AI_WRITEBACK_DOCKER_IMAGE", "lightdash-ai-writeback:local"),
+}
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +56,30 @@ def clean_sqlite_url(tmp_path: Path, migrated_sqlite_template: Path) -> str:
     path = tmp_path / "events.db"
     shutil.copyfile(migrated_sqlite_template, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[docker.DockerClient]:
+    """The local engine, with both sandbox images built.
+
+    No engine: a skip that says what to run (scripts/test always starts one). An engine without the
+    images is a failure, not a skip: the suites that need them would otherwise pass without running.
+    """
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"Docker engine unreachable ({exc}); start it with `sudo scripts/start-docker.sh`")
+    missing = []
+    for kind, image in DOCKER_IMAGES.items():
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            missing.append(f"{image} ({kind})")
+    if missing:
+        client.close()
+        pytest.fail(
+            f"missing images {', '.join(missing)}: run `sudo scripts/start-docker.sh`, which builds them"
+        )
+    yield client
+    client.close()

@@ -6,7 +6,6 @@ Every container a test creates carries this run's id prefix and is removed by la
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,12 +16,8 @@ import pytest
 
 from adapters.docker_provider import LABEL_ID, LABEL_MANAGED, DockerLimits, DockerProvider
 from adapters.localfs import LocalSnapshotStore
-from core.kinds import AI_WRITEBACK, DATA_APP
+from tests.conftest import DOCKER_IMAGES
 
-IMAGES = {
-    DATA_APP: os.environ.get("SANDBOX_DOCKER_IMAGE", "lightdash-sandbox:local"),
-    AI_WRITEBACK: os.environ.get("SANDBOX_AI_WRITEBACK_DOCKER_IMAGE", "lightdash-ai-writeback:local"),
-}
 # Small enough that the truncation test streams only a few MiB.
 TEST_LIMITS = DockerLimits(memory_bytes=512 * 1024**2, pids=256, max_output_bytes=64 * 1024)
 # Sandbox ids of this pytest run start with it, so cleanup never touches anyone else's containers.
@@ -32,25 +27,10 @@ DEPLOYMENT = RUN_PREFIX
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"Docker engine unreachable ({exc}); start it with `sudo scripts/start-docker.sh`")
-    missing = []
-    for kind, image in IMAGES.items():
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            missing.append(f"{image} ({kind})")
-    if missing:
-        pytest.fail(
-            f"missing images {', '.join(missing)}: run `sudo scripts/start-docker.sh`, which builds them"
-        )
+def docker_client(docker_engine: docker.DockerClient) -> Iterator[docker.DockerClient]:
+    client = docker_engine
     yield client
     _remove_run_leftovers(client)
-    client.close()
 
 
 def _remove_run_leftovers(client: docker.DockerClient) -> None:
@@ -70,7 +50,7 @@ def store(tmp_path: Path) -> LocalSnapshotStore:
 @pytest.fixture
 def provider(docker_client: docker.DockerClient, store: LocalSnapshotStore) -> DockerProvider:
     return DockerProvider(
-        IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT
+        DOCKER_IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT
     )
 
 

@@ -29,7 +29,8 @@ from core.errors import (
 )
 from core.kinds import AI_WRITEBACK, DATA_APP, HOME
 from core.ports import SnapshotInfo
-from tests.docker.conftest import DEPLOYMENT, IMAGES, TEST_LIMITS
+from tests.conftest import DOCKER_IMAGES
+from tests.docker.conftest import DEPLOYMENT, TEST_LIMITS
 
 pytestmark = pytest.mark.docker
 
@@ -53,7 +54,7 @@ def containers_of(client: docker.DockerClient, sandbox_id: str) -> list[str]:
 
 def test_refuses_production(store: LocalSnapshotStore) -> None:
     with pytest.raises(ProviderRefused, match="SANDBOX_PROVIDER=e2b") as caught:
-        DockerProvider(IMAGES, store, environ={"NODE_ENV": "production"})
+        DockerProvider(DOCKER_IMAGES, store, environ={"NODE_ENV": "production"})
     assert "root-equivalent" in str(caught.value)
     assert not caught.value.retryable
 
@@ -61,7 +62,7 @@ def test_refuses_production(store: LocalSnapshotStore) -> None:
 @pytest.mark.parametrize("name", ["", ".", "..", "-x", "a/b", "a b", "x" * 64])
 def test_refuses_an_invalid_deployment_name(store: LocalSnapshotStore, name: str) -> None:
     with pytest.raises(ValueError, match="SANDBOX_DEPLOYMENT"):
-        DockerProvider(IMAGES, store, environ={}, deployment=name)
+        DockerProvider(DOCKER_IMAGES, store, environ={}, deployment=name)
 
 
 def test_missing_image_names_the_build_script(
@@ -149,7 +150,7 @@ def test_create_refuses_a_foreign_container_with_our_name(
 ) -> None:
     sandbox_id = new_id()
     foreign = docker_client.containers.create(
-        IMAGES[DATA_APP], name=f"sbx-{sandbox_id}", labels={LABEL_ID: sandbox_id}
+        DOCKER_IMAGES[DATA_APP], name=f"sbx-{sandbox_id}", labels={LABEL_ID: sandbox_id}
     )
     with pytest.raises(ProviderRefused, match="does not manage"):
         provider.create(sandbox_id, DATA_APP)
@@ -450,7 +451,12 @@ def test_snapshots_live_under_the_deployment_prefix(
     info = provider.suspend(sandbox_id, ref, DATA_APP, key)
     # Someone else's objects in the same store: another deployment's, and one outside any deployment.
     other = DockerProvider(
-        IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=f"{DEPLOYMENT}-b"
+        DOCKER_IMAGES,
+        store,
+        client=docker_client,
+        environ={},
+        limits=TEST_LIMITS,
+        deployment=f"{DEPLOYMENT}-b",
     )
     for raw in (f"{DEPLOYMENT}-b/snapshots/{sandbox_id}/2.tar.zst", f"snapshots/{sandbox_id}/3.tar.zst"):
         store.put(raw, io.BytesIO(b"not ours"))
@@ -482,7 +488,12 @@ def test_a_container_of_another_deployment_is_never_adopted(
     sandbox_id = new_id()
     ref = provider.create(sandbox_id, DATA_APP)
     other = DockerProvider(
-        IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=f"{DEPLOYMENT}-b"
+        DOCKER_IMAGES,
+        store,
+        client=docker_client,
+        environ={},
+        limits=TEST_LIMITS,
+        deployment=f"{DEPLOYMENT}-b",
     )
     clash = rf"belongs to deployment '{DEPLOYMENT}', not '{DEPLOYMENT}-b'"
 

@@ -15,7 +15,6 @@ reconciles) only what that test made, even on a Docker engine shared with other 
 from __future__ import annotations
 
 import dataclasses
-import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +24,11 @@ from typing import Any
 import pytest
 
 from adapters.e2b_provider import E2BProvider, E2BSettings
-from core.kinds import AI_WRITEBACK, DATA_APP
 from core.ports import SandboxProvider, SnapshotInfo
+from tests.conftest import DOCKER_IMAGES
 from tests.e2b.conftest import API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
 
-IMAGES = {
-    DATA_APP: os.environ.get("SANDBOX_DOCKER_IMAGE", "lightdash-sandbox:local"),
-    AI_WRITEBACK: os.environ.get("SANDBOX_AI_WRITEBACK_DOCKER_IMAGE", "lightdash-ai-writeback:local"),
-}
 # Docker labels of the provider, repeated here so cleanup does not go through the code under test.
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_DEPLOYMENT = "sandbox-lifecycle.deployment"
@@ -110,29 +105,8 @@ def e2b_provider(fake: FakeE2B, deployment: str) -> E2BProvider:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    """The local engine with both images, or a skip that says what to run."""
-    import docker
-    import docker.errors
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"Docker engine unreachable ({exc}); `sudo scripts/start-docker.sh` starts it")
-    missing = []
-    for kind, image in IMAGES.items():
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            missing.append(f"{image} ({kind})")
-    if missing:
-        client.close()
-        pytest.skip(
-            f"Docker images missing: {', '.join(missing)}; `sudo scripts/start-docker.sh` builds them"
-        )
-    yield client
-    client.close()
+def docker_client(docker_engine: Any) -> Any:
+    return docker_engine
 
 
 def remove_docker_sandboxes(
@@ -154,7 +128,7 @@ def docker_provider(client: Any, snapshot_dir: Path, deployment: str) -> Sandbox
     # A small memory cap: this machine has two cores and runs other suites next to this one.
     limits = DockerLimits(memory_bytes=512 * 1024**2, pids=256)
     return DockerProvider(
-        IMAGES,
+        DOCKER_IMAGES,
         LocalSnapshotStore(snapshot_dir),
         client=client,
         environ={},

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import IMAGES, remove_docker_sandboxes
+from tests.conftest import DOCKER_IMAGES
+from tests.providers.conftest import remove_docker_sandboxes
 
 pytestmark = pytest.mark.docker
 
@@ -33,8 +34,8 @@ def base_env(data_dir: Path) -> dict[str, str]:
     env.update(
         SANDBOX_PROVIDER="docker",
         SANDBOX_DATA_DIR=str(data_dir),
-        SANDBOX_DOCKER_IMAGE=IMAGES["data-app"],
-        SANDBOX_AI_WRITEBACK_DOCKER_IMAGE=IMAGES["ai-writeback"],
+        SANDBOX_DOCKER_IMAGE=DOCKER_IMAGES["data-app"],
+        SANDBOX_AI_WRITEBACK_DOCKER_IMAGE=DOCKER_IMAGES["ai-writeback"],
     )
     return env
 

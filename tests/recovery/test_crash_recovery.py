@@ -29,18 +29,6 @@ LEASE_MS = 500
 PAYLOAD = b"written in the turn before the crash\n"
 
 
-def docker_ready() -> bool:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        client.ping()
-        client.images.get("lightdash-sandbox:local")
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(params=["e2b", pytest.param("docker", marks=pytest.mark.docker)])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("E2B_", "SANDBOX_", "S3_"))}
@@ -59,8 +47,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
         finally:
             fake.stop()
     else:
-        if not docker_ready():
-            pytest.skip("the Docker engine or the local images are missing: run scripts/start-docker.sh")
+        request.getfixturevalue("docker_engine")
         env = {**base, "SANDBOX_PROVIDER": "docker"}
         yield env
         # Whatever a failed assertion left behind goes too.

@@ -90,16 +90,12 @@ def test_two_schedulers_suspend_every_due_sandbox_exactly_once(fake: FakeE2B, cl
 @pytest.mark.postgres
 @pytest.mark.parametrize("provider", ["e2b", pytest.param("docker", marks=pytest.mark.docker)])
 def test_racing_turns_on_one_conversation_one_proceeds(
-    provider: str, fake: FakeE2B, clean_pg_url: str, tmp_path: Path
+    provider: str, fake: FakeE2B, clean_pg_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if provider == "e2b":
         env = replica_env(fake, clean_pg_url)
     else:
-        docker = pytest.importorskip("docker")
-        try:
-            docker.from_env(timeout=5).images.get("lightdash-ai-writeback:local")
-        except Exception as exc:
-            pytest.skip(f"Docker engine or image missing ({exc}): run scripts/start-docker.sh")
+        request.getfixturevalue("docker_engine")
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("E2B_", "SANDBOX_"))},
             "SANDBOX_PROVIDER": "docker",
