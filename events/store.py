@@ -166,6 +166,7 @@ _EVENT_COLUMNS = {
     "occurred_at",
 }
 _READ_ALL = "SELECT {columns} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_READ_STREAM = "SELECT {columns} FROM events WHERE stream_id = ? AND version > ? ORDER BY version"
 # Rebuilds need each stream in version order, not the global commit order: keyset pages over the
 # unique (stream_id, version) index, bounded to a range of stream ids, so parallel workers each read
 # only their own rows. Both databases turn the row-value comparison into an index range.
@@ -225,19 +226,6 @@ def _live_conflict(stream_id: str, expected_version: int, projection: Projection
         row = projection.row
         detail = f"conversation {row.conversation_id!r} already has a live {row.kind!r} sandbox"
     return ConcurrencyError(stream_id, expected_version, detail)
-
-
-def _event(row: Row[Any]) -> RecordedEvent:
-    return RecordedEvent(
-        position=row.position,
-        stream_id=row.stream_id,
-        version=row.version,
-        type=row.type,
-        schema_version=row.schema_version,
-        data=row.data,
-        metadata=row.meta,
-        occurred_at=row.occurred_at,
-    )
 
 
 def _sandbox(row: Row[Any]) -> SandboxRow:
@@ -631,11 +619,6 @@ class SqlEventStore:
     def _build_reads(self) -> None:
         # Built once with bind parameters, so SQLAlchemy compiles each a single time (compiled cache).
         p = sa.bindparam
-        self._q_stream = (
-            sa.select(events)
-            .where(events.c.stream_id == p("stream_id"), events.c.version > p("after"))
-            .order_by(events.c.version)
-        )
         self._q_sandbox = sa.select(sandboxes).where(sandboxes.c.id == p("id"))
         self._q_live = sa.select(sandboxes).where(
             sandboxes.c.conversation_id == p("conversation_id"),
@@ -679,9 +662,7 @@ class SqlEventStore:
         return StoreError(f"database error: {exc.orig}")
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        with self._read() as conn:
-            rows = conn.execute(self._q_stream, {"stream_id": stream_id, "after": after_version})
-            return [_event(r) for r in rows]
+        return self._records(_READ_STREAM, (stream_id, after_version), f"stream {stream_id!r}")
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return self._records(_READ_ALL, (after_position, limit), "the event feed")
@@ -719,7 +700,7 @@ class SqlEventStore:
         return bounds
 
     def _records(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
-        """Bulk-read events (``_EVENT_COLUMNS``), straight from the driver.
+        """Read events (``_EVENT_COLUMNS``), straight from the driver: every read of events goes here.
 
         The feed and the streams are read a million rows at a time (replay, rebuilds, tailing), so this
         skips SQLAlchemy's per-row result processing: JSON is parsed by orjson and records are built
