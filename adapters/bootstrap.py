@@ -7,17 +7,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.settings import Settings
-from core.errors import ConfigError
-from core.ports import SandboxProvider, SnapshotStore
-from core.service import SandboxService
+from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.core.errors import ConfigError
+from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotStore
+from sandbox_lifecycle.core.service import SandboxService
 
 log = logging.getLogger("sandbox_lifecycle")
 
 
 def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
-    from events import migrate
-    from events.store import SqlEventStore
+    from sandbox_lifecycle.events import migrate
+    from sandbox_lifecycle.events.store import SqlEventStore
 
     url = settings.database_url
     if url.startswith("sqlite"):
@@ -39,13 +39,13 @@ def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
 
 def build_snapshot_store(settings: Settings) -> SnapshotStore:
     if settings.s3_bucket:
-        from adapters.s3 import S3SnapshotStore
+        from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
 
         store = S3SnapshotStore.from_env(settings.environ)
         # A fresh MinIO or test endpoint has no bucket yet; an existing one is left as it is.
         store.ensure_bucket()
         return store
-    from adapters.localfs import LocalSnapshotStore
+    from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
     settings.snapshot_dir.mkdir(parents=True, exist_ok=True)
     return LocalSnapshotStore(settings.snapshot_dir)
@@ -53,7 +53,7 @@ def build_snapshot_store(settings: Settings) -> SnapshotStore:
 
 def build_provider(settings: Settings) -> SandboxProvider:
     if settings.provider == "docker":
-        from adapters.docker_provider import DockerProvider
+        from sandbox_lifecycle.adapters.providers.docker import DockerProvider
 
         return DockerProvider(
             settings.docker_images,
@@ -61,7 +61,7 @@ def build_provider(settings: Settings) -> SandboxProvider:
             environ=settings.environ,
             deployment=settings.deployment,
         )
-    from adapters.e2b_provider import E2BProvider, E2BSettings
+    from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
 
     return E2BProvider(E2BSettings.from_env(settings.environ), deployment=settings.deployment)
 
@@ -85,7 +85,7 @@ def build_service(
 ) -> SandboxService:
     settings = settings or Settings.from_env(environ)
     if settings.provider == "docker":
-        from adapters.docker_provider import refuse_production
+        from sandbox_lifecycle.adapters.providers.docker import refuse_production
 
         # Before anything can be recorded in the log, not when the lazy provider is first used.
         refuse_production(settings.environ)

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
-from core.projection import Policy
-from core.replay import rebuild
-from events.records import Deadline, Projection, SandboxRow
-from events.store import SqlEventStore
+from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.core.replay import rebuild
+from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
+from sandbox_lifecycle.events.store import SqlEventStore
 
 _ROW_FIELDS = SandboxRow.__slots__
 # Ranges per process: more ranges balance better (a process finishes at most one range after the

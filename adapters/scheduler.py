@@ -15,7 +15,7 @@ from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from core.service import SandboxService
+from sandbox_lifecycle.core.service import SandboxService
 
 log = logging.getLogger("sandbox_lifecycle.scheduler")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from core.errors import ConfigError
-from core.kinds import AI_WRITEBACK, DATA_APP
-from core.projection import Policy
+from sandbox_lifecycle.core.errors import ConfigError
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
+from sandbox_lifecycle.core.projection import Policy
 
 PROVIDERS = ("e2b", "docker")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from events.records import NewEvent
-from events.tables import events as events_table
+from sandbox_lifecycle.events.records import NewEvent
+from sandbox_lifecycle.events.tables import events as events_table
 
 
 def bulk_insert(url: str, streams: Iterable[tuple[str, list[NewEvent]]], batch: int = 20_000) -> int:

@@ -32,8 +32,8 @@ from _fill import memory_mib
 from docker.types import Mount
 from snapshot_bench import start_moto
 
-from adapters.bootstrap import build_service
-from core.service import SandboxService
+from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.core.service import SandboxService
 
 IMAGE = os.environ.get("SANDBOX_DOCKER_IMAGE", "lightdash-sandbox:local")
 MiB = 1 << 20

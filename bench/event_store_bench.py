@@ -32,15 +32,15 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnection, SQ
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events.migrate import upgrade
-from events.records import NewEvent
-from events.store import SqlEventStore
+from sandbox_lifecycle.events.migrate import upgrade
+from sandbox_lifecycle.events.records import NewEvent
+from sandbox_lifecycle.events.store import SqlEventStore
 
 DEFAULT_PG_URL = "postgresql+psycopg://sandbox:sandbox@127.0.0.1:5432/sandbox_test"
 STREAMS = 100
 WARMUP = 200
 DATA = {"sandbox_id": "sbx-0123456789abcdef", "kind": "data-app", "actor": "bench", "reason": "activity"}
-TOPIC = "events.SandboxTouched"
+TOPIC = "sandbox_lifecycle.events.SandboxTouched"
 
 
 def _plan(n: int) -> list[tuple[str, int]]:

@@ -22,13 +22,13 @@ from datetime import UTC, datetime, timedelta
 
 from _fill import bulk_insert, private_pg_schema
 
-from adapters.rebuild import default_workers, parallel_rebuild
-from core import sandbox as sb
-from core.projection import Policy
-from events import migrate
-from events.codec import encode
-from events.records import NewEvent, Projection
-from events.store import SqlEventStore
+from sandbox_lifecycle.adapters.rebuild import default_workers, parallel_rebuild
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.events import migrate
+from sandbox_lifecycle.events.codec import encode
+from sandbox_lifecycle.events.records import NewEvent, Projection
+from sandbox_lifecycle.events.store import SqlEventStore
 
 
 def lifecycle_template(turns: int) -> list[sb.ev.Event]:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.archive import fetch_verified, pack_workspace, restore_stream
-from adapters.localfs import LocalSnapshotStore
-from adapters.s3 import S3SnapshotStore
-from core.kinds import kind_spec
-from core.ports import SnapshotStore
+from sandbox_lifecycle.adapters.snapshots.archive import fetch_verified, pack_workspace, restore_stream
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
+from sandbox_lifecycle.core.kinds import kind_spec
+from sandbox_lifecycle.core.ports import SnapshotStore
 
 SPEC = kind_spec("data-app").workspace
 MiB = 1 << 20

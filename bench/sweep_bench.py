@@ -22,13 +22,13 @@ from datetime import UTC, datetime, timedelta
 
 from _fill import bulk_insert, memory_mib, private_pg_schema
 
-from core import sandbox as sb
-from core.ports import ExecResult, ProviderInstance, SnapshotInfo
-from core.projection import Policy, project
-from events import migrate
-from events.codec import encode
-from events.records import NewEvent, Projection
-from events.store import SqlEventStore
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.core.projection import Policy, project
+from sandbox_lifecycle.events import migrate
+from sandbox_lifecycle.events.codec import encode
+from sandbox_lifecycle.events.records import NewEvent, Projection
+from sandbox_lifecycle.events.store import SqlEventStore
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = Policy()
@@ -94,9 +94,9 @@ def fill(url: str, n: int, due: int) -> None:
 def sweep_only(url: str) -> None:
     """Runs in a fresh process built like `sandboxctl scheduler`: the same modules, the same bootstrap
     (with the production default provider's SDK loaded), only the provider's calls stubbed."""
-    import adapters.e2b_provider  # noqa: F401 - the SDK a production scheduler holds in memory
-    from adapters.bootstrap import build_service
-    from adapters.scheduler import Ticker
+    import sandbox_lifecycle.adapters.providers.e2b  # noqa: F401 - the SDK a production scheduler holds in memory
+    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.scheduler import Ticker
 
     service = build_service({"SANDBOX_DATABASE_URL": url, "SANDBOX_PROVIDER": "e2b"})
     provider = CountingProvider()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from events.records import ConcurrencyError, DatabaseLocked, StoreError
+from sandbox_lifecycle.events.records import ConcurrencyError, DatabaseLocked, StoreError
 
 __all__ = [
     "ConcurrencyError",

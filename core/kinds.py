@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.ports import WorkspaceSpec
+from sandbox_lifecycle.core.ports import WorkspaceSpec
 
 DATA_APP = "data-app"
 AI_WRITEBACK = "ai-writeback"

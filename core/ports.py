@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
-from events.records import (
+from sandbox_lifecycle.events.records import (
     AppendResult,
     Deadline,
     NewEvent,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from core import lifecycle as lc
-from core.sandbox import Sandbox
-from events.records import Deadline, Projection, SandboxRow
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core.sandbox import Sandbox
+from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
 
 IDLE = "idle"
 RETENTION = "retention"

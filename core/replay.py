@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 
-from core.ports import EventStore
-from core.projection import Policy, project
-from core.sandbox import Sandbox, evolve, initial
-from events.codec import decode
-from events.records import Deadline, Projection, RecordedEvent, SandboxRow
+from sandbox_lifecycle.core.ports import EventStore
+from sandbox_lifecycle.core.projection import Policy, project
+from sandbox_lifecycle.core.sandbox import Sandbox, evolve, initial
+from sandbox_lifecycle.events.codec import decode
+from sandbox_lifecycle.events.records import Deadline, Projection, RecordedEvent, SandboxRow
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any, ClassVar, NamedTuple, TypedDict
 
-from core import lifecycle as lc
-from core.errors import InvalidTransition, SandboxBusy, SandboxExpired
-from events import types as ev
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core.errors import InvalidTransition, SandboxBusy, SandboxExpired
+from sandbox_lifecycle.events import types as ev
 
 # --------------------------------------------------------------------------------------------- state
 

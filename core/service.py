@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from core import lifecycle as lc
-from core import sandbox as sb
-from core.errors import (
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.errors import (
     ConcurrencyError,
     ProviderError,
     ProviderLost,
@@ -30,12 +30,12 @@ from core.errors import (
     SandboxExpired,
     SandboxNotFound,
 )
-from core.kinds import kind_spec
-from core.ports import EventStore, ExecResult, SandboxProvider, SnapshotInfo
-from core.projection import IDLE, LEASE, Policy, project
-from core.replay import HistoryEntry, history
-from events.codec import decode, encode
-from events.records import Deadline, SandboxRow
+from sandbox_lifecycle.core.kinds import kind_spec
+from sandbox_lifecycle.core.ports import EventStore, ExecResult, SandboxProvider, SnapshotInfo
+from sandbox_lifecycle.core.projection import IDLE, LEASE, Policy, project
+from sandbox_lifecycle.core.replay import HistoryEntry, history
+from sandbox_lifecycle.events.codec import decode, encode
+from sandbox_lifecycle.events.records import Deadline, SandboxRow
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -78,14 +78,6 @@ class SandboxService:
         self.policy = policy or Policy()
         self.clock = clock
         self.actor = actor
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxService:
-        # The one sanctioned upward reference: the composition root picks the adapters.
-        from adapters.bootstrap import build_service
-
-        service: SandboxService = build_service(environ)
-        return service
 
     # ------------------------------------------------------------------------------ loading & append
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from events.records import JSON, NewEvent, RecordedEvent, StoreError
-from events.types import EVENT_TYPES, Event
+from sandbox_lifecycle.events.records import JSON, NewEvent, RecordedEvent, StoreError
+from sandbox_lifecycle.events.types import EVENT_TYPES, Event
 
 _ENVELOPE_FIELDS = frozenset({"at", "actor", "reason"})
 

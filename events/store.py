@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 
-from events.records import (
+from sandbox_lifecycle.events.records import (
     AppendResult,
     ConcurrencyError,
     DatabaseLocked,
@@ -38,7 +38,7 @@ from events.records import (
     SandboxRow,
     StoreError,
 )
-from events.tables import (
+from sandbox_lifecycle.events.tables import (
     EXPIRED_STATE,
     UQ_LIVE_CONVERSATION,
     UQ_STREAM_IDEMPOTENCY_KEY,
@@ -529,7 +529,7 @@ class SqlEventStore:
         except sqlite3.IntegrityError as exc:
             if "sandboxes.conversation_id" in str(exc):
                 raise _live_conflict(stream_id, expected_version, projection) from None
-            if "events.stream_id" in str(exc):
+            if "sandbox_lifecycle.events.stream_id" in str(exc):
                 raise ConcurrencyError(stream_id, expected_version) from None
             raise StoreError(f"writing {stream_id!r} failed: {exc}") from None
         except sqlite3.OperationalError as exc:

@@ -23,9 +23,9 @@ from types import ModuleType
 from e2b import Template, default_build_logger
 from e2b.template.main import TemplateBuilder
 
-from adapters.e2b_provider import E2BSettings
-from core.errors import ConfigError
-from core.kinds import AI_WRITEBACK, DATA_APP
+from sandbox_lifecycle.adapters.providers.e2b import E2BSettings
+from sandbox_lifecycle.core.errors import ConfigError
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 
 HERE = Path(__file__).resolve().parent
 KIND_DIRS = {DATA_APP: HERE / "data-apps", AI_WRITEBACK: HERE / "ai-writeback"}

@@ -13,8 +13,8 @@ import docker.errors
 import pytest
 import sqlalchemy as sa
 
-from core.kinds import AI_WRITEBACK, DATA_APP
-from events.migrate import upgrade
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
+from sandbox_lifecycle.events.migrate import upgrade
 from tests.store.helpers import pg_schema
 
 PG_ENV = "SANDBOX_TEST_PG_URL"
@@ -46,14 +46,14 @@ def clean_pg_url(shared_pg_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sqlite-template") / "events.db"
+    path = tmp_path_factory.mktemp("sqlite-template") / "sandbox_lifecycle.events.db"
     upgrade(f"sqlite:///{path}")
     return path
 
 
 @pytest.fixture
 def clean_sqlite_url(tmp_path: Path, migrated_sqlite_template: Path) -> str:
-    path = tmp_path / "events.db"
+    path = tmp_path / "sandbox_lifecycle.events.db"
     shutil.copyfile(migrated_sqlite_template, path)
     return f"sqlite:///{path}"
 

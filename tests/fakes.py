@@ -15,9 +15,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core.errors import ConcurrencyError, ExecTimeout, ProviderError, ProviderLost
-from core.ports import ExecResult, ProviderInstance, SnapshotInfo
-from events.records import AppendResult, Deadline, NewEvent, Projection, RecordedEvent, SandboxRow
+from sandbox_lifecycle.core.errors import ConcurrencyError, ExecTimeout, ProviderError, ProviderLost
+from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.events.records import (
+    AppendResult,
+    Deadline,
+    NewEvent,
+    Projection,
+    RecordedEvent,
+    SandboxRow,
+)
 
 
 class InMemoryEventStore:

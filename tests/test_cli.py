@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters import cli
-from adapters.bootstrap import build_service
-from core.service import SandboxService
+import sandbox_lifecycle.adapters.cli.commands as cli
+from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.core.service import SandboxService
 from tests.fakes import FakeProvider
 
 

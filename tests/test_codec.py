@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.service import SandboxService
-from events import types as ev
-from events.codec import EventDecodeError, decode, encode
-from events.records import NewEvent, RecordedEvent
-from events.store import SqlEventStore
+from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events import types as ev
+from sandbox_lifecycle.events.codec import EventDecodeError, decode, encode
+from sandbox_lifecycle.events.records import NewEvent, RecordedEvent
+from sandbox_lifecycle.events.store import SqlEventStore
 from tests.fakes import FakeProvider
 
 T = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)

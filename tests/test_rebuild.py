@@ -9,14 +9,14 @@ from typing import Any, cast
 
 import pytest
 
-from adapters import rebuild as rebuild_module
-from adapters.rebuild import Range, parallel_rebuild
-from core.projection import Policy
-from core.replay import fold_streams, iter_streams, rebuild, verify
-from core.service import SandboxService
-from events.codec import EventDecodeError
-from events.records import NewEvent
-from events.store import SqlEventStore
+from sandbox_lifecycle.adapters import rebuild as rebuild_module
+from sandbox_lifecycle.adapters.rebuild import Range, parallel_rebuild
+from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.core.replay import fold_streams, iter_streams, rebuild, verify
+from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events.codec import EventDecodeError
+from sandbox_lifecycle.events.records import NewEvent
+from sandbox_lifecycle.events.store import SqlEventStore
 from tests.fakes import Clock, FakeProvider, InMemoryEventStore
 
 T = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)

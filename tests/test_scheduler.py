@@ -10,10 +10,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from adapters.scheduler import Ticker
-from core.projection import Policy
-from core.service import SandboxService
-from events.store import SqlEventStore
+from sandbox_lifecycle.adapters.scheduler import Ticker
+from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events.store import SqlEventStore
 from tests.fakes import FakeProvider
 
 

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from adapters.settings import Settings, redact_url
-from core.errors import ConfigError
+from sandbox_lifecycle.adapters.settings import Settings, redact_url
+from sandbox_lifecycle.core.errors import ConfigError
 
 
 def test_defaults_are_the_documented_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]

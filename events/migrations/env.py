@@ -12,7 +12,7 @@ from logging.config import fileConfig
 import sqlalchemy as sa
 from alembic import context
 
-from events.tables import metadata
+from sandbox_lifecycle.events.tables import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from e2b.template.main import TemplateBuilder
 
-from core.kinds import AI_WRITEBACK
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK
 from sandboxes.build_e2b_templates import kind_template
 
 KIND = AI_WRITEBACK

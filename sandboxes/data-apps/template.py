@@ -9,7 +9,7 @@ from pathlib import Path
 
 from e2b.template.main import TemplateBuilder
 
-from core.kinds import DATA_APP
+from sandbox_lifecycle.core.kinds import DATA_APP
 from sandboxes.build_e2b_templates import kind_template
 
 KIND = DATA_APP

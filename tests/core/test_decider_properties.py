@@ -8,11 +8,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from core import lifecycle as lc
-from core import sandbox as sb
-from core.errors import InvalidTransition, SandboxBusy, SandboxExpired
-from events.codec import decode, encode
-from events.records import RecordedEvent
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.errors import InvalidTransition, SandboxBusy, SandboxExpired
+from sandbox_lifecycle.events.codec import decode, encode
+from sandbox_lifecycle.events.records import RecordedEvent
 
 TIMEOUT = timedelta(minutes=30)
 RETENTION = timedelta(days=7)

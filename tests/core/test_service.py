@@ -8,16 +8,22 @@ from datetime import timedelta
 
 import pytest
 
-from core import lifecycle as lc
-from core import sandbox as sb
-from core.errors import ConcurrencyError, ProviderError, ProviderLost, SandboxBusy, SandboxExpired
-from core.ports import EventStore
-from core.projection import Policy, project
-from core.replay import verify
-from core.service import SandboxService
-from events.codec import encode
-from events.records import Projection
-from events.store import SqlEventStore
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.errors import (
+    ConcurrencyError,
+    ProviderError,
+    ProviderLost,
+    SandboxBusy,
+    SandboxExpired,
+)
+from sandbox_lifecycle.core.ports import EventStore
+from sandbox_lifecycle.core.projection import Policy, project
+from sandbox_lifecycle.core.replay import verify
+from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events.codec import encode
+from sandbox_lifecycle.events.records import Projection
+from sandbox_lifecycle.events.store import SqlEventStore
 from tests.fakes import Clock, FakeProvider, InMemoryEventStore
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))

@@ -14,8 +14,8 @@ import docker
 import docker.errors
 import pytest
 
-from adapters.docker_provider import LABEL_ID, LABEL_MANAGED, DockerLimits, DockerProvider
-from adapters.localfs import LocalSnapshotStore
+from sandbox_lifecycle.adapters.providers.docker import LABEL_ID, LABEL_MANAGED, DockerLimits, DockerProvider
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests.conftest import DOCKER_IMAGES
 
 # Small enough that the truncation test streams only a few MiB.

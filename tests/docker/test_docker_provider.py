@@ -11,15 +11,15 @@ from dataclasses import replace
 import docker
 import pytest
 
-from adapters.docker_provider import (
+from sandbox_lifecycle.adapters.providers.docker import (
     LABEL_DEPLOYMENT,
     LABEL_ID,
     LABEL_KIND,
     LABEL_MANAGED,
     DockerProvider,
 )
-from adapters.localfs import LocalSnapshotStore
-from core.errors import (
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.core.errors import (
     ExecTimeout,
     ProviderError,
     ProviderLost,
@@ -27,8 +27,8 @@ from core.errors import (
     SnapshotCorrupt,
     SnapshotNotFound,
 )
-from core.kinds import AI_WRITEBACK, DATA_APP, HOME
-from core.ports import SnapshotInfo
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME
+from sandbox_lifecycle.core.ports import SnapshotInfo
 from tests.conftest import DOCKER_IMAGES
 from tests.docker.conftest import DEPLOYMENT, TEST_LIMITS
 

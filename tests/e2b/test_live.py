@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from adapters.e2b_provider import E2BProvider, E2BSettings
-from core.errors import ExecTimeout
-from core.kinds import DATA_APP
+from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+from sandbox_lifecycle.core.errors import ExecTimeout
+from sandbox_lifecycle.core.kinds import DATA_APP
 
 pytestmark = [
     pytest.mark.e2b_live,

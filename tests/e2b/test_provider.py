@@ -10,10 +10,10 @@ from urllib.parse import parse_qsl
 import pytest
 from e2b import E2B
 
-from adapters.e2b_provider import E2BProvider, E2BSettings, idempotency_key
-from core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
-from core.kinds import AI_WRITEBACK, DATA_APP, HOME
-from core.ports import SnapshotInfo
+from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings, idempotency_key
+from sandbox_lifecycle.core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME
+from sandbox_lifecycle.core.ports import SnapshotInfo
 from tests.e2b.conftest import AGENT_SECRET, API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
 

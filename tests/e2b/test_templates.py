@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from e2b import Template
 
-from core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
 from sandboxes import build_e2b_templates
 from sandboxes.build_e2b_templates import KIND_DIRS, e2b_dockerfile, load_template
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from adapters.e2b_provider import E2BProvider, E2BSettings
-from core.ports import SandboxProvider, SnapshotInfo
+from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotInfo
 from tests.conftest import DOCKER_IMAGES
 from tests.e2b.conftest import API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
@@ -122,8 +122,8 @@ def remove_docker_sandboxes(
 
 
 def docker_provider(client: Any, snapshot_dir: Path, deployment: str) -> SandboxProvider:
-    from adapters.docker_provider import DockerLimits, DockerProvider
-    from adapters.localfs import LocalSnapshotStore
+    from sandbox_lifecycle.adapters.providers.docker import DockerLimits, DockerProvider
+    from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
     # A small memory cap: this machine has two cores and runs other suites next to this one.
     limits = DockerLimits(memory_bytes=512 * 1024**2, pids=256)

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from core.errors import ExecTimeout, ProviderLost
-from core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
-from core.ports import SnapshotInfo
-from core.sandbox import snapshot_key
+from sandbox_lifecycle.core.errors import ExecTimeout, ProviderLost
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
+from sandbox_lifecycle.core.ports import SnapshotInfo
+from sandbox_lifecycle.core.sandbox import snapshot_key
 from tests.providers.conftest import Harness
 
 # A little of everything a workspace file can hold: text, newlines, non-ASCII, every byte value.

@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
-from core import lifecycle as lc
-from core import sandbox as sb
-from core.errors import SandboxBusy, SandboxExpired
-from core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
-from core.ports import SandboxProvider, SnapshotInfo
-from core.projection import Policy, project
-from core.replay import verify
-from core.service import SandboxService, utcnow
-from events.codec import encode
-from events.records import SandboxRow
-from events.store import SqlEventStore
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.errors import SandboxBusy, SandboxExpired
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
+from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotInfo
+from sandbox_lifecycle.core.projection import Policy, project
+from sandbox_lifecycle.core.replay import verify
+from sandbox_lifecycle.core.service import SandboxService, utcnow
+from sandbox_lifecycle.events.codec import encode
+from sandbox_lifecycle.events.records import SandboxRow
+from sandbox_lifecycle.events.store import SqlEventStore
 from tests.e2b.fake_e2b import FakeE2B
 from tests.providers.conftest import (
     PROVIDER_PARAMS,

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from adapters.bootstrap import build_service
-from core.replay import verify
-from core.service import SandboxService
+from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.core.replay import verify
+from sandbox_lifecycle.core.service import SandboxService
 from tests.e2b.conftest import fake_env
 from tests.e2b.fake_e2b import FakeE2B
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from adapters.bootstrap import build_service
-from core.errors import SandboxBusy
+from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.core.errors import SandboxBusy
 
 
 def turn_worker(

@@ -12,8 +12,8 @@ import pytest
 # moto reads this when it is imported; real S3's 5 MiB minimum would make multipart tests slow.
 os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", "256")
 
-from adapters.localfs import LocalSnapshotStore
-from adapters.s3 import S3SnapshotStore
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
 
 # Small parts so a few hundred KiB already exercise multipart uploads.
 PART_SIZE = 64 * 1024

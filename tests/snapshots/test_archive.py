@@ -12,11 +12,16 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from adapters.archive import extract_to_dir, fetch_verified, pack_workspace, restore_stream
-from adapters.localfs import LocalSnapshotStore
-from core.errors import ProviderError, SnapshotCorrupt, UnsafeArchive
-from core.kinds import kind_spec
-from core.ports import SnapshotInfo, WorkspaceSpec
+from sandbox_lifecycle.adapters.snapshots.archive import (
+    extract_to_dir,
+    fetch_verified,
+    pack_workspace,
+    restore_stream,
+)
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.core.errors import ProviderError, SnapshotCorrupt, UnsafeArchive
+from sandbox_lifecycle.core.kinds import kind_spec
+from sandbox_lifecycle.core.ports import SnapshotInfo, WorkspaceSpec
 
 from .tarutil import (
     Entry,
@@ -144,7 +149,7 @@ def test_pack_leaves_out_what_restore_would_refuse(caplog: pytest.LogCaptureFixt
         hardlink("app/dep-link", "app/node_modules/dep"),
         hardlink("app/fifo-link", "app/fifo"),
     ]
-    with caplog.at_level(logging.WARNING, logger="adapters.archive"):
+    with caplog.at_level(logging.WARNING, logger="sandbox_lifecycle.adapters.snapshots.archive"):
         out = restored(DATA_APP, pack_workspace(docker_chunks(entries), DATA_APP).read())
     assert sorted(out) == ["app", "app/ok"]
     for dropped in ("app/abs", "app/escape", "app/zigzag", "app/fifo", "app/null", "app/dep-link"):

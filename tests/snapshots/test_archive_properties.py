@@ -11,9 +11,9 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.archive import extract_to_dir, pack_workspace, restore_stream
-from core.errors import UnsafeArchive
-from core.ports import WorkspaceSpec
+from sandbox_lifecycle.adapters.snapshots.archive import extract_to_dir, pack_workspace, restore_stream
+from sandbox_lifecycle.core.errors import UnsafeArchive
+from sandbox_lifecycle.core.ports import WorkspaceSpec
 
 from .tarutil import Entry, dir_, docker_chunks, file, hardlink, members, symlink, zst
 

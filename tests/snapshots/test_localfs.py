@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.localfs import LocalSnapshotStore
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
 KEY = "snapshots/sbx-1/1.tar.zst"
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Writes 2 MiB under KEY, then blocks forever mid-put, waiting to be killed.
 CHILD = """
 import sys, time
-from adapters.localfs import LocalSnapshotStore
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
 class Stalling:
     sent = 0

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Runs in a fresh interpreter so ru_maxrss (a process-lifetime peak) measures only this snapshot.
 CHILD = r"""
 import json, os, resource, sys, tarfile
-from adapters.archive import pack_workspace
-from adapters.localfs import LocalSnapshotStore
-from core.kinds import kind_spec
+from sandbox_lifecycle.adapters.snapshots.archive import pack_workspace
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.core.kinds import kind_spec
 
 SPEC = kind_spec("data-app").workspace
 CHUNK = 2 << 20  # docker-py's get_archive chunk size

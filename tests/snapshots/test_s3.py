@@ -12,8 +12,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from adapters.s3 import S3SnapshotStore
-from core.errors import ConfigError, ProviderError
+from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
+from sandbox_lifecycle.core.errors import ConfigError, ProviderError
 
 from .conftest import PART_SIZE, SECRET, make_s3_store
 

@@ -10,11 +10,11 @@ from typing import BinaryIO
 
 import pytest
 
-from adapters.archive import fetch_verified
-from adapters.localfs import LocalSnapshotStore
-from adapters.s3 import S3SnapshotStore
-from core.errors import SnapshotCorrupt, SnapshotNotFound
-from core.ports import SnapshotInfo
+from sandbox_lifecycle.adapters.snapshots.archive import fetch_verified
+from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
+from sandbox_lifecycle.core.errors import SnapshotCorrupt, SnapshotNotFound
+from sandbox_lifecycle.core.ports import SnapshotInfo
 
 from .conftest import PART_SIZE
 

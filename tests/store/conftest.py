@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from events.migrate import upgrade
-from events.store import SqlEventStore
+from sandbox_lifecycle.events.migrate import upgrade
+from sandbox_lifecycle.events.store import SqlEventStore
 from tests.store.helpers import pg_schema
 
 PG_ENV = "SANDBOX_TEST_PG_URL"
@@ -39,7 +39,7 @@ def pg_migrated_url(pg_base_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "events.db"
+    path = tmp_path_factory.mktemp("template") / "sandbox_lifecycle.events.db"
     upgrade(f"sqlite:///{path}")
     return path
 
@@ -54,7 +54,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """The URL of a migrated, empty event store on the parametrised backend."""
     if backend == "sqlite":
-        path = tmp_path / "events.db"
+        path = tmp_path / "sandbox_lifecycle.events.db"
         shutil.copyfile(sqlite_template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_migrated_url")

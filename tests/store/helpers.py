@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from events.records import ConcurrencyError, Deadline, NewEvent, Projection, SandboxRow
-from events.store import SqlEventStore
+from sandbox_lifecycle.events.records import ConcurrencyError, Deadline, NewEvent, Projection, SandboxRow
+from sandbox_lifecycle.events.store import SqlEventStore
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from events.records import ConcurrencyError, DatabaseLocked, RecordedEvent
-from events.store import _PG_LOCK, SqlEventStore
+from sandbox_lifecycle.events.records import ConcurrencyError, DatabaseLocked, RecordedEvent
+from sandbox_lifecycle.events.store import _PG_LOCK, SqlEventStore
 from tests.store.helpers import event, projection, race_append, row
 
 THREADS = 16
@@ -127,8 +127,8 @@ def test_tailing_reader_sees_every_event_once_in_order_while_writers_race(store:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
-    shutil.copyfile(sqlite_template, tmp_path / "events.db")
-    return f"sqlite:///{tmp_path / 'events.db'}"
+    shutil.copyfile(sqlite_template, tmp_path / "sandbox_lifecycle.events.db")
+    return f"sqlite:///{tmp_path / 'sandbox_lifecycle.events.db'}"
 
 
 def _hold_write_lock(url: str) -> sqlite3.Connection:

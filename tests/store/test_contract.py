@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from events.records import ConcurrencyError, Deadline, NewEvent, Projection, StoreError
-from events.store import SqlEventStore
+from sandbox_lifecycle.events.records import ConcurrencyError, Deadline, NewEvent, Projection, StoreError
+from sandbox_lifecycle.events.store import SqlEventStore
 from tests.store.helpers import T0, event, projection, row
 
 

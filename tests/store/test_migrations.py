@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from events.migrate import current, head, upgrade
-from events.tables import metadata
+from sandbox_lifecycle.events.migrate import current, head, upgrade
+from sandbox_lifecycle.events.tables import metadata
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ import os
 import time
 import uuid
 
-from adapters.cli import print_history
-from core.kinds import HOME, kind_spec
-from core.service import SandboxService
+from sandbox_lifecycle.adapters.cli.render import print_history
+from sandbox_lifecycle.core.kinds import HOME, kind_spec
+from sandbox_lifecycle.core.service import SandboxService
 
 
 def run_demo(service: SandboxService, *, kind: str = "data-app") -> int:

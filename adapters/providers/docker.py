@@ -35,10 +35,15 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
-from adapters.archive import HashingReader, fetch_verified, pack_workspace, restore_stream
-from core.errors import ExecTimeout, ProviderError, ProviderLost, ProviderRefused
-from core.kinds import AI_WRITEBACK, DATA_APP, HOME, kind_spec
-from core.ports import ExecResult, ProviderInstance, SnapshotInfo, SnapshotStore
+from sandbox_lifecycle.adapters.snapshots.archive import (
+    HashingReader,
+    fetch_verified,
+    pack_workspace,
+    restore_stream,
+)
+from sandbox_lifecycle.core.errors import ExecTimeout, ProviderError, ProviderLost, ProviderRefused
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, kind_spec
+from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo, SnapshotStore
 
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_KIND = "sandbox-lifecycle.kind"

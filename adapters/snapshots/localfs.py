@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from adapters.archive import CHUNK, HashingReader
-from core.errors import ProviderError, SnapshotNotFound
-from core.ports import SnapshotInfo
+from sandbox_lifecycle.adapters.snapshots.archive import CHUNK, HashingReader
+from sandbox_lifecycle.core.errors import ProviderError, SnapshotNotFound
+from sandbox_lifecycle.core.ports import SnapshotInfo
 
 __all__ = ["LocalSnapshotStore"]
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 import zstandard
 
-from core.errors import ProviderError, SnapshotCorrupt, UnsafeArchive
-from core.ports import SnapshotInfo, SnapshotStore, WorkspaceSpec
+from sandbox_lifecycle.core.errors import ProviderError, SnapshotCorrupt, UnsafeArchive
+from sandbox_lifecycle.core.ports import SnapshotInfo, SnapshotStore, WorkspaceSpec
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -7,13 +7,13 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.settings import Settings
-from core import lifecycle
-from core.errors import (
+from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
+from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.core import lifecycle
+from sandbox_lifecycle.core.errors import (
     ConfigError,
     ExecTimeout,
     SandboxBusy,
@@ -22,48 +22,21 @@ from core.errors import (
     SandboxNotFound,
     StoreError,
 )
-from core.kinds import KINDS
-from events.records import SandboxRow
+from sandbox_lifecycle.core.kinds import KINDS
 
 # Distinct exit codes so scripts can react without parsing messages.
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
 
 
-def row_json(row: SandboxRow) -> dict[str, Any]:
-    out = asdict(row)
-    for key, value in out.items():
-        if isinstance(value, datetime):
-            out[key] = value.isoformat()
-    return out
-
-
-def _print_rows(rows: Sequence[SandboxRow], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([row_json(r) for r in rows], indent=2))
-        return
-    print(f"{'ID':16}  {'KIND':12}  {'STATE':10}  {'VER':>4}  {'LAST ACTIVITY':25}  CONVERSATION")
-    for r in rows:
-        last = r.last_activity_at.isoformat(timespec="seconds") if r.last_activity_at else "-"
-        print(f"{r.id:16}  {r.kind:12}  {r.state:10}  {r.version:>4}  {last:25}  {r.conversation_id or '-'}")
-
-
-def _print_row(row: SandboxRow, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(row_json(row), indent=2))
-        return
-    for key, value in row_json(row).items():
-        print(f"{key:17} {value if value is not None else '-'}")
-
-
 def _service(args: argparse.Namespace) -> Any:
-    from adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.bootstrap import build_service
 
     return build_service()
 
 
 def cmd_create(args: argparse.Namespace) -> int:
     row = _service(args).create(args.kind, args.conversation, idempotency_key=args.idempotency_key)
-    _print_row(row, args.json)
+    print_row(row, args.json)
     return 0
 
 
@@ -85,7 +58,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def _simple(method: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         row = getattr(_service(args), method)(args.id)
-        _print_row(row, args.json)
+        print_row(row, args.json)
         return 0
 
     return run
@@ -94,12 +67,12 @@ def _simple(method: str) -> Any:
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.state and args.state not in lifecycle.STATES:
         raise _Usage(f"unknown state {args.state!r}; states are: {', '.join(lifecycle.STATES[1:])}")
-    _print_rows(_service(args).list(args.state), args.json)
+    print_rows(_service(args).list(args.state), args.json)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _print_row(_service(args).get(args.id), args.json)
+    print_row(_service(args).get(args.id), args.json)
     return 0
 
 
@@ -128,17 +101,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_history(entries: Sequence[Any]) -> None:
-    print(f"{'VER':>4}  {'TIME':29}  {'EVENT':20}  {'FROM → TO':26}  {'REASON':14}  ACTOR")
-    for e in entries:
-        move = f"{e.from_state} → {e.to_state}" if e.from_state != e.to_state else e.to_state
-        when = e.occurred_at.isoformat(timespec="milliseconds")
-        print(f"{e.version:>4}  {when:29}  {e.type:20}  {move:26}  {e.reason:14}  {e.actor}")
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
-    from adapters.rebuild import parallel_rebuild
-    from core.replay import verify
+    from sandbox_lifecycle.adapters.rebuild import parallel_rebuild
+    from sandbox_lifecycle.core.replay import verify
 
     settings = Settings.from_env()
     service = _service(args)
@@ -166,37 +131,20 @@ def _parse_now(raw: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _print_report(report: Any, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(asdict(report), indent=2))
-        return
-    for label, items in (
-        ("fired", report.fired),
-        ("recovered", report.recovered),
-        ("removed", report.removed),
-    ):
-        for item in items:
-            print(f"{label}: {item}")
-    for err in report.errors:
-        print(f"error: {err}", file=sys.stderr)
-    if not (report.fired or report.recovered or report.removed or report.errors):
-        print("nothing to do")
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     report = _service(args).sweep(_parse_now(args.now))
-    _print_report(report, args.json)
+    print_report(report, args.json)
     return 1 if report.errors else 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     report = _service(args).reconcile()
-    _print_report(report, args.json)
+    print_report(report, args.json)
     return 1 if report.errors else 0
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from adapters.scheduler import run_forever
+    from sandbox_lifecycle.adapters.scheduler import run_forever
 
     settings = Settings.from_env()
     run_forever(_service(args), settings.sweep_interval)
@@ -204,10 +152,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from events import migrate
+    from sandbox_lifecycle.events import migrate
 
     settings = Settings.from_env()
-    from adapters.bootstrap import build_store
+    from sandbox_lifecycle.adapters.bootstrap import build_store
 
     if settings.database_url.startswith("sqlite"):
         build_store(settings, migrate_embedded=False)  # creates the data dir
@@ -243,7 +191,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from adapters.demo import run_demo
+    from sandbox_lifecycle.adapters.cli.demo import run_demo
 
     return run_demo(_service(args), kind=args.kind)
 

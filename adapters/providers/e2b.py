@@ -56,9 +56,9 @@ from e2b import (
     TimeoutException,
 )
 
-from core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
-from core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
-from core.ports import ExecResult, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
+from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
 
 log = logging.getLogger(__name__)
 

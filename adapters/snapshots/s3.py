@@ -13,9 +13,9 @@ import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from adapters.archive import HashingReader
-from core.errors import ConfigError, ProviderError, SnapshotNotFound
-from core.ports import SnapshotInfo
+from sandbox_lifecycle.adapters.snapshots.archive import HashingReader
+from sandbox_lifecycle.core.errors import ConfigError, ProviderError, SnapshotNotFound
+from sandbox_lifecycle.core.ports import SnapshotInfo
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -1,0 +1,63 @@
+"""How the CLI shows rows, histories and sweep reports: tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sandbox_lifecycle.events.records import SandboxRow
+
+
+def row_json(row: SandboxRow) -> dict[str, Any]:
+    out = asdict(row)
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+    return out
+
+
+def print_rows(rows: Sequence[SandboxRow], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([row_json(r) for r in rows], indent=2))
+        return
+    print(f"{'ID':16}  {'KIND':12}  {'STATE':10}  {'VER':>4}  {'LAST ACTIVITY':25}  CONVERSATION")
+    for r in rows:
+        last = r.last_activity_at.isoformat(timespec="seconds") if r.last_activity_at else "-"
+        print(f"{r.id:16}  {r.kind:12}  {r.state:10}  {r.version:>4}  {last:25}  {r.conversation_id or '-'}")
+
+
+def print_row(row: SandboxRow, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row_json(row), indent=2))
+        return
+    for key, value in row_json(row).items():
+        print(f"{key:17} {value if value is not None else '-'}")
+
+
+def print_history(entries: Sequence[Any]) -> None:
+    print(f"{'VER':>4}  {'TIME':29}  {'EVENT':20}  {'FROM → TO':26}  {'REASON':14}  ACTOR")
+    for e in entries:
+        move = f"{e.from_state} → {e.to_state}" if e.from_state != e.to_state else e.to_state
+        when = e.occurred_at.isoformat(timespec="milliseconds")
+        print(f"{e.version:>4}  {when:29}  {e.type:20}  {move:26}  {e.reason:14}  {e.actor}")
+
+
+def print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(asdict(report), indent=2))
+        return
+    for label, items in (
+        ("fired", report.fired),
+        ("recovered", report.recovered),
+        ("removed", report.removed),
+    ):
+        for item in items:
+            print(f"{label}: {item}")
+    for err in report.errors:
+        print(f"error: {err}", file=sys.stderr)
+    if not (report.fired or report.recovered or report.removed or report.errors):
+        print("nothing to do")
