@@ -107,10 +107,20 @@ class SnapshotInfo:
 
 @dataclass(frozen=True, slots=True)
 class ExecResult:
+    """What a command printed, as the bytes it wrote: binary output survives; text is decoded at the edge."""
+
     exit_code: int
-    stdout: str
-    stderr: str
+    stdout_bytes: bytes
+    stderr_bytes: bytes
     truncated: bool = False
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)

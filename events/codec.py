@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sandbox_lifecycle.events.records import JSON, NewEvent, RecordedEvent, StoreError
+from sandbox_lifecycle.events.records import JSON, CorruptStream, NewEvent, RecordedEvent
 from sandbox_lifecycle.events.types import EVENT_TYPES, Event
 
 _ENVELOPE_FIELDS = frozenset({"at", "actor", "reason"})
@@ -26,19 +26,18 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
 }
 
 
-class EventDecodeError(StoreError):
+class EventDecodeError(CorruptStream):
     def __init__(self, record: RecordedEvent, detail: str) -> None:
         self.record = record
-        self.detail = detail
-        self.stream_id = record.stream_id
-        self.version = record.version
         self.type = record.type
-        super().__init__(
+        super().__init__(record.stream_id, record.version, detail)
+        # The message names the event too, not only where it sits.
+        self.args = (
             f"cannot decode event {record.type!r} (schema v{record.schema_version}) at version "
-            f"{record.version} of stream {record.stream_id!r}: {detail}"
+            f"{record.version} of stream {record.stream_id!r}: {detail}",
         )
 
-    def __reduce__(self) -> tuple[type[EventDecodeError], tuple[RecordedEvent, str]]:
+    def __reduce__(self) -> tuple[type[EventDecodeError], tuple[RecordedEvent, str]]:  # type: ignore[override]
         # Rebuilds decode in worker processes and raise there: the error must survive the pickle
         # trip back (by default it would be rebuilt from its message alone, which __init__ refuses).
         return (type(self), (self.record, self.detail))

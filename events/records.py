@@ -28,6 +28,23 @@ class ConcurrencyError(StoreError):
         super().__init__(msg)
 
 
+class CorruptStream(StoreError):
+    """A stream in the log cannot be read as written: a malformed event, or a version missing from it.
+
+    Names the stream and the first bad version, so one bad sandbox is reported without stopping work on
+    the others.
+    """
+
+    def __init__(self, stream_id: str, version: int, detail: str) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.detail = detail
+        super().__init__(f"stream {stream_id!r} is corrupt at version {version}: {detail}")
+
+    def __reduce__(self) -> tuple[type[CorruptStream], tuple[str, int, str]]:
+        return (type(self), (self.stream_id, self.version, self.detail))
+
+
 class DatabaseLocked(StoreError):
     """The embedded SQLite database is held by another writer for longer than the busy timeout."""
 

@@ -202,9 +202,9 @@ class FakeProvider:
         if command and command[0] == "cat":
             data = inst.files.get(command[1])
             if data is None:
-                return ExecResult(1, "", f"cat: {command[1]}: No such file or directory\n")
-            return ExecResult(0, data.decode(), "")
-        return ExecResult(0, " ".join(command), "")
+                return ExecResult(1, b"", f"cat: {command[1]}: No such file or directory\n".encode())
+            return ExecResult(0, data, b"")
+        return ExecResult(0, " ".join(command).encode(), b"")
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
         self._inst(ref).files[path] = data
@@ -321,7 +321,7 @@ class DirProvider:
     ) -> ExecResult:
         if not self._dir(ref).exists():
             raise ProviderError(f"no instance {ref}")
-        return ExecResult(0, " ".join(command), "")
+        return ExecResult(0, " ".join(command).encode(), b"")
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
         (self._dir(ref) / path.replace("/", "_")).write_bytes(data)

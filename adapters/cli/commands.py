@@ -48,8 +48,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID -- ls -la")
     env = dict(kv.split("=", 1) for kv in args.env or [])
     result = _service(args).exec(args.id, command, timeout=args.timeout, env=env or None, cwd=args.cwd)
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    # The bytes the command wrote, untouched: `sandboxctl exec ID -- cat some.bin > out.bin` is exact.
+    sys.stdout.buffer.write(result.stdout_bytes)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr_bytes)
     if result.truncated:
         sys.stderr.write("\n[output truncated]\n")
     return int(result.exit_code)

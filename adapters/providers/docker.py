@@ -314,8 +314,8 @@ class DockerProvider:
             raise self._mapped(output.error, "exec", ref)
         return ExecResult(
             exit_code=self._exit_code(exec_id),
-            stdout=output.stdout.decode("utf-8", errors="replace"),
-            stderr=output.stderr.decode("utf-8", errors="replace"),
+            stdout_bytes=bytes(output.stdout),
+            stderr_bytes=bytes(output.stderr),
             truncated=output.truncated,
         )
 

@@ -412,8 +412,8 @@ class E2BProvider:
             raise _provider_error(f"running {cmd!r} in E2B sandbox {ref} failed", e) from e
         return ExecResult(
             exit_code=exit_code,
-            stdout=out.text(),
-            stderr=err.text(),
+            stdout_bytes=out.text().encode(),
+            stderr_bytes=err.text().encode(),
             truncated=out.truncated or err.truncated,
         )
 
