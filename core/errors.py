@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "DatabaseLocked",
     "ExecTimeout",
+    "ForeignSandbox",
     "InvalidTransition",
     "ProviderError",
     "ProviderLost",
@@ -87,6 +88,24 @@ class ProviderLost(ProviderError):
     """The provider no longer has the sandbox (or its snapshot): the workspace cannot come back."""
 
     retryable = False
+
+
+class ForeignSandbox(ProviderError):
+    """The provider instance or snapshot under our name is not this deployment's (or not this sandbox's).
+
+    Raised before acting on it: another stack sharing the Docker engine or E2B team owns it (a copied
+    database, a staging stack). Nothing was done to it, and a retry will not change that.
+    """
+
+    retryable = False
+
+    def __init__(self, sandbox_id: str, what: str, detail: str) -> None:
+        self.sandbox_id = sandbox_id
+        self.what = what
+        super().__init__(
+            f"{what} of sandbox {sandbox_id} belongs to another deployment ({detail}); nothing was done to "
+            "it. If this database was copied or restored, give the copy its own SANDBOX_DEPLOYMENT"
+        )
 
 
 class ExecTimeout(ProviderError):
