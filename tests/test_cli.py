@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import sandbox_lifecycle.adapters.bootstrap as bootstrap
 import sandbox_lifecycle.adapters.cli.commands as cli
 from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.core.ports import ExecResult
 from sandbox_lifecycle.core.service import SandboxService
+from tests.e2b.fake_e2b import FakeE2B
 from tests.fakes import FakeProvider
 
 
@@ -25,9 +29,31 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture
 def service(env: Path) -> SandboxService:
-    svc = build_service()
-    svc.provider = FakeProvider()  # type: ignore[assignment]
-    return svc
+    return build_service(provider=FakeProvider())
+
+
+class RecordingProvider(FakeProvider):
+    """The fake, remembering how each exec was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.execs: list[dict[str, Any]] = []
+
+    def exec(self, ref: str, command: Sequence[str], **kw: Any) -> ExecResult:
+        self.execs.append({"command": list(command), **kw})
+        return super().exec(ref, command, **kw)
+
+
+@pytest.fixture
+def fake(env: Path, monkeypatch: pytest.MonkeyPatch) -> RecordingProvider:
+    """One fake provider behind every service the CLI builds (the seam: the composition root's builder)."""
+    provider = RecordingProvider()
+    monkeypatch.setattr(bootstrap, "build_provider", lambda settings: provider)
+    return provider
+
+
+def log_bytes(data_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(data_dir.glob("sandbox.db*"))}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -97,17 +123,51 @@ def test_replay_verify_detects_tampering(service: SandboxService, capsys: pytest
     assert code == 0
 
 
-def test_sweep_reports_provider_errors_and_leaves_the_gc_retryable(
-    service: SandboxService, capsys: pytest.CaptureFixture[str]
+def test_a_write_without_credentials_changes_nothing(
+    service: SandboxService, env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with service.turn("c", "data-app") as sbx:
         pass
-    # The CLI builds its own service, whose provider (E2B) has no API key: the retention GC is
-    # decided and recorded, the provider call fails, and the error is reported, not swallowed.
-    code, out, _ = run(capsys, "sweep", "--now", "2999-01-01T00:00:00Z", "--json")
+    service.store.engine.dispose()  # type: ignore[attr-defined]
+    before = log_bytes(env)
+    # Retention is long past in 2999: before the fix this recorded the GC intent, then failed on the
+    # missing key and left the sandbox stuck in `destroying`.
+    for argv in (
+        ("create", "--kind", "data-app"),
+        ("sweep", "--now", "2999-01-01T00:00:00Z"),
+        ("reconcile",),
+        ("resume", sbx.id),
+        ("destroy", sbx.id),
+        ("touch", sbx.id),
+        ("exec", sbx.id, "--", "true"),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == cli.EXIT_ERROR, argv
+        assert "E2B_API_KEY" in err and "Traceback" not in err and out == "", argv
+    assert log_bytes(env) == before
+    assert service.get(sbx.id).state == "suspended"
+
+
+def test_sweep_reports_provider_errors_and_leaves_the_gc_retryable(
+    service: SandboxService, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with service.turn("c", "data-app") as sbx:
+        pass
+    fake_e2b = FakeE2B("the-right-key", env / "e2b")
+    fake_e2b.start()
+    try:
+        # A key E2B refuses is only found out by calling E2B: the GC is recorded, the call fails, the
+        # error is reported (not swallowed) and the sandbox is left for a later sweep to finish.
+        monkeypatch.setenv("E2B_API_KEY", "a-revoked-key-123")
+        monkeypatch.setenv("E2B_API_URL", fake_e2b.url)
+        monkeypatch.setenv("E2B_SANDBOX_URL", fake_e2b.url)
+        code, out, err = run(capsys, "sweep", "--now", "2999-01-01T00:00:00Z", "--json")
+    finally:
+        fake_e2b.stop()
     assert code == 1
     errors = json.loads(out)["errors"]
-    assert any(sbx.id in e and "E2B_API_KEY" in e for e in errors), errors
+    assert any(sbx.id in e and "401" in e for e in errors), errors
+    assert "a-revoked-key-123" not in out + err
     assert service.get(sbx.id).state == "destroying"
     # A working process sweeping after the lease finishes the GC from provider reality.
     report = service.sweep(service.clock().replace(year=2999, minute=30))

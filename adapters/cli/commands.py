@@ -28,10 +28,14 @@ from sandbox_lifecycle.core.kinds import KINDS
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
 
 
+# Commands that only read the log: they work without provider credentials (and never load its SDK).
+READ_ONLY = frozenset({"ls", "show", "history", "replay", "doctor"})
+
+
 def _service(args: argparse.Namespace) -> Any:
     from sandbox_lifecycle.adapters.bootstrap import build_service
 
-    return build_service()
+    return build_service(require_provider=args.cmd not in READ_ONLY)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -134,7 +138,8 @@ def _parse_now(raw: str | None) -> datetime | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    report = _service(args).sweep(_parse_now(args.now))
+    now = _parse_now(args.now)  # a usage error before any setting or connection is looked at
+    report = _service(args).sweep(now)
     print_report(report, args.json)
     return 1 if report.errors else 0
 
