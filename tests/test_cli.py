@@ -176,6 +176,190 @@ def test_sweep_reports_provider_errors_and_leaves_the_gc_retryable(
     assert row.state == "expired" and row.expired_reason == "retention"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("ls",),
+        ("create", "--kind", "data-app"),
+        ("sweep",),
+    ],
+)
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("SANDBOX_DEPLOYMENT", "../evil", "1-63"),
+        ("SANDBOX_IDLE_TIMEOUT_MS", "99999999999999999999", "315360000000"),
+        ("SANDBOX_DATABASE_URL", "mysql://root:pw-123@db/x", "postgresql+psycopg://"),
+    ],
+)
+def test_bad_settings_are_one_line_and_touch_nothing(
+    service: SandboxService,
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    name: str,
+    value: str,
+    says: str,
+) -> None:
+    service.create("data-app")
+    service.store.engine.dispose()  # type: ignore[attr-defined]
+    before = log_bytes(env)
+    monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
+    monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, *argv)
+    assert code == cli.EXIT_ERROR
+    assert out == "" and err.count("\n") == 1 and err.startswith("sandboxctl: ")
+    assert name in err and says in err and "pw-123" not in err
+    assert log_bytes(env) == before
+
+
+def test_an_unreachable_database_is_named_without_its_password(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SANDBOX_DATABASE_URL", "postgresql+psycopg://app:pw-secret-9@127.0.0.1:1/sbx")
+    code, out, err = run(capsys, "ls")
+    assert code == cli.EXIT_ERROR and out == ""
+    assert "127.0.0.1:1" in err and "pw-secret-9" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        (
+            "exec",
+            "ID",
+            "--timeout",
+            "7",
+            "--cwd",
+            "/tmp",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--",
+            "ls",
+            "-la",
+        ),
+        (
+            "exec",
+            "--timeout",
+            "7",
+            "--cwd",
+            "/tmp",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "ID",
+            "--",
+            "ls",
+            "-la",
+        ),
+        ("exec", "--env", "A=1", "ID", "--cwd", "/tmp", "--timeout=7", "--env=B=x=y", "--", "ls", "-la"),
+    ],
+)
+def test_exec_options_go_before_or_after_the_id(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    code, out, _ = run(capsys, "create", "--kind", "data-app", "--json")
+    sid = json.loads(out)["id"]
+    code, out, err = run(capsys, *[sid if a == "ID" else a for a in argv])
+    assert code == 0, err
+    assert out == "ls -la"  # the fake echoes the command it ran
+    (call,) = fake.execs
+    assert call == {
+        "command": ["ls", "-la"],
+        "timeout": 7.0,
+        "env": {"A": "1", "B": "x=y"},
+        "cwd": "/tmp",
+    }
+
+
+def test_exec_command_keeps_its_own_double_dash_and_options(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(capsys, "create", "--kind", "data-app", "--json")
+    sid = json.loads(out)["id"]
+    code, out, _ = run(capsys, "exec", sid, "--", "git", "log", "--timeout", "--", "x")
+    assert code == 0 and fake.execs[0]["command"] == ["git", "log", "--timeout", "--", "x"]
+    assert fake.execs[0]["timeout"] == 300.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("--timeout", "0"), "86400"),
+        (("--timeout", "-1"), "86400"),
+        (("--timeout", "nan"), "86400"),
+        (("--timeout", "inf"), "86400"),
+        (("--timeout", "1e12"), "86400"),
+        (("--timeout", "soon"), "86400"),
+        (("--env", "NOEQUALS"), "K=V"),
+        (("--env", "=value"), "K=V"),
+        (("--env", "A B=1"), "K=V"),
+    ],
+)
+def test_bad_exec_options_are_usage_errors(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str
+) -> None:
+    code, _, err = run(capsys, "exec", "some-id", *argv, "--", "true")
+    assert code == cli.EXIT_USAGE and says in err and "Traceback" not in err
+    assert fake.execs == [] and fake.calls == []
+
+
+def test_exec_without_a_command_is_a_usage_error(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "exec", "some-id", "--timeout", "5")
+    assert code == cli.EXIT_USAGE and "--" in err
+    code, _, err = run(capsys, "exec", "some-id", "--")
+    assert code == cli.EXIT_USAGE
+
+
+def test_replay_verify_and_rebuild_are_one_choice(
+    service: SandboxService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = service.create("data-app")
+    code, _, err = run(capsys, "replay", "--verify", "--rebuild")
+    assert code == cli.EXIT_USAGE and "not allowed with" in err
+    engine = service.store.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE sandboxes SET version = 99 WHERE id = ?", (row.id,))
+    # --verify only compares: the difference is reported and left as it is.
+    assert run(capsys, "replay", "--verify")[0] == 1
+    assert run(capsys, "replay")[0] == 1  # verify is the default
+    assert service.get(row.id).version == 99
+    code, out, _ = run(capsys, "replay", "--rebuild")
+    assert code == 0 and "rebuilt" in out
+    assert service.get(row.id).version == 2
+
+
+def test_an_unexpected_error_is_one_line_unless_verbose(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("E2B_API_KEY", "e2b-key-never-shown")
+
+    def boom(self: SandboxService, state: str | None = None) -> list[Any]:
+        raise RuntimeError("disk on fire\nsecond line with e2b-key-never-shown")
+
+    monkeypatch.setattr(SandboxService, "list", boom)
+    code, out, err = run(capsys, "ls")
+    assert code == cli.EXIT_ERROR and out == ""
+    assert err == "sandboxctl: RuntimeError: disk on fire (run with -v for the traceback)\n"
+    code, _, err = run(capsys, "-v", "ls")
+    assert code == cli.EXIT_ERROR and "Traceback" in err and "disk on fire" in err
+    assert "e2b-key-never-shown" not in err
+
+
+def test_usage_errors_exit_2_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "frobnicate")
+    assert code == cli.EXIT_USAGE and "Traceback" not in err
+    code, _, err = run(capsys, "show")
+    assert code == cli.EXIT_USAGE
+    assert run(capsys, "--help")[0] == 0
+
+
 def test_diagram_is_the_committed_doc(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "diagram")
     assert code == 0 and "stateDiagram-v2" in out and "suspended --> resuming: request_resume" in out
