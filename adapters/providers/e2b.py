@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
+import tenacity
 from e2b import (
     ALL_TRAFFIC,
     E2B,
@@ -392,31 +393,45 @@ class E2BProvider:
         ``passthrough`` errors the caller maps itself (a 404 means something different per call).
         """
         settings = self._settings
+
+        def worth_repeating(error: BaseException) -> bool:
+            # Our own ProviderError (a size limit) is final, and passthrough errors are the caller's.
+            return not isinstance(error, (*passthrough, ProviderError)) and _transient(error)
+
+        def backoff(state: tenacity.RetryCallState) -> float:
+            # Doubling from the base delay up to the cap, with jitter so replicas do not retry in step.
+            growth: float = 2.0 ** (state.attempt_number - 1)
+            delay = min(settings.retry_base_delay * growth, settings.retry_max_delay)
+            return delay * random.uniform(0.5, 1.0)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "e2b: %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                what,
+                state.attempt_number,
+                attempts,
+                _describe(error) if error else "?",
+                state.upcoming_sleep,
+            )
+
         attempts = max(1, settings.retry_attempts)
-        delay = settings.retry_base_delay
-        for attempt in range(1, attempts + 1):
-            try:
-                return call()
-            except passthrough:
-                raise
-            except ProviderError:
-                # Raised by our own code inside the call (a size limit): final, not a transport hiccup.
-                raise
-            except Exception as e:
-                if attempt == attempts or not _transient(e):
-                    raise _provider_error(f"E2B {what} failed", e) from e
-                pause = delay * random.uniform(0.5, 1.0)
-                log.warning(
-                    "e2b: %s failed (attempt %d of %d): %s; retrying in %.2fs",
-                    what,
-                    attempt,
-                    attempts,
-                    _describe(e),
-                    pause,
-                )
-                time.sleep(pause)
-                delay = min(delay * 2, settings.retry_max_delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=backoff,
+            retry=tenacity.retry_if_exception(worth_repeating),
+            before_sleep=before_sleep,
+            reraise=True,
+            sleep=time.sleep,
+        )
+        try:
+            return retrying(call)
+        except passthrough:
+            raise
+        except ProviderError:
+            raise
+        except Exception as e:
+            raise _provider_error(f"E2B {what} failed", e) from e
 
     def _list(self, metadata: dict[str, str], states: list[SandboxState] | None = None) -> list[SandboxInfo]:
         """Our sandboxes (managed, of this deployment) that also carry ``metadata``, in ``states``."""
