@@ -1,69 +1,137 @@
-"""Composition root: read settings, choose the implementations, build the service."""
+"""Composition root: read settings, choose the implementations, build the service.
+
+The rule it keeps: nothing is appended to the log before the provider could be built. A service that can
+write builds its provider first (a missing credential, a missing extra or a bad snapshot store is a
+``ConfigError`` before the log is even opened). A read-only service (``require_provider=False``, what
+`sandboxctl ls` uses) does not need provider credentials; its provider is built on first use, and its
+store will not append until that build has succeeded, so a write through it still changes nothing.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from sandbox_lifecycle.adapters.settings import Settings
-from sandbox_lifecycle.core.errors import ConfigError
+from sandbox_lifecycle.adapters.settings import Settings, first_line, redact_url, scrub, sqlite_path
+from sandbox_lifecycle.core.errors import ConfigError, StoreError
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotStore
 from sandbox_lifecycle.core.service import SandboxService
 
 log = logging.getLogger("sandbox_lifecycle")
 
+# module to import -> (extra that installs it, what needs it)
+_EXTRAS = {
+    "docker": ("docker", "SANDBOX_PROVIDER=docker"),
+    "e2b": ("e2b", "SANDBOX_PROVIDER=e2b"),
+    "boto3": ("s3", "S3_BUCKET (snapshots in S3)"),
+    "psycopg": ("postgres", "a postgresql+psycopg:// SANDBOX_DATABASE_URL"),
+}
+
+
+def require_extra(module: str) -> None:
+    """ConfigError naming the extra to install when ``module`` (a provider library) cannot be imported."""
+    extra, needed_by = _EXTRAS[module]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{needed_by} needs the {module} library, which is not installed ({first_line(str(exc))}): "
+            f"pip install 'sandbox-lifecycle[{extra}]'"
+        ) from None
+
 
 def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
+    url = settings.database_url
+    if not url.startswith("sqlite"):
+        require_extra("psycopg")
     from sandbox_lifecycle.events import migrate
     from sandbox_lifecycle.events.store import SqlEventStore
 
-    url = settings.database_url
-    if url.startswith("sqlite"):
-        # The embedded default is ours to manage: bring it to the current schema on first use.
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if migrate_embedded:
-            migrate.upgrade(url)
-    else:
-        current, head = migrate.current(url), migrate.head()
-        if current != head:
-            raise ConfigError(
-                f"the database is at schema revision {current or 'none'}, this release needs {head}: "
-                "run `sandboxctl db upgrade`"
-            )
+    try:
+        if url.startswith("sqlite"):
+            # The embedded default is ours to manage: its directory is made and its schema brought up to
+            # date on first use. Settings refused a file whose directory is missing anywhere else.
+            path = sqlite_path(url)
+            if path is not None and path.parent == settings.data_dir:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            if migrate_embedded:
+                migrate.upgrade(url)
+        else:
+            current, head = migrate.current(url), migrate.head()
+            if current != head:
+                raise ConfigError(
+                    f"the database is at schema revision {current or 'none'}, this release needs {head}: "
+                    "run `sandboxctl db upgrade`"
+                )
+    except ConfigError:
+        raise
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        raise StoreError(database_unreachable(settings, exc)) from None
     return SqlEventStore(url)
 
 
+def _is_database_error(exc: BaseException) -> bool:
+    import sqlalchemy.exc
+
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError | OSError)
+
+
+def database_unreachable(settings: Settings, exc: BaseException) -> str:
+    """One line naming where the database is (never its password) and the driver's first line."""
+    orig = getattr(exc, "orig", None) or exc
+    reason = scrub(first_line(str(orig)), settings.secrets())
+    return f"cannot open the database at {_where(settings.database_url)}: {reason}"
+
+
+def _where(url: str) -> str:
+    if url.startswith("sqlite"):
+        return str(sqlite_path(url) or ":memory:")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost (unix socket)"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or ''} ({redact_url(url).split('://', 1)[0]})"
+
+
 def build_snapshot_store(settings: Settings) -> SnapshotStore:
-    if settings.s3_bucket:
+    if settings.s3 is not None:
+        require_extra("boto3")
         from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
 
-        store = S3SnapshotStore.from_env(settings.environ)
+        store = S3SnapshotStore.from_settings(settings.s3)
         # A fresh MinIO or test endpoint has no bucket yet; an existing one is left as it is.
         store.ensure_bucket()
         return store
     from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
-    settings.snapshot_dir.mkdir(parents=True, exist_ok=True)
+    # The directory is ours; Settings checked that its parent exists when it was set explicitly.
+    settings.snapshot_dir.mkdir(parents=settings.snapshot_dir.parent == settings.data_dir, exist_ok=True)
     return LocalSnapshotStore(settings.snapshot_dir)
 
 
 def build_provider(settings: Settings) -> SandboxProvider:
+    """The configured provider; ConfigError when its credential or its library is missing."""
     if settings.provider == "docker":
+        require_extra("docker")
         from sandbox_lifecycle.adapters.providers.docker import DockerProvider
 
         return DockerProvider(
             settings.docker_images,
             build_snapshot_store(settings),
-            environ=settings.environ,
+            environ={"NODE_ENV": settings.node_env},
             deployment=settings.deployment,
+            disk_limit_mb=settings.disk_limit_mb,
         )
-    from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+    settings.e2b.require_key()
+    require_extra("e2b")
+    from sandbox_lifecycle.adapters.providers.e2b import E2BProvider
 
-    return E2BProvider(E2BSettings.from_env(settings.environ), deployment=settings.deployment)
+    return E2BProvider(settings.e2b, deployment=settings.deployment)
 
 
 class LazyProvider:
@@ -74,20 +142,55 @@ class LazyProvider:
         self._factory = factory
         self._provider: SandboxProvider | None = None
 
-    def __getattr__(self, attr: str) -> Any:
+    def build(self) -> SandboxProvider:
         if self._provider is None:
             self._provider = self._factory()
-        return getattr(self._provider, attr)
+        return self._provider
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.build(), attr)
+
+
+class _ProviderFirst:
+    """The event store of a read-only service: appends wait until the provider has been built.
+
+    Every intent (create, suspend, a timer's GC...) is followed by a provider call; appending it with a
+    provider that cannot be built would leave the sandbox stuck in a transitional state.
+    """
+
+    def __init__(self, store: Any, provider: LazyProvider) -> None:
+        self._store = store
+        self._provider = provider
+
+    def append(self, *args: Any, **kwargs: Any) -> Any:
+        self._provider.build()
+        return self._store.append(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._store, attr)
 
 
 def build_service(
-    environ: Mapping[str, str] | None = None, *, settings: Settings | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    settings: Settings | None = None,
+    provider: SandboxProvider | None = None,
+    require_provider: bool = True,
 ) -> SandboxService:
-    settings = settings or Settings.from_env(environ)
-    if settings.provider == "docker":
-        from sandbox_lifecycle.adapters.providers.docker import refuse_production
+    """The service, from ``environ`` (``os.environ`` unless given) or already parsed ``settings``.
 
-        # Before anything can be recorded in the log, not when the lazy provider is first used.
-        refuse_production(settings.environ)
-    provider: Any = LazyProvider(settings.provider, lambda: build_provider(settings))
-    return SandboxService(build_store(settings), provider, policy=settings.policy)
+    ``provider`` replaces the configured one (tests, benchmarks). ``require_provider=False`` is for
+    read-only use: provider credentials may be missing, and any write then raises their ConfigError
+    before anything is appended.
+    """
+    settings = settings or Settings.from_env(environ)
+    if provider is not None:
+        return SandboxService(build_store(settings), provider, policy=settings.policy)
+    if require_provider:
+        # Built before the log is opened: a configuration that cannot run leaves the log untouched.
+        built = build_provider(settings)
+        return SandboxService(build_store(settings), built, policy=settings.policy)
+    lazy = LazyProvider(settings.provider, lambda: build_provider(settings))
+    store: Any = _ProviderFirst(build_store(settings), lazy)
+    placeholder: Any = lazy
+    return SandboxService(store, placeholder, policy=settings.policy)

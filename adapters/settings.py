@@ -1,32 +1,230 @@
-"""Settings read from the environment: the product's interface. Names are fixed; values are validated."""
+"""Settings read from the environment: the product's interface. Names are fixed; values are validated.
+
+The environment is read here and nowhere else: :meth:`Settings.from_env` parses every variable, the
+providers' and the snapshot store's included, and raises one ``ConfigError`` naming every bad variable
+and what would be valid. The adapters receive typed values (``E2BSettings``, ``S3Settings``) and never
+look at the environment themselves.
+
+Hand-written rather than on pydantic-settings: importing pydantic-settings costs ~0.3 s of CPU on the
+machines we measured, which every `sandboxctl` call would pay; this module costs a few milliseconds.
+Secrets (API keys, the S3 secret, the database password) are kept out of every repr and message.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from sandbox_lifecycle.core.errors import ConfigError
+from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
 
 PROVIDERS = ("e2b", "docker")
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+_SUPPORTED_DATABASES = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+
+# Used in Docker labels, E2B metadata, S3 keys and directory names: a label charset, bounded, and never
+# '.'/'..' or a leading '-' (a path component, not an option).
+DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+DEPLOYMENT_RULE = "1-63 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+# Deadlines are stored as times: ten years keeps now + timeout far inside what a datetime and the
+# database can hold, and is longer than any sensible timer.
+MAX_TIMER_MS = 10 * 365 * 24 * 3600 * 1000
+MAX_SWEEP_INTERVAL_MS = 24 * 3600 * 1000
+MAX_DISK_LIMIT_MB = 16 * 1024 * 1024  # 16 TiB
+_DIGITS = re.compile(r"[0-9]+")
+
+DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
+DEFAULT_DISK_LIMIT_MB = 10_240
+# E2B's own timeout is only the safety net behind our idle timer, so it must outlast it.
+E2B_TIMEOUT_MARGIN_S = 600
+
+DEFAULT_DOCKER_IMAGES = {DATA_APP: "lightdash-sandbox:local", AI_WRITEBACK: "lightdash-ai-writeback:local"}
+DOCKER_IMAGE_ENV = {DATA_APP: "SANDBOX_DOCKER_IMAGE", AI_WRITEBACK: "SANDBOX_AI_WRITEBACK_DOCKER_IMAGE"}
+DEFAULT_TEMPLATE_NAMES = {
+    DATA_APP: "lightdash/lightdash-data-app",
+    AI_WRITEBACK: "lightdash/lightdash-ai-writeback",
+}
+# (name variable, tag variable) per kind: the seed's environment table.
+TEMPLATE_ENV = {
+    DATA_APP: ("E2B_TEMPLATE_NAME", "E2B_TEMPLATE_TAG"),
+    AI_WRITEBACK: ("E2B_AI_WRITEBACK_TEMPLATE_NAME", "E2B_AI_WRITEBACK_TEMPLATE_TAG"),
+}
+_AGENT_API = ("api.anthropic.com",)
+DEFAULT_EGRESS_ALLOW: dict[str, tuple[str, ...]] = {
+    DATA_APP: _AGENT_API,
+    # The writeback agent pushes branches to the customer's git host.
+    AI_WRITEBACK: (*_AGENT_API, "github.com", "gitlab.com", "bitbucket.org"),
+}
+# Envs of this process handed to every E2B sandbox (the agent needs its API key); values are secrets.
+SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
+# Variables whose values must never be shown, whatever they hold.
+SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY")
+
+E2B_KEY_MISSING = (
+    "E2B_API_KEY is not set; the E2B provider needs an API key "
+    "(https://e2b.dev/dashboard?tab=keys), or set SANDBOX_PROVIDER=docker for local runs"
+)
 
 
-def _positive_ms(environ: Mapping[str, str], name: str, default: int) -> timedelta:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return timedelta(milliseconds=default)
+def package_version() -> str:
     try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a positive integer number of milliseconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be a positive integer number of milliseconds, got {raw!r}")
-    return timedelta(milliseconds=value)
+        return importlib.metadata.version("sandbox-lifecycle")
+    except importlib.metadata.PackageNotFoundError:
+        return "latest"
+
+
+def egress_env_name(kind: str) -> str:
+    """``SANDBOX_EGRESS_ALLOW_DATA_APP`` for ``data-app``: comma-separated hosts replacing the default."""
+    return "SANDBOX_EGRESS_ALLOW_" + kind.upper().replace("-", "_")
+
+
+class _Reader:
+    """Reads variables from one mapping and collects every problem, so one error can name them all."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.env = environ
+        self.problems: list[str] = []
+
+    def text(self, name: str) -> str | None:
+        """The stripped value, or None when unset or empty (an empty variable means "use the default")."""
+        raw = self.env.get(name)
+        value = raw.strip() if raw is not None else ""
+        return value or None
+
+    def bad(self, message: str) -> None:
+        self.problems.append(message)
+
+    def integer(self, name: str, default: int, maximum: int, unit: str) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        # ASCII digits only: int() would also take '+5', '1_000' and other scripts' digits.
+        value = int(raw) if _DIGITS.fullmatch(raw) and len(raw) <= 30 else 0
+        if not 1 <= value <= maximum:
+            shown = raw if len(raw) <= 40 else raw[:40] + "..."
+            self.bad(f"{name} must be a whole number of {unit} from 1 to {maximum}, got {shown!r}")
+            return default
+        return value
+
+    def millis(self, name: str, default: int, maximum: int = MAX_TIMER_MS) -> timedelta:
+        return timedelta(milliseconds=self.integer(name, default, maximum, "milliseconds"))
+
+    def raise_problems(self) -> None:
+        if len(self.problems) == 1:
+            raise ConfigError(self.problems[0])
+        if self.problems:
+            raise ConfigError(f"{len(self.problems)} settings are invalid: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class E2BSettings:
+    """What the E2B provider needs; parsed by :class:`Settings`. ``api_key`` is empty when unset."""
+
+    api_key: str = field(repr=False)
+    # kind -> template id "name:tag"
+    templates: Mapping[str, str]
+    egress_allow: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_EGRESS_ALLOW))
+    sandbox_envs: Mapping[str, str] = field(default_factory=dict, repr=False)
+    api_url: str | None = None
+    sandbox_url: str | None = None
+    domain: str | None = None
+    # Seconds a running E2B sandbox lives without being extended before E2B pauses it.
+    sandbox_timeout: int = DEFAULT_IDLE_TIMEOUT_MS // 1000 + E2B_TIMEOUT_MARGIN_S
+    request_timeout: float = 30.0
+    # The sandbox user the images create (core.kinds.HOME is its home).
+    user: str = "sandbox"
+    retry_attempts: int = 4
+    retry_base_delay: float = 0.25
+    retry_max_delay: float = 4.0
+    max_output_bytes: int = 1 << 20
+    max_file_bytes: int = 64 << 20
+    list_page_size: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> E2BSettings:
+        """The E2B part of the settings; ConfigError when a value is bad or the API key is missing."""
+        reader = _Reader(environ)
+        settings = _e2b_settings(reader, _idle_ms(reader))
+        if not settings.api_key:
+            reader.bad(E2B_KEY_MISSING)
+        reader.raise_problems()
+        return settings
+
+    def require_key(self) -> None:
+        if not self.api_key:
+            raise ConfigError(E2B_KEY_MISSING)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """Where Docker snapshots go when ``S3_BUCKET`` is set."""
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+
+
+def _idle_ms(reader: _Reader) -> timedelta:
+    return reader.millis("SANDBOX_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)
+
+
+def _e2b_settings(reader: _Reader, idle: timedelta) -> E2BSettings:
+    version = package_version()
+    templates = {}
+    for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
+        name = reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
+        templates[kind] = f"{name}:{reader.text(tag_var) or version}"
+    egress = {}
+    for kind, default in DEFAULT_EGRESS_ALLOW.items():
+        raw = reader.env.get(egress_env_name(kind))
+        # Set but empty is meaningful: deny everything.
+        egress[kind] = default if raw is None else tuple(h.strip() for h in raw.split(",") if h.strip())
+    idle_s = int(idle.total_seconds())
+    timeout_ms = reader.integer(
+        "E2B_SANDBOX_TIMEOUT_MS", (idle_s + E2B_TIMEOUT_MARGIN_S) * 1000, MAX_TIMER_MS, "milliseconds"
+    )
+    return E2BSettings(
+        api_key=reader.text("E2B_API_KEY") or "",
+        templates=templates,
+        egress_allow=egress,
+        sandbox_envs={k: v for k in SANDBOX_ENV_PASSTHROUGH if (v := reader.env.get(k, ""))},
+        api_url=reader.text("E2B_API_URL"),
+        sandbox_url=reader.text("E2B_SANDBOX_URL"),
+        domain=reader.text("E2B_DOMAIN"),
+        sandbox_timeout=max(1, timeout_ms // 1000),
+    )
+
+
+def _s3_settings(reader: _Reader) -> S3Settings | None:
+    access_key, secret_key = reader.text("S3_ACCESS_KEY"), reader.text("S3_SECRET_KEY")
+    if (access_key is None) != (secret_key is None):
+        reader.bad(
+            "set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither to use the default AWS credential chain"
+        )
+    endpoint = reader.text("S3_ENDPOINT")
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        reader.bad(f"S3_ENDPOINT must be an http:// or https:// URL, got {endpoint!r}")
+    bucket = reader.text("S3_BUCKET")
+    if bucket is None:
+        return None
+    return S3Settings(
+        bucket=bucket,
+        endpoint_url=endpoint,
+        region=reader.text("S3_REGION"),
+        access_key=access_key,
+        secret_key=secret_key,
+    )
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
@@ -34,6 +232,58 @@ def default_data_dir(environ: Mapping[str, str]) -> Path:
         return Path(environ["SANDBOX_DATA_DIR"])
     base = environ.get("XDG_DATA_HOME") or os.path.join(environ.get("HOME", "/root"), ".local", "share")
     return Path(base) / "sandbox-lifecycle"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for an in-memory database."""
+    path = url.split("://", 1)[1] if "://" in url else ""
+    path = unquote(path[1:] if path.startswith("/") else path).split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def _database_url(reader: _Reader, data_dir: Path) -> str:
+    default = f"sqlite:///{data_dir / 'sandbox.db'}"
+    url = reader.text("SANDBOX_DATABASE_URL")
+    if url is None:
+        return default
+    scheme, sep, _rest = url.partition("://")
+    if not sep or scheme not in DATABASE_SCHEMES:
+        hint = (
+            " (plain postgresql:// means psycopg2, which is not used here)"
+            if scheme in ("postgresql", "postgres")
+            else ""
+        )
+        reader.bad(f"SANDBOX_DATABASE_URL must be {_SUPPORTED_DATABASES}{hint}, got {redact_url(url)!r}")
+        return default
+    if scheme.startswith("sqlite"):
+        path = sqlite_path(url)
+        # The data dir is ours and made on first use; anywhere else the directory must already exist,
+        # so a typo does not silently create directories (as whoever runs this) and an empty log there.
+        if path is not None and path.parent != data_dir and not path.parent.is_dir():
+            reader.bad(
+                f"SANDBOX_DATABASE_URL names a SQLite file in {path.parent}, which does not exist: "
+                "create the directory, or unset the variable to use the embedded default"
+            )
+        return url
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        reader.bad(f"SANDBOX_DATABASE_URL is not a valid URL ({_SUPPORTED_DATABASES}): {redact_url(url)!r}")
+    return url
+
+
+def _snapshot_dir(reader: _Reader, data_dir: Path) -> Path:
+    raw = reader.text("SANDBOX_SNAPSHOT_DIR")
+    if raw is None:
+        return data_dir / "snapshots"
+    path = Path(raw)
+    if not path.parent.is_dir():
+        reader.bad(
+            f"SANDBOX_SNAPSHOT_DIR is {raw!r}, whose parent directory does not exist: create it, or unset "
+            "the variable to keep snapshots in the data dir"
+        )
+    return path
 
 
 @dataclass(frozen=True)
@@ -44,41 +294,76 @@ class Settings:
     data_dir: Path
     policy: Policy
     snapshot_dir: Path
-    s3_bucket: str | None
-    docker_images: dict[str, str] = field(default_factory=dict)
+    s3: S3Settings | None = None
+    docker_images: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DOCKER_IMAGES))
+    # Per-container writable-layer limit of the Docker provider.
+    disk_limit_mb: int = DEFAULT_DISK_LIMIT_MB
     sweep_interval: timedelta = timedelta(seconds=30)
     # Which provider resources are ours: the reconciler only ever removes those carrying this label.
     deployment: str = "default"
-    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    e2b: E2BSettings = field(default_factory=lambda: E2BSettings(api_key="", templates={}))
+    node_env: str = ""
+
+    @property
+    def s3_bucket(self) -> str | None:
+        return self.s3.bucket if self.s3 else None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
-        provider = (env.get("SANDBOX_PROVIDER") or "e2b").strip().lower()
+        """Parse and validate every variable; one ConfigError names all that are bad.
+
+        A missing provider credential is not an error here (read-only commands work without one): the
+        composition root refuses it before anything can be written. Docker under NODE_ENV=production
+        is refused here, with ProviderRefused.
+        """
+        reader = _Reader(os.environ if environ is None else environ)
+        provider = (reader.text("SANDBOX_PROVIDER") or "e2b").lower()
         if provider not in PROVIDERS:
-            raise ConfigError(f"SANDBOX_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
-        data_dir = default_data_dir(env)
-        database_url = env.get("SANDBOX_DATABASE_URL") or f"sqlite:///{data_dir / 'sandbox.db'}"
+            reader.bad(f"SANDBOX_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        data_dir = default_data_dir(reader.env)
+        database_url = _database_url(reader, data_dir)
+        idle = _idle_ms(reader)
         policy = Policy(
-            idle_timeout=_positive_ms(env, "SANDBOX_IDLE_TIMEOUT_MS", 1_800_000),
-            retention=_positive_ms(env, "SANDBOX_SNAPSHOT_RETENTION_MS", 604_800_000),
-            lease=_positive_ms(env, "SANDBOX_LEASE_MS", 600_000),
+            idle_timeout=idle,
+            retention=reader.millis("SANDBOX_SNAPSHOT_RETENTION_MS", 604_800_000),
+            lease=reader.millis("SANDBOX_LEASE_MS", 600_000),
         )
-        return cls(
+        sweep_interval = reader.millis("SANDBOX_SWEEP_INTERVAL_MS", 30_000, MAX_SWEEP_INTERVAL_MS)
+        disk_limit_mb = reader.integer(
+            "SANDBOX_DISK_LIMIT_MB", DEFAULT_DISK_LIMIT_MB, MAX_DISK_LIMIT_MB, "megabytes"
+        )
+        deployment = reader.env.get("SANDBOX_DEPLOYMENT") or deployment_of(database_url)
+        if not DEPLOYMENT_NAME.fullmatch(deployment):
+            shown = deployment if len(deployment) <= 70 else deployment[:70] + "..."
+            reader.bad(f"SANDBOX_DEPLOYMENT must be {DEPLOYMENT_RULE}, got {shown!r}")
+        settings = cls(
             provider=provider,
             database_url=database_url,
             data_dir=data_dir,
             policy=policy,
-            snapshot_dir=Path(env.get("SANDBOX_SNAPSHOT_DIR") or data_dir / "snapshots"),
-            s3_bucket=env.get("S3_BUCKET") or None,
+            snapshot_dir=_snapshot_dir(reader, data_dir),
+            s3=_s3_settings(reader),
             docker_images={
-                DATA_APP: env.get("SANDBOX_DOCKER_IMAGE") or "lightdash-sandbox:local",
-                AI_WRITEBACK: env.get("SANDBOX_AI_WRITEBACK_DOCKER_IMAGE") or "lightdash-ai-writeback:local",
+                kind: reader.text(name) or DEFAULT_DOCKER_IMAGES[kind]
+                for kind, name in DOCKER_IMAGE_ENV.items()
             },
-            sweep_interval=_positive_ms(env, "SANDBOX_SWEEP_INTERVAL_MS", 30_000),
-            deployment=env.get("SANDBOX_DEPLOYMENT") or deployment_of(database_url),
-            environ=env,
+            disk_limit_mb=disk_limit_mb,
+            sweep_interval=sweep_interval,
+            deployment=deployment,
+            e2b=_e2b_settings(reader, idle),
+            node_env=reader.text("NODE_ENV") or "",
         )
+        reader.raise_problems()
+        if provider == "docker":
+            refuse_production(settings.node_env)
+        return settings
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold, for scrubbing messages that might echo one."""
+        values = [self.e2b.api_key, *self.e2b.sandbox_envs.values(), url_password(self.database_url)]
+        if self.s3 is not None:
+            values.append(self.s3.secret_key or "")
+        return tuple(v for v in values if v)
 
     def describe(self) -> dict[str, str]:
         """What `doctor` prints: never a secret, and a database URL without its password."""
@@ -98,6 +383,16 @@ class Settings:
         }
 
 
+def refuse_production(node_env: str | None) -> None:
+    """Raise ProviderRefused for the Docker provider under NODE_ENV=production."""
+    if node_env == "production":
+        raise ProviderRefused(
+            "the Docker provider refuses NODE_ENV=production: the Docker socket is root-equivalent and "
+            "a container is not an isolation boundary for untrusted, agent-written code; "
+            "use SANDBOX_PROVIDER=e2b in production"
+        )
+
+
 def deployment_of(database_url: str) -> str:
     """A stable name for everything that shares one event log (and so may reap each other's orphans).
 
@@ -115,3 +410,34 @@ def redact_url(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
+
+
+def url_password(url: str) -> str:
+    _scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return ""
+    creds = rest.rpartition("@")[0]
+    return unquote(creds.split(":", 1)[1]) if ":" in creds else ""
+
+
+def scrub(text: str, secrets: tuple[str, ...] | list[str]) -> str:
+    """``text`` with every secret value replaced (longest first, so a prefix never leaves a tail)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+            quoted = re.sub(r"[^A-Za-z0-9_.~-]", lambda m: f"%{ord(m.group()):02X}", secret)
+            if quoted != secret:
+                text = text.replace(quoted, "***")
+    return text
+
+
+def environ_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets of an environment that may not parse as Settings (for the CLI's last-resort errors)."""
+    values = [environ.get(name, "") for name in SECRET_ENV]
+    values.append(url_password(environ.get("SANDBOX_DATABASE_URL", "")))
+    return tuple(v for v in values if v)
+
+
+def first_line(text: str, limit: int = 400) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[:limit] + "..."

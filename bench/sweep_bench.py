@@ -98,9 +98,8 @@ def sweep_only(url: str) -> None:
     from sandbox_lifecycle.adapters.bootstrap import build_service
     from sandbox_lifecycle.adapters.scheduler import Ticker
 
-    service = build_service({"SANDBOX_DATABASE_URL": url, "SANDBOX_PROVIDER": "e2b"})
     provider = CountingProvider()
-    service.provider = provider  # type: ignore[assignment]
+    service = build_service({"SANDBOX_DATABASE_URL": url, "SANDBOX_PROVIDER": "e2b"}, provider=provider)
     service.clock = lambda: NOW
     store = service.store
     store.due_deadlines(NOW, limit=1)  # connect outside the timed part

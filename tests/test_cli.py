@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import sandbox_lifecycle.adapters.bootstrap as bootstrap
 import sandbox_lifecycle.adapters.cli.commands as cli
 from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.core.ports import ExecResult
 from sandbox_lifecycle.core.service import SandboxService
+from tests.e2b.fake_e2b import FakeE2B
 from tests.fakes import FakeProvider
 
 
@@ -25,9 +29,31 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture
 def service(env: Path) -> SandboxService:
-    svc = build_service()
-    svc.provider = FakeProvider()  # type: ignore[assignment]
-    return svc
+    return build_service(provider=FakeProvider())
+
+
+class RecordingProvider(FakeProvider):
+    """The fake, remembering how each exec was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.execs: list[dict[str, Any]] = []
+
+    def exec(self, ref: str, command: Sequence[str], **kw: Any) -> ExecResult:
+        self.execs.append({"command": list(command), **kw})
+        return super().exec(ref, command, **kw)
+
+
+@pytest.fixture
+def fake(env: Path, monkeypatch: pytest.MonkeyPatch) -> RecordingProvider:
+    """One fake provider behind every service the CLI builds (the seam: the composition root's builder)."""
+    provider = RecordingProvider()
+    monkeypatch.setattr(bootstrap, "build_provider", lambda settings: provider)
+    return provider
+
+
+def log_bytes(data_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(data_dir.glob("sandbox.db*"))}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -97,23 +123,241 @@ def test_replay_verify_detects_tampering(service: SandboxService, capsys: pytest
     assert code == 0
 
 
-def test_sweep_reports_provider_errors_and_leaves_the_gc_retryable(
-    service: SandboxService, capsys: pytest.CaptureFixture[str]
+def test_a_write_without_credentials_changes_nothing(
+    service: SandboxService, env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with service.turn("c", "data-app") as sbx:
         pass
-    # The CLI builds its own service, whose provider (E2B) has no API key: the retention GC is
-    # decided and recorded, the provider call fails, and the error is reported, not swallowed.
-    code, out, _ = run(capsys, "sweep", "--now", "2999-01-01T00:00:00Z", "--json")
+    service.store.engine.dispose()  # type: ignore[attr-defined]
+    before = log_bytes(env)
+    # Retention is long past in 2999: before the fix this recorded the GC intent, then failed on the
+    # missing key and left the sandbox stuck in `destroying`.
+    for argv in (
+        ("create", "--kind", "data-app"),
+        ("sweep", "--now", "2999-01-01T00:00:00Z"),
+        ("reconcile",),
+        ("resume", sbx.id),
+        ("destroy", sbx.id),
+        ("touch", sbx.id),
+        ("exec", sbx.id, "--", "true"),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == cli.EXIT_ERROR, argv
+        assert "E2B_API_KEY" in err and "Traceback" not in err and out == "", argv
+    assert log_bytes(env) == before
+    assert service.get(sbx.id).state == "suspended"
+
+
+def test_sweep_reports_provider_errors_and_leaves_the_gc_retryable(
+    service: SandboxService, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with service.turn("c", "data-app") as sbx:
+        pass
+    fake_e2b = FakeE2B("the-right-key", env / "e2b")
+    fake_e2b.start()
+    try:
+        # A key E2B refuses is only found out by calling E2B: the GC is recorded, the call fails, the
+        # error is reported (not swallowed) and the sandbox is left for a later sweep to finish.
+        monkeypatch.setenv("E2B_API_KEY", "a-revoked-key-123")
+        monkeypatch.setenv("E2B_API_URL", fake_e2b.url)
+        monkeypatch.setenv("E2B_SANDBOX_URL", fake_e2b.url)
+        code, out, err = run(capsys, "sweep", "--now", "2999-01-01T00:00:00Z", "--json")
+    finally:
+        fake_e2b.stop()
     assert code == 1
     errors = json.loads(out)["errors"]
-    assert any(sbx.id in e and "E2B_API_KEY" in e for e in errors), errors
+    assert any(sbx.id in e and "401" in e for e in errors), errors
+    assert "a-revoked-key-123" not in out + err
     assert service.get(sbx.id).state == "destroying"
     # A working process sweeping after the lease finishes the GC from provider reality.
     report = service.sweep(service.clock().replace(year=2999, minute=30))
     assert report.recovered == [sbx.id]
     row = service.get(sbx.id)
     assert row.state == "expired" and row.expired_reason == "retention"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("ls",),
+        ("create", "--kind", "data-app"),
+        ("sweep",),
+    ],
+)
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("SANDBOX_DEPLOYMENT", "../evil", "1-63"),
+        ("SANDBOX_IDLE_TIMEOUT_MS", "99999999999999999999", "315360000000"),
+        ("SANDBOX_DATABASE_URL", "mysql://root:pw-123@db/x", "postgresql+psycopg://"),
+    ],
+)
+def test_bad_settings_are_one_line_and_touch_nothing(
+    service: SandboxService,
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    name: str,
+    value: str,
+    says: str,
+) -> None:
+    service.create("data-app")
+    service.store.engine.dispose()  # type: ignore[attr-defined]
+    before = log_bytes(env)
+    monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
+    monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, *argv)
+    assert code == cli.EXIT_ERROR
+    assert out == "" and err.count("\n") == 1 and err.startswith("sandboxctl: ")
+    assert name in err and says in err and "pw-123" not in err
+    assert log_bytes(env) == before
+
+
+def test_an_unreachable_database_is_named_without_its_password(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SANDBOX_DATABASE_URL", "postgresql+psycopg://app:pw-secret-9@127.0.0.1:1/sbx")
+    code, out, err = run(capsys, "ls")
+    assert code == cli.EXIT_ERROR and out == ""
+    assert "127.0.0.1:1" in err and "pw-secret-9" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        (
+            "exec",
+            "ID",
+            "--timeout",
+            "7",
+            "--cwd",
+            "/tmp",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--",
+            "ls",
+            "-la",
+        ),
+        (
+            "exec",
+            "--timeout",
+            "7",
+            "--cwd",
+            "/tmp",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "ID",
+            "--",
+            "ls",
+            "-la",
+        ),
+        ("exec", "--env", "A=1", "ID", "--cwd", "/tmp", "--timeout=7", "--env=B=x=y", "--", "ls", "-la"),
+    ],
+)
+def test_exec_options_go_before_or_after_the_id(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    code, out, _ = run(capsys, "create", "--kind", "data-app", "--json")
+    sid = json.loads(out)["id"]
+    code, out, err = run(capsys, *[sid if a == "ID" else a for a in argv])
+    assert code == 0, err
+    assert out == "ls -la"  # the fake echoes the command it ran
+    (call,) = fake.execs
+    assert call == {
+        "command": ["ls", "-la"],
+        "timeout": 7.0,
+        "env": {"A": "1", "B": "x=y"},
+        "cwd": "/tmp",
+    }
+
+
+def test_exec_command_keeps_its_own_double_dash_and_options(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(capsys, "create", "--kind", "data-app", "--json")
+    sid = json.loads(out)["id"]
+    code, out, _ = run(capsys, "exec", sid, "--", "git", "log", "--timeout", "--", "x")
+    assert code == 0 and fake.execs[0]["command"] == ["git", "log", "--timeout", "--", "x"]
+    assert fake.execs[0]["timeout"] == 300.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("--timeout", "0"), "86400"),
+        (("--timeout", "-1"), "86400"),
+        (("--timeout", "nan"), "86400"),
+        (("--timeout", "inf"), "86400"),
+        (("--timeout", "1e12"), "86400"),
+        (("--timeout", "soon"), "86400"),
+        (("--env", "NOEQUALS"), "K=V"),
+        (("--env", "=value"), "K=V"),
+        (("--env", "A B=1"), "K=V"),
+    ],
+)
+def test_bad_exec_options_are_usage_errors(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str
+) -> None:
+    code, _, err = run(capsys, "exec", "some-id", *argv, "--", "true")
+    assert code == cli.EXIT_USAGE and says in err and "Traceback" not in err
+    assert fake.execs == [] and fake.calls == []
+
+
+def test_exec_without_a_command_is_a_usage_error(
+    fake: RecordingProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "exec", "some-id", "--timeout", "5")
+    assert code == cli.EXIT_USAGE and "--" in err
+    code, _, err = run(capsys, "exec", "some-id", "--")
+    assert code == cli.EXIT_USAGE
+
+
+def test_replay_verify_and_rebuild_are_one_choice(
+    service: SandboxService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = service.create("data-app")
+    code, _, err = run(capsys, "replay", "--verify", "--rebuild")
+    assert code == cli.EXIT_USAGE and "not allowed with" in err
+    engine = service.store.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE sandboxes SET version = 99 WHERE id = ?", (row.id,))
+    # --verify only compares: the difference is reported and left as it is.
+    assert run(capsys, "replay", "--verify")[0] == 1
+    assert run(capsys, "replay")[0] == 1  # verify is the default
+    assert service.get(row.id).version == 99
+    code, out, _ = run(capsys, "replay", "--rebuild")
+    assert code == 0 and "rebuilt" in out
+    assert service.get(row.id).version == 2
+
+
+def test_an_unexpected_error_is_one_line_unless_verbose(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("E2B_API_KEY", "e2b-key-never-shown")
+
+    def boom(self: SandboxService, state: str | None = None) -> list[Any]:
+        raise RuntimeError("disk on fire\nsecond line with e2b-key-never-shown")
+
+    monkeypatch.setattr(SandboxService, "list", boom)
+    code, out, err = run(capsys, "ls")
+    assert code == cli.EXIT_ERROR and out == ""
+    assert err == "sandboxctl: RuntimeError: disk on fire (run with -v for the traceback)\n"
+    code, _, err = run(capsys, "-v", "ls")
+    assert code == cli.EXIT_ERROR and "Traceback" in err and "disk on fire" in err
+    assert "e2b-key-never-shown" not in err
+
+
+def test_usage_errors_exit_2_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "frobnicate")
+    assert code == cli.EXIT_USAGE and "Traceback" not in err
+    code, _, err = run(capsys, "show")
+    assert code == cli.EXIT_USAGE
+    assert run(capsys, "--help")[0] == 0
 
 
 def test_diagram_is_the_committed_doc(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
-from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
 from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
     ConfigError,
@@ -28,10 +32,23 @@ from sandbox_lifecycle.core.kinds import KINDS
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
 
 
+# Commands that only read the log: they work without provider credentials (and never load its SDK).
+READ_ONLY = frozenset({"ls", "show", "history", "replay", "doctor"})
+MAX_EXEC_TIMEOUT_S = 86_400
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "settings", None) is None:
+        args.settings = Settings.from_env()
+    settings: Settings = args.settings
+    return settings
+
+
 def _service(args: argparse.Namespace) -> Any:
     from sandbox_lifecycle.adapters.bootstrap import build_service
 
-    return build_service()
+    return build_service(settings=_settings(args), require_provider=args.cmd not in READ_ONLY)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -40,13 +57,31 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def exec_timeout(raw: str) -> float:
+    """--timeout: seconds, finite, above 0 and at most a day (nan and inf are floats too)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= MAX_EXEC_TIMEOUT_S):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most {MAX_EXEC_TIMEOUT_S}, got {raw!r}"
+        )
+    return value
+
+
+def env_pair(raw: str) -> tuple[str, str]:
+    name, sep, value = raw.partition("=")
+    if not sep or not _ENV_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"must be K=V with K a variable name such as FOO_1, got {raw!r}")
+    return name, value
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
     if not command:
-        raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID -- ls -la")
-    env = dict(kv.split("=", 1) for kv in args.env or [])
+        raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID --timeout 60 -- ls -la")
+    env = dict(args.env or [])
     result = _service(args).exec(args.id, command, timeout=args.timeout, env=env or None, cwd=args.cwd)
     # The bytes the command wrote, untouched: `sandboxctl exec ID -- cat some.bin > out.bin` is exact.
     sys.stdout.buffer.write(result.stdout_bytes)
@@ -67,7 +102,7 @@ def _simple(method: str) -> Any:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    if args.state and args.state not in lifecycle.STATES:
+    if args.state and args.state not in lifecycle.STATES[1:]:
         raise _Usage(f"unknown state {args.state!r}; states are: {', '.join(lifecycle.STATES[1:])}")
     print_rows(_service(args).list(args.state), args.json)
     return 0
@@ -107,9 +142,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from sandbox_lifecycle.adapters.rebuild import parallel_rebuild
     from sandbox_lifecycle.core.replay import verify
 
-    settings = Settings.from_env()
     service = _service(args)
-    projections = parallel_rebuild(settings.database_url, service.policy, args.workers)
+    projections = parallel_rebuild(_settings(args).database_url, service.policy, args.workers)
     if args.rebuild:
         service.store.replace_all_projections(projections)
         print(f"rebuilt projections of {len(projections)} sandboxes from the log")
@@ -134,7 +168,8 @@ def _parse_now(raw: str | None) -> datetime | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    report = _service(args).sweep(_parse_now(args.now))
+    now = _parse_now(args.now)  # a usage error before any setting or connection is looked at
+    report = _service(args).sweep(now)
     print_report(report, args.json)
     return 1 if report.errors else 0
 
@@ -148,16 +183,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from sandbox_lifecycle.adapters.scheduler import run_forever
 
-    settings = Settings.from_env()
-    run_forever(_service(args), settings.sweep_interval)
+    run_forever(_service(args), _settings(args).sweep_interval)
     return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from sandbox_lifecycle.adapters.bootstrap import build_store
     from sandbox_lifecycle.events import migrate
 
-    settings = Settings.from_env()
-    from sandbox_lifecycle.adapters.bootstrap import build_store
+    settings = _settings(args)
 
     if settings.database_url.startswith("sqlite"):
         build_store(settings, migrate_embedded=False)  # creates the data dir
@@ -172,7 +206,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = _settings(args)
     ok = True
     for key, value in settings.describe().items():
         print(f"{key:22} {value}")
@@ -238,10 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
         False,
     )
     sp.add_argument("id")
-    sp.add_argument("--timeout", type=float, default=300.0, help="seconds before the command is killed")
-    sp.add_argument("--cwd")
-    sp.add_argument("--env", action="append", metavar="K=V")
-    sp.add_argument("command", nargs=argparse.REMAINDER)
+    sp.add_argument(
+        "--timeout",
+        type=exec_timeout,
+        default=300.0,
+        help=f"seconds before the command is killed (default 300, at most {MAX_EXEC_TIMEOUT_S})",
+    )
+    sp.add_argument("--cwd", help="working directory in the sandbox (default: the kind's workdir)")
+    sp.add_argument("--env", action="append", type=env_pair, metavar="K=V", help="repeatable")
+    # Filled from what follows `--` (see main), so options may come before or after the id.
+    sp.set_defaults(command=[])
     for name, help in (
         ("suspend", "snapshot the workspace and release the compute"),
         ("resume", "bring a suspended sandbox back"),
@@ -259,11 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "replay", cmd_replay, "rebuild projections from the log and compare them with the stored ones", False
     )
-    sp.add_argument(
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument(
         "--verify", action="store_true", help="compare only (the default); exit 1 on any difference"
     )
-    sp.add_argument(
-        "--rebuild", action="store_true", help="overwrite the stored projections with the rebuild"
+    mode.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="overwrite the stored projections with the rebuild, then compare",
     )
     sp.add_argument(
         "--workers", type=int, help="processes folding the log in parallel (default: cores, max 4)"
@@ -284,9 +327,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse; `exec`'s command is everything after the first `--`, taken before argparse sees it.
+
+    argparse's REMAINDER would swallow options given after the id (`exec ID --timeout 5 -- ls` ran
+    `--timeout`), and a command's own options and `--` must reach it untouched.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        args = parser.parse_args(argv[:cut])
+        if args.cmd == "exec":
+            args.command = argv[cut + 1 :]
+            return args
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as done:  # argparse: --help (0) or a usage error it already printed (2)
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -296,8 +358,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (_Usage, ConfigError, SandboxError, StoreError) as exc:
-        print(f"sandboxctl: {exc}", file=sys.stderr)
+        _fail(args, str(exc))
         return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
+    except Exception as exc:
+        # A bug or an unforeseen failure: one line a person can report; the traceback only on request.
+        if args.verbose:
+            sys.stderr.write(_scrub(args, traceback.format_exc()))
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        _fail(args, f"{type(exc).__name__}: {first_line(str(exc))}{hint}")
+        return EXIT_ERROR
+
+
+def _scrub(args: argparse.Namespace, text: str) -> str:
+    settings = getattr(args, "settings", None)
+    return scrub(text, settings.secrets() if settings is not None else environ_secrets(os.environ))
+
+
+def _fail(args: argparse.Namespace, message: str) -> None:
+    print(f"sandboxctl: {_scrub(args, ' '.join(message.split()))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

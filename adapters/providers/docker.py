@@ -35,6 +35,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
+from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.snapshots.archive import (
     HashingReader,
     fetch_verified,
@@ -108,13 +109,8 @@ class DockerLimits:
 
 
 def refuse_production(environ: Mapping[str, str]) -> None:
-    """Raise ProviderRefused under NODE_ENV=production (checked before anything is built or recorded)."""
-    if environ.get("NODE_ENV") == "production":
-        raise ProviderRefused(
-            "the Docker provider refuses NODE_ENV=production: the Docker socket is root-equivalent and "
-            "a container is not an isolation boundary for untrusted, agent-written code; "
-            "use SANDBOX_PROVIDER=e2b in production"
-        )
+    """Raise ProviderRefused under NODE_ENV=production (Settings checks it before anything is built)."""
+    _refuse_production(environ.get("NODE_ENV"))
 
 
 class DockerProvider:
@@ -129,8 +125,10 @@ class DockerProvider:
         environ: Mapping[str, str] = os.environ,
         limits: DockerLimits | None = None,
         deployment: str = "default",
+        disk_limit_mb: int = 10240,
     ) -> None:
         refuse_production(environ)
+        self.disk_limit_mb = disk_limit_mb
         if not _DEPLOYMENT_NAME.fullmatch(deployment):
             raise ValueError(
                 f"invalid deployment name {deployment!r} (SANDBOX_DEPLOYMENT): use 1-63 letters, digits, "

@@ -25,19 +25,18 @@ Secrets: the envs given to sandboxes and the API key are never logged, put in a 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import logging
 import posixpath
 import random
-import re
 import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
+import tenacity
 from e2b import (
     ALL_TRAFFIC,
     E2B,
@@ -56,9 +55,32 @@ from e2b import (
     TimeoutException,
 )
 
-from sandbox_lifecycle.core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
-from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
+# Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
+from sandbox_lifecycle.adapters.settings import (
+    DEFAULT_EGRESS_ALLOW,
+    DEFAULT_TEMPLATE_NAMES,
+    DEPLOYMENT_NAME,
+    SANDBOX_ENV_PASSTHROUGH,
+    TEMPLATE_ENV,
+    E2BSettings,
+    egress_env_name,
+    package_version,
+)
+from sandbox_lifecycle.core.errors import ExecTimeout, ProviderError, ProviderLost
+from sandbox_lifecycle.core.kinds import HOME, KINDS, kind_spec
 from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
+
+__all__ = [
+    "DEFAULT_EGRESS_ALLOW",
+    "DEFAULT_TEMPLATE_NAMES",
+    "SANDBOX_ENV_PASSTHROUGH",
+    "TEMPLATE_ENV",
+    "E2BProvider",
+    "E2BSettings",
+    "egress_env_name",
+    "idempotency_key",
+    "package_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,111 +92,10 @@ META_KIND = "kind"
 META_MANAGED = "managed"
 META_DEPLOYMENT = "deployment"
 # The same names the Docker provider accepts, so one SANDBOX_DEPLOYMENT works for either provider.
-_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_DEPLOYMENT_NAME = DEPLOYMENT_NAME
 
-DEFAULT_TEMPLATE_NAMES = {
-    DATA_APP: "lightdash/lightdash-data-app",
-    AI_WRITEBACK: "lightdash/lightdash-ai-writeback",
-}
-# (name variable, tag variable) per kind: the seed's environment table.
-TEMPLATE_ENV = {
-    DATA_APP: ("E2B_TEMPLATE_NAME", "E2B_TEMPLATE_TAG"),
-    AI_WRITEBACK: ("E2B_AI_WRITEBACK_TEMPLATE_NAME", "E2B_AI_WRITEBACK_TEMPLATE_TAG"),
-}
-_AGENT_API = ("api.anthropic.com",)
-DEFAULT_EGRESS_ALLOW: dict[str, tuple[str, ...]] = {
-    DATA_APP: _AGENT_API,
-    # The writeback agent pushes branches to the customer's git host.
-    AI_WRITEBACK: (*_AGENT_API, "github.com", "gitlab.com", "bitbucket.org"),
-}
-# Envs of this process handed to every sandbox (the agent needs its API key); values are secrets.
-SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
-
-DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
-# E2B's timeout is only the safety net behind our idle timer, so it must outlast it.
-E2B_TIMEOUT_MARGIN_S = 600
 # Bounds every paged listing: 1000 pages of 100 is far beyond any real fleet.
 MAX_LIST_PAGES = 1000
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("sandbox-lifecycle")
-    except importlib.metadata.PackageNotFoundError:
-        return "latest"
-
-
-def egress_env_name(kind: str) -> str:
-    """``SANDBOX_EGRESS_ALLOW_DATA_APP`` for ``data-app``: comma-separated hosts replacing the default."""
-    return "SANDBOX_EGRESS_ALLOW_" + kind.upper().replace("-", "_")
-
-
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class E2BSettings:
-    api_key: str = field(repr=False)
-    # kind -> template id "name:tag"
-    templates: Mapping[str, str]
-    egress_allow: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_EGRESS_ALLOW))
-    sandbox_envs: Mapping[str, str] = field(default_factory=dict, repr=False)
-    api_url: str | None = None
-    sandbox_url: str | None = None
-    domain: str | None = None
-    # Seconds a running E2B sandbox lives without being extended before E2B pauses it.
-    sandbox_timeout: int = DEFAULT_IDLE_TIMEOUT_MS // 1000 + E2B_TIMEOUT_MARGIN_S
-    request_timeout: float = 30.0
-    # The sandbox user the images create (core.kinds.HOME is its home).
-    user: str = "sandbox"
-    retry_attempts: int = 4
-    retry_base_delay: float = 0.25
-    retry_max_delay: float = 4.0
-    max_output_bytes: int = 1 << 20
-    max_file_bytes: int = 64 << 20
-    list_page_size: int = 100
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> E2BSettings:
-        api_key = environ.get("E2B_API_KEY", "").strip()
-        if not api_key:
-            raise ConfigError(
-                "E2B_API_KEY is not set; the E2B provider needs an API key "
-                "(https://e2b.dev/dashboard?tab=keys), or set SANDBOX_PROVIDER=docker for local runs"
-            )
-        version = package_version()
-        templates = {}
-        for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
-            name = environ.get(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
-            templates[kind] = f"{name}:{environ.get(tag_var) or version}"
-        egress = {}
-        for kind, default in DEFAULT_EGRESS_ALLOW.items():
-            raw = environ.get(egress_env_name(kind))
-            egress[kind] = default if raw is None else tuple(h.strip() for h in raw.split(",") if h.strip())
-        idle_ms = _positive_int(environ, "SANDBOX_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)
-        timeout_ms = _positive_int(
-            environ, "E2B_SANDBOX_TIMEOUT_MS", (idle_ms // 1000 + E2B_TIMEOUT_MARGIN_S) * 1000
-        )
-        return cls(
-            api_key=api_key,
-            templates=templates,
-            egress_allow=egress,
-            sandbox_envs={k: environ[k] for k in SANDBOX_ENV_PASSTHROUGH if environ.get(k)},
-            api_url=environ.get("E2B_API_URL") or None,
-            sandbox_url=environ.get("E2B_SANDBOX_URL") or None,
-            domain=environ.get("E2B_DOMAIN") or None,
-            sandbox_timeout=max(1, timeout_ms // 1000),
-        )
 
 
 def idempotency_key(deployment: str, sandbox_id: str) -> str:
@@ -472,31 +393,45 @@ class E2BProvider:
         ``passthrough`` errors the caller maps itself (a 404 means something different per call).
         """
         settings = self._settings
+
+        def worth_repeating(error: BaseException) -> bool:
+            # Our own ProviderError (a size limit) is final, and passthrough errors are the caller's.
+            return not isinstance(error, (*passthrough, ProviderError)) and _transient(error)
+
+        def backoff(state: tenacity.RetryCallState) -> float:
+            # Doubling from the base delay up to the cap, with jitter so replicas do not retry in step.
+            growth: float = 2.0 ** (state.attempt_number - 1)
+            delay = min(settings.retry_base_delay * growth, settings.retry_max_delay)
+            return delay * random.uniform(0.5, 1.0)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "e2b: %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                what,
+                state.attempt_number,
+                attempts,
+                _describe(error) if error else "?",
+                state.upcoming_sleep,
+            )
+
         attempts = max(1, settings.retry_attempts)
-        delay = settings.retry_base_delay
-        for attempt in range(1, attempts + 1):
-            try:
-                return call()
-            except passthrough:
-                raise
-            except ProviderError:
-                # Raised by our own code inside the call (a size limit): final, not a transport hiccup.
-                raise
-            except Exception as e:
-                if attempt == attempts or not _transient(e):
-                    raise _provider_error(f"E2B {what} failed", e) from e
-                pause = delay * random.uniform(0.5, 1.0)
-                log.warning(
-                    "e2b: %s failed (attempt %d of %d): %s; retrying in %.2fs",
-                    what,
-                    attempt,
-                    attempts,
-                    _describe(e),
-                    pause,
-                )
-                time.sleep(pause)
-                delay = min(delay * 2, settings.retry_max_delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=backoff,
+            retry=tenacity.retry_if_exception(worth_repeating),
+            before_sleep=before_sleep,
+            reraise=True,
+            sleep=time.sleep,
+        )
+        try:
+            return retrying(call)
+        except passthrough:
+            raise
+        except ProviderError:
+            raise
+        except Exception as e:
+            raise _provider_error(f"E2B {what} failed", e) from e
 
     def _list(self, metadata: dict[str, str], states: list[SandboxState] | None = None) -> list[SandboxInfo]:
         """Our sandboxes (managed, of this deployment) that also carry ``metadata``, in ``states``."""

@@ -13,6 +13,7 @@ import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sandbox_lifecycle.adapters.settings import S3Settings, Settings
 from sandbox_lifecycle.adapters.snapshots.archive import HashingReader
 from sandbox_lifecycle.core.errors import ConfigError, ProviderError, SnapshotNotFound
 from sandbox_lifecycle.core.ports import SnapshotInfo
@@ -66,28 +67,25 @@ class S3SnapshotStore:
         self._client = client or _make_client(endpoint_url, region, access_key, secret_key)
 
     @classmethod
+    def from_settings(cls, settings: S3Settings, *, part_size: int = DEFAULT_PART_SIZE) -> S3SnapshotStore:
+        return cls(
+            settings.bucket,
+            endpoint_url=settings.endpoint_url,
+            region=settings.region,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            part_size=part_size,
+        )
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str], *, part_size: int = DEFAULT_PART_SIZE) -> S3SnapshotStore:
-        """Build from S3_BUCKET, S3_ENDPOINT, S3_REGION, S3_ACCESS_KEY, S3_SECRET_KEY (empty = unset)."""
-
-        def get(name: str) -> str | None:
-            return environ.get(name) or None
-
-        bucket = get("S3_BUCKET")
-        if bucket is None:
+        """Build from S3_BUCKET, S3_ENDPOINT, S3_REGION, S3_ACCESS_KEY, S3_SECRET_KEY (parsed by Settings)."""
+        s3 = Settings.from_env(environ).s3
+        if s3 is None:
             raise ConfigError(
                 "S3_BUCKET is not set; set it to use S3 snapshots (or unset S3_* for local ones)"
             )
-        access_key, secret_key = get("S3_ACCESS_KEY"), get("S3_SECRET_KEY")
-        if (access_key is None) != (secret_key is None):
-            raise ConfigError("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither to use the default chain")
-        return cls(
-            bucket,
-            endpoint_url=get("S3_ENDPOINT"),
-            region=get("S3_REGION"),
-            access_key=access_key,
-            secret_key=secret_key,
-            part_size=part_size,
-        )
+        return cls.from_settings(s3, part_size=part_size)
 
     def __repr__(self) -> str:
         return f"S3SnapshotStore(bucket={self.bucket!r}, endpoint={self._endpoint!r})"

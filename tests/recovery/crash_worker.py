@@ -64,10 +64,8 @@ def main(op: str, boundary: str, target: str, now: str | None = None) -> None:
         return result
 
     store.append = append
-    # bootstrap hands out a lazy proxy; touching an attribute builds the real provider behind it,
-    # which is the object the service's calls end up on.
-    provider.instance  # noqa: B018
-    real = provider._provider
+    # A service that can write is built with its real provider (bootstrap builds it before the log).
+    real = provider
     call_name = SIDE_EFFECT[op]
     real_call = getattr(real, call_name)
 
