@@ -30,6 +30,7 @@ from sandbox_lifecycle.core.errors import (
     SandboxExpired,
     SandboxNotFound,
 )
+from sandbox_lifecycle.core.git import Git
 from sandbox_lifecycle.core.kinds import kind_spec
 from sandbox_lifecycle.core.ports import EventStore, ExecResult, SandboxProvider, SnapshotInfo
 from sandbox_lifecycle.core.projection import IDLE, LEASE, Policy, project
@@ -615,3 +616,8 @@ class TurnHandle:
 
     def read_file(self, path: str) -> bytes:
         return self.service.read_file(self.id, path)
+
+    @property
+    def git(self) -> Git:
+        """Git in the kind's workdir; ``sbx.git.at(path)`` for another repository."""
+        return Git(self)
