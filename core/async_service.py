@@ -6,20 +6,23 @@ need threads for the store, and at the concurrency a backend sees (tens of turns
 measurable over the e2b SDK's ``AsyncSandbox`` (bench/async_bench.py, docs/benchmarks.md). One code path
 for both faces means one set of guarantees.
 
-Why a pool of our own and not the loop's default executor: asyncio's default pool has
+Why pools of our own and not the loop's default executor: asyncio's default pool has
 ``min(32, cpus + 4)`` threads (6 on a two-core host), and a turn's exec holds a thread for as long as the
 command runs (the agent CLI: minutes). Six long execs would stall every other call of the application
-that uses the default pool. ``max_workers`` bounds how many calls run at once; more wait their turn.
+that uses the default pool. And why two: execs get a pool apart from every other call, so however many
+long (or cancelled, still running) execs fill theirs, a turn's start and its suspend never queue behind
+them. ``max_workers`` bounds each pool; calls beyond it wait their turn.
 
 Cancellation. A thread cannot be interrupted, so cancelling a task that awaits a call cancels the
 *await*, not the call:
 
-* ``exec``: the awaiting task gets ``CancelledError`` at once; the command runs on in its worker thread
-  until it exits or reaches its ``timeout`` (the providers kill it then), holding that thread. Inside a
-  turn, leaving the ``async with`` suspends the sandbox, which ends the command sooner (Docker snapshots
-  the workspace and removes the container; E2B pauses the sandbox). Its late outcome is discarded; it
-  cannot move the sandbox on, since every write it would make is appended at a version that is stale by
-  then.
+* ``exec``: the awaiting task gets ``CancelledError`` at once. An exec still queued for a thread never
+  starts; one already running runs on in its worker thread until it exits or reaches its ``timeout`` (the
+  providers kill it then). Inside a turn, leaving the ``async with`` suspends the sandbox, which ends the
+  command sooner (Docker snapshots the workspace and removes the container; E2B pauses the sandbox). Its
+  late outcome is discarded; it cannot move the sandbox on, since every write it would make is appended
+  at a version that is stale by then. A turn's handle refuses calls once its turn is ending, also a call
+  that was queued before and reaches its thread only then (it would otherwise resume the sandbox).
 * ``turn``: entering and leaving run the sync turn's ``__enter__`` and ``__exit__`` in worker threads; the
   body holds no thread. Both run to their end even if the task is cancelled meanwhile, and the
   cancellation is re-raised after: a turn opened while its task was being cancelled is closed (and the
@@ -33,6 +36,7 @@ import builtins
 import contextvars
 import functools
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -88,7 +92,9 @@ class AsyncSandboxService:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         self._service = service
         self.max_workers = max_workers
+        # Threads start on demand: an idle pool costs nothing.
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="sandbox-async")
+        self._exec_executor = ThreadPoolExecutor(max_workers, thread_name_prefix="sandbox-async-exec")
 
     @property
     def sync(self) -> SandboxService:
@@ -96,17 +102,31 @@ class AsyncSandboxService:
         return self._service
 
     def _submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        return self._submit_to(self._executor, fn, *args, **kwargs)
+
+    @staticmethod
+    def _submit_to(
+        pool: ThreadPoolExecutor, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[T]:
         # The caller's context variables (request ids, tracing) follow the call, as asyncio.to_thread's do.
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, fn, *args, **kwargs)
-        return asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return asyncio.get_running_loop().run_in_executor(pool, call)
 
     async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._submit(fn, *args, **kwargs)
+        return await self._submit_to(self._executor, fn, *args, **kwargs)
+
+    async def _call_exec(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._submit_to(self._exec_executor, fn, *args, **kwargs)
 
     async def aclose(self) -> None:
         """Stop taking calls and wait for the ones in flight (in a thread: the loop keeps running)."""
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+        def shutdown() -> None:
+            self._executor.shutdown(wait=True)
+            self._exec_executor.shutdown(wait=True)
+
+        await asyncio.to_thread(shutdown)
 
     async def __aenter__(self) -> AsyncSandboxService:
         return self
@@ -169,7 +189,9 @@ class AsyncSandboxService:
         cwd: str | None = None,
     ) -> ExecResult:
         """Run a command; cancelling the awaiting task does not stop it (see the module docstring)."""
-        return await self._call(self._service.exec, sandbox_id, command, timeout=timeout, env=env, cwd=cwd)
+        return await self._call_exec(
+            self._service.exec, sandbox_id, command, timeout=timeout, env=env, cwd=cwd
+        )
 
     async def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
         await self._call(self._service.write_file, sandbox_id, path, data)
@@ -215,11 +237,14 @@ class AsyncTurn:
         self._service = service
         # Creating the generator-based context manager runs none of its body: it is safe on the loop.
         self._cm = service.sync.turn(conversation_id, kind, keep_warm=keep_warm, actor=actor)
+        # Set as the turn starts ending; worker threads read it, hence an Event.
+        self._ending = threading.Event()
 
     async def __aenter__(self) -> AsyncTurnHandle:
         entering = self._service._submit(self._cm.__enter__)
         if not await _settle(entering):
-            return AsyncTurnHandle(self._service, entering.result())
+            return AsyncTurnHandle(self._service, entering.result(), self._ending)
+        self._ending.set()
         # Cancelled while the enter ran on. If it opened the turn, nobody else would ever close it: the
         # sandbox would stay running, turn open, until the idle timer.
         if _failure(entering) is None and not entering.cancelled():
@@ -233,6 +258,7 @@ class AsyncTurn:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
+        self._ending.set()
         # The sync exit sees the body's exception exactly as a `with` block would hand it over.
         leaving = self._service._submit(self._cm.__exit__, exc_type, exc, tb)
         if not await _settle(leaving):
@@ -247,11 +273,26 @@ class AsyncTurn:
 class AsyncTurnHandle:
     """The sandbox of an open turn: ``await sbx.exec(...)``, ``await sbx.write_file(...)``, ..."""
 
-    __slots__ = ("_handle", "_service")
+    __slots__ = ("_ending", "_handle", "_service")
 
-    def __init__(self, service: AsyncSandboxService, handle: TurnHandle) -> None:
+    def __init__(self, service: AsyncSandboxService, handle: TurnHandle, ending: threading.Event) -> None:
         self._service = service
         self._handle = handle
+        self._ending = ending
+
+    def _open(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """``fn``, refused in its worker thread if the turn has started ending by the time it runs there.
+
+        A call queued before the turn ended would otherwise find the sandbox suspended and resume it.
+        """
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            if self._ending.is_set():
+                raise RuntimeError(f"the turn {self.turn_id} on sandbox {self.id} has ended")
+            return fn(*args, **kwargs)
+
+        return call
 
     @property
     def id(self) -> str:
@@ -278,13 +319,15 @@ class AsyncTurnHandle:
         cwd: str | None = None,
     ) -> ExecResult:
         """Run a command (a string runs under ``bash -lc``); cancellation: see the module docstring."""
-        return await self._service._call(self._handle.exec, command, timeout=timeout, env=env, cwd=cwd)
+        return await self._service._call_exec(
+            self._open(self._handle.exec), command, timeout=timeout, env=env, cwd=cwd
+        )
 
     async def write_file(self, path: str, data: bytes | str) -> None:
-        await self._service._call(self._handle.write_file, path, data)
+        await self._service._call(self._open(self._handle.write_file), path, data)
 
     async def read_file(self, path: str) -> bytes:
-        return await self._service._call(self._handle.read_file, path)
+        return await self._service._call(self._open(self._handle.read_file), path)
 
     def __repr__(self) -> str:
         return f"AsyncTurnHandle(id={self.id!r}, kind={self.kind!r}, turn_id={self.turn_id!r})"

@@ -202,6 +202,38 @@ def test_a_cancelled_turn_still_suspends_and_its_exec_ends_with_it(world: World)
     assert verify(world.service.store, world.service.policy) == []
 
 
+def test_execs_still_running_never_delay_a_turns_suspend(fake_e2b: FakeE2B, clean_sqlite_url: str) -> None:
+    """One thread per pool: a cancelled exec holds the exec pool's, the suspend must not wait for it."""
+    sync = SandboxService(
+        SqlEventStore(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()), policy=POLICY
+    )
+
+    async def main() -> tuple[str, float]:
+        async with AsyncSandboxService(sync, max_workers=1) as service:
+            async with service.turn(conversation(), "data-app") as sbx:
+                ref = (await service.get(sbx.id)).provider_ref or ""
+                running = asyncio.create_task(sbx.exec(["sleep", "60"], timeout=120))
+                for _ in range(200):  # 10 s at most for the command to start
+                    if fake_e2b.process_count(ref):
+                        break
+                    await asyncio.sleep(0.05)
+                assert fake_e2b.process_count(ref) == 1
+                running.cancel()
+                leaving = time.monotonic()
+            took = time.monotonic() - leaving
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            # The handle outlives its block only to refuse: an exec now would resume the sandbox.
+            with pytest.raises(RuntimeError, match="has ended"):
+                await sbx.exec(["true"])
+            return sbx.id, took
+
+    sid, took = asyncio.run(main())
+    assert took < 15, f"the suspend waited {took:.1f}s for an exec's thread"
+    assert sync.get(sid).state == "suspended"
+    assert [h.type for h in sync.history(sid)][-2:] == ["SuspendRequested", "Suspended"]
+
+
 class GatedCreate:
     """The real provider, with create held until ``release`` is set."""
 
