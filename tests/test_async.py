@@ -8,8 +8,11 @@ real E2B provider (the e2b SDK) against the loopback E2B server. Each test runs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -58,6 +61,53 @@ def fake_e2b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeE2
         fake.stop()
 
 
+# The loopback E2B server in a process of its own, for the tick measurements: in this process its
+# request threads (and the fork of every command it runs) would compete with the event loop for the GIL
+# and the CPU, and the test would measure the fake instead of the service.
+_SERVER = """
+import sys
+from pathlib import Path
+from tests.e2b.fake_e2b import FakeE2B
+fake = FakeE2B(sys.argv[1], Path(sys.argv[2]))
+fake.start()
+print(fake.url, flush=True)
+sys.stdin.read()  # until the test closes our stdin
+fake.stop()
+"""
+
+
+@contextlib.contextmanager
+def e2b_server_process(workdir: Path) -> Iterator[str]:
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, API_KEY, str(workdir)],
+        cwd=root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        yield url
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()  # the server stops, killing every command it still runs
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class _Url:
+    """What e2b_provider needs of a fake: its URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
 class World:
     def __init__(self, name: str, service: SandboxService, running: Callable[[], list[Any]]) -> None:
         self.name = name
@@ -71,10 +121,16 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, clean_sqlite_url: str)
     deployment = new_deployment()
     store = SqlEventStore(clean_sqlite_url)
     if request.param == "e2b":
-        fake: FakeE2B = request.getfixturevalue("fake_e2b")
-        service = SandboxService(store, e2b_provider(fake, deployment), policy=POLICY)
-        yield World("e2b", service, lambda: [s for s in fake.sandboxes() if s.state == "running"])
-        store.close()
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for name in ("E2B_DEBUG", "E2B_HTTP_VERSION", "E2B_DOMAIN", "E2B_API_URL", "E2B_SANDBOX_URL"):
+            monkeypatch.delenv(name, raising=False)  # as in fake_e2b: none may steer the SDK elsewhere
+        with e2b_server_process(tmp_path / "e2b") as url:
+            provider = e2b_provider(_Url(url), deployment)
+            service = SandboxService(store, provider, policy=POLICY)
+            yield World(
+                "e2b", service, lambda: [i for i in provider.list_instances() if i.status == "running"]
+            )
+            store.close()
         return
     client = request.getfixturevalue("docker_engine")
     provider = docker_provider(client, tmp_path / "snapshots", deployment)
