@@ -8,6 +8,13 @@ This module is the public API. A backend imports from here only::
     with service.turn("conversation-42", "ai-writeback") as sbx:
         sbx.exec("dbt compile")
 
+    service = sandbox_lifecycle.connect_async()    # asyncio: the same verbs, awaitable
+    async with service.turn("conversation-42", "ai-writeback") as sbx:
+        await sbx.exec("dbt compile")
+
+    with sandbox_lifecycle.run_scheduler(service):  # the timer ticker, for as long as the app runs
+        ...
+
 The implementation lives in ``sandbox_lifecycle.core`` (the domain), ``sandbox_lifecycle.events`` (the log)
 and ``sandbox_lifecycle.adapters`` (providers, snapshot stores, the CLI); their module layout may change
 between releases, the names exported here do not.
@@ -16,8 +23,11 @@ between releases, the names exported here do not.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
+from sandbox_lifecycle.core.async_service import AsyncSandboxService, AsyncTurn, AsyncTurnHandle
 from sandbox_lifecycle.core.errors import (
     ConcurrencyError,
     ConfigError,
@@ -41,6 +51,9 @@ from sandbox_lifecycle.core.ports import ExecResult
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.events.records import SandboxRow
 
+if TYPE_CHECKING:
+    from sandbox_lifecycle.adapters.scheduler import Scheduler
+
 try:
     __version__ = version("sandbox-lifecycle")
 except PackageNotFoundError:  # run from a source tree that was never installed
@@ -58,10 +71,41 @@ def connect(environ: Mapping[str, str] | None = None) -> SandboxService:
     return build_service(environ)
 
 
+def connect_async(environ: Mapping[str, str] | None = None, *, max_workers: int = 64) -> AsyncSandboxService:
+    """``connect()`` for asyncio: every verb awaitable, run in a pool of ``max_workers`` threads.
+
+    Call it once at start-up, like ``connect()``: it validates settings (and, on SQLite, brings the schema
+    up to date) before returning, so it does block briefly; ``await asyncio.to_thread(connect_async)``
+    if even that must stay off the loop. ``await service.aclose()`` at shutdown.
+    """
+    return AsyncSandboxService(connect(environ), max_workers=max_workers)
+
+
+def run_scheduler(
+    service: SandboxService | AsyncSandboxService,
+    *,
+    interval: timedelta | None = None,
+    stop_timeout: float = 10.0,
+) -> Scheduler:
+    """The timer ticker in a background thread, for as long as the application runs.
+
+    ``with sandbox_lifecycle.run_scheduler(service): ...`` or, in an asyncio lifespan,
+    ``async with sandbox_lifecycle.run_scheduler(service): ...``. The sweep interval defaults to
+    ``SANDBOX_SWEEP_INTERVAL_MS``; leaving the block waits at most ``stop_timeout`` s for a sweep in
+    flight. Every replica may run one: the log makes each timer transition happen exactly once.
+    """
+    from sandbox_lifecycle.adapters.scheduler import run_scheduler as make
+
+    return make(service, interval=interval, stop_timeout=stop_timeout)
+
+
 __all__ = [
     "AI_WRITEBACK",
     "DATA_APP",
     "KINDS",
+    "AsyncSandboxService",
+    "AsyncTurn",
+    "AsyncTurnHandle",
     "ConcurrencyError",
     "ConfigError",
     "ExecResult",
@@ -85,4 +129,6 @@ __all__ = [
     "UnsafeArchive",
     "__version__",
     "connect",
+    "connect_async",
+    "run_scheduler",
 ]

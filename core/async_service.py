@@ -1,0 +1,333 @@
+"""The asyncio face of :class:`SandboxService`: the same verbs, awaitable, never blocking the event loop.
+
+Every call runs the sync service in a worker thread of a bounded pool this object owns. The service
+sequences side effects on a sync event store and sync providers; a native-async provider would still
+need threads for the store, and at the concurrency a backend sees (tens of turns) threads cost nothing
+measurable over the e2b SDK's ``AsyncSandbox`` (bench/async_bench.py, docs/benchmarks.md). One code path
+for both faces means one set of guarantees.
+
+Why pools of our own and not the loop's default executor: asyncio's default pool has
+``min(32, cpus + 4)`` threads (6 on a two-core host), and a turn's exec holds a thread for as long as the
+command runs (the agent CLI: minutes). Six long execs would stall every other call of the application
+that uses the default pool. And why two: execs get a pool apart from every other call, so however many
+long (or cancelled, still running) execs fill theirs, a turn's start and its suspend never queue behind
+them. ``max_workers`` bounds each pool; calls beyond it wait their turn.
+
+Cancellation. A thread cannot be interrupted, so cancelling a task that awaits a call cancels the
+*await*, not the call:
+
+* ``exec``: the awaiting task gets ``CancelledError`` at once. An exec still queued for a thread never
+  starts; one already running runs on in its worker thread until it exits or reaches its ``timeout`` (the
+  providers kill it then). Inside a turn, leaving the ``async with`` suspends the sandbox, which ends the
+  command sooner (Docker snapshots the workspace and removes the container; E2B pauses the sandbox). Its
+  late outcome is discarded; it cannot move the sandbox on, since every write it would make is appended
+  at a version that is stale by then. A turn's handle refuses calls once its turn is ending, also a call
+  that was queued before and reaches its thread only then (it would otherwise resume the sandbox).
+* ``turn``: entering and leaving run the sync turn's ``__enter__`` and ``__exit__`` in worker threads; the
+  body holds no thread. Both run to their end even if the task is cancelled meanwhile, and the
+  cancellation is re-raised after: a turn opened while its task was being cancelled is closed (and the
+  sandbox suspended) before ``CancelledError`` propagates, and a cancelled exit still suspends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextvars
+import functools
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from sandbox_lifecycle.core.ports import ExecResult
+from sandbox_lifecycle.core.replay import HistoryEntry
+from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
+from sandbox_lifecycle.events.records import SandboxRow
+
+log = logging.getLogger("sandbox_lifecycle")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Enough for every turn of a busy backend replica to have one exec in flight; each idle thread is cheap.
+DEFAULT_MAX_WORKERS = 64
+
+
+async def _settle(future: asyncio.Future[Any]) -> bool:
+    """Wait until ``future`` is done, through any number of cancellations of this task.
+
+    Returns whether the task was cancelled meanwhile; the caller re-raises it once it has cleaned up.
+    ``asyncio.wait`` never cancels what it waits for, unlike awaiting the future itself.
+    """
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    """The future's exception, marked retrieved (asyncio logs unretrieved ones), or None."""
+    if future.cancelled():
+        return None
+    return future.exception()
+
+
+class AsyncSandboxService:
+    """:class:`SandboxService`, awaitable. Build it with ``sandbox_lifecycle.connect_async()``.
+
+    ``async with service.turn(conversation_id, kind) as sbx:`` creates or resumes the conversation's
+    sandbox and suspends it when the block is left, also on an exception or a cancellation.
+    Close it (``await service.aclose()`` or ``async with``) to release its worker threads.
+    """
+
+    def __init__(self, service: SandboxService, *, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        self._service = service
+        self.max_workers = max_workers
+        # Threads start on demand: an idle pool costs nothing.
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="sandbox-async")
+        self._exec_executor = ThreadPoolExecutor(max_workers, thread_name_prefix="sandbox-async-exec")
+
+    @property
+    def sync(self) -> SandboxService:
+        """The wrapped sync service (e.g. for a scheduler, or code that runs in a thread already)."""
+        return self._service
+
+    def _submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        return self._submit_to(self._executor, fn, *args, **kwargs)
+
+    @staticmethod
+    def _submit_to(
+        pool: ThreadPoolExecutor, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[T]:
+        # The caller's context variables (request ids, tracing) follow the call, as asyncio.to_thread's do.
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return asyncio.get_running_loop().run_in_executor(pool, call)
+
+    async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._submit_to(self._executor, fn, *args, **kwargs)
+
+    async def _call_exec(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._submit_to(self._exec_executor, fn, *args, **kwargs)
+
+    async def aclose(self) -> None:
+        """Stop taking calls and wait for the ones in flight (in a thread: the loop keeps running)."""
+
+        def shutdown() -> None:
+            self._executor.shutdown(wait=True)
+            self._exec_executor.shutdown(wait=True)
+
+        await asyncio.to_thread(shutdown)
+
+    async def __aenter__(self) -> AsyncSandboxService:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------------------------- queries
+
+    async def get(self, sandbox_id: str) -> SandboxRow:
+        return await self._call(self._service.get, sandbox_id)
+
+    async def list(self, state: str | None = None) -> builtins.list[SandboxRow]:
+        return await self._call(self._service.list, state)
+
+    async def history(self, sandbox_id: str) -> builtins.list[HistoryEntry]:
+        return await self._call(self._service.history, sandbox_id)
+
+    # ------------------------------------------------------------------------------------ commands
+
+    async def create(
+        self,
+        kind: str,
+        conversation_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        reason: str = "user",
+    ) -> SandboxRow:
+        return await self._call(
+            self._service.create,
+            kind,
+            conversation_id,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            reason=reason,
+        )
+
+    async def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
+        return await self._call(self._service.suspend, sandbox_id, reason=reason, actor=actor)
+
+    async def resume(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
+        return await self._call(self._service.resume, sandbox_id, reason=reason, actor=actor)
+
+    async def destroy(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
+        return await self._call(self._service.destroy, sandbox_id, reason=reason, actor=actor)
+
+    async def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
+        return await self._call(self._service.touch, sandbox_id, actor=actor, count=count)
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        command: Sequence[str],
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        """Run a command; cancelling the awaiting task does not stop it (see the module docstring)."""
+        return await self._call_exec(
+            self._service.exec, sandbox_id, command, timeout=timeout, env=env, cwd=cwd
+        )
+
+    async def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
+        await self._call(self._service.write_file, sandbox_id, path, data)
+
+    async def read_file(self, sandbox_id: str, path: str) -> bytes:
+        return await self._call(self._service.read_file, sandbox_id, path)
+
+    # -------------------------------------------------------------------------------------- timers
+
+    async def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
+        return await self._call(self._service.fire_due, now, limit=limit)
+
+    async def reconcile(self, now: datetime | None = None) -> SweepReport:
+        return await self._call(self._service.reconcile, now)
+
+    async def sweep(self, now: datetime | None = None) -> SweepReport:
+        return await self._call(self._service.sweep, now)
+
+    # --------------------------------------------------------------------------------------- turns
+
+    def turn(
+        self, conversation_id: str, kind: str, *, keep_warm: bool = False, actor: str | None = None
+    ) -> AsyncTurn:
+        """``async with service.turn(...) as sbx``: create or resume, yield the handle, suspend on exit."""
+        return AsyncTurn(self, conversation_id, kind, keep_warm=keep_warm, actor=actor)
+
+
+class AsyncTurn:
+    """One turn as an async context manager, driving the sync turn's enter and exit from worker threads.
+
+    Single use, like the sync turn it wraps.
+    """
+
+    def __init__(
+        self,
+        service: AsyncSandboxService,
+        conversation_id: str,
+        kind: str,
+        *,
+        keep_warm: bool = False,
+        actor: str | None = None,
+    ) -> None:
+        self._service = service
+        # Creating the generator-based context manager runs none of its body: it is safe on the loop.
+        self._cm = service.sync.turn(conversation_id, kind, keep_warm=keep_warm, actor=actor)
+        # Set as the turn starts ending; worker threads read it, hence an Event.
+        self._ending = threading.Event()
+
+    async def __aenter__(self) -> AsyncTurnHandle:
+        entering = self._service._submit(self._cm.__enter__)
+        if not await _settle(entering):
+            return AsyncTurnHandle(self._service, entering.result(), self._ending)
+        self._ending.set()
+        # Cancelled while the enter ran on. If it opened the turn, nobody else would ever close it: the
+        # sandbox would stay running, turn open, until the idle timer.
+        if _failure(entering) is None and not entering.cancelled():
+            cancel = asyncio.CancelledError()
+            leaving = self._service._submit(self._cm.__exit__, type(cancel), cancel, None)
+            await _settle(leaving)
+            if (error := _failure(leaving)) is not None:
+                log.warning("ending the turn whose start was cancelled failed: %s", error)
+        raise asyncio.CancelledError
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        self._ending.set()
+        # The sync exit sees the body's exception exactly as a `with` block would hand it over.
+        leaving = self._service._submit(self._cm.__exit__, exc_type, exc, tb)
+        if not await _settle(leaving):
+            return leaving.result()
+        # The task was cancelled while the sandbox was being suspended: the suspend has finished (or
+        # failed, and its lease lets the sweep finish it); the cancellation wins over its outcome.
+        if (error := _failure(leaving)) is not None:
+            log.warning("ending the turn failed while its task was being cancelled: %s", error)
+        raise asyncio.CancelledError
+
+
+class AsyncTurnHandle:
+    """The sandbox of an open turn: ``await sbx.exec(...)``, ``await sbx.write_file(...)``, ..."""
+
+    __slots__ = ("_ending", "_handle", "_service")
+
+    def __init__(self, service: AsyncSandboxService, handle: TurnHandle, ending: threading.Event) -> None:
+        self._service = service
+        self._handle = handle
+        self._ending = ending
+
+    def _open(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """``fn``, refused in its worker thread if the turn has started ending by the time it runs there.
+
+        A call queued before the turn ended would otherwise find the sandbox suspended and resume it.
+        """
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            if self._ending.is_set():
+                raise RuntimeError(f"the turn {self.turn_id} on sandbox {self.id} has ended")
+            return fn(*args, **kwargs)
+
+        return call
+
+    @property
+    def id(self) -> str:
+        return self._handle.id
+
+    @property
+    def kind(self) -> str:
+        return self._handle.kind
+
+    @property
+    def turn_id(self) -> str:
+        return self._handle.turn_id
+
+    @property
+    def sync(self) -> TurnHandle:
+        return self._handle
+
+    async def exec(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        """Run a command (a string runs under ``bash -lc``); cancellation: see the module docstring."""
+        return await self._service._call_exec(
+            self._open(self._handle.exec), command, timeout=timeout, env=env, cwd=cwd
+        )
+
+    async def write_file(self, path: str, data: bytes | str) -> None:
+        await self._service._call(self._open(self._handle.write_file), path, data)
+
+    async def read_file(self, path: str) -> bytes:
+        return await self._service._call(self._open(self._handle.read_file), path)
+
+    def __repr__(self) -> str:
+        return f"AsyncTurnHandle(id={self.id!r}, kind={self.kind!r}, turn_id={self.turn_id!r})"
