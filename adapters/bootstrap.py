@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -141,10 +142,14 @@ class LazyProvider:
         self.name = name
         self._factory = factory
         self._provider: SandboxProvider | None = None
+        # Threads of a web server share the service: exactly one of them builds the provider.
+        self._lock = threading.Lock()
 
     def build(self) -> SandboxProvider:
         if self._provider is None:
-            self._provider = self._factory()
+            with self._lock:
+                if self._provider is None:
+                    self._provider = self._factory()
         return self._provider
 
     def __getattr__(self, attr: str) -> Any:
