@@ -209,3 +209,26 @@ def test_stopping_the_scheduler_waits_for_a_sweep_in_flight_only_as_long_as_told
     # The sweep it left running finishes its suspend: nothing is half done.
     assert wait_for(lambda: service.get(row.id).state == "suspended", timeout=15)
     assert verify(service.store, service.policy) == []
+
+
+def test_a_lazily_built_provider_is_built_once_however_many_threads_ask() -> None:
+    from sandbox_lifecycle.adapters.bootstrap import LazyProvider
+
+    calls: list[int] = []
+    release = threading.Barrier(THREADS)
+
+    def factory() -> Any:
+        calls.append(1)
+        time.sleep(0.05)  # a real build (a Docker client, an S3 bucket check) takes this long or longer
+        return object()
+
+    lazy = LazyProvider("docker", factory)
+
+    def build() -> Any:
+        release.wait(10)
+        return lazy.build()
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        built = list(pool.map(lambda _: build(), range(THREADS)))
+    assert len(calls) == 1
+    assert len({id(b) for b in built}) == 1
