@@ -767,10 +767,16 @@ class _Disks:
     def make(self, sandbox_id: str) -> _Disk | None:
         if not self.limit_bytes:
             return None
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
         image = os.path.join(self.root, f"{_file_name(sandbox_id)}.{uuid.uuid4().hex[:12]}.img")
-        with open(image, "xb") as file:
-            file.truncate(self.limit_bytes)  # sparse: host blocks are taken only as the sandbox writes
+        for attempt in range(3):  # release_all removes the directory once it is empty
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            try:
+                with open(image, "xb") as file:
+                    file.truncate(self.limit_bytes)  # sparse: host blocks are taken only as written
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         try:
             # No reserved blocks (nobody but the sandbox user writes here); root owned by the sandbox user;
             # lazy init keeps a 10 GiB filesystem at ~4 MB and ~0.1 s to make.
@@ -814,6 +820,9 @@ class _Disks:
         for name in os.listdir(self.root):
             if name.startswith(prefix) and name.endswith(".img"):
                 self.release(os.path.join(self.root, name))
+        # A deployment that holds no disk leaves no directory behind (ENOTEMPTY while it does).
+        with suppress(OSError):
+            os.rmdir(self.root)
 
 
 def _file_name(sandbox_id: str) -> str:

@@ -111,5 +111,7 @@ def new_id(docker_client: docker.DockerClient) -> Iterator[Callable[[], str]]:
         ):
             container.remove(force=True, v=True)
         for volume in docker_client.volumes.list(filters={"label": f"{LABEL_ID}={sandbox_id}"}):
-            volume.remove(force=True)
+            # The engine may still be removing it with its container.
+            with contextlib.suppress(docker.errors.NotFound):
+                volume.remove(force=True)
         release_disks(DEPLOYMENT, sandbox_id)

@@ -7,6 +7,7 @@ it was gone.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -62,6 +63,22 @@ def test_a_re_forking_command_is_gone_after_its_timeout(provider: DockerProvider
     assert over < 8, f"the kill took {over:.2f}s"
     took = assert_none_left(provider, ref, ("hop.sh", "sleep 0.2", "sleep 300"))
     print(f"re-forker: ExecTimeout {over:.2f}s after the deadline, none left {took:.2f}s later")
+
+
+def test_a_re_forking_command_leaves_nothing_whether_or_not_it_times_out(
+    provider: DockerProvider, new_id: NewId
+) -> None:
+    """The reported case, as is: `bash hop.sh` under a 2 s timeout. Its first process exits at once; what it
+    leaves keeps re-forking (and, before, kept the exec's output open until the timeout)."""
+    ref = provider.create(new_id(), DATA_APP)
+    provider.write_file(ref, "/home/sandbox/hop.sh", HOP.encode())
+    # And one that hops every 10 ms: faster than a scan that forks a grep per process can follow.
+    provider.write_file(ref, "/home/sandbox/hop-fast.sh", HOP.replace("sleep 0.2", "sleep 0.01").encode())
+    for script in ("hop.sh", "hop-fast.sh", "hop.sh"):
+        # With the wrapper it returns at once (nothing holds the output); without, it times out.
+        with contextlib.suppress(ExecTimeout):
+            provider.exec(ref, ["bash", f"/home/sandbox/{script}"], timeout=2)
+        assert_none_left(provider, ref, ("hop.sh", "hop-fast.sh", "sleep 0.2", "sleep 0.01"), settle=2)
 
 
 def test_setsid_escapees_are_gone_after_the_timeout(provider: DockerProvider, new_id: NewId) -> None:
