@@ -103,15 +103,15 @@ class _Reader:
     def bad(self, message: str) -> None:
         self.problems.append(message)
 
-    def integer(self, name: str, default: int, maximum: int, unit: str) -> int:
+    def integer(self, name: str, default: int, maximum: int, unit: str, minimum: int = 1) -> int:
         raw = self.text(name)
         if raw is None:
             return default
         # ASCII digits only: int() would also take '+5', '1_000' and other scripts' digits.
-        value = int(raw) if _DIGITS.fullmatch(raw) and len(raw) <= 30 else 0
-        if not 1 <= value <= maximum:
+        value = int(raw) if _DIGITS.fullmatch(raw) and len(raw) <= 30 else -1
+        if not minimum <= value <= maximum:
             shown = raw if len(raw) <= 40 else raw[:40] + "..."
-            self.bad(f"{name} must be a whole number of {unit} from 1 to {maximum}, got {shown!r}")
+            self.bad(f"{name} must be a whole number of {unit} from {minimum} to {maximum}, got {shown!r}")
             return default
         return value
 
@@ -330,7 +330,9 @@ class Settings:
         )
         sweep_interval = reader.millis("SANDBOX_SWEEP_INTERVAL_MS", 30_000, MAX_SWEEP_INTERVAL_MS)
         disk_limit_mb = reader.integer(
-            "SANDBOX_DISK_LIMIT_MB", DEFAULT_DISK_LIMIT_MB, MAX_DISK_LIMIT_MB, "megabytes"
+            # 0 turns the limit off: it needs root on the Docker host (a loop-mounted disk per sandbox),
+            # which a rootless or remote engine does not give.
+            "SANDBOX_DISK_LIMIT_MB", DEFAULT_DISK_LIMIT_MB, MAX_DISK_LIMIT_MB, "megabytes", minimum=0
         )
         deployment = reader.env.get("SANDBOX_DEPLOYMENT") or deployment_of(database_url)
         if not DEPLOYMENT_NAME.fullmatch(deployment):

@@ -97,7 +97,7 @@ def test_timer_values_are_plain_ascii_digits(value: str) -> None:
 
 def test_every_bad_value_is_named_in_one_error() -> None:
     message = problems(
-        {"SANDBOX_IDLE_TIMEOUT_MS": "soon", "SANDBOX_PROVIDER": "podman", "SANDBOX_DISK_LIMIT_MB": "0"}
+        {"SANDBOX_IDLE_TIMEOUT_MS": "soon", "SANDBOX_PROVIDER": "podman", "SANDBOX_DISK_LIMIT_MB": "-1"}
     )
     for name in ("SANDBOX_IDLE_TIMEOUT_MS", "SANDBOX_PROVIDER", "SANDBOX_DISK_LIMIT_MB"):
         assert name in message
@@ -107,7 +107,9 @@ def test_every_bad_value_is_named_in_one_error() -> None:
 def test_disk_limit_default_and_value() -> None:
     assert Settings.from_env({}).disk_limit_mb == 10240
     assert Settings.from_env({"SANDBOX_DISK_LIMIT_MB": "2048"}).disk_limit_mb == 2048
-    for bad in ("0", "-1", "lots", "1.5"):
+    # 0 is off (a rootless or remote engine cannot loop-mount a disk per sandbox).
+    assert Settings.from_env({"SANDBOX_DISK_LIMIT_MB": "0"}).disk_limit_mb == 0
+    for bad in ("-1", "lots", "1.5", "16777217"):
         assert "SANDBOX_DISK_LIMIT_MB" in problems({"SANDBOX_DISK_LIMIT_MB": bad})
 
 

@@ -6,7 +6,12 @@ NODE_ENV=production (use SANDBOX_PROVIDER=e2b there).
 
 Containers are named ``sbx-<sandbox id>`` and labelled with the sandbox id, kind and deployment, so every
 operation is idempotent by name and the reconciler can find what we own. The root filesystem is read-only;
-the home directory is an anonymous volume (seeded from the image, removed with the container), /tmp a tmpfs.
+the home directory is an anonymous volume (seeded from the image, removed with the container) holding a
+filesystem of its own with a hard size (``disk_limit_mb``, see ``_Disks``), /tmp a tmpfs.
+
+Every call that acts on a container checks first that it carries this deployment's label (and the
+sandbox's id, where the call has it), and raises ForeignSandbox otherwise: a copied database holds the
+original deployment's ids and refs.
 
 Several deployments (two data dirs, staging and production) may share one engine and one snapshot store;
 each lists, and so reconciles, only the containers labelled with its own deployment and the snapshots
@@ -15,12 +20,15 @@ under its own ``<deployment>/`` prefix of the store.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
 import posixpath
 import re
 import shlex
+import shutil
+import subprocess
 import tarfile
 import threading
 import time
@@ -33,29 +41,39 @@ from typing import Any, BinaryIO
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
+from docker.types import DriverConfig, Mount
 
 from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.snapshots.archive import (
     HashingReader,
+    WorkspaceTooLarge,
     fetch_verified,
     pack_workspace,
     restore_stream,
 )
-from sandbox_lifecycle.core.errors import ExecTimeout, ProviderError, ProviderLost, ProviderRefused
-from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, kind_spec
+from sandbox_lifecycle.core.errors import (
+    ExecTimeout,
+    ForeignSandbox,
+    ProviderError,
+    ProviderLost,
+    ProviderRefused,
+)
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
 from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo, SnapshotStore
 
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_KIND = "sandbox-lifecycle.kind"
 LABEL_MANAGED = "sandbox-lifecycle.managed"
 LABEL_DEPLOYMENT = "sandbox-lifecycle.deployment"
+# The host file backing the home filesystem of a container with a disk limit (see _Disks).
+LABEL_DISK = "sandbox-lifecycle.disk"
 # A Docker label value and a path segment of the snapshot store; a leading dot or dash would let "." or
 # ".." (a directory escape in a local store) or an option-like name through.
 _DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # The uid/gid the images create user `sandbox` with; everything runs as it, never as root.
 SANDBOX_USER = "1000:1000"
 SANDBOX_UID = 1000
+SANDBOX_GID = 1000
 
 # Which script builds the image of each kind, for the "image missing" message.
 _BUILD_SCRIPTS = {
@@ -69,20 +87,44 @@ _START_ENGINE_HINT = (
 # Every exec carries this variable with a fresh value, so a timeout can find and kill exactly the
 # command's processes — including children that left its process group — and nothing else.
 _EXEC_MARKER = "SANDBOX_LIFECYCLE_EXEC"
-# Run as the sandbox user inside the container: SIGKILL every process whose environment holds the marker.
-# A few rounds, because a process may fork between the scan and the kill.
-_KILL_MARKED_SCRIPT = r"""
-m="$1"
-for _ in 1 2 3 4 5; do
-  hit=0
-  for f in /proc/[0-9]*/environ; do
-    if grep -qzxF "$m" "$f" 2>/dev/null; then
-      pid="${f#/proc/}"; kill -KILL "${pid%/environ}" 2>/dev/null && hit=1
-    fi
+# bash, run as the sandbox user inside the container, stopping then killing the exec's processes: those whose
+# environment holds the marker, and any child of one already stopped (which catches a child that cleared
+# its environment, while its parent is held). SIGSTOP first, round after round until a round finds no
+# new process: a stopped process cannot fork, so the set stops growing even for a command that re-forks
+# itself faster than a scan-and-kill loop can follow; then SIGKILL them all at once. Only builtins run in
+# the loops (no fork per process), so a command that used up the pids limit does not starve the killer.
+# Rounds and seconds are bounded; `$1` is a pid to spare (the wrapper running it, or none).
+_REAP_FUNCTION = r"""
+reap() {
+  local m="SANDBOX_LIFECYCLE_EXEC=$SANDBOX_LIFECYCLE_EXEC" spare="$1" d p v hit grew round f
+  local -A held=()
+  local until=$((SECONDS + 10))
+  for ((round = 0; round < 200 && SECONDS <= until; round++)); do
+    grew=0
+    for d in /proc/[0-9]*; do
+      p=${d#/proc/}
+      [[ $p == "$spare" || $p == "$BASHPID" || -n ${held[$p]} ]] && continue
+      hit=0
+      { while IFS= read -r -d '' v; do [[ $v == "$m" ]] && { hit=1; break; }; done <"$d/environ"
+      } 2>/dev/null
+      if ((!hit)) && { IFS= read -r v < "$d/stat"; } 2>/dev/null; then
+        read -ra f <<< "${v##*) }"
+        [[ -n ${f[1]} && -n ${held[${f[1]}]} ]] && hit=1
+      fi
+      if ((hit)) && kill -STOP "$p" 2>/dev/null; then held[$p]=1; grew=1; fi
+    done
+    ((grew)) || break
   done
-  [ "$hit" = 0 ] && exit 0
-done
+  ((${#held[@]})) && kill -KILL "${!held[@]}" 2>/dev/null
+  return 0
+}
 """
+# The kill after a timeout runs in an exec of its own, which carries no marker; the marker is its argument.
+_KILL_MARKED_SCRIPT = _REAP_FUNCTION + 'SANDBOX_LIFECYCLE_EXEC="$1" reap ""\n'
+# Every exec runs under this wrapper: when the command returns, whatever it left running in the background
+# (`cmd &`, a daemonized server) is killed too, so an exec that returned leaves no process behind and its
+# output stream closes. The wrapper itself is spared until it exits with the command's status.
+_EXEC_WRAPPER = _REAP_FUNCTION + '"$@"; rc=$?; reap $$; exit $rc\n'
 # `timeout` inside the container is a backstop for when this process dies mid-exec: the command still
 # cannot outlive its deadline by more than this.
 _BACKSTOP_GRACE_S = 5
@@ -94,6 +136,11 @@ _EXIT_CODE_WAIT_S = 5.0
 _CONCURRENT_CREATE_WAIT_S = 10.0
 # Slack over the file's size for tar headers and padding when reading one file's archive.
 _TAR_OVERHEAD = 64 * 1024
+# Where the per-sandbox disk images live on the engine's host (one subdirectory per deployment).
+DEFAULT_DISK_DIR = "/var/lib/sandbox-lifecycle/disks"
+# A sandbox id as a file name as is; anything else (never made by the service) is hashed.
+_FILE_SAFE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DISK_TOOL_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +173,7 @@ class DockerProvider:
         limits: DockerLimits | None = None,
         deployment: str = "default",
         disk_limit_mb: int = 10240,
+        disk_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         refuse_production(environ)
         self.disk_limit_mb = disk_limit_mb
@@ -135,6 +183,11 @@ class DockerProvider:
                 "'_', '.' or '-', starting with a letter or digit"
             )
         self._deployment = deployment
+        self.disk_limit_mb = disk_limit_mb
+        if disk_limit_mb < 0:
+            raise ValueError(f"disk_limit_mb must be 0 (no limit) or positive, got {disk_limit_mb!r}")
+        # One directory per deployment: a release by sandbox id never reaches another stack's files.
+        self._disks = _Disks(os.path.join(disk_dir or DEFAULT_DISK_DIR, deployment), disk_limit_mb)
         self._images = dict(images)
         self._snapshots: SnapshotStore = _Namespaced(snapshots, deployment)
         self._limits = limits or DockerLimits()
@@ -142,7 +195,8 @@ class DockerProvider:
         # provider (e.g. for `sandboxctl ls`) does not need a running engine.
         self._client = client
         self._client_lock = threading.Lock()
-        # ref -> kind, to find an exec's default cwd without an inspect per call.
+        # ref -> kind of the containers checked to be ours (labels never change and ids are never reused,
+        # so one check per container holds): an exec's default cwd and ownership without an inspect per call.
         self._kinds: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -160,6 +214,7 @@ class DockerProvider:
     def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
         workspace = kind_spec(kind).workspace
         try:
+            self._owned(ref, sandbox_id)
             with self._errors(f"snapshot sandbox {sandbox_id}", ref):
                 chunks, _ = self.client.api.get_archive(ref, workspace.root)
         except ProviderLost:
@@ -184,33 +239,48 @@ class DockerProvider:
                 "retry the suspend"
             )
         # Only now is it safe to release the workspace.
-        self._remove(ref)
+        self._remove(ref, sandbox_id)
         return info
 
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
         spec = kind_spec(kind)
         # Verification comes first: a missing or corrupt snapshot must not leave a container behind.
         with fetch_verified(self._snapshots, snapshot) as archive:
-            # Checks every member now, so an unsafe archive is refused before a container exists.
-            tar_chunks = restore_stream(archive, spec.workspace)
+            # Checks every member, and the total size against the disk limit, now: an unsafe or oversized
+            # archive is refused before a container exists. Every restored file is the sandbox user's.
+            tar_chunks = restore_stream(
+                archive,
+                spec.workspace,
+                max_bytes=self.disk_limit_mb * 1024**2 or None,
+                owner=(SANDBOX_UID, SANDBOX_GID),
+            )
             self.destroy(sandbox_id, None)  # a stale container from an interrupted resume
             ref = self._start_new(sandbox_id, kind)
             try:
                 with self._errors(f"restore sandbox {sandbox_id}"):
                     self.client.api.put_archive(ref, spec.workspace.root, tar_chunks)
-            except BaseException:
-                self._remove(ref)
+            except BaseException as exc:
+                self._remove(ref, sandbox_id)
+                if _is_enospc(exc):
+                    # The sizes fit but the filesystem's own overhead did not: still a refusal, not a loss.
+                    raise WorkspaceTooLarge(
+                        f"the workspace of sandbox {sandbox_id} does not fit its {self.disk_limit_mb} MB "
+                        "disk; nothing was restored, the snapshot is kept"
+                    ) from exc
                 raise
         return ref
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         found = self._find(sandbox_id)
-        if found is not None:
-            self._remove(found["Id"])
         if ref is not None and (found is None or found["Id"] != ref):
-            owned = self._inspect(ref)
-            if owned is not None and _labels(owned).get(LABEL_ID) == sandbox_id:
-                self._remove(ref)
+            other = self._inspect(ref)
+            if other is not None:
+                self._check_owner(other, sandbox_id, f"container {ref[:12]}")
+                self._remove(ref, sandbox_id)
+        if found is not None:
+            self._remove(found["Id"], sandbox_id)
+        # Only once no container of this sandbox is left: a disk still mounted would merely detach later.
+        self._disks.release_all(sandbox_id)
         # The home volume goes with its container; this catches one left by a `docker rm` without -v.
         with self._errors(f"remove volumes of sandbox {sandbox_id}"):
             volumes = self.client.api.volumes(
@@ -283,15 +353,21 @@ class DockerProvider:
         bad = [k for k in env or {} if not k or "=" in k]
         if bad:
             raise ValueError(f"invalid environment variable names: {bad!r}")
-        marker = f"{_EXEC_MARKER}={uuid.uuid4().hex}"
-        environment = [f"{k}={v}" for k, v in (env or {}).items() if k != _EXEC_MARKER] + [marker]
+        marker = uuid.uuid4().hex
+        environment = [f"{k}={v}" for k, v in (env or {}).items() if k != _EXEC_MARKER]
+        environment.append(f"{_EXEC_MARKER}={marker}")
         # timeout(1) stops parsing options at the duration, so a command starting with "-" stays a command.
-        argv = ["timeout", "--signal=KILL", str(math.ceil(timeout) + _BACKSTOP_GRACE_S), *command]
+        argv = [
+            *("bash", "-c", _EXEC_WRAPPER, "bash"),
+            *("timeout", "--signal=KILL", str(math.ceil(timeout) + _BACKSTOP_GRACE_S)),
+            *command,
+        ]
         api = self.client.api
+        workdir = cwd or self._workdir(ref)  # also verifies the container is ours, before anything runs
         with self._errors("exec", ref):
-            exec_id = api.exec_create(
-                ref, argv, user=SANDBOX_USER, environment=environment, workdir=cwd or self._workdir(ref)
-            )["Id"]
+            exec_id = api.exec_create(ref, argv, user=SANDBOX_USER, environment=environment, workdir=workdir)[
+                "Id"
+            ]
             stream = api.exec_start(exec_id, stream=True, demux=True)
 
         output = _BoundedOutput(self._limits.max_output_bytes)
@@ -389,9 +465,22 @@ class DockerProvider:
             LABEL_DEPLOYMENT: self._deployment,
         }
         limits = self._limits
+        disk = self._disks.make(sandbox_id)
+        if disk is not None:
+            labels[LABEL_DISK] = disk.image
+            # The engine mounts the sandbox's own ext4 filesystem as the home: writing past the limit is
+            # ENOSPC inside the sandbox, never a full host disk. The device is named through our own link,
+            # which release removes first, so a container config outliving its disk cannot mount a loop
+            # device the kernel has since handed to another sandbox.
+            driver = DriverConfig("local", {"type": "ext4", "device": disk.link, "o": "nosuid,nodev"})
+            home = Mount(target=HOME, source=None, type="volume", labels=labels, driver_config=driver)
+        else:
+            home = Mount(target=HOME, source=None, type="volume", labels=labels)
         try:
-            container = self.client.containers.create(
+            container = self._create_container(
                 image,
+                sandbox_id,
+                kind,
                 name=f"sbx-{sandbox_id}",
                 labels=labels,
                 user=SANDBOX_USER,
@@ -409,10 +498,29 @@ class DockerProvider:
                 read_only=True,
                 tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_size}"},
                 # The only writable persistent place; removed with the container (v=True in _remove).
-                mounts=[Mount(target=HOME, source=None, type="volume", labels=labels)],
+                mounts=[home],
                 # docker-init as PID 1 reaps processes orphaned by killed commands.
                 init=True,
             )
+        except BaseException:
+            if disk is not None:
+                self._disks.release(disk.image)
+            raise
+        try:
+            with self._errors(f"start container for sandbox {sandbox_id}"):
+                container.start()
+        except BaseException:
+            self._remove_container(container.id or "")
+            if disk is not None:
+                self._disks.release(disk.image)
+            raise
+        ref = container.id or ""
+        self._kinds[ref] = kind
+        return ref
+
+    def _create_container(self, image: str, sandbox_id: str, kind: str, **config: Any) -> Any:
+        try:
+            return self.client.containers.create(image, **config)
         except docker.errors.ImageNotFound as exc:
             script = _BUILD_SCRIPTS.get(kind, "the kind's build-local-image.sh")
             error = ProviderError(
@@ -426,15 +534,6 @@ class DockerProvider:
             raise self._mapped(exc, f"create container for sandbox {sandbox_id}") from exc
         except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
             raise self._mapped(exc, f"create container for sandbox {sandbox_id}") from exc
-        try:
-            with self._errors(f"start container for sandbox {sandbox_id}"):
-                container.start()
-        except BaseException:
-            self._remove(container.id or "")
-            raise
-        ref = container.id or ""
-        self._kinds[ref] = kind
-        return ref
 
     def _reuse(self, sandbox_id: str, kind: str, found: dict[str, Any]) -> str:
         labels = _labels(found)
@@ -449,6 +548,13 @@ class DockerProvider:
             )
         ref: str = found["Id"]
         if found["State"]["Status"] != "running":
+            image = labels.get(LABEL_DISK)
+            if image is not None and not self._disks.attached(image):
+                # Its disk is gone (a host reboot detaches loop devices): starting it would mount nothing,
+                # or whatever took that loop device since. A stopped container found by create holds
+                # nothing a snapshot does not (suspend snapshots before it removes), so start afresh.
+                self._remove(ref, sandbox_id)
+                return self._start_new(sandbox_id, kind)
             with self._errors(f"start container for sandbox {sandbox_id}", ref):
                 self.client.api.start(ref)
         self._kinds[ref] = kind
@@ -486,18 +592,50 @@ class DockerProvider:
         """The container named for this sandbox; one of another deployment is refused, never adopted.
 
         Names are unique per engine, so the other deployment's container blocks ours; reusing, reporting
-        or removing it would take over or destroy their workspace. A container from before deployments were
-        labelled carries no deployment and is found by its name, as it always was.
+        or removing it would take over or destroy their workspace. A managed container that carries no
+        deployment (made before deployments were labelled) cannot be told apart from another stack's, so
+        it is refused the same way. A container of that name that we do not manage at all is left to
+        ``_reuse`` to refuse, with its own message.
         """
         found = self._inspect(f"sbx-{sandbox_id}")
-        owner = _labels(found).get(LABEL_DEPLOYMENT) if found is not None else None
-        if owner is not None and owner != self._deployment:
-            raise ProviderRefused(
-                f"container sbx-{sandbox_id} belongs to deployment {owner!r}, not {self._deployment!r}; "
-                "two deployments on one engine hold the same sandbox id (the same create idempotency key "
-                "in both, or one database restored from the other's backup); it is theirs to remove"
-            )
+        if found is not None and _labels(found).get(LABEL_MANAGED) == "1":
+            self._check_owner(found, sandbox_id, f"container sbx-{sandbox_id}")
         return found
+
+    def _check_owner(self, found: Mapping[str, Any], sandbox_id: str | None, what: str) -> None:
+        """Raise ForeignSandbox unless the container carries this deployment's label (and, when given,
+        this sandbox's id). Called before every operation that acts on a container."""
+        labels = _labels(found)
+        owner = labels.get(LABEL_DEPLOYMENT)
+        holder = labels.get(LABEL_ID)
+        if labels.get(LABEL_MANAGED) != "1" or holder is None:
+            detail = "it is not a sandbox-lifecycle container"
+        elif owner is None:
+            detail = "it carries no deployment label (made before deployments were labelled)"
+        elif owner != self._deployment:
+            detail = f"deployment {owner!r}, not {self._deployment!r}"
+        elif sandbox_id is not None and holder != sandbox_id:
+            detail = f"it is sandbox {holder}'s"
+        else:
+            return
+        raise ForeignSandbox(sandbox_id or holder or "?", what, detail)
+
+    def _owned(self, ref: str, sandbox_id: str | None = None) -> str:
+        """The kind of container ``ref`` once it is checked to be ours; ProviderLost when it is gone.
+
+        exec and the file calls only get the ref. The record that holds it was written by create or
+        resume for one sandbox, and container ids are never reused, so a ref of this deployment is that
+        sandbox's; the deployment check is what stops a copied database from reaching the original's."""
+        kind = self._kinds.get(ref)
+        if kind is not None and sandbox_id is None:
+            return kind
+        found = self._inspect(ref)
+        if found is None:
+            raise ProviderLost(f"sandbox container {ref[:12]} no longer exists")
+        self._check_owner(found, sandbox_id, f"container {ref[:12]}")
+        kind = _labels(found).get(LABEL_KIND, "")
+        self._kinds[ref] = kind
+        return kind
 
     def _inspect(self, name_or_id: str) -> dict[str, Any] | None:
         try:
@@ -507,8 +645,12 @@ class DockerProvider:
         except ProviderLost:
             return None
 
-    def _remove(self, ref: str) -> None:
-        """Remove a container and its home volume; gone already is success."""
+    def _remove(self, ref: str, sandbox_id: str) -> None:
+        """Remove one of the sandbox's containers, its home volume and its disks; gone already is success."""
+        self._remove_container(ref)
+        self._disks.release_all(sandbox_id)
+
+    def _remove_container(self, ref: str) -> None:
         self._kinds.pop(ref, None)
         try:
             with self._errors(f"remove container {ref[:12]}"):
@@ -517,15 +659,8 @@ class DockerProvider:
             pass
 
     def _workdir(self, ref: str) -> str:
-        kind = self._kinds.get(ref)
-        if kind is None:
-            found = self._inspect(ref)
-            if found is None:
-                raise ProviderLost(f"sandbox container {ref[:12]} no longer exists")
-            kind = _labels(found).get(LABEL_KIND, "")
-            if kind:
-                self._kinds[ref] = kind
-        return kind_spec(kind).workdir if kind else HOME
+        kind = self._owned(ref)
+        return kind_spec(kind).workdir if kind in KINDS else HOME
 
     def _resolve(self, ref: str, path: str) -> str:
         """An absolute path under HOME: relative paths start at the kind's workdir; escapes are refused."""
@@ -537,7 +672,7 @@ class DockerProvider:
     def _kill_marked(self, ref: str, marker: str) -> None:
         with self._errors("kill timed-out command", ref):
             exec_id = self.client.api.exec_create(
-                ref, ["sh", "-c", _KILL_MARKED_SCRIPT, "sh", marker], user=SANDBOX_USER
+                ref, ["bash", "-c", _KILL_MARKED_SCRIPT, "bash", marker], user=SANDBOX_USER
             )["Id"]
             self.client.api.exec_start(exec_id)
 
@@ -602,6 +737,122 @@ class _Namespaced:
     def keys(self, prefix: str = "") -> Iterator[str]:
         for key in self._store.keys(self._prefix + prefix):
             yield key.removeprefix(self._prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class _Disk:
+    image: str  # the sparse file holding the filesystem
+    link: str  # our name for its loop device, what the container's volume mounts
+
+
+class _Disks:
+    """Per-sandbox home filesystems with a hard size: a sparse file holding ext4, on a loop device.
+
+    The engine mounts it (a ``local`` volume of type ext4 on the device), so the limit holds whatever the
+    sandbox does, costs no RAM, and takes only the blocks actually written on the host disk. The engine's
+    ``local`` driver cannot attach a loop device itself (``o=loop`` is a mount(8) option, not the
+    kernel's), so this attaches it: it needs root on the engine's host, which the Docker socket already
+    amounts to. Files are named ``<sandbox id>.<nonce>.img`` in a directory of the deployment, so a
+    sandbox's disks are found, and released, by its id alone: after a suspend, a destroy, or a crash
+    that left a disk without its container.
+    """
+
+    def __init__(self, root: str, limit_mb: int) -> None:
+        self.root = root
+        self.limit_bytes = limit_mb * 1024**2
+
+    def make(self, sandbox_id: str) -> _Disk | None:
+        if not self.limit_bytes:
+            return None
+        image = os.path.join(self.root, f"{_file_name(sandbox_id)}.{uuid.uuid4().hex[:12]}.img")
+        for attempt in range(3):  # release_all removes the directory once it is empty
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            try:
+                with open(image, "xb") as file:
+                    file.truncate(self.limit_bytes)  # sparse: host blocks are taken only as written
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        try:
+            # No reserved blocks (nobody but the sandbox user writes here); root owned by the sandbox user;
+            # lazy init keeps a 10 GiB filesystem at ~4 MB and ~0.1 s to make.
+            extended = f"root_owner={SANDBOX_UID}:{SANDBOX_GID},lazy_itable_init=1,lazy_journal_init=1"
+            _run_tool("mkfs.ext4", "-q", "-F", "-m", "0", "-E", extended + ",nodiscard", image)
+            # The engine seeds a new volume from the image's home only when it is empty.
+            _run_tool("debugfs", "-w", "-R", "rmdir lost+found", image)
+            device = _run_tool("losetup", "--find", "--show", "--", image).strip()
+            os.symlink(device, image.removesuffix(".img") + ".dev")
+        except BaseException:
+            self.release(image)
+            raise
+        return _Disk(image=image, link=image.removesuffix(".img") + ".dev")
+
+    def attached(self, image: str) -> bool:
+        """Whether our link still names a loop device backed by this very file."""
+        try:
+            device = os.readlink(image.removesuffix(".img") + ".dev")
+            with open(f"/sys/block/{os.path.basename(device)}/loop/backing_file") as backing:
+                return backing.read().strip() == image
+        except OSError:
+            return False
+
+    def release(self, image: str) -> None:
+        """Detach and delete one disk. The link goes first: from then on nothing can mount the device."""
+        with suppress(FileNotFoundError):
+            os.unlink(image.removesuffix(".img") + ".dev")
+        if os.path.exists(image):
+            for device in _run_tool("losetup", "--noheadings", "--output", "NAME", "-j", image).split():
+                # A device still mounted (a container the engine has not let go of yet) is detached by
+                # the kernel once unmounted; the file's blocks are freed then.
+                with suppress(ProviderError):
+                    _run_tool("losetup", "-d", device)
+            with suppress(FileNotFoundError):
+                os.unlink(image)
+
+    def release_all(self, sandbox_id: str) -> None:
+        if not os.path.isdir(self.root):
+            return
+        prefix = _file_name(sandbox_id) + "."
+        for name in os.listdir(self.root):
+            if name.startswith(prefix) and name.endswith(".img"):
+                self.release(os.path.join(self.root, name))
+        # A deployment that holds no disk leaves no directory behind (ENOTEMPTY while it does).
+        with suppress(OSError):
+            os.rmdir(self.root)
+
+
+def _file_name(sandbox_id: str) -> str:
+    if _FILE_SAFE.fullmatch(sandbox_id):
+        return sandbox_id
+    return "h" + hashlib.sha256(sandbox_id.encode()).hexdigest()[:32]
+
+
+def _run_tool(*argv: str) -> str:
+    if shutil.which(argv[0]) is None:
+        error = ProviderError(
+            f"{argv[0]} is not installed: a disk limit needs e2fsprogs and util-linux, and root, on the "
+            "Docker host; install them, or set SANDBOX_DISK_LIMIT_MB=0 to run without a disk limit"
+        )
+        error.retryable = False
+        raise error
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=_DISK_TOOL_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ProviderError(f"{argv[0]} did not finish within {_DISK_TOOL_TIMEOUT_S:g}s") from exc
+    if done.returncode != 0:
+        error = ProviderError(
+            f"{shlex.join(argv)} failed ({done.stderr.strip() or done.returncode}); a disk limit needs "
+            "root on the Docker host (loop devices), or set SANDBOX_DISK_LIMIT_MB=0 to run without one"
+        )
+        error.retryable = False
+        raise error
+    return done.stdout
+
+
+def _is_enospc(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "no space left on device" in text
 
 
 class _NameTaken(ProviderError):

@@ -66,7 +66,12 @@ from sandbox_lifecycle.adapters.settings import (
     egress_env_name,
     package_version,
 )
-from sandbox_lifecycle.core.errors import ExecTimeout, ProviderError, ProviderLost
+from sandbox_lifecycle.core.errors import (
+    ExecTimeout,
+    ForeignSandbox,
+    ProviderError,
+    ProviderLost,
+)
 from sandbox_lifecycle.core.kinds import HOME, KINDS, kind_spec
 from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
 
@@ -234,6 +239,7 @@ class E2BProvider:
         # E2B's pause persists memory and filesystem before it releases the compute, so the port's order
         # (snapshot stored, then compute released) holds inside the one call. `snapshot_key` names Docker
         # archives; the E2B snapshot is the paused sandbox itself.
+        self._owned_info(ref, sandbox_id)  # gone: the pause below says so
         self._forget(ref)
         try:
             paused = self._retrying(f"pause {ref}", lambda: self._sdk.pause(ref), (SandboxNotFoundException,))
@@ -243,20 +249,27 @@ class E2BProvider:
         return SnapshotInfo(key=ref, sha256=None, bytes=None)
 
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        # Checked before connecting: connecting resumes a paused sandbox, another stack's included.
+        self._owned_info(snapshot.key, sandbox_id)
         sandbox = self._connect(snapshot.key, f"resume {sandbox_id}")
         self._remember(sandbox, kind)
         log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)
         return sandbox.sandbox_id
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
-        refs = [ref] if ref is not None else [info.sandbox_id for info in self._find(sandbox_id)]
+        if ref is not None:
+            if self._owned_info(ref, sandbox_id) is None:
+                return  # gone already
+            refs = [ref]
+        else:
+            refs = [info.sandbox_id for info in self._find(sandbox_id)]  # the listing is ours only
         for each in refs:
             self._kill(each, sandbox_id)
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         # The key is a sandbox id that a resume brings back to life under the same id, so killing it is
         # only deleting a snapshot while it is paused; a running one is a live workspace, left alone.
-        info = self._info(snapshot.key)
+        info = self._owned_info(snapshot.key, None)
         if info is None:
             return
         if info.state != SandboxState.PAUSED:
@@ -268,7 +281,9 @@ class E2BProvider:
 
     def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
         info = self._info(snapshot.key)
-        return info is not None and info.state == SandboxState.PAUSED
+        # Another deployment's paused sandbox is not a snapshot of ours (as a Docker archive under another
+        # deployment's prefix is invisible to us).
+        return info is not None and info.state == SandboxState.PAUSED and self._foreign(info, None) is None
 
     # --- inside a running sandbox --------------------------------------------------------------------------
 
@@ -448,6 +463,28 @@ class E2BProvider:
     def _find(self, sandbox_id: str) -> list[SandboxInfo]:
         return self._list({META_ID: sandbox_id})
 
+    def _foreign(self, info: SandboxInfo, sandbox_id: str | None) -> str | None:
+        """Why the E2B sandbox is not ours (this deployment's, and ``sandbox_id``'s when given), or None."""
+        meta = info.metadata or {}
+        owner = meta.get(META_DEPLOYMENT)
+        if meta.get(META_MANAGED) != "1" or not meta.get(META_ID):
+            return "it is not a sandbox-lifecycle sandbox"
+        if owner != self._deployment:
+            return f"deployment {owner!r}, not {self._deployment!r}"
+        if sandbox_id is not None and meta.get(META_ID) != sandbox_id:
+            return f"it is sandbox {meta.get(META_ID)}'s"
+        return None
+
+    def _owned_info(self, ref: str, sandbox_id: str | None) -> SandboxInfo | None:
+        """The E2B sandbox's info after checking its metadata is ours; None when E2B no longer has it.
+
+        Every call that acts on an E2B sandbox by its id checks first: stacks sharing one E2B team see
+        each other's sandboxes by id, and a copied database holds the original's ids."""
+        info = self._info(ref)
+        if info is not None and (why := self._foreign(info, sandbox_id)) is not None:
+            raise ForeignSandbox(sandbox_id or info.metadata.get(META_ID, "?"), f"E2B sandbox {ref}", why)
+        return info
+
     def _info(self, ref: str) -> SandboxInfo | None:
         try:
             return self._retrying(f"get {ref}", lambda: self._sdk.get_info(ref), (SandboxNotFoundException,))
@@ -496,8 +533,9 @@ class E2BProvider:
         with self._lock:
             handle = self._handles.get(ref)
         if handle is None:
+            # Checked before connecting, which would resume another stack's paused sandbox.
+            info = self._owned_info(ref, None)
             sandbox = self._connect(ref, f"connect {ref}")
-            info = self._info(ref)
             self._remember(sandbox, info.metadata.get(META_KIND) if info else None)
             with self._lock:
                 return self._handles[ref]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HashingReader",
+    "WorkspaceTooLarge",
     "extract_to_dir",
     "fetch_verified",
     "pack_workspace",
@@ -42,6 +43,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class WorkspaceTooLarge(ProviderError):
+    """A snapshot would expand past the sandbox's disk limit; it was refused before anything was written.
+
+    Not a loss: the snapshot is kept, and the sandbox stays where it was (suspended)."""
+
+    retryable = False
+
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3
@@ -453,9 +463,20 @@ def _decompressed(compressed: BinaryIO) -> BinaryIO:
     return cast(BinaryIO, reader)
 
 
-def _validate(compressed: BinaryIO, spec: WorkspaceSpec) -> None:
-    """One full pass over the archive; raises UnsafeArchive naming the first offending member."""
+def _too_large(total: int, max_bytes: int) -> WorkspaceTooLarge:
+    return WorkspaceTooLarge(
+        f"the snapshot expands to more than {total} bytes of files, past the sandbox's disk limit of "
+        f"{max_bytes} bytes; nothing was restored and the snapshot is kept (raise SANDBOX_DISK_LIMIT_MB "
+        "to restore it)"
+    )
+
+
+def _validate(compressed: BinaryIO, spec: WorkspaceSpec, max_bytes: int | None = None) -> None:
+    """One full pass over the archive; raises UnsafeArchive naming the first offending member, or
+    WorkspaceTooLarge as soon as the members' sizes add up past ``max_bytes``. The pass only reads the
+    sizes from the headers, so a 320 KB archive of 10 GiB of zeros is refused after reading 320 KB."""
     paths = _Paths.of(spec)
+    total = 0
     # name -> tar type of every member: duplicates and hardlink targets are judged against it.
     seen: dict[str, bytes] = {}
     symlinks: dict[str, str] = {}
@@ -478,6 +499,10 @@ def _validate(compressed: BinaryIO, spec: WorkspaceSpec) -> None:
                 # symlink after its checks is exactly how write-through attacks are built.
                 raise refuse(name, "appears twice")
             seen[name] = kind
+            if member.isreg():
+                total += member.size
+                if max_bytes is not None and total > max_bytes:
+                    raise _too_large(total, max_bytes)
             if member.issym():
                 symlinks[name] = member.linkname
             elif member.islnk() and seen.get(member.linkname) not in tarfile.REGULAR_TYPES:
@@ -492,27 +517,68 @@ def _validate(compressed: BinaryIO, spec: WorkspaceSpec) -> None:
             raise refuse(name, f"would be written through symlink {through!r}")
 
 
-def restore_stream(compressed: BinaryIO, spec: WorkspaceSpec) -> Iterator[bytes]:
+def restore_stream(
+    compressed: BinaryIO,
+    spec: WorkspaceSpec,
+    *,
+    max_bytes: int | None = None,
+    owner: tuple[int, int] | None = None,
+) -> Iterator[bytes]:
     """Validate the whole archive now, then return an iterator of uncompressed tar chunks.
 
     Validation runs before this function returns (not lazily on the first ``next``), so an
-    UnsafeArchive is raised before anything reaches ``container.put_archive(spec.root, ...)``.
-    ``compressed`` must be seekable; it is read twice.
+    UnsafeArchive or WorkspaceTooLarge is raised before anything reaches
+    ``container.put_archive(spec.root, ...)``. ``compressed`` must be seekable; it is read twice.
+
+    ``max_bytes`` bounds the sum of the regular files' sizes (checked again while streaming, should the
+    file change between the passes). ``owner`` (uid, gid) is given to every member, and every directory
+    above a member is emitted first with that owner: the stored owners are whatever the sandbox (or a
+    tamperer) left, and Docker extracts as root, creating missing parents as root.
     """
     start = compressed.tell()
     try:
-        _validate(compressed, spec)
+        _validate(compressed, spec, max_bytes)
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise UnsafeArchive(f"snapshot archive is malformed ({exc}); nothing was restored") from exc
     compressed.seek(start)
-    return _coalesce(_reserialize(compressed))
+    return _coalesce(_reserialize(compressed, max_bytes, owner))
 
 
-def _reserialize(compressed: BinaryIO) -> Iterator[bytes]:
+def _owned_by(info: tarfile.TarInfo, owner: tuple[int, int]) -> tarfile.TarInfo:
+    info.uid, info.gid = owner
+    # Go's tar reader (Docker) prefers the names to the ids when they resolve in the container, so
+    # names of the stored owner must not survive.
+    info.uname = info.gname = ""
+    return info
+
+
+def _reserialize(
+    compressed: BinaryIO, max_bytes: int | None = None, owner: tuple[int, int] | None = None
+) -> Iterator[bytes]:
+    total = 0
+    # Directories emitted so far, to give missing parents our owner (bounded by the directories of the
+    # workspace, as _validate's own bookkeeping is).
+    dirs: set[str] = set()
     try:
         with _open_stream(_decompressed(compressed)) as tar:
             for member in _members(tar):
-                yield from _member_bytes(tar, member, _clean_info(member, member.name, member.linkname))
+                info = _clean_info(member, member.name, member.linkname)
+                if member.isreg():
+                    total += member.size
+                    if max_bytes is not None and total > max_bytes:
+                        raise _too_large(total, max_bytes)
+                if owner is not None:
+                    info = _owned_by(info, owner)
+                    for parent in _ancestors(member.name):
+                        if parent not in dirs:
+                            dirs.add(parent)
+                            implied = tarfile.TarInfo(parent)
+                            implied.type, implied.mode, implied.mtime = tarfile.DIRTYPE, 0o755, info.mtime
+                            implied = _owned_by(implied, owner)
+                            yield implied.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                    if member.isdir():
+                        dirs.add(member.name)
+                yield from _member_bytes(tar, member, info)
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         # The file was verified a moment ago; changing under us means someone else writes to it.
         raise UnsafeArchive(f"snapshot archive changed while restoring ({exc})") from exc

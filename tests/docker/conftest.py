@@ -6,6 +6,9 @@ Every container a test creates carries this run's id prefix and is removed by la
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +27,8 @@ TEST_LIMITS = DockerLimits(memory_bytes=512 * 1024**2, pids=256, max_output_byte
 RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
 # The provider's deployment in this run: its listings hold only this run's containers and snapshots.
 DEPLOYMENT = RUN_PREFIX
+# The provider's default disk directory, repeated so that cleanup does not go through the code under test.
+DEFAULT_DISK_DIR = "/var/lib/sandbox-lifecycle/disks"
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +45,42 @@ def _remove_run_leftovers(client: docker.DockerClient) -> None:
     for volume in client.volumes.list(filters={"label": LABEL_ID}):
         if (volume.attrs.get("Labels") or {}).get(LABEL_ID, "").startswith(RUN_PREFIX):
             volume.remove(force=True)
+    for deployment in (DEPLOYMENT, f"{DEPLOYMENT}-b"):
+        release_disks(deployment)
+
+
+def disk_files(deployment: str, sandbox_id: str = "") -> list[str]:
+    """The disk images of a deployment's sandboxes (of one sandbox, when given) left on the host."""
+    folder = os.path.join(DEFAULT_DISK_DIR, deployment)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(
+        os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(sandbox_id) and n.endswith(".img")
+    )
+
+
+def loop_devices_of(image: str) -> list[str]:
+    done = subprocess.run(
+        ["losetup", "--noheadings", "--output", "NAME", "-j", image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.split()
+
+
+def release_disks(deployment: str, sandbox_id: str = "") -> None:
+    """Detach and delete disks a test left (a container removed behind the provider's back keeps its own)."""
+    folder = os.path.join(DEFAULT_DISK_DIR, deployment)
+    for image in disk_files(deployment, sandbox_id):
+        for device in loop_devices_of(image):
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+        for path in (image, image.removesuffix(".img") + ".dev"):
+            if os.path.lexists(path):
+                os.unlink(path)
+    if os.path.isdir(folder) and not os.listdir(folder):
+        with contextlib.suppress(OSError):  # a provider of that deployment may be making a disk right now
+            os.rmdir(folder)
 
 
 @pytest.fixture
@@ -70,4 +111,7 @@ def new_id(docker_client: docker.DockerClient) -> Iterator[Callable[[], str]]:
         ):
             container.remove(force=True, v=True)
         for volume in docker_client.volumes.list(filters={"label": f"{LABEL_ID}={sandbox_id}"}):
-            volume.remove(force=True)
+            # The engine may still be removing it with its container.
+            with contextlib.suppress(docker.errors.NotFound):
+                volume.remove(force=True)
+        release_disks(DEPLOYMENT, sandbox_id)

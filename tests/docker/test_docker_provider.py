@@ -13,6 +13,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.providers.docker import (
     LABEL_DEPLOYMENT,
+    LABEL_DISK,
     LABEL_ID,
     LABEL_KIND,
     LABEL_MANAGED,
@@ -21,6 +22,7 @@ from sandbox_lifecycle.adapters.providers.docker import (
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.core.errors import (
     ExecTimeout,
+    ForeignSandbox,
     ProviderError,
     ProviderLost,
     ProviderRefused,
@@ -91,9 +93,12 @@ def test_create_is_hardened(
     host = attrs["HostConfig"]
     assert attrs["Name"] == f"/sbx-{sandbox_id}"
     labels = {LABEL_ID: sandbox_id, LABEL_KIND: DATA_APP, LABEL_MANAGED: "1", LABEL_DEPLOYMENT: DEPLOYMENT}
-    assert attrs["Config"]["Labels"] == labels
+    # Plus the host file holding the home filesystem (its size is the disk limit).
+    disk = attrs["Config"]["Labels"][LABEL_DISK]
+    assert attrs["Config"]["Labels"] == {**labels, LABEL_DISK: disk}
     [volume] = docker_client.volumes.list(filters={"label": f"{LABEL_ID}={sandbox_id}"})
-    assert volume.attrs["Labels"] == labels
+    assert volume.attrs["Labels"] == {**labels, LABEL_DISK: disk}
+    assert volume.attrs["Driver"] == "local" and volume.attrs["Options"]["type"] == "ext4"
     assert attrs["Config"]["User"] == "1000:1000"
     assert host["CapDrop"] == ["ALL"]
     assert not host["CapAdd"]
@@ -495,13 +500,13 @@ def test_a_container_of_another_deployment_is_never_adopted(
         limits=TEST_LIMITS,
         deployment=f"{DEPLOYMENT}-b",
     )
-    clash = rf"belongs to deployment '{DEPLOYMENT}', not '{DEPLOYMENT}-b'"
+    clash = rf"belongs to another deployment \(deployment '{DEPLOYMENT}', not '{DEPLOYMENT}-b'\)"
 
-    with pytest.raises(ProviderRefused, match=clash):
+    with pytest.raises(ForeignSandbox, match=clash):
         other.create(sandbox_id, DATA_APP)
-    with pytest.raises(ProviderRefused, match=clash):
+    with pytest.raises(ForeignSandbox, match=clash):
         other.instance(sandbox_id)
-    with pytest.raises(ProviderRefused, match=clash):
+    with pytest.raises(ForeignSandbox, match=clash):
         other.destroy(sandbox_id, None)
 
     assert sandbox_id not in {i.sandbox_id for i in other.list_instances()}

@@ -11,7 +11,13 @@ import pytest
 from e2b import E2B
 
 from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings, idempotency_key
-from sandbox_lifecycle.core.errors import ConfigError, ExecTimeout, ProviderError, ProviderLost
+from sandbox_lifecycle.core.errors import (
+    ConfigError,
+    ExecTimeout,
+    ForeignSandbox,
+    ProviderError,
+    ProviderLost,
+)
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME
 from sandbox_lifecycle.core.ports import SnapshotInfo
 from tests.e2b.conftest import AGENT_SECRET, API_KEY, fake_env
@@ -418,7 +424,9 @@ def test_destroy_is_idempotent(provider: E2BProvider, fake_e2b: FakeE2B) -> None
     provider.destroy("sbx-1", ref)
     provider.destroy("sbx-2", None)  # no ref recorded: found by its metadata
 
-    assert [r.status for r in fake_e2b.requests("DELETE", SANDBOX)] == [204, 404, 204]
+    # The second destroy of sbx-1 finds it gone when checking whose it is, and sends no DELETE.
+    assert [r.status for r in fake_e2b.requests("DELETE", SANDBOX)] == [204, 204]
+    assert [r.status for r in fake_e2b.requests("GET", SANDBOX)][-1] == 404
     assert fake_e2b.sandboxes() == []
     assert provider.instance("sbx-2") is None and other
 
@@ -448,3 +456,35 @@ def test_wrong_api_key_is_not_retried_and_names_no_secret(settings: E2BSettings,
     assert not raised.value.retryable
     assert "wrong-key-123" not in str(raised.value)
     assert len(fake_e2b.requests("GET", "/v2/sandboxes")) == 1
+
+
+def test_another_deployment_never_resumes_or_kills_our_paused_sandbox(
+    settings: E2BSettings, fake_e2b: FakeE2B
+) -> None:
+    """Connecting resumes a paused E2B sandbox, so the metadata is checked before: a copied database's
+    exec, resume or snapshot delete leaves the original's paused sandbox paused, and alive."""
+    ours = E2BProvider(settings, deployment="prod")
+    copy = E2BProvider(settings, deployment="prod-copy")
+    ref = ours.create("sbx-9", DATA_APP)
+    snap = ours.suspend("sbx-9", ref, DATA_APP, "unused")
+    assert fake_e2b.sandbox(ref).state == "paused"
+    connects = len(fake_e2b.requests("POST", CONNECT))
+
+    with pytest.raises(ForeignSandbox, match="deployment 'prod', not 'prod-copy'"):
+        copy.exec(ref, ["true"], timeout=10)
+    with pytest.raises(ForeignSandbox):
+        copy.resume("sbx-9", DATA_APP, snap)
+    with pytest.raises(ForeignSandbox):
+        copy.delete_snapshot(snap)
+    with pytest.raises(ForeignSandbox):
+        copy.destroy("sbx-9", ref)
+    assert not copy.snapshot_ok(snap)
+    assert copy.instance("sbx-9") is None
+
+    assert fake_e2b.sandbox(ref).state == "paused"
+    assert len(fake_e2b.requests("POST", CONNECT)) == connects
+    assert not fake_e2b.requests("DELETE")
+    # Our own deployment still resumes it; and another sandbox id of ours is refused too.
+    with pytest.raises(ForeignSandbox, match="sandbox sbx-9's"):
+        ours.resume("sbx-other", DATA_APP, snap)
+    assert ours.resume("sbx-9", DATA_APP, snap) == ref

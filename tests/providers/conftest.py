@@ -114,11 +114,21 @@ def remove_docker_sandboxes(
 ) -> None:
     """Remove every container and home volume labelled with one of these sandbox ids or deployments."""
     labels = [f"{LABEL_ID}={s}" for s in sandbox_ids] + [f"{LABEL_DEPLOYMENT}={d}" for d in deployments]
+    disks: list[tuple[str, str]] = []
     for label in labels:
         for container in client.containers.list(all=True, filters={"label": label}):
+            disks.append((container.labels.get(LABEL_DEPLOYMENT, ""), container.labels.get(LABEL_ID, "")))
             container.remove(force=True, v=True)
         for volume in client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
+    # The disk images of the home filesystems are host files, not engine objects.
+    from tests.docker.conftest import release_disks
+
+    for deployment in deployments:
+        release_disks(deployment)
+    for deployment, sandbox_id in disks:
+        if deployment and sandbox_id:
+            release_disks(deployment, sandbox_id)
 
 
 def docker_provider(client: Any, snapshot_dir: Path, deployment: str) -> SandboxProvider:

@@ -8,11 +8,12 @@ come back.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 
-from sandbox_lifecycle.core.errors import ExecTimeout, ProviderLost
+from sandbox_lifecycle.core.errors import ExecTimeout, ForeignSandbox, ProviderLost, SandboxError
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
 from sandbox_lifecycle.core.ports import SnapshotInfo
 from sandbox_lifecycle.core.sandbox import snapshot_key
@@ -330,5 +331,44 @@ def test_a_snapshot_of_one_deployment_is_invisible_to_another(harness: Harness) 
     assert other.list_instances() == []
     # Still there for its own deployment, whole.
     assert [(s, i.key) for s, i in harness.provider.list_snapshots()] == [(sid, snap.key)]
+    new_ref = harness.provider.resume(sid, DATA_APP, snap)
+    assert harness.provider.read_file(new_ref, "main.py") == b"mine"
+
+
+def test_another_deployment_cannot_act_on_our_sandbox(harness: Harness) -> None:
+    """A copied database (a restored backup) is another deployment holding our ids and refs: every call
+    that acts on an instance refuses it with ForeignSandbox before doing anything."""
+    sid = harness.new_id()
+    ref = _running(harness, sid)
+    harness.provider.write_file(ref, "main.py", b"mine")
+    copy = harness.other()
+
+    with pytest.raises(ForeignSandbox):
+        copy.exec(ref, ["touch", "/home/sandbox/app/touched"], timeout=10)
+    with pytest.raises(ForeignSandbox):
+        copy.write_file(ref, "main.py", b"theirs")
+    with pytest.raises(ForeignSandbox):
+        copy.read_file(ref, "main.py")
+    with pytest.raises(ForeignSandbox):
+        copy.suspend(sid, ref, DATA_APP, snapshot_key(sid, 9))
+    with pytest.raises(ForeignSandbox):
+        copy.destroy(sid, ref)
+
+    inst = harness.provider.instance(sid)
+    assert inst is not None and (inst.ref, inst.status) == (ref, "running")
+    assert harness.provider.read_file(ref, "main.py") == b"mine"
+    with pytest.raises(FileNotFoundError):
+        harness.provider.read_file(ref, "/home/sandbox/app/touched")
+
+    # Suspended: the copy can neither resume nor delete the snapshot (on Docker it does not even see it:
+    # the archive is under the original's prefix).
+    snap = harness.provider.suspend(sid, ref, DATA_APP, snapshot_key(sid, 3))
+    with pytest.raises(SandboxError):
+        copy.resume(sid, DATA_APP, snap)
+    with contextlib.suppress(ForeignSandbox):  # E2B sees it and refuses; Docker sees nothing to delete
+        copy.delete_snapshot(snap)
+    assert not copy.snapshot_ok(snap)
+    assert harness.provider.snapshot_ok(snap)
+    assert _released(harness, sid)
     new_ref = harness.provider.resume(sid, DATA_APP, snap)
     assert harness.provider.read_file(new_ref, "main.py") == b"mine"
