@@ -7,10 +7,11 @@ This module imports no driver: a SQLite-only install never needs psycopg.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sandbox_lifecycle.events.records import (
     AppendResult,
     ConcurrencyError,
+    CorruptStream,
     Deadline,
     NewEvent,
     Projection,
@@ -311,7 +313,12 @@ class SqlEventStore:
         return StoreError(f"database error: {exc.orig}")
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        return self._records(_READ_STREAM, (stream_id, after_version), f"stream {stream_id!r}")
+        records = self._records(_READ_STREAM, (stream_id, after_version), f"stream {stream_id!r}")
+        # Versions are unique per stream and come ascending, all above after_version: they are exactly
+        # after_version+1 .. after_version+n iff the last one is after_version+n. One comparison.
+        if records and records[-1].version != after_version + len(records):
+            raise _gap(records, (stream_id, after_version))
+        return records
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return self._records(_READ_ALL, (after_position, limit), "the event feed")
@@ -320,10 +327,15 @@ class SqlEventStore:
         self, after: tuple[str, int] = ("", 0), before: str | None = None, limit: int = 1000
     ) -> list[RecordedEvent]:
         if before is None:
-            return self._records(_READ_STREAMS, (*after, limit), "the event streams")
-        return self._records(_READ_STREAMS_BEFORE, (*after, before, limit), "the event streams")
+            records = self._records(_READ_STREAMS, (*after, limit), "the event streams")
+        else:
+            records = self._records(_READ_STREAMS_BEFORE, (*after, before, limit), "the event streams")
+        _check_streams(records, after)
+        return records
 
     def _records(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
+        """Every read of events: the backend's raw reader, which raises CorruptStream for a row it
+        cannot build (see ``first_problem``)."""
         return self._event_rows(sql.format(columns=self._EVENT_COLUMNS), params, what)
 
     def split_streams(self, parts: int) -> list[str]:
@@ -384,6 +396,58 @@ class SqlEventStore:
     def stream_ids(self) -> list[str]:
         with self._read() as conn:
             return list(conn.execute(self._q_stream_ids).scalars())
+
+
+def first_problem(checks: Iterable[tuple[str, Callable[[], object]]]) -> str | None:
+    """What is wrong with a row the fast reader could not build: the first ``(what, parse)`` that fails.
+
+    Only called once a page has failed to build, so it may take its time trying each part alone.
+    """
+    for what, parse in checks:
+        try:
+            parse()
+        except (ValueError, TypeError, AttributeError) as exc:
+            return f"{what} ({type(exc).__name__}: {exc})"
+    return None
+
+
+_VERSION = itemgetter(2)
+
+
+def _check_streams(records: list[RecordedEvent], after: tuple[str, int]) -> None:
+    """Raise CorruptStream at the first version missing from a ``read_streams`` page.
+
+    The page is ordered by (stream id, version) and versions are unique per stream, so a stream's rows
+    are whole iff they count up to their last version: from 1, or from ``after``'s version for the
+    stream the page continues. Runs start at the rows holding version 1, found by list.index (in C),
+    so the Python work is per stream, not per event: this runs on every page of a rebuild.
+    """
+    if not records:
+        return
+    versions = list(map(_VERSION, records))
+    versions.append(1)  # a sentinel: the last run ends at the end of the page
+    n, start = len(records), 0
+    base = after[1] if records[0].stream_id == after[0] else 0
+    while start < n:
+        end = versions.index(1, start + 1)
+        if versions[end - 1] != base + end - start or records[start].stream_id != records[end - 1].stream_id:
+            raise _gap(records, after)
+        start, base = end, 0
+
+
+def _gap(records: Sequence[RecordedEvent], after: tuple[str, int]) -> CorruptStream:
+    """The first missing version in records ordered by (stream id, version), read after ``after``."""
+    previous_stream, previous_version = after
+    for r in records:
+        expected = previous_version + 1 if r.stream_id == previous_stream else 1
+        if r.version != expected:
+            return CorruptStream(
+                r.stream_id,
+                expected,
+                f"version {expected} is missing: the stream goes from {expected - 1} to {r.version!r}",
+            )
+        previous_stream, previous_version = r.stream_id, r.version
+    raise AssertionError("no gap in the records")  # pragma: no cover - only called on a gap
 
 
 def row_params(row: SandboxRow) -> dict[str, Any]:

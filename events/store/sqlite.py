@@ -20,6 +20,7 @@ from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 from sandbox_lifecycle.events.records import (
     AppendResult,
     ConcurrencyError,
+    CorruptStream,
     DatabaseLocked,
     NewEvent,
     Projection,
@@ -31,6 +32,7 @@ from sandbox_lifecycle.events.store.base import (
     SANDBOX_COLUMNS,
     SELECT_DUPLICATE,
     SqlEventStore,
+    first_problem,
     live_conflict,
 )
 from sandbox_lifecycle.events.tables import events, metadata
@@ -58,6 +60,19 @@ _INSERT_FIRST_EVENT = (
 
 def _schema_missing(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
+
+
+def _checks(dm: str, occurred_at: str) -> list[tuple[str, Callable[[], object]]]:
+    def two_values() -> None:
+        _d, _m = orjson.loads(dm)
+
+    return [
+        ("its data or metadata is not valid JSON", two_values),
+        (
+            f"its occurred_at {occurred_at.removesuffix('+00:00')!r} is not a timestamp",
+            lambda: datetime.fromisoformat(occurred_at),
+        ),
+    ]
 
 
 class SqliteEventStore(SqlEventStore):
@@ -267,4 +282,17 @@ class SqliteEventStore(SqlEventStore):
                 raise StoreError(f"{MISSING_SCHEMA} ({exc})") from None
             raise StoreError(f"database error reading {what}: {exc}") from None
         new, record, loads, parse = tuple.__new__, RecordedEvent, orjson.loads, datetime.fromisoformat
-        return [new(record, (p, s, v, t, sv, *loads(dm), parse(o))) for p, s, v, t, sv, dm, o in rows]
+        try:
+            # ``for d, m in (...,)`` is an assignment (no loop), and unpacks exactly two values: data
+            # holding two JSON values ("{...}, {...}") cannot shift the metadata into another field.
+            return [
+                new(record, (p, s, v, t, sv, d, m, parse(o)))
+                for p, s, v, t, sv, dm, o in rows
+                for d, m in (loads(dm),)
+            ]
+        except (ValueError, TypeError):  # orjson.JSONDecodeError is a ValueError
+            pass
+        for _p, s, v, _t, _sv, dm, o in rows:
+            if (detail := first_problem(_checks(dm, o))) is not None:
+                raise CorruptStream(s, v, detail)
+        raise AssertionError("a page failed to build, its rows did not")  # pragma: no cover
