@@ -102,7 +102,14 @@ class SqliteEventStore(SqlEventStore):
         engine.dispose(close=False)
         self._write_lock = threading.Lock()
         self._writer: PoolProxiedConnection | None = None
-        self._time = cast(Callable[[datetime], str], events.c.occurred_at.type.bind_processor(engine.dialect))
+        # Times are written with the processor SQLAlchemy binds them with (the dialect's DATETIME,
+        # always with microseconds), so stored text and bound parameters compare exactly. The type's
+        # own processor left sqlite3's adapter to format them, which drops ".000000" from a whole
+        # second: that text sorts before the bound form of the same instant, so "due at exactly now"
+        # could not tell < from <=. Older rows in the short form still compare right under <=, and
+        # every append rewrites its sandbox's rows, so no migration is needed.
+        dialect_time = events.c.occurred_at.type.dialect_impl(engine.dialect)
+        self._time = cast(Callable[[datetime], str], dialect_time.bind_processor(engine.dialect))
         self._json = cast(Callable[[Any], str], events.c.data.type.bind_processor(engine.dialect))
 
     @classmethod
