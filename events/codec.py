@@ -110,6 +110,9 @@ def decode(record: RecordedEvent) -> Event:
         raise EventDecodeError(record, "unknown event type (written by a newer release?)")
     data = record.data
     if record.schema_version != plan.schema_version:
+        # Checked only off the hot path: SQLite columns hold whatever was written into them.
+        if type(record.schema_version) is not int:
+            raise EventDecodeError(record, f"schema version {record.schema_version!r} is not an integer")
         if record.schema_version > plan.schema_version:
             raise EventDecodeError(
                 record,

@@ -6,11 +6,12 @@ driven fast and deterministically.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +25,14 @@ from sandbox_lifecycle.events.records import (
     Projection,
     RecordedEvent,
     SandboxRow,
+    StoreError,
 )
 
 
 class InMemoryEventStore:
+    """The EventStore port in memory. It runs the same contract suite as the real stores
+    (tests/store/test_contract.py), so the service suite that drives it tests a faithful double."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.events: list[RecordedEvent] = []
@@ -46,44 +51,63 @@ class InMemoryEventStore:
         idempotency_key: str | None = None,
         projection: Projection | None = None,
     ) -> AppendResult:
+        # The real stores refuse these before touching the database.
+        if not events:
+            raise ValueError("append needs at least one event")
+        if expected_version < 0:
+            raise ValueError(f"expected_version must be >= 0, not {expected_version}")
+        times = [_utc(e.occurred_at) for e in events]
+        if projection is not None:
+            projection = _normalised(projection)
         with self._lock:
             if self.fail_next_append is not None:
                 exc, self.fail_next_append = self.fail_next_append, None
                 raise exc
             if idempotency_key is not None and (stream_id, idempotency_key) in self.keys:
                 return replace(self.keys[(stream_id, idempotency_key)], duplicate=True)
-            stream = self.streams.setdefault(stream_id, [])
+            stream = self.streams.get(stream_id, [])
             if len(stream) != expected_version:
-                raise ConcurrencyError(stream_id, expected_version)
-            if projection is not None and projection.row.conversation_id is not None:
-                for row in self.rows.values():
-                    if (
-                        row.id != stream_id
-                        and row.state != "expired"
-                        and row.conversation_id == projection.row.conversation_id
-                        and row.kind == projection.row.kind
-                        and projection.row.state != "expired"
-                    ):
-                        raise ConcurrencyError(stream_id, expected_version, "conversation has a live sandbox")
-            for i, e in enumerate(events, start=1):
+                raise ConcurrencyError(stream_id, expected_version, f"it is at version {len(stream)}")
+            if projection is not None:
+                self._check_live(projection, stream_id, expected_version)
+            for i, (e, at) in enumerate(zip(events, times, strict=True), start=1):
                 rec = RecordedEvent(
                     len(self.events) + 1,
                     stream_id,
                     expected_version + i,
                     e.type,
                     e.schema_version,
-                    dict(e.data),
-                    dict(e.metadata),
-                    e.occurred_at,
+                    _json_copy(e.data),
+                    _json_copy(e.metadata),
+                    at,
                 )
                 self.events.append(rec)
                 stream.append(rec)
+            self.streams[stream_id] = stream
             if projection is not None:
                 self._write(projection)
             result = AppendResult(stream_id, len(stream), len(self.events))
             if idempotency_key is not None:
                 self.keys[(stream_id, idempotency_key)] = result
             return result
+
+    def _check_live(self, projection: Projection, stream_id: str, expected_version: int) -> None:
+        """The unique index of the real stores: one live sandbox per (conversation, kind)."""
+        new = projection.row
+        if new.conversation_id is None or new.state == "expired":
+            return
+        for row in self.rows.values():
+            if (
+                row.id != new.id
+                and row.state != "expired"
+                and row.conversation_id == new.conversation_id
+                and row.kind == new.kind
+            ):
+                raise ConcurrencyError(
+                    stream_id,
+                    expected_version,
+                    f"conversation {new.conversation_id!r} already has a live {new.kind!r} sandbox",
+                )
 
     def _write(self, projection: Projection) -> None:
         self.rows[projection.row.id] = projection.row
@@ -123,31 +147,70 @@ class InMemoryEventStore:
 
     def list_sandboxes(self, state: str | None = None) -> list[SandboxRow]:
         return sorted(
-            (r for r in self.rows.values() if state is None or r.state == state), key=lambda r: r.created_at
+            (r for r in self.rows.values() if state is None or r.state == state),
+            key=lambda r: (r.created_at, r.id),
         )
 
     def due_deadlines(self, now: datetime, limit: int = 1000) -> list[Deadline]:
-        return sorted((d for d in self.deadlines.values() if d.due_at <= now), key=lambda d: d.due_at)[:limit]
+        now = _utc(now)
+        return [d for d in self.all_deadlines() if d.due_at <= now][:limit]
 
     def next_deadline(self) -> datetime | None:
         return min((d.due_at for d in self.deadlines.values()), default=None)
 
     def all_deadlines(self) -> list[Deadline]:
-        return list(self.deadlines.values())
+        return sorted(self.deadlines.values(), key=lambda d: (d.due_at, d.sandbox_id, d.kind))
 
     def write_projection(self, projection: Projection) -> None:
+        projection = _normalised(projection)
         with self._lock:
+            self._check_live(projection, projection.row.id, projection.row.version)
             self._write(projection)
 
-    def replace_all_projections(self, projections: Sequence[Projection]) -> None:
+    def replace_all_projections(self, projections: Iterable[Projection]) -> None:
         with self._lock:
-            self.rows.clear()
-            self.deadlines.clear()
-            for p in projections:
-                self._write(p)
+            rows, deadlines = self.rows, self.deadlines
+            self.rows, self.deadlines = {}, {}
+            try:
+                for p in projections:
+                    p = _normalised(p)
+                    self._check_live(p, p.row.id, p.row.version)
+                    self._write(p)
+            except ConcurrencyError as exc:
+                # The real stores roll the whole replacement back, with a StoreError.
+                self.rows, self.deadlines = rows, deadlines
+                raise StoreError(f"database error: {exc}") from None
 
     def stream_ids(self) -> list[str]:
-        return list(self.streams)
+        return sorted(self.streams)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: the event log stores aware UTC datetimes only")
+    return value.astimezone(UTC)
+
+
+def _json_copy(value: dict[str, object]) -> dict[str, object]:
+    # What a real store hands back: a fresh object, with only what JSON can hold.
+    copied: dict[str, object] = json.loads(json.dumps(value))
+    return copied
+
+
+def _normalised(projection: Projection) -> Projection:
+    """The projection as a real store reads it back: datetimes in UTC; refused like a real one."""
+    row = projection.row
+    for d in projection.deadlines:
+        if d.sandbox_id != row.id:
+            raise ValueError(f"deadline of {d.sandbox_id!r} in the projection of {row.id!r}")
+    times = {
+        name: _utc(value)
+        for name in ("last_activity_at", "state_since", "created_at")
+        if (value := getattr(row, name)) is not None
+    }
+    return Projection(
+        replace(row, **times), tuple(replace(d, due_at=_utc(d.due_at)) for d in projection.deadlines)
+    )
 
 
 @dataclass

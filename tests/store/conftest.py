@@ -50,12 +50,11 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
-@pytest.fixture
-def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
-    """The URL of a migrated, empty event store on the parametrised backend."""
+def real_db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of a migrated, empty event store on ``backend`` (``sqlite`` or ``postgres``)."""
     if backend == "sqlite":
-        path = tmp_path / "sandbox_lifecycle.events.db"
-        shutil.copyfile(sqlite_template, path)
+        path = request.getfixturevalue("tmp_path") / "sandbox_lifecycle.events.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_migrated_url")
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -63,6 +62,12 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path, sqlite_
         conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines RESTART IDENTITY")
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of a migrated, empty event store on the parametrised backend."""
+    return real_db_url(backend, request)
 
 
 @pytest.fixture

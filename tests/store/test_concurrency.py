@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from sandbox_lifecycle.events.records import ConcurrencyError, DatabaseLocked, RecordedEvent
-from sandbox_lifecycle.events.store import _PG_LOCK, SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store.postgres import PG_LOCK
 from tests.store.helpers import event, projection, race_append, row
 
 THREADS = 16
@@ -185,7 +186,7 @@ def test_postgres_append_gives_up_with_database_locked_when_the_lock_is_held(pg_
     store = SqlEventStore(pg_migrated_url, lock_timeout=0.3)
     conninfo = sa.make_url(pg_migrated_url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo) as stuck:
-        stuck.execute(_PG_LOCK)  # an append that never commits
+        stuck.execute(PG_LOCK)  # an append that never commits
         try:
             with pytest.raises(DatabaseLocked, match="stuck session"):
                 store.append("locked", 0, [event()])

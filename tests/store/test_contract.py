@@ -1,18 +1,37 @@
-"""The EventStore contract, run against SQLite and PostgreSQL alike."""
+"""The EventStore contract, run against SQLite, PostgreSQL and the in-memory fake alike.
+
+The fake drives the service suite; running it here too (eventsourcing's test_popo.py idea) keeps it
+from drifting away from the real stores.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.events.records import ConcurrencyError, Deadline, NewEvent, Projection, StoreError
 from sandbox_lifecycle.events.store import SqlEventStore
+from tests.fakes import InMemoryEventStore
+from tests.store.conftest import real_db_url
 from tests.store.helpers import T0, event, projection, row
 
 
-def test_append_then_read_stream_returns_the_events_in_version_order(store: SqlEventStore) -> None:
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
+    """Overrides the conftest's store: the contract holds for the fake as well."""
+    if request.param == "memory":
+        yield InMemoryEventStore()
+        return
+    s = SqlEventStore(real_db_url(request.param, request))
+    yield s
+    s.close()
+
+
+def test_append_then_read_stream_returns_the_events_in_version_order(store: EventStore) -> None:
     first = store.append("s1", 0, [event("Created", 1)])
     second = store.append("s1", 1, [event("Touched", 2), event("Suspended", 3)])
 
@@ -34,14 +53,14 @@ def test_append_then_read_stream_returns_the_events_in_version_order(store: SqlE
     assert [e.version for e in store.read_stream("s1", after_version=1)] == [2, 3]
 
 
-def test_schema_version_and_metadata_are_stored(store: SqlEventStore) -> None:
+def test_schema_version_and_metadata_are_stored(store: EventStore) -> None:
     e = NewEvent("Created", {}, T0, schema_version=3, metadata={"reason": "because", "causation_id": "c-1"})
     store.append("s1", 0, [e])
     (recorded,) = store.read_stream("s1")
     assert (recorded.schema_version, recorded.metadata, recorded.data) == (3, e.metadata, {})
 
 
-def test_unknown_stream_and_empty_store_read_empty(store: SqlEventStore) -> None:
+def test_unknown_stream_and_empty_store_read_empty(store: EventStore) -> None:
     assert store.read_stream("nope") == []
     assert store.read_all() == []
     assert store.get_sandbox("nope") is None
@@ -53,7 +72,7 @@ def test_unknown_stream_and_empty_store_read_empty(store: SqlEventStore) -> None
     assert store.stream_ids() == []
 
 
-def test_stale_expected_version_is_refused_and_writes_nothing(store: SqlEventStore) -> None:
+def test_stale_expected_version_is_refused_and_writes_nothing(store: EventStore) -> None:
     store.append("s1", 0, [event(n=1)])
 
     with pytest.raises(ConcurrencyError) as info:
@@ -68,7 +87,7 @@ def test_stale_expected_version_is_refused_and_writes_nothing(store: SqlEventSto
     assert [e.data["n"] for e in store.read_all()] == [1]
 
 
-def test_bad_arguments_are_refused_before_touching_the_database(store: SqlEventStore) -> None:
+def test_bad_arguments_are_refused_before_touching_the_database(store: EventStore) -> None:
     with pytest.raises(ValueError, match="at least one"):
         store.append("s1", 0, [])
     with pytest.raises(ValueError, match="expected_version"):
@@ -78,7 +97,7 @@ def test_bad_arguments_are_refused_before_touching_the_database(store: SqlEventS
     assert store.read_all() == []
 
 
-def test_retried_append_with_the_same_idempotency_key_is_a_duplicate_not_a_copy(store: SqlEventStore) -> None:
+def test_retried_append_with_the_same_idempotency_key_is_a_duplicate_not_a_copy(store: EventStore) -> None:
     batch = [event("Created", 1), event("Started", 2)]
     first = store.append("s1", 0, batch, idempotency_key="req-1")
     retry = store.append("s1", 0, batch, idempotency_key="req-1")
@@ -102,7 +121,7 @@ def test_retried_append_with_the_same_idempotency_key_is_a_duplicate_not_a_copy(
     assert len(store.read_all()) == 5
 
 
-def test_projection_is_written_with_the_events(store: SqlEventStore) -> None:
+def test_projection_is_written_with_the_events(store: EventStore) -> None:
     r = row("s1", conversation_id="c1")
     p = projection(r, ("idle", T0 + timedelta(minutes=30)), ("lease", T0 + timedelta(minutes=5)))
     store.append("s1", 0, [event()], projection=p)
@@ -112,7 +131,7 @@ def test_projection_is_written_with_the_events(store: SqlEventStore) -> None:
     assert store.all_deadlines() == sorted(p.deadlines, key=lambda d: d.due_at)
 
 
-def test_failed_append_writes_no_projection(store: SqlEventStore) -> None:
+def test_failed_append_writes_no_projection(store: EventStore) -> None:
     r1 = row("s1", conversation_id="c1")
     store.append("s1", 0, [event()], projection=projection(r1, ("idle", T0)))
 
@@ -125,7 +144,7 @@ def test_failed_append_writes_no_projection(store: SqlEventStore) -> None:
     assert len(store.read_stream("s1")) == 1
 
 
-def test_second_live_sandbox_of_a_conversation_and_kind_loses(store: SqlEventStore) -> None:
+def test_second_live_sandbox_of_a_conversation_and_kind_loses(store: EventStore) -> None:
     store.append("s1", 0, [event()], projection=projection(row("s1", conversation_id="c1")))
 
     with pytest.raises(ConcurrencyError, match="c1") as info:
@@ -151,7 +170,7 @@ def test_second_live_sandbox_of_a_conversation_and_kind_loses(store: SqlEventSto
     assert live is not None and live.id == "s2"
 
 
-def test_write_projection_rewrites_row_and_deadlines_without_events(store: SqlEventStore) -> None:
+def test_write_projection_rewrites_row_and_deadlines_without_events(store: EventStore) -> None:
     r = row("s1", conversation_id="c1")
     store.append("s1", 0, [event()], projection=projection(r, ("idle", T0)))
 
@@ -167,7 +186,7 @@ def test_write_projection_rewrites_row_and_deadlines_without_events(store: SqlEv
     assert store.get_sandbox("s3") is None
 
 
-def test_deadlines_are_replaced_per_sandbox_and_come_due_oldest_first(store: SqlEventStore) -> None:
+def test_deadlines_are_replaced_per_sandbox_and_come_due_oldest_first(store: EventStore) -> None:
     a, b = row("a"), row("b")
     store.append(
         "a", 0, [event()], projection=projection(a, ("idle", T0 + timedelta(minutes=3)), ("lease", T0))
@@ -198,13 +217,13 @@ def test_deadlines_are_replaced_per_sandbox_and_come_due_oldest_first(store: Sql
     assert [d.sandbox_id for d in store.all_deadlines()] == ["a"]
 
 
-def test_deadline_of_another_sandbox_is_refused(store: SqlEventStore) -> None:
+def test_deadline_of_another_sandbox_is_refused(store: EventStore) -> None:
     bad = Projection(row("a"), (Deadline("b", "idle", T0, 1),))
     with pytest.raises(ValueError, match="deadline"):
         store.append("a", 0, [event()], projection=bad)
 
 
-def test_read_all_pages_through_every_stream_in_commit_order(store: SqlEventStore) -> None:
+def test_read_all_pages_through_every_stream_in_commit_order(store: EventStore) -> None:
     for i in range(7):
         store.append(f"s{i % 3}", i // 3, [event(n=i)])
 
@@ -224,7 +243,7 @@ def test_read_all_pages_through_every_stream_in_commit_order(store: SqlEventStor
     assert store.stream_ids() == ["s0", "s1", "s2"]
 
 
-def test_datetimes_round_trip_as_aware_utc(store: SqlEventStore) -> None:
+def test_datetimes_round_trip_as_aware_utc(store: EventStore) -> None:
     ist = timezone(timedelta(hours=5, minutes=30))
     local = datetime(2025, 6, 1, 17, 30, 15, 123456, tzinfo=ist)
     store.append(
@@ -247,7 +266,7 @@ def test_datetimes_round_trip_as_aware_utc(store: SqlEventStore) -> None:
     assert store.due_deadlines(datetime(2025, 6, 1, 12, 0, 15, tzinfo=UTC)) == []
 
 
-def test_list_and_find_sandboxes(store: SqlEventStore) -> None:
+def test_list_and_find_sandboxes(store: EventStore) -> None:
     rows = [
         row("a", conversation_id="c1"),
         row("b", conversation_id="c2", state="suspended"),
@@ -265,7 +284,7 @@ def test_list_and_find_sandboxes(store: SqlEventStore) -> None:
     assert store.find_live("c1", "data-app") is None
 
 
-def test_replace_all_projections_swaps_the_whole_read_model(store: SqlEventStore) -> None:
+def test_replace_all_projections_swaps_the_whole_read_model(store: EventStore) -> None:
     store.write_projection(projection(row("old", conversation_id="c1"), ("idle", T0)))
     new = [
         projection(row(f"n{i:04d}", conversation_id=f"c{i}"), ("idle", T0 + timedelta(seconds=i)))
@@ -307,7 +326,7 @@ def test_scratch_store_is_private_and_has_the_schema() -> None:
         two.close()
 
 
-def test_aware_non_utc_now_is_accepted_for_due_deadlines(store: SqlEventStore) -> None:
+def test_aware_non_utc_now_is_accepted_for_due_deadlines(store: EventStore) -> None:
     store.write_projection(projection(row("a"), ("idle", T0)))
     plus_two = datetime(2025, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
     assert len(store.due_deadlines(plus_two)) == 1

@@ -1,0 +1,458 @@
+"""What both backends of the event store share: SQLAlchemy Core reads, projection rows, argument checks.
+
+A backend (``sqlite.py``, ``postgres.py``) supplies the writes and the raw event reader, which talk to
+the driver directly because that is where per-statement overhead and round trips bound throughput.
+This module imports no driver: a SQLite-only install never needs psycopg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import islice
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from sandbox_lifecycle.events.records import (
+    AppendResult,
+    ConcurrencyError,
+    CorruptStream,
+    Deadline,
+    NewEvent,
+    Projection,
+    RecordedEvent,
+    SandboxRow,
+    StoreError,
+)
+from sandbox_lifecycle.events.tables import EXPIRED_STATE, events, sandbox_deadlines, sandboxes
+
+if TYPE_CHECKING:
+    from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+# How long a Postgres append waits for the append lock before giving up with DatabaseLocked: a writer
+# that holds it longer is stuck (e.g. an idle-in-transaction session), not busy.
+DEFAULT_LOCK_TIMEOUT = 10.0
+_REPLACE_CHUNK = 1000
+
+SANDBOX_COLUMNS = tuple(c.name for c in sandboxes.columns)
+
+# The last event of the batch that first used the key: what the retried append would have returned.
+SELECT_DUPLICATE = (
+    "SELECT e.version, e.position FROM events AS k "
+    "JOIN events AS e ON e.stream_id = k.stream_id AND e.version >= k.version AND e.version < k.version + ? "
+    "WHERE k.stream_id = ? AND k.idempotency_key = ? ORDER BY e.version DESC LIMIT 1"
+)
+
+# Every read of events goes through the backend's raw reader (``_records``), with its own ``{columns}``.
+_READ_ALL = "SELECT {columns} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_READ_STREAM = "SELECT {columns} FROM events WHERE stream_id = ? AND version > ? ORDER BY version"
+# Rebuilds need each stream in version order, not the global commit order: keyset pages over the
+# unique (stream_id, version) index, bounded to a range of stream ids, so parallel workers each read
+# only their own rows. Both databases turn the row-value comparison into an index range.
+_READ_STREAMS = (
+    "SELECT {columns} FROM events WHERE (stream_id, version) > (?, ?) ORDER BY stream_id, version LIMIT ?"
+)
+_READ_STREAMS_BEFORE = (
+    "SELECT {columns} FROM events WHERE (stream_id, version) > (?, ?) AND stream_id < ? "
+    "ORDER BY stream_id, version LIMIT ?"
+)
+_POSITION_BOUNDS = "SELECT min(position), max(position) FROM events"
+# Stream ids of sampled events (by position), in the database's own order of stream ids: the ranges
+# cut at their quantiles hold about equal numbers of events. Ids are never compared in Python, whose
+# order may differ from the database collation.
+_SAMPLE_STREAMS = "SELECT stream_id FROM events WHERE position IN ({marks}) ORDER BY stream_id"
+# How many events are sampled per part when splitting the streams.
+_SAMPLES_PER_PART = 64
+
+MISSING_SCHEMA = "the event store schema is missing; run `sandboxctl db upgrade`"
+
+
+def utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: the event log stores aware UTC datetimes only")
+    return value.astimezone(UTC)
+
+
+def check_projection(projection: Projection) -> None:
+    # Deadlines are replaced per sandbox: one of another sandbox would silently survive its replacement.
+    for d in projection.deadlines:
+        if d.sandbox_id != projection.row.id:
+            raise ValueError(f"deadline of {d.sandbox_id!r} in the projection of {projection.row.id!r}")
+
+
+def live_conflict(stream_id: str, expected_version: int, projection: Projection | None) -> ConcurrencyError:
+    detail = "the conversation already has a live sandbox of this kind"
+    if projection is not None:
+        row = projection.row
+        detail = f"conversation {row.conversation_id!r} already has a live {row.kind!r} sandbox"
+    return ConcurrencyError(stream_id, expected_version, detail)
+
+
+def _sandbox(row: Row[Any]) -> SandboxRow:
+    return SandboxRow(**{name: getattr(row, name) for name in SANDBOX_COLUMNS})
+
+
+def _deadline(row: Row[Any]) -> Deadline:
+    return Deadline(sandbox_id=row.sandbox_id, kind=row.kind, due_at=row.due_at, version=row.version)
+
+
+def _backend_of(url_or_engine: str | Engine) -> type[SqlEventStore]:
+    """The store class for a URL or engine; each backend's module is imported only when chosen."""
+    if isinstance(url_or_engine, str):
+        url = sa.make_url(url_or_engine)
+        name, driver = url.get_backend_name(), url.get_driver_name()
+    else:
+        url = url_or_engine.url
+        name, driver = url_or_engine.dialect.name, url_or_engine.dialect.driver
+    if name == "sqlite":
+        from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
+
+        return SqliteEventStore
+    if name == "postgresql":
+        if driver != "psycopg":
+            raise StoreError(f"Postgres needs the psycopg 3 driver (postgresql+psycopg://), not {url!r}")
+        try:
+            from sandbox_lifecycle.events.store.postgres import PostgresEventStore
+        except ImportError as exc:
+            raise StoreError(f"Postgres needs psycopg ({exc}): install sandbox-lifecycle[postgres]") from None
+        return PostgresEventStore
+    raise StoreError(f"unsupported database {url!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+class SqlEventStore:
+    """The EventStore port on SQLAlchemy: ``sqlite:///path`` (embedded) or ``postgresql+psycopg://``.
+
+    ``SqlEventStore(url)`` opens the store of the URL's backend (``SqliteEventStore`` or
+    ``PostgresEventStore``); every option is accepted by both, each uses its own: ``busy_timeout`` and
+    ``sqlite_synchronous`` on SQLite, ``lock_timeout`` on Postgres.
+
+    Thread-safe; one instance per process is enough. The schema must exist already (``events.migrate``).
+    """
+
+    dialect: ClassVar[str]
+    # The ``{columns}`` of the event reads: position, stream_id, version, type, schema_version, the
+    # payload and metadata as one JSON array text, occurred_at (see the backends' ``_event_rows``).
+    _EVENT_COLUMNS: ClassVar[str]
+    # The driver's parameter mark, for the few statements built at run time.
+    _MARK: ClassVar[str]
+
+    def __new__(cls, url_or_engine: str | Engine, **_options: Any) -> Self:
+        # Called on the base class, pick the backend: ``SqlEventStore(url)`` keeps working for every
+        # caller, and only the chosen backend's driver is imported.
+        backend = _backend_of(url_or_engine) if cls is SqlEventStore else cls
+        return cast(Self, super().__new__(backend))
+
+    def __init__(
+        self,
+        url_or_engine: str | Engine,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> None:
+        self._owns_engine = isinstance(url_or_engine, str)
+        self._busy_timeout = busy_timeout
+        self._lock_timeout = lock_timeout
+        self._sqlite_synchronous = sqlite_synchronous
+        self._validate_options()
+        if isinstance(url_or_engine, str):
+            engine = sa.create_engine(sa.make_url(url_or_engine), connect_args=self._connect_args())
+        else:
+            engine = url_or_engine
+        if engine.dialect.name != self.dialect:
+            raise StoreError(f"{type(self).__name__} cannot open {engine.url!r}")
+        self._engine = engine
+        self._reader: Engine = engine
+        self._setup()
+        self._build_reads()
+
+    @classmethod
+    def scratch(cls) -> SqliteEventStore:
+        """A private in-memory store with the schema created, e.g. to rebuild projections and compare.
+
+        Its one connection is shared by reads and writes: use it from one thread at a time.
+        """
+        from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
+
+        return SqliteEventStore.scratch()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._close_writer()
+        if self._owns_engine:
+            self._engine.dispose()
+
+    # -- what a backend supplies -------------------------------------------------------------------
+
+    def _validate_options(self) -> None:
+        """Refuse bad options before connecting."""
+
+    def _connect_args(self) -> dict[str, Any]:
+        return {}
+
+    def _setup(self) -> None:
+        """Hook the backend's connection settings into the engine (and choose ``_reader``)."""
+        raise NotImplementedError
+
+    def _close_writer(self) -> None:
+        """Release a connection the backend keeps for writing."""
+
+    def _append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        new_events: Sequence[NewEvent],
+        key: str | None,
+        projection: Projection | None,
+    ) -> AppendResult:
+        raise NotImplementedError
+
+    def _write_projection(self, projection: Projection) -> None:
+        raise NotImplementedError
+
+    def _event_rows(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
+        """Run an event read (``{columns}`` filled in) on the driver and build its records."""
+        raise NotImplementedError
+
+    def _begin_replace(self, conn: Connection) -> None:
+        """Start the transaction of ``replace_all_projections`` (SQLite takes the write lock up front)."""
+
+    def _driver_error(self, exc: BaseException) -> StoreError | None:
+        """The StoreError a driver error stands for, when the backend knows better than the default."""
+        return None
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        idempotency_key: str | None = None,
+        projection: Projection | None = None,
+    ) -> AppendResult:
+        if not events:
+            raise ValueError("append needs at least one event")
+        if expected_version < 0:
+            raise ValueError(f"expected_version must be >= 0, not {expected_version}")
+        if projection is not None:
+            check_projection(projection)
+        return self._append(stream_id, expected_version, events, idempotency_key, projection)
+
+    def write_projection(self, projection: Projection) -> None:
+        check_projection(projection)
+        self._write_projection(projection)
+
+    def replace_all_projections(self, projections: Iterable[Projection]) -> None:
+        """Replace every read-model row and deadline in one transaction (``replay --rebuild``).
+
+        Readers see the old projections until the new ones are committed.
+        """
+        iterator = iter(projections)
+        try:
+            with self._engine.connect() as conn:
+                self._begin_replace(conn)
+                conn.execute(sandbox_deadlines.delete())
+                conn.execute(sandboxes.delete())
+                while chunk := list(islice(iterator, _REPLACE_CHUNK)):
+                    conn.execute(sandboxes.insert(), [row_params(p.row) for p in chunk])
+                    deadlines = [deadline_params(d) for p in chunk for d in p.deadlines]
+                    if deadlines:
+                        conn.execute(sandbox_deadlines.insert(), deadlines)
+                conn.commit()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._sa_error(exc) from None
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def _build_reads(self) -> None:
+        # Built once with bind parameters, so SQLAlchemy compiles each a single time (compiled cache).
+        p = sa.bindparam
+        self._q_sandbox = sa.select(sandboxes).where(sandboxes.c.id == p("id"))
+        self._q_live = sa.select(sandboxes).where(
+            sandboxes.c.conversation_id == p("conversation_id"),
+            sandboxes.c.kind == p("kind"),
+            # A literal, so Postgres can prove the partial unique index's predicate and use it.
+            sandboxes.c.state != sa.literal_column(f"'{EXPIRED_STATE}'"),
+        )
+        self._q_sandboxes = sa.select(sandboxes).order_by(sandboxes.c.created_at, sandboxes.c.id)
+        self._q_sandboxes_in = self._q_sandboxes.where(sandboxes.c.state == p("state"))
+        ordered = (sandbox_deadlines.c.due_at, sandbox_deadlines.c.sandbox_id, sandbox_deadlines.c.kind)
+        self._q_due = (
+            sa.select(sandbox_deadlines)
+            .where(sandbox_deadlines.c.due_at <= p("now", type_=sandbox_deadlines.c.due_at.type))
+            .order_by(*ordered)
+            .limit(p("limit"))
+        )
+        self._q_next = sa.select(sa.func.min(sandbox_deadlines.c.due_at))
+        self._q_deadlines = sa.select(sandbox_deadlines).order_by(*ordered)
+        self._q_stream_ids = sa.select(events.c.stream_id).distinct().order_by(events.c.stream_id)
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._sa_error(exc) from None
+
+    def _sa_error(self, exc: sa.exc.SQLAlchemyError) -> StoreError:
+        if not isinstance(exc, sa.exc.DBAPIError):  # e.g. the pool timed out
+            return StoreError(f"database error: {exc}")
+        if exc.orig is not None and (known := self._driver_error(exc.orig)) is not None:
+            return known
+        return StoreError(f"database error: {exc.orig}")
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        records = self._records(_READ_STREAM, (stream_id, after_version), f"stream {stream_id!r}")
+        # Versions are unique per stream and come ascending, all above after_version: they are exactly
+        # after_version+1 .. after_version+n iff the last one is after_version+n. One comparison.
+        if records and records[-1].version != after_version + len(records):
+            raise _gap(records, (stream_id, after_version))
+        return records
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        return self._records(_READ_ALL, (after_position, limit), "the event feed")
+
+    def read_streams(
+        self, after: tuple[str, int] = ("", 0), before: str | None = None, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        if before is None:
+            records = self._records(_READ_STREAMS, (*after, limit), "the event streams")
+        else:
+            records = self._records(_READ_STREAMS_BEFORE, (*after, before, limit), "the event streams")
+        _check_streams(records, after)
+        return records
+
+    def _records(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
+        """Every read of events: the backend's raw reader, which raises CorruptStream for a row it
+        cannot build (see ``first_problem``)."""
+        return self._event_rows(sql.format(columns=self._EVENT_COLUMNS), params, what)
+
+    def split_streams(self, parts: int) -> list[str]:
+        if parts < 1:
+            raise ValueError(f"cannot split the streams into {parts} parts")
+        if parts == 1:
+            return []
+        with self._read() as conn:
+            first, last = conn.exec_driver_sql(_POSITION_BOUNDS).one()
+            if first is None:
+                return []
+            # Evenly spaced positions: a stream is sampled in proportion to its number of events.
+            # Positions may have gaps (rolled-back appends); a missed sample only blurs a quantile.
+            n = min(parts * _SAMPLES_PER_PART, last - first + 1)
+            positions = sorted({first + (last - first) * i // max(n - 1, 1) for i in range(n)})
+            marks = ", ".join(self._MARK for _ in positions)
+            sample = list(
+                conn.exec_driver_sql(_SAMPLE_STREAMS.format(marks=marks), tuple(positions)).scalars()
+            )
+        bounds: list[str] = []
+        for i in range(1, parts):
+            sid = sample[len(sample) * i // parts]
+            # The sample is sorted, so a repeat can only be the previous bound (one long stream).
+            if sid != sample[0] and (not bounds or sid != bounds[-1]):
+                bounds.append(sid)
+        return bounds
+
+    def get_sandbox(self, sandbox_id: str) -> SandboxRow | None:
+        with self._read() as conn:
+            row = conn.execute(self._q_sandbox, {"id": sandbox_id}).first()
+            return None if row is None else _sandbox(row)
+
+    def find_live(self, conversation_id: str, kind: str) -> SandboxRow | None:
+        with self._read() as conn:
+            row = conn.execute(self._q_live, {"conversation_id": conversation_id, "kind": kind}).first()
+            return None if row is None else _sandbox(row)
+
+    def list_sandboxes(self, state: str | None = None) -> list[SandboxRow]:
+        with self._read() as conn:
+            if state is None:
+                rows = conn.execute(self._q_sandboxes)
+            else:
+                rows = conn.execute(self._q_sandboxes_in, {"state": state})
+            return [_sandbox(r) for r in rows]
+
+    def due_deadlines(self, now: datetime, limit: int = 1000) -> list[Deadline]:
+        with self._read() as conn:
+            return [_deadline(r) for r in conn.execute(self._q_due, {"now": now, "limit": limit})]
+
+    def next_deadline(self) -> datetime | None:
+        with self._read() as conn:
+            return cast(datetime | None, conn.execute(self._q_next).scalar())
+
+    def all_deadlines(self) -> list[Deadline]:
+        with self._read() as conn:
+            return [_deadline(r) for r in conn.execute(self._q_deadlines)]
+
+    def stream_ids(self) -> list[str]:
+        with self._read() as conn:
+            return list(conn.execute(self._q_stream_ids).scalars())
+
+
+def first_problem(checks: Iterable[tuple[str, Callable[[], object]]]) -> str | None:
+    """What is wrong with a row the fast reader could not build: the first ``(what, parse)`` that fails.
+
+    Only called once a page has failed to build, so it may take its time trying each part alone.
+    """
+    for what, parse in checks:
+        try:
+            parse()
+        except (ValueError, TypeError, AttributeError) as exc:
+            return f"{what} ({type(exc).__name__}: {exc})"
+    return None
+
+
+_VERSION = itemgetter(2)
+
+
+def _check_streams(records: list[RecordedEvent], after: tuple[str, int]) -> None:
+    """Raise CorruptStream at the first version missing from a ``read_streams`` page.
+
+    The page is ordered by (stream id, version) and versions are unique per stream, so a stream's rows
+    are whole iff they count up to their last version: from 1, or from ``after``'s version for the
+    stream the page continues. Runs start at the rows holding version 1, found by list.index (in C),
+    so the Python work is per stream, not per event: this runs on every page of a rebuild.
+    """
+    if not records:
+        return
+    versions = list(map(_VERSION, records))
+    versions.append(1)  # a sentinel: the last run ends at the end of the page
+    n, start = len(records), 0
+    base = after[1] if records[0].stream_id == after[0] else 0
+    while start < n:
+        end = versions.index(1, start + 1)
+        if versions[end - 1] != base + end - start or records[start].stream_id != records[end - 1].stream_id:
+            raise _gap(records, after)
+        start, base = end, 0
+
+
+def _gap(records: Sequence[RecordedEvent], after: tuple[str, int]) -> CorruptStream:
+    """The first missing version in records ordered by (stream id, version), read after ``after``."""
+    previous_stream, previous_version = after
+    for r in records:
+        expected = previous_version + 1 if r.stream_id == previous_stream else 1
+        if r.version != expected:
+            return CorruptStream(
+                r.stream_id,
+                expected,
+                f"version {expected} is missing: the stream goes from {expected - 1} to {r.version!r}",
+            )
+        previous_stream, previous_version = r.stream_id, r.version
+    raise AssertionError("no gap in the records")  # pragma: no cover - only called on a gap
+
+
+def row_params(row: SandboxRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in SANDBOX_COLUMNS}
+
+
+def deadline_params(d: Deadline) -> dict[str, Any]:
+    return {"sandbox_id": d.sandbox_id, "kind": d.kind, "due_at": d.due_at, "version": d.version}
