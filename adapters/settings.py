@@ -332,7 +332,11 @@ class Settings:
         disk_limit_mb = reader.integer(
             # 0 turns the limit off: it needs root on the Docker host (a loop-mounted disk per sandbox),
             # which a rootless or remote engine does not give.
-            "SANDBOX_DISK_LIMIT_MB", DEFAULT_DISK_LIMIT_MB, MAX_DISK_LIMIT_MB, "megabytes", minimum=0
+            "SANDBOX_DISK_LIMIT_MB",
+            DEFAULT_DISK_LIMIT_MB,
+            MAX_DISK_LIMIT_MB,
+            "megabytes",
+            minimum=0,
         )
         deployment = reader.env.get("SANDBOX_DEPLOYMENT") or deployment_of(database_url)
         if not DEPLOYMENT_NAME.fullmatch(deployment):
