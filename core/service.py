@@ -53,6 +53,10 @@ def new_sandbox_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+class _Duplicate(Exception):
+    """An append whose idempotency key was already used: nothing was written."""
+
+
 @dataclass(frozen=True, slots=True)
 class SweepReport:
     fired: list[str] = field(default_factory=list)
@@ -107,13 +111,16 @@ class SandboxService:
             return state
         after = sb.replay(state.id, events, start=state)
         meta = {"correlation_id": correlation_id} if correlation_id else {}
-        self.store.append(
+        result = self.store.append(
             state.id,
             state.version,
             [encode(e, **meta) for e in events],
             idempotency_key=idempotency_key,
             projection=project(after, self.policy),
         )
+        if result.duplicate:
+            # The key was used before: nothing was written, so ``after`` is not what the log holds.
+            raise _Duplicate(state.id)
         return after
 
     def _run(
@@ -157,10 +164,12 @@ class SandboxService:
         reason: str = "user",
     ) -> SandboxRow:
         kind_spec(kind)
-        # A retried create with the same key lands on the same stream and is a no-op there.
-        sid = (
-            hashlib.sha256(idempotency_key.encode()).hexdigest()[:16] if idempotency_key else new_sandbox_id()
-        )
+        # A retried create with the same key lands on the same stream and is a no-op there: it returns
+        # the first call's sandbox as it is now (creating, idle, suspended, expired...) and runs no side
+        # effect, since the first call (or the sweep, past its lease) owns the one in flight.
+        sid = self.sandbox_id_for_key(idempotency_key) if idempotency_key else new_sandbox_id()
+        if idempotency_key and (existing := self.store.get_sandbox(sid)) is not None:
+            return existing
         cid = uuid.uuid4().hex
         cmd = sb.Create(
             kind=kind,
@@ -171,6 +180,8 @@ class SandboxService:
         )
         try:
             state = self._apply(sb.initial(sid), cmd, correlation_id=cid, idempotency_key=idempotency_key)
+        except _Duplicate:
+            return self.get(sid)
         except ConcurrencyError:
             if idempotency_key and self.store.get_sandbox(sid) is not None:
                 return self.get(sid)
@@ -181,10 +192,13 @@ class SandboxService:
                         live.id, live.state, f"conversation {conversation_id} already has it"
                     ) from None
             raise
-        if state.status != lc.CREATING:  # duplicate idempotent create
-            return self.get(sid)
         self._drive_create(state, cid, reason)
         return self.get(sid)
+
+    @staticmethod
+    def sandbox_id_for_key(idempotency_key: str) -> str:
+        """The sandbox id a create with this idempotency key gets (every retry lands on it)."""
+        return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
 
     def _drive_create(
         self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
@@ -200,10 +214,19 @@ class SandboxService:
                 at=at,
             )
         except BaseException:
-            # Recording failed: the sandbox must not outlive its record (no orphan).
-            log.warning("recording sandbox %s failed; destroying its provider sandbox", state.id)
-            self.provider.destroy(state.id, ref)
+            # Recording failed. If the log holds the instance all the same (the sweep recorded it past the
+            # lease), it is the sandbox's; otherwise it must not outlive its record (no orphan).
+            if not self._log_holds(state.id, ref):
+                log.warning("recording sandbox %s failed; destroying its provider sandbox", state.id)
+                self.provider.destroy(state.id, ref)
             raise
+
+    def _log_holds(self, sandbox_id: str, ref: str) -> bool:
+        try:
+            now = self.load(sandbox_id)
+        except Exception:
+            return False
+        return now.provider_ref == ref and now.status not in (lc.CREATING, lc.EXPIRED)
 
     @contextmanager
     def _failure_recorded(

@@ -275,3 +275,42 @@ def test_a_sweep_in_the_future_keeps_history_in_order(service: SandboxService, c
     times = [h.occurred_at for h in service.history(sbx.id)]
     assert times == sorted(times)
     assert service.history(sbx.id)[-1].type == "Destroyed"
+
+
+# ------------------------------------------------------------------------------- idempotent create (G1)
+
+
+@pytest.mark.parametrize("then", ["idle", "suspended", "expired"])
+def test_an_idempotent_retry_returns_the_first_sandbox_unchanged(
+    service: SandboxService, provider: FakeProvider, then: str
+) -> None:
+    first = service.create("data-app", "c", idempotency_key="K")
+    if then == "suspended":
+        service.suspend(first.id)
+    elif then == "expired":
+        service.destroy(first.id)
+    before = service.get(first.id)
+    calls = list(provider.calls)
+
+    again = service.create("data-app", "c", idempotency_key="K")
+
+    assert again == before
+    # No side effect ran again: no second create, and above all no destroy of the first one.
+    assert provider.calls == calls
+    assert (first.id in provider.instances) == (then == "idle")
+
+
+def test_an_idempotent_retry_while_the_first_is_still_creating_changes_nothing(
+    service: SandboxService, store: EventStore, provider: FakeProvider, clock: Clock
+) -> None:
+    # The first call appended its intent and is still waiting on the provider (or died there).
+    sid = SandboxService.sandbox_id_for_key("K")
+    state = sb.initial(sid)
+    events = sb.decide(state, sb.Create(kind="data-app", provider="fake"), clock())
+    after = sb.replay(sid, events, start=state)
+    store.append(sid, 0, [encode(e) for e in events], idempotency_key="K", projection=project(after, POLICY))
+
+    again = service.create("data-app", idempotency_key="K")
+
+    assert (again.id, again.state, again.version) == (sid, lc.CREATING, 1)
+    assert provider.calls == []

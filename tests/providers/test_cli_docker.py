@@ -158,3 +158,21 @@ def test_production_refusal_writes_nothing_to_the_log(ctl: Ctl) -> None:
     ctl.created += [r["id"] for r in rows]
     # A configuration the product refuses is not a sandbox that failed: the audit log stays empty.
     assert rows == []
+
+
+def test_an_idempotent_create_retry_through_the_cli_returns_the_first_sandbox(
+    ctl: Ctl, docker_client: Any
+) -> None:
+    first = ctl.json("create", "--kind", "data-app", "--idempotency-key", "cli-key")
+    ctl.created.append(first["id"])
+    assert ctl.run("exec", first["id"], "--", "sh", "-c", "echo kept > kept.txt").returncode == 0
+    shown = ctl.json("show", first["id"])
+
+    again = ctl.run("create", "--kind", "data-app", "--idempotency-key", "cli-key", "--json")
+
+    assert again.returncode == 0, again.stderr
+    assert "destroying" not in again.stderr
+    assert json.loads(again.stdout) == shown
+    done = ctl.run("exec", first["id"], "--", "cat", "kept.txt")
+    assert (done.returncode, done.stdout) == (0, "kept\n")
+    assert len(docker_client.containers.list(filters={"name": f"sbx-{first['id']}"})) == 1

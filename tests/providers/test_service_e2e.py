@@ -426,3 +426,29 @@ def test_reconcile_leaves_another_deployments_sandboxes_alone(
     assert w.clean() == []
     assert verify(other.store, POLICY) == []
     other.store.close()  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------- idempotent create (G1)
+
+
+def test_an_idempotent_create_retry_returns_the_first_sandbox_and_keeps_it(world: World) -> None:
+    w, key = world, "key-" + uuid.uuid4().hex
+    first = w.service.create(DATA_APP, idempotency_key=key)
+    w.service.write_file(first.id, "main.py", b"from the first call")
+
+    again = w.service.create(DATA_APP, idempotency_key=key)
+
+    # The very same sandbox, untouched: same version, same container, its workspace still there.
+    assert again.version == first.version
+    assert (again.id, again.state, again.provider_ref) == (first.id, lc.IDLE, first.provider_ref)
+    inst = w.provider.instance(first.id)
+    assert inst is not None and (inst.ref, inst.status) == (first.provider_ref, "running")
+    assert w.service.read_file(first.id, "main.py") == b"from the first call"
+    assert types(w, first.id).count("Created") == 1
+
+    # Suspended, then retried again: still the first one, not resumed, not recreated.
+    w.service.suspend(first.id)
+    suspended = w.service.get(first.id)
+    assert w.service.create(DATA_APP, idempotency_key=key) == suspended
+    assert w.released(first.id) and w.provider.snapshot_ok(w.snapshot(suspended))
+    assert w.clean() == []
