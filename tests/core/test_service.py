@@ -314,3 +314,68 @@ def test_an_idempotent_retry_while_the_first_is_still_creating_changes_nothing(
 
     assert (again.id, again.state, again.version) == (sid, lc.CREATING, 1)
     assert provider.calls == []
+
+
+# ------------------------------------------------------------------------------------------ actors
+
+
+def actors(service: SandboxService, sid: str) -> list[tuple[str, str]]:
+    return [(h.type, h.actor) for h in service.history(sid)]
+
+
+def test_every_outcome_carries_the_actor_of_its_intent(
+    service: SandboxService, provider: FakeProvider, clock: Clock
+) -> None:
+    row = service.create("data-app", actor="alice")
+    service.suspend(row.id, actor="bob")
+    service.resume(row.id, actor="carol")
+    clock.advance(minutes=31)
+    assert service.fire_due().fired == [f"{row.id}:idle"]
+    provider.fail["resume"] = ProviderError("engine hiccup")
+    with pytest.raises(ProviderError):
+        service.resume(row.id, actor="dave")
+    service.destroy(row.id, actor="erin")
+
+    assert actors(service, row.id) == [
+        ("CreationRequested", "alice"),
+        ("Created", "alice"),
+        ("SuspendRequested", "bob"),
+        ("Suspended", "bob"),
+        ("ResumeRequested", "carol"),
+        ("Resumed", "carol"),
+        ("IdleTimeoutElapsed", "scheduler"),
+        ("SuspendRequested", "scheduler"),
+        ("Suspended", "scheduler"),
+        ("ResumeRequested", "dave"),
+        ("ResumeFailed", "dave"),
+        ("DestroyRequested", "erin"),
+        ("Destroyed", "erin"),
+    ]
+
+
+def test_a_recovered_outcome_is_the_reconcilers(
+    service: SandboxService, store: EventStore, clock: Clock
+) -> None:
+    row = service.create("data-app", actor="alice")
+    state = service.load(row.id)
+    events = sb.decide(state, sb.RequestSuspend(actor="bob"), clock())
+    after = sb.replay(row.id, events, start=state)
+    store.append(row.id, state.version, [encode(e) for e in events], projection=project(after, POLICY))
+    clock.advance(minutes=11)
+    assert service.sweep().recovered == [row.id]
+    assert actors(service, row.id)[-2:] == [("SuspendRequested", "bob"), ("Suspended", "reconciler")]
+    assert service.history(row.id)[-1].reason == "recovery"
+
+
+# --------------------------------------------------------------------------------- exec str | argv
+
+
+def test_exec_takes_an_argv_or_a_shell_string_in_both_places(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    row = service.create("data-app")
+    assert service.exec(row.id, ["echo", "hi"]).stdout == "echo hi"
+    assert service.exec(row.id, "echo hi && ls").stdout == "bash -lc echo hi && ls"
+    with service.turn("c", "data-app") as sbx:
+        assert sbx.exec("echo $HOME").stdout == "bash -lc echo $HOME"
+        assert sbx.exec(("echo", "a b")).stdout == "echo a b"
