@@ -15,7 +15,9 @@ from sandbox_lifecycle.core.errors import (
     ProviderError,
     ProviderLost,
     SandboxBusy,
+    SandboxError,
     SandboxExpired,
+    SideEffectFailed,
 )
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.projection import Policy, project
@@ -379,3 +381,46 @@ def test_exec_takes_an_argv_or_a_shell_string_in_both_places(
     with service.turn("c", "data-app") as sbx:
         assert sbx.exec("echo $HOME").stdout == "bash -lc echo $HOME"
         assert sbx.exec(("echo", "a b")).stdout == "echo a b"
+
+
+# ------------------------------------------------------------------- any exception in a side effect
+
+
+@pytest.mark.parametrize(
+    ("op", "back"), [("create", lc.EXPIRED), ("suspend", lc.IDLE), ("resume", lc.SUSPENDED)]
+)
+def test_any_exception_in_a_side_effect_records_its_outcome_and_is_one_line(
+    service: SandboxService, provider: FakeProvider, op: str, back: str
+) -> None:
+    row = None if op == "create" else service.create("data-app")
+    if op == "resume":
+        assert row is not None
+        service.suspend(row.id)
+    provider.fail[op] = NotADirectoryError(20, "Not a directory", "/srv/snapshots")
+
+    with pytest.raises(SideEffectFailed) as raised:
+        if row is None:
+            service.create("data-app")
+        else:
+            getattr(service, op)(row.id)
+
+    assert isinstance(raised.value, SandboxError) and len(str(raised.value).splitlines()) == 1
+    assert f"{op} failed (NotADirectoryError" in str(raised.value)
+    (stored,) = service.list()
+    assert stored.state == back
+    assert "NotADirectoryError" in str(service.history(stored.id)[-1].data["error"])
+
+
+def test_an_exception_during_destroy_leaves_a_lease_the_sweep_resolves(
+    service: SandboxService, provider: FakeProvider, clock: Clock
+) -> None:
+    row = service.create("data-app")
+    provider.fail["destroy"] = OSError(5, "Input/output error")
+
+    with pytest.raises(SideEffectFailed, match="the sweep will finish it"):
+        service.destroy(row.id)
+
+    assert service.get(row.id).state == lc.DESTROYING
+    clock.advance(minutes=11)
+    assert service.sweep().recovered == [row.id]
+    assert service.get(row.id).state == lc.EXPIRED and provider.instances == {}
