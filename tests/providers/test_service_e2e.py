@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
@@ -452,3 +453,39 @@ def test_an_idempotent_create_retry_returns_the_first_sandbox_and_keeps_it(world
     assert w.service.create(DATA_APP, idempotency_key=key) == suspended
     assert w.released(first.id) and w.provider.snapshot_ok(w.snapshot(suspended))
     assert w.clean() == []
+
+
+# ----------------------------------------------------------------------------------- corrupt stream (G7)
+
+
+def corrupt(url: str, sandbox_id: str, version: int) -> None:
+    """Damage one event in place with raw SQL, as a bad migration or a manual edit would: a field of the
+    wrong type (Created's provider_ref must be a string)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    value = "CAST(:data AS jsonb)" if engine.dialect.name == "postgresql" else ":data"
+    with engine.begin() as conn:
+        done = conn.execute(
+            sa.text(f"UPDATE events SET data = {value} WHERE stream_id = :sid AND version = :v"),
+            {"data": '{"provider_ref": 42}', "sid": sandbox_id, "v": version},
+        )
+        assert done.rowcount == 1
+    engine.dispose()
+
+
+def test_one_corrupt_stream_does_not_stop_the_sweep(world: World) -> None:
+    w = world
+    good = w.service.create(DATA_APP, conversation())
+    bad = w.service.create(DATA_APP, conversation())
+    orphan = new_sandbox_id()
+    w.provider.create(orphan, DATA_APP)
+    corrupt(w.url, bad.id, 2)  # its Created event
+
+    report = w.service.sweep(utcnow() + POLICY.idle_timeout + SECOND)
+
+    # The bad one is reported, by stream and version, once; everything else was done.
+    (error,) = report.errors
+    assert bad.id in error and f"'{bad.id}'" in error and "version 2" in error, error
+    assert report.fired == [f"{good.id}:idle"]
+    assert w.service.get(good.id).state == lc.SUSPENDED
+    assert len(report.removed) == 1 and orphan in report.removed[0], report.removed
+    assert w.provider.instance(orphan) is None
