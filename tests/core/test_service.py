@@ -221,7 +221,7 @@ def test_stuck_suspend_is_recovered_after_the_lease(
 
 def test_orphans_are_removed(service: SandboxService, provider: FakeProvider) -> None:
     provider.create("unknown0000000000", "data-app")
-    provider.snapshots["snapshots/gone0000000000000/3.tar.zst"] = {}
+    provider.snapshots["snapshots/gone0000000000000/3.tar.zst"] = provider.engine.root / "gone"
     keep = service.create("data-app")
     report = service.reconcile()
     assert len(report.removed) == 2
@@ -376,11 +376,12 @@ def test_exec_takes_an_argv_or_a_shell_string_in_both_places(
     service: SandboxService, provider: FakeProvider
 ) -> None:
     row = service.create("data-app")
-    assert service.exec(row.id, ["echo", "hi"]).stdout == "echo hi"
-    assert service.exec(row.id, "echo hi && ls").stdout == "bash -lc echo hi && ls"
+    assert service.exec(row.id, ["echo", "a  b"]).stdout == "a  b\n"
+    # A string is a command line for bash, with its operators and expansions.
+    assert service.exec(row.id, "echo one && echo $((1 + 1))").stdout == "one\n2\n"
     with service.turn("c", "data-app") as sbx:
-        assert sbx.exec("echo $HOME").stdout == "bash -lc echo $HOME"
-        assert sbx.exec(("echo", "a b")).stdout == "echo a b"
+        assert sbx.exec("echo one; echo two >&2").stderr == "two\n"
+        assert sbx.exec(("printf", "%s|", "a b", "c")).stdout == "a b|c|"
 
 
 # ------------------------------------------------------------------- any exception in a side effect
