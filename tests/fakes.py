@@ -234,9 +234,13 @@ class FakeProvider:
         return (inst or self._new(sandbox_id, kind)).ref
 
     def _inst(self, ref: str) -> FakeInstance:
-        for inst in self.instances.values():
-            if inst.ref == ref:
-                return inst
+        for provider in self.engine.providers:
+            for inst in provider.instances.values():
+                if inst.ref == ref:
+                    if provider is not self:
+                        owner = f"deployment {provider.deployment!r}"
+                        raise ForeignSandbox(inst.sandbox_id, "instance", owner)
+                    return inst
         raise ProviderLost(f"no instance {ref}")
 
     def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:

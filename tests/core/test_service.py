@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,7 @@ from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import (
     ConcurrencyError,
+    ForeignSandbox,
     ProviderError,
     ProviderLost,
     SandboxBusy,
@@ -22,11 +26,11 @@ from sandbox_lifecycle.core.errors import (
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.core.replay import verify
-from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.core.service import FOREIGN, SandboxService, SweepReport
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import Projection
 from sandbox_lifecycle.events.store import SqlEventStore
-from tests.fakes import Clock, FakeProvider, InMemoryEventStore
+from tests.fakes import Clock, FakeEngine, FakeProvider, InMemoryEventStore
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
 
@@ -425,3 +429,86 @@ def test_an_exception_during_destroy_leaves_a_lease_the_sweep_resolves(
     clock.advance(minutes=11)
     assert service.sweep().recovered == [row.id]
     assert service.get(row.id).state == lc.EXPIRED and provider.instances == {}
+
+
+# -------------------------------------------------------------------- another deployment's instances
+
+
+def copy_sqlite(url: str, to: Path) -> str:
+    """A consistent copy of a live SQLite log (WAL included), as a backup restored elsewhere would be."""
+    src, dst = sqlite3.connect(url.removeprefix("sqlite:///")), sqlite3.connect(to)
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return f"sqlite:///{to}"
+
+
+def test_a_copied_database_never_acts_on_the_original_deployments_instances(
+    clean_sqlite_url: str, tmp_path: Path, clock: Clock
+) -> None:
+    engine = FakeEngine(tmp_path / "engine")
+    prod_provider = FakeProvider(engine, deployment="prod")
+    prod = SandboxService(SqlEventStore(clean_sqlite_url), prod_provider, policy=POLICY, clock=clock)
+    parked = prod.create("data-app")
+    used = prod.create("data-app")
+    prod.write_file(parked.id, "main.py", b"prod's work")
+    # A staging stack started from a restored backup of prod's log, on the same engine.
+    staging_provider = FakeProvider(engine, deployment="staging")
+    staging = SandboxService(
+        SqlEventStore(copy_sqlite(clean_sqlite_url, tmp_path / "copy.db")),
+        staging_provider,
+        policy=POLICY,
+        clock=clock,
+    )
+
+    # Its idle timer comes due on prod's sandbox; its exec reaches for prod's container.
+    clock.advance(minutes=31)
+    with pytest.raises(ForeignSandbox):
+        staging.exec(used.id, ["true"])
+    report = staging.sweep()
+
+    (error,) = report.errors
+    assert parked.id in error and "another deployment" in error
+    assert report.removed == []
+    for sid in (parked.id, used.id):
+        # The copy's record is expired with a reason of its own: no timer, no retry comes back to it.
+        row = staging.get(sid)
+        assert (row.state, row.expired_reason) == (lc.EXPIRED, FOREIGN)
+    assert types(staging, parked.id)[-3:] == ["IdleTimeoutElapsed", "SuspendRequested", "ProviderLost"]
+    assert staging.store.all_deadlines() == []
+    assert staging.sweep() == SweepReport()
+    # Prod's sandboxes were never touched: same records, same containers, same files.
+    assert [op for op, sid in staging_provider.calls if op in ("destroy", "delete_snapshot")] == []
+    assert set(prod_provider.instances) == {parked.id, used.id}
+    assert prod.get(parked.id).state == lc.IDLE
+    assert prod.read_file(parked.id, "main.py") == b"prod's work"
+    assert verify(staging.store, POLICY) == []
+
+
+def test_a_create_that_meets_another_deployments_instance_expires_and_leaves_it(
+    clean_sqlite_url: str, tmp_path: Path, migrated_sqlite_template: Path, clock: Clock
+) -> None:
+    engine = FakeEngine(tmp_path / "engine")
+    prod = SandboxService(
+        SqlEventStore(clean_sqlite_url), FakeProvider(engine, deployment="prod"), policy=POLICY, clock=clock
+    )
+    other_db = tmp_path / "other.db"
+    shutil.copyfile(migrated_sqlite_template, other_db)
+    staging = SandboxService(
+        SqlEventStore(f"sqlite:///{other_db}"),
+        FakeProvider(engine, deployment="staging"),
+        policy=POLICY,
+        clock=clock,
+    )
+    theirs = prod.create("data-app", idempotency_key="same-key")
+
+    with pytest.raises(ForeignSandbox):
+        staging.create("data-app", idempotency_key="same-key")
+
+    row = staging.get(theirs.id)
+    assert (row.state, row.expired_reason) == (lc.EXPIRED, FOREIGN)
+    assert prod.get(theirs.id).state == lc.IDLE
+    assert prod.exec(theirs.id, ["echo", "still here"]).stdout == "still here\n"
+    # Retrying with the same key returns the refused record; it never reaches for theirs again.
+    assert staging.create("data-app", idempotency_key="same-key") == row
