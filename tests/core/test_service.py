@@ -512,3 +512,36 @@ def test_a_create_that_meets_another_deployments_instance_expires_and_leaves_it(
     assert prod.exec(theirs.id, ["echo", "still here"]).stdout == "still here\n"
     # Retrying with the same key returns the refused record; it never reaches for theirs again.
     assert staging.create("data-app", idempotency_key="same-key") == row
+
+
+# ---------------------------------------------------------------------- waiting for another caller
+
+
+def test_resume_of_a_live_sandbox_is_a_no_op(service: SandboxService, provider: FakeProvider) -> None:
+    row = service.create("data-app")
+    assert service.resume(row.id) == row
+    with service.turn("c", "data-app") as sbx:
+        running = service.get(sbx.id)
+        assert service.resume(sbx.id) == running
+    assert "resume" not in [op for op, _ in provider.calls]
+
+
+def test_waiting_for_another_callers_resume_is_bounded(
+    service: SandboxService, store: EventStore, clock: Clock
+) -> None:
+    row = service.create("data-app")
+    service.suspend(row.id)
+    # Another caller appended the resume intent and is still at it.
+    state = service.load(row.id)
+    events = sb.decide(state, sb.RequestResume(), clock())
+    after = sb.replay(row.id, events, start=state)
+    store.append(row.id, state.version, [encode(e) for e in events], projection=project(after, POLICY))
+
+    with pytest.raises(SandboxBusy, match="resuming"):
+        service.exec(row.id, ["true"], wait=0.3)
+    # Past the lease the other caller is presumed dead: no wait at all, the sweep takes it over.
+    clock.advance(minutes=11)
+    with pytest.raises(SandboxBusy, match="resuming"):
+        service.exec(row.id, ["true"])
+    assert service.sweep().recovered == [row.id]
+    assert service.exec(row.id, ["echo", "back"]).stdout == "back\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -489,3 +490,41 @@ def test_one_corrupt_stream_does_not_stop_the_sweep(world: World) -> None:
     assert w.service.get(good.id).state == lc.SUSPENDED
     assert len(report.removed) == 1 and orphan in report.removed[0], report.removed
     assert w.provider.instance(orphan) is None
+
+
+# ---------------------------------------------------------------------- waiting for another caller (G11)
+
+
+def test_exec_during_another_callers_resume_waits_for_it_and_runs(world: World) -> None:
+    w = world
+    row = w.service.create(DATA_APP, conversation())
+    w.service.write_file(row.id, "main.py", b"kept across the resume")
+    w.service.suspend(row.id)
+    resuming = threading.Event()
+    real_resume = w.provider.resume
+
+    def slow_resume(*args: Any, **kwargs: Any) -> str:
+        resuming.set()
+        time.sleep(1.0)  # long enough that the exec surely arrives while the resume is in flight
+        return real_resume(*args, **kwargs)
+
+    w.provider.resume = slow_resume  # type: ignore[method-assign]
+    other = w.replica()
+    resumer = threading.Thread(target=other.resume, args=(row.id,))
+    resumer.start()
+    try:
+        assert resuming.wait(60)
+        assert w.service.get(row.id).state == lc.RESUMING
+
+        result = w.service.exec(row.id, ["cat", "main.py"])
+    finally:
+        resumer.join(120)
+
+    assert (result.exit_code, result.stdout) == (0, "kept across the resume")
+    # One resume, by the other caller: the exec waited for it instead of failing busy or resuming again.
+    assert types(w, row.id).count("ResumeRequested") == 1
+    # Resuming a live sandbox is a no-op success.
+    before = w.service.get(row.id)
+    assert w.service.resume(row.id) == before
+    other.store.close()  # type: ignore[attr-defined]
+    assert w.clean() == []
