@@ -7,6 +7,7 @@ deadlines are exactly what a replay of the log gives.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -527,4 +528,39 @@ def test_exec_during_another_callers_resume_waits_for_it_and_runs(world: World) 
     before = w.service.get(row.id)
     assert w.service.resume(row.id) == before
     other.store.close()  # type: ignore[attr-defined]
+    assert w.clean() == []
+
+
+# ------------------------------------------------------------------------- leftovers of killed suspends (G5)
+
+
+def test_the_sweep_removes_what_a_killed_suspend_left_in_the_snapshot_store(
+    world: World, tmp_path: Path
+) -> None:
+    if world.provider_name != "docker":
+        pytest.skip("E2B pauses the instance itself: no upload of ours to leave behind")
+    w = world
+    row = w.service.create(DATA_APP, conversation())
+    # What `put` leaves beside its target when the process is killed mid-upload: a temp file nothing
+    # lists. One stale (older than the lease), one fresh (a suspend that may still be running), one of
+    # another deployment sharing the directory.
+    ours = tmp_path / "snapshots" / w.deployments[0] / "snapshots" / row.id
+    ours.mkdir(parents=True)
+    stale, fresh = ours / ".3.tar.zst.k1ll3d.partial", ours / ".5.tar.zst.runn1n.partial"
+    theirs = tmp_path / "snapshots" / "another" / "snapshots" / row.id / ".3.tar.zst.th31rs.partial"
+    theirs.parent.mkdir(parents=True)
+    for path in (stale, fresh, theirs):
+        path.write_bytes(b"half a snapshot")
+    old = (utcnow() - POLICY.lease - SECOND).timestamp()
+    os.utime(stale, (old, old))
+    os.utime(theirs, (old, old))
+
+    report = w.service.sweep()
+
+    assert report.errors == []
+    assert report.removed == [
+        f"removed stale upload {w.deployments[0]}/snapshots/{row.id}/.3.tar.zst.k1ll3d.partial"
+    ]
+    assert not stale.exists() and fresh.exists() and theirs.exists()
+    assert w.service.get(row.id).state == lc.IDLE
     assert w.clean() == []
