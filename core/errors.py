@@ -20,6 +20,7 @@ __all__ = [
     "SandboxError",
     "SandboxExpired",
     "SandboxNotFound",
+    "SideEffectFailed",
     "SnapshotCorrupt",
     "SnapshotNotFound",
     "StoreError",
@@ -106,6 +107,19 @@ class ForeignSandbox(ProviderError):
             f"{what} of sandbox {sandbox_id} belongs to another deployment ({detail}); nothing was done to "
             "it. If this database was copied or restored, give the copy its own SANDBOX_DEPLOYMENT"
         )
+
+
+class SideEffectFailed(ProviderError):
+    """A side effect failed with an error that is not the provider's own (an OSError from an unusable
+    snapshot directory, a bug): one line saying what failed and where the sandbox was left."""
+
+    def __init__(self, sandbox_id: str, action: str, error: BaseException, left: str) -> None:
+        self.sandbox_id = sandbox_id
+        self.action = action
+        self.error = error
+        lines = str(error).strip().splitlines()
+        what = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        super().__init__(f"sandbox {sandbox_id}: {action} failed ({what}); {left}")
 
 
 class ExecTimeout(ProviderError):

@@ -206,3 +206,12 @@ class SnapshotStore(Protocol):
     def delete(self, key: str) -> None: ...
 
     def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def remove_stale_uploads(self, older_than: datetime, prefix: str = "") -> list[str]:
+        """Remove what interrupted puts under ``prefix`` left behind (partial files, incomplete multipart
+        uploads) that were started before ``older_than``; returns a description of each one removed.
+
+        A put killed mid-way (kill -9, a lost machine) cannot clean up after itself, and its leftovers are
+        invisible to ``keys``. Only pass a time older than any put still running (the lease).
+        """
+        ...

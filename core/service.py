@@ -2,8 +2,10 @@
 
 Every side effect follows the same three steps: append an intent (with the expected version, so a
 racer loses), call the provider with a name derived from the intent (so a retry is idempotent),
-append the outcome. A crash between the steps leaves a transitional state whose lease deadline
-lets the sweep re-drive it from provider reality (``reconcile``).
+append the outcome. ``drive`` is the one place that takes a transitional state to its outcome, for a
+command, a turn, a timer and the sweep's recovery alike. A crash between the steps leaves a
+transitional state whose lease deadline lets the sweep (``core/recovery.py``) re-drive it from
+provider reality.
 """
 
 from __future__ import annotations
@@ -11,32 +13,37 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import (
     ConcurrencyError,
-    ProviderError,
+    ForeignSandbox,
     ProviderLost,
     SandboxBusy,
     SandboxError,
     SandboxExpired,
     SandboxNotFound,
+    SideEffectFailed,
+    StoreError,
 )
 from sandbox_lifecycle.core.git import Git
 from sandbox_lifecycle.core.kinds import kind_spec
 from sandbox_lifecycle.core.ports import EventStore, ExecResult, SandboxProvider, SnapshotInfo
-from sandbox_lifecycle.core.projection import IDLE, LEASE, Policy, project
+from sandbox_lifecycle.core.projection import Policy, project
+from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
 from sandbox_lifecycle.core.replay import HistoryEntry, history
 from sandbox_lifecycle.events.codec import decode, encode
-from sandbox_lifecycle.events.records import Deadline, SandboxRow
+from sandbox_lifecycle.events.records import SandboxRow
+
+__all__ = ["FOREIGN", "RECONCILER", "SandboxService", "SweepReport", "TurnHandle", "new_sandbox_id", "utcnow"]
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -44,6 +51,11 @@ T = TypeVar("T")
 
 # A racer that loses an append reloads and decides again; this bounds how often.
 _MAX_RACES = 5
+# Waiting for another caller's side effect: the first poll comes soon (a resume takes about a second),
+# later ones back off to this.
+_POLL_FIRST, _POLL_MAX = 0.05, 1.0
+# The expiry reason of a sandbox whose provider instance belongs to another deployment.
+FOREIGN = "foreign_deployment"
 
 
 def utcnow() -> datetime:
@@ -54,12 +66,8 @@ def new_sandbox_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-@dataclass(frozen=True, slots=True)
-class SweepReport:
-    fired: list[str] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+class _Duplicate(Exception):
+    """An append whose idempotency key was already used: nothing was written."""
 
 
 class SandboxService:
@@ -72,6 +80,7 @@ class SandboxService:
         clock: Callable[[], datetime] = utcnow,
         actor: str = "api",
         sweep_workers: int = 8,
+        busy_wait: timedelta | None = None,
     ) -> None:
         self.sweep_workers = sweep_workers
         self.store = store
@@ -79,6 +88,10 @@ class SandboxService:
         self.policy = policy or Policy()
         self.clock = clock
         self.actor = actor
+        # How long a call waits for another caller's in-flight side effect (a resume, a create) before
+        # it reports the sandbox busy; by default the lease, past which the sweep takes the effect over.
+        self.busy_wait = self.policy.lease if busy_wait is None else busy_wait
+        self._sweeper = Sweeper(self)
 
     # ------------------------------------------------------------------------------ loading & append
 
@@ -108,13 +121,16 @@ class SandboxService:
             return state
         after = sb.replay(state.id, events, start=state)
         meta = {"correlation_id": correlation_id} if correlation_id else {}
-        self.store.append(
+        result = self.store.append(
             state.id,
             state.version,
             [encode(e, **meta) for e in events],
             idempotency_key=idempotency_key,
             projection=project(after, self.policy),
         )
+        if result.duplicate:
+            # The key was used before: nothing was written, so ``after`` is not what the log holds.
+            raise _Duplicate(state.id)
         return after
 
     def _run(
@@ -146,6 +162,179 @@ class SandboxService:
             raise SandboxNotFound(sandbox_id)
         return history(sandbox_id, records)
 
+    # ------------------------------------------------------------------ driving a side effect (once)
+
+    def drive(
+        self,
+        state: sb.Sandbox,
+        cid: str,
+        reason: str,
+        at: datetime | None = None,
+        *,
+        actor: str | None = None,
+        recovery: bool = False,
+    ) -> sb.Sandbox:
+        """Take a transitional state to its outcome: do the side effect its intent names, append the
+        outcome. Any other state is returned as it is.
+
+        The outcome carries ``actor``, the actor of the intent. ``recovery`` is the sweep re-driving an
+        intent past its lease from provider reality: its outcomes are the reconciler's, and an
+        interrupted create is adopted if the provider has it, never started anew for a caller who is
+        long gone.
+
+        A failure gets an outcome too (see ``_failure_recorded``) and is raised as a SandboxError.
+        """
+        who = RECONCILER if recovery else (actor or self.actor)
+        match state.status:
+            case lc.CREATING:
+                return self._drive_create(state, cid, reason, at, who, recovery)
+            case lc.SUSPENDING:
+                return self._drive_suspend(state, cid, reason, at, who)
+            case lc.RESUMING:
+                return self._drive_resume(state, cid, reason, at, who)
+            case lc.DESTROYING:
+                return self._drive_destroy(state, cid, reason, at, who)
+        return state
+
+    def _drive_create(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None, actor: str, recovery: bool
+    ) -> sb.Sandbox:
+        assert state.kind is not None
+        ref: str | None
+        with self._failure_recorded(state, cid, reason, at, actor, "create"):
+            if recovery:
+                inst = self.provider.instance(state.id)
+                ref = inst.ref if inst is not None else None
+            else:
+                ref = self.provider.create(state.id, state.kind)
+        if ref is None:
+            return self._apply(
+                state,
+                sb.MarkFailed(
+                    error="creation interrupted before the provider had it", actor=actor, reason=reason
+                ),
+                correlation_id=cid,
+                at=at,
+            )
+        try:
+            return self._apply(
+                state, sb.MarkReady(provider_ref=ref, actor=actor, reason=reason), correlation_id=cid, at=at
+            )
+        except BaseException:
+            # Recording failed. If the log holds the instance all the same (the sweep recorded it past the
+            # lease), it is the sandbox's; otherwise it must not outlive its record (no orphan).
+            if not recovery and not self._log_holds(state.id, ref):
+                log.warning("recording sandbox %s failed; destroying its provider sandbox", state.id)
+                self.provider.destroy(state.id, ref)
+            raise
+
+    def _log_holds(self, sandbox_id: str, ref: str) -> bool:
+        try:
+            now = self.load(sandbox_id)
+        except Exception:
+            return False
+        return now.provider_ref == ref and now.status not in (lc.CREATING, lc.EXPIRED)
+
+    def _drive_suspend(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None, actor: str
+    ) -> sb.Sandbox:
+        assert state.kind and state.pending_snapshot_key
+        with self._failure_recorded(state, cid, reason, at, actor, "suspend"):
+            info = self.provider.suspend(
+                state.id, state.provider_ref or "", state.kind, state.pending_snapshot_key
+            )
+        previous = state.snapshot_key
+        after = self._apply(
+            state,
+            sb.MarkSuspended(
+                snapshot_key=info.key, sha256=info.sha256, bytes=info.bytes, actor=actor, reason=reason
+            ),
+            correlation_id=cid,
+            at=at,
+        )
+        # The superseded snapshot goes only once the new one is recorded; a failure here leaves an
+        # orphan for the reconciler, never a lost workspace.
+        if previous and previous != info.key:
+            self._delete_snapshot_quietly(SnapshotInfo(previous, state.snapshot_sha256, state.snapshot_bytes))
+        return after
+
+    def _drive_resume(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None, actor: str
+    ) -> sb.Sandbox:
+        assert state.kind and state.snapshot_key
+        snapshot = SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
+        with self._failure_recorded(state, cid, reason, at, actor, "resume"):
+            ref = self.provider.resume(state.id, state.kind, snapshot)
+        after = self._apply(
+            state, sb.MarkResumed(provider_ref=ref, actor=actor, reason=reason), correlation_id=cid, at=at
+        )
+        # The snapshot is spent once the resume is recorded (a crash before this leaves an orphan the
+        # reconciler removes). E2B resumes the paused sandbox itself: that "snapshot" is the instance.
+        if snapshot.key != ref:
+            self._delete_snapshot_quietly(snapshot)
+        return after
+
+    def _drive_destroy(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None, actor: str
+    ) -> sb.Sandbox:
+        with self._failure_recorded(state, cid, reason, at, actor, "destroy"):
+            self.provider.destroy(state.id, state.provider_ref)
+            if state.snapshot_key:
+                self.provider.delete_snapshot(
+                    SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
+                )
+        return self._apply(state, sb.MarkDestroyed(actor=actor, reason=reason), correlation_id=cid, at=at)
+
+    def _delete_snapshot_quietly(self, snapshot: SnapshotInfo) -> None:
+        try:
+            self.provider.delete_snapshot(snapshot)
+        except Exception as exc:
+            log.warning(
+                "could not delete superseded snapshot %s (the reconciler will): %s", snapshot.key, exc
+            )
+
+    @contextmanager
+    def _failure_recorded(
+        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None, actor: str, action: str
+    ) -> Iterator[None]:
+        """A failed side effect gets an outcome too, so no intent is left without one:
+
+        * another deployment's instance (ForeignSandbox): this record is expired with reason
+          ``foreign_deployment``; the instance is theirs and was not touched (see docs/design-notes.md);
+        * the provider lost the sandbox: expired with ``provider_lost``, raised as SandboxExpired;
+        * any other error (a ProviderError, or anything else: an OSError from an unusable snapshot
+          directory): back to the stable state the intent left (a destroy has none: it stays leased and
+          the sweep retries it), raised as a SandboxError with one line.
+
+        A BaseException (KeyboardInterrupt, SystemExit) records nothing: the lease lets the sweep finish.
+        """
+        try:
+            yield
+        except ForeignSandbox as exc:
+            self._record_failure(state, sb.MarkLost(detail=str(exc), actor=actor, reason=FOREIGN), cid, at)
+            raise
+        except ProviderLost as exc:
+            self._record_failure(state, sb.MarkLost(detail=str(exc), actor=actor), cid, at)
+            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+        except Exception as exc:
+            back = lc.destination("mark_failed", state.status)
+            recorded = back is not None and self._record_failure(
+                state, sb.MarkFailed(error=_one_line(exc), actor=actor, reason=reason), cid, at
+            )
+            if isinstance(exc, SandboxError):
+                raise
+            left = f"it is {back} again" if recorded else "the sweep will finish it once its lease runs out"
+            raise SideEffectFailed(state.id, action, exc, left) from exc
+
+    def _record_failure(self, state: sb.Sandbox, cmd: sb.Command, cid: str, at: datetime | None) -> bool:
+        """Append a failure outcome; False when it could not be (the lease then lets the sweep decide)."""
+        try:
+            self._apply(state, cmd, correlation_id=cid, at=at)
+        except (ConcurrencyError, StoreError, SandboxError) as exc:
+            log.warning("could not record the failure of sandbox %s (its lease will): %s", state.id, exc)
+            return False
+        return True
+
     # ------------------------------------------------------------------------------------ commands
 
     def create(
@@ -158,20 +347,21 @@ class SandboxService:
         reason: str = "user",
     ) -> SandboxRow:
         kind_spec(kind)
-        # A retried create with the same key lands on the same stream and is a no-op there.
-        sid = (
-            hashlib.sha256(idempotency_key.encode()).hexdigest()[:16] if idempotency_key else new_sandbox_id()
-        )
+        # A retried create with the same key lands on the same stream and is a no-op there: it returns
+        # the first call's sandbox as it is now (creating, idle, suspended, expired...) and runs no side
+        # effect, since the first call (or the sweep, past its lease) owns the one in flight.
+        sid = self.sandbox_id_for_key(idempotency_key) if idempotency_key else new_sandbox_id()
+        if idempotency_key and (existing := self.store.get_sandbox(sid)) is not None:
+            return existing
         cid = uuid.uuid4().hex
+        who = actor or self.actor
         cmd = sb.Create(
-            kind=kind,
-            provider=self.provider.name,
-            conversation_id=conversation_id,
-            actor=actor or self.actor,
-            reason=reason,
+            kind=kind, provider=self.provider.name, conversation_id=conversation_id, actor=who, reason=reason
         )
         try:
             state = self._apply(sb.initial(sid), cmd, correlation_id=cid, idempotency_key=idempotency_key)
+        except _Duplicate:
+            return self.get(sid)
         except ConcurrencyError:
             if idempotency_key and self.store.get_sandbox(sid) is not None:
                 return self.get(sid)
@@ -182,170 +372,97 @@ class SandboxService:
                         live.id, live.state, f"conversation {conversation_id} already has it"
                     ) from None
             raise
-        if state.status != lc.CREATING:  # duplicate idempotent create
-            return self.get(sid)
-        self._drive_create(state, cid, reason)
+        self.drive(state, cid, reason, actor=who)
         return self.get(sid)
 
-    def _drive_create(
-        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
-    ) -> sb.Sandbox:
-        assert state.kind is not None
-        with self._failure_recorded(state, cid, "provider_error", at):
-            ref = self.provider.create(state.id, state.kind)
-        try:
-            return self._apply(
-                state,
-                sb.MarkReady(provider_ref=ref, actor=self.actor, reason=reason),
-                correlation_id=cid,
-                at=at,
-            )
-        except BaseException:
-            # Recording failed: the sandbox must not outlive its record (no orphan).
-            log.warning("recording sandbox %s failed; destroying its provider sandbox", state.id)
-            self.provider.destroy(state.id, ref)
-            raise
-
-    @contextmanager
-    def _failure_recorded(
-        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None
-    ) -> Iterator[None]:
-        """A failed side effect gets an outcome too: a provider that lost the sandbox expires it; any
-        other provider error returns it to the stable state the intent left (the error re-raised)."""
-        try:
-            yield
-        except ProviderLost as exc:
-            raise self._mark_lost(state, exc, cid, at) from exc
-        except ProviderError as exc:
-            self._apply(
-                state,
-                sb.MarkFailed(error=str(exc), actor=self.actor, reason=reason),
-                correlation_id=cid,
-                at=at,
-            )
-            raise
-
-    def _mark_lost(
-        self, state: sb.Sandbox, exc: ProviderLost, cid: str | None = None, at: datetime | None = None
-    ) -> SandboxExpired:
-        """Record that the provider no longer has the sandbox; returns the error for the caller."""
-        self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor), correlation_id=cid, at=at)
-        return SandboxExpired(state.id, self.clock(), "provider_lost")
+    @staticmethod
+    def sandbox_id_for_key(idempotency_key: str) -> str:
+        """The sandbox id a create with this idempotency key gets (every retry lands on it)."""
+        return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
 
     def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
-        cid = uuid.uuid4().hex
-        _, state = self._run(
-            sandbox_id, lambda s: sb.RequestSuspend(actor=actor or self.actor, reason=reason), cid
-        )
-        self._drive_suspend(state, cid, reason)
+        cid, who = uuid.uuid4().hex, actor or self.actor
+        _, state = self._run(sandbox_id, lambda s: sb.RequestSuspend(actor=who, reason=reason), cid)
+        self.drive(state, cid, reason, actor=who)
         return self.get(sandbox_id)
-
-    def _drive_suspend(
-        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
-    ) -> sb.Sandbox:
-        assert state.status == lc.SUSPENDING and state.kind and state.pending_snapshot_key
-        with self._failure_recorded(state, cid, reason, at):
-            info = self.provider.suspend(
-                state.id, state.provider_ref or "", state.kind, state.pending_snapshot_key
-            )
-        previous = state.snapshot_key
-        after = self._apply(
-            state,
-            sb.MarkSuspended(
-                snapshot_key=info.key, sha256=info.sha256, bytes=info.bytes, actor=self.actor, reason=reason
-            ),
-            correlation_id=cid,
-            at=at,
-        )
-        # The superseded snapshot goes only once the new one is recorded; a failure here leaves an
-        # orphan for the reconciler, never a lost workspace.
-        if previous and previous != info.key:
-            self._delete_snapshot_quietly(SnapshotInfo(previous, state.snapshot_sha256, state.snapshot_bytes))
-        return after
-
-    def _delete_snapshot_quietly(self, snapshot: SnapshotInfo) -> None:
-        try:
-            self.provider.delete_snapshot(snapshot)
-        except ProviderError as exc:
-            log.warning(
-                "could not delete superseded snapshot %s (the reconciler will): %s", snapshot.key, exc
-            )
 
     def resume(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
-        cid = uuid.uuid4().hex
-        _, state = self._run(
-            sandbox_id, lambda s: sb.RequestResume(actor=actor or self.actor, reason=reason), cid
-        )
-        self._drive_resume(state, cid, reason)
+        """Bring a suspended sandbox back. One that is already live is left as it is (success); one that
+        another caller is resuming or creating is waited for (up to ``busy_wait``)."""
+        self._live(sandbox_id, reason=reason, actor=actor or self.actor)
         return self.get(sandbox_id)
 
-    def _drive_resume(
-        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
-    ) -> sb.Sandbox:
-        assert state.status == lc.RESUMING and state.kind and state.snapshot_key
-        snapshot = SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
-        with self._failure_recorded(state, cid, reason, at):
-            ref = self.provider.resume(state.id, state.kind, snapshot)
-        after = self._apply(
-            state,
-            sb.MarkResumed(provider_ref=ref, actor=self.actor, reason=reason),
-            correlation_id=cid,
-            at=at,
-        )
-        # The snapshot is spent once the resume is recorded (a crash before this leaves an orphan the
-        # reconciler removes). E2B resumes the paused sandbox itself: that "snapshot" is the instance.
-        if snapshot.key != ref:
-            self._delete_snapshot_quietly(snapshot)
-        return after
-
     def destroy(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
-        cid = uuid.uuid4().hex
+        cid, who = uuid.uuid4().hex, actor or self.actor
         state = self.load(sandbox_id)
         if state.status == lc.EXPIRED:
             return self.get(sandbox_id)
         if state.status != lc.DESTROYING:
-            _, state = self._run(
-                sandbox_id, lambda s: sb.Destroy(actor=actor or self.actor, reason=reason), cid
-            )
-        self._drive_destroy(state, cid, reason)
+            _, state = self._run(sandbox_id, lambda s: sb.Destroy(actor=who, reason=reason), cid)
+        self.drive(state, cid, reason, actor=who)
         return self.get(sandbox_id)
-
-    def _drive_destroy(
-        self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None = None
-    ) -> sb.Sandbox:
-        self.provider.destroy(state.id, state.provider_ref)
-        if state.snapshot_key:
-            self.provider.delete_snapshot(
-                SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
-            )
-        return self._apply(
-            state, sb.MarkDestroyed(actor=self.actor, reason=reason), correlation_id=cid, at=at
-        )
 
     def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
         window = self.policy.activity_window
         self._run(sandbox_id, lambda s: sb.Touch(window=window, count=count, actor=actor or self.actor))
         return self.get(sandbox_id)
 
-    def _ready(self, sandbox_id: str) -> sb.Sandbox:
-        """A sandbox with live compute, resuming it if it is suspended."""
-        state = self.load(sandbox_id)
-        if state.status == lc.SUSPENDED:
-            self.resume(sandbox_id)
-            state = self.load(sandbox_id)
-        if state.status == lc.EXPIRED:
-            raise SandboxExpired(state.id, state.expired_at, state.expired_reason)
-        if state.status not in lc.LIVE or state.provider_ref is None:
-            raise SandboxBusy(state.id, state.status)
-        return state
+    # ----------------------------------------------------------------------------------- data plane
 
-    def _on_live(self, sandbox_id: str, call: Callable[[str], T]) -> T:
+    def _settled(self, sandbox_id: str, wait: float | None = None) -> sb.Sandbox:
+        """The sandbox once no create or resume of another caller is in flight on it.
+
+        Polls the log with backoff, for at most ``wait`` seconds (default ``busy_wait``) and never past
+        the in-flight step's lease: beyond it the other caller is presumed dead and the sweep takes over,
+        so SandboxBusy says to come back later.
+        """
+        budget = self.busy_wait.total_seconds() if wait is None else wait
+        give_up = time.monotonic() + max(0.0, budget)
+        pause = _POLL_FIRST
+        while True:
+            state = self.load(sandbox_id)
+            if state.status not in (lc.CREATING, lc.RESUMING, lc.SUSPENDING):
+                return state
+            lease_left = (
+                (state.state_since + self.policy.lease - self.clock()).total_seconds()
+                if state.state_since is not None
+                else 0.0
+            )
+            left = min(give_up - time.monotonic(), lease_left)
+            if left <= 0:
+                raise SandboxBusy(state.id, state.status, "another caller's operation is still in flight")
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
+
+    def _live(
+        self, sandbox_id: str, *, reason: str = "user", actor: str | None = None, wait: float | None = None
+    ) -> sb.Sandbox:
+        """A sandbox with live compute: waits out another caller's create/resume/suspend, resumes it if it
+        is suspended, and is a no-op when it is live already."""
+        who = actor or self.actor
+        for _ in range(_MAX_RACES):
+            state = self._settled(sandbox_id, wait)
+            if state.status == lc.EXPIRED:
+                raise SandboxExpired(state.id, state.expired_at, state.expired_reason)
+            if state.status in lc.LIVE and state.provider_ref is not None:
+                return state
+            if state.status != lc.SUSPENDED:
+                raise SandboxBusy(state.id, state.status)  # destroying
+            cid = uuid.uuid4().hex
+            try:
+                state = self._apply(state, sb.RequestResume(actor=who, reason=reason), correlation_id=cid)
+            except ConcurrencyError:
+                continue  # someone else moved it (most likely began resuming it): wait for that
+            return self.drive(state, cid, reason, actor=who)
+        raise SandboxBusy(sandbox_id, "contended", "too many concurrent writers")
+
+    def _on_live(self, sandbox_id: str, call: Callable[[str], T], wait: float | None = None) -> T:
         """Record activity, then run ``call(provider_ref)`` on the live sandbox.
 
         If the provider says the sandbox is gone (a container removed behind our back), the sandbox is
         marked lost at once instead of pretending to be idle until a timer trips over it.
         """
-        state = self._ready(sandbox_id)
+        state = self._live(sandbox_id, wait=wait)
         # A racer's write is itself activity (or a state change the provider call will run into), so
         # a lost race here loses nothing worth a retry.
         with suppress(ConcurrencyError):
@@ -355,23 +472,31 @@ class SandboxService:
             return call(state.provider_ref)
         except ProviderLost as exc:
             try:
-                expired = self._mark_lost(state, exc)
+                self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor))
             except ConcurrencyError:
                 raise exc from None  # it moved on meanwhile (suspended, destroyed): not ours to judge
-            raise expired from exc
+            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+        except ForeignSandbox as exc:
+            with suppress(ConcurrencyError):
+                self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor, reason=FOREIGN))
+            raise
 
     def exec(
         self,
         sandbox_id: str,
-        command: Sequence[str],
+        command: Sequence[str] | str,
         *,
         timeout: float = 300.0,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        wait: float | None = None,
     ) -> ExecResult:
-        argv = list(command)
+        """Run ``command`` (an argv list, or a string run by ``bash -lc``), resuming the sandbox if it is
+        suspended and waiting (up to ``wait`` seconds, default ``busy_wait``) for another caller's
+        resume or create to finish."""
+        argv = _argv(command)
         return self._on_live(
-            sandbox_id, lambda ref: self.provider.exec(ref, argv, timeout=timeout, env=env, cwd=cwd)
+            sandbox_id, lambda ref: self.provider.exec(ref, argv, timeout=timeout, env=env, cwd=cwd), wait
         )
 
     def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
@@ -406,7 +531,7 @@ class SandboxService:
                     )
                 except ConcurrencyError:
                     continue
-                state = self._drive_resume(state, cid, "turn_start")
+                state = self.drive(state, cid, "turn_start", actor=who)
             try:
                 state = self._apply(state, sb.StartTurn(turn_id=turn_id, actor=who), correlation_id=cid)
                 break
@@ -432,165 +557,33 @@ class SandboxService:
                 break
             except ConcurrencyError:
                 continue
-        if state.status == lc.SUSPENDING:
-            self._drive_suspend(state, cid, "turn_end")
+        else:
+            return  # others keep writing to it; whatever they do, this turn's end is not theirs to drive
+        self.drive(state, cid, "turn_end", actor=actor)
 
-    # -------------------------------------------------------------------------------------- timers
+    # ------------------------------------------------------------------------ timers and the sweep
 
     def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
-        """Fire every deadline due at ``now``: idle → suspend, retention → GC, lease → reconcile."""
-        when = now or self.clock()
-        report = SweepReport()
-
-        def one(deadline: Deadline) -> None:
-            sid = deadline.sandbox_id
-            try:
-                if deadline.kind == LEASE:
-                    if self._recover(sid, when):
-                        report.recovered.append(sid)
-                elif self._fire(sid, deadline.kind, deadline.version, when):
-                    report.fired.append(f"{sid}:{deadline.kind}")
-            except SandboxError as exc:
-                # One sandbox's failure must not starve the others; its lease re-drives it later.
-                report.errors.append(f"{sid}: {exc}")
-                log.warning("timer %s of %s failed: %s", deadline.kind, sid, exc)
-
-        due = self.store.due_deadlines(when, limit=limit)
-        if self.sweep_workers <= 1 or len(due) <= 1:
-            for deadline in due:
-                one(deadline)
-        else:
-            # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
-            # sandboxes must not do them one after another.
-            with ThreadPoolExecutor(self.sweep_workers, thread_name_prefix="sweep") as pool:
-                list(pool.map(one, due))
-        return report
-
-    def _fire(self, sid: str, kind: str, seen_version: int, now: datetime) -> bool:
-        state = self.load(sid)
-        if state.version != seen_version:
-            return False  # moved on since the deadline was read; its new deadline is armed
-        cid = uuid.uuid4().hex
-        cmd: sb.Command = (
-            sb.FireIdleTimeout(timeout=self.policy.idle_timeout)
-            if kind == IDLE
-            else sb.FireRetention(retention=self.policy.retention)
-        )
-        events = sb.decide(state, cmd, now)
-        if not events:
-            # A stale timer (settings changed): re-arm from the current policy.
-            self.store.write_projection(project(state, self.policy))
-            return False
-        try:
-            after = self._apply(state, cmd, correlation_id=cid, at=now)
-        except ConcurrencyError:
-            return False  # another scheduler won; exactly one transition happens
-        if after.status == lc.SUSPENDING:
-            self._drive_suspend(after, cid, cmd.reason, at=now)
-        elif after.status == lc.DESTROYING:
-            self._drive_destroy(after, cid, cmd.reason, at=now)
-        return True
-
-    def _recover(self, sid: str, now: datetime) -> bool:
-        """Re-drive a side effect whose lease ran out, from what the provider really holds."""
-        state = self.load(sid)
-        if state.status not in lc.TRANSITIONAL or state.state_since is None:
-            return False
-        if now - state.state_since < self.policy.lease:
-            return False
-        cid = uuid.uuid4().hex
-        log.info("recovering sandbox %s stuck in %s since %s", sid, state.status, state.state_since)
-        try:
-            if state.status == lc.CREATING:
-                assert state.kind is not None
-                inst = self.provider.instance(sid)
-                if inst is not None:
-                    self._apply(
-                        state,
-                        sb.MarkReady(provider_ref=inst.ref, actor="reconciler", reason="recovery"),
-                        correlation_id=cid,
-                        at=now,
-                    )
-                else:
-                    self._apply(
-                        state,
-                        sb.MarkFailed(
-                            error="creation interrupted before the provider had it",
-                            actor="reconciler",
-                            reason="recovery",
-                        ),
-                        correlation_id=cid,
-                        at=now,
-                    )
-            elif state.status == lc.SUSPENDING:
-                self._drive_suspend(state, cid, "recovery", at=now)
-            elif state.status == lc.RESUMING:
-                self._drive_resume(state, cid, "recovery", at=now)
-            elif state.status == lc.DESTROYING:
-                self._drive_destroy(state, cid, "recovery", at=now)
-        except ConcurrencyError:
-            return False
-        return True
+        """Fire every deadline due at ``now``: idle → suspend, retention → GC, lease → recovery."""
+        return self._sweeper.fire_due(now, limit=limit)
 
     def reconcile(self, now: datetime | None = None) -> SweepReport:
         """Re-drive stuck transitions, then remove provider resources no live sandbox owns."""
-        now = now or self.clock()
-        report = SweepReport()
-        for row in self.store.list_sandboxes():
-            if row.state in lc.TRANSITIONAL:
-                try:
-                    if self._recover(row.id, now):
-                        report.recovered.append(row.id)
-                except SandboxError as exc:
-                    report.errors.append(f"{row.id}: {exc}")
-        try:
-            self._remove_orphans(report)
-        except SandboxError as exc:
-            report.errors.append(f"orphan sweep: {exc}")
-        return report
-
-    def _remove_orphans(self, report: SweepReport) -> None:
-        for inst in self.provider.list_instances():
-            owner = self.store.get_sandbox(inst.sandbox_id)
-            orphan = (
-                owner is None
-                or owner.state == lc.EXPIRED
-                or (owner.state == lc.SUSPENDED and inst.status == "running")
-            )
-            if orphan and self._still_orphan(inst.sandbox_id):
-                self.provider.destroy(inst.sandbox_id, inst.ref)
-                was = owner.state if owner else "unknown"
-                msg = f"removed orphan instance {inst.ref} of sandbox {inst.sandbox_id} ({was})"
-                log.info(msg)
-                report.removed.append(msg)
-        for sid, snap in self.provider.list_snapshots():
-            state = self.load(sid) if self.store.get_sandbox(sid) is not None else None
-            keep = (
-                state is not None
-                and state.status != lc.EXPIRED
-                and snap.key in {state.snapshot_key, state.pending_snapshot_key}
-            )
-            if not keep:
-                self.provider.delete_snapshot(snap)
-                was = state.status if state else "unknown"
-                msg = f"removed orphan snapshot {snap.key} of sandbox {sid} ({was})"
-                log.info(msg)
-                report.removed.append(msg)
-
-    def _still_orphan(self, sid: str) -> bool:
-        # Re-read right before removing: a create or resume may have committed since the listing.
-        row = self.store.get_sandbox(sid)
-        return row is None or row.state in (lc.EXPIRED, lc.SUSPENDED)
+        return self._sweeper.reconcile(now)
 
     def sweep(self, now: datetime | None = None) -> SweepReport:
-        fired = self.fire_due(now)
-        rec = self.reconcile(now)
-        return SweepReport(
-            fired=fired.fired,
-            recovered=fired.recovered + rec.recovered,
-            removed=rec.removed,
-            errors=fired.errors + rec.errors,
-        )
+        return self._sweeper.sweep(now)
+
+
+def _argv(command: Sequence[str] | str) -> list[str]:
+    # A string is a shell command line, as an agent writes one; a list is an argv, run as it is.
+    return ["bash", "-lc", command] if isinstance(command, str) else list(command)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if not isinstance(exc, SandboxError) else first
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,8 +601,7 @@ class TurnHandle:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> ExecResult:
-        argv = ["bash", "-lc", command] if isinstance(command, str) else list(command)
-        return self.service.exec(self.id, argv, timeout=timeout, env=env, cwd=cwd)
+        return self.service.exec(self.id, command, timeout=timeout, env=env, cwd=cwd)
 
     def write_file(self, path: str, data: bytes | str) -> None:
         self.service.write_file(self.id, path, data.encode() if isinstance(data, str) else data)

@@ -6,17 +6,22 @@ driven fast and deterministically.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import posixpath
 import shutil
+import signal
+import subprocess
+import tempfile
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sandbox_lifecycle.core.errors import ConcurrencyError, ExecTimeout, ProviderError, ProviderLost
+from sandbox_lifecycle.core.errors import ConcurrencyError, ExecTimeout, ForeignSandbox, ProviderLost
+from sandbox_lifecycle.core.kinds import HOME, kind_spec
 from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
 from sandbox_lifecycle.events.records import (
     AppendResult,
@@ -217,20 +222,50 @@ def _normalised(projection: Projection) -> Projection:
 class FakeInstance:
     sandbox_id: str
     kind: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    running: bool = True
+    ref: str
+    # Where the sandbox's home lives on the host; commands run in it for real.
+    home: Path
+
+
+class FakeEngine:
+    """What several FakeProviders share, as deployments share one Docker engine: one namespace of
+    instance names (an instance of one deployment blocks the same name for the others) and one
+    directory on the host."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        if root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fake-provider-")
+            root = self._tmp.name
+        self.root = Path(root)
+        self.providers: list[FakeProvider] = []
+
+    def owner(self, sandbox_id: str) -> FakeProvider | None:
+        return next((p for p in self.providers if sandbox_id in p.instances), None)
 
 
 class FakeProvider:
-    """An in-memory provider with Docker-like semantics: suspend copies files to a snapshot dict."""
+    """A provider with Docker's semantics on the host: an instance is a directory standing for the
+    sandbox home, commands run in it as subprocesses (so exec output, exit codes, env, cwd and timeouts
+    are real), suspend copies the kind's workspace paths to a snapshot directory and drops the instance.
+
+    It passes the same contract suite as the Docker and E2B providers (tests/providers/test_contract.py),
+    so the service suite that runs on it does not test a drifting double. Test knobs: ``calls`` (what was
+    called, in order), ``fail`` (the next call of an operation raises this), and ``instances`` /
+    ``snapshots``, which a test may change behind the provider's back.
+    """
 
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, engine: FakeEngine | None = None, *, deployment: str = "default") -> None:
+        self.engine = engine or FakeEngine()
+        self.engine.providers.append(self)
+        self.deployment = deployment
         self.instances: dict[str, FakeInstance] = {}
-        self.snapshots: dict[str, dict[str, bytes]] = {}
+        # Snapshot key -> the directory holding the workspace it stored.
+        self.snapshots: dict[str, Path] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, Exception] = {}
+        self._serial = itertools.count(1)
 
     def _call(self, op: str, sid: str) -> None:
         self.calls.append((op, sid))
@@ -238,16 +273,111 @@ class FakeProvider:
         if exc is not None:
             raise exc
 
+    def _refuse_foreign(self, sandbox_id: str) -> None:
+        owner = self.engine.owner(sandbox_id)
+        if owner is not None and owner is not self:
+            raise ForeignSandbox(sandbox_id, "instance", f"deployment {owner.deployment!r}")
+
+    def _new(self, sandbox_id: str, kind: str) -> FakeInstance:
+        ref = f"ref-{sandbox_id}-{next(self._serial)}"
+        home = self.engine.root / "instances" / self.deployment / ref / HOME.lstrip("/")
+        shutil.rmtree(home, ignore_errors=True)
+        (home / Path(kind_spec(kind).workdir).relative_to(HOME)).mkdir(parents=True)
+        inst = FakeInstance(sandbox_id, kind, ref, home)
+        self.instances[sandbox_id] = inst
+        return inst
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
     def create(self, sandbox_id: str, kind: str) -> str:
+        kind_spec(kind)
         self._call("create", sandbox_id)
-        self.instances.setdefault(sandbox_id, FakeInstance(sandbox_id, kind))
-        return f"ref-{sandbox_id}"
+        self._refuse_foreign(sandbox_id)
+        inst = self.instances.get(sandbox_id)
+        return (inst or self._new(sandbox_id, kind)).ref
 
     def _inst(self, ref: str) -> FakeInstance:
-        inst = self.instances.get(ref.removeprefix("ref-"))
+        for provider in self.engine.providers:
+            for inst in provider.instances.values():
+                if inst.ref == ref:
+                    if provider is not self:
+                        owner = f"deployment {provider.deployment!r}"
+                        raise ForeignSandbox(inst.sandbox_id, "instance", owner)
+                    return inst
+        raise ProviderLost(f"no instance {ref}")
+
+    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        self._call("suspend", sandbox_id)
+        self._refuse_foreign(sandbox_id)
+        inst = self.instances.get(sandbox_id)
         if inst is None:
-            raise ProviderLost(f"no instance {ref}")
-        return inst
+            if snapshot_key in self.snapshots:
+                return self._info(snapshot_key)
+            raise ProviderLost(f"sandbox {sandbox_id} and its snapshot are gone")
+        target = self._snapshot_dir(snapshot_key)
+        shutil.rmtree(target, ignore_errors=True)
+        spec = kind_spec(kind).workspace
+        for include in spec.include:
+            src = inst.home / include
+            if src.exists():
+                shutil.copytree(src, target / include, ignore=_excluded(src, spec.exclude))
+        target.mkdir(parents=True, exist_ok=True)
+        self.snapshots[snapshot_key] = target
+        # Only once the workspace is stored is the compute released.
+        self._drop(sandbox_id)
+        return self._info(snapshot_key)
+
+    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        self._call("resume", sandbox_id)
+        self._refuse_foreign(sandbox_id)
+        stored = self.snapshots.get(snapshot.key)
+        if stored is None or not stored.is_dir():
+            raise ProviderLost(f"snapshot {snapshot.key} is gone")
+        self._drop(sandbox_id)  # a stale instance of an interrupted resume
+        inst = self._new(sandbox_id, kind)
+        shutil.copytree(stored, inst.home, dirs_exist_ok=True)
+        return inst.ref
+
+    def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        self._call("destroy", sandbox_id)
+        self._refuse_foreign(sandbox_id)
+        self._drop(sandbox_id)
+
+    def _drop(self, sandbox_id: str) -> None:
+        inst = self.instances.pop(sandbox_id, None)
+        if inst is not None:
+            shutil.rmtree(self.engine.root / "instances" / self.deployment / inst.ref, ignore_errors=True)
+
+    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        self._call("delete_snapshot", snapshot.key)
+        stored = self.snapshots.pop(snapshot.key, None)
+        if stored is not None:
+            shutil.rmtree(stored, ignore_errors=True)
+
+    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        stored = self.snapshots.get(snapshot.key)
+        return stored is not None and stored.is_dir()
+
+    def _snapshot_dir(self, key: str) -> Path:
+        return self.engine.root / "snapshots" / self.deployment / key
+
+    def _info(self, key: str) -> SnapshotInfo:
+        stored = self.snapshots[key]
+        size = sum(p.stat().st_size for p in stored.rglob("*") if p.is_file()) if stored.is_dir() else 0
+        return SnapshotInfo(key, None, size)
+
+    def instance(self, sandbox_id: str) -> ProviderInstance | None:
+        self._refuse_foreign(sandbox_id)
+        inst = self.instances.get(sandbox_id)
+        return ProviderInstance(sandbox_id, inst.ref, inst.kind, "running") if inst else None
+
+    def list_instances(self) -> list[ProviderInstance]:
+        return [ProviderInstance(i.sandbox_id, i.ref, i.kind, "running") for i in self.instances.values()]
+
+    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
+        return [(key.split("/")[1], SnapshotInfo(key, None, None)) for key in self.snapshots]
+
+    # ------------------------------------------------------------------------------ exec and files
 
     def exec(
         self,
@@ -260,68 +390,52 @@ class FakeProvider:
     ) -> ExecResult:
         inst = self._inst(ref)
         self._call("exec", inst.sandbox_id)
-        if command and command[0] == "sleep" and float(command[1]) > timeout:
-            raise ExecTimeout(" ".join(command), timeout)
-        if command and command[0] == "cat":
-            data = inst.files.get(command[1])
-            if data is None:
-                return ExecResult(1, b"", f"cat: {command[1]}: No such file or directory\n".encode())
-            return ExecResult(0, data, b"")
-        return ExecResult(0, " ".join(command).encode(), b"")
+        workdir = self._host(inst, cwd or kind_spec(inst.kind).workdir, allow_home=True)
+        environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(inst.home), **(env or {})}
+        # Its own session, so a timeout kills everything the command started, as the real ones do.
+        try:
+            proc = subprocess.Popen(
+                list(command),
+                cwd=workdir,
+                env=environ,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            # What a shell in the sandbox answers for a command that is not there.
+            return ExecResult(127, b"", f"{command[0]}: command not found\n".encode())
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise ExecTimeout(" ".join(command), timeout) from None
+        return ExecResult(proc.returncode, out, err)
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
-        self._inst(ref).files[path] = data
+        target = self._host(self._inst(ref), path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
     def read_file(self, ref: str, path: str) -> bytes:
-        try:
-            return self._inst(ref).files[path]
-        except KeyError:
-            raise ProviderError(f"no file {path}") from None
+        return self._host(self._inst(ref), path).read_bytes()
 
-    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
-        self._call("suspend", sandbox_id)
-        inst = self.instances.get(sandbox_id)
-        if inst is None:
-            if snapshot_key in self.snapshots:
-                return SnapshotInfo(snapshot_key, "sha", len(self.snapshots[snapshot_key]))
-            raise ProviderLost(f"sandbox {sandbox_id} and its snapshot are gone")
-        self.snapshots[snapshot_key] = dict(inst.files)
-        del self.instances[sandbox_id]
-        return SnapshotInfo(snapshot_key, "sha", len(inst.files))
+    def _host(self, inst: FakeInstance, path: str, *, allow_home: bool = False) -> Path:
+        """The host path of a sandbox path (relative ones are relative to the kind's workdir)."""
+        absolute = posixpath.normpath(posixpath.join(kind_spec(inst.kind).workdir, path))
+        inside = absolute.startswith(HOME + "/") or (allow_home and absolute == HOME)
+        if not inside:
+            raise ValueError(f"path {path!r} is outside the sandbox home {HOME}")
+        return inst.home / posixpath.relpath(absolute, HOME)
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
-        self._call("resume", sandbox_id)
-        files = self.snapshots.get(snapshot.key)
-        if files is None:
-            raise ProviderLost(f"snapshot {snapshot.key} is gone")
-        self.instances[sandbox_id] = FakeInstance(sandbox_id, kind, dict(files))
-        return f"ref-{sandbox_id}"
 
-    def destroy(self, sandbox_id: str, ref: str | None) -> None:
-        self._call("destroy", sandbox_id)
-        self.instances.pop(sandbox_id, None)
+def _excluded(src: Path, patterns: Sequence[str]) -> Callable[[str, list[str]], set[str]]:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        base = Path(directory)
+        return {n for n in names if any((base / n).match(p.removeprefix("**/")) for p in patterns)}
 
-    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
-        self._call("delete_snapshot", snapshot.key)
-        self.snapshots.pop(snapshot.key, None)
-
-    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
-        return snapshot.key in self.snapshots
-
-    def instance(self, sandbox_id: str) -> ProviderInstance | None:
-        inst = self.instances.get(sandbox_id)
-        return ProviderInstance(sandbox_id, f"ref-{sandbox_id}", inst.kind, "running") if inst else None
-
-    def list_instances(self) -> list[ProviderInstance]:
-        return [
-            ProviderInstance(i.sandbox_id, f"ref-{i.sandbox_id}", i.kind, "running")
-            for i in self.instances.values()
-        ]
-
-    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
-        return [
-            (key.split("/")[1], SnapshotInfo(key, "sha", len(files))) for key, files in self.snapshots.items()
-        ]
+    return ignore
 
 
 class Clock:
@@ -336,106 +450,3 @@ class Clock:
     def advance(self, **kwargs: float) -> datetime:
         self.now += timedelta(**kwargs)
         return self.now
-
-
-class DirProvider:
-    """A provider whose state lives in a directory, so several processes share it (multi-replica tests).
-
-    An instance is ``<root>/instances/<id>/``; suspend renames it to ``<root>/snapshots/<key>`` (atomic);
-    every call is appended to ``<root>/calls.log`` as one line, which is atomic for short writes.
-    """
-
-    name = "dir"
-
-    def __init__(self, root: str | os.PathLike[str], *, delay: float = 0.0) -> None:
-        self.root = Path(root)
-        self.delay = delay
-        (self.root / "instances").mkdir(parents=True, exist_ok=True)
-        (self.root / "snapshots").mkdir(parents=True, exist_ok=True)
-
-    def _log(self, op: str, sid: str) -> None:
-        with open(self.root / "calls.log", "a") as f:
-            f.write(f"{os.getpid()} {op} {sid}\n")
-        if self.delay:
-            time.sleep(self.delay)
-
-    def calls(self) -> list[tuple[str, str]]:
-        path = self.root / "calls.log"
-        if not path.exists():
-            return []
-        return [tuple(line.split()[1:3]) for line in path.read_text().splitlines()]  # type: ignore[misc]
-
-    def _dir(self, sid: str) -> Path:
-        return self.root / "instances" / sid
-
-    def create(self, sandbox_id: str, kind: str) -> str:
-        self._log("create", sandbox_id)
-        self._dir(sandbox_id).mkdir(exist_ok=True)
-        return sandbox_id
-
-    def exec(
-        self,
-        ref: str,
-        command: Sequence[str],
-        *,
-        timeout: float,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-    ) -> ExecResult:
-        if not self._dir(ref).exists():
-            raise ProviderError(f"no instance {ref}")
-        return ExecResult(0, " ".join(command).encode(), b"")
-
-    def write_file(self, ref: str, path: str, data: bytes) -> None:
-        (self._dir(ref) / path.replace("/", "_")).write_bytes(data)
-
-    def read_file(self, ref: str, path: str) -> bytes:
-        return (self._dir(ref) / path.replace("/", "_")).read_bytes()
-
-    def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
-        self._log("suspend", sandbox_id)
-        target = self.root / "snapshots" / snapshot_key.replace("/", "_")
-        src = self._dir(sandbox_id)
-        if src.exists():
-            src.rename(target)
-        elif not target.exists():
-            raise ProviderLost(f"sandbox {sandbox_id} and its snapshot are gone")
-        return SnapshotInfo(snapshot_key, None, None)
-
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
-        self._log("resume", sandbox_id)
-        src = self.root / "snapshots" / snapshot.key.replace("/", "_")
-        if not src.exists():
-            raise ProviderLost(f"snapshot {snapshot.key} is gone")
-        shutil.copytree(src, self._dir(sandbox_id), dirs_exist_ok=True)
-        return sandbox_id
-
-    def destroy(self, sandbox_id: str, ref: str | None) -> None:
-        self._log("destroy", sandbox_id)
-        shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
-
-    def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
-        self._log("delete_snapshot", snapshot.key)
-        shutil.rmtree(self.root / "snapshots" / snapshot.key.replace("/", "_"), ignore_errors=True)
-
-    def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
-        return (self.root / "snapshots" / snapshot.key.replace("/", "_")).exists()
-
-    def instance(self, sandbox_id: str) -> ProviderInstance | None:
-        return (
-            ProviderInstance(sandbox_id, sandbox_id, None, "running")
-            if self._dir(sandbox_id).exists()
-            else None
-        )
-
-    def list_instances(self) -> list[ProviderInstance]:
-        return [
-            ProviderInstance(p.name, p.name, None, "running") for p in (self.root / "instances").iterdir()
-        ]
-
-    def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
-        out = []
-        for p in (self.root / "snapshots").iterdir():
-            key = p.name.replace("_", "/")
-            out.append((key.split("/")[1], SnapshotInfo(key, None, None)))
-        return out

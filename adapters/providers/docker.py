@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import docker
@@ -292,6 +293,11 @@ class DockerProvider:
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         self._snapshots.delete(snapshot.key)
+
+    def remove_stale_uploads(self, older_than: datetime) -> list[str]:
+        """What killed suspends of this deployment left in the snapshot store, removed (the sweep calls
+        it with the lease; see SnapshotStore.remove_stale_uploads)."""
+        return self._snapshots.remove_stale_uploads(older_than, "snapshots/")
 
     def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
         size = self._snapshots.stat(snapshot.key)
@@ -733,6 +739,9 @@ class _Namespaced:
 
     def delete(self, key: str) -> None:
         self._store.delete(self._prefix + key)
+
+    def remove_stale_uploads(self, older_than: datetime, prefix: str = "") -> list[str]:
+        return self._store.remove_stale_uploads(older_than, self._prefix + prefix)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         for key in self._store.keys(self._prefix + prefix):

@@ -9,6 +9,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -125,8 +126,10 @@ class LocalSnapshotStore:
         path = self._path(key)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             path.unlink()
+        self._prune(path.parent)
+
+    def _prune(self, parent: Path) -> None:
         # Drop the per-sandbox directories that emptied, so deleted sandboxes leave no trace.
-        parent = path.parent
         while parent != self.root and self.root in parent.parents:
             try:
                 parent.rmdir()
@@ -136,10 +139,40 @@ class LocalSnapshotStore:
                 raise ProviderError(f"cannot prune snapshot directory {parent}: {exc.strerror}") from exc
             parent = parent.parent
 
-    def keys(self, prefix: str = "") -> Iterator[str]:
+    def remove_stale_uploads(self, older_than: datetime, prefix: str = "") -> list[str]:
+        """Unlink the temp files of puts killed before ``older_than`` (by their last write): a put that
+        dies leaves ``.<name>.<random>.partial`` beside its target, which nothing else ever removes."""
+        cutoff = older_than.timestamp()
+        removed: list[str] = []
+        for dirpath, _, filenames in os.walk(self._prefix_dir(prefix)):
+            for name in filenames:
+                if not (name.startswith(".") and name.endswith(_PARTIAL)):
+                    continue
+                path = Path(dirpath) / name
+                rel = path.relative_to(self.root).as_posix()
+                try:
+                    if not rel.startswith(prefix) or path.stat().st_mtime >= cutoff:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue  # its put finished (renamed it) or another sweep removed it
+                except OSError as exc:
+                    raise ProviderError(
+                        f"cannot remove stale upload {rel} under {self.root}: {exc.strerror}"
+                    ) from exc
+                removed.append(rel)
+                self._prune(path.parent)
+        return sorted(removed)
+
+    def _prefix_dir(self, prefix: str) -> Path:
         dirs = prefix.split("/")[:-1]
         if prefix.startswith("/") or ".." in dirs:
             raise ValueError(f"invalid key prefix {prefix!r}: use a relative path like snapshots/<id>/")
+        return self.root.joinpath(*dirs)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        self._prefix_dir(prefix)  # refuses unsafe prefixes now, not on the first next()
+        dirs = prefix.split("/")[:-1]
         found: list[str] = []
         # Walk only the directory the prefix pins down, not the whole store.
         for dirpath, _, filenames in os.walk(self.root.joinpath(*dirs)):

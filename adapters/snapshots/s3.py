@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import boto3
@@ -146,6 +147,34 @@ class S3SnapshotStore:
                     yield obj["Key"]
         except (ClientError, BotoCoreError) as exc:
             self._raise("list", prefix + "*", exc)
+
+    def remove_stale_uploads(self, older_than: datetime, prefix: str = "") -> list[str]:
+        """Abort the multipart uploads under ``prefix`` initiated before ``older_than``.
+
+        A put killed mid-upload never reaches its own abort, and S3 keeps (and bills) the parts of an
+        incomplete upload until it is aborted; a bucket lifecycle rule is the usual backstop, but it
+        is not ours to rely on.
+        """
+        removed: list[str] = []
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        try:
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] >= older_than:
+                        continue
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    try:
+                        self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    except ClientError as exc:
+                        if _code(exc) != "NoSuchUpload":  # completed or aborted meanwhile
+                            raise
+                        continue
+                    removed.append(f"{key} (multipart upload {upload_id})")
+        except (ClientError, BotoCoreError) as exc:
+            self._raise("abort stale uploads", prefix + "*", exc)
+        return removed
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (first start against a fresh MinIO/moto)."""

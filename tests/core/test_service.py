@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,19 +15,22 @@ from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import (
     ConcurrencyError,
+    ForeignSandbox,
     ProviderError,
     ProviderLost,
     SandboxBusy,
+    SandboxError,
     SandboxExpired,
+    SideEffectFailed,
 )
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.core.replay import verify
-from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.core.service import FOREIGN, SandboxService, SweepReport
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import Projection
 from sandbox_lifecycle.events.store import SqlEventStore
-from tests.fakes import Clock, FakeProvider, InMemoryEventStore
+from tests.fakes import Clock, FakeEngine, FakeProvider, InMemoryEventStore
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
 
@@ -219,7 +225,7 @@ def test_stuck_suspend_is_recovered_after_the_lease(
 
 def test_orphans_are_removed(service: SandboxService, provider: FakeProvider) -> None:
     provider.create("unknown0000000000", "data-app")
-    provider.snapshots["snapshots/gone0000000000000/3.tar.zst"] = {}
+    provider.snapshots["snapshots/gone0000000000000/3.tar.zst"] = provider.engine.root / "gone"
     keep = service.create("data-app")
     report = service.reconcile()
     assert len(report.removed) == 2
@@ -275,3 +281,267 @@ def test_a_sweep_in_the_future_keeps_history_in_order(service: SandboxService, c
     times = [h.occurred_at for h in service.history(sbx.id)]
     assert times == sorted(times)
     assert service.history(sbx.id)[-1].type == "Destroyed"
+
+
+# ------------------------------------------------------------------------------- idempotent create (G1)
+
+
+@pytest.mark.parametrize("then", ["idle", "suspended", "expired"])
+def test_an_idempotent_retry_returns_the_first_sandbox_unchanged(
+    service: SandboxService, provider: FakeProvider, then: str
+) -> None:
+    first = service.create("data-app", "c", idempotency_key="K")
+    if then == "suspended":
+        service.suspend(first.id)
+    elif then == "expired":
+        service.destroy(first.id)
+    before = service.get(first.id)
+    calls = list(provider.calls)
+
+    again = service.create("data-app", "c", idempotency_key="K")
+
+    assert again == before
+    # No side effect ran again: no second create, and above all no destroy of the first one.
+    assert provider.calls == calls
+    assert (first.id in provider.instances) == (then == "idle")
+
+
+def test_an_idempotent_retry_while_the_first_is_still_creating_changes_nothing(
+    service: SandboxService, store: EventStore, provider: FakeProvider, clock: Clock
+) -> None:
+    # The first call appended its intent and is still waiting on the provider (or died there).
+    sid = SandboxService.sandbox_id_for_key("K")
+    state = sb.initial(sid)
+    events = sb.decide(state, sb.Create(kind="data-app", provider="fake"), clock())
+    after = sb.replay(sid, events, start=state)
+    store.append(sid, 0, [encode(e) for e in events], idempotency_key="K", projection=project(after, POLICY))
+
+    again = service.create("data-app", idempotency_key="K")
+
+    assert (again.id, again.state, again.version) == (sid, lc.CREATING, 1)
+    assert provider.calls == []
+
+
+# ------------------------------------------------------------------------------------------ actors
+
+
+def actors(service: SandboxService, sid: str) -> list[tuple[str, str]]:
+    return [(h.type, h.actor) for h in service.history(sid)]
+
+
+def test_every_outcome_carries_the_actor_of_its_intent(
+    service: SandboxService, provider: FakeProvider, clock: Clock
+) -> None:
+    row = service.create("data-app", actor="alice")
+    service.suspend(row.id, actor="bob")
+    service.resume(row.id, actor="carol")
+    clock.advance(minutes=31)
+    assert service.fire_due().fired == [f"{row.id}:idle"]
+    provider.fail["resume"] = ProviderError("engine hiccup")
+    with pytest.raises(ProviderError):
+        service.resume(row.id, actor="dave")
+    service.destroy(row.id, actor="erin")
+
+    assert actors(service, row.id) == [
+        ("CreationRequested", "alice"),
+        ("Created", "alice"),
+        ("SuspendRequested", "bob"),
+        ("Suspended", "bob"),
+        ("ResumeRequested", "carol"),
+        ("Resumed", "carol"),
+        ("IdleTimeoutElapsed", "scheduler"),
+        ("SuspendRequested", "scheduler"),
+        ("Suspended", "scheduler"),
+        ("ResumeRequested", "dave"),
+        ("ResumeFailed", "dave"),
+        ("DestroyRequested", "erin"),
+        ("Destroyed", "erin"),
+    ]
+
+
+def test_a_recovered_outcome_is_the_reconcilers(
+    service: SandboxService, store: EventStore, clock: Clock
+) -> None:
+    row = service.create("data-app", actor="alice")
+    state = service.load(row.id)
+    events = sb.decide(state, sb.RequestSuspend(actor="bob"), clock())
+    after = sb.replay(row.id, events, start=state)
+    store.append(row.id, state.version, [encode(e) for e in events], projection=project(after, POLICY))
+    clock.advance(minutes=11)
+    assert service.sweep().recovered == [row.id]
+    assert actors(service, row.id)[-2:] == [("SuspendRequested", "bob"), ("Suspended", "reconciler")]
+    assert service.history(row.id)[-1].reason == "recovery"
+
+
+# --------------------------------------------------------------------------------- exec str | argv
+
+
+def test_exec_takes_an_argv_or_a_shell_string_in_both_places(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    row = service.create("data-app")
+    assert service.exec(row.id, ["echo", "a  b"]).stdout == "a  b\n"
+    # A string is a command line for bash, with its operators and expansions.
+    assert service.exec(row.id, "echo one && echo $((1 + 1))").stdout == "one\n2\n"
+    with service.turn("c", "data-app") as sbx:
+        assert sbx.exec("echo one; echo two >&2").stderr == "two\n"
+        assert sbx.exec(("printf", "%s|", "a b", "c")).stdout == "a b|c|"
+
+
+# ------------------------------------------------------------------- any exception in a side effect
+
+
+@pytest.mark.parametrize(
+    ("op", "back"), [("create", lc.EXPIRED), ("suspend", lc.IDLE), ("resume", lc.SUSPENDED)]
+)
+def test_any_exception_in_a_side_effect_records_its_outcome_and_is_one_line(
+    service: SandboxService, provider: FakeProvider, op: str, back: str
+) -> None:
+    row = None if op == "create" else service.create("data-app")
+    if op == "resume":
+        assert row is not None
+        service.suspend(row.id)
+    provider.fail[op] = NotADirectoryError(20, "Not a directory", "/srv/snapshots")
+
+    with pytest.raises(SideEffectFailed) as raised:
+        if row is None:
+            service.create("data-app")
+        else:
+            getattr(service, op)(row.id)
+
+    assert isinstance(raised.value, SandboxError) and len(str(raised.value).splitlines()) == 1
+    assert f"{op} failed (NotADirectoryError" in str(raised.value)
+    (stored,) = service.list()
+    assert stored.state == back
+    assert "NotADirectoryError" in str(service.history(stored.id)[-1].data["error"])
+
+
+def test_an_exception_during_destroy_leaves_a_lease_the_sweep_resolves(
+    service: SandboxService, provider: FakeProvider, clock: Clock
+) -> None:
+    row = service.create("data-app")
+    provider.fail["destroy"] = OSError(5, "Input/output error")
+
+    with pytest.raises(SideEffectFailed, match="the sweep will finish it"):
+        service.destroy(row.id)
+
+    assert service.get(row.id).state == lc.DESTROYING
+    clock.advance(minutes=11)
+    assert service.sweep().recovered == [row.id]
+    assert service.get(row.id).state == lc.EXPIRED and provider.instances == {}
+
+
+# -------------------------------------------------------------------- another deployment's instances
+
+
+def copy_sqlite(url: str, to: Path) -> str:
+    """A consistent copy of a live SQLite log (WAL included), as a backup restored elsewhere would be."""
+    src, dst = sqlite3.connect(url.removeprefix("sqlite:///")), sqlite3.connect(to)
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return f"sqlite:///{to}"
+
+
+def test_a_copied_database_never_acts_on_the_original_deployments_instances(
+    clean_sqlite_url: str, tmp_path: Path, clock: Clock
+) -> None:
+    engine = FakeEngine(tmp_path / "engine")
+    prod_provider = FakeProvider(engine, deployment="prod")
+    prod = SandboxService(SqlEventStore(clean_sqlite_url), prod_provider, policy=POLICY, clock=clock)
+    parked = prod.create("data-app")
+    used = prod.create("data-app")
+    prod.write_file(parked.id, "main.py", b"prod's work")
+    # A staging stack started from a restored backup of prod's log, on the same engine.
+    staging_provider = FakeProvider(engine, deployment="staging")
+    staging = SandboxService(
+        SqlEventStore(copy_sqlite(clean_sqlite_url, tmp_path / "copy.db")),
+        staging_provider,
+        policy=POLICY,
+        clock=clock,
+    )
+
+    # Its idle timer comes due on prod's sandbox; its exec reaches for prod's container.
+    clock.advance(minutes=31)
+    with pytest.raises(ForeignSandbox):
+        staging.exec(used.id, ["true"])
+    report = staging.sweep()
+
+    (error,) = report.errors
+    assert parked.id in error and "another deployment" in error
+    assert report.removed == []
+    for sid in (parked.id, used.id):
+        # The copy's record is expired with a reason of its own: no timer, no retry comes back to it.
+        row = staging.get(sid)
+        assert (row.state, row.expired_reason) == (lc.EXPIRED, FOREIGN)
+    assert types(staging, parked.id)[-3:] == ["IdleTimeoutElapsed", "SuspendRequested", "ProviderLost"]
+    assert staging.store.all_deadlines() == []
+    assert staging.sweep() == SweepReport()
+    # Prod's sandboxes were never touched: same records, same containers, same files.
+    assert [op for op, sid in staging_provider.calls if op in ("destroy", "delete_snapshot")] == []
+    assert set(prod_provider.instances) == {parked.id, used.id}
+    assert prod.get(parked.id).state == lc.IDLE
+    assert prod.read_file(parked.id, "main.py") == b"prod's work"
+    assert verify(staging.store, POLICY) == []
+
+
+def test_a_create_that_meets_another_deployments_instance_expires_and_leaves_it(
+    clean_sqlite_url: str, tmp_path: Path, migrated_sqlite_template: Path, clock: Clock
+) -> None:
+    engine = FakeEngine(tmp_path / "engine")
+    prod = SandboxService(
+        SqlEventStore(clean_sqlite_url), FakeProvider(engine, deployment="prod"), policy=POLICY, clock=clock
+    )
+    other_db = tmp_path / "other.db"
+    shutil.copyfile(migrated_sqlite_template, other_db)
+    staging = SandboxService(
+        SqlEventStore(f"sqlite:///{other_db}"),
+        FakeProvider(engine, deployment="staging"),
+        policy=POLICY,
+        clock=clock,
+    )
+    theirs = prod.create("data-app", idempotency_key="same-key")
+
+    with pytest.raises(ForeignSandbox):
+        staging.create("data-app", idempotency_key="same-key")
+
+    row = staging.get(theirs.id)
+    assert (row.state, row.expired_reason) == (lc.EXPIRED, FOREIGN)
+    assert prod.get(theirs.id).state == lc.IDLE
+    assert prod.exec(theirs.id, ["echo", "still here"]).stdout == "still here\n"
+    # Retrying with the same key returns the refused record; it never reaches for theirs again.
+    assert staging.create("data-app", idempotency_key="same-key") == row
+
+
+# ---------------------------------------------------------------------- waiting for another caller
+
+
+def test_resume_of_a_live_sandbox_is_a_no_op(service: SandboxService, provider: FakeProvider) -> None:
+    row = service.create("data-app")
+    assert service.resume(row.id) == row
+    with service.turn("c", "data-app") as sbx:
+        running = service.get(sbx.id)
+        assert service.resume(sbx.id) == running
+    assert "resume" not in [op for op, _ in provider.calls]
+
+
+def test_waiting_for_another_callers_resume_is_bounded(
+    service: SandboxService, store: EventStore, clock: Clock
+) -> None:
+    row = service.create("data-app")
+    service.suspend(row.id)
+    # Another caller appended the resume intent and is still at it.
+    state = service.load(row.id)
+    events = sb.decide(state, sb.RequestResume(), clock())
+    after = sb.replay(row.id, events, start=state)
+    store.append(row.id, state.version, [encode(e) for e in events], projection=project(after, POLICY))
+
+    with pytest.raises(SandboxBusy, match="resuming"):
+        service.exec(row.id, ["true"], wait=0.3)
+    # Past the lease the other caller is presumed dead: no wait at all, the sweep takes it over.
+    clock.advance(minutes=11)
+    with pytest.raises(SandboxBusy, match="resuming"):
+        service.exec(row.id, ["true"])
+    assert service.sweep().recovered == [row.id]
+    assert service.exec(row.id, ["echo", "back"]).stdout == "back\n"

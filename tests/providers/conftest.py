@@ -7,6 +7,7 @@ of another deployment on the same engine, clean up).
 Every provider a test builds gets a deployment name of its own, so it lists (and a service on it
 reconciles) only what that test made, even on a Docker engine shared with other runs.
 
+* ``fake``: ``tests.fakes.FakeProvider``, the double the service suite runs on, held to the same contract.
 * ``e2b``: the real ``E2BProvider`` on the real e2b SDK, pointed at the loopback fake (one per test).
 * ``docker``: the real ``DockerProvider`` on the local engine with a ``LocalSnapshotStore`` in tmp_path.
   Skipped, with the reason, when the engine or the local images are missing (scripts/test provides both).
@@ -15,6 +16,7 @@ reconciles) only what that test made, even on a Docker engine shared with other 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotInfo
 from tests.conftest import DOCKER_IMAGES
 from tests.e2b.conftest import API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
+from tests.fakes import FakeEngine, FakeProvider
 
 # Docker labels of the provider, repeated here so cleanup does not go through the code under test.
 LABEL_ID = "sandbox-lifecycle.id"
@@ -158,9 +161,28 @@ def unlink_snapshot(snapshot_dir: Path, deployment: str) -> Callable[[SnapshotIn
 # ------------------------------------------------------------------------------------------- harness
 
 
-@pytest.fixture(params=PROVIDER_PARAMS)
+def fake_lose(engine: FakeEngine, deployment: str) -> Callable[[SnapshotInfo], None]:
+    def lose(snapshot: SnapshotInfo) -> None:
+        # The stored workspace goes; the provider still believes it has it.
+        (provider,) = [p for p in engine.providers if p.deployment == deployment]
+        shutil.rmtree(provider.snapshots[snapshot.key])
+
+    return lose
+
+
+# The contract runs on the test double too, so the service suite that runs on it cannot drift.
+HARNESS_PARAMS = ["fake", *PROVIDER_PARAMS]
+
+
+@pytest.fixture(params=HARNESS_PARAMS)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     deployment = new_deployment()
+    if request.param == "fake":
+        engine = FakeEngine(tmp_path / "fake-engine")
+        yield Harness(
+            "fake", lambda d: FakeProvider(engine, deployment=d), fake_lose(engine, deployment), deployment
+        )
+        return
     if request.param == "e2b":
         fake: FakeE2B = request.getfixturevalue("fake_e2b")
         # Stopping the fake (its fixture) kills every process of every sandbox; nothing outlives the test.

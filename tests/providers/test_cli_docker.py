@@ -158,3 +158,48 @@ def test_production_refusal_writes_nothing_to_the_log(ctl: Ctl) -> None:
     ctl.created += [r["id"] for r in rows]
     # A configuration the product refuses is not a sandbox that failed: the audit log stays empty.
     assert rows == []
+
+
+def test_an_idempotent_create_retry_through_the_cli_returns_the_first_sandbox(
+    ctl: Ctl, docker_client: Any
+) -> None:
+    first = ctl.json("create", "--kind", "data-app", "--idempotency-key", "cli-key")
+    ctl.created.append(first["id"])
+    assert ctl.run("exec", first["id"], "--", "sh", "-c", "echo kept > kept.txt").returncode == 0
+    shown = ctl.json("show", first["id"])
+
+    again = ctl.run("create", "--kind", "data-app", "--idempotency-key", "cli-key", "--json")
+
+    assert again.returncode == 0, again.stderr
+    assert "destroying" not in again.stderr
+    assert json.loads(again.stdout) == shown
+    done = ctl.run("exec", first["id"], "--", "cat", "kept.txt")
+    assert (done.returncode, done.stdout) == (0, "kept\n")
+    assert len(docker_client.containers.list(filters={"name": f"sbx-{first['id']}"})) == 1
+
+
+def test_an_unusable_snapshot_dir_fails_the_side_effect_with_one_line_and_no_stuck_state(
+    ctl: Ctl, docker_client: Any, tmp_path: Path
+) -> None:
+    created = ctl.json("create", "--kind", "data-app")
+    sid = created["id"]
+    ctl.created.append(sid)
+    # A snapshot "directory" that is a file: the local store cannot be built (an OSError, not a
+    # ProviderError), and that happens only once the suspend's intent is in the log.
+    not_a_dir = tmp_path / "not-a-dir"
+    not_a_dir.write_text("")
+    broken = Ctl({**ctl.env, "SANDBOX_SNAPSHOT_DIR": str(not_a_dir)})
+
+    done = broken.run("suspend", sid)
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1 and sid in line and "suspend failed" in line, done.stderr
+    # The intent got its outcome: back to idle with the container kept, not stuck in suspending.
+    shown = ctl.json("show", sid)
+    assert shown["state"] == "idle", shown
+    assert [e["type"] for e in ctl.json("history", sid)][-2:] == ["SuspendRequested", "SuspendFailed"]
+    assert ctl.run("exec", sid, "--", "true").returncode == 0
+    assert ctl.json("suspend", sid)["state"] == "suspended"
+    assert ctl.run("replay", "--verify").returncode == 0

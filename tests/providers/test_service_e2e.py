@@ -7,8 +7,10 @@ deadlines are exactly what a replay of the log gives.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
@@ -426,3 +429,138 @@ def test_reconcile_leaves_another_deployments_sandboxes_alone(
     assert w.clean() == []
     assert verify(other.store, POLICY) == []
     other.store.close()  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------- idempotent create (G1)
+
+
+def test_an_idempotent_create_retry_returns_the_first_sandbox_and_keeps_it(world: World) -> None:
+    w, key = world, "key-" + uuid.uuid4().hex
+    first = w.service.create(DATA_APP, idempotency_key=key)
+    w.service.write_file(first.id, "main.py", b"from the first call")
+
+    again = w.service.create(DATA_APP, idempotency_key=key)
+
+    # The very same sandbox, untouched: same version, same container, its workspace still there.
+    assert again.version == first.version
+    assert (again.id, again.state, again.provider_ref) == (first.id, lc.IDLE, first.provider_ref)
+    inst = w.provider.instance(first.id)
+    assert inst is not None and (inst.ref, inst.status) == (first.provider_ref, "running")
+    assert w.service.read_file(first.id, "main.py") == b"from the first call"
+    assert types(w, first.id).count("Created") == 1
+
+    # Suspended, then retried again: still the first one, not resumed, not recreated.
+    w.service.suspend(first.id)
+    suspended = w.service.get(first.id)
+    assert w.service.create(DATA_APP, idempotency_key=key) == suspended
+    assert w.released(first.id) and w.provider.snapshot_ok(w.snapshot(suspended))
+    assert w.clean() == []
+
+
+# ----------------------------------------------------------------------------------- corrupt stream (G7)
+
+
+def corrupt(url: str, sandbox_id: str, version: int) -> None:
+    """Damage one event in place with raw SQL, as a bad migration or a manual edit would: a field of the
+    wrong type (Created's provider_ref must be a string)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    value = "CAST(:data AS jsonb)" if engine.dialect.name == "postgresql" else ":data"
+    with engine.begin() as conn:
+        done = conn.execute(
+            sa.text(f"UPDATE events SET data = {value} WHERE stream_id = :sid AND version = :v"),
+            {"data": '{"provider_ref": 42}', "sid": sandbox_id, "v": version},
+        )
+        assert done.rowcount == 1
+    engine.dispose()
+
+
+def test_one_corrupt_stream_does_not_stop_the_sweep(world: World) -> None:
+    w = world
+    good = w.service.create(DATA_APP, conversation())
+    bad = w.service.create(DATA_APP, conversation())
+    orphan = new_sandbox_id()
+    w.provider.create(orphan, DATA_APP)
+    corrupt(w.url, bad.id, 2)  # its Created event
+
+    report = w.service.sweep(utcnow() + POLICY.idle_timeout + SECOND)
+
+    # The bad one is reported, by stream and version, once; everything else was done.
+    (error,) = report.errors
+    assert bad.id in error and f"'{bad.id}'" in error and "version 2" in error, error
+    assert report.fired == [f"{good.id}:idle"]
+    assert w.service.get(good.id).state == lc.SUSPENDED
+    assert len(report.removed) == 1 and orphan in report.removed[0], report.removed
+    assert w.provider.instance(orphan) is None
+
+
+# ---------------------------------------------------------------------- waiting for another caller (G11)
+
+
+def test_exec_during_another_callers_resume_waits_for_it_and_runs(world: World) -> None:
+    w = world
+    row = w.service.create(DATA_APP, conversation())
+    w.service.write_file(row.id, "main.py", b"kept across the resume")
+    w.service.suspend(row.id)
+    resuming = threading.Event()
+    real_resume = w.provider.resume
+
+    def slow_resume(*args: Any, **kwargs: Any) -> str:
+        resuming.set()
+        time.sleep(1.0)  # long enough that the exec surely arrives while the resume is in flight
+        return real_resume(*args, **kwargs)
+
+    w.provider.resume = slow_resume  # type: ignore[method-assign]
+    other = w.replica()
+    resumer = threading.Thread(target=other.resume, args=(row.id,))
+    resumer.start()
+    try:
+        assert resuming.wait(60)
+        assert w.service.get(row.id).state == lc.RESUMING
+
+        result = w.service.exec(row.id, ["cat", "main.py"])
+    finally:
+        resumer.join(120)
+
+    assert (result.exit_code, result.stdout) == (0, "kept across the resume")
+    # One resume, by the other caller: the exec waited for it instead of failing busy or resuming again.
+    assert types(w, row.id).count("ResumeRequested") == 1
+    # Resuming a live sandbox is a no-op success.
+    before = w.service.get(row.id)
+    assert w.service.resume(row.id) == before
+    other.store.close()  # type: ignore[attr-defined]
+    assert w.clean() == []
+
+
+# ------------------------------------------------------------------------- leftovers of killed suspends (G5)
+
+
+def test_the_sweep_removes_what_a_killed_suspend_left_in_the_snapshot_store(
+    world: World, tmp_path: Path
+) -> None:
+    if world.provider_name != "docker":
+        pytest.skip("E2B pauses the instance itself: no upload of ours to leave behind")
+    w = world
+    row = w.service.create(DATA_APP, conversation())
+    # What `put` leaves beside its target when the process is killed mid-upload: a temp file nothing
+    # lists. One stale (older than the lease), one fresh (a suspend that may still be running), one of
+    # another deployment sharing the directory.
+    ours = tmp_path / "snapshots" / w.deployments[0] / "snapshots" / row.id
+    ours.mkdir(parents=True)
+    stale, fresh = ours / ".3.tar.zst.k1ll3d.partial", ours / ".5.tar.zst.runn1n.partial"
+    theirs = tmp_path / "snapshots" / "another" / "snapshots" / row.id / ".3.tar.zst.th31rs.partial"
+    theirs.parent.mkdir(parents=True)
+    for path in (stale, fresh, theirs):
+        path.write_bytes(b"half a snapshot")
+    old = (utcnow() - POLICY.lease - SECOND).timestamp()
+    os.utime(stale, (old, old))
+    os.utime(theirs, (old, old))
+
+    report = w.service.sweep()
+
+    assert report.errors == []
+    assert report.removed == [
+        f"removed stale upload {w.deployments[0]}/snapshots/{row.id}/.3.tar.zst.k1ll3d.partial"
+    ]
+    assert not stale.exists() and fresh.exists() and theirs.exists()
+    assert w.service.get(row.id).state == lc.IDLE
+    assert w.clean() == []

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,42 @@ def test_put_leaves_no_temp_files_behind(tmp_path: Path) -> None:
     store = LocalSnapshotStore(tmp_path)
     store.put(KEY, io.BytesIO(os.urandom(3 << 20)))
     assert [p.name for p in (tmp_path / "snapshots/sbx-1").iterdir()] == ["1.tar.zst"]
+
+
+def kill_mid_put(root: Path, key: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), key], cwd=ROOT)
+    target = (root / key).parent
+    try:
+        deadline = time.monotonic() + 20
+        while not target.is_dir() or not any(p.stat().st_size >= 2 << 20 for p in target.glob("*.partial")):
+            assert time.monotonic() < deadline, "child never started writing"
+            assert child.poll() is None, "child exited early"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+
+
+def test_leftovers_of_a_killed_put_are_removed_once_stale(tmp_path: Path) -> None:
+    store = LocalSnapshotStore(tmp_path)
+    mine, theirs = "prod/snapshots/sbx-1/3.tar.zst", "staging/snapshots/sbx-1/3.tar.zst"
+    store.put("prod/snapshots/sbx-1/2.tar.zst", io.BytesIO(b"kept"))
+    kill_mid_put(tmp_path, mine)
+    kill_mid_put(tmp_path, theirs)
+    (left,) = (p for p in tmp_path.rglob("*.partial") if p.is_relative_to(tmp_path / "prod"))
+
+    # Younger than the cutoff: it might be a put still running, so it stays.
+    assert store.remove_stale_uploads(datetime.now(UTC) - timedelta(minutes=10), "prod/") == []
+    assert left.exists()
+
+    removed = store.remove_stale_uploads(datetime.now(UTC) + timedelta(seconds=1), "prod/")
+
+    assert removed == [left.relative_to(tmp_path).as_posix()]
+    assert not left.exists()
+    # Only under the prefix: another deployment's leftovers are its own to remove.
+    assert len(list((tmp_path / "staging").rglob("*.partial"))) == 1
+    assert list(store.keys("prod/")) == ["prod/snapshots/sbx-1/2.tar.zst"]
+    assert store.remove_stale_uploads(datetime.now(UTC) + timedelta(seconds=1), "prod/") == []

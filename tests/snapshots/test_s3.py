@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
@@ -180,3 +186,75 @@ def test_from_env_refuses_incomplete_settings(env: dict[str, str], message: str)
     with pytest.raises(ConfigError, match=message) as err:
         S3SnapshotStore.from_env(env)
     assert SECRET not in str(err.value)
+
+
+# Starts a multipart upload of KEY to the moto server, sends a few parts, then blocks until killed.
+KILLED_PUT = """
+import sys, time
+from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
+
+class Stalling:
+    sent = 0
+    def read(self, n=-1):
+        if self.sent >= 4 * 65536:
+            time.sleep(3600)
+        self.sent += 65536
+        return b"n" * 65536
+
+endpoint, bucket, key = sys.argv[1:4]
+store = S3SnapshotStore(bucket, endpoint_url=endpoint, region="us-east-1", access_key="testing",
+                        secret_key="testing", part_size=65536)
+store.put(key, Stalling())
+"""
+
+
+def uploads(store: S3SnapshotStore) -> list[str]:
+    listed = store._client.list_multipart_uploads(Bucket=store.bucket)
+    return sorted(u["Key"] for u in listed.get("Uploads", []))
+
+
+def kill_mid_upload(endpoint: str, store: S3SnapshotStore, key: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", KILLED_PUT, endpoint, store.bucket, key], cwd=root)
+    try:
+        deadline = time.monotonic() + 30
+        while key not in uploads(store) or not store._client.list_parts(
+            Bucket=store.bucket, Key=key, UploadId=_upload_id(store, key)
+        ).get("Parts"):
+            assert time.monotonic() < deadline, "child never started uploading"
+            assert child.poll() is None, "child exited early"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+
+
+def _upload_id(store: S3SnapshotStore, key: str) -> str:
+    listed = store._client.list_multipart_uploads(Bucket=store.bucket, Prefix=key)
+    return str(listed["Uploads"][0]["UploadId"])
+
+
+def test_incomplete_uploads_of_a_killed_put_are_aborted_once_stale(moto_endpoint: str) -> None:
+    store = make_s3_store(moto_endpoint)
+    mine, theirs = "prod/snapshots/sbx-1/3.tar.zst", "staging/snapshots/sbx-1/3.tar.zst"
+    kill_mid_upload(moto_endpoint, store, mine)
+    kill_mid_upload(moto_endpoint, store, theirs)
+    assert uploads(store) == [mine, theirs]
+
+    # Started after the cutoff: it might be a put still running, so it stays. (The cutoff is taken from
+    # what the server reports: moto stamps every upload with one fixed initiation time.)
+    listed = store._client.list_multipart_uploads(Bucket=store.bucket, Prefix=mine)
+    initiated = listed["Uploads"][0]["Initiated"]
+    assert store.remove_stale_uploads(initiated - timedelta(seconds=1), "prod/") == []
+    assert uploads(store) == [mine, theirs]
+
+    removed = store.remove_stale_uploads(datetime.now(UTC) + timedelta(seconds=1), "prod/")
+
+    assert len(removed) == 1 and removed[0].startswith(f"{mine} (multipart upload ")
+    # Only under the prefix: another deployment's upload is its own to abort.
+    assert uploads(store) == [theirs]
+    assert list(store.keys("prod/")) == []
+    assert store.remove_stale_uploads(datetime.now(UTC) + timedelta(seconds=1), "prod/") == []

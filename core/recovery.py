@@ -1,0 +1,226 @@
+"""The sweep: timers that fire, side effects re-driven past their lease, and leftovers removed.
+
+The sweep runs unattended (cron, the scheduler), so it works sandbox by sandbox: whatever one sandbox
+does wrong — a corrupt stream, a provider error, a bug — is reported with its id and the sweep goes on
+to the others. It never decides an outcome itself: it hands a transitional state to
+``SandboxService.drive``, the same code a command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
+
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.errors import ConcurrencyError
+from sandbox_lifecycle.core.projection import IDLE, LEASE, project
+from sandbox_lifecycle.events.records import CorruptStream, Deadline
+
+if TYPE_CHECKING:
+    from sandbox_lifecycle.core.service import SandboxService
+
+__all__ = ["RECONCILER", "SweepReport", "Sweeper"]
+
+log = logging.getLogger("sandbox_lifecycle")
+
+T = TypeVar("T")
+
+# The actor of the outcomes the sweep appends for side effects whose lease ran out: it decided them
+# from provider reality, not on behalf of whoever appended the intent (that actor is on the intent).
+RECONCILER = "reconciler"
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    fired: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _describe(sandbox_id: str, exc: BaseException) -> str:
+    if isinstance(exc, CorruptStream):
+        # Named by stream and version, so an operator can find and repair the one bad event.
+        return f"{sandbox_id}: skipped, {exc}"
+    text = str(exc).strip().splitlines()
+    return f"{sandbox_id}: {text[0] if text else type(exc).__name__}"
+
+
+class Sweeper:
+    """The sweep side of a SandboxService (its ``fire_due``, ``reconcile`` and ``sweep``)."""
+
+    def __init__(self, service: SandboxService) -> None:
+        self.s = service
+
+    # -------------------------------------------------------------------------------------- timers
+
+    def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
+        when = now or self.s.clock()
+        report = SweepReport()
+
+        def one(deadline: Deadline) -> None:
+            sid = deadline.sandbox_id
+            try:
+                if deadline.kind == LEASE:
+                    if self._recover(sid, when):
+                        report.recovered.append(sid)
+                elif self._fire(sid, deadline.kind, deadline.version, when):
+                    report.fired.append(f"{sid}:{deadline.kind}")
+            except Exception as exc:
+                # One sandbox's failure must not starve the others; its lease re-drives it later.
+                report.errors.append(_describe(sid, exc))
+                log.warning("timer %s of %s failed: %s", deadline.kind, sid, exc)
+
+        due = self.s.store.due_deadlines(when, limit=limit)
+        if self.s.sweep_workers <= 1 or len(due) <= 1:
+            for deadline in due:
+                one(deadline)
+        else:
+            # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
+            # sandboxes must not do them one after another.
+            with ThreadPoolExecutor(self.s.sweep_workers, thread_name_prefix="sweep") as pool:
+                list(pool.map(one, due))
+        return report
+
+    def _fire(self, sid: str, kind: str, seen_version: int, now: datetime) -> bool:
+        state = self.s.load(sid)
+        if state.version != seen_version:
+            return False  # moved on since the deadline was read; its new deadline is armed
+        cmd: sb.Command = (
+            sb.FireIdleTimeout(timeout=self.s.policy.idle_timeout)
+            if kind == IDLE
+            else sb.FireRetention(retention=self.s.policy.retention)
+        )
+        if not sb.decide(state, cmd, now):
+            # A stale timer (settings changed): re-arm from the current policy.
+            self.s.store.write_projection(project(state, self.s.policy))
+            return False
+        cid = uuid.uuid4().hex
+        try:
+            after = self.s._apply(state, cmd, correlation_id=cid, at=now)
+        except ConcurrencyError:
+            return False  # another scheduler won; exactly one transition happens
+        self.s.drive(after, cid, cmd.reason, at=now, actor=cmd.actor)
+        return True
+
+    # ------------------------------------------------------------------------------------ recovery
+
+    def _recover(self, sid: str, now: datetime) -> bool:
+        """Re-drive a side effect whose lease ran out, from what the provider really holds."""
+        state = self.s.load(sid)
+        if state.status not in lc.TRANSITIONAL or state.state_since is None:
+            return False
+        if now - state.state_since < self.s.policy.lease:
+            return False
+        log.info("recovering sandbox %s stuck in %s since %s", sid, state.status, state.state_since)
+        try:
+            self.s.drive(state, uuid.uuid4().hex, "recovery", at=now, recovery=True)
+        except ConcurrencyError:
+            return False  # its owner (or another sweep) recorded the outcome meanwhile
+        return True
+
+    def reconcile(self, now: datetime | None = None) -> SweepReport:
+        when = now or self.s.clock()
+        report = SweepReport()
+        for row in self.s.store.list_sandboxes():
+            if row.state in lc.TRANSITIONAL:
+                try:
+                    if self._recover(row.id, when):
+                        report.recovered.append(row.id)
+                except Exception as exc:
+                    report.errors.append(_describe(row.id, exc))
+        self._remove_orphans(report)
+        self._remove_stale_uploads(report)
+        return report
+
+    def sweep(self, now: datetime | None = None) -> SweepReport:
+        fired = self.fire_due(now)
+        rec = self.reconcile(now)
+        return SweepReport(
+            fired=fired.fired,
+            recovered=fired.recovered + rec.recovered,
+            removed=rec.removed,
+            # A corrupt stream met by both halves is one problem, reported once.
+            errors=list(dict.fromkeys(fired.errors + rec.errors)),
+        )
+
+    # ------------------------------------------------------------------------------------- orphans
+
+    @staticmethod
+    def _listed(report: SweepReport, what: str, items: Callable[[], Iterable[T]]) -> list[T]:
+        try:
+            return list(items())
+        except Exception as exc:
+            report.errors.append(f"orphan sweep: cannot list {what}: {exc}")
+            return []
+
+    def _remove_orphans(self, report: SweepReport) -> None:
+        provider, store = self.s.provider, self.s.store
+        # Listings are of this deployment only: another stack's instances never show up here, and a
+        # provider refuses (ForeignSandbox) to act on one that does under our name.
+        for inst in self._listed(report, "instances", lambda: provider.list_instances()):
+            try:
+                owner = store.get_sandbox(inst.sandbox_id)
+                orphan = (
+                    owner is None
+                    or owner.state == lc.EXPIRED
+                    or (owner.state == lc.SUSPENDED and inst.status == "running")
+                )
+                if orphan and self._still_orphan(inst.sandbox_id):
+                    provider.destroy(inst.sandbox_id, inst.ref)
+                    was = owner.state if owner else "unknown"
+                    msg = f"removed orphan instance {inst.ref} of sandbox {inst.sandbox_id} ({was})"
+                    log.info(msg)
+                    report.removed.append(msg)
+            except Exception as exc:
+                report.errors.append(_describe(inst.sandbox_id, exc))
+        for sid, snap in self._listed(report, "snapshots", lambda: provider.list_snapshots()):
+            try:
+                state = self.s.load(sid) if store.get_sandbox(sid) is not None else None
+                keep = (
+                    state is not None
+                    and state.status != lc.EXPIRED
+                    and snap.key in {state.snapshot_key, state.pending_snapshot_key}
+                )
+                if not keep:
+                    provider.delete_snapshot(snap)
+                    was = state.status if state else "unknown"
+                    msg = f"removed orphan snapshot {snap.key} of sandbox {sid} ({was})"
+                    log.info(msg)
+                    report.removed.append(msg)
+            except Exception as exc:
+                # A sandbox whose stream cannot be read keeps its snapshot: it may be the only copy.
+                report.errors.append(_describe(sid, exc))
+
+    def _still_orphan(self, sid: str) -> bool:
+        # Re-read right before removing: a create or resume may have committed since the listing.
+        row = self.s.store.get_sandbox(sid)
+        return row is None or row.state in (lc.EXPIRED, lc.SUSPENDED)
+
+    def _remove_stale_uploads(self, report: SweepReport) -> None:
+        """Remove what killed suspends left in the snapshot store (partial files, incomplete multipart
+        uploads), once they are older than the lease: a live suspend is never older than that, since
+        past it the sweep re-drives the suspend anyway.
+
+        Measured against the real clock, not the sweep's ``now``: a sweep run for a moment in the future
+        must not abort an upload in flight right now.
+        """
+        try:
+            # Looking the method up may build a lazily built provider, which can fail like any call.
+            remove = getattr(self.s.provider, "remove_stale_uploads", None)
+            if remove is None:
+                return  # this provider keeps no uploads of its own (E2B pauses the instance itself)
+            removed = remove(self.s.clock() - self.s.policy.lease)
+        except Exception as exc:
+            report.errors.append(f"stale uploads: {exc}")
+            return
+        for name in removed:
+            msg = f"removed stale upload {name}"
+            log.info(msg)
+            report.removed.append(msg)
