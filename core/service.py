@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import (
     ConcurrencyError,
     ForeignSandbox,
+    InvalidTransition,
     ProviderLost,
     SandboxBusy,
     SandboxError,
@@ -56,6 +58,16 @@ _MAX_RACES = 5
 _POLL_FIRST, _POLL_MAX = 0.05, 1.0
 # The expiry reason of a sandbox whose provider instance belongs to another deployment.
 FOREIGN = "foreign_deployment"
+# A call in flight (an exec, a file transfer) is activity: it is recorded every idle timeout / 3, so two
+# beats can be missed before the timer would fire, and a crashed process stops beating (the timer then
+# takes over). Not more often than this, whatever the idle timeout.
+_HEARTBEAT_MIN_S = 0.5
+# The reason of the activity a heartbeat records, telling it apart from a call's own in the history.
+HEARTBEAT_REASON = "command_running"
+# A heartbeat outlives no call by more than this: past an exec's timeout the provider has killed it.
+_HEARTBEAT_GRACE_S = 60.0
+# File calls carry no timeout of their own; their heartbeat stops after this at the latest.
+_FILE_CALL_BEAT_S = 3600.0
 
 
 def utcnow() -> datetime:
@@ -456,8 +468,61 @@ class SandboxService:
             return self.drive(state, cid, reason, actor=who)
         raise SandboxBusy(sandbox_id, "contended", "too many concurrent writers")
 
-    def _on_live(self, sandbox_id: str, call: Callable[[str], T], wait: float | None = None) -> T:
-        """Record activity, then run ``call(provider_ref)`` on the live sandbox.
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between the activity records of a call in flight (see ``_heartbeat``)."""
+        return max(_HEARTBEAT_MIN_S, self.policy.idle_timeout.total_seconds() / 3)
+
+    @contextmanager
+    def _heartbeat(self, sandbox_id: str, bound: float) -> Iterator[None]:
+        """While the block runs, record activity every ``heartbeat_interval``, for at most ``bound`` s.
+
+        A long exec is not idleness: without this, an idle timer armed at the exec's start fires while
+        the command still runs, and the suspend kills it. Each beat is the same coalesced ``Touch`` as
+        a call's own, so a beat younger than ``policy.activity_window`` after another records nothing,
+        and the history gets at most one ActivityRecorded per interval. The beats live in this process:
+        if it dies, they stop and the idle timer takes over. The thread is stopped (and joined) as soon
+        as the block is left.
+        """
+        stop = threading.Event()
+        interval = self.heartbeat_interval
+        window = self.policy.activity_window
+        give_up = time.monotonic() + bound
+
+        def beat() -> None:
+            while not stop.wait(min(interval, max(0.0, give_up - time.monotonic()))):
+                if time.monotonic() >= give_up:
+                    return
+                try:
+                    self._run(
+                        sandbox_id,
+                        lambda s: sb.Touch(window=window, actor=self.actor, reason=HEARTBEAT_REASON),
+                    )
+                except (InvalidTransition, SandboxExpired, SandboxNotFound):
+                    return  # suspended, destroyed or lost meanwhile: nothing left to keep awake
+                except Exception as exc:  # a store hiccup: the next beat tries again
+                    log.debug("heartbeat of sandbox %s failed: %s", sandbox_id, exc)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{sandbox_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            # A beat in flight is one short append; waiting for it keeps a beat from landing after the
+            # call's outcome (a MarkLost, the caller's next step).
+            thread.join(10.0)
+
+    def _on_live(
+        self,
+        sandbox_id: str,
+        call: Callable[[str], T],
+        wait: float | None = None,
+        *,
+        busy_for: float = _FILE_CALL_BEAT_S,
+    ) -> T:
+        """Record activity, then run ``call(provider_ref)`` on the live sandbox, recording activity
+        while it runs (a heartbeat, for at most ``busy_for`` seconds).
 
         If the provider says the sandbox is gone (a container removed behind our back), the sandbox is
         marked lost at once instead of pretending to be idle until a timer trips over it.
@@ -469,7 +534,8 @@ class SandboxService:
             state = self._apply(state, sb.Touch(window=self.policy.activity_window, actor=self.actor))
         assert state.provider_ref is not None
         try:
-            return call(state.provider_ref)
+            with self._heartbeat(state.id, busy_for):
+                return call(state.provider_ref)
         except ProviderLost as exc:
             try:
                 self._apply(state, sb.MarkLost(detail=str(exc), actor=self.actor))
@@ -493,10 +559,13 @@ class SandboxService:
     ) -> ExecResult:
         """Run ``command`` (an argv list, or a string run by ``bash -lc``), resuming the sandbox if it is
         suspended and waiting (up to ``wait`` seconds, default ``busy_wait``) for another caller's
-        resume or create to finish."""
+        resume or create to finish. While it runs it counts as activity (the idle timer waits)."""
         argv = _argv(command)
         return self._on_live(
-            sandbox_id, lambda ref: self.provider.exec(ref, argv, timeout=timeout, env=env, cwd=cwd), wait
+            sandbox_id,
+            lambda ref: self.provider.exec(ref, argv, timeout=timeout, env=env, cwd=cwd),
+            wait,
+            busy_for=timeout + _HEARTBEAT_GRACE_S,
         )
 
     def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
