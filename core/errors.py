@@ -7,6 +7,7 @@ from datetime import datetime
 from sandbox_lifecycle.events.records import ConcurrencyError, DatabaseLocked, StoreError
 
 __all__ = [
+    "CommandFailed",
     "ConcurrencyError",
     "ConfigError",
     "DatabaseLocked",
@@ -123,10 +124,56 @@ class SideEffectFailed(ProviderError):
 
 
 class ExecTimeout(ProviderError):
-    def __init__(self, command: str, timeout: float) -> None:
+    """The command outlived its timeout and was killed. What it printed until then is kept (bounded like
+    an ExecResult's output: ``truncated`` says the bound cut it); streaming callbacks got all of it."""
+
+    def __init__(
+        self,
+        command: str,
+        timeout: float,
+        stdout_bytes: bytes = b"",
+        stderr_bytes: bytes = b"",
+        truncated: bool = False,
+    ) -> None:
         self.command = command
         self.timeout = timeout
+        self.stdout_bytes = stdout_bytes
+        self.stderr_bytes = stderr_bytes
+        self.truncated = truncated
         super().__init__(f"command {command!r} timed out after {timeout:g}s and was killed")
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", errors="replace")
+
+
+class CommandFailed(SandboxError):
+    """``exec(..., check=True)`` of a command that exited non-zero. Not a ProviderError: the sandbox and
+    the provider worked, the command failed; its output is attached (bounded like the ExecResult's)."""
+
+    def __init__(
+        self, exit_code: int, stderr: bytes | str, *, command: str = "", stdout: bytes = b""
+    ) -> None:
+        self.exit_code = exit_code
+        self.stderr_bytes = stderr.encode() if isinstance(stderr, str) else stderr
+        self.stdout_bytes = stdout
+        self.command = command
+        lines = self.stderr.strip().splitlines()
+        what = f"command {command!r}" if command else "command"
+        tail = f": {lines[-1]}" if lines else ""
+        super().__init__(f"{what} exited with status {exit_code}{tail}")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", errors="replace")
 
 
 class SnapshotNotFound(ProviderLost):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
@@ -105,6 +105,10 @@ class SnapshotInfo:
     bytes: int | None
 
 
+# Receives an exec's output as it arrives, one chunk of bytes at a time (see SandboxProvider.exec).
+OutputCallback = Callable[[bytes], None]
+
+
 @dataclass(frozen=True, slots=True)
 class ExecResult:
     """What a command printed, as the bytes it wrote: binary output survives; text is decoded at the edge."""
@@ -151,8 +155,20 @@ class SandboxProvider(Protocol):
         timeout: float,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
-        """Run a command; raises ExecTimeout after killing it when it outlives ``timeout``."""
+        """Run a command; raises ExecTimeout after killing it when it outlives ``timeout``.
+
+        ``on_stdout``/``on_stderr`` get every chunk of output as it arrives, in order per stream, from a
+        thread of the provider's (keep them quick: a slow callback slows the command's output). The
+        result keeps at most ``max_output_bytes`` of each stream (None: the provider's configured
+        bound) and sets ``truncated`` when it cut some; the callbacks got all of it. The ExecTimeout
+        carries the (bounded) output printed before the kill. A callback that raises gets no further
+        chunks and its error is raised once the command has ended. (Use
+        ``sandbox_lifecycle.core.streaming.OutputCollector``.)
+        """
         ...
 
     def write_file(self, ref: str, path: str, data: bytes) -> None: ...

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core.async_service import AsyncSandboxService, AsyncTurn, AsyncTurnHandle
 from sandbox_lifecycle.core.errors import (
+    CommandFailed,
     ConcurrencyError,
     ConfigError,
     ExecTimeout,
@@ -106,6 +107,7 @@ __all__ = [
     "AsyncSandboxService",
     "AsyncTurn",
     "AsyncTurnHandle",
+    "CommandFailed",
     "ConcurrencyError",
     "ConfigError",
     "ExecResult",

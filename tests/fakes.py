@@ -6,6 +6,7 @@ driven fast and deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -15,14 +16,17 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
-from sandbox_lifecycle.core.errors import ConcurrencyError, ExecTimeout, ForeignSandbox, ProviderLost
+from sandbox_lifecycle.core.errors import ConcurrencyError, ForeignSandbox, ProviderLost
 from sandbox_lifecycle.core.kinds import HOME, kind_spec
-from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.core.ports import ExecResult, OutputCallback, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.core.streaming import OutputCollector
 from sandbox_lifecycle.events.records import (
     AppendResult,
     Deadline,
@@ -266,6 +270,8 @@ class FakeProvider:
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, Exception] = {}
         self._serial = itertools.count(1)
+        # The in-memory bound of an exec's output per stream, as DockerLimits.max_output_bytes.
+        self.max_output_bytes = 1024**2
 
     def _call(self, op: str, sid: str) -> None:
         self.calls.append((op, sid))
@@ -387,11 +393,16 @@ class FakeProvider:
         timeout: float,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
         inst = self._inst(ref)
         self._call("exec", inst.sandbox_id)
         workdir = self._host(inst, cwd or kind_spec(inst.kind).workdir, allow_home=True)
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(inst.home), **(env or {})}
+        limit = self.max_output_bytes if max_output_bytes is None else max_output_bytes
+        output = OutputCollector(limit, on_stdout, on_stderr)
         # Its own session, so a timeout kills everything the command started, as the real ones do.
         try:
             proc = subprocess.Popen(
@@ -404,14 +415,32 @@ class FakeProvider:
             )
         except FileNotFoundError:
             # What a shell in the sandbox answers for a command that is not there.
-            return ExecResult(127, b"", f"{command[0]}: command not found\n".encode())
+            output.add_stderr(f"{command[0]}: command not found\n".encode())
+            return output.result(127)
+        assert proc.stdout is not None and proc.stderr is not None
+        # One reader per pipe hands each chunk on as it is written, as the real providers stream.
+        readers = [
+            threading.Thread(target=_pump, args=(proc.stdout, output.add_stdout), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, output.add_stderr), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + timeout
         try:
-            out, err = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
+            # Like communicate(): done once the pipes close, which a background child may delay.
+            for reader in readers:
+                reader.join(max(0.0, deadline - time.monotonic()))
+            if any(r.is_alive() for r in readers):
+                raise subprocess.TimeoutExpired(list(command), timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise ExecTimeout(" ".join(command), timeout) from None
-        return ExecResult(proc.returncode, out, err)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            for reader in readers:
+                reader.join(5)
+            raise output.timed_out(" ".join(command), timeout) from None
+        return output.result(proc.returncode)
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
         target = self._host(self._inst(ref), path)
@@ -428,6 +457,13 @@ class FakeProvider:
         if not inside:
             raise ValueError(f"path {path!r} is outside the sandbox home {HOME}")
         return inst.home / posixpath.relpath(absolute, HOME)
+
+
+def _pump(pipe: IO[bytes], add: Callable[[bytes], None]) -> None:
+    with pipe:
+        # A raw read returns what is there as soon as there is some, not a full buffer.
+        while chunk := os.read(pipe.fileno(), 65536):
+            add(chunk)
 
 
 def _excluded(src: Path, patterns: Sequence[str]) -> Callable[[str, list[str]], set[str]]:

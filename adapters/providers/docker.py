@@ -53,14 +53,20 @@ from sandbox_lifecycle.adapters.snapshots.archive import (
     restore_stream,
 )
 from sandbox_lifecycle.core.errors import (
-    ExecTimeout,
     ForeignSandbox,
     ProviderError,
     ProviderLost,
     ProviderRefused,
 )
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
-from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo, SnapshotStore
+from sandbox_lifecycle.core.ports import (
+    ExecResult,
+    OutputCallback,
+    ProviderInstance,
+    SnapshotInfo,
+    SnapshotStore,
+)
+from sandbox_lifecycle.core.streaming import OutputCollector
 
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_KIND = "sandbox-lifecycle.kind"
@@ -351,6 +357,9 @@ class DockerProvider:
         timeout: float,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
         if not command:
             raise ValueError("exec needs a command")
@@ -376,7 +385,8 @@ class DockerProvider:
             ]
             stream = api.exec_start(exec_id, stream=True, demux=True)
 
-        output = _BoundedOutput(self._limits.max_output_bytes)
+        limit = self._limits.max_output_bytes if max_output_bytes is None else max_output_bytes
+        output = _BoundedOutput(limit, on_stdout, on_stderr)
         # A worker reads the stream so this thread can keep the deadline; the stream only yields when
         # the command writes, so a silent command would otherwise block us forever.
         reader = threading.Thread(
@@ -389,15 +399,10 @@ class DockerProvider:
             reader.join(_DRAIN_AFTER_KILL_S)
             if reader.is_alive():  # something escaped the kill and holds the stream open: stop reading
                 stream.close()
-            raise ExecTimeout(shlex.join(command), timeout)
+            raise output.timed_out(shlex.join(command), timeout)
         if output.error is not None:
             raise self._mapped(output.error, "exec", ref)
-        return ExecResult(
-            exit_code=self._exit_code(exec_id),
-            stdout_bytes=bytes(output.stdout),
-            stderr_bytes=bytes(output.stderr),
-            truncated=output.truncated,
-        )
+        return output.result(self._exit_code(exec_id))
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
         full = self._resolve(ref, path)
@@ -868,33 +873,24 @@ class _NameTaken(ProviderError):
     """Another container holds the name ``sbx-<id>`` (typically a concurrent create)."""
 
 
-class _BoundedOutput:
-    """Collects an exec's demultiplexed output, keeping at most ``limit`` bytes of each stream."""
+class _BoundedOutput(OutputCollector):
+    """Collects an exec's demultiplexed output, keeping at most ``limit`` bytes of each stream and
+    handing every frame to the callbacks as it is read (in the reader thread)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self.truncated = False
+    def __init__(
+        self, limit: int, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+    ) -> None:
+        super().__init__(limit, on_stdout, on_stderr)
         self.error: BaseException | None = None
 
     def drain(self, frames: Iterator[tuple[bytes | None, bytes | None]]) -> None:
+        # Past the limit the rest is still read (and streamed), so the command never blocks on a full pipe.
         try:
             for out, err in frames:
-                self._keep(self.stdout, out)
-                self._keep(self.stderr, err)
+                self.add_stdout(out)
+                self.add_stderr(err)
         except Exception as exc:  # handed to the caller's thread
             self.error = exc
-
-    def _keep(self, buffer: bytearray, data: bytes | None) -> None:
-        if not data:
-            return
-        room = self.limit - len(buffer)
-        if len(data) > room:
-            self.truncated = True
-        # Past the limit the rest is read and dropped, so the command is never blocked on a full pipe.
-        if room > 0:
-            buffer += data[:room]
 
 
 def _labels(container: Mapping[str, Any]) -> dict[str, str]:

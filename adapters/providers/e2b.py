@@ -67,13 +67,13 @@ from sandbox_lifecycle.adapters.settings import (
     package_version,
 )
 from sandbox_lifecycle.core.errors import (
-    ExecTimeout,
     ForeignSandbox,
     ProviderError,
     ProviderLost,
 )
 from sandbox_lifecycle.core.kinds import HOME, KINDS, kind_spec
-from sandbox_lifecycle.core.ports import ExecResult, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.core.ports import ExecResult, OutputCallback, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.core.streaming import OutputCollector
 
 __all__ = [
     "DEFAULT_EGRESS_ALLOW",
@@ -131,30 +131,6 @@ def _provider_error(message: str, error: BaseException) -> ProviderError:
     # A 4xx (bad template, wrong key) will fail the same way again; the caller should not retry it.
     wrapped.retryable = _transient(error)
     return wrapped
-
-
-class _CappedText:
-    """Accumulates streamed output up to ``limit`` UTF-8 bytes; the rest is counted as truncated."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._size = 0
-        self._parts: list[str] = []
-        self.truncated = False
-
-    def add(self, text: str) -> None:
-        if self.truncated:
-            return
-        encoded = text.encode()
-        room = self._limit - self._size
-        if len(encoded) > room:
-            encoded = encoded[:room]
-            self.truncated = True
-        self._parts.append(encoded.decode(errors="ignore"))
-        self._size += len(encoded)
-
-    def text(self) -> str:
-        return "".join(self._parts)
 
 
 @dataclass
@@ -295,14 +271,18 @@ class E2BProvider:
         timeout: float,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
         if timeout <= 0:
             raise ValueError(f"exec timeout must be positive, got {timeout!r}")
         handle = self._handle(ref)
         cmd = shlex.join(command)
         workdir = cwd or (KINDS[handle.kind].workdir if handle.kind in KINDS else None)
-        out = _CappedText(self._settings.max_output_bytes)
-        err = _CappedText(self._settings.max_output_bytes)
+        limit = self._settings.max_output_bytes if max_output_bytes is None else max_output_bytes
+        # The SDK hands over decoded text as each process event arrives (in its reading thread).
+        output = OutputCollector(limit, on_stdout, on_stderr)
         try:
             # Started in the background so we hold the pid: E2B's `timeout` only drops our stream, the
             # command would run on in the sandbox unless we kill it.
@@ -326,7 +306,10 @@ class E2BProvider:
         except SandboxException as e:
             raise _provider_error(f"E2B sandbox {ref} refused to run {cmd!r}", e) from e
         try:
-            process.wait(on_stdout=out.add, on_stderr=err.add)
+            process.wait(
+                on_stdout=lambda text: output.add_stdout(text.encode()),
+                on_stderr=lambda text: output.add_stderr(text.encode()),
+            )
             exit_code = 0
         except CommandExitException as e:
             exit_code = e.exit_code
@@ -343,15 +326,10 @@ class E2BProvider:
                     f"command {cmd!r} timed out after {timeout:g}s in E2B sandbox {ref} and could not be "
                     f"killed ({_describe(kill_error)}); it may still be running"
                 ) from e
-            raise ExecTimeout(cmd, timeout) from e
+            raise output.timed_out(cmd, timeout) from e
         except SandboxException as e:
             raise _provider_error(f"running {cmd!r} in E2B sandbox {ref} failed", e) from e
-        return ExecResult(
-            exit_code=exit_code,
-            stdout_bytes=out.text().encode(),
-            stderr_bytes=err.text().encode(),
-            truncated=out.truncated or err.truncated,
-        )
+        return output.result(exit_code)
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
         handle = self._handle(ref)

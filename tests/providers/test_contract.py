@@ -113,6 +113,105 @@ def test_exec_timeout_raises_and_kills_the_command(harness: Harness) -> None:
     assert harness.provider.exec(ref, ["echo", "alive"], timeout=20).stdout == "alive\n"
 
 
+# ------------------------------------------------------------------------------------------- streaming
+
+
+class _Chunks:
+    """What the callbacks received, with when."""
+
+    def __init__(self) -> None:
+        self.out: list[tuple[float, bytes]] = []
+        self.err: list[tuple[float, bytes]] = []
+
+    def on_stdout(self, chunk: bytes) -> None:
+        assert isinstance(chunk, bytes)
+        self.out.append((time.monotonic(), chunk))
+
+    def on_stderr(self, chunk: bytes) -> None:
+        assert isinstance(chunk, bytes)
+        self.err.append((time.monotonic(), chunk))
+
+    @property
+    def stdout(self) -> bytes:
+        return b"".join(c for _, c in self.out)
+
+    @property
+    def stderr(self) -> bytes:
+        return b"".join(c for _, c in self.err)
+
+
+def test_exec_streams_the_output_to_the_callbacks(harness: Harness) -> None:
+    ref = _running(harness, harness.new_id())
+    seen = _Chunks()
+
+    result = harness.provider.exec(
+        ref,
+        ["sh", "-c", "echo out; echo err >&2; echo more; exit 3"],
+        timeout=20,
+        on_stdout=seen.on_stdout,
+        on_stderr=seen.on_stderr,
+    )
+
+    assert (result.exit_code, result.stdout, result.stderr, result.truncated) == (
+        3,
+        "out\nmore\n",
+        "err\n",
+        False,
+    )
+    assert (seen.stdout, seen.stderr) == (b"out\nmore\n", b"err\n")
+
+
+def test_a_line_reaches_on_stdout_while_the_command_still_runs(harness: Harness) -> None:
+    ref = _running(harness, harness.new_id())
+    seen = _Chunks()
+
+    result = harness.provider.exec(
+        ref, ["sh", "-c", "echo a; sleep 2; echo b"], timeout=20, on_stdout=seen.on_stdout
+    )
+    returned = time.monotonic()
+
+    assert result.exit_code == 0 and seen.stdout == b"a\nb\n"
+    first = next(at for at, chunk in seen.out if chunk.startswith(b"a"))
+    # The 'a' was handed over as it was printed, not when the command ended two seconds later.
+    assert returned - first >= 1.5
+
+
+def test_output_past_the_bound_is_truncated_in_the_result_but_streamed_whole(harness: Harness) -> None:
+    ref = _running(harness, harness.new_id())
+    seen = _Chunks()
+
+    result = harness.provider.exec(
+        ref,
+        ["sh", "-c", "head -c 5000 /dev/zero | tr '\\0' x; echo e >&2"],
+        timeout=20,
+        on_stdout=seen.on_stdout,
+        on_stderr=seen.on_stderr,
+        max_output_bytes=100,
+    )
+
+    assert result.exit_code == 0 and result.truncated
+    assert result.stdout_bytes == b"x" * 100 and result.stderr_bytes == b"e\n"
+    assert seen.stdout == b"x" * 5000 and seen.stderr == b"e\n"
+
+
+def test_a_timeout_keeps_the_output_printed_before_it(harness: Harness) -> None:
+    ref = _running(harness, harness.new_id())
+    seen = _Chunks()
+
+    with pytest.raises(ExecTimeout) as raised:
+        harness.provider.exec(
+            ref,
+            ["sh", "-c", "echo before; echo warn >&2; sleep 5; echo after"],
+            timeout=1.5,
+            on_stdout=seen.on_stdout,
+            on_stderr=seen.on_stderr,
+        )
+
+    assert (raised.value.stdout_bytes, raised.value.stderr_bytes) == (b"before\n", b"warn\n")
+    assert raised.value.stdout == "before\n" and not raised.value.truncated
+    assert (seen.stdout, seen.stderr) == (b"before\n", b"warn\n")
+
+
 # ----------------------------------------------------------------------------------------------- files
 
 
