@@ -35,17 +35,19 @@ import asyncio
 import builtins
 import contextvars
 import functools
+import inspect
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from sandbox_lifecycle.core.ports import ExecResult
+from sandbox_lifecycle.core.ports import ExecResult, OutputCallback
 from sandbox_lifecycle.core.replay import HistoryEntry
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
+from sandbox_lifecycle.core.streaming import STDOUT, AsyncExecStream
 from sandbox_lifecycle.events.records import SandboxRow
 
 log = logging.getLogger("sandbox_lifecycle")
@@ -55,6 +57,24 @@ T = TypeVar("T")
 
 # Enough for every turn of a busy backend replica to have one exec in flight; each idle thread is cheap.
 DEFAULT_MAX_WORKERS = 64
+
+# An output callback of the async face: a plain function or a coroutine function, called on the loop.
+AsyncOutputCallback = Callable[[bytes], Awaitable[None] | None]
+
+
+async def _deliver(
+    stream: AsyncExecStream, on_stdout: AsyncOutputCallback | None, on_stderr: AsyncOutputCallback | None
+) -> ExecResult:
+    """Feed the stream's chunks to the callbacks on the loop, one at a time and in order; a coroutine
+    callback is awaited before the next chunk (it paces the command's output, never the loop)."""
+    async with stream:
+        async for name, chunk in stream:
+            callback = on_stdout if name == STDOUT else on_stderr
+            if callback is not None:
+                returned = callback(chunk)
+                if inspect.isawaitable(returned):
+                    await returned
+        return stream.result
 
 
 async def _settle(future: asyncio.Future[Any]) -> bool:
@@ -182,16 +202,84 @@ class AsyncSandboxService:
     async def exec(
         self,
         sandbox_id: str,
-        command: Sequence[str],
+        command: Sequence[str] | str,
         *,
         timeout: float = 300.0,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        wait: float | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
     ) -> ExecResult:
-        """Run a command; cancelling the awaiting task does not stop it (see the module docstring)."""
-        return await self._call_exec(
-            self._service.exec, sandbox_id, command, timeout=timeout, env=env, cwd=cwd
+        """Run a command; cancelling the awaiting task does not stop it (see the module docstring).
+
+        ``on_stdout``/``on_stderr`` run on the event loop, never in a worker thread, so they may touch
+        loop objects (a websocket, a queue); they may be coroutine functions, awaited chunk by chunk.
+        Keep plain ones quick: they run on the loop. The rest is as :meth:`SandboxService.exec`.
+        """
+        if on_stdout is None and on_stderr is None:
+            return await self._call_exec(
+                self._service.exec,
+                sandbox_id,
+                command,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+                wait=wait,
+                max_output_bytes=max_output_bytes,
+                check=check,
+            )
+        stream = self.exec_stream(
+            sandbox_id,
+            command,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
+            wait=wait,
+            max_output_bytes=max_output_bytes,
+            check=check,
         )
+        return await _deliver(stream, on_stdout, on_stderr)
+
+    def exec_stream(
+        self,
+        sandbox_id: str,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        wait: float | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
+    ) -> AsyncExecStream:
+        """``async for stream, chunk in service.exec_stream(id, cmd): ...``, then ``.result``.
+
+        The command starts with the first iteration, in the exec pool; at most a few chunks wait for a
+        slow consumer (the command's output is held back, not buffered). Leaving the loop early stops
+        the delivery; the command runs on until it exits or times out.
+        """
+        return self._stream(
+            functools.partial(
+                self._service.exec,
+                sandbox_id,
+                command,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+                wait=wait,
+                max_output_bytes=max_output_bytes,
+                check=check,
+            )
+        )
+
+    def _stream(self, exec_: Callable[..., ExecResult]) -> AsyncExecStream:
+        def run(on_stdout: OutputCallback, on_stderr: OutputCallback) -> ExecResult:
+            return exec_(on_stdout=on_stdout, on_stderr=on_stderr)
+
+        return AsyncExecStream(run, lambda fn: self._submit_to(self._exec_executor, fn))
 
     async def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
         await self._call(self._service.write_file, sandbox_id, path, data)
@@ -317,10 +405,49 @@ class AsyncTurnHandle:
         timeout: float = 300.0,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
     ) -> ExecResult:
-        """Run a command (a string runs under ``bash -lc``); cancellation: see the module docstring."""
-        return await self._service._call_exec(
-            self._open(self._handle.exec), command, timeout=timeout, env=env, cwd=cwd
+        """Run a command (a string runs under ``bash -lc``); cancellation: see the module docstring.
+        Callbacks run on the loop (plain or coroutine functions): see :meth:`AsyncSandboxService.exec`."""
+        if on_stdout is None and on_stderr is None:
+            return await self._service._call_exec(
+                self._open(self._handle.exec),
+                command,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+                max_output_bytes=max_output_bytes,
+                check=check,
+            )
+        stream = self.exec_stream(
+            command, timeout=timeout, env=env, cwd=cwd, max_output_bytes=max_output_bytes, check=check
+        )
+        return await _deliver(stream, on_stdout, on_stderr)
+
+    def exec_stream(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
+    ) -> AsyncExecStream:
+        """``async for stream, chunk in sbx.exec_stream(cmd): ...``; see AsyncSandboxService.exec_stream."""
+        return self._service._stream(
+            functools.partial(
+                self._open(self._handle.exec),
+                command,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+                max_output_bytes=max_output_bytes,
+                check=check,
+            )
         )
 
     async def write_file(self, path: str, data: bytes | str) -> None:

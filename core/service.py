@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
+import shlex
 import threading
 import time
 import uuid
@@ -20,11 +21,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import (
+    CommandFailed,
     ConcurrencyError,
     ForeignSandbox,
     InvalidTransition,
@@ -38,10 +40,11 @@ from sandbox_lifecycle.core.errors import (
 )
 from sandbox_lifecycle.core.git import Git
 from sandbox_lifecycle.core.kinds import kind_spec
-from sandbox_lifecycle.core.ports import EventStore, ExecResult, SandboxProvider, SnapshotInfo
+from sandbox_lifecycle.core.ports import EventStore, ExecResult, OutputCallback, SandboxProvider, SnapshotInfo
 from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
 from sandbox_lifecycle.core.replay import HistoryEntry, history
+from sandbox_lifecycle.core.streaming import ExecStream
 from sandbox_lifecycle.events.codec import decode, encode
 from sandbox_lifecycle.events.records import SandboxRow
 
@@ -556,16 +559,72 @@ class SandboxService:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         wait: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
     ) -> ExecResult:
         """Run ``command`` (an argv list, or a string run by ``bash -lc``), resuming the sandbox if it is
         suspended and waiting (up to ``wait`` seconds, default ``busy_wait``) for another caller's
-        resume or create to finish. While it runs it counts as activity (the idle timer waits)."""
+        resume or create to finish. While it runs it counts as activity (the idle timer waits).
+
+        ``on_stdout``/``on_stderr`` receive the output as it arrives, in ``bytes`` chunks, from a
+        provider thread. The result keeps at most ``max_output_bytes`` per stream (default: the
+        provider's bound, 1 MiB) with ``truncated`` set past it; the callbacks get everything. A timeout
+        raises ExecTimeout carrying the output printed until the kill; ``check=True`` raises
+        CommandFailed for a non-zero exit.
+        """
         argv = _argv(command)
-        return self._on_live(
+        # Only the options asked for reach the provider: one written against the port before streaming
+        # keeps working for callers who do not stream.
+        stream: dict[str, Any] = {}
+        if on_stdout is not None:
+            stream["on_stdout"] = on_stdout
+        if on_stderr is not None:
+            stream["on_stderr"] = on_stderr
+        if max_output_bytes is not None:
+            if max_output_bytes < 0:
+                raise ValueError(f"max_output_bytes must be >= 0, got {max_output_bytes!r}")
+            stream["max_output_bytes"] = max_output_bytes
+        result = self._on_live(
             sandbox_id,
-            lambda ref: self.provider.exec(ref, argv, timeout=timeout, env=env, cwd=cwd),
+            lambda ref: self.provider.exec(ref, argv, timeout=timeout, env=env, cwd=cwd, **stream),
             wait,
             busy_for=timeout + _HEARTBEAT_GRACE_S,
+        )
+        if check and result.exit_code != 0:
+            raise CommandFailed(
+                result.exit_code, result.stderr_bytes, command=shlex.join(argv), stdout=result.stdout_bytes
+            )
+        return result
+
+    def exec_stream(
+        self,
+        sandbox_id: str,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        wait: float | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
+    ) -> ExecStream:
+        """``for stream, chunk in service.exec_stream(id, cmd): ...`` (``stream`` is "stdout" or
+        "stderr"), then ``.result``; see :class:`~sandbox_lifecycle.core.streaming.ExecStream`."""
+        return ExecStream(
+            lambda out, err: self.exec(
+                sandbox_id,
+                command,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+                wait=wait,
+                on_stdout=out,
+                on_stderr=err,
+                max_output_bytes=max_output_bytes,
+                check=check,
+            )
         )
 
     def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:
@@ -669,8 +728,44 @@ class TurnHandle:
         timeout: float = 300.0,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
     ) -> ExecResult:
-        return self.service.exec(self.id, command, timeout=timeout, env=env, cwd=cwd)
+        """See :meth:`SandboxService.exec`."""
+        return self.service.exec(
+            self.id,
+            command,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            max_output_bytes=max_output_bytes,
+            check=check,
+        )
+
+    def exec_stream(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 300.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        max_output_bytes: int | None = None,
+        check: bool = False,
+    ) -> ExecStream:
+        """``for stream, chunk in sbx.exec_stream(cmd): ...``; see :meth:`SandboxService.exec_stream`."""
+        return self.service.exec_stream(
+            self.id,
+            command,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
+            max_output_bytes=max_output_bytes,
+            check=check,
+        )
 
     def write_file(self, path: str, data: bytes | str) -> None:
         self.service.write_file(self.id, path, data.encode() if isinstance(data, str) else data)

@@ -371,17 +371,19 @@ def test_an_error_in_the_body_propagates_and_the_turn_suspends(
 
 
 def test_every_verb_of_the_sync_service_is_awaitable_with_the_same_parameters() -> None:
-    # `load` returns the domain's internal state: not part of the public surface.
+    # `load` returns the domain's internal state and `drive` sequences a side effect: not part of the
+    # public surface; `sandbox_id_for_key` is a pure function. `turn` and `exec_stream` return objects
+    # (an async context manager, an async iterator), checked for their parameters below.
     sync_verbs = {
         name for name, _ in inspect.getmembers(SandboxService, inspect.isfunction) if not name.startswith("_")
-    } - {"load", "turn"}
+    } - {"load", "turn", "drive", "sandbox_id_for_key", "exec_stream"}
     async_verbs = {
         name
         for name, fn in inspect.getmembers(AsyncSandboxService, inspect.iscoroutinefunction)
         if not name.startswith("_") and name != "aclose"
     }
     assert async_verbs == sync_verbs
-    for name in sorted(sync_verbs | {"turn"}):
+    for name in sorted(sync_verbs | {"turn", "exec_stream"}):
         want = inspect.signature(getattr(SandboxService, name)).parameters
         got = inspect.signature(getattr(AsyncSandboxService, name)).parameters
         assert [(p.name, p.kind, p.default) for p in got.values()] == [
@@ -443,3 +445,51 @@ def test_the_scheduler_runs_in_an_asyncio_lifespan(fake_e2b: FakeE2B, clean_sqli
             return await service.get(row.id)
 
     assert asyncio.run(main()).state == "suspended"
+
+
+# -------------------------------------------------------------------------------------- streaming
+
+
+def test_async_streaming_delivers_chunks_as_they_come_without_blocking_the_loop(world: World) -> None:
+    async def main() -> tuple[Any, float, float]:
+        async with AsyncSandboxService(world.service, max_workers=4) as service:
+
+            async def turn() -> Any:
+                async with service.turn(conversation(), "data-app") as sbx:
+                    # The iterator form: the 'a' arrives while the command still sleeps.
+                    arrivals: list[tuple[float, str, bytes]] = []
+                    stream = sbx.exec_stream("echo a; sleep 2; echo b >&2; exit 3")
+                    async for name, chunk in stream:
+                        arrivals.append((time.monotonic(), name, chunk))
+                    ended = time.monotonic()
+                    assert stream.result.exit_code == 3
+                    assert [(n, c) for _, n, c in arrivals] == [("stdout", b"a\n"), ("stderr", b"b\n")]
+                    assert ended - arrivals[0][0] >= 1.5
+
+                    # Callbacks: plain functions and coroutine functions, both run on the loop.
+                    loop_thread = threading.get_ident()
+                    out: list[bytes] = []
+                    err: list[bytes] = []
+
+                    def on_out(chunk: bytes) -> None:
+                        assert threading.get_ident() == loop_thread
+                        out.append(chunk)
+
+                    async def on_err(chunk: bytes) -> None:
+                        await asyncio.sleep(0)
+                        err.append(chunk)
+
+                    result = await sbx.exec(
+                        ["sh", "-c", "echo x; echo y >&2"], on_stdout=on_out, on_stderr=on_err
+                    )
+                    assert (result.stdout, b"".join(out), b"".join(err)) == ("x\n", b"x\n", b"y\n")
+                    with pytest.raises(sandbox_lifecycle.CommandFailed) as failed:
+                        await service.exec(sbx.id, "echo nope >&2; exit 2", check=True)
+                    assert (failed.value.exit_code, failed.value.stderr) == (2, "nope\n")
+                    return sbx.id
+
+            return await ticking(turn())
+
+    sid, ratio, gap = asyncio.run(main())
+    assert ratio >= 0.9 and gap < 0.5, (ratio, gap)
+    assert world.service.get(sid).state == "suspended"

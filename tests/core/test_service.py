@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -14,7 +15,9 @@ import pytest
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import (
+    CommandFailed,
     ConcurrencyError,
+    ExecTimeout,
     ForeignSandbox,
     ProviderError,
     ProviderLost,
@@ -545,3 +548,76 @@ def test_waiting_for_another_callers_resume_is_bounded(
         service.exec(row.id, ["true"])
     assert service.sweep().recovered == [row.id]
     assert service.exec(row.id, ["echo", "back"]).stdout == "back\n"
+
+
+# ------------------------------------------------------------------------------ streaming and check
+
+
+def test_exec_streams_to_callbacks_and_check_raises_command_failed(service: SandboxService) -> None:
+    sid = service.create("data-app").id
+    out: list[bytes] = []
+    err: list[bytes] = []
+
+    result = service.exec(
+        sid, "echo one; echo two >&2; echo three", on_stdout=out.append, on_stderr=err.append
+    )
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "one\nthree\n", "two\n")
+    assert (b"".join(out), b"".join(err)) == (b"one\nthree\n", b"two\n")
+
+    with pytest.raises(CommandFailed) as failed:
+        service.exec(sid, ["sh", "-c", "echo partial; echo 'no such thing' >&2; exit 9"], check=True)
+    assert isinstance(failed.value, SandboxError) and not isinstance(failed.value, ProviderError)
+    assert (failed.value.exit_code, failed.value.stderr, failed.value.stdout) == (
+        9,
+        "no such thing\n",
+        "partial\n",
+    )
+    assert "exited with status 9: no such thing" in str(failed.value)
+    assert service.exec(sid, ["true"], check=True).exit_code == 0
+
+
+def test_exec_stream_yields_chunks_then_the_result(service: SandboxService) -> None:
+    sid = service.create("data-app").id
+
+    stream = service.exec_stream(sid, ["sh", "-c", "echo a; echo b >&2; exit 4"], max_output_bytes=1)
+    chunks = list(stream)
+
+    assert b"".join(c for s, c in chunks if s == "stdout") == b"a\n"
+    assert b"".join(c for s, c in chunks if s == "stderr") == b"b\n"
+    # The full stream went to the iterator; the result keeps the bound.
+    assert (stream.result.exit_code, stream.result.stdout_bytes, stream.result.truncated) == (4, b"a", True)
+
+
+def test_exec_stream_raises_a_timeout_after_the_partial_output(service: SandboxService) -> None:
+    sid = service.create("data-app").id
+    got: list[tuple[str, bytes]] = []
+
+    with (
+        pytest.raises(ExecTimeout) as raised,
+        service.exec_stream(sid, "echo early; sleep 5", timeout=1) as it,
+    ):
+        for item in it:
+            got.append(item)
+
+    assert got == [("stdout", b"early\n")]
+    assert raised.value.stdout_bytes == b"early\n"
+
+
+def test_a_callback_that_raises_fails_the_exec_once_it_ended(service: SandboxService) -> None:
+    sid = service.create("data-app").id
+    calls: list[bytes] = []
+
+    def broken(chunk: bytes) -> None:
+        calls.append(chunk)
+        raise RuntimeError("consumer went away")
+
+    with pytest.raises(RuntimeError, match="consumer went away"):
+        service.exec(sid, ["sh", "-c", "echo a; sleep 0.2; echo b"], on_stdout=broken)
+    assert calls == [b"a\n"]  # no further chunks after the error
+
+
+def test_the_heartbeat_stops_when_the_call_returns(service: SandboxService) -> None:
+    sid = service.create("data-app").id
+    service.exec(sid, ["true"])
+    service.write_file(sid, "f.txt", b"x")
+    assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat-") and t.is_alive()]

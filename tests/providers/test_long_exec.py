@@ -1,7 +1,8 @@
 """Long commands on the real Docker engine, through the service on SQLite with the real clock.
 
 A command in flight is activity: the idle timer must not suspend (and so kill) a sandbox while one of
-its execs still runs, and must take over once it has ended.
+its execs still runs, and must take over once it has ended. Streaming: a line printed mid-command reaches
+the caller before the command ends; a timeout keeps what was printed before it.
 """
 
 from __future__ import annotations
@@ -85,3 +86,22 @@ def test_an_exec_in_flight_keeps_the_sandbox_from_idling(stack: Stack) -> None:
     service.sweep()
     assert service.get(sid).state == lc.SUSPENDED
     assert verify(stack.store, POLICY) == []
+
+
+def test_a_line_reaches_on_stdout_before_the_command_ends(stack: Stack) -> None:
+    service = stack.service
+    sid = service.create(DATA_APP).id
+    arrivals: list[tuple[float, bytes]] = []
+
+    result = service.exec(
+        sid,
+        ["sh", "-c", "echo a; sleep 2; echo b"],
+        timeout=30,
+        on_stdout=lambda chunk: arrivals.append((time.monotonic(), chunk)),
+    )
+    ended = time.monotonic()
+
+    assert result.exit_code == 0 and result.stdout == "a\nb\n"
+    assert b"".join(c for _, c in arrivals) == b"a\nb\n"
+    first_at = next(t for t, c in arrivals if c.startswith(b"a"))
+    assert ended - first_at >= 1.5
