@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,22 @@ def service(env: Path) -> SandboxService:
 
 
 class RecordingProvider(FakeProvider):
-    """The fake, remembering how each exec was asked for."""
+    """The fake, remembering how each exec was asked for (the streaming callbacks apart) and echoing
+    the command instead of running it: these tests are about how the CLI asks, not what runs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.execs: list[dict[str, Any]] = []
 
     def exec(self, ref: str, command: Sequence[str], **kw: Any) -> ExecResult:
+        on_stdout = kw.pop("on_stdout", None)
+        kw.pop("on_stderr", None)
         self.execs.append({"command": list(command), **kw})
-        return super().exec(ref, command, **kw)
+        self._inst(ref)  # a gone sandbox is still ProviderLost
+        echo = shlex.join(command).encode()
+        if on_stdout is not None:
+            on_stdout(echo)
+        return ExecResult(0, echo, b"")
 
 
 @pytest.fixture
@@ -273,6 +281,8 @@ def test_exec_options_go_before_or_after_the_id(
         "timeout": 7.0,
         "env": {"A": "1", "B": "x=y"},
         "cwd": "/tmp",
+        # The output streams to the terminal; none is kept in memory.
+        "max_output_bytes": 0,
     }
 
 
@@ -365,3 +375,40 @@ def test_diagram_is_the_committed_doc(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and "stateDiagram-v2" in out and "suspended --> resuming: request_resume" in out
     doc = (Path(__file__).parent.parent / "docs" / "lifecycle.md").read_text()
     assert out.strip() in doc, "docs/lifecycle.md is stale: regenerate it with `sandboxctl diagram`"
+
+
+@pytest.fixture
+def running(env: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
+    """A fake that runs the commands for real (in a host directory), behind every service the CLI builds."""
+    provider = FakeProvider()
+    monkeypatch.setattr(bootstrap, "build_provider", lambda settings: provider)
+    return provider
+
+
+def test_exec_streams_all_of_the_output_and_keeps_the_exit_code(
+    running: FakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(capsys, "create", "--kind", "data-app", "--json")
+    sid = json.loads(out)["id"]
+    # Twice the in-memory bound of an exec's output: the terminal still gets every byte.
+    size = 2 * running.max_output_bytes
+    script = f"head -c {size} /dev/zero | tr '\\0' x; echo; echo oops >&2; exit 3"
+
+    code, out, err = run(capsys, "exec", sid, "--", "sh", "-c", script)
+
+    assert code == 3
+    assert out == "x" * size + "\n"
+    assert err == "oops\n"
+
+
+def test_exec_timeout_prints_what_came_before_it(
+    running: FakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(capsys, "create", "--kind", "data-app", "--json")
+    sid = json.loads(out)["id"]
+
+    code, out, err = run(capsys, "exec", "--timeout", "1", sid, "--", "sh", "-c", "echo hi; sleep 5")
+
+    assert code == cli.EXIT_TIMEOUT == 124
+    assert out == "hi\n"
+    assert "timed out after 1s" in err

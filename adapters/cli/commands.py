@@ -82,14 +82,30 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID --timeout 60 -- ls -la")
     env = dict(args.env or [])
-    result = _service(args).exec(args.id, command, timeout=args.timeout, env=env or None, cwd=args.cwd)
-    # The bytes the command wrote, untouched: `sandboxctl exec ID -- cat some.bin > out.bin` is exact.
-    sys.stdout.buffer.write(result.stdout_bytes)
-    sys.stdout.flush()
-    sys.stderr.buffer.write(result.stderr_bytes)
-    if result.truncated:
-        sys.stderr.write("\n[output truncated]\n")
+    # Streamed as it arrives, flushed per chunk: a long build shows its progress, a timeout keeps what
+    # was printed before it, and output past the in-memory bound still reaches the terminal whole. The
+    # bytes the command wrote, untouched: `sandboxctl exec ID -- cat some.bin > out.bin` is exact.
+    result = _service(args).exec(
+        args.id,
+        command,
+        timeout=args.timeout,
+        env=env or None,
+        cwd=args.cwd,
+        on_stdout=_live(sys.stdout),
+        on_stderr=_live(sys.stderr),
+        # Everything went to the terminal already; the result needs none of it.
+        max_output_bytes=0,
+    )
     return int(result.exit_code)
+
+
+def _live(stream: Any) -> Any:
+    def write(chunk: bytes) -> None:
+        stream.buffer.write(chunk)
+        stream.buffer.flush()
+        stream.flush()
+
+    return write
 
 
 def _simple(method: str) -> Any:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,27 @@ def test_an_unusable_snapshot_dir_fails_the_side_effect_with_one_line_and_no_stu
     assert ctl.run("exec", sid, "--", "true").returncode == 0
     assert ctl.json("suspend", sid)["state"] == "suspended"
     assert ctl.run("replay", "--verify").returncode == 0
+
+
+def test_sandboxctl_exec_streams_live_and_a_timeout_keeps_the_output(ctl: Ctl) -> None:
+    sid = ctl.json("create", "--kind", "data-app")["id"]
+    ctl.created.append(sid)
+    # stderr merged into stdout: the order in which a person at the terminal sees them.
+    proc = subprocess.Popen(
+        [SANDBOXCTL, "exec", "--timeout", "2", sid, "--", "sh", "-c", "echo hi; sleep 5"],
+        env=ctl.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    lines: list[tuple[float, bytes]] = []
+    for line in iter(proc.stdout.readline, b""):  # ends when sandboxctl exits (bounded by its timeout)
+        lines.append((time.monotonic(), line))
+    code = proc.wait(timeout=60)
+    ended = time.monotonic()
+
+    assert code == 124, lines
+    assert lines[0][1] == b"hi\n", lines
+    assert b"timed out after 2s" in b"".join(line for _, line in lines[1:])
+    # Printed as the command wrote it, not when the call ended: well before the 2 s timeout fired.
+    assert ended - lines[0][0] >= 1.5
