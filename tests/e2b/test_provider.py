@@ -561,3 +561,27 @@ def test_a_two_turn_conversation_makes_the_raw_sdks_calls_and_no_more(
     assert envd == [("POST", "/process.Process/Start")] * 2
     assert [r.status for r in made if r.path.endswith("/connect")] == [201]  # resumed
     assert fake_e2b.sandboxes() == []
+
+
+def test_a_ref_this_process_never_saw_is_looked_up_once_then_known(
+    settings: E2BSettings, fake_e2b: FakeE2B
+) -> None:
+    """After a restart (or on another replica) the first call on a ref checks its metadata; what passed
+    is not looked up again, and what did not pass is looked up, and refused, every time."""
+    ref = E2BProvider(settings).create("sbx-1", DATA_APP)
+    snapshot = E2BProvider(settings).suspend("sbx-1", ref, DATA_APP, "k")  # a lookup: never saw it
+    restarted = E2BProvider(settings)
+
+    assert restarted.resume("sbx-1", DATA_APP, snapshot) == ref
+    restarted.exec(ref, ["true"], timeout=10)
+    restarted.suspend("sbx-1", ref, DATA_APP, "k")
+    with pytest.raises(ForeignSandbox, match="sandbox sbx-1's"):
+        restarted.resume("sbx-2", DATA_APP, snapshot)  # refused from what the lookup showed
+    assert [r.status for r in fake_e2b.requests("GET", SANDBOX)] == [200, 200]  # suspend's, resume's
+
+    other = E2BProvider(settings, deployment="staging")
+    for _ in range(2):
+        with pytest.raises(ForeignSandbox):
+            other.destroy("sbx-1", ref)
+    assert len(fake_e2b.requests("GET", SANDBOX)) == 4
+    assert not fake_e2b.requests("DELETE") and fake_e2b.sandbox(ref).state == "paused"
