@@ -412,3 +412,19 @@ def test_exec_timeout_prints_what_came_before_it(
     assert code == cli.EXIT_TIMEOUT == 124
     assert out == "hi\n"
     assert "timed out after 1s" in err
+
+
+def test_a_snapshot_dir_that_is_a_file_is_refused_before_anything_is_written(
+    service: SandboxService, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.create("data-app")
+    service.store.engine.dispose()  # type: ignore[attr-defined]
+    before = log_bytes(env)
+    not_a_dir = env / "not-a-dir"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
+    monkeypatch.setenv("SANDBOX_SNAPSHOT_DIR", str(not_a_dir))
+    code, out, err = run(capsys, "create", "--kind", "data-app")
+    assert code == cli.EXIT_ERROR
+    assert out == "" and err.count("\n") == 1 and "SANDBOX_SNAPSHOT_DIR" in err and "Traceback" not in err
+    assert log_bytes(env) == before
