@@ -1,0 +1,300 @@
+"""Directories in and out of a sandbox as streamed tar, in bounded memory, under the restore's rules.
+
+``pack_dir`` turns a local directory into tar chunks for a sandbox to extract; ``extract_stream`` writes
+a tar stream that came from a sandbox into a local directory. Both hold at most a few 1 MiB chunks and
+one tar header at a time, whatever the size of the tree.
+
+The sandbox is untrusted, so a download is the security boundary: the stream may hold anything its code
+chose to put there (a crafted tar in place of the one we asked for). ``extract_stream`` applies the rules
+``archive.restore_stream`` applies to snapshots (no absolute names, no ``..``, no links leaving the root,
+no devices or FIFOs, no setuid/setgid bits) and, since it writes to the backend's own disk, never writes
+through a link: every parent is checked with ``lstat`` to be a real directory, and files are created
+``O_EXCL | O_NOFOLLOW`` after removing what was there. Unsafe members are left out and named in the
+report rather than failing the whole transfer, as ``pack_workspace`` leaves out a user's
+``ln -s /etc x``: one odd link must not make a workspace impossible to download.
+
+An upload is built here from the backend's own files, so its members are clean by construction: every
+one owned by the sandbox user, no setuid bits, no special files, only symlinks that stay inside.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from sandbox_lifecycle.adapters.snapshots.archive import (
+    CHUNK,
+    _ancestors,
+    _coalesce,
+    _members,
+    _name_problem,
+    _open_stream,
+    _plain_link_problem,
+    _reader,
+)
+from sandbox_lifecycle.core.errors import ProviderError
+from sandbox_lifecycle.core.ports import TransferReport
+
+__all__ = ["TransferCounter", "extract_stream", "pack_dir"]
+
+log = logging.getLogger(__name__)
+
+_BLOCK = tarfile.BLOCKSIZE
+_END_OF_ARCHIVE = b"\0" * (2 * _BLOCK)
+# Permission bits only: setuid, setgid and sticky never survive a transfer either way.
+_PERMISSIONS = 0o777
+# A report names at most this many skipped members (a hostile tree could hold millions); the rest are
+# counted in the last entry.
+_MAX_SKIPPED_NAMES = 100
+
+
+@dataclass
+class TransferCounter:
+    """Counts what a transfer moved, filled in as the stream is consumed."""
+
+    files: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    _more_skipped: int = 0
+
+    def skip(self, name: str, why: str) -> None:
+        log.warning("directory transfer leaves out %r: %s", name, why)
+        if len(self.skipped) < _MAX_SKIPPED_NAMES:
+            self.skipped.append(name)
+        else:
+            self._more_skipped += 1
+
+    def report(self) -> TransferReport:
+        skipped = list(self.skipped)
+        if self._more_skipped:
+            skipped.append(f"... and {self._more_skipped} more")
+        return TransferReport(files=self.files, bytes=self.bytes, skipped=tuple(skipped))
+
+
+# --- upload: a local directory as tar chunks -------------------------------------------------------
+
+
+def pack_dir(local_dir: str, counter: TransferCounter, *, owner: tuple[int, int]) -> Iterator[bytes]:
+    """The contents of ``local_dir`` as tar chunks, member names relative to it, for a sandbox to extract
+    into the target directory. Lazily: nothing is read until the chunks are.
+
+    Every member is owned by ``owner`` (Docker extracts as root with the stored ids); permission bits
+    only; symlinks only when they stay inside ``local_dir`` (relative, never climbing above it);
+    sockets, FIFOs and devices are left out. Symlinks are never followed.
+    """
+    if not os.path.isdir(local_dir):
+        raise NotADirectoryError(f"{local_dir} is not a directory")
+    return _coalesce(_pack_members(os.path.abspath(local_dir), counter, owner))
+
+
+def _pack_members(root: str, counter: TransferCounter, owner: tuple[int, int]) -> Iterator[bytes]:
+    # os.walk with followlinks=False lists a symlink to a directory among the directories but does not
+    # descend into it; each name is judged by its own lstat below.
+    for directory, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        rel_dir = os.path.relpath(directory, root)
+        for name in sorted(dirs) + sorted(files):
+            path = os.path.join(directory, name)
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue  # removed while we walked
+            info = tarfile.TarInfo(rel)
+            info.uid, info.gid = owner
+            # Go's tar reader prefers names to ids when they resolve in the container.
+            info.uname = info.gname = ""
+            info.mtime = int(st.st_mtime)
+            info.mode = st.st_mode & _PERMISSIONS
+            if stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(path)
+                if problem := _plain_link_problem(rel, target):
+                    counter.skip(rel, problem)
+                    continue
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            elif stat.S_ISREG(st.st_mode):
+                yield from _file_member(path, rel, info, counter)
+            else:
+                counter.skip(rel, "socket, FIFO or device")
+    yield _END_OF_ARCHIVE
+
+
+def _file_member(path: str, rel: str, info: tarfile.TarInfo, counter: TransferCounter) -> Iterator[bytes]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as file:
+        # The size of the file we opened, not of whatever the name pointed at when it was listed.
+        size = os.fstat(file.fileno()).st_size
+        info.type, info.size = tarfile.REGTYPE, size
+        yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        remaining = size
+        while remaining:
+            chunk = file.read(min(CHUNK, remaining))
+            if not chunk:
+                # The header promised `size` bytes; a shorter member would corrupt every one after it.
+                raise ProviderError(f"{path} shrank while being uploaded; retry")
+            remaining -= len(chunk)
+            yield chunk
+    if pad := -size % _BLOCK:
+        yield b"\0" * pad
+    counter.files += 1
+    counter.bytes += size
+
+
+# --- download: a sandbox's tar stream into a local directory ----------------------------------------
+
+
+def extract_stream(chunks: Iterable[bytes], local_dir: str, *, top: str | None) -> TransferReport:
+    """Write the tar stream of a sandbox directory named ``top`` (Docker's ``get_archive`` shape:
+    ``top`` itself, then ``top/...``; ``tar -C dir -c .`` is ``top="."``) into ``local_dir``, which is
+    created if missing. ``top=None``: the member names are relative to ``local_dir`` already.
+
+    NotADirectoryError when the stream holds a single file called ``top`` (the path was a file).
+    Members outside ``top/`` or unsafe to write are skipped and named in the report.
+    """
+    root = os.path.abspath(local_dir)
+    os.makedirs(root, exist_ok=True)
+    counter = TransferCounter()
+    try:
+        with _open_stream(_reader(chunks)) as tar:
+            for member in _members(tar):
+                name = member.name.rstrip("/")
+                if top is None:
+                    _extract_member(tar, member, name, root, None, counter)
+                    continue
+                if name == top:
+                    if not member.isdir():
+                        raise NotADirectoryError(f"{top} in the sandbox is not a directory")
+                    continue
+                if not name.startswith(top + "/"):
+                    counter.skip(member.name, f"outside {top}/")
+                    continue
+                _extract_member(tar, member, name[len(top) + 1 :], root, top, counter)
+    except (tarfile.TarError, EOFError) as exc:
+        raise ProviderError(f"the archive of {top} from the sandbox is malformed: {exc}") from exc
+    return counter.report()
+
+
+def _real_dirs(root: str, rel: str) -> bool:
+    """Make every parent of ``rel`` a real directory under ``root``: missing ones are created, and False
+    when one is anything else (a symlink above all: writing through it could land anywhere)."""
+    for parent in _ancestors(rel):
+        path = os.path.join(root, parent)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            os.mkdir(path, 0o755)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+    return True
+
+
+def _clear(path: str) -> bool:
+    """Remove a non-directory at ``path`` so it can be created anew; False when a directory is there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    if stat.S_ISDIR(st.st_mode):
+        return False
+    os.unlink(path)
+    return True
+
+
+def _extract_member(
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    rel: str,
+    root: str,
+    top: str | None,
+    counter: TransferCounter,
+) -> None:
+    if problem := _name_problem(rel):
+        counter.skip(member.name, problem)
+        return
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        counter.skip(rel, "device, FIFO or other special file")
+        return
+    if not _real_dirs(root, rel):
+        counter.skip(rel, "a parent is not a directory (a symlink is never written through)")
+        return
+    path = os.path.join(root, rel)
+    mode = member.mode & _PERMISSIONS
+    if member.isdir():
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                counter.skip(rel, "a non-directory of that name was extracted before")
+                return
+        # Owner write and search stay, or the members below could not be written.
+        os.chmod(path, mode | 0o700)
+    elif member.issym():
+        if problem := _plain_link_problem(rel, member.linkname):
+            counter.skip(rel, problem)
+            return
+        if not _clear(path):
+            counter.skip(rel, "a directory of that name was extracted before")
+            return
+        os.symlink(member.linkname, path)
+    elif member.islnk():
+        # Docker sends a file with several names once, then links to it: copy the link's target if it
+        # is a regular file this extraction wrote inside the root.
+        target = member.linkname.rstrip("/")
+        target_rel = target if top is None else _below(target, top)
+        source = os.path.join(root, target_rel)
+        if (
+            not target_rel
+            or _name_problem(target_rel)
+            or not _real_dirs(root, target_rel)
+            or not _is_regular(source)
+        ):
+            counter.skip(rel, f"hardlink to {member.linkname!r}, not a file of this directory")
+            return
+        if not _clear(path):
+            counter.skip(rel, "a directory of that name was extracted before")
+            return
+        os.link(source, path, follow_symlinks=False)
+        counter.files += 1
+    else:
+        if not _clear(path):
+            counter.skip(rel, "a directory of that name was extracted before")
+            return
+        data = tar.extractfile(member)
+        if data is None:
+            raise tarfile.ReadError(f"no data for {member.name!r}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            remaining = member.size
+            while remaining:
+                chunk = data.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise tarfile.ReadError(f"{member.name!r} ends {remaining} bytes early")
+                out.write(chunk)
+                remaining -= len(chunk)
+            os.fchmod(out.fileno(), mode)
+        counter.files += 1
+        counter.bytes += member.size
+
+
+def _below(name: str, top: str) -> str:
+    """``name`` relative to ``top``, or "" when it is not below it."""
+    return name[len(top) + 1 :] if name.startswith(top + "/") else ""
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False
+        raise
