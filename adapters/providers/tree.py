@@ -61,6 +61,10 @@ class TransferCounter:
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
     _more_skipped: int = 0
+    # Names left out that were not regular files (links, devices): nothing is written beneath them
+    # either, or a member "etc/passwd" after a refused "etc -> /etc" would land as a real directory,
+    # something the sandbox never had.
+    blocked: set[str] = field(default_factory=set)
 
     def skip(self, name: str, why: str) -> None:
         log.warning("directory transfer leaves out %r: %s", name, why)
@@ -221,7 +225,11 @@ def _extract_member(
     if problem := _name_problem(rel):
         counter.skip(member.name, problem)
         return
+    if counter.blocked and any(a in counter.blocked for a in _ancestors(rel)):
+        counter.skip(rel, "below a member that was left out")
+        return
     if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        counter.blocked.add(rel)
         counter.skip(rel, "device, FIFO or other special file")
         return
     if not _real_dirs(root, rel):
@@ -240,6 +248,7 @@ def _extract_member(
         os.chmod(path, mode | 0o700)
     elif member.issym():
         if problem := _plain_link_problem(rel, member.linkname):
+            counter.blocked.add(rel)
             counter.skip(rel, problem)
             return
         if not _clear(path):
