@@ -165,7 +165,10 @@ def extract_stream(chunks: Iterable[bytes], local_dir: str, *, top: str | None) 
     Members outside ``top/`` or unsafe to write are skipped and named in the report.
     """
     root = os.path.abspath(local_dir)
-    os.makedirs(root, exist_ok=True)
+    # Made once the stream shows a directory: a file's stream must not leave an empty directory where
+    # the caller will write that file instead.
+    if top is None:
+        os.makedirs(root, exist_ok=True)
     counter = TransferCounter()
     try:
         with _open_stream(_reader(chunks)) as tar:
@@ -177,7 +180,9 @@ def extract_stream(chunks: Iterable[bytes], local_dir: str, *, top: str | None) 
                 if name == top:
                     if not member.isdir():
                         raise NotADirectoryError(f"{top} in the sandbox is not a directory")
+                    os.makedirs(root, exist_ok=True)
                     continue
+                os.makedirs(root, exist_ok=True)
                 if not name.startswith(top + "/"):
                     counter.skip(member.name, f"outside {top}/")
                     continue
