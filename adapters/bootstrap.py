@@ -111,7 +111,15 @@ def build_snapshot_store(settings: Settings) -> SnapshotStore:
     from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
     # The directory is ours; Settings checked that its parent exists when it was set explicitly.
-    settings.snapshot_dir.mkdir(parents=settings.snapshot_dir.parent == settings.data_dir, exist_ok=True)
+    try:
+        settings.snapshot_dir.mkdir(parents=settings.snapshot_dir.parent == settings.data_dir, exist_ok=True)
+    except OSError as exc:
+        # Before anything is written: a suspend would otherwise find out with the intent in the log.
+        raise ConfigError(
+            f"SANDBOX_SNAPSHOT_DIR={settings.snapshot_dir} is not a usable directory "
+            f"({exc.strerror or type(exc).__name__}); point it at a directory, or unset it for "
+            "<data dir>/snapshots"
+        ) from None
     return LocalSnapshotStore(settings.snapshot_dir)
 
 

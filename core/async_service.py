@@ -183,15 +183,16 @@ class AsyncSandboxService:
     async def exec(
         self,
         sandbox_id: str,
-        command: Sequence[str],
+        command: Sequence[str] | str,
         *,
         timeout: float = 300.0,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        wait: float | None = None,
     ) -> ExecResult:
         """Run a command; cancelling the awaiting task does not stop it (see the module docstring)."""
         return await self._call_exec(
-            self._service.exec, sandbox_id, command, timeout=timeout, env=env, cwd=cwd
+            self._service.exec, sandbox_id, command, timeout=timeout, env=env, cwd=cwd, wait=wait
         )
 
     async def write_file(self, sandbox_id: str, path: str, data: bytes) -> None:

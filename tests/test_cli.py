@@ -33,7 +33,8 @@ def service(env: Path) -> SandboxService:
 
 
 class RecordingProvider(FakeProvider):
-    """The fake, remembering how each exec was asked for."""
+    """The fake, remembering how each exec was asked for. It runs nothing: these tests are about how the
+    CLI parses an exec (options, `--`, bounds), not about what the command does; it echoes the argv."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -41,7 +42,7 @@ class RecordingProvider(FakeProvider):
 
     def exec(self, ref: str, command: Sequence[str], **kw: Any) -> ExecResult:
         self.execs.append({"command": list(command), **kw})
-        return super().exec(ref, command, **kw)
+        return ExecResult(0, " ".join(command).encode(), b"")  # echoes the argv it got
 
 
 @pytest.fixture
@@ -365,3 +366,19 @@ def test_diagram_is_the_committed_doc(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and "stateDiagram-v2" in out and "suspended --> resuming: request_resume" in out
     doc = (Path(__file__).parent.parent / "docs" / "lifecycle.md").read_text()
     assert out.strip() in doc, "docs/lifecycle.md is stale: regenerate it with `sandboxctl diagram`"
+
+
+def test_a_snapshot_dir_that_is_a_file_is_refused_before_anything_is_written(
+    service: SandboxService, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.create("data-app")
+    service.store.engine.dispose()  # type: ignore[attr-defined]
+    before = log_bytes(env)
+    not_a_dir = env / "not-a-dir"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
+    monkeypatch.setenv("SANDBOX_SNAPSHOT_DIR", str(not_a_dir))
+    code, out, err = run(capsys, "create", "--kind", "data-app")
+    assert code == cli.EXIT_ERROR
+    assert out == "" and err.count("\n") == 1 and "SANDBOX_SNAPSHOT_DIR" in err and "Traceback" not in err
+    assert log_bytes(env) == before

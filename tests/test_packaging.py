@@ -231,7 +231,7 @@ def test_the_wheel_holds_sandbox_lifecycle_only_and_ships_its_types_and_migratio
         "sandbox_lifecycle/py.typed",
         "sandbox_lifecycle/core/service.py",
         "sandbox_lifecycle/core/async_service.py",
-        "sandbox_lifecycle/events/store.py",
+        "sandbox_lifecycle/events/store/postgres.py",
         "sandbox_lifecycle/events/migrations/env.py",
         "sandbox_lifecycle/adapters/scheduler.py",
     ):

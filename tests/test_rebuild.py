@@ -37,7 +37,7 @@ def populate(store: SqlEventStore | InMemoryEventStore, sandboxes: int) -> Sandb
             if (i + round_) % 4 == 0:
                 continue
             with service.turn(f"conv-{i}", "data-app", keep_warm=i % 5 == 0) as handle:
-                handle.write_file("/w/f", b"x")
+                handle.write_file("f", b"x")
     for i, sid in enumerate(ids):
         if i % 7 == 3:
             service.destroy(sid)

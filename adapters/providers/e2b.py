@@ -16,8 +16,16 @@ How the port maps onto E2B:
 Retries: only calls that are safe to repeat (list, get, pause, connect, kill, set-timeout, file reads and
 whole-file writes, SIGKILL) are retried, with bounded exponential backoff, on network errors, 5xx and 429.
 The SDK's own retry layer is switched off (``retries=0``) so this is the one policy, and ``create`` is never
-retried: a create whose answer was lost may have made a sandbox, which the next create finds by its metadata
-(and E2B deduplicates by the ``Idempotency-Key`` derived from our id) instead of making a second one.
+retried: a create whose answer was lost may have made a sandbox, which the next create of that id in this
+process looks up by its metadata first, and which E2B hands back to any later create (another process's
+too) by the ``Idempotency-Key`` derived from our deployment and id, instead of making a second one.
+
+Round trips: every call is one to E2B's cloud, so a call an operation does not need is not made. A
+conversation (create, exec, suspend, resume, exec, suspend, destroy) makes the calls the raw SDK makes and
+no more: ownership is checked from what we already know of a ref (we made it, or a listing or lookup showed
+its metadata: metadata never changes and E2B never reuses an id), a ref's SDK handle is kept from create to
+kill (pause and resume included), and a ref we killed is known to be gone. Only a ref this process has not
+seen costs a lookup first (``GET /sandboxes/{id}``), which is what refuses another deployment's sandbox.
 
 Secrets: the envs given to sandboxes and the API key are never logged, put in a message, or shown in a repr.
 """
@@ -107,6 +115,9 @@ _DEPLOYMENT_NAME = DEPLOYMENT_NAME
 
 # Bounds every paged listing: 1000 pages of 100 is far beyond any real fleet.
 MAX_LIST_PAGES = 1000
+# Bounds each per-ref memory (verified owners, killed refs, unsure creates); the oldest entry goes first,
+# and forgetting one only costs a lookup the next time that ref is used.
+MAX_REMEMBERED = 10_000
 
 
 def idempotency_key(deployment: str, sandbox_id: str) -> str:
@@ -168,6 +179,24 @@ class _Handle:
     sandbox: Sandbox
     kind: str | None
     extended_at: float
+    # Paused by us: the handle is kept for the resume (which connects it again), but envd will not answer.
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """Whose an E2B sandbox is, once verified: ours (this deployment's), of this sandbox id and kind."""
+
+    sandbox_id: str
+    kind: str | None
+
+
+def _remember_bounded(memory: dict[str, T], key: str, value: T) -> None:
+    """Insert as the newest entry, dropping the oldest beyond MAX_REMEMBERED (caller holds the lock)."""
+    memory.pop(key, None)
+    memory[key] = value
+    if len(memory) > MAX_REMEMBERED:
+        del memory[next(iter(memory))]
 
 
 def _resolve(handle: _Handle, path: str) -> str:
@@ -225,15 +254,27 @@ class E2BProvider:
             retries=0,
         ).Sandbox
         self._handles: dict[str, _Handle] = {}
+        # Refs whose ownership is verified (see _check_owned); refs we killed; sandbox ids whose create
+        # failed without saying whether E2B made the sandbox. All under _lock, all bounded.
+        self._owners: dict[str, _Owner] = {}
+        self._killed: dict[str, None] = {}
+        self._unsure: dict[str, None] = {}
         self._lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
     def create(self, sandbox_id: str, kind: str) -> str:
         kind_spec(kind)
-        existing = self._find(sandbox_id)
+        with self._lock:
+            unsure = sandbox_id in self._unsure
+        # Only after a create of this id failed here is a listing worth its round trip: the create below
+        # would hand the sandbox back by its idempotency key too, but a listing also finds it should E2B
+        # have dropped the key since.
+        existing = self._find(sandbox_id) if unsure else []
         if existing:
             ref = existing[0].sandbox_id
+            with self._lock:
+                self._unsure.pop(sandbox_id, None)
             log.info("e2b: sandbox %s already has E2B sandbox %s; reusing it", sandbox_id, ref)
             return ref
         template = self._settings.templates[kind]
@@ -255,11 +296,18 @@ class E2BProvider:
                 idempotency_key=idempotency_key(self._deployment, sandbox_id),
             )
         except Exception as e:
+            with self._lock:
+                _remember_bounded(self._unsure, sandbox_id, None)
             raise _provider_error(
                 f"creating the E2B sandbox for {sandbox_id} from template {template} failed, and was not "
                 "retried here (a retry of create finds the sandbox if it was made after all)",
                 e,
             ) from e
+        # The answer to our create is ours: E2B either made it with our metadata, or handed back the
+        # one an earlier create made under the same idempotency key, which is this deployment's and id's.
+        self._verified(sandbox.sandbox_id, _Owner(sandbox_id, kind))
+        with self._lock:
+            self._unsure.pop(sandbox_id, None)
         self._remember(sandbox, kind)
         log.info("e2b: created E2B sandbox %s for %s from %s", sandbox.sandbox_id, sandbox_id, template)
         return sandbox.sandbox_id
@@ -268,18 +316,22 @@ class E2BProvider:
         # E2B's pause persists memory and filesystem before it releases the compute, so the port's order
         # (snapshot stored, then compute released) holds inside the one call. `snapshot_key` names Docker
         # archives; the E2B snapshot is the paused sandbox itself.
-        self._owned_info(ref, sandbox_id)  # gone: the pause below says so
-        self._forget(ref)
+        self._check_owned(ref, sandbox_id)  # gone: the pause below says so
+        with self._lock:
+            handle = self._handles.get(ref)
+            if handle is not None:
+                handle.paused = True  # kept for the resume; until then envd calls must reconnect first
         try:
             paused = self._retrying(f"pause {ref}", lambda: self._sdk.pause(ref), (SandboxNotFoundException,))
         except SandboxNotFoundException as e:
+            self._lost(ref)
             raise ProviderLost(f"E2B sandbox {ref} of {sandbox_id} is gone; there is nothing to pause") from e
         log.info("e2b: %s E2B sandbox %s of %s", "paused" if paused else "already paused", ref, sandbox_id)
         return SnapshotInfo(key=ref, sha256=None, bytes=None)
 
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
         # Checked before connecting: connecting resumes a paused sandbox, another stack's included.
-        self._owned_info(snapshot.key, sandbox_id)
+        self._check_owned(snapshot.key, sandbox_id)
         sandbox = self._connect(snapshot.key, f"resume {sandbox_id}")
         self._remember(sandbox, kind)
         log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)
@@ -287,9 +339,13 @@ class E2BProvider:
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         if ref is not None:
-            if self._owned_info(ref, sandbox_id) is None:
+            if self._check_owned(ref, sandbox_id) is None:
                 return  # gone already
             refs = [ref]
+        elif (known := self._known_ref(sandbox_id)) is not None:
+            # A suspended record holds no ref, but we made or saw its sandbox: that one is the sandbox's
+            # (a create of ours makes at most one per id), so no listing is needed to find it.
+            refs = [known]
         else:
             refs = [info.sandbox_id for info in self._find(sandbox_id)]  # the listing is ours only
         for each in refs:
@@ -298,6 +354,8 @@ class E2BProvider:
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         # The key is a sandbox id that a resume brings back to life under the same id, so killing it is
         # only deleting a snapshot while it is paused; a running one is a live workspace, left alone.
+        if self._was_killed(snapshot.key):
+            return  # destroyed with its sandbox (the service deletes a suspended one's snapshot after)
         info = self._owned_info(snapshot.key, None)
         if info is None:
             return
@@ -309,6 +367,8 @@ class E2BProvider:
         self._kill(snapshot.key, info.metadata.get(META_ID, "?"))
 
     def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        if self._was_killed(snapshot.key):
+            return False
         info = self._info(snapshot.key)
         # Another deployment's paused sandbox is not a snapshot of ours (as a Docker archive under another
         # deployment's prefix is invisible to us).
@@ -613,7 +673,10 @@ class E2BProvider:
         raise ProviderError(f"listing E2B sandboxes did not end within {MAX_LIST_PAGES} pages")
 
     def _find(self, sandbox_id: str) -> list[SandboxInfo]:
-        return self._list({META_ID: sandbox_id})
+        found = self._list({META_ID: sandbox_id})
+        for info in found:
+            self._record_owner(info)
+        return found
 
     def _foreign(self, info: SandboxInfo, sandbox_id: str | None) -> str | None:
         """Why the E2B sandbox is not ours (this deployment's, and ``sandbox_id``'s when given), or None."""
@@ -635,7 +698,57 @@ class E2BProvider:
         info = self._info(ref)
         if info is not None and (why := self._foreign(info, sandbox_id)) is not None:
             raise ForeignSandbox(sandbox_id or info.metadata.get(META_ID, "?"), f"E2B sandbox {ref}", why)
+        if info is not None:
+            self._record_owner(info)
         return info
+
+    def _check_owned(self, ref: str, sandbox_id: str | None) -> _Owner | None:
+        """Whose the E2B sandbox is, after checking it is ours (and ``sandbox_id``'s when given); None when
+        it is gone. The same check as :meth:`_owned_info`, without its lookup when the ref is known.
+
+        Known means verified before: the answer to our own create, or metadata a lookup or listing
+        showed. That stays true for the ref's life, since E2B metadata is fixed at create and an id is
+        never reused; so another deployment's ref, which we never made and whose metadata never passed,
+        always costs the lookup that refuses it."""
+        with self._lock:
+            owner = self._owners.get(ref)
+            killed = ref in self._killed
+        if killed:
+            return None
+        if owner is None:
+            info = self._owned_info(ref, sandbox_id)
+            return None if info is None else _Owner(info.metadata[META_ID], info.metadata.get(META_KIND))
+        if sandbox_id is not None and owner.sandbox_id != sandbox_id:
+            raise ForeignSandbox(sandbox_id, f"E2B sandbox {ref}", f"it is sandbox {owner.sandbox_id}'s")
+        return owner
+
+    def _record_owner(self, info: SandboxInfo) -> None:
+        """Remember a listed or looked-up sandbox's owner, if it is ours."""
+        if self._foreign(info, None) is None:
+            self._verified(info.sandbox_id, _Owner(info.metadata[META_ID], info.metadata.get(META_KIND)))
+
+    def _verified(self, ref: str, owner: _Owner) -> None:
+        with self._lock:
+            _remember_bounded(self._owners, ref, owner)
+
+    def _known_ref(self, sandbox_id: str) -> str | None:
+        """The E2B sandbox we know to be ``sandbox_id``'s, newest first, if any."""
+        with self._lock:
+            for ref in reversed(self._owners):  # bounded by MAX_REMEMBERED
+                if self._owners[ref].sandbox_id == sandbox_id:
+                    return ref
+        return None
+
+    def _was_killed(self, ref: str) -> bool:
+        with self._lock:
+            return ref in self._killed
+
+    def _lost(self, ref: str) -> None:
+        """E2B no longer has the ref: nothing of it is worth keeping (the id will never come back)."""
+        with self._lock:
+            self._handles.pop(ref, None)
+            self._owners.pop(ref, None)
+            _remember_bounded(self._killed, ref, None)
 
     def _info(self, ref: str) -> SandboxInfo | None:
         try:
@@ -655,17 +768,27 @@ class E2BProvider:
     def _kill(self, ref: str, sandbox_id: str) -> None:
         self._forget(ref)
         killed = self._retrying(f"kill {ref}", lambda: self._sdk.kill(ref))
+        self._lost(ref)  # killed now or gone before: either way E2B no longer has it
         log.info("e2b: %s E2B sandbox %s of %s", "killed" if killed else "already gone:", ref, sandbox_id)
 
     def _connect(self, ref: str, what: str) -> Sandbox:
-        """Attach to the sandbox, resuming it if paused, with our timeout (E2B would otherwise set 5 min)."""
+        """Attach to the sandbox, resuming it if paused, with our timeout (E2B would otherwise set 5 min).
+
+        A handle we kept over our own pause is connected again in place, as the SDK does after its own
+        pause: the same one call, and the handle (its envd clients on the SDK's shared connection pool)
+        stays the one handle of the ref."""
+        timeout = self._settings.sandbox_timeout
+        with self._lock:
+            handle = self._handles.get(ref)
+        connect: Callable[[], Sandbox] = (
+            (lambda: self._sdk.connect(ref, timeout=timeout))
+            if handle is None
+            else (lambda: handle.sandbox.connect(timeout=timeout))
+        )
         try:
-            return self._retrying(
-                what,
-                lambda: self._sdk.connect(ref, timeout=self._settings.sandbox_timeout),
-                (SandboxNotFoundException,),
-            )
+            return self._retrying(what, connect, (SandboxNotFoundException,))
         except SandboxNotFoundException as e:
+            self._lost(ref)
             raise ProviderLost(f"E2B no longer has sandbox {ref}; its workspace cannot come back") from e
 
     def _remember(self, sandbox: Sandbox, kind: str | None) -> None:
@@ -684,11 +807,11 @@ class E2BProvider:
         """
         with self._lock:
             handle = self._handles.get(ref)
-        if handle is None:
+        if handle is None or handle.paused:
             # Checked before connecting, which would resume another stack's paused sandbox.
-            info = self._owned_info(ref, None)
+            owner = self._check_owned(ref, None)
             sandbox = self._connect(ref, f"connect {ref}")
-            self._remember(sandbox, info.metadata.get(META_KIND) if info else None)
+            self._remember(sandbox, owner.kind if owner else None)
             with self._lock:
                 return self._handles[ref]
         if time.monotonic() - handle.extended_at > self._settings.sandbox_timeout / 3:

@@ -21,6 +21,7 @@ mapped cwd and ``HOME``; absolute paths inside a command are host paths. Like en
 dropped stream and ends on ``SendSignal``; unlike E2B, pausing kills processes (no memory snapshot), and
 every process is killed after ``max_process_seconds`` so a test can never hang on one. A sandbox's end
 time is reported but not enforced: a test that wants E2B's auto-pause sets ``state`` itself.
+``latency`` delays every answer by that many seconds, as the distance to E2B's cloud would.
 
 Every request is recorded (method, path, query, JSON body with env values redacted, status) and logged at
 DEBUG without headers, so neither the API key nor the sandbox envs ever reach a record or a log line.
@@ -159,11 +160,15 @@ class FakeE2B:
         *,
         max_page_size: int = 100,
         max_process_seconds: float = 30.0,
+        latency: float = 0.0,
     ) -> None:
         self._api_key = api_key
         self._workdir = workdir
         self.max_page_size = max_page_size
         self.max_process_seconds = max_process_seconds
+        # Seconds every request waits before it is answered: E2B's cloud is a round trip away, loopback
+        # is not, and a benchmark of round trips needs them to cost what they cost in production.
+        self.latency = latency
         self._lock = threading.Lock()
         self._sandboxes: dict[str, FakeSandbox] = {}
         self._idempotency: dict[str, str] = {}
@@ -521,6 +526,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, path: str, query: dict[str, list[str]], raw: bytes, body: Any) -> None:
         try:
+            if self.fake.latency:
+                time.sleep(self.fake.latency)
             fault = self.fake._take_fault(self.command, path)
             if fault is not None:
                 if fault.delay:

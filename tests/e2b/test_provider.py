@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from urllib.parse import parse_qsl
 
@@ -97,13 +98,39 @@ def test_settings_from_env_defaults_and_missing_key() -> None:
 
 def test_create_is_idempotent_per_sandbox_id(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
     first = provider.create("sbx-1", DATA_APP)
-    # A second provider (another process, or after a crash) finds it by its metadata.
+    # A second provider (another process, or after a crash) is handed the same sandbox: E2B answers its
+    # create by the idempotency key, so it needs no listing first.
     again = E2BProvider(provider._settings).create("sbx-1", DATA_APP)
     other = provider.create("sbx-2", DATA_APP)
 
     assert again == first != other
-    assert len(fake_e2b.requests("POST", "/v2/sandboxes")) == 2
+    keys = [r.idempotency_key for r in fake_e2b.requests("POST", "/v2/sandboxes")]
+    assert keys == [idempotency_key("default", "sbx-1")] * 2 + [idempotency_key("default", "sbx-2")]
     assert len(fake_e2b.sandboxes()) == 2
+    assert fake_e2b.requests("GET", "/v2/sandboxes") == []
+
+
+def test_create_whose_answer_was_lost_is_found_by_the_next_create(
+    provider: E2BProvider, fake_e2b: FakeE2B
+) -> None:
+    # The SDK gives up after twice request_timeout (1 s); E2B makes the sandbox all the same.
+    fake_e2b.inject_fault("POST", "/v2/sandboxes", delay=2.5)
+    with pytest.raises(ProviderError, match="not retried"):
+        provider.create("sbx-1", DATA_APP)
+    for _ in range(100):  # until the stalled create has made it (bounded: 5 s)
+        if fake_e2b.sandboxes():
+            break
+        time.sleep(0.05)
+    [made] = fake_e2b.sandboxes()
+
+    # After that ambiguous failure the next create looks first, finds it, and makes nothing.
+    assert provider.create("sbx-1", DATA_APP) == made.sandbox_id
+    assert len(fake_e2b.requests("POST", "/v2/sandboxes")) == 1
+    assert len(fake_e2b.requests("GET", "/v2/sandboxes")) == 1
+    # What the listing showed is verified: destroying it needs no lookup first.
+    provider.destroy("sbx-1", made.sandbox_id)
+    assert [r.status for r in fake_e2b.requests("DELETE", SANDBOX)] == [204]
+    assert fake_e2b.requests("GET", SANDBOX) == []
 
 
 def test_create_in_another_deployment_makes_its_own_sandbox(
@@ -142,6 +169,7 @@ def test_create_is_never_retried(provider: E2BProvider, fake_e2b: FakeE2B, fault
     # The caller's retry looks first, then creates once.
     ref = provider.create("sbx-1", DATA_APP)
     assert [s.sandbox_id for s in fake_e2b.sandboxes()] == [ref]
+    assert len(fake_e2b.requests("GET", "/v2/sandboxes")) == 1
 
 
 def test_exec_returns_stdout_stderr_and_exit_code(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
@@ -422,13 +450,21 @@ def test_destroy_is_idempotent(provider: E2BProvider, fake_e2b: FakeE2B) -> None
 
     provider.destroy("sbx-1", ref)
     provider.destroy("sbx-1", ref)
-    provider.destroy("sbx-2", None)  # no ref recorded: found by its metadata
+    provider.destroy("sbx-2", None)  # no ref recorded (a suspended record): the one this provider made
 
-    # The second destroy of sbx-1 finds it gone when checking whose it is, and sends no DELETE.
+    # The second destroy of sbx-1 knows it killed it, and sends nothing at all.
     assert [r.status for r in fake_e2b.requests("DELETE", SANDBOX)] == [204, 204]
-    assert [r.status for r in fake_e2b.requests("GET", SANDBOX)][-1] == 404
+    assert fake_e2b.requests("GET") == []
     assert fake_e2b.sandboxes() == []
     assert provider.instance("sbx-2") is None and other
+
+    # Another process knows none of that: it finds sbx-1 gone when checking whose it is, finds nothing of
+    # sbx-2 by its metadata, and sends no DELETE either.
+    fresh = E2BProvider(provider._settings)
+    fresh.destroy("sbx-1", ref)
+    fresh.destroy("sbx-2", None)
+    assert [r.status for r in fake_e2b.requests("GET", SANDBOX)] == [404]
+    assert len(fake_e2b.requests("DELETE", SANDBOX)) == 2
 
 
 def test_delete_snapshot_kills_only_a_paused_sandbox(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
@@ -488,3 +524,64 @@ def test_another_deployment_never_resumes_or_kills_our_paused_sandbox(
     with pytest.raises(ForeignSandbox, match="sandbox sbx-9's"):
         ours.resume("sbx-other", DATA_APP, snap)
     assert ours.resume("sbx-9", DATA_APP, snap) == ref
+
+
+ENVD_PATH = re.compile(r"/health|/files|/process\.Process/.*")
+
+
+@pytest.mark.parametrize("ending", ["destroy-by-ref", "as-the-service-destroys-a-suspended-record"])
+def test_a_two_turn_conversation_makes_the_raw_sdks_calls_and_no_more(
+    provider: E2BProvider, fake_e2b: FakeE2B, ending: str
+) -> None:
+    """Every call is a round trip to E2B's cloud. The raw SDK needs: create, pause, connect, pause, kill
+    and one process start per exec; so do we (bench/e2b_roundtrips.py measures the time). Ownership is
+    still checked on every step, from what the create answered."""
+    ref = provider.create("sbx-1", DATA_APP)
+    assert provider.exec(ref, ["echo", "one"], timeout=10).stdout == "one\n"
+    snapshot = provider.suspend("sbx-1", ref, DATA_APP, "k")
+    assert provider.resume("sbx-1", DATA_APP, snapshot) == ref
+    assert provider.exec(ref, ["echo", "two"], timeout=10).stdout == "two\n"
+    snapshot = provider.suspend("sbx-1", ref, DATA_APP, "k")
+    if ending == "destroy-by-ref":
+        provider.destroy("sbx-1", ref)
+    else:  # a suspended record holds no ref, only its snapshot, deleted after the destroy
+        provider.destroy("sbx-1", None)
+        provider.delete_snapshot(snapshot)
+
+    made = fake_e2b.requests()
+    rest = [(r.method, r.path.replace(ref, "{id}")) for r in made if not ENVD_PATH.fullmatch(r.path)]
+    envd = [(r.method, r.path) for r in made if ENVD_PATH.fullmatch(r.path)]
+    assert rest == [
+        ("POST", "/v2/sandboxes"),
+        ("POST", "/sandboxes/{id}/pause"),
+        ("POST", "/v2/sandboxes/{id}/connect"),
+        ("POST", "/sandboxes/{id}/pause"),
+        ("DELETE", "/sandboxes/{id}"),
+    ]
+    assert envd == [("POST", "/process.Process/Start")] * 2
+    assert [r.status for r in made if r.path.endswith("/connect")] == [201]  # resumed
+    assert fake_e2b.sandboxes() == []
+
+
+def test_a_ref_this_process_never_saw_is_looked_up_once_then_known(
+    settings: E2BSettings, fake_e2b: FakeE2B
+) -> None:
+    """After a restart (or on another replica) the first call on a ref checks its metadata; what passed
+    is not looked up again, and what did not pass is looked up, and refused, every time."""
+    ref = E2BProvider(settings).create("sbx-1", DATA_APP)
+    snapshot = E2BProvider(settings).suspend("sbx-1", ref, DATA_APP, "k")  # a lookup: never saw it
+    restarted = E2BProvider(settings)
+
+    assert restarted.resume("sbx-1", DATA_APP, snapshot) == ref
+    restarted.exec(ref, ["true"], timeout=10)
+    restarted.suspend("sbx-1", ref, DATA_APP, "k")
+    with pytest.raises(ForeignSandbox, match="sandbox sbx-1's"):
+        restarted.resume("sbx-2", DATA_APP, snapshot)  # refused from what the lookup showed
+    assert [r.status for r in fake_e2b.requests("GET", SANDBOX)] == [200, 200]  # suspend's, resume's
+
+    other = E2BProvider(settings, deployment="staging")
+    for _ in range(2):
+        with pytest.raises(ForeignSandbox):
+            other.destroy("sbx-1", ref)
+    assert len(fake_e2b.requests("GET", SANDBOX)) == 4
+    assert not fake_e2b.requests("DELETE") and fake_e2b.sandbox(ref).state == "paused"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from sandbox_lifecycle.adapters.settings import Settings
 from tests.conftest import DOCKER_IMAGES
 from tests.providers.conftest import remove_docker_sandboxes
 
@@ -184,18 +185,21 @@ def test_an_unusable_snapshot_dir_fails_the_side_effect_with_one_line_and_no_stu
     created = ctl.json("create", "--kind", "data-app")
     sid = created["id"]
     ctl.created.append(sid)
-    # A snapshot "directory" that is a file: the local store cannot be built (an OSError, not a
-    # ProviderError), and that happens only once the suspend's intent is in the log.
-    not_a_dir = tmp_path / "not-a-dir"
-    not_a_dir.write_text("")
-    broken = Ctl({**ctl.env, "SANDBOX_SNAPSHOT_DIR": str(not_a_dir)})
+    # A snapshot directory the store cannot write into: where this deployment's folder belongs stands a
+    # file, so the upload fails with an OSError inside the side effect, once the suspend's intent is in
+    # the log. (A SANDBOX_SNAPSHOT_DIR that is itself a file is refused before anything is written.)
+    unusable = tmp_path / "unusable-snapshots"
+    unusable.mkdir()
+    deployment = Settings.from_env(ctl.env).deployment
+    (unusable / deployment).write_text("")
+    broken = Ctl({**ctl.env, "SANDBOX_SNAPSHOT_DIR": str(unusable)})
 
     done = broken.run("suspend", sid)
 
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     line = done.stderr.strip()
-    assert len(line.splitlines()) == 1 and sid in line and "suspend failed" in line, done.stderr
+    assert len(line.splitlines()) == 1 and "cannot create a snapshot file" in line, done.stderr
     # The intent got its outcome: back to idle with the container kept, not stuck in suspending.
     shown = ctl.json("show", sid)
     assert shown["state"] == "idle", shown
