@@ -12,8 +12,11 @@ What it speaks (exactly what the installed SDK calls, nothing more):
   ``POST /v2/sandboxes/{id}/connect`` (201 when it resumed, 200 when it was running),
   ``POST /sandboxes/{id}/timeout``, ``DELETE /sandboxes/{id}``.
 * envd (``X-Access-Token`` must equal the sandbox's token; a paused sandbox answers 502 "was not found" like
-  E2B's proxy): ``GET /health``, ``GET /files`` and ``POST /files`` (multipart or octet-stream),
-  ``process.Process/Start`` (Connect server streaming, JSON codec) and ``process.Process/SendSignal``.
+  E2B's proxy): ``GET /health``, ``GET /files`` and ``POST /files`` (multipart, or octet-stream written
+  to disk as it arrives; downloads are sent in chunks, so big transfers never sit in the fake's memory),
+  ``filesystem.Filesystem/Stat``, ``/ListDir`` and ``/Remove`` (Connect unary, JSON codec; the link
+  itself for a symlink, recursive for a directory), ``process.Process/Start`` (Connect server
+  streaming, JSON codec) and ``process.Process/SendSignal``.
 
 Every sandbox owns a real directory; its paths map below it (``/home/sandbox/app`` →
 ``<root>/home/sandbox/app``), so files survive pause/resume. Commands run for real as subprocesses with the

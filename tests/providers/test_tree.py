@@ -11,6 +11,7 @@ import os
 import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,37 @@ def test_pack_dir_streams_in_chunks_and_never_follows_links(tmp_path: Path) -> N
         members = tar.getmembers()
     assert [(m.name, m.uid, m.gid) for m in members] == [("big", 1000, 1000)]
     assert counter.report().skipped == ("etc",)
+
+
+def test_a_forged_staged_tar_on_e2b_is_neutralised(
+    fake_e2b: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On E2B the download reads a tar file the sandbox wrote: a compromised sandbox (its own `tar`)
+    can put anything there. Here its "tar" copies a crafted archive into place, through the real SDK."""
+    from sandbox_lifecycle.adapters.providers import e2b as e2b_module
+    from sandbox_lifecycle.core.kinds import DATA_APP
+    from tests.providers.conftest import e2b_provider, new_deployment, new_sandbox_id
+
+    provider = e2b_provider(fake_e2b, new_deployment())
+    ref = provider.create(new_sandbox_id(), DATA_APP)
+    crafted = _tar(
+        (_m(".", tarfile.DIRTYPE), None),
+        (_m("./ok.txt"), b"fine"),
+        (_m("./../../escape.txt"), b"owned"),
+        (_m("./etc", tarfile.SYMTYPE, link="/etc"), None),
+        (_m("./etc/passwd"), b"owned"),
+        (_m("./dev", tarfile.BLKTYPE), None),
+        (_m("./suid", mode=0o4755), b"s"),
+    )
+    provider.write_file(ref, "crafted.tar", crafted)
+    provider.write_file(ref, "dir/real.txt", b"real")
+    # The forging sandbox: whatever tar was asked to write, the crafted archive is what it gets.
+    monkeypatch.setattr(e2b_module, "_TAR_SCRIPT", 'cp app/crafted.tar "$1"')
+    out = tmp_path / "deep" / "out"
+
+    report = provider.download_dir(ref, "dir", str(out))
+
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["ok.txt", "suid"]
+    assert stat.S_IMODE((out / "suid").stat().st_mode) == 0o755
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "deep" / "escape.txt").exists()
+    assert {"./../../escape.txt", "etc", "etc/passwd", "dev"} <= set(report.skipped)
