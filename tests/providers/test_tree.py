@@ -137,3 +137,44 @@ def test_a_forged_staged_tar_on_e2b_is_neutralised(
     assert stat.S_IMODE((out / "suid").stat().st_mode) == 0o755
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "deep" / "escape.txt").exists()
     assert {"./../../escape.txt", "etc", "etc/passwd", "dev"} <= set(report.skipped)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_names_links_and_formats_round_trip(tmp_path: Path, fmt: int) -> None:
+    """The stream reader's own header handling: PAX path/linkpath, GNU long names, ustar prefixes."""
+    deep = "/".join(["d" * 40] * 3)  # 122 characters: past the 100 of a plain header
+    long_file = f"top/{deep}/{'n' * 90}.txt" if fmt != tarfile.USTAR_FORMAT else f"top/{deep}/short.txt"
+    link_target = "t" * 120 if fmt != tarfile.USTAR_FORMAT else "target"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, kind, data, link in (
+            ("top", tarfile.DIRTYPE, None, ""),
+            (long_file, tarfile.REGTYPE, b"long" * 1000, ""),
+            ("top/link", tarfile.SYMTYPE, None, link_target),
+            ("top/empty", tarfile.REGTYPE, b"", ""),
+        ):
+            info = _m(name, kind, link=link)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+    report = extract_stream(
+        [buf.getvalue()[i : i + 700] for i in range(0, len(buf.getvalue()), 700)],
+        str(tmp_path / "o"),
+        top="top",
+    )
+
+    assert (tmp_path / "o" / long_file.removeprefix("top/")).read_bytes() == b"long" * 1000
+    assert os.readlink(tmp_path / "o" / "link") == link_target
+    assert (tmp_path / "o" / "empty").read_bytes() == b""
+    assert (report.files, report.bytes, report.skipped) == (2, 4000, ())
+
+
+def test_a_truncated_stream_is_a_provider_error(tmp_path: Path) -> None:
+    from sandbox_lifecycle.core.errors import ProviderError
+
+    data = _tar((_m("top", tarfile.DIRTYPE), None), (_m("top/f"), b"x" * 5000))
+    with pytest.raises(ProviderError, match="malformed"):
+        extract_stream([data[:2000]], str(tmp_path / "o"), top="top")
+    with pytest.raises(ProviderError, match="malformed"):
+        extract_stream([b"\1" * 512], str(tmp_path / "p"), top="top")  # a header with a bad checksum
