@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from sandbox_lifecycle.adapters.snapshots.archive import (
     CHUNK,
     _ancestors,
-    _coalesce,
     _name_problem,
     _plain_link_problem,
 )
@@ -90,7 +89,27 @@ def pack_dir(local_dir: str, counter: TransferCounter, *, owner: tuple[int, int]
     """
     if not os.path.isdir(local_dir):
         raise NotADirectoryError(f"{local_dir} is not a directory")
-    return _coalesce(_pack_members(os.path.abspath(local_dir), counter, owner))
+    return _gather(_pack_members(os.path.abspath(local_dir), counter, owner))
+
+
+def _gather(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """Merge the small pieces (headers, padding, small files) into ~CHUNK-sized chunks, and pass big
+    ones (a large file's data) through as they are: copying every byte into a buffer first cost a
+    quarter of the upload's time."""
+    buf = bytearray()
+    for piece in pieces:
+        if len(piece) >= CHUNK // 4:
+            if buf:
+                yield bytes(buf)
+                buf.clear()
+            yield piece
+            continue
+        buf += piece
+        if len(buf) >= CHUNK:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
 
 
 def _pack_members(root: str, counter: TransferCounter, owner: tuple[int, int]) -> Iterator[bytes]:
