@@ -37,6 +37,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from sandbox_lifecycle.core.ports import ExecResult, OutputCallback
+from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, TransferReport
 from sandbox_lifecycle.core.replay import HistoryEntry
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.core.streaming import STDOUT, AsyncExecStream
@@ -287,6 +288,25 @@ class AsyncSandboxService:
     async def read_file(self, sandbox_id: str, path: str) -> bytes:
         return await self._call(self._service.read_file, sandbox_id, path)
 
+    async def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
+        await self._call(self._service.write_files, sandbox_id, files)
+
+    async def remove(self, sandbox_id: str, path: str) -> None:
+        await self._call(self._service.remove, sandbox_id, path)
+
+    async def list_dir(self, sandbox_id: str, path: str = ".") -> builtins.list[FileEntry]:
+        return await self._call(self._service.list_dir, sandbox_id, path)
+
+    async def exists(self, sandbox_id: str, path: str) -> bool:
+        return await self._call(self._service.exists, sandbox_id, path)
+
+    async def upload_dir(self, sandbox_id: str, local_dir: str, remote_dir: str) -> TransferReport:
+        """Runs in a worker thread like every call; a directory of any size holds a few MiB there."""
+        return await self._call(self._service.upload_dir, sandbox_id, local_dir, remote_dir)
+
+    async def download_dir(self, sandbox_id: str, remote_dir: str, local_dir: str) -> TransferReport:
+        return await self._call(self._service.download_dir, sandbox_id, remote_dir, local_dir)
+
     # -------------------------------------------------------------------------------------- timers
 
     async def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
@@ -455,6 +475,24 @@ class AsyncTurnHandle:
 
     async def read_file(self, path: str) -> bytes:
         return await self._service._call(self._open(self._handle.read_file), path)
+
+    async def write_files(self, files: Mapping[str, bytes | str]) -> None:
+        await self._service._call(self._open(self._handle.write_files), dict(files))
+
+    async def remove(self, path: str) -> None:
+        await self._service._call(self._open(self._handle.remove), path)
+
+    async def list(self, path: str = ".") -> builtins.list[FileEntry]:
+        return await self._service._call(self._open(self._handle.list), path)
+
+    async def exists(self, path: str) -> bool:
+        return await self._service._call(self._open(self._handle.exists), path)
+
+    async def upload_dir(self, local_dir: str | os.PathLike[str], remote_dir: str) -> TransferReport:
+        return await self._service._call(self._open(self._handle.upload_dir), local_dir, remote_dir)
+
+    async def download_dir(self, remote_dir: str, local_dir: str | os.PathLike[str]) -> TransferReport:
+        return await self._service._call(self._open(self._handle.download_dir), remote_dir, local_dir)
 
     def __repr__(self) -> str:
         return f"AsyncTurnHandle(id={self.id!r}, kind={self.kind!r}, turn_id={self.turn_id!r})"

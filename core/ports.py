@@ -128,6 +128,26 @@ class ExecResult:
 
 
 @dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One entry of a sandbox directory listing. ``type`` is "file", "dir", "symlink" or "other" (a
+    device, a FIFO); ``size`` is the entry's own size in bytes (a symlink's is its target's length)."""
+
+    name: str
+    type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferReport:
+    """What a directory transfer moved: regular files, their bytes, and the members it left out because
+    they were unsafe to write (a link leaving the directory, a device, a name with ``..``), by name."""
+
+    files: int
+    bytes: int
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderInstance:
     """A live or paused provider sandbox carrying our label/metadata (used by the reconciler)."""
 
@@ -174,6 +194,38 @@ class SandboxProvider(Protocol):
     def write_file(self, ref: str, path: str, data: bytes) -> None: ...
 
     def read_file(self, ref: str, path: str) -> bytes: ...
+
+    def write_files(self, ref: str, files: Mapping[str, bytes]) -> None:
+        """Write several whole files at once (parents are created, owned by the sandbox user)."""
+        ...
+
+    def remove(self, ref: str, path: str) -> None:
+        """Remove a file, a symlink (not its target) or a directory with everything in it.
+
+        A path that does not exist is success: the caller wanted it gone, and a retry must not fail."""
+        ...
+
+    def list_dir(self, ref: str, path: str) -> list[FileEntry]:
+        """The entries directly inside a directory, sorted by name (``list_dir``: a method named
+        ``list`` would shadow the builtin in every provider class). FileNotFoundError when the path
+        does not exist, NotADirectoryError when it is not a directory."""
+        ...
+
+    def exists(self, ref: str, path: str) -> bool:
+        """Whether anything (a file, a directory, a dangling symlink) is at the path."""
+        ...
+
+    def upload_dir(self, ref: str, local_dir: str, remote_dir: str) -> TransferReport:
+        """Copy a local directory's contents into ``remote_dir`` (created if missing) as a streamed
+        tar, in bounded memory. Everything written is the sandbox user's; setuid bits, devices and
+        symlinks leaving ``local_dir`` are not copied (they are reported as skipped)."""
+        ...
+
+    def download_dir(self, ref: str, remote_dir: str, local_dir: str) -> TransferReport:
+        """Copy a sandbox directory's contents into ``local_dir`` (created if missing) as a streamed
+        tar, in bounded memory. The sandbox is untrusted: nothing is written outside ``local_dir`` or
+        through a link, and links leaving it, devices, FIFOs and setuid bits are left out (skipped)."""
+        ...
 
     def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
         """Persist the workspace, then release the compute. Never releases before the snapshot is stored."""

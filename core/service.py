@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
+import os
 import shlex
 import threading
 import time
@@ -40,7 +41,15 @@ from sandbox_lifecycle.core.errors import (
 )
 from sandbox_lifecycle.core.git import Git
 from sandbox_lifecycle.core.kinds import kind_spec
-from sandbox_lifecycle.core.ports import EventStore, ExecResult, OutputCallback, SandboxProvider, SnapshotInfo
+from sandbox_lifecycle.core.ports import (
+    EventStore,
+    ExecResult,
+    FileEntry,
+    OutputCallback,
+    SandboxProvider,
+    SnapshotInfo,
+    TransferReport,
+)
 from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
 from sandbox_lifecycle.core.replay import HistoryEntry, history
@@ -633,6 +642,31 @@ class SandboxService:
     def read_file(self, sandbox_id: str, path: str) -> bytes:
         return self._on_live(sandbox_id, lambda ref: self.provider.read_file(ref, path))
 
+    def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
+        """Write several whole files in one provider call (paths relative to the kind's workdir)."""
+        files = dict(files)  # a caller's mapping may change while a worker thread reads it
+        self._on_live(sandbox_id, lambda ref: self.provider.write_files(ref, files))
+
+    def remove(self, sandbox_id: str, path: str) -> None:
+        """Remove a file or a directory with all it holds; a missing path is success."""
+        self._on_live(sandbox_id, lambda ref: self.provider.remove(ref, path))
+
+    def list_dir(self, sandbox_id: str, path: str = ".") -> builtins.list[FileEntry]:
+        """The entries of a sandbox directory (``list`` is taken: it lists sandboxes)."""
+        return self._on_live(sandbox_id, lambda ref: self.provider.list_dir(ref, path))
+
+    def exists(self, sandbox_id: str, path: str) -> bool:
+        return self._on_live(sandbox_id, lambda ref: self.provider.exists(ref, path))
+
+    def upload_dir(self, sandbox_id: str, local_dir: str, remote_dir: str) -> TransferReport:
+        """Copy a local directory's contents into the sandbox, streamed (see SandboxProvider.upload_dir)."""
+        return self._on_live(sandbox_id, lambda ref: self.provider.upload_dir(ref, local_dir, remote_dir))
+
+    def download_dir(self, sandbox_id: str, remote_dir: str, local_dir: str) -> TransferReport:
+        """Copy a sandbox directory's contents into a local one, streamed; what is unsafe to write there
+        (links leaving it, devices, setuid bits) is left out and named in the report."""
+        return self._on_live(sandbox_id, lambda ref: self.provider.download_dir(ref, remote_dir, local_dir))
+
     # --------------------------------------------------------------------------------------- turns
 
     @contextmanager
@@ -773,7 +807,28 @@ class TurnHandle:
     def read_file(self, path: str) -> bytes:
         return self.service.read_file(self.id, path)
 
+    def write_files(self, files: Mapping[str, bytes | str]) -> None:
+        self.service.write_files(
+            self.id, {p: d.encode() if isinstance(d, str) else d for p, d in files.items()}
+        )
+
+    def remove(self, path: str) -> None:
+        self.service.remove(self.id, path)
+
+    def exists(self, path: str) -> bool:
+        return self.service.exists(self.id, path)
+
+    def upload_dir(self, local_dir: str | os.PathLike[str], remote_dir: str) -> TransferReport:
+        return self.service.upload_dir(self.id, os.fspath(local_dir), remote_dir)
+
+    def download_dir(self, remote_dir: str, local_dir: str | os.PathLike[str]) -> TransferReport:
+        return self.service.download_dir(self.id, remote_dir, os.fspath(local_dir))
+
     @property
     def git(self) -> Git:
         """Git in the kind's workdir; ``sbx.git.at(path)`` for another repository."""
         return Git(self)
+
+    def list(self, path: str = ".") -> builtins.list[FileEntry]:
+        """The entries of a sandbox directory (name, type, size), sorted by name."""
+        return self.service.list_dir(self.id, path)

@@ -48,7 +48,7 @@ from sandbox_lifecycle.core.errors import (
     UnsafeArchive,
 )
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, KINDS
-from sandbox_lifecycle.core.ports import ExecResult
+from sandbox_lifecycle.core.ports import ExecResult, FileEntry, TransferReport
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.events.records import SandboxRow
 
@@ -112,6 +112,7 @@ __all__ = [
     "ConfigError",
     "ExecResult",
     "ExecTimeout",
+    "FileEntry",
     "ForeignSandbox",
     "InvalidTransition",
     "ProviderError",
@@ -127,6 +128,7 @@ __all__ = [
     "SnapshotNotFound",
     "StoreError",
     "SweepReport",
+    "TransferReport",
     "TurnHandle",
     "UnsafeArchive",
     "__version__",

@@ -13,6 +13,7 @@ import os
 import posixpath
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -23,9 +24,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
+from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.core.errors import ConcurrencyError, ForeignSandbox, ProviderLost
 from sandbox_lifecycle.core.kinds import HOME, kind_spec
-from sandbox_lifecycle.core.ports import ExecResult, OutputCallback, ProviderInstance, SnapshotInfo
+from sandbox_lifecycle.core.ports import (
+    ExecResult,
+    FileEntry,
+    OutputCallback,
+    ProviderInstance,
+    SnapshotInfo,
+    TransferReport,
+)
 from sandbox_lifecycle.core.streaming import OutputCollector
 from sandbox_lifecycle.events.records import (
     AppendResult,
@@ -449,6 +458,68 @@ class FakeProvider:
 
     def read_file(self, ref: str, path: str) -> bytes:
         return self._host(self._inst(ref), path).read_bytes()
+
+    def write_files(self, ref: str, files: Mapping[str, bytes]) -> None:
+        inst = self._inst(ref)
+        targets = {self._host(inst, path): data for path, data in files.items()}  # all checked first
+        for target, data in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+    def remove(self, ref: str, path: str) -> None:
+        target = self._host(self._inst(ref), path)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            target.unlink()
+
+    def list_dir(self, ref: str, path: str) -> list[FileEntry]:
+        target = self._host(self._inst(ref), path, allow_home=True)
+        if not os.path.lexists(target):
+            raise FileNotFoundError(f"{path} does not exist in the sandbox")
+        if not target.is_dir() or target.is_symlink():
+            raise NotADirectoryError(f"{path} in the sandbox is not a directory")
+        entries = []
+        for child in target.iterdir():
+            st = child.lstat()
+            kind = (
+                "symlink"
+                if stat.S_ISLNK(st.st_mode)
+                else "dir"
+                if stat.S_ISDIR(st.st_mode)
+                else "file"
+                if stat.S_ISREG(st.st_mode)
+                else "other"
+            )
+            entries.append(FileEntry(child.name, kind, st.st_size))
+        return sorted(entries, key=lambda e: e.name)
+
+    def exists(self, ref: str, path: str) -> bool:
+        return os.path.lexists(self._host(self._inst(ref), path, allow_home=True))
+
+    def upload_dir(self, ref: str, local_dir: str, remote_dir: str) -> TransferReport:
+        # The real providers' own tar code both ways, so the fake's transfers follow the same rules.
+        target = self._host(self._inst(ref), remote_dir, allow_home=True)
+        counter = TransferCounter()
+        chunks = pack_dir(local_dir, counter, owner=(os.getuid(), os.getgid()))
+        extract_stream(chunks, str(target), top=None)
+        return counter.report()
+
+    def download_dir(self, ref: str, remote_dir: str, local_dir: str) -> TransferReport:
+        source = self._host(self._inst(ref), remote_dir, allow_home=True)
+        if not os.path.lexists(source):
+            raise FileNotFoundError(f"{remote_dir} does not exist in the sandbox")
+        if not source.is_dir() or source.is_symlink():
+            raise NotADirectoryError(f"{remote_dir} in the sandbox is not a directory")
+        # What a sandbox's `tar -c` sends: everything, links and special files included; the extractor
+        # is what keeps the backend safe.
+        pipe = subprocess.Popen(["tar", "-c", "-f", "-", "-C", str(source), "."], stdout=subprocess.PIPE)
+        assert pipe.stdout is not None
+        try:
+            return extract_stream(iter(lambda: pipe.stdout.read(1 << 20), b""), local_dir, top=".")
+        finally:
+            pipe.stdout.close()
+            pipe.wait(timeout=60)
 
     def _host(self, inst: FakeInstance, path: str, *, allow_home: bool = False) -> Path:
         """The host path of a sandbox path (relative ones are relative to the kind's workdir)."""

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import re
 import sys
 import traceback
@@ -106,6 +107,87 @@ def _live(stream: Any) -> Any:
         stream.flush()
 
     return write
+
+
+# `ID:path` names a path in a sandbox (docker cp's convention): an id, then a colon before any slash.
+# A local path holding a colon is written ./a:b.
+_REMOTE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*):(.*)", re.DOTALL)
+
+
+def _remote(spec: str) -> tuple[str, str] | None:
+    match = _REMOTE.fullmatch(spec)
+    return (match.group(1), match.group(2) or ".") if match else None
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """Copy a file or a directory into or out of a sandbox, as `docker cp` does: when the destination is
+    an existing directory the source goes inside it under its own name, otherwise it becomes the
+    destination. Directories are streamed; a missing source path exits 4 like a missing sandbox."""
+    src, dst = _remote(args.src), _remote(args.dst)
+    if (src is None) == (dst is None):
+        raise _Usage(
+            "cp needs a sandbox path (ID:PATH) on exactly one side, e.g. sandboxctl cp ./app ID:app "
+            "or sandboxctl cp ID:app/out.csv ./out.csv"
+        )
+    service = _service(args)
+    try:
+        if src is not None:
+            report = _cp_out(service, src[0], src[1], args.dst)
+        else:
+            assert dst is not None
+            report = _cp_in(service, args.src, dst[0], dst[1])
+    except FileNotFoundError as exc:
+        _fail(args, f"{first_line(str(exc))}; nothing was copied")
+        return EXIT_NOT_FOUND
+    except ValueError as exc:  # a sandbox path outside the sandbox home
+        raise _Usage(str(exc)) from exc
+    files, size, skipped = report
+    for name in skipped:
+        print(
+            f"sandboxctl: left out {name!r} (unsafe to copy: a link leaving the directory, a device)",
+            file=sys.stderr,
+        )
+    print(f"copied {files} file(s), {size} bytes", file=sys.stderr)
+    return 0
+
+
+def _cp_out(service: Any, sandbox_id: str, remote: str, local: str) -> tuple[int, int, tuple[str, ...]]:
+    target = local
+    if os.path.isdir(local):
+        target = os.path.join(local, posixpath.basename(posixpath.normpath(remote)))
+    try:
+        report = service.download_dir(sandbox_id, remote, target)
+        return report.files, report.bytes, report.skipped
+    except NotADirectoryError:
+        data = service.read_file(sandbox_id, remote)
+    with open(target, "wb") as out:
+        out.write(data)
+    return 1, len(data), ()
+
+
+def _cp_in(service: Any, local: str, sandbox_id: str, remote: str) -> tuple[int, int, tuple[str, ...]]:
+    if not os.path.lexists(local):
+        raise FileNotFoundError(f"{local} does not exist")
+    name = os.path.basename(os.path.normpath(local))
+    is_dir = os.path.isdir(local)
+    # Into an existing directory: under the source's own name, as docker cp does.
+    inside = service.exists(sandbox_id, remote) and _is_remote_dir(service, sandbox_id, remote)
+    target = posixpath.join(remote, name) if inside else remote
+    if is_dir:
+        report = service.upload_dir(sandbox_id, local, target)
+        return report.files, report.bytes, report.skipped
+    with open(local, "rb") as source:
+        data = source.read()
+    service.write_file(sandbox_id, target, data)
+    return 1, len(data), ()
+
+
+def _is_remote_dir(service: Any, sandbox_id: str, remote: str) -> bool:
+    try:
+        service.list_dir(sandbox_id, remote)
+    except NotADirectoryError:
+        return False
+    return True
 
 
 def _simple(method: str) -> Any:
@@ -298,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--env", action="append", type=env_pair, metavar="K=V", help="repeatable")
     # Filled from what follows `--` (see main), so options may come before or after the id.
     sp.set_defaults(command=[])
+    sp = add(
+        "cp",
+        cmd_cp,
+        "copy a file or directory into or out of a sandbox: SRC DST with ID:PATH on exactly one side",
+        False,
+    )
+    sp.add_argument("src", help="a local path, or ID:PATH in a sandbox (relative to the kind's workdir)")
+    sp.add_argument("dst", help="a local path, or ID:PATH in a sandbox")
     for name, help in (
         ("suspend", "snapshot the workspace and release the compute"),
         ("resume", "bring a suspended sandbox back"),

@@ -44,8 +44,10 @@ import docker.errors
 import requests.exceptions
 from docker.types import DriverConfig, Mount
 
+from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.snapshots.archive import (
+    CHUNK,
     HashingReader,
     WorkspaceTooLarge,
     fetch_verified,
@@ -61,10 +63,12 @@ from sandbox_lifecycle.core.errors import (
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
 from sandbox_lifecycle.core.ports import (
     ExecResult,
+    FileEntry,
     OutputCallback,
     ProviderInstance,
     SnapshotInfo,
     SnapshotStore,
+    TransferReport,
 )
 from sandbox_lifecycle.core.streaming import OutputCollector
 
@@ -449,6 +453,97 @@ class DockerProvider:
             if content is None:
                 raise ProviderError(f"{full} is not a regular file")
             return content.read()
+
+    def write_files(self, ref: str, files: Mapping[str, bytes]) -> None:
+        if not files:
+            return
+        resolved = {self._resolve(ref, path): data for path, data in files.items()}
+        # One exec creates every missing parent as the sandbox user (put_archive would make them as
+        # root), then one archive rooted at HOME carries every file.
+        parents = sorted({posixpath.dirname(full) for full in resolved})
+        made = self.exec(ref, ["mkdir", "-p", "--", *parents], timeout=30, cwd=HOME)
+        if made.exit_code != 0:
+            raise ProviderError(
+                f"cannot create the parents of the files in the sandbox: {made.stderr.strip()}"
+            )
+
+        def members() -> Iterator[bytes]:
+            now = int(time.time())
+            for full, data in resolved.items():
+                member = tarfile.TarInfo(posixpath.relpath(full, HOME))
+                member.size, member.mode, member.mtime = len(data), 0o644, now
+                member.uid = member.gid = SANDBOX_UID
+                member.uname = member.gname = ""
+                yield member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                yield data
+                if pad := -len(data) % tarfile.BLOCKSIZE:
+                    yield b"\0" * pad
+            yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+        with self._errors(f"write {len(resolved)} files", ref):
+            self.client.api.put_archive(ref, HOME, b"".join(members()))
+
+    def remove(self, ref: str, path: str) -> None:
+        full = self._resolve(ref, path)
+        # rm -f is quiet about a missing path, which is success; as the sandbox user, so it can only
+        # remove what the sandbox itself could.
+        done = self.exec(ref, ["rm", "-rf", "--", full], timeout=120, cwd=HOME)
+        if done.exit_code != 0:
+            raise ProviderError(f"cannot remove {full} in the sandbox: {done.stderr.strip()}")
+
+    def list_dir(self, ref: str, path: str) -> list[FileEntry]:
+        full = self._resolve_dir(ref, path)
+        done = self.exec(ref, ["bash", "-c", _LIST_SCRIPT, "bash", full], timeout=60, cwd=HOME)
+        _raise_for_path(done, full)
+        if done.exit_code != 0 or done.truncated:
+            detail = "the listing is too long" if done.truncated else done.stderr.strip()
+            raise ProviderError(f"cannot list {full} in the sandbox: {detail}")
+        return _parse_listing(done.stdout_bytes)
+
+    def exists(self, ref: str, path: str) -> bool:
+        full = self._resolve_dir(ref, path)
+        done = self.exec(ref, ["bash", "-c", "[[ -e $1 || -L $1 ]]", "bash", full], timeout=30, cwd=HOME)
+        return done.exit_code == 0
+
+    def upload_dir(self, ref: str, local_dir: str, remote_dir: str) -> TransferReport:
+        full = self._resolve_dir(ref, remote_dir)
+        counter = TransferCounter()
+        chunks = pack_dir(local_dir, counter, owner=(SANDBOX_UID, SANDBOX_GID))
+        made = self.exec(ref, ["mkdir", "-p", "--", full], timeout=30, cwd=HOME)
+        if made.exit_code != 0:
+            raise ProviderError(f"cannot create {full} in the sandbox: {made.stderr.strip()}")
+        try:
+            # A generator body goes out chunked: the engine reads it as it is made, nothing is buffered.
+            with self._errors(f"upload to {full}", ref):
+                self.client.api.put_archive(ref, full, chunks)
+        except ProviderError as exc:
+            if _is_enospc(exc):
+                raise WorkspaceTooLarge(
+                    f"the upload to {full} does not fit the sandbox's {self.disk_limit_mb} MB disk"
+                ) from exc
+            raise
+        return counter.report()
+
+    def download_dir(self, ref: str, remote_dir: str, local_dir: str) -> TransferReport:
+        full = self._resolve_dir(ref, remote_dir)
+        self._owned(ref)
+        with self._errors(f"download {full}", ref, missing_ok=True):
+            chunks, _ = self.client.api.get_archive(ref, full, chunk_size=CHUNK)
+        with self._errors(f"download {full}", ref):
+            try:
+                return extract_stream(chunks, local_dir, top=posixpath.basename(full))
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+
+    def _resolve_dir(self, ref: str, path: str) -> str:
+        """Like ``_resolve``, but HOME itself is allowed: listing or copying the whole home is fine; only
+        writing a file named HOME is not."""
+        full = posixpath.normpath(posixpath.join(self._workdir(ref), path))
+        if full != HOME:
+            return self._resolve(ref, path)
+        return full
 
     # ------------------------------------------------------------------ internals
 
@@ -862,6 +957,39 @@ def _run_tool(*argv: str) -> str:
         error.retryable = False
         raise error
     return done.stdout
+
+
+# Lists a directory as NUL-separated "type<TAB>size<TAB>name" records (names may hold tabs and newlines,
+# never NUL); exit 3 when nothing is there, 4 when it is not a directory.
+_LIST_SCRIPT = r"""
+[[ -e $1 || -L $1 ]] || exit 3
+[[ -d $1 ]] || exit 4
+exec find "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%P\0'
+"""
+_FIND_TYPES = {"f": "file", "d": "dir", "l": "symlink"}
+
+
+def _raise_for_path(done: ExecResult, full: str) -> None:
+    if done.exit_code == 3:
+        raise FileNotFoundError(f"{full} does not exist in the sandbox")
+    if done.exit_code == 4:
+        raise NotADirectoryError(f"{full} in the sandbox is not a directory")
+
+
+def _parse_listing(raw: bytes) -> list[FileEntry]:
+    entries = []
+    for record in raw.split(b"\0"):
+        if not record:
+            continue
+        kind, size, name = record.split(b"\t", 2)
+        entries.append(
+            FileEntry(
+                name=name.decode("utf-8", errors="surrogateescape"),
+                type=_FIND_TYPES.get(kind.decode(), "other"),
+                size=int(size),
+            )
+        )
+    return sorted(entries, key=lambda e: e.name)
 
 
 def _is_enospc(exc: BaseException) -> bool:

@@ -12,8 +12,11 @@ What it speaks (exactly what the installed SDK calls, nothing more):
   ``POST /v2/sandboxes/{id}/connect`` (201 when it resumed, 200 when it was running),
   ``POST /sandboxes/{id}/timeout``, ``DELETE /sandboxes/{id}``.
 * envd (``X-Access-Token`` must equal the sandbox's token; a paused sandbox answers 502 "was not found" like
-  E2B's proxy): ``GET /health``, ``GET /files`` and ``POST /files`` (multipart or octet-stream),
-  ``process.Process/Start`` (Connect server streaming, JSON codec) and ``process.Process/SendSignal``.
+  E2B's proxy): ``GET /health``, ``GET /files`` and ``POST /files`` (multipart, or octet-stream written
+  to disk as it arrives; downloads are sent in chunks, so big transfers never sit in the fake's memory),
+  ``filesystem.Filesystem/Stat``, ``/ListDir`` and ``/Remove`` (Connect unary, JSON codec; the link
+  itself for a symlink, recursive for a directory), ``process.Process/Start`` (Connect server
+  streaming, JSON codec) and ``process.Process/SendSignal``.
 
 Every sandbox owns a real directory; its paths map below it (``/home/sandbox/app`` →
 ``<root>/home/sandbox/app``), so files survive pause/resume. Commands run for real as subprocesses with the
@@ -360,6 +363,41 @@ def _map_path(root: Path, sandbox_path: str) -> Path:
     return host
 
 
+def _map_path_nofollow(root: Path, sandbox_path: str) -> Path:
+    """Like ``_map_path``, but the last component is not resolved: a symlink is itself (stat, remove)."""
+    posix = PurePosixPath(sandbox_path)
+    if not posix.is_absolute():
+        posix = PurePosixPath(SANDBOX_HOME) / posix
+    parent = _map_path(root, str(posix.parent))
+    return parent / posix.name if posix.name else parent
+
+
+_PB_TYPES = {"file": "FILE_TYPE_FILE", "dir": "FILE_TYPE_DIRECTORY"}
+
+
+def _entry_info(target: Path, sandbox_path: str) -> dict[str, Any]:
+    """A filesystem.EntryInfo in proto-JSON (int64 as a string, enums by name), as envd answers."""
+    st = target.lstat()
+    is_link = target.is_symlink()
+    kind = "dir" if target.is_dir() else "file"
+    entry: dict[str, Any] = {
+        "name": target.name,
+        # Newer envd: the target's type in `type`, the link itself marked by isSymlink.
+        "type": _PB_TYPES[kind],
+        "path": sandbox_path,
+        "size": str(st.st_size),
+        "mode": st.st_mode & 0o7777,
+        "permissions": oct(st.st_mode & 0o777),
+        "owner": "user",
+        "group": "user",
+        "modifiedTime": datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace("+00:00", "Z"),
+        "isSymlink": is_link,
+    }
+    if is_link:
+        entry["symlinkTarget"] = os.readlink(target)
+    return entry
+
+
 def _redact(body: Any) -> Any:
     """The body with every environment value replaced, for the request record."""
     if not isinstance(body, dict):
@@ -434,10 +472,35 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _body_chunks(self) -> Iterator[bytes]:
+        """The request body as it arrives, so a streamed upload is written to disk without holding it."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            for _ in range(1 << 30):  # bounded by the body's end (a zero-size chunk)
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return
+                yield self.rfile.read(size)
+                self.rfile.readline()
+            return
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            chunk = self.rfile.read(min(_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+
     def _dispatch(self) -> None:
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
-        raw = self._read_body()
+        streamed = (
+            self.command == "POST"
+            and path == "/files"
+            and self.headers.get("Content-Type", "").startswith("application/octet-stream")
+        )
+        # A streamed upload is read by its handler (into the file); everything else is read here.
+        raw = b"" if streamed else self._read_body()
         body: Any = None
         if raw and "json" in self.headers.get("Content-Type", ""):
             payload = (
@@ -511,7 +574,7 @@ class _Handler(BaseHTTPRequestHandler):
     # --- routing ----------------------------------------------------------------------------------------
 
     def _route(self, path: str, query: dict[str, list[str]], raw: bytes, body: Any) -> None:
-        if path in ("/health", "/files") or path.startswith("/process.Process/"):
+        if path in ("/health", "/files") or path.startswith(("/process.Process/", "/filesystem.Filesystem/")):
             self._envd(path, query, raw, body)
             return
         if self.headers.get("X-API-KEY") != self.fake._api_key:
@@ -605,9 +668,19 @@ class _Handler(BaseHTTPRequestHandler):
             target = _map_path(sbx.root, query.get("path", [""])[0])
             if not target.is_file():
                 raise _HTTPError(404, f"file {query.get('path', [''])[0]!r} not found")
-            self._send(200, target.read_bytes(), "application/octet-stream")
+            self._send_file(target)
         elif path == "/files" and self.command == "POST":
             content_type = self.headers.get("Content-Type", "")
+            if content_type.startswith("application/octet-stream"):
+                name = query["path"][0]
+                target = _map_path(sbx.root, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # Written as it arrives, like envd: a 100 MB upload never sits in the fake's memory.
+                with target.open("wb") as out:
+                    for chunk in self._body_chunks():
+                        out.write(chunk)
+                self._send_json(200, [{"name": target.name, "type": "file", "path": name}])
+                return
             if content_type.startswith("multipart/form-data"):
                 parts = _parse_multipart(content_type, raw)
                 if "path" in query and len(parts) == 1:
@@ -621,6 +694,8 @@ class _Handler(BaseHTTPRequestHandler):
                 target.write_bytes(content)
                 written.append({"name": target.name, "type": "file", "path": name})
             self._send_json(200, written)
+        elif path.startswith("/filesystem.Filesystem/"):
+            self._filesystem(sbx, path.rsplit("/", 1)[1], body or {})
         elif path == "/process.Process/Start":
             self._start(sbx, body)
         elif path == "/process.Process/SendSignal":
@@ -633,6 +708,51 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {})
         else:
             raise _ConnectError("unimplemented", f"{path} is not implemented by the fake")
+
+    def _filesystem(self, sbx: FakeSandbox, method: str, body: dict[str, Any]) -> None:
+        """The unary filesystem RPCs the SDK's files.exists/list/remove call (Connect, JSON codec)."""
+        name = str(body.get("path", ""))
+        target = _map_path_nofollow(sbx.root, name)
+        if method == "Stat":
+            if not os.path.lexists(target):
+                raise _ConnectError("not_found", f"path '{name}' does not exist")
+            self._send_json(200, {"entry": _entry_info(target, name)})
+        elif method == "Remove":
+            if not os.path.lexists(target):
+                raise _ConnectError("not_found", f"path '{name}' does not exist")
+            # Like envd (os.RemoveAll): a directory goes with everything in it; a link, not its target.
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+            self._send_json(200, {})
+        elif method == "ListDir":
+            if not os.path.lexists(target):
+                raise _ConnectError("not_found", f"path '{name}' does not exist")
+            if not target.is_dir():
+                raise _ConnectError("invalid_argument", f"path '{name}' is not a directory")
+            entries = [
+                _entry_info(child, f"{name.rstrip('/')}/{child.name}") for child in sorted(target.iterdir())
+            ]
+            self._send_json(200, {"entries": entries})
+        else:
+            raise _ConnectError(
+                "unimplemented", f"filesystem.Filesystem/{method} is not implemented by the fake"
+            )
+
+    def _send_file(self, target: Path) -> None:
+        """A file's bytes in chunks (a download of any size never sits in the fake's memory)."""
+        with target.open("rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            self._record.status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            left = size
+            while left > 0 and (chunk := source.read(min(_CHUNK * 16, left))):
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
     def _start(self, sbx: FakeSandbox, body: Any) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("process"), dict):
