@@ -45,6 +45,7 @@ from sandbox_lifecycle.events.records import (
     SandboxRow,
     StoreError,
 )
+from sandbox_lifecycle.events.store.base import check_append, check_projection
 
 
 class InMemoryEventStore:
@@ -69,11 +70,8 @@ class InMemoryEventStore:
         idempotency_key: str | None = None,
         projection: Projection | None = None,
     ) -> AppendResult:
-        # The real stores refuse these before touching the database.
-        if not events:
-            raise ValueError("append needs at least one event")
-        if expected_version < 0:
-            raise ValueError(f"expected_version must be >= 0, not {expected_version}")
+        # The real stores' own argument checks, so the double refuses exactly what they refuse.
+        check_append(events, expected_version, projection)
         times = [_utc(e.occurred_at) for e in events]
         if projection is not None:
             projection = _normalised(projection)
@@ -217,10 +215,8 @@ def _json_copy(value: dict[str, object]) -> dict[str, object]:
 
 def _normalised(projection: Projection) -> Projection:
     """The projection as a real store reads it back: datetimes in UTC; refused like a real one."""
+    check_projection(projection)
     row = projection.row
-    for d in projection.deadlines:
-        if d.sandbox_id != row.id:
-            raise ValueError(f"deadline of {d.sandbox_id!r} in the projection of {row.id!r}")
     times = {
         name: _utc(value)
         for name in ("last_activity_at", "state_since", "created_at")

@@ -78,6 +78,16 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def check_append(events: Sequence[NewEvent], expected_version: int, projection: Projection | None) -> None:
+    """What every store refuses before touching its storage (the in-memory test double calls it too)."""
+    if not events:
+        raise ValueError("append needs at least one event")
+    if expected_version < 0:
+        raise ValueError(f"expected_version must be >= 0, not {expected_version}")
+    if projection is not None:
+        check_projection(projection)
+
+
 def check_projection(projection: Projection) -> None:
     # Deadlines are replaced per sandbox: one of another sandbox would silently survive its replacement.
     for d in projection.deadlines:
@@ -240,12 +250,7 @@ class SqlEventStore:
         idempotency_key: str | None = None,
         projection: Projection | None = None,
     ) -> AppendResult:
-        if not events:
-            raise ValueError("append needs at least one event")
-        if expected_version < 0:
-            raise ValueError(f"expected_version must be >= 0, not {expected_version}")
-        if projection is not None:
-            check_projection(projection)
+        check_append(events, expected_version, projection)
         return self._append(stream_id, expected_version, events, idempotency_key, projection)
 
     def write_projection(self, projection: Projection) -> None:
