@@ -45,7 +45,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, TransferReport
+from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, ProcessInfo, TransferReport
+from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
 from sandbox_lifecycle.core.replay import HistoryEntry
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.core.streaming import STDOUT, AsyncExecStream
@@ -309,6 +310,37 @@ class AsyncSandboxService:
 
     # -------------------------------------------------------------------------------------- timers
 
+    async def start(
+        self,
+        sandbox_id: str,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        survive_suspend: bool = False,
+    ) -> AsyncProcess:
+        """See :meth:`SandboxService.start`."""
+        started = await self._call(
+            self._service.start, sandbox_id, command, env=env, cwd=cwd, survive_suspend=survive_suspend
+        )
+        return AsyncProcess(self, sandbox_id, started.info)
+
+    async def processes(self, sandbox_id: str) -> builtins.list[ProcessInfo]:
+        return await self._call(self._service.processes, sandbox_id)
+
+    async def process_logs(self, sandbox_id: str, pid: str) -> ProcessLogs:
+        return await self._call(self._service.process_logs, sandbox_id, pid)
+
+    async def wait_process(self, sandbox_id: str, pid: str, timeout: float = DEFAULT_WAIT_S) -> int:
+        # As long as an exec may: on the exec pool, so waiting never holds up a turn's start or suspend.
+        return await self._call_exec(self._service.wait_process, sandbox_id, pid, timeout)
+
+    async def kill_process(self, sandbox_id: str, pid: str) -> None:
+        await self._call(self._service.kill_process, sandbox_id, pid)
+
+    async def url(self, sandbox_id: str, port: int) -> str:
+        return await self._call(self._service.url, sandbox_id, port)
+
     async def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
         return await self._call(self._service.fire_due, now, limit=limit)
 
@@ -494,5 +526,56 @@ class AsyncTurnHandle:
     async def download_dir(self, remote_dir: str, local_dir: str | os.PathLike[str]) -> TransferReport:
         return await self._service._call(self._open(self._handle.download_dir), remote_dir, local_dir)
 
+    @property
+    def stopped_processes(self) -> tuple[ProcessInfo, ...]:
+        """See :attr:`TurnHandle.stopped_processes`."""
+        return self._handle.stopped_processes
+
+    async def start(
+        self,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        survive_suspend: bool = False,
+    ) -> AsyncProcess:
+        started = await self._service._call(
+            self._open(self._handle.start), command, env=env, cwd=cwd, survive_suspend=survive_suspend
+        )
+        return AsyncProcess(self._service, self.id, started.info)
+
+    async def processes(self) -> builtins.list[ProcessInfo]:
+        return await self._service._call(self._open(self._handle.processes))
+
+    async def url(self, port: int) -> str:
+        return await self._service._call(self._open(self._handle.url), port)
+
     def __repr__(self) -> str:
         return f"AsyncTurnHandle(id={self.id!r}, kind={self.kind!r}, turn_id={self.turn_id!r})"
+
+
+class AsyncProcess:
+    """A background process, awaitable: ``await proc.logs()``, ``.wait()``, ``.kill()``."""
+
+    __slots__ = ("_service", "info", "sandbox_id")
+
+    def __init__(self, service: AsyncSandboxService, sandbox_id: str, info: ProcessInfo) -> None:
+        self._service = service
+        self.sandbox_id = sandbox_id
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    async def logs(self) -> ProcessLogs:
+        return await self._service.process_logs(self.sandbox_id, self.id)
+
+    async def wait(self, timeout: float = DEFAULT_WAIT_S) -> int:
+        return await self._service.wait_process(self.sandbox_id, self.id, timeout)
+
+    async def kill(self) -> None:
+        await self._service.kill_process(self.sandbox_id, self.id)
+
+    def __repr__(self) -> str:
+        return f"AsyncProcess(id={self.id!r}, sandbox_id={self.sandbox_id!r})"

@@ -14,6 +14,7 @@ __all__ = [
     "ExecTimeout",
     "ForeignSandbox",
     "InvalidTransition",
+    "ProcessNotFound",
     "ProviderError",
     "ProviderLost",
     "ProviderRefused",
@@ -26,6 +27,7 @@ __all__ = [
     "SnapshotNotFound",
     "StoreError",
     "UnsafeArchive",
+    "Unsupported",
 ]
 
 
@@ -194,3 +196,22 @@ class UnsafeArchive(ProviderError):
     """A snapshot holds a member that would land outside the workspace; nothing was written."""
 
     retryable = False
+
+
+class Unsupported(SandboxError):
+    """The sandbox's provider cannot do what was asked (no ports, processes that a pause would stop);
+    the message names the provider and the missing capability. Retrying will not help."""
+
+    def __init__(self, provider: str, what: str, detail: str = "") -> None:
+        self.provider = provider
+        self.what = what
+        super().__init__(f"the {provider} provider does not support {what}{'; ' + detail if detail else ''}")
+
+
+class ProcessNotFound(SandboxError, LookupError):
+    """No background process with this id in the sandbox (never started there, or the instance it ran
+    in was replaced by a resume)."""
+
+    def __init__(self, sandbox: str, pid: str) -> None:
+        self.pid = pid
+        super().__init__(f"no background process {pid!r} in sandbox {sandbox}")

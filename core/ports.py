@@ -157,7 +157,82 @@ class ProviderInstance:
     status: str  # "running" | "paused" | "stopped"
 
 
-class SandboxProvider(Protocol):
+# ------------------------------------------------------------------------ capabilities and processes
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCapabilities:
+    """What a provider can do, so the service refuses clearly (``Unsupported``) instead of failing deep
+    inside a backend. ``isolation``: "container" (shares the host kernel), "microvm", or "none" (a test
+    double running on the host). ``pause_keeps_processes``: a suspend keeps background processes running
+    across the resume (E2B's memory snapshot); otherwise they are stopped and recorded on the events.
+    ``egress_allow_list``: outbound traffic is limited to the kind's allow-list. ``ports``: ``url`` works."""
+
+    isolation: str
+    pause_keeps_processes: bool
+    egress_allow_list: bool
+    ports: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A background process started with ``SandboxProvider.start``. ``id`` is the provider's handle for
+    it (not an OS pid); ``exit_code`` is None while it runs (and for one killed without a status)."""
+
+    id: str
+    command: tuple[str, ...]
+    cwd: str
+    running: bool
+    exit_code: int | None = None
+
+
+class ProcessProvider(Protocol):
+    """The background-process, port and activity calls of a provider (part of SandboxProvider)."""
+
+    capabilities: ProviderCapabilities
+
+    def start(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ProcessInfo:
+        """Start a command detached from the call: it runs on after this returns (and after the calling
+        process dies), its output going to files in the sandbox that ``process_output`` reads."""
+        ...
+
+    def processes(self, ref: str) -> list[ProcessInfo]:
+        """Every process ``start`` began in this instance, running or finished, oldest first."""
+        ...
+
+    def process_output(self, ref: str, pid: str) -> tuple[bytes, bytes]:
+        """(stdout, stderr) the process wrote so far (the last ``max_output_bytes`` of each).
+        ProcessNotFound for an unknown id."""
+        ...
+
+    def wait_process(self, ref: str, pid: str, timeout: float) -> int:
+        """The process's exit code once it ended; TimeoutError if it still runs after ``timeout`` s
+        (it is not killed). A process killed by ``kill_process`` reports 137 (128 + SIGKILL)."""
+        ...
+
+    def kill_process(self, ref: str, pid: str) -> None:
+        """SIGKILL the process and everything it started. Killing one that already ended is success."""
+        ...
+
+    def url(self, ref: str, port: int) -> str:
+        """A URL (scheme://host[:port]) on which the backend's host reaches a server listening on
+        ``port`` in the sandbox. Unsupported where the provider cannot reach ports."""
+        ...
+
+    def last_activity(self, ref: str) -> datetime | None:
+        """The newest activity the provider saw that the log may not have recorded (a background
+        process's output moving), or None when there is none."""
+        ...
+
+
+class SandboxProvider(ProcessProvider, Protocol):
     name: str
 
     def create(self, sandbox_id: str, kind: str) -> str:

@@ -12,8 +12,9 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
@@ -34,6 +35,8 @@ T = TypeVar("T")
 # The actor of the outcomes the sweep appends for side effects whose lease ran out: it decided them
 # from provider reality, not on behalf of whoever appended the intent (that actor is on the intent).
 RECONCILER = "reconciler"
+# The reason of the activity recorded when the idle timer finds a background process's output moving.
+PROCESS_OUTPUT_REASON = "process_output"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +104,42 @@ class Sweeper:
             # A stale timer (settings changed): re-arm from the current policy.
             self.s.store.write_projection(project(state, self.s.policy))
             return False
+        if kind == IDLE:
+            if self._output_moved(state, now):
+                return False
+            cmd = sb.FireIdleTimeout(
+                timeout=self.s.policy.idle_timeout, running_processes=self.s.stopping_processes(state)
+            )
         cid = uuid.uuid4().hex
         try:
             after = self.s._apply(state, cmd, correlation_id=cid, at=now)
         except ConcurrencyError:
             return False  # another scheduler won; exactly one transition happens
         self.s.drive(after, cid, cmd.reason, at=now, actor=cmd.actor)
+        return True
+
+    def _output_moved(self, state: sb.Sandbox, now: datetime) -> bool:
+        """Whether the provider saw activity the log has not (a background process's output moving) since
+        the idle cutoff; if so it is recorded (a Touch, reason ``process_output``), re-arming the timer,
+        and the sandbox is not suspended. A provider that cannot tell, or fails to, is taken at its log."""
+        ask = getattr(self.s.provider, "last_activity", None)
+        if ask is None or state.provider_ref is None:
+            return False
+        try:
+            seen = ask(state.provider_ref)
+        except Exception as exc:
+            log.warning("could not ask the provider for the activity of %s: %s", state.id, exc)
+            return False
+        if seen is None or seen <= now - self.s.policy.idle_timeout:
+            return False
+        # Window 0: this Touch must land, or the due timer would stay armed and fire again at once. A lost
+        # race means something else was recorded meanwhile, which armed its own deadline.
+        with suppress(ConcurrencyError):
+            self.s._apply(
+                state,
+                sb.Touch(window=timedelta(0), actor="scheduler", reason=PROCESS_OUTPUT_REASON),
+                at=now,
+            )
         return True
 
     # ------------------------------------------------------------------------------------ recovery

@@ -48,6 +48,9 @@ class Sandbox(NamedTuple):
     # Why the in-flight destroy was asked for (user, retention...): what the expiry will say.
     destroy_reason: str | None = None
     last_error: str | None = None
+    # The background processes the last suspend recorded as running (see SuspendRequested): what a turn
+    # may restart. () when none were recorded.
+    stopped_processes: tuple[dict[str, Any], ...] = ()
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -95,6 +98,7 @@ class EndTurn(Command):
     turn_id: str
     suspend: bool = True
     reason: str = "turn_end"
+    running_processes: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -109,6 +113,7 @@ class Touch(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RequestSuspend(Command):
+    running_processes: list[dict[str, Any]] | None = None
     TRIGGER = "request_suspend"
 
 
@@ -117,6 +122,7 @@ class MarkSuspended(Command):
     snapshot_key: str
     sha256: str | None = None
     bytes: int | None = None
+    running_processes: list[dict[str, Any]] | None = None
     TRIGGER = "mark_suspended"
 
 
@@ -136,6 +142,7 @@ class FireIdleTimeout(Command):
     timeout: timedelta
     actor: str = "scheduler"
     reason: str = "idle_timeout"
+    running_processes: list[dict[str, Any]] | None = None
     TRIGGER = "idle_timeout"
 
 
@@ -213,7 +220,11 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             return []
         return [
             ev.IdleTimeoutElapsed(**base, idle_since=state.last_activity_at, timeout_ms=_ms(cmd.timeout)),
-            ev.SuspendRequested(**base, snapshot_key=snapshot_key(state.id, state.version + 2)),
+            ev.SuspendRequested(
+                **base,
+                snapshot_key=snapshot_key(state.id, state.version + 2),
+                running_processes=cmd.running_processes,
+            ),
         ]
     if isinstance(cmd, FireRetention):
         if state.status != lc.SUSPENDED or state.suspended_at is None:
@@ -247,16 +258,34 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
                 return [ended]
             return [
                 ended,
-                ev.SuspendRequested(**base, snapshot_key=snapshot_key(state.id, state.version + 2)),
+                ev.SuspendRequested(
+                    **base,
+                    snapshot_key=snapshot_key(state.id, state.version + 2),
+                    running_processes=cmd.running_processes,
+                ),
             ]
         case Touch():
             if state.last_activity_at is not None and now - state.last_activity_at < cmd.window:
                 return []
             return [ev.ActivityRecorded(**base, count=cmd.count)]
         case RequestSuspend():
-            return [ev.SuspendRequested(**base, snapshot_key=snapshot_key(state.id, state.version + 1))]
+            return [
+                ev.SuspendRequested(
+                    **base,
+                    snapshot_key=snapshot_key(state.id, state.version + 1),
+                    running_processes=cmd.running_processes,
+                )
+            ]
         case MarkSuspended():
-            return [ev.Suspended(**base, snapshot_key=cmd.snapshot_key, sha256=cmd.sha256, bytes=cmd.bytes)]
+            return [
+                ev.Suspended(
+                    **base,
+                    snapshot_key=cmd.snapshot_key,
+                    sha256=cmd.sha256,
+                    bytes=cmd.bytes,
+                    running_processes=cmd.running_processes,
+                )
+            ]
         case RequestResume():
             return [ev.ResumeRequested(**base)]
         case MarkResumed():
@@ -343,7 +372,14 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.IdleTimeoutElapsed() | ev.RetentionElapsed():
             return _next(s)
         case ev.SuspendRequested():
-            return _moved(s, lc.SUSPENDING, at, pending_snapshot_key=event.snapshot_key, turn_id=None)
+            return _moved(
+                s,
+                lc.SUSPENDING,
+                at,
+                pending_snapshot_key=event.snapshot_key,
+                turn_id=None,
+                stopped_processes=tuple(event.running_processes or ()),
+            )
         case ev.Suspended():
             return _moved(
                 s,
@@ -355,9 +391,12 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 snapshot_bytes=event.bytes,
                 pending_snapshot_key=None,
                 suspended_at=at,
+                stopped_processes=tuple(event.running_processes or ()),
             )
         case ev.SuspendFailed():
-            return _moved(s, lc.IDLE, at, pending_snapshot_key=None, last_error=event.error)
+            return _moved(
+                s, lc.IDLE, at, pending_snapshot_key=None, last_error=event.error, stopped_processes=()
+            )
         case ev.ResumeRequested():
             return _moved(s, lc.RESUMING, at)
         case ev.Resumed():

@@ -31,6 +31,7 @@ from sandbox_lifecycle.core.errors import (
     ConcurrencyError,
     ForeignSandbox,
     InvalidTransition,
+    ProcessNotFound,
     ProviderLost,
     SandboxBusy,
     SandboxError,
@@ -38,6 +39,7 @@ from sandbox_lifecycle.core.errors import (
     SandboxNotFound,
     SideEffectFailed,
     StoreError,
+    Unsupported,
 )
 from sandbox_lifecycle.core.git import Git
 from sandbox_lifecycle.core.kinds import kind_spec
@@ -46,10 +48,13 @@ from sandbox_lifecycle.core.ports import (
     ExecResult,
     FileEntry,
     OutputCallback,
+    ProcessInfo,
+    ProviderCapabilities,
     SandboxProvider,
     SnapshotInfo,
     TransferReport,
 )
+from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, Process, ProcessLogs, as_record, from_record
 from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
 from sandbox_lifecycle.core.replay import HistoryEntry, history
@@ -88,6 +93,12 @@ def utcnow() -> datetime:
 
 def new_sandbox_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+# What a provider without a ``capabilities`` attribute is taken to support: nothing optional.
+_NO_CAPABILITIES = ProviderCapabilities(
+    isolation="unknown", pause_keeps_processes=False, egress_allow_list=False, ports=False
+)
 
 
 class _Duplicate(Exception):
@@ -271,7 +282,12 @@ class SandboxService:
         after = self._apply(
             state,
             sb.MarkSuspended(
-                snapshot_key=info.key, sha256=info.sha256, bytes=info.bytes, actor=actor, reason=reason
+                snapshot_key=info.key,
+                sha256=info.sha256,
+                bytes=info.bytes,
+                actor=actor,
+                reason=reason,
+                running_processes=list(state.stopped_processes) or None,
             ),
             correlation_id=cid,
             at=at,
@@ -406,7 +422,13 @@ class SandboxService:
 
     def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
         cid, who = uuid.uuid4().hex, actor or self.actor
-        _, state = self._run(sandbox_id, lambda s: sb.RequestSuspend(actor=who, reason=reason), cid)
+        _, state = self._run(
+            sandbox_id,
+            lambda s: sb.RequestSuspend(
+                actor=who, reason=reason, running_processes=self.stopping_processes(s)
+            ),
+            cid,
+        )
         self.drive(state, cid, reason, actor=who)
         return self.get(sandbox_id)
 
@@ -701,8 +723,13 @@ class SandboxService:
                 continue
         else:
             raise SandboxBusy(sandbox_id, "contended", "too many concurrent turns")
+        stopped = (
+            ()
+            if self.capabilities.pause_keeps_processes
+            else tuple(map(from_record, state.stopped_processes))
+        )
         try:
-            yield TurnHandle(self, sandbox_id, kind, turn_id)
+            yield TurnHandle(self, sandbox_id, kind, turn_id, stopped)
         finally:
             self._end_turn(sandbox_id, turn_id, keep_warm, who, cid)
 
@@ -713,8 +740,13 @@ class SandboxService:
                 # The idle timer or an operator already moved it on; nothing of ours to end.
                 return
             try:
+                stopping = None if keep_warm else self.stopping_processes(state)
                 state = self._apply(
-                    state, sb.EndTurn(turn_id=turn_id, suspend=not keep_warm, actor=actor), correlation_id=cid
+                    state,
+                    sb.EndTurn(
+                        turn_id=turn_id, suspend=not keep_warm, actor=actor, running_processes=stopping
+                    ),
+                    correlation_id=cid,
                 )
                 break
             except ConcurrencyError:
@@ -736,6 +768,96 @@ class SandboxService:
     def sweep(self, now: datetime | None = None) -> SweepReport:
         return self._sweeper.sweep(now)
 
+    # ------------------------------------------------------------------- background processes and ports
+
+    @property
+    def capabilities(self) -> ProviderCapabilities:
+        """The provider's capabilities (a provider that declares none is assumed to have none)."""
+        found = getattr(self.provider, "capabilities", None)
+        return found if isinstance(found, ProviderCapabilities) else _NO_CAPABILITIES
+
+    def stopping_processes(self, state: sb.Sandbox) -> builtins.list[dict[str, Any]] | None:
+        """The running background processes a suspend of ``state`` would stop, as recorded on the
+        suspend's events; None where the provider's pause keeps them (E2B) or nothing can be asked.
+
+        A failure to list them never blocks the suspend (it is logged, and nothing is recorded)."""
+        if (
+            self.capabilities.pause_keeps_processes
+            or state.provider_ref is None
+            or state.status not in lc.LIVE
+        ):
+            return None
+        try:
+            running = [as_record(p) for p in self.provider.processes(state.provider_ref) if p.running]
+        except Exception as exc:
+            log.warning("could not list the background processes of sandbox %s: %s", state.id, exc)
+            return None
+        return running or None
+
+    def start(
+        self,
+        sandbox_id: str,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        wait: float | None = None,
+        survive_suspend: bool = False,
+    ) -> Process:
+        """Start a background process (an argv list, or a string run by ``bash -lc``) and return its
+        handle at once. It runs on after this call and after this process. Its output counts as activity
+        while it moves (see ``last_activity``). ``survive_suspend=True`` refuses (Unsupported) on a
+        provider whose suspend stops processes (Docker): there, restart them from the turn's
+        ``stopped_processes``."""
+        if survive_suspend and not self.capabilities.pause_keeps_processes:
+            raise Unsupported(
+                self.provider.name,
+                "background processes that survive a suspend",
+                "a suspend stops them; the next turn's stopped_processes lists them to restart",
+            )
+        argv = _argv(command)
+        info = self._on_live(
+            sandbox_id, lambda ref: self.provider.start(ref, argv, env=env, cwd=cwd), wait, busy_for=60.0
+        )
+        return Process(self, sandbox_id, info)
+
+    def processes(self, sandbox_id: str) -> builtins.list[ProcessInfo]:
+        """The background processes of the sandbox's current instance, running or ended, oldest first."""
+        return self._on_live(sandbox_id, lambda ref: self.provider.processes(ref))
+
+    def process(self, sandbox_id: str, pid: str) -> Process:
+        """The handle of a background process by its id (ProcessNotFound when there is none)."""
+        for info in self.processes(sandbox_id):
+            if info.id == pid:
+                return Process(self, sandbox_id, info)
+        raise ProcessNotFound(sandbox_id, pid)
+
+    def process_logs(self, sandbox_id: str, pid: str) -> ProcessLogs:
+        out, err = self._on_live(sandbox_id, lambda ref: self.provider.process_output(ref, pid))
+        return ProcessLogs(out, err)
+
+    def wait_process(self, sandbox_id: str, pid: str, timeout: float = DEFAULT_WAIT_S) -> int:
+        """The process's exit code once it ends; TimeoutError when it still runs after ``timeout``."""
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        return self._on_live(
+            sandbox_id,
+            lambda ref: self.provider.wait_process(ref, pid, timeout),
+            busy_for=timeout + _HEARTBEAT_GRACE_S,
+        )
+
+    def kill_process(self, sandbox_id: str, pid: str) -> None:
+        self._on_live(sandbox_id, lambda ref: self.provider.kill_process(ref, pid))
+
+    def url(self, sandbox_id: str, port: int) -> str:
+        """A URL on which this host reaches a server listening on ``port`` in the sandbox; Unsupported
+        on a provider without ports."""
+        if not self.capabilities.ports:
+            raise Unsupported(self.provider.name, "reaching a port in the sandbox (url)")
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be 1-65535, got {port!r}")
+        return self._on_live(sandbox_id, lambda ref: self.provider.url(ref, port))
+
 
 def _argv(command: Sequence[str] | str) -> list[str]:
     # A string is a shell command line, as an agent writes one; a list is an argv, run as it is.
@@ -754,6 +876,9 @@ class TurnHandle:
     id: str
     kind: str
     turn_id: str
+    # The background processes the last suspend stopped (on a provider whose suspend stops them), so the
+    # turn can start them again: ``for p in sbx.stopped_processes: sbx.start(list(p.command), cwd=p.cwd)``.
+    stopped_processes: tuple[ProcessInfo, ...] = ()
 
     def exec(
         self,
@@ -832,3 +957,21 @@ class TurnHandle:
     def list(self, path: str = ".") -> builtins.list[FileEntry]:
         """The entries of a sandbox directory (name, type, size), sorted by name."""
         return self.service.list_dir(self.id, path)
+
+    def start(
+        self,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        survive_suspend: bool = False,
+    ) -> Process:
+        """See :meth:`SandboxService.start`."""
+        return self.service.start(self.id, command, env=env, cwd=cwd, survive_suspend=survive_suspend)
+
+    def processes(self) -> builtins.list[ProcessInfo]:
+        return self.service.processes(self.id)
+
+    def url(self, port: int) -> str:
+        """See :meth:`SandboxService.url`."""
+        return self.service.url(self.id, port)

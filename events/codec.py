@@ -45,7 +45,8 @@ class EventDecodeError(CorruptStream):
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
     args = typing.get_args(hint) if typing.get_origin(hint) is not None else (hint,)
-    return tuple(type(None) if a is None else a for a in args)
+    # A parametrized container (list[dict[str, Any]]) is checked as its bare type (list).
+    return tuple(type(None) if a is None else (typing.get_origin(a) or a) for a in args)
 
 
 # Per event class: field -> the Python types its value may have. Computed once, since decoding a

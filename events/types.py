@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,6 +76,10 @@ class IdleTimeoutElapsed(Event):
 class SuspendRequested(Event):
     TYPE = "SuspendRequested"
     snapshot_key: str
+    # The background processes running when the suspend was asked for, on a provider whose suspend stops
+    # them ({"id", "command": [argv], "cwd"} each), so the next turn can restart them. None: not recorded
+    # (events written before this field, or a provider whose pause keeps its processes running).
+    running_processes: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,6 +88,8 @@ class Suspended(Event):
     snapshot_key: str
     sha256: str | None = None
     bytes: int | None = None
+    # The background processes the suspend stopped (as on SuspendRequested); None: not recorded.
+    running_processes: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

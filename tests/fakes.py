@@ -46,6 +46,7 @@ from sandbox_lifecycle.events.records import (
     StoreError,
 )
 from sandbox_lifecycle.events.store.base import check_append, check_projection
+from tests.fake_processes import FakeProcesses
 
 
 class InMemoryEventStore:
@@ -252,7 +253,7 @@ class FakeEngine:
         return next((p for p in self.providers if sandbox_id in p.instances), None)
 
 
-class FakeProvider:
+class FakeProvider(FakeProcesses):
     """A provider with Docker's semantics on the host: an instance is a directory standing for the
     sandbox home, commands run in it as subprocesses (so exec output, exit codes, env, cwd and timeouts
     are real), suspend copies the kind's workspace paths to a snapshot directory and drops the instance.
@@ -357,6 +358,7 @@ class FakeProvider:
     def _drop(self, sandbox_id: str) -> None:
         inst = self.instances.pop(sandbox_id, None)
         if inst is not None:
+            self._stop_processes(inst.ref)
             shutil.rmtree(self.engine.root / "instances" / self.deployment / inst.ref, ignore_errors=True)
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:

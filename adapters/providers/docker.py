@@ -44,6 +44,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import DriverConfig, Mount
 
+from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.snapshots.archive import (
@@ -59,12 +60,15 @@ from sandbox_lifecycle.core.errors import (
     ProviderError,
     ProviderLost,
     ProviderRefused,
+    Unsupported,
 )
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
 from sandbox_lifecycle.core.ports import (
     ExecResult,
     FileEntry,
     OutputCallback,
+    ProcessInfo,
+    ProviderCapabilities,
     ProviderInstance,
     SnapshotInfo,
     SnapshotStore,
@@ -173,6 +177,10 @@ def refuse_production(environ: Mapping[str, str]) -> None:
 
 class DockerProvider:
     name = "docker"
+    # A container shares the host kernel; a suspend removes it, so its background processes stop.
+    capabilities = ProviderCapabilities(
+        isolation="container", pause_keeps_processes=False, egress_allow_list=False, ports=False
+    )
 
     def __init__(
         self,
@@ -805,6 +813,40 @@ class DockerProvider:
             if missing_ok and isinstance(exc, docker.errors.NotFound) and ref and self._inspect(ref):
                 raise FileNotFoundError(f"{action}: no such file in the sandbox") from exc
             raise self._mapped(exc, action, ref) from exc
+
+    # ------------------------------------------------------------------ background processes and ports
+
+    @property
+    def _processes(self) -> DockerProcesses:
+        return DockerProcesses(self)
+
+    def start(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ProcessInfo:
+        return self._processes.start(ref, command, env=env, cwd=cwd)
+
+    def processes(self, ref: str) -> list[ProcessInfo]:
+        return self._processes.processes(ref)
+
+    def process_output(self, ref: str, pid: str) -> tuple[bytes, bytes]:
+        return self._processes.process_output(ref, pid)
+
+    def wait_process(self, ref: str, pid: str, timeout: float) -> int:
+        return self._processes.wait_process(ref, pid, timeout)
+
+    def kill_process(self, ref: str, pid: str) -> None:
+        self._processes.kill_process(ref, pid)
+
+    def last_activity(self, ref: str) -> datetime | None:
+        return self._processes.last_activity(ref)
+
+    def url(self, ref: str, port: int) -> str:
+        raise Unsupported(self.name, "reaching a port in the sandbox (url)", "not implemented yet for Docker")
 
     @staticmethod
     def _mapped(exc: BaseException, action: str, ref: str | None = None) -> ProviderError:

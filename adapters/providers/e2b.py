@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 import httpx
@@ -69,6 +70,7 @@ from e2b import (
 from e2b.sandbox.filesystem.filesystem import SyncWriteEntry
 
 # Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
+from sandbox_lifecycle.adapters.providers.e2b_processes import E2BProcesses
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import (
     DEFAULT_EGRESS_ALLOW,
@@ -90,6 +92,8 @@ from sandbox_lifecycle.core.ports import (
     ExecResult,
     FileEntry,
     OutputCallback,
+    ProcessInfo,
+    ProviderCapabilities,
     ProviderInstance,
     SnapshotInfo,
     TransferReport,
@@ -217,6 +221,10 @@ exec tar -c -f "$1" --exclude="${1##*/}" -C "$2" .
 
 class E2BProvider:
     name = "e2b"
+    # A microVM; pause is a memory snapshot, so background processes run on after a resume.
+    capabilities = ProviderCapabilities(
+        isolation="microvm", pause_keeps_processes=True, egress_allow_list=True, ports=True
+    )
 
     def __init__(self, settings: E2BSettings, *, deployment: str = "default") -> None:
         if not _DEPLOYMENT_NAME.fullmatch(deployment):
@@ -578,6 +586,36 @@ class E2BProvider:
             pass
         except Exception as e:  # a leftover in the home, not a failed transfer
             log.warning("e2b: could not remove the transfer file %s: %s", staged, _describe(e))
+
+    # --- background processes and ports (see e2b_processes.py) ---------------------------------------------
+
+    def start(
+        self,
+        ref: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ProcessInfo:
+        return E2BProcesses(self).start(ref, command, env=env, cwd=cwd)
+
+    def processes(self, ref: str) -> list[ProcessInfo]:
+        return E2BProcesses(self).processes(ref)
+
+    def process_output(self, ref: str, pid: str) -> tuple[bytes, bytes]:
+        return E2BProcesses(self).process_output(ref, pid)
+
+    def wait_process(self, ref: str, pid: str, timeout: float) -> int:
+        return E2BProcesses(self).wait_process(ref, pid, timeout)
+
+    def kill_process(self, ref: str, pid: str) -> None:
+        E2BProcesses(self).kill_process(ref, pid)
+
+    def last_activity(self, ref: str) -> datetime | None:
+        return E2BProcesses(self).last_activity(ref)
+
+    def url(self, ref: str, port: int) -> str:
+        return E2BProcesses(self).url(ref, port)
 
     # --- what E2B holds (for the reconciler) ---------------------------------------------------------------
 

@@ -16,13 +16,18 @@ What it speaks (exactly what the installed SDK calls, nothing more):
   to disk as it arrives; downloads are sent in chunks, so big transfers never sit in the fake's memory),
   ``filesystem.Filesystem/Stat``, ``/ListDir`` and ``/Remove`` (Connect unary, JSON codec; the link
   itself for a symlink, recursive for a directory), ``process.Process/Start`` (Connect server
-  streaming, JSON codec) and ``process.Process/SendSignal``.
+  streaming, JSON codec), ``process.Process/Connect`` (streaming: start, keepalives, end),
+  ``process.Process/List`` and ``process.Process/SendSignal``.
+* sandbox ports: :attr:`FakeE2B.proxy_url` is an HTTP proxy that routes ``<port>-<sandbox id>.<domain>``
+  (the host ``Sandbox.get_host(port)`` gives when the SDK's ``domain`` is :attr:`FakeE2B.domain`) to that
+  port on loopback, where the sandbox's servers listen (its commands run on this host).
 
 Every sandbox owns a real directory; its paths map below it (``/home/sandbox/app`` →
 ``<root>/home/sandbox/app``), so files survive pause/resume. Commands run for real as subprocesses with the
 mapped cwd and ``HOME``; absolute paths inside a command are host paths. Like envd, a process outlives a
-dropped stream and ends on ``SendSignal``; unlike E2B, pausing kills processes (no memory snapshot), and
-every process is killed after ``max_process_seconds`` so a test can never hang on one. A sandbox's end
+dropped stream and ends on ``SendSignal``; pausing freezes every process of the sandbox (SIGSTOP) and
+the resume thaws them (SIGCONT), which is what E2B's memory snapshot looks like from outside; every
+process is killed after ``max_process_seconds`` so a test can never hang on one. A sandbox's end
 time is reported but not enforced: a test that wants E2B's auto-pause sets ``state`` itself.
 ``latency`` delays every answer by that many seconds, as the distance to E2B's cloud would.
 
@@ -101,6 +106,13 @@ class _Process:
     pid: int
     popen: subprocess.Popen[bytes]
     watchdog: threading.Timer
+    # The ProcessConfig it was started with (proto-JSON), as Process/List reports it.
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def signal_group(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
 
     def kill(self) -> None:
         self.watchdog.cancel()
@@ -128,6 +140,10 @@ class FakeSandbox:
         for proc in list(self.processes.values()):
             proc.kill()
         self.processes.clear()
+
+    def freeze_processes(self, frozen: bool) -> None:
+        for proc in list(self.processes.values()):
+            proc.signal_group(signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def listed(self) -> dict[str, Any]:
         return {
@@ -179,6 +195,7 @@ class FakeE2B:
         self._requests: list[RecordedRequest] = []
         self._pids = itertools.count(1000)
         self._server: ThreadingHTTPServer | None = None
+        self._proxy: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -191,6 +208,25 @@ class FakeE2B:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-e2b", daemon=True
         )
         self._thread.start()
+        proxy_handler = type("_BoundProxy", (_PortProxy,), {"fake": self})
+        self._proxy = ThreadingHTTPServer(("127.0.0.1", 0), proxy_handler)
+        self._proxy.daemon_threads = True
+        threading.Thread(
+            target=self._proxy.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-e2b-ports",
+            daemon=True,
+        ).start()
+
+    # The sandbox domain to give the SDK (E2B_DOMAIN) so that get_host names hosts the proxy routes; a
+    # reserved name (RFC 2606) that no resolver answers, so nothing but the proxy ever reaches it.
+    domain = "e2b.test"
+
+    @property
+    def proxy_url(self) -> str:
+        assert self._proxy is not None, "FakeE2B.start() first"
+        host, port = self._proxy.server_address[:2]
+        return f"http://{host!s}:{port}"
 
     def stop(self) -> None:
         with self._lock:
@@ -199,6 +235,9 @@ class FakeE2B:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._proxy is not None:
+            self._proxy.shutdown()
+            self._proxy.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -321,7 +360,7 @@ class FakeE2B:
         watchdog = threading.Timer(self.max_process_seconds, _killpg, args=(popen.pid,))
         watchdog.daemon = True
         watchdog.start()
-        proc = _Process(pid, popen, watchdog)
+        proc = _Process(pid, popen, watchdog, dict(config))
         with self._lock:
             sbx.processes[pid] = proc
         return proc
@@ -605,7 +644,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.fake._lock:
                 if sbx.state == "paused":
                     raise _HTTPError(409, f"sandbox {sandbox_id} is already paused")
-                sbx.kill_processes()
+                sbx.freeze_processes(True)
                 sbx.state = "paused"
             self._send_empty(204)
         elif action == "connect" and path.startswith("/v2/"):
@@ -613,6 +652,8 @@ class _Handler(BaseHTTPRequestHandler):
             with self.fake._lock:
                 resumed = sbx.state == "paused"
                 sbx.state = "running"
+                if resumed:
+                    sbx.freeze_processes(False)
                 deadline = datetime.now(UTC) + timedelta(seconds=timeout)
                 # Like E2B: a connect only ever extends a running sandbox's life.
                 sbx.end_at = deadline if resumed else max(sbx.end_at, deadline)
@@ -698,6 +739,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._filesystem(sbx, path.rsplit("/", 1)[1], body or {})
         elif path == "/process.Process/Start":
             self._start(sbx, body)
+        elif path == "/process.Process/List":
+            with self.fake._lock:
+                alive = [p for p in sbx.processes.values() if p.popen.poll() is None]
+            self._send_json(200, {"processes": [{"config": p.config, "pid": p.pid} for p in alive]})
+        elif path == "/process.Process/Connect":
+            self._connect(sbx, body)
         elif path == "/process.Process/SendSignal":
             pid = (body or {}).get("process", {}).get("pid")
             with self.fake._lock:
@@ -776,6 +823,34 @@ class _Handler(BaseHTTPRequestHandler):
         self._write_chunk(_envelope(0x02, b"{}"))
         self.wfile.write(b"0\r\n\r\n")
 
+    def _connect(self, sbx: FakeSandbox, body: Any) -> None:
+        """Attach to a running process: its start event, keepalives while it runs, then its end (output
+        is only streamed to the stream that started it; our supervisors print none)."""
+        pid = (body or {}).get("process", {}).get("pid")
+        with self.fake._lock:
+            proc = sbx.processes.get(pid) if isinstance(pid, int) else None
+        if proc is None or proc.popen.poll() is not None:
+            raise _ConnectError("not_found", f"process with pid {pid} not found")
+        self._record.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", "application/connect+json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._stream_event({"start": {"pid": proc.pid}})
+        # Bounded by the watchdog, which kills every process after max_process_seconds.
+        while proc.popen.poll() is None:
+            try:
+                proc.popen.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                self._stream_event({"keepalive": {}})  # a client that left makes this raise
+        code = proc.popen.returncode
+        if code >= 0:
+            self._stream_event({"end": {"exitCode": code, "exited": True, "status": f"exit status {code}"}})
+        else:
+            self._stream_event({"end": {"exitCode": -1, "exited": False, "status": "signal: killed"}})
+        self._write_chunk(_envelope(0x02, b"{}"))
+        self.wfile.write(b"0\r\n\r\n")
+
     def _stream_event(self, event: dict[str, Any]) -> None:
         self._write_chunk(_envelope(0, json.dumps({"event": event}).encode()))
 
@@ -807,3 +882,46 @@ def _read_outputs(popen: subprocess.Popen[bytes]) -> Iterator[tuple[str, bytes]]
             yield name, chunk
         else:
             open_pipes -= 1
+
+
+class _PortProxy(BaseHTTPRequestHandler):
+    """E2B's edge for sandbox ports: ``<port>-<sandbox id>.<domain>`` reaches ``port`` in that sandbox
+    (here: on loopback). Spoken as an HTTP proxy (absolute-form request lines), so a client uses the URL
+    the provider returned exactly as it is. Only GET is relayed; 502 when the sandbox is not running or
+    nothing listens, as E2B answers."""
+
+    fake: FakeE2B
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        import http.client
+
+        split = urlsplit(self.path)
+        host = split.hostname or (self.headers.get("Host") or "").split(":")[0]
+        match = re.fullmatch(r"(\d+)-([A-Za-z0-9]+)\." + re.escape(self.fake.domain), host)
+        with self.fake._lock:
+            sbx = self.fake._sandboxes.get(match.group(2)) if match else None
+        if match is None or sbx is None or sbx.state != "running":
+            self._answer(502, b"sandbox not found\n")
+            return
+        target = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=10)
+        try:
+            target.request("GET", (split.path or "/") + (f"?{split.query}" if split.query else ""))
+            answer = target.getresponse()
+            body = answer.read()
+        except OSError:
+            self._answer(502, b"nothing listens on that port\n")
+            return
+        finally:
+            target.close()
+        self._answer(answer.status, body, answer.getheader("Content-Type") or "application/octet-stream")
+
+    def _answer(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
