@@ -63,13 +63,10 @@ class FakeProcesses:
     def _call(self, op: str, sid: str) -> None: ...
     def _host(self, inst: Any, path: str, *, allow_home: bool = False) -> Path: ...
 
-    @property
-    def background(self) -> dict[str, dict[str, _FakeProcess]]:
-        """ref -> process id -> process, every process this provider started."""
-        if not hasattr(self, "_background"):
-            self._background: dict[str, dict[str, _FakeProcess]] = {}
-            self.activity: dict[str, datetime] = {}
-        return self._background
+    def _init_processes(self) -> None:
+        # ref -> process id -> process, every process this provider started.
+        self.background: dict[str, dict[str, _FakeProcess]] = {}
+        self.activity: dict[str, datetime] = {}
 
     def start(
         self,

@@ -278,6 +278,7 @@ class FakeProvider(FakeProcesses):
         self._serial = itertools.count(1)
         # The in-memory bound of an exec's output per stream, as DockerLimits.max_output_bytes.
         self.max_output_bytes = 1024**2
+        self._init_processes()
 
     def _call(self, op: str, sid: str) -> None:
         self.calls.append((op, sid))

@@ -77,3 +77,26 @@ def test_bad_records_fail_loudly_naming_stream_version_and_type(rec: RecordedEve
     text = str(info.value)
     assert message in text
     assert "'sbx-1'" in text and "version 3" in text and rec.type in text
+
+
+def test_suspend_events_written_before_running_processes_still_decode() -> None:
+    # Events of earlier releases have no running_processes: they read as "not recorded".
+    old = decode(record("SuspendRequested", {"snapshot_key": "snapshots/sbx-1/3.tar.zst"}))
+    assert old == ev.SuspendRequested(
+        at=T, actor="api", reason="user", snapshot_key="snapshots/sbx-1/3.tar.zst"
+    )
+    assert old.running_processes is None
+    assert (
+        decode(record("Suspended", {"snapshot_key": "k", "sha256": None, "bytes": 3})).running_processes
+        is None
+    )
+
+
+def test_running_processes_round_trip_and_are_type_checked() -> None:
+    procs = [{"id": "0190abc1234", "command": ["npm", "run", "dev"], "cwd": "/home/sandbox/app"}]
+    event = ev.Suspended(at=T, actor="api", reason="turn_end", snapshot_key="k", running_processes=procs)
+    new = encode(event)
+    assert new.data["running_processes"] == procs
+    assert decode(RecordedEvent(1, "s", 1, new.type, new.schema_version, new.data, new.metadata, T)) == event
+    with pytest.raises(EventDecodeError, match="running_processes"):
+        decode(record("Suspended", {"snapshot_key": "k", "running_processes": "npm run dev"}))

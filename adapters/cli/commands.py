@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox_lifecycle.adapters.cli import processes as process_verbs
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
 from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
     ConfigError,
     ExecTimeout,
+    ProcessNotFound,
     SandboxBusy,
     SandboxError,
     SandboxExpired,
@@ -82,6 +84,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = list(args.command)
     if not command:
         raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID --timeout 60 -- ls -la")
+    if args.detach:
+        return process_verbs.cmd_exec_detached(args)
     env = dict(args.env or [])
     # Streamed as it arrives, flushed per chunk: a long build shows its progress, a timeout keeps what
     # was printed before it, and output past the in-memory bound still reaches the terminal whole. The
@@ -338,6 +342,7 @@ class _Usage(Exception):
 _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (_Usage, EXIT_USAGE),
     (SandboxNotFound, EXIT_NOT_FOUND),
+    (ProcessNotFound, EXIT_NOT_FOUND),
     (SandboxBusy, EXIT_BUSY),
     (SandboxExpired, EXIT_EXPIRED),
     (ExecTimeout, EXIT_TIMEOUT),
@@ -378,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--cwd", help="working directory in the sandbox (default: the kind's workdir)")
     sp.add_argument("--env", action="append", type=env_pair, metavar="K=V", help="repeatable")
+    sp.add_argument("--detach", action="store_true", help="run in the background; print the process id")
     # Filled from what follows `--` (see main), so options may come before or after the id.
     sp.set_defaults(command=[])
     sp = add(
@@ -426,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("upgrade", help="migrate the database to this release's schema").set_defaults(
         fn=cmd_db_upgrade
     )
+    process_verbs.register(add)
     add("diagram", cmd_diagram, "print the lifecycle as a Mermaid state diagram", False)
     add("doctor", cmd_doctor, "check settings, database and provider", False)
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)

@@ -32,7 +32,9 @@ def test_a_started_process_runs_detached_and_reports_output_and_status(harness: 
     p = harness.provider
     ref = p.create(harness.new_id(), DATA_APP)
 
-    info = p.start(ref, ["sh", "-c", 'echo "out $GREETING"; pwd; echo err >&2; exit 7'], env={"GREETING": "hi"})
+    info = p.start(
+        ref, ["sh", "-c", 'echo "out $GREETING"; pwd; echo err >&2; exit 7'], env={"GREETING": "hi"}
+    )
 
     assert info.running and info.command[0] == "sh"
     assert p.wait_process(ref, info.id, 20) == 7
@@ -112,7 +114,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_url_reaches_a_server_started_in_the_sandbox(harness: Harness, request: pytest.FixtureRequest) -> None:
+def test_url_reaches_a_server_started_in_the_sandbox(
+    harness: Harness, request: pytest.FixtureRequest
+) -> None:
     p = harness.provider
     ref = p.create(harness.new_id(), DATA_APP)
     if not p.capabilities.ports:
