@@ -317,16 +317,27 @@ class AsyncSandboxService:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        wait: float | None = None,
         survive_suspend: bool = False,
     ) -> AsyncProcess:
         """See :meth:`SandboxService.start`."""
         started = await self._call(
-            self._service.start, sandbox_id, command, env=env, cwd=cwd, survive_suspend=survive_suspend
+            self._service.start,
+            sandbox_id,
+            command,
+            env=env,
+            cwd=cwd,
+            wait=wait,
+            survive_suspend=survive_suspend,
         )
         return AsyncProcess(self, sandbox_id, started.info)
 
     async def processes(self, sandbox_id: str) -> builtins.list[ProcessInfo]:
         return await self._call(self._service.processes, sandbox_id)
+
+    async def process(self, sandbox_id: str, pid: str) -> AsyncProcess:
+        found = await self._call(self._service.process, sandbox_id, pid)
+        return AsyncProcess(self, sandbox_id, found.info)
 
     async def process_logs(self, sandbox_id: str, pid: str) -> ProcessLogs:
         return await self._call(self._service.process_logs, sandbox_id, pid)

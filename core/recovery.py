@@ -108,7 +108,7 @@ class Sweeper:
             if self._output_moved(state, now):
                 return False
             cmd = sb.FireIdleTimeout(
-                timeout=self.s.policy.idle_timeout, running_processes=self.s.stopping_processes(state)
+                timeout=self.s.policy.idle_timeout, running_processes=self.s._stopping_processes(state)
             )
         cid = uuid.uuid4().hex
         try:

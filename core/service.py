@@ -425,7 +425,7 @@ class SandboxService:
         _, state = self._run(
             sandbox_id,
             lambda s: sb.RequestSuspend(
-                actor=who, reason=reason, running_processes=self.stopping_processes(s)
+                actor=who, reason=reason, running_processes=self._stopping_processes(s)
             ),
             cid,
         )
@@ -740,7 +740,7 @@ class SandboxService:
                 # The idle timer or an operator already moved it on; nothing of ours to end.
                 return
             try:
-                stopping = None if keep_warm else self.stopping_processes(state)
+                stopping = None if keep_warm else self._stopping_processes(state)
                 state = self._apply(
                     state,
                     sb.EndTurn(
@@ -776,7 +776,7 @@ class SandboxService:
         found = getattr(self.provider, "capabilities", None)
         return found if isinstance(found, ProviderCapabilities) else _NO_CAPABILITIES
 
-    def stopping_processes(self, state: sb.Sandbox) -> builtins.list[dict[str, Any]] | None:
+    def _stopping_processes(self, state: sb.Sandbox) -> builtins.list[dict[str, Any]] | None:
         """The running background processes a suspend of ``state`` would stop, as recorded on the
         suspend's events; None where the provider's pause keeps them (E2B) or nothing can be asked.
 

@@ -27,7 +27,7 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from sandbox_lifecycle.core.async_service import AsyncSandboxService, AsyncTurn, AsyncTurnHandle
+from sandbox_lifecycle.core.async_service import AsyncProcess, AsyncSandboxService, AsyncTurn, AsyncTurnHandle
 from sandbox_lifecycle.core.errors import (
     CommandFailed,
     ConcurrencyError,
@@ -35,6 +35,7 @@ from sandbox_lifecycle.core.errors import (
     ExecTimeout,
     ForeignSandbox,
     InvalidTransition,
+    ProcessNotFound,
     ProviderError,
     ProviderLost,
     ProviderRefused,
@@ -46,9 +47,17 @@ from sandbox_lifecycle.core.errors import (
     SnapshotNotFound,
     StoreError,
     UnsafeArchive,
+    Unsupported,
 )
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, KINDS
-from sandbox_lifecycle.core.ports import ExecResult, FileEntry, TransferReport
+from sandbox_lifecycle.core.ports import (
+    ExecResult,
+    FileEntry,
+    ProcessInfo,
+    ProviderCapabilities,
+    TransferReport,
+)
+from sandbox_lifecycle.core.processes import Process, ProcessLogs
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.events.records import SandboxRow
 
@@ -104,6 +113,7 @@ __all__ = [
     "AI_WRITEBACK",
     "DATA_APP",
     "KINDS",
+    "AsyncProcess",
     "AsyncSandboxService",
     "AsyncTurn",
     "AsyncTurnHandle",
@@ -115,6 +125,11 @@ __all__ = [
     "FileEntry",
     "ForeignSandbox",
     "InvalidTransition",
+    "Process",
+    "ProcessInfo",
+    "ProcessLogs",
+    "ProcessNotFound",
+    "ProviderCapabilities",
     "ProviderError",
     "ProviderLost",
     "ProviderRefused",
@@ -131,6 +146,7 @@ __all__ = [
     "TransferReport",
     "TurnHandle",
     "UnsafeArchive",
+    "Unsupported",
     "__version__",
     "connect",
     "connect_async",

@@ -42,7 +42,7 @@ def fake_env(fake: FakeE2B) -> dict[str, str]:
         "E2B_API_URL": fake.url,
         "E2B_SANDBOX_URL": fake.url,
         # get_host names <port>-<id>.<this domain>, which the fake's port proxy routes.
-        "E2B_DOMAIN": fake.domain,
+        "E2B_DOMAIN": FakeE2B.domain,
         "E2B_TEMPLATE_TAG": "v1",
         "E2B_AI_WRITEBACK_TEMPLATE_TAG": "v2",
         "ANTHROPIC_API_KEY": AGENT_SECRET,
