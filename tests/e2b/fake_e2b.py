@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import itertools
 import json
 import logging
@@ -897,8 +898,6 @@ class _PortProxy(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        import http.client
-
         split = urlsplit(self.path)
         host = split.hostname or (self.headers.get("Host") or "").split(":")[0]
         match = re.fullmatch(r"(\d+)-([A-Za-z0-9]+)\." + re.escape(self.fake.domain), host)
