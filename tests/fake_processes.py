@@ -25,6 +25,8 @@ from sandbox_lifecycle.core.kinds import kind_spec
 from sandbox_lifecycle.core.ports import ProcessInfo, ProviderCapabilities
 
 KILLED_STATUS = 137
+# The variable the real providers mark each background process's tree with (adapters/providers/reap.py).
+MARKER = "SANDBOX_LIFECYCLE_EXEC"
 
 
 @dataclass
@@ -47,7 +49,20 @@ class _FakeProcess:
             self.killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
+        # What left its session still carries the marker in its environment, as on the real providers.
+        _kill_marked(f"{MARKER}=proc-{self.info.id}".encode())
         self.popen.wait(timeout=10)
+
+
+def _kill_marked(marker: bytes) -> None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
 
 
 class FakeProcesses:
@@ -85,7 +100,12 @@ class FakeProcesses:
         pid = f"{time.time_ns() // 1_000_000:011x}{uuid.uuid4().hex[:4]}"
         directory = Path(self.engine.root) / "processes" / self.deployment / ref / pid
         directory.mkdir(parents=True)
-        environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(inst.home), **(env or {})}
+        environ = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(inst.home),
+            **(env or {}),
+            MARKER: f"proc-{pid}",
+        }
         with (directory / "stdout").open("wb") as out, (directory / "stderr").open("wb") as err:
             try:
                 popen = subprocess.Popen(

@@ -45,6 +45,8 @@ import requests.exceptions
 from docker.types import DriverConfig, Mount
 
 from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
+from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER as _EXEC_MARKER
+from sandbox_lifecycle.adapters.providers.reap import REAP_FUNCTION as _REAP_FUNCTION
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.snapshots.archive import (
@@ -99,41 +101,6 @@ _START_ENGINE_HINT = (
     "start it with `sudo scripts/start-docker.sh` (or start Docker Desktop), or set DOCKER_HOST"
 )
 
-# Every exec carries this variable with a fresh value, so a timeout can find and kill exactly the
-# command's processes — including children that left its process group — and nothing else.
-_EXEC_MARKER = "SANDBOX_LIFECYCLE_EXEC"
-# bash, run as the sandbox user inside the container, stopping then killing the exec's processes: those whose
-# environment holds the marker, and any child of one already stopped (which catches a child that cleared
-# its environment, while its parent is held). SIGSTOP first, round after round until a round finds no
-# new process: a stopped process cannot fork, so the set stops growing even for a command that re-forks
-# itself faster than a scan-and-kill loop can follow; then SIGKILL them all at once. Only builtins run in
-# the loops (no fork per process), so a command that used up the pids limit does not starve the killer.
-# Rounds and seconds are bounded; `$1` is a pid to spare (the wrapper running it, or none).
-_REAP_FUNCTION = r"""
-reap() {
-  local m="SANDBOX_LIFECYCLE_EXEC=$SANDBOX_LIFECYCLE_EXEC" spare="$1" d p v hit grew round f
-  local -A held=()
-  local until=$((SECONDS + 10))
-  for ((round = 0; round < 200 && SECONDS <= until; round++)); do
-    grew=0
-    for d in /proc/[0-9]*; do
-      p=${d#/proc/}
-      [[ $p == "$spare" || $p == "$BASHPID" || -n ${held[$p]} ]] && continue
-      hit=0
-      { while IFS= read -r -d '' v; do [[ $v == "$m" ]] && { hit=1; break; }; done <"$d/environ"
-      } 2>/dev/null
-      if ((!hit)) && { IFS= read -r v < "$d/stat"; } 2>/dev/null; then
-        read -ra f <<< "${v##*) }"
-        [[ -n ${f[1]} && -n ${held[${f[1]}]} ]] && hit=1
-      fi
-      if ((hit)) && kill -STOP "$p" 2>/dev/null; then held[$p]=1; grew=1; fi
-    done
-    ((grew)) || break
-  done
-  ((${#held[@]})) && kill -KILL "${!held[@]}" 2>/dev/null
-  return 0
-}
-"""
 # The kill after a timeout runs in an exec of its own, which carries no marker; the marker is its argument.
 _KILL_MARKED_SCRIPT = _REAP_FUNCTION + 'SANDBOX_LIFECYCLE_EXEC="$1" reap ""\n'
 # Every exec runs under this wrapper: when the command returns, whatever it left running in the background

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.adapters.providers import background as bg
+from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER
 from sandbox_lifecycle.core.errors import ProcessNotFound, ProviderError
 from sandbox_lifecycle.core.ports import ProcessInfo
 
@@ -41,7 +42,7 @@ class DockerProcesses:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> ProcessInfo:
-        from sandbox_lifecycle.adapters.providers.docker import _EXEC_MARKER, SANDBOX_USER
+        from sandbox_lifecycle.adapters.providers.docker import SANDBOX_USER
 
         if not command:
             raise ValueError("start needs a command")
@@ -50,8 +51,8 @@ class DockerProcesses:
             raise ValueError(f"invalid environment variable names: {bad!r}")
         pid = bg.new_process_id()
         workdir = cwd or self._p._workdir(ref)  # also verifies the container is ours
-        environment = [f"{k}={v}" for k, v in (env or {}).items() if k != _EXEC_MARKER]
-        environment.append(f"{_EXEC_MARKER}=proc-{pid}")
+        environment = [f"{k}={v}" for k, v in (env or {}).items() if k != EXEC_MARKER]
+        environment.append(f"{EXEC_MARKER}=proc-{pid}")
         argv = ["bash", "-c", bg.LAUNCH, "launch", bg.SUPERVISE, f"{ROOT}/{pid}", *command]
         api = self._p.client.api
         with self._p._errors("start a background process", ref):

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from e2b import CommandExitException, SandboxException, TimeoutException
 
 from sandbox_lifecycle.adapters.providers import background as bg
+from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER, KILL_MARKED_SCRIPT
 from sandbox_lifecycle.core.errors import ProcessNotFound, ProviderError
 from sandbox_lifecycle.core.kinds import HOME, KINDS
 from sandbox_lifecycle.core.ports import ProcessInfo
@@ -51,6 +52,9 @@ class E2BProcesses:
         handle = self._p._handle(ref)
         workdir = cwd or (KINDS[handle.kind].workdir if handle.kind in KINDS else HOME)
         pid = bg.new_process_id()
+        # Its marker lets kill_process reap everything it started, whatever envd's kill reaches.
+        envs = {k: v for k, v in (env or {}).items() if k != EXEC_MARKER}
+        envs[EXEC_MARKER] = f"proc-{pid}"
         # `exec`: the envd process is the supervisor, so envd's pid, wait and kill are the supervisor's.
         line = (
             f"exec bash -c {shlex.quote(bg.SUPERVISE)} supervise "
@@ -60,7 +64,7 @@ class E2BProcesses:
             started = handle.sandbox.commands.run(
                 line,
                 background=True,
-                envs=dict(env) if env else None,
+                envs=envs,
                 cwd=workdir,
                 user=self._p._settings.user,
                 timeout=0,
@@ -106,6 +110,8 @@ class E2BProcesses:
         if envd_pid is not None:
             handle = self._p._handle(ref)
             self._p._retrying(f"kill process {pid} in {ref}", lambda: handle.sandbox.commands.kill(envd_pid))
+        # envd signals the supervisor; what the command started (a server's workers) goes by its marker.
+        self._script(ref, KILL_MARKED_SCRIPT, f"proc-{pid}")
         self._script(ref, bg.MARK_KILLED, self._rel(pid), pid=pid)
 
     def last_activity(self, ref: str) -> datetime | None:

@@ -143,3 +143,17 @@ def test_url_reaches_a_server_started_in_the_sandbox(
         assert get() == b"hello from the sandbox\n"
     finally:
         p.kill_process(ref, server.id)
+
+
+def test_kill_reaches_what_the_process_started_even_in_a_session_of_its_own(harness: Harness) -> None:
+    p = harness.provider
+    ref = p.create(harness.new_id(), DATA_APP)
+    escapee = "import os, time; os.setsid(); print(os.getpid(), flush=True); time.sleep(120)"
+    proc = p.start(ref, ["sh", "-c", f'python3 -c "{escapee}" & wait'])
+    assert _wait_until(lambda: p.process_output(ref, proc.id)[0].strip().isdigit())
+    child = p.process_output(ref, proc.id)[0].decode().strip()
+
+    p.kill_process(ref, proc.id)
+
+    # `kill -0` from the sandbox: exit 0 while that pid lives.
+    assert _wait_until(lambda: p.exec(ref, ["sh", "-c", f"kill -0 {child}"], timeout=20).exit_code != 0, 10)
