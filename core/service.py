@@ -833,21 +833,29 @@ class SandboxService:
         raise ProcessNotFound(sandbox_id, pid)
 
     def process_logs(self, sandbox_id: str, pid: str) -> ProcessLogs:
-        out, err = self._on_live(sandbox_id, lambda ref: self.provider.process_output(ref, pid))
+        out, err = self._on_process(sandbox_id, pid, lambda ref: self.provider.process_output(ref, pid))
         return ProcessLogs(out, err)
+
+    def _on_process(self, sandbox_id: str, pid: str, call: Callable[[str], T], busy_for: float = 60.0) -> T:
+        """``_on_live`` for a call about one process: ProcessNotFound names the sandbox, not the ref."""
+        try:
+            return self._on_live(sandbox_id, call, busy_for=busy_for)
+        except ProcessNotFound:
+            raise ProcessNotFound(sandbox_id, pid) from None
 
     def wait_process(self, sandbox_id: str, pid: str, timeout: float = DEFAULT_WAIT_S) -> int:
         """The process's exit code once it ends; TimeoutError when it still runs after ``timeout``."""
         if timeout < 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        return self._on_live(
+        return self._on_process(
             sandbox_id,
+            pid,
             lambda ref: self.provider.wait_process(ref, pid, timeout),
             busy_for=timeout + _HEARTBEAT_GRACE_S,
         )
 
     def kill_process(self, sandbox_id: str, pid: str) -> None:
-        self._on_live(sandbox_id, lambda ref: self.provider.kill_process(ref, pid))
+        self._on_process(sandbox_id, pid, lambda ref: self.provider.kill_process(ref, pid))
 
     def url(self, sandbox_id: str, port: int) -> str:
         """A URL on which this host reaches a server listening on ``port`` in the sandbox; Unsupported

@@ -99,7 +99,7 @@ class DockerProcesses:
 
     def _dir(self, pid: str) -> str:
         if not bg.valid_process_id(pid):
-            raise ProcessNotFound("?", pid)
+            raise ProcessNotFound("this sandbox", pid)
         return f"{ROOT}/{pid}"
 
     def _script(self, ref: str, script: str, *args: str, pid: str | None = None) -> bytes:

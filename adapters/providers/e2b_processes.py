@@ -132,7 +132,7 @@ class E2BProcesses:
     @staticmethod
     def _rel(pid: str) -> str:
         if not bg.valid_process_id(pid):
-            raise ProcessNotFound("?", pid)
+            raise ProcessNotFound("this sandbox", pid)
         return f"{ROOT}/{pid}"
 
     def _running(self, ref: str) -> dict[str, tuple[int, tuple[str, ...], str]]:

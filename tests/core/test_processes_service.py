@@ -73,7 +73,7 @@ def test_kill_and_unknown_ids(service: SandboxService) -> None:
     proc.kill()
 
     assert proc.wait(10) == 137
-    with pytest.raises(ProcessNotFound):
+    with pytest.raises(ProcessNotFound, match=f"no background process '0123456789abcde' in sandbox {row.id}"):
         service.process_logs(row.id, "0123456789abcde")
 
 
