@@ -70,8 +70,10 @@ class Sweeper:
                 if deadline.kind == LEASE:
                     if self._recover(sid, when):
                         report.recovered.append(sid)
+                        self._lag(deadline)
                 elif self._fire(sid, deadline.kind, deadline.version, when):
                     report.fired.append(f"{sid}:{deadline.kind}")
+                    self._lag(deadline)
             except Exception as exc:
                 # One sandbox's failure must not starve the others; its lease re-drives it later.
                 report.errors.append(_describe(sid, exc))
@@ -87,6 +89,11 @@ class Sweeper:
             with ThreadPoolExecutor(self.s.sweep_workers, thread_name_prefix="sweep") as pool:
                 list(pool.map(one, due))
         return report
+
+    def _lag(self, deadline: Deadline) -> None:
+        # Against the real clock: a sweep run for a moment in the future (--now) is not late.
+        late = (self.s.clock() - deadline.due_at).total_seconds()
+        self.s.observer.timer_fired(deadline.kind, max(late, 0.0))
 
     def _fire(self, sid: str, kind: str, seen_version: int, now: datetime) -> bool:
         state = self.s.load(sid)
@@ -178,6 +185,7 @@ class Sweeper:
                     msg = f"removed orphan instance {inst.ref} of sandbox {inst.sandbox_id} ({was})"
                     log.info(msg)
                     report.removed.append(msg)
+                    self.s.observer.orphan_removed("instance")
             except Exception as exc:
                 report.errors.append(_describe(inst.sandbox_id, exc))
         for sid, snap in self._listed(report, "snapshots", lambda: provider.list_snapshots()):
@@ -194,6 +202,7 @@ class Sweeper:
                     msg = f"removed orphan snapshot {snap.key} of sandbox {sid} ({was})"
                     log.info(msg)
                     report.removed.append(msg)
+                    self.s.observer.orphan_removed("snapshot")
             except Exception as exc:
                 # A sandbox whose stream cannot be read keeps its snapshot: it may be the only copy.
                 report.errors.append(_describe(sid, exc))
@@ -224,3 +233,4 @@ class Sweeper:
             msg = f"removed stale upload {name}"
             log.info(msg)
             report.removed.append(msg)
+            self.s.observer.orphan_removed("upload")
