@@ -28,6 +28,7 @@ _EXTRAS = {
     "e2b": ("e2b", "SANDBOX_PROVIDER=e2b"),
     "boto3": ("s3", "S3_BUCKET (snapshots in S3)"),
     "psycopg": ("postgres", "a postgresql+psycopg:// SANDBOX_DATABASE_URL"),
+    "prometheus_client": ("metrics", "sandboxctl scheduler --metrics-port"),
 }
 
 

@@ -281,7 +281,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from sandbox_lifecycle.adapters.scheduler import run_forever
 
-    run_forever(_service(args), _settings(args).sweep_interval)
+    service = _service(args)
+    if args.metrics_port is not None:
+        from sandbox_lifecycle.adapters.observability.serve import serve_metrics
+
+        serve_metrics(service, _settings(args), args.metrics_port, args.metrics_host)
+    run_forever(service, _settings(args).sweep_interval)
     return 0
 
 
@@ -420,7 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("sweep", cmd_sweep, "fire every due timer and reconcile once")
     sp.add_argument("--now", help="pretend it is this ISO time (tests, catching up)")
     add("reconcile", cmd_reconcile, "re-drive stuck transitions and remove orphans once")
-    add("scheduler", cmd_scheduler, "run the timer ticker in the foreground (SIGTERM/SIGINT stop it)", False)
+    sp = add(
+        "scheduler", cmd_scheduler, "run the timer ticker in the foreground (SIGTERM/SIGINT stop it)", False
+    )
+    sp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at :PORT/metrics")
+    sp.add_argument("--metrics-host", default="127.0.0.1", help="address to serve them on (127.0.0.1)")
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="dbcmd", required=True)
     dbsub.add_parser("upgrade", help="migrate the database to this release's schema").set_defaults(
