@@ -8,14 +8,27 @@ logged and swallowed (:class:`SafeObserver`), never allowed to fail a sandbox op
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sandbox_lifecycle.core.ports import SnapshotInfo
 
-__all__ = ["NULL_OBSERVER", "NullObserver", "ObservedProvider", "Observer", "SafeObserver"]
+__all__ = [
+    "NULL_OBSERVER",
+    "NullObserver",
+    "ObservedProvider",
+    "Observer",
+    "SafeObserver",
+    "in_log_context",
+    "log_context",
+    "log_fields",
+]
 
 log = logging.getLogger("sandbox_lifecycle.observe")
 
@@ -122,3 +135,46 @@ class ObservedProvider:
                     observer.snapshot("download", snap.bytes if snap else None, seconds)
 
         return timed
+
+
+# What the log lines of the work in progress are about: the sandbox and the correlation id of the
+# transition. A contextvar, so threads and asyncio tasks each carry their own; the logging adapter
+# (adapters/observability/logs.py) adds it to every line.
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+_LOG_CONTEXT: ContextVar[Mapping[str, str]] = ContextVar("sandbox_lifecycle_log_context", default=_NO_FIELDS)
+
+
+def log_fields() -> Mapping[str, str]:
+    """The sandbox_id and correlation_id of the work in progress (empty outside of one)."""
+    return _LOG_CONTEXT.get()
+
+
+@contextmanager
+def log_context(*, sandbox_id: str | None = None, correlation_id: str | None = None) -> Iterator[None]:
+    """Log lines inside the block carry these ids (unset ones keep the enclosing block's)."""
+    fields = dict(_LOG_CONTEXT.get())
+    if sandbox_id:
+        fields["sandbox_id"] = sandbox_id
+    if correlation_id:
+        fields["correlation_id"] = correlation_id
+    token = _LOG_CONTEXT.set(MappingProxyType(fields))
+    try:
+        yield
+    finally:
+        _LOG_CONTEXT.reset(token)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def in_log_context(
+    drive: Callable[Concatenate[Any, Any, str, P], R],
+) -> Callable[Concatenate[Any, Any, str, P], R]:
+    """For ``drive(self, state, correlation_id, ...)``: its log lines name the sandbox and the id."""
+
+    def wrapper(self: Any, state: Any, correlation_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with log_context(sandbox_id=state.id, correlation_id=correlation_id):
+            return drive(self, state, correlation_id, *args, **kwargs)
+
+    return functools.update_wrapper(wrapper, drive)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import ConcurrencyError
+from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.projection import IDLE, LEASE, project
 from sandbox_lifecycle.events.records import CorruptStream, Deadline
 
@@ -65,6 +66,10 @@ class Sweeper:
         report = SweepReport()
 
         def one(deadline: Deadline) -> None:
+            with log_context(sandbox_id=deadline.sandbox_id):
+                handle(deadline)
+
+        def handle(deadline: Deadline) -> None:
             sid = deadline.sandbox_id
             try:
                 if deadline.kind == LEASE:

@@ -41,7 +41,13 @@ from sandbox_lifecycle.core.errors import (
 )
 from sandbox_lifecycle.core.git import Git
 from sandbox_lifecycle.core.kinds import kind_spec
-from sandbox_lifecycle.core.observe import NULL_OBSERVER, ObservedProvider, Observer, SafeObserver
+from sandbox_lifecycle.core.observe import (
+    NULL_OBSERVER,
+    ObservedProvider,
+    Observer,
+    SafeObserver,
+    in_log_context,
+)
 from sandbox_lifecycle.core.ports import (
     EventStore,
     ExecResult,
@@ -203,6 +209,7 @@ class SandboxService:
 
     # ------------------------------------------------------------------ driving a side effect (once)
 
+    @in_log_context
     def drive(
         self,
         state: sb.Sandbox,

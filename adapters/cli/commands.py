@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
-from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
+from sandbox_lifecycle.adapters.settings import (
+    Settings,
+    environ_secrets,
+    first_line,
+    parse_log_format,
+    scrub,
+)
 from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
     ConfigError,
@@ -28,6 +34,7 @@ from sandbox_lifecycle.core.errors import (
     StoreError,
 )
 from sandbox_lifecycle.core.kinds import KINDS
+from sandbox_lifecycle.core.observe import log_context
 
 # Distinct exit codes so scripts can react without parsing messages.
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
@@ -42,6 +49,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "settings", None) is None:
         args.settings = Settings.from_env()
+        if getattr(args, "log_context", None) is not None:
+            args.log_context.add_secrets(args.settings.secrets())
     settings: Settings = args.settings
     return settings
 
@@ -464,12 +473,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as done:  # argparse: --help (0) or a usage error it already printed (2)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    from sandbox_lifecycle.adapters.observability.logs import configure_logging
+
+    args.log_context = configure_logging(
+        logging.INFO if args.verbose else logging.WARNING,
+        parse_log_format(os.environ)[0],
+        environ_secrets(os.environ),
     )
     try:
-        return int(args.fn(args))
+        with log_context(sandbox_id=getattr(args, "id", None)):
+            return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
     except (_Usage, ConfigError, SandboxError, StoreError) as exc:
