@@ -318,24 +318,9 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    ok = True
-    for key, value in settings.describe().items():
-        print(f"{key:22} {value}")
-    try:
-        service = _service(args)
-        print(f"{'event log':22} ok ({len(service.list())} sandboxes)")
-    except (SandboxError, StoreError) as exc:
-        ok = False
-        print(f"{'event log':22} FAIL: {exc}")
-        return 1
-    try:
-        instances = service.provider.list_instances()
-        print(f"{'provider':22} ok ({len(instances)} instances)")
-    except (SandboxError, StoreError) as exc:
-        ok = False
-        print(f"{'provider':22} FAIL: {exc}")
-    return 0 if ok else 1
+    from sandbox_lifecycle.adapters.cli.doctor import run_doctor
+
+    return run_doctor(args, _settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -445,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         fn=cmd_db_upgrade
     )
     add("diagram", cmd_diagram, "print the lifecycle as a Mermaid state diagram", False)
-    add("doctor", cmd_doctor, "check settings, database and provider", False)
+    add("doctor", cmd_doctor, "check settings, database, provider, images, snapshot store and scheduler")
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
     return p
