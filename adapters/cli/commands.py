@@ -141,10 +141,12 @@ def cmd_cp(args: argparse.Namespace) -> int:
     service = _service(args)
     try:
         if src is not None:
-            report = _cp_out(service, src[0], src[1], args.dst)
+            with _progress(args, f"{args.src} → {args.dst}", None):
+                report = _cp_out(service, src[0], src[1], args.dst)
         else:
             assert dst is not None
-            report = _cp_in(service, args.src, dst[0], dst[1])
+            with _progress(args, f"{args.src} → {args.dst}", _local_size(args.src)):
+                report = _cp_in(service, args.src, dst[0], dst[1])
     except FileNotFoundError as exc:
         _fail(args, f"{first_line(str(exc))}; nothing was copied")
         return EXIT_NOT_FOUND
@@ -201,11 +203,49 @@ def _is_remote_dir(service: Any, sandbox_id: str, remote: str) -> bool:
 
 def _simple(method: str) -> Any:
     def run(args: argparse.Namespace) -> int:
-        row = getattr(_service(args), method)(args.id)
+        service = _service(args)
+        with _snapshot_progress(args, service, method):
+            row = getattr(service, method)(args.id)
         print_row(row, args.json)
         return 0
 
     return run
+
+
+def _progress(args: argparse.Namespace, label: str, total: int | None) -> Any:
+    """A progress bar on stderr when it is a terminal and --json was not asked for; else nothing."""
+    from contextlib import nullcontext
+
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        return nullcontext()
+    from sandbox_lifecycle.adapters.cli import pretty
+
+    return pretty.bar(label, total)
+
+
+def _snapshot_progress(args: argparse.Namespace, service: Any, method: str) -> Any:
+    if method == "suspend":
+        return _progress(args, f"snapshot of {args.id} (upload)", None)
+    if method == "resume":
+        row = service.store.get_sandbox(args.id)
+        return _progress(args, f"snapshot of {args.id} (download)", row.snapshot_bytes if row else None)
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _local_size(path: str) -> int | None:
+    """Bytes under ``path`` (a file or a tree, links not followed), for the upload bar's total."""
+    try:
+        if not os.path.isdir(path):
+            return os.path.getsize(path)
+        return sum(
+            os.lstat(os.path.join(root, name)).st_size
+            for root, _dirs, files in os.walk(path)
+            for name in files
+        )
+    except OSError:
+        return None
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
