@@ -303,6 +303,8 @@ class Settings:
     deployment: str = "default"
     e2b: E2BSettings = field(default_factory=lambda: E2BSettings(api_key="", templates={}))
     node_env: str = ""
+    # SANDBOX_LOG_FORMAT: "text" (readable) or "json" (one object per line).
+    log_format: str = "text"
 
     @property
     def s3_bucket(self) -> str | None:
@@ -358,6 +360,7 @@ class Settings:
             deployment=deployment,
             e2b=_e2b_settings(reader, idle),
             node_env=reader.text("NODE_ENV") or "",
+            log_format=_log_format(reader),
         )
         reader.raise_problems()
         if provider == "docker":
@@ -447,3 +450,24 @@ def environ_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
 def first_line(text: str, limit: int = 400) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[:limit] + "..."
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def parse_log_format(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """SANDBOX_LOG_FORMAT as (format, problem); the CLI sets up logging with it before the other
+    settings are parsed, so it is readable on its own. A bad value falls back to text."""
+    raw = (environ.get("SANDBOX_LOG_FORMAT") or "").strip().lower()
+    if not raw:
+        return "text", None
+    if raw not in LOG_FORMATS:
+        return "text", f"SANDBOX_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {raw[:40]!r}"
+    return raw, None
+
+
+def _log_format(reader: _Reader) -> str:
+    value, problem = parse_log_format(reader.env)
+    if problem:
+        reader.bad(problem)
+    return value

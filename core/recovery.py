@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import ConcurrencyError
+from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.projection import IDLE, LEASE, project
 from sandbox_lifecycle.events.records import CorruptStream, Deadline
 
@@ -68,13 +69,19 @@ class Sweeper:
         report = SweepReport()
 
         def one(deadline: Deadline) -> None:
+            with log_context(sandbox_id=deadline.sandbox_id):
+                handle(deadline)
+
+        def handle(deadline: Deadline) -> None:
             sid = deadline.sandbox_id
             try:
                 if deadline.kind == LEASE:
                     if self._recover(sid, when):
                         report.recovered.append(sid)
+                        self._lag(deadline)
                 elif self._fire(sid, deadline.kind, deadline.version, when):
                     report.fired.append(f"{sid}:{deadline.kind}")
+                    self._lag(deadline)
             except Exception as exc:
                 # One sandbox's failure must not starve the others; its lease re-drives it later.
                 report.errors.append(_describe(sid, exc))
@@ -90,6 +97,11 @@ class Sweeper:
             with ThreadPoolExecutor(self.s.sweep_workers, thread_name_prefix="sweep") as pool:
                 list(pool.map(one, due))
         return report
+
+    def _lag(self, deadline: Deadline) -> None:
+        # Against the real clock: a sweep run for a moment in the future (--now) is not late.
+        late = (self.s.clock() - deadline.due_at).total_seconds()
+        self.s.observer.timer_fired(deadline.kind, max(late, 0.0))
 
     def _fire(self, sid: str, kind: str, seen_version: int, now: datetime) -> bool:
         state = self.s.load(sid)
@@ -211,6 +223,7 @@ class Sweeper:
                     msg = f"removed orphan instance {inst.ref} of sandbox {inst.sandbox_id} ({was})"
                     log.info(msg)
                     report.removed.append(msg)
+                    self.s.observer.orphan_removed("instance")
             except Exception as exc:
                 report.errors.append(_describe(inst.sandbox_id, exc))
         for sid, snap in self._listed(report, "snapshots", lambda: provider.list_snapshots()):
@@ -227,6 +240,7 @@ class Sweeper:
                     msg = f"removed orphan snapshot {snap.key} of sandbox {sid} ({was})"
                     log.info(msg)
                     report.removed.append(msg)
+                    self.s.observer.orphan_removed("snapshot")
             except Exception as exc:
                 # A sandbox whose stream cannot be read keeps its snapshot: it may be the only copy.
                 report.errors.append(_describe(sid, exc))
@@ -257,3 +271,4 @@ class Sweeper:
             msg = f"removed stale upload {name}"
             log.info(msg)
             report.removed.append(msg)
+            self.s.observer.orphan_removed("upload")

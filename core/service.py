@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
@@ -43,6 +43,13 @@ from sandbox_lifecycle.core.errors import (
 )
 from sandbox_lifecycle.core.git import Git
 from sandbox_lifecycle.core.kinds import kind_spec
+from sandbox_lifecycle.core.observe import (
+    NULL_OBSERVER,
+    ObservedProvider,
+    Observer,
+    SafeObserver,
+    in_log_context,
+)
 from sandbox_lifecycle.core.ports import (
     EventStore,
     ExecResult,
@@ -116,10 +123,14 @@ class SandboxService:
         actor: str = "api",
         sweep_workers: int = 8,
         busy_wait: timedelta | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.sweep_workers = sweep_workers
         self.store = store
         self.provider = provider
+        self.observer: Observer = NULL_OBSERVER
+        if observer is not None:
+            self.attach_observer(observer)
         self.policy = policy or Policy()
         self.clock = clock
         self.actor = actor
@@ -127,6 +138,12 @@ class SandboxService:
         # it reports the sandbox busy; by default the lease, past which the sweep takes the effect over.
         self.busy_wait = self.policy.lease if busy_wait is None else busy_wait
         self._sweeper = Sweeper(self)
+
+    def attach_observer(self, observer: Observer) -> None:
+        """Report to ``observer`` (metrics and the like, core/observe.py) from now on; every provider
+        call is then timed for it. Called once, at start-up, before the service is shared."""
+        self.observer = SafeObserver(observer)
+        self.provider = cast(SandboxProvider, ObservedProvider(self.provider, self.observer))
 
     # ------------------------------------------------------------------------------ loading & append
 
@@ -166,6 +183,10 @@ class SandboxService:
         if result.duplicate:
             # The key was used before: nothing was written, so ``after`` is not what the log holds.
             raise _Duplicate(state.id)
+        if after.status != state.status:
+            self.observer.transition(
+                kind=after.kind, from_state=state.status, to_state=after.status, reason=cmd.reason
+            )
         return after
 
     def _run(
@@ -199,6 +220,7 @@ class SandboxService:
 
     # ------------------------------------------------------------------ driving a side effect (once)
 
+    @in_log_context
     def drive(
         self,
         state: sb.Sandbox,

@@ -17,7 +17,13 @@ from typing import Any
 
 from sandbox_lifecycle.adapters.cli import processes as process_verbs
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
-from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
+from sandbox_lifecycle.adapters.settings import (
+    Settings,
+    environ_secrets,
+    first_line,
+    parse_log_format,
+    scrub,
+)
 from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
     ConfigError,
@@ -30,6 +36,7 @@ from sandbox_lifecycle.core.errors import (
     StoreError,
 )
 from sandbox_lifecycle.core.kinds import KINDS
+from sandbox_lifecycle.core.observe import log_context
 
 # Distinct exit codes so scripts can react without parsing messages.
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
@@ -44,6 +51,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "settings", None) is None:
         args.settings = Settings.from_env()
+        if getattr(args, "log_context", None) is not None:
+            args.log_context.add_secrets(args.settings.secrets())
     settings: Settings = args.settings
     return settings
 
@@ -136,10 +145,12 @@ def cmd_cp(args: argparse.Namespace) -> int:
     service = _service(args)
     try:
         if src is not None:
-            report = _cp_out(service, src[0], src[1], args.dst)
+            with _progress(args, f"{args.src} → {args.dst}", None):
+                report = _cp_out(service, src[0], src[1], args.dst)
         else:
             assert dst is not None
-            report = _cp_in(service, args.src, dst[0], dst[1])
+            with _progress(args, f"{args.src} → {args.dst}", _local_size(args.src)):
+                report = _cp_in(service, args.src, dst[0], dst[1])
     except FileNotFoundError as exc:
         _fail(args, f"{first_line(str(exc))}; nothing was copied")
         return EXIT_NOT_FOUND
@@ -196,11 +207,49 @@ def _is_remote_dir(service: Any, sandbox_id: str, remote: str) -> bool:
 
 def _simple(method: str) -> Any:
     def run(args: argparse.Namespace) -> int:
-        row = getattr(_service(args), method)(args.id)
+        service = _service(args)
+        with _snapshot_progress(args, service, method):
+            row = getattr(service, method)(args.id)
         print_row(row, args.json)
         return 0
 
     return run
+
+
+def _progress(args: argparse.Namespace, label: str, total: int | None) -> Any:
+    """A progress bar on stderr when it is a terminal and --json was not asked for; else nothing."""
+    from contextlib import nullcontext
+
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        return nullcontext()
+    from sandbox_lifecycle.adapters.cli import pretty
+
+    return pretty.bar(label, total)
+
+
+def _snapshot_progress(args: argparse.Namespace, service: Any, method: str) -> Any:
+    if method == "suspend":
+        return _progress(args, f"snapshot of {args.id} (upload)", None)
+    if method == "resume":
+        row = service.store.get_sandbox(args.id)
+        return _progress(args, f"snapshot of {args.id} (download)", row.snapshot_bytes if row else None)
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _local_size(path: str) -> int | None:
+    """Bytes under ``path`` (a file or a tree, links not followed), for the upload bar's total."""
+    try:
+        if not os.path.isdir(path):
+            return os.path.getsize(path)
+        return sum(
+            os.lstat(os.path.join(root, name)).st_size
+            for root, _dirs, files in os.walk(path)
+            for name in files
+        )
+    except OSError:
+        return None
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -285,7 +334,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from sandbox_lifecycle.adapters.scheduler import run_forever
 
-    run_forever(_service(args), _settings(args).sweep_interval)
+    service = _service(args)
+    if args.metrics_port is not None:
+        from sandbox_lifecycle.adapters.observability.serve import serve_metrics
+
+        serve_metrics(service, _settings(args), args.metrics_port, args.metrics_host)
+    run_forever(service, _settings(args).sweep_interval)
     return 0
 
 
@@ -308,24 +362,9 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    ok = True
-    for key, value in settings.describe().items():
-        print(f"{key:22} {value}")
-    try:
-        service = _service(args)
-        print(f"{'event log':22} ok ({len(service.list())} sandboxes)")
-    except (SandboxError, StoreError) as exc:
-        ok = False
-        print(f"{'event log':22} FAIL: {exc}")
-        return 1
-    try:
-        instances = service.provider.list_instances()
-        print(f"{'provider':22} ok ({len(instances)} instances)")
-    except (SandboxError, StoreError) as exc:
-        ok = False
-        print(f"{'provider':22} FAIL: {exc}")
-    return 0 if ok else 1
+    from sandbox_lifecycle.adapters.cli.doctor import run_doctor
+
+    return run_doctor(args, _settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -426,7 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("sweep", cmd_sweep, "fire every due timer and reconcile once")
     sp.add_argument("--now", help="pretend it is this ISO time (tests, catching up)")
     add("reconcile", cmd_reconcile, "re-drive stuck transitions and remove orphans once")
-    add("scheduler", cmd_scheduler, "run the timer ticker in the foreground (SIGTERM/SIGINT stop it)", False)
+    sp = add(
+        "scheduler", cmd_scheduler, "run the timer ticker in the foreground (SIGTERM/SIGINT stop it)", False
+    )
+    sp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at :PORT/metrics")
+    sp.add_argument("--metrics-host", default="127.0.0.1", help="address to serve them on (127.0.0.1)")
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="dbcmd", required=True)
     dbsub.add_parser("upgrade", help="migrate the database to this release's schema").set_defaults(
@@ -434,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     process_verbs.register(add)
     add("diagram", cmd_diagram, "print the lifecycle as a Mermaid state diagram", False)
-    add("doctor", cmd_doctor, "check settings, database and provider", False)
+    add("doctor", cmd_doctor, "check settings, database, provider, images, snapshot store and scheduler")
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
     return p
@@ -462,12 +505,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as done:  # argparse: --help (0) or a usage error it already printed (2)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    from sandbox_lifecycle.adapters.observability.logs import configure_logging
+
+    args.log_context = configure_logging(
+        logging.INFO if args.verbose else logging.WARNING,
+        parse_log_format(os.environ)[0],
+        environ_secrets(os.environ),
     )
     try:
-        return int(args.fn(args))
+        with log_context(sandbox_id=getattr(args, "id", None)):
+            return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
     except (_Usage, ConfigError, SandboxError, StoreError) as exc:

@@ -20,9 +20,20 @@ def row_json(row: SandboxRow) -> dict[str, Any]:
     return out
 
 
+def for_a_person() -> bool:
+    """Output goes to a terminal: rich tables (adapters/cli/pretty.py) instead of the plain text that
+    scripts and pipes get unchanged."""
+    return sys.stdout.isatty()
+
+
 def print_rows(rows: Sequence[SandboxRow], as_json: bool) -> None:
     if as_json:
         print(json.dumps([row_json(r) for r in rows], indent=2))
+        return
+    if for_a_person():
+        from sandbox_lifecycle.adapters.cli import pretty
+
+        pretty.print_rows(rows)
         return
     print(f"{'ID':16}  {'KIND':12}  {'STATE':10}  {'VER':>4}  {'LAST ACTIVITY':25}  CONVERSATION")
     for r in rows:
@@ -34,11 +45,21 @@ def print_row(row: SandboxRow, as_json: bool) -> None:
     if as_json:
         print(json.dumps(row_json(row), indent=2))
         return
+    if for_a_person():
+        from sandbox_lifecycle.adapters.cli import pretty
+
+        pretty.print_row(row)
+        return
     for key, value in row_json(row).items():
         print(f"{key:17} {value if value is not None else '-'}")
 
 
 def print_history(entries: Sequence[Any]) -> None:
+    if for_a_person():
+        from sandbox_lifecycle.adapters.cli import pretty
+
+        pretty.print_history(entries)
+        return
     print(f"{'VER':>4}  {'TIME':29}  {'EVENT':20}  {'FROM → TO':26}  {'REASON':14}  ACTOR")
     for e in entries:
         move = f"{e.from_state} → {e.to_state}" if e.from_state != e.to_state else e.to_state

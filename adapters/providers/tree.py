@@ -27,6 +27,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from sandbox_lifecycle.adapters import progress
 from sandbox_lifecycle.adapters.snapshots.archive import (
     CHUNK,
     _ancestors,
@@ -167,6 +168,7 @@ def _file_member(path: str, rel: str, info: tarfile.TarInfo, counter: TransferCo
         yield b"\0" * pad
     counter.files += 1
     counter.bytes += size
+    progress.advance(size)
 
 
 # --- download: a sandbox's tar stream into a local directory ----------------------------------------
@@ -455,6 +457,7 @@ def _extract_member(
             os.close(fd)
         counter.files += 1
         counter.bytes += member.size
+        progress.advance(member.size)
 
 
 def _below(name: str, top: str) -> str:

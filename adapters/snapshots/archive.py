@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 import zstandard
 
+from sandbox_lifecycle.adapters import progress
 from sandbox_lifecycle.core.errors import ProviderError, SnapshotCorrupt, UnsafeArchive
 from sandbox_lifecycle.core.ports import SnapshotInfo, SnapshotStore, WorkspaceSpec
 
@@ -82,6 +83,7 @@ class HashingReader:
         data = self._stream.read(size)
         self._hash.update(data)
         self.bytes_read += len(data)
+        progress.advance(len(data))
         return data
 
     def read_exact(self, size: int) -> bytes:
