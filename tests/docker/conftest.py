@@ -64,6 +64,10 @@ def remove_network_leftovers(client: docker.DockerClient, label: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True, v=True)
     for network in client.networks.list(filters={"label": [label, LABEL_ROLE]}):
+        # The deployment's egress container may still be attached (it is removed by deployment only).
+        for member in client.api.inspect_network(network.id).get("Containers") or {}:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.disconnect_container_from_network(member, network.id, force=True)
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
 
