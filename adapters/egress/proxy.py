@@ -258,11 +258,11 @@ def _splice(src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):  # a larger pipe moves more per call (64 KiB by default)
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_CHUNK)
         while True:
-            moved = os.splice(src.fileno(), write_end, _PIPE_CHUNK)
+            moved = os.splice(src.fileno(), write_end, _PIPE_CHUNK, flags=os.SPLICE_F_MOVE)
             if moved == 0:
                 return
             while moved:
-                moved -= os.splice(read_end, dst.fileno(), moved)
+                moved -= os.splice(read_end, dst.fileno(), moved, flags=os.SPLICE_F_MOVE)
     finally:
         os.close(read_end)
         os.close(write_end)

@@ -21,6 +21,7 @@ deployment, and a port forwarder per (sandbox, port). See docs/network.md for th
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import ipaddress
@@ -115,6 +116,7 @@ class SandboxNetworks:
         self._pool = ipaddress.IPv4Network(settings.network_pool)
         self._package = str(Path(egress_package.__file__).resolve().parent)
         self._lock = threading.Lock()
+        self._egress_lock = threading.Lock()
 
     @property
     def api(self) -> Any:
@@ -126,7 +128,9 @@ class SandboxNetworks:
         """The sandbox's network, its policy, the egress container on it, and the sandbox's environment:
         everything its container needs before it is created."""
         self._prepare_state()
-        network, subnet = self._network(sandbox_id)
+        self.ensure_egress()  # first: a missing image or engine fails before anything is made
+        with self._network_lock():
+            network, subnet = self._network(sandbox_id)
         egress_policy.write_policy(
             self.state_dir,
             egress_policy.policy_document(
@@ -254,7 +258,7 @@ class SandboxNetworks:
     def ensure_egress(self) -> str:
         """The running egress container of this deployment (its id), started if need be."""
         want = self._egress_config()
-        with self._lock:
+        with self._egress_lock:
             for _attempt in range(3):
                 found = self._inspect_container(self.egress_name)
                 if found is None:
@@ -310,6 +314,13 @@ class SandboxNetworks:
                         restart_policy={"Name": "unless-stopped"},
                     ),
                 )
+            except docker.errors.ImageNotFound as exc:
+                error = ProviderError(
+                    f"Docker image {self.image!r} is missing: the egress point runs on the data-app image; "
+                    "build it with sandboxes/data-apps/build-local-image.sh"
+                )
+                error.retryable = False
+                raise error from exc
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:
                     self._await_existing(self.egress_name)
@@ -370,6 +381,19 @@ class SandboxNetworks:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         info = os.stat(self.state_dir)
         return f"{info.st_uid}:{info.st_gid}"
+
+    @contextmanager
+    def _network_lock(self) -> Iterator[None]:
+        """Held while finding or making a network. The engine does not make network names unique (two
+        concurrent creates make two networks of one name) and a subnet is only taken once created; every
+        process of the deployment runs on the engine's host (it bind-mounts this directory), so a lock
+        file there orders them."""
+        with self._lock, open(os.path.join(self.state_dir, ".network.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _network(self, sandbox_id: str) -> tuple[str, str]:
         """The sandbox's network and subnet, made on a free subnet of the pool if it does not exist."""

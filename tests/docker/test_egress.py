@@ -344,3 +344,24 @@ def test_the_reconciler_removes_an_orphaned_network_and_the_idle_egress_containe
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(net.network.egress_name)
     assert not Path(str(egress_settings.state_dir), "policies", f"{sid}.json").exists()
+
+
+def test_a_sweep_removes_the_egress_container_once_no_sandbox_needs_it(
+    net: DockerProvider, docker_client: docker.DockerClient
+) -> None:
+    from sandbox_lifecycle.core.projection import Policy
+    from sandbox_lifecycle.core.service import SandboxService
+    from tests.fakes import InMemoryEventStore
+
+    policy = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(0))
+    service = SandboxService(InMemoryEventStore(), net, policy=policy)
+    row = service.create("data-app", conversation_id="net-sweep")
+    try:
+        # A live sandbox keeps its network and the egress point.
+        assert not any("egress" in line for line in service.reconcile().removed)
+        docker_client.api.inspect_container(net.network.egress_name)
+    finally:
+        service.destroy(row.id)
+    assert any("removed egress container" in line for line in service.reconcile().removed)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_container(net.network.egress_name)
