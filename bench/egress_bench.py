@@ -8,7 +8,9 @@ origin server and the proxy each run in a process of their own, so neither share
 
 Prints MB/s direct, through a CONNECT tunnel and through absolute-form HTTP (goal: >= 80 % of direct),
 and the median per-request latency direct vs through the proxy, a new connection each (goal: <= 2 ms
-added).
+added). With ``--docker N``, also what a sandbox's network costs its create and destroy on the local
+engine (making the network and attaching the egress container; removing them), medians of N, with the
+egress container already running.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ import socket
 import statistics
 import tempfile
 import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import docker
 
 from sandbox_lifecycle.adapters.egress.policy import PolicyBook, policy_document, write_policy
 from sandbox_lifecycle.adapters.egress.proxy import EgressProxy, wait_listening
+from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
+from sandbox_lifecycle.adapters.settings import EgressSettings
 
 CHUNK = 1 << 20
 
@@ -110,7 +119,10 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--docker", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    if args.docker:
+        network_cost(args.docker)
     size = args.mb * 1024 * 1024
     origin_port, proxy_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as state:
@@ -159,6 +171,34 @@ def main() -> None:
     for mode in modes:
         med = statistics.median(latency[mode])
         print(f"  {mode:8s} {med:7.3f}  added {med - base:+.3f}")
+
+
+def network_cost(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as state:
+        deployment = f"bench-{uuid.uuid4().hex[:6]}"
+        client = docker.from_env()
+        nets = SandboxNetworks(
+            lambda: client, deployment, EgressSettings(state_dir=Path(state)), "lightdash-sandbox:local"
+        )
+        start = time.perf_counter()
+        nets.ensure_egress()
+        first = time.perf_counter() - start
+        made, released = [], []
+        try:
+            for i in range(rounds):
+                sid = f"{deployment}-{i}"
+                start = time.perf_counter()
+                nets.prepare(sid, "data-app")
+                made.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                nets.release(sid)
+                released.append(time.perf_counter() - start)
+        finally:
+            nets.remove_unused(datetime.now(UTC), set())
+    print(f"sandbox network on the local engine (medians of {rounds}; ms):")
+    print(f"  first egress start {first * 1000:7.0f}")
+    print(f"  prepare (network, policy, egress attached) {statistics.median(made) * 1000:7.0f}")
+    print(f"  release (egress detached, network removed) {statistics.median(released) * 1000:7.0f}")
 
 
 if __name__ == "__main__":

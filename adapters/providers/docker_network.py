@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import docker
 import docker.errors
@@ -364,7 +365,7 @@ class SandboxNetworks:
 
     def _prepare_state(self) -> None:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        upstream = {"url": self.settings.upstream_url, "api_key": self.settings.api_key}
+        upstream = {"url": self._upstream_url(), "api_key": self.settings.api_key}
         path = os.path.join(self.state_dir, "upstream.json")
         with suppress(OSError, ValueError), open(path, encoding="utf-8") as file:
             if json.load(file) == upstream:
@@ -374,6 +375,18 @@ class SandboxNetworks:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(upstream, file)
         os.replace(temp, path)
+
+    def _upstream_url(self) -> str:
+        """ANTHROPIC_BASE_URL as the egress container reaches it. Its loopback is its own, so a loopback
+        URL (a model server on this host) becomes the host's address on the default bridge; that server
+        must listen there (or on 0.0.0.0), not on 127.0.0.1 only."""
+        url = urlsplit(self.settings.upstream_url)
+        if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+            return self.settings.upstream_url
+        with self._errors("inspect the default bridge"):
+            host = self.api.inspect_network(OUTSIDE_NETWORK)["IPAM"]["Config"][0]["Gateway"]
+        netloc = f"{host}:{url.port}" if url.port else str(host)
+        return urlunsplit(url._replace(netloc=netloc))
 
     def _state_owner(self) -> str:
         """The egress program runs as the owner of the state dir (root only when root owns it, and then

@@ -298,6 +298,7 @@ def test_the_egress_point_outlives_a_backend_restart(
 
 
 def test_the_egress_container_is_hardened_and_holds_no_key_in_its_config(
+    bridge_address: str,
     docker_client: docker.DockerClient,
     store: LocalSnapshotStore,
     egress_settings: EgressSettings,
@@ -309,6 +310,7 @@ def test_the_egress_container_is_hardened_and_holds_no_key_in_its_config(
         resolve=egress_settings.resolve,
         state_dir=egress_settings.state_dir,
         api_key="sk-ant-test-planted-key",
+        upstream_url="http://127.0.0.1:9000",
     )
     provider = make_provider(docker_client, store, settings)
     sid = new_id()
@@ -321,7 +323,10 @@ def test_the_egress_container_is_hardened_and_holds_no_key_in_its_config(
     assert "sk-ant-test-planted-key" not in json.dumps(docker_client.api.inspect_container(ref))
     upstream = Path(str(settings.state_dir), "upstream.json")
     assert oct(os.stat(upstream).st_mode & 0o777) == "0o600"
-    assert json.loads(upstream.read_text())["api_key"] == "sk-ant-test-planted-key"
+    written = json.loads(upstream.read_text())
+    assert written["api_key"] == "sk-ant-test-planted-key"
+    # The egress container's loopback is its own: a model server on this host is reached on the bridge.
+    assert written["url"] == f"http://{bridge_address}:9000"
     provider.destroy(sid, ref)
 
 
