@@ -33,7 +33,10 @@ UNPINNED = "ip6-localhost"
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
+    seen: list[str] = []  # every path asked for, by any client
+
     def do_GET(self) -> None:
+        self.seen.append(self.path)
         body = f"hello {self.path}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -370,3 +373,17 @@ def test_a_sweep_removes_the_egress_container_once_no_sandbox_needs_it(
     assert any("removed egress container" in line for line in service.reconcile().removed)
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(net.network.egress_name)
+
+
+def test_git_and_npm_go_through_the_egress_point(
+    net: DockerProvider, new_id: Callable[[], str], allowed_port: int
+) -> None:
+    sid = new_id()
+    ref = net.create(sid, "data-app")
+    base = f"http://{ALLOWED}:{allowed_port}"
+    # Neither gets what it wants from a server that says hello: what counts is that they asked it.
+    net.exec(ref, ["git", "ls-remote", f"{base}/repo.git"], timeout=60)
+    net.exec(ref, ["npm", "view", "left-pad", "--registry", f"{base}/npm/", "--fetch-retries=0"], timeout=120)
+    assert "/repo.git/info/refs?service=git-upload-pack" in _Hello.seen
+    assert any(path.startswith("/npm/left-pad") for path in _Hello.seen), _Hello.seen
+    net.destroy(sid, ref)
