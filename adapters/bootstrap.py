@@ -152,6 +152,7 @@ def build_provider(settings: Settings) -> SandboxProvider:
             environ={"NODE_ENV": settings.node_env},
             deployment=settings.deployment,
             disk_limit_mb=settings.disk_limit_mb,
+            egress=settings.egress,
         )
     settings.e2b.require_key()
     require_extra("e2b")

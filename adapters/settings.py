@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -101,7 +102,8 @@ class _Reader:
         return value or None
 
     def bad(self, message: str) -> None:
-        self.problems.append(message)
+        if message not in self.problems:  # a variable read for two providers is one problem
+            self.problems.append(message)
 
     def integer(self, name: str, default: int, maximum: int, unit: str, minimum: int = 1) -> int:
         raw = self.text(name)
@@ -175,6 +177,62 @@ class S3Settings:
     secret_key: str | None = field(default=None, repr=False)
 
 
+DEFAULT_NETWORK_POOL = "10.213.0.0/16"
+DEFAULT_MODEL_API = "https://api.anthropic.com"
+
+
+@dataclass(frozen=True, slots=True)
+class EgressSettings:
+    """The network of Docker sandboxes (see docs/network.md): what each kind may reach through the
+    egress point, names pinned to addresses, where the egress state lives, which addresses the
+    per-sandbox networks take, and the model API the gateway forwards to."""
+
+    allow: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_EGRESS_ALLOW))
+    # host:port:address entries (curl's --resolve form)
+    resolve: tuple[str, ...] = ()
+    # None: /var/lib/sandbox-lifecycle/egress/<deployment>
+    state_dir: Path | None = None
+    network_pool: str = DEFAULT_NETWORK_POOL
+    upstream_url: str = DEFAULT_MODEL_API
+    api_key: str = field(default="", repr=False)
+
+
+def _egress_settings(reader: _Reader) -> EgressSettings:
+    from sandbox_lifecycle.adapters.egress.policy import PolicyError, parse_pin, parse_rules
+
+    allow = _egress_allow(reader)
+    for kind, entries in allow.items():
+        try:
+            parse_rules(entries)
+        except PolicyError as exc:
+            reader.bad(f"{egress_env_name(kind)}: {exc}")
+    resolve = tuple(e.strip() for e in (reader.text("SANDBOX_EGRESS_RESOLVE") or "").split(",") if e.strip())
+    for entry in resolve:
+        try:
+            parse_pin(entry)
+        except PolicyError as exc:
+            reader.bad(f"SANDBOX_EGRESS_RESOLVE: {exc}")
+    pool = reader.text("SANDBOX_DOCKER_NETWORK_POOL") or DEFAULT_NETWORK_POOL
+    try:
+        network = ipaddress.ip_network(pool)
+        if network.version != 4 or network.prefixlen > 28:
+            raise ValueError
+    except ValueError:
+        reader.bad(f"SANDBOX_DOCKER_NETWORK_POOL must be an IPv4 network of /28 or larger, got {pool!r}")
+    upstream = reader.text("ANTHROPIC_BASE_URL") or DEFAULT_MODEL_API
+    if urlsplit(upstream).scheme not in ("http", "https") or not urlsplit(upstream).hostname:
+        reader.bad(f"ANTHROPIC_BASE_URL must be an http:// or https:// URL, got {upstream!r}")
+    state = reader.text("SANDBOX_EGRESS_STATE_DIR")
+    return EgressSettings(
+        allow=allow,
+        resolve=resolve,
+        state_dir=Path(state) if state else None,
+        network_pool=pool,
+        upstream_url=upstream,
+        api_key=reader.text("ANTHROPIC_API_KEY") or "",
+    )
+
+
 def _idle_ms(reader: _Reader) -> timedelta:
     return reader.millis("SANDBOX_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)
 
@@ -185,11 +243,7 @@ def _e2b_settings(reader: _Reader, idle: timedelta) -> E2BSettings:
     for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
         name = reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
         templates[kind] = f"{name}:{reader.text(tag_var) or version}"
-    egress = {}
-    for kind, default in DEFAULT_EGRESS_ALLOW.items():
-        raw = reader.env.get(egress_env_name(kind))
-        # Set but empty is meaningful: deny everything.
-        egress[kind] = default if raw is None else tuple(h.strip() for h in raw.split(",") if h.strip())
+    egress = _egress_allow(reader)
     idle_s = int(idle.total_seconds())
     timeout_ms = reader.integer(
         "E2B_SANDBOX_TIMEOUT_MS", (idle_s + E2B_TIMEOUT_MARGIN_S) * 1000, MAX_TIMER_MS, "milliseconds"
@@ -204,6 +258,35 @@ def _e2b_settings(reader: _Reader, idle: timedelta) -> E2BSettings:
         domain=reader.text("E2B_DOMAIN"),
         sandbox_timeout=max(1, timeout_ms // 1000),
     )
+
+
+def _egress_allow(reader: _Reader) -> dict[str, tuple[str, ...]]:
+    """Each kind's allow-list: its variable (set but empty denies everything) or the default, plus the
+    host of SANDBOX_LIGHTDASH_URL, which the agent of either kind validates its work against."""
+    lightdash = _lightdash_entry(reader)
+    egress = {}
+    for kind, default in DEFAULT_EGRESS_ALLOW.items():
+        raw = reader.env.get(egress_env_name(kind))
+        hosts = default if raw is None else tuple(h.strip() for h in raw.split(",") if h.strip())
+        if lightdash and lightdash not in hosts:
+            hosts = (*hosts, lightdash)
+        egress[kind] = hosts
+    return egress
+
+
+def _lightdash_entry(reader: _Reader) -> str | None:
+    url = reader.text("SANDBOX_LIGHTDASH_URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        reader.bad(f"SANDBOX_LIGHTDASH_URL must be an http:// or https:// URL, got {url!r}")
+        return None
+    return parts.hostname if port is None else f"{parts.hostname}:{port}"
 
 
 def _s3_settings(reader: _Reader) -> S3Settings | None:
@@ -305,6 +388,7 @@ class Settings:
     node_env: str = ""
     # SANDBOX_LOG_FORMAT: "text" (readable) or "json" (one object per line).
     log_format: str = "text"
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
     @property
     def s3_bucket(self) -> str | None:
@@ -361,6 +445,7 @@ class Settings:
             e2b=_e2b_settings(reader, idle),
             node_env=reader.text("NODE_ENV") or "",
             log_format=_log_format(reader),
+            egress=_egress_settings(reader),
         )
         reader.raise_problems()
         if provider == "docker":

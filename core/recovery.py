@@ -182,6 +182,7 @@ class Sweeper:
                     report.errors.append(_describe(row.id, exc))
         self._remove_orphans(report)
         self._remove_stale_uploads(report)
+        self._remove_unused_network(report)
         return report
 
     def sweep(self, now: datetime | None = None) -> SweepReport:
@@ -272,3 +273,18 @@ class Sweeper:
             log.info(msg)
             report.removed.append(msg)
             self.s.observer.orphan_removed("upload")
+
+    def _remove_unused_network(self, report: SweepReport) -> None:
+        """Remove the provider's network leftovers no sandbox needs (Docker: per-sandbox networks whose
+        container is gone, port forwarders, an idle egress container), once older than the lease."""
+        try:
+            remove = getattr(self.s.provider, "remove_unused_network", None)
+            if remove is None:
+                return  # this provider's sandboxes bring their own network (E2B)
+            removed = remove(self.s.clock() - self.s.policy.lease)
+        except Exception as exc:
+            report.errors.append(f"unused network: {exc}")
+            return
+        for msg in removed:
+            log.info(msg)
+            report.removed.append(msg)

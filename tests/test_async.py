@@ -140,7 +140,10 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, clean_sqlite_url: str)
         yield World(
             "docker",
             service,
-            lambda: client.containers.list(filters={"label": f"{LABEL_DEPLOYMENT}={deployment}"}),
+            # Sandbox containers only (the deployment's egress container carries no "managed" label).
+            lambda: client.containers.list(
+                filters={"label": [f"{LABEL_DEPLOYMENT}={deployment}", "sandbox-lifecycle.managed=1"]}
+            ),
         )
     finally:
         store.close()

@@ -122,7 +122,9 @@ def test_sixteen_threads_share_one_service(
         sandboxes = run_concurrent_turns(service, run)
         check_outcome(service, service.store, sandboxes, run)
         # Suspending removes the container: nothing of this deployment may still be running.
-        running = docker_engine.containers.list(filters={"label": f"{LABEL_DEPLOYMENT}={docker_deployment}"})
+        running = docker_engine.containers.list(
+            filters={"label": [f"{LABEL_DEPLOYMENT}={docker_deployment}", "sandbox-lifecycle.managed=1"]}
+        )
         assert running == []
     finally:
         service.store.close()

@@ -47,7 +47,9 @@ from docker.types import DriverConfig, Mount
 from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
 from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER as _EXEC_MARKER
 from sandbox_lifecycle.adapters.providers.reap import REAP_FUNCTION as _REAP_FUNCTION
+from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
+from sandbox_lifecycle.adapters.settings import EgressSettings
 from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.snapshots.archive import (
     CHUNK,
@@ -144,9 +146,10 @@ def refuse_production(environ: Mapping[str, str]) -> None:
 
 class DockerProvider:
     name = "docker"
-    # A container shares the host kernel; a suspend removes it, so its background processes stop.
+    # A container shares the host kernel; a suspend removes it, so its background processes stop. Its
+    # network is its own internal one behind the egress point; url(port) forwards from host loopback.
     capabilities = ProviderCapabilities(
-        isolation="container", pause_keeps_processes=False, egress_allow_list=False, ports=False
+        isolation="container", pause_keeps_processes=False, egress_allow_list=True, ports=True
     )
 
     def __init__(
@@ -160,6 +163,7 @@ class DockerProvider:
         deployment: str = "default",
         disk_limit_mb: int = 10240,
         disk_dir: str | os.PathLike[str] | None = None,
+        egress: EgressSettings | None = None,
     ) -> None:
         refuse_production(environ)
         self.disk_limit_mb = disk_limit_mb
@@ -184,6 +188,10 @@ class DockerProvider:
         # ref -> kind of the containers checked to be ours (labels never change and ids are never reused,
         # so one check per container holds): an exec's default cwd and ownership without an inspect per call.
         self._kinds: dict[str, str] = {}
+        # The sandboxes' only way out (docs/network.md); the egress container runs the data-app image.
+        self.network = SandboxNetworks(
+            lambda: self.client, deployment, egress or EgressSettings(), self._images[DATA_APP]
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -267,6 +275,7 @@ class DockerProvider:
             self._remove(found["Id"], sandbox_id)
         # Only once no container of this sandbox is left: a disk still mounted would merely detach later.
         self._disks.release_all(sandbox_id)
+        self.network.release(sandbox_id)
         # The home volume goes with its container; this catches one left by a `docker rm` without -v.
         with self._errors(f"remove volumes of sandbox {sandbox_id}"):
             volumes = self.client.api.volumes(
@@ -283,6 +292,21 @@ class DockerProvider:
         """What killed suspends of this deployment left in the snapshot store, removed (the sweep calls
         it with the lease; see SnapshotStore.remove_stale_uploads)."""
         return self._snapshots.remove_stale_uploads(older_than, "snapshots/")
+
+    def remove_unused_network(self, older_than: datetime) -> list[str]:
+        """Networks, port forwarders and the egress container no sandbox of this deployment needs any
+        more, removed (the sweep calls it with the lease; see SandboxNetworks.remove_unused)."""
+        live = {inst.sandbox_id for inst in self.list_instances()}
+        return self.network.remove_unused(older_than, live)
+
+    def url(self, ref: str, port: int) -> str:
+        """A loopback URL of this host reaching ``port`` in the sandbox (a forwarder container; the
+        server must listen on the sandbox's network address, e.g. 0.0.0.0)."""
+        self._owned(ref)
+        found = self._inspect(ref)
+        if found is None or not found["State"]["Running"]:
+            raise ProviderLost(f"sandbox container {ref[:12]} is not running")
+        return self.network.url(_labels(found)[LABEL_ID], ref, port)
 
     def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
         size = self._snapshots.stat(snapshot.key)
@@ -546,6 +570,7 @@ class DockerProvider:
             LABEL_DEPLOYMENT: self._deployment,
         }
         limits = self._limits
+        attachment = self.network.prepare(sandbox_id, kind)
         disk = self._disks.make(sandbox_id)
         if disk is not None:
             labels[LABEL_DISK] = disk.image
@@ -566,9 +591,9 @@ class DockerProvider:
                 labels=labels,
                 user=SANDBOX_USER,
                 working_dir=spec.workdir,
-                environment={"HOME": HOME},
-                # No network at all: egress policy is not implemented for Docker yet.
-                network_mode="none",
+                environment={"HOME": HOME, **attachment.environment},
+                # Its own internal network, where the egress point is the only other member.
+                network=attachment.network,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 pids_limit=limits.pids,
@@ -730,6 +755,7 @@ class DockerProvider:
         """Remove one of the sandbox's containers, its home volume and its disks; gone already is success."""
         self._remove_container(ref)
         self._disks.release_all(sandbox_id)
+        self.network.release(sandbox_id)
 
     def _remove_container(self, ref: str) -> None:
         self._kinds.pop(ref, None)
@@ -811,9 +837,6 @@ class DockerProvider:
 
     def last_activity(self, ref: str) -> datetime | None:
         return self._processes.last_activity(ref)
-
-    def url(self, ref: str, port: int) -> str:
-        raise Unsupported(self.name, "reaching a port in the sandbox (url)", "not implemented yet for Docker")
 
     @staticmethod
     def _mapped(exc: BaseException, action: str, ref: str | None = None) -> ProviderError:

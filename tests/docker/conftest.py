@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,8 +28,14 @@ TEST_LIMITS = DockerLimits(memory_bytes=512 * 1024**2, pids=256, max_output_byte
 RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
 # The provider's deployment in this run: its listings hold only this run's containers and snapshots.
 DEPLOYMENT = RUN_PREFIX
-# The provider's default disk directory, repeated so that cleanup does not go through the code under test.
+# The deployment of the network tests, whose egress container has a state directory of its own.
+NET_DEPLOYMENT = f"{RUN_PREFIX}-net"
+# The provider's default disk and egress state directories, repeated so that cleanup does not go through
+# the code under test.
 DEFAULT_DISK_DIR = "/var/lib/sandbox-lifecycle/disks"
+DEFAULT_EGRESS_DIR = "/var/lib/sandbox-lifecycle/egress"
+LABEL_DEPLOYMENT = "sandbox-lifecycle.deployment"
+LABEL_ROLE = "sandbox-lifecycle.role"
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +52,24 @@ def _remove_run_leftovers(client: docker.DockerClient) -> None:
     for volume in client.volumes.list(filters={"label": LABEL_ID}):
         if (volume.attrs.get("Labels") or {}).get(LABEL_ID, "").startswith(RUN_PREFIX):
             volume.remove(force=True)
-    for deployment in (DEPLOYMENT, f"{DEPLOYMENT}-b"):
+    for deployment in (DEPLOYMENT, f"{DEPLOYMENT}-b", NET_DEPLOYMENT):
+        remove_network_leftovers(client, f"{LABEL_DEPLOYMENT}={deployment}")
+        shutil.rmtree(os.path.join(DEFAULT_EGRESS_DIR, deployment), ignore_errors=True)
         release_disks(deployment)
+
+
+def remove_network_leftovers(client: docker.DockerClient, label: str) -> None:
+    """Remove the egress containers, port forwarders and sandbox networks carrying ``label``."""
+    for container in client.containers.list(all=True, filters={"label": [label, LABEL_ROLE]}):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": [label, LABEL_ROLE]}):
+        # The deployment's egress container may still be attached (it is removed by deployment only).
+        for member in client.api.inspect_network(network.id).get("Containers") or {}:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.disconnect_container_from_network(member, network.id, force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            network.remove()
 
 
 def disk_files(deployment: str, sandbox_id: str = "") -> list[str]:
@@ -114,4 +137,5 @@ def new_id(docker_client: docker.DockerClient) -> Iterator[Callable[[], str]]:
             # The engine may still be removing it with its container.
             with contextlib.suppress(docker.errors.NotFound):
                 volume.remove(force=True)
+        remove_network_leftovers(docker_client, f"{LABEL_ID}={sandbox_id}")
         release_disks(DEPLOYMENT, sandbox_id)

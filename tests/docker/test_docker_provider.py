@@ -107,7 +107,10 @@ def test_create_is_hardened(
     assert host["PidsLimit"] == TEST_LIMITS.pids
     assert host["Memory"] == TEST_LIMITS.memory_bytes
     assert host["NanoCpus"] == TEST_LIMITS.nano_cpus
-    assert host["NetworkMode"] == "none"
+    # Its own network, internal, where the host has no address (docs/network.md; tests/docker/test_egress.py).
+    assert host["NetworkMode"] == f"sbx-net-{sandbox_id}"
+    network = docker_client.api.inspect_network(host["NetworkMode"])
+    assert network["Internal"] and network["Options"]["com.docker.network.bridge.inhibit_ipv4"] == "true"
     assert host["ReadonlyRootfs"] is True
     assert host["Init"] is True
     assert not host["Binds"]
@@ -116,7 +119,8 @@ def test_create_is_hardened(
 
     # And the sandbox sees it that way.
     assert sh(provider, ref, "id -u; id -g").split() == ["1000", "1000"]
-    assert sh(provider, ref, "ls /sys/class/net").split() == ["lo"]
+    # One interface besides loopback: its own network's.
+    assert sh(provider, ref, "ls /sys/class/net").split() == ["eth0", "lo"]
     assert sh(provider, ref, "grep CapEff /proc/self/status").split()[1] == "0000000000000000"
     denied = provider.exec(ref, ["touch", "/usr/local/x"], timeout=10)
     assert denied.exit_code != 0 and "Read-only file system" in denied.stderr

@@ -16,6 +16,7 @@ reconciles) only what that test made, even on a Docker engine shared with other 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -124,14 +125,21 @@ def remove_docker_sandboxes(
             container.remove(force=True, v=True)
         for volume in client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
-    # The disk images of the home filesystems are host files, not engine objects.
-    from tests.docker.conftest import release_disks
+    # The disk images of the home filesystems and the egress state are host files, not engine objects.
+    from tests.docker.conftest import DEFAULT_EGRESS_DIR, release_disks, remove_network_leftovers
 
+    for label in labels:
+        remove_network_leftovers(client, label)
     for deployment in deployments:
         release_disks(deployment)
+        shutil.rmtree(os.path.join(DEFAULT_EGRESS_DIR, deployment), ignore_errors=True)
     for deployment, sandbox_id in disks:
         if deployment and sandbox_id:
             release_disks(deployment, sandbox_id)
+    # The egress container of a deployment whose sandboxes were named one by one (the CLI's).
+    for deployment in {d for d, _ in disks if d} - set(deployments):
+        remove_network_leftovers(client, f"{LABEL_DEPLOYMENT}={deployment}")
+        shutil.rmtree(os.path.join(DEFAULT_EGRESS_DIR, deployment), ignore_errors=True)
 
 
 def docker_provider(client: Any, snapshot_dir: Path, deployment: str) -> SandboxProvider:

@@ -1,0 +1,205 @@
+"""Egress proxy vs direct, side by side on loopback: 100 MB download throughput and added latency.
+
+The proxy is the egress container's own program (adapters/egress), run here as a process on the host
+with a policy that treats 127.0.0.0/8 as a sandbox network and pins ``bench.test`` to 127.0.0.1. The
+origin server and the proxy each run in a process of their own, so neither shares the client's GIL.
+
+    .venv/bin/python bench/egress_bench.py [--mb 100] [--requests 300]
+
+Prints MB/s direct, through a CONNECT tunnel and through absolute-form HTTP (goal: >= 80 % of direct),
+and the median per-request latency direct vs through the proxy, a new connection each (goal: <= 2 ms
+added). With ``--docker N``, also what a sandbox's network costs its create and destroy on the local
+engine (making the network and attaching the egress container; removing them), medians of N, with the
+egress container already running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import docker
+
+from sandbox_lifecycle.adapters.egress.policy import PolicyBook, policy_document, write_policy
+from sandbox_lifecycle.adapters.egress.proxy import EgressProxy, wait_listening
+from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
+from sandbox_lifecycle.adapters.settings import EgressSettings
+
+CHUNK = 1 << 20
+
+
+def origin(port: int, size: int) -> None:
+    """A minimal HTTP/1.0 origin: GET /big sends ``size`` bytes, anything else a short body."""
+    payload = memoryview(b"x" * CHUNK)
+    server = socket.create_server(("127.0.0.1", port), backlog=512)
+    while True:
+        conn, _ = server.accept()
+        with conn, contextlib.suppress(OSError):  # a probe that connected and left
+            serve_one(conn, payload, size)
+
+
+def serve_one(conn: socket.socket, payload: memoryview, size: int) -> None:
+    request = b""
+    while b"\r\n\r\n" not in request:
+        data = conn.recv(65536)
+        if not data:
+            return
+        request += data
+    big = b" /big " in request.split(b"\r\n")[0]
+    length = size if big else 2
+    conn.sendall(f"HTTP/1.0 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
+    if not big:
+        conn.sendall(b"ok")
+        return
+    left = size
+    while left:
+        n = min(left, CHUNK)
+        conn.sendall(payload[:n])
+        left -= n
+
+
+def proxy(port: int, state_dir: str) -> None:
+    egress = EgressProxy(PolicyBook(state_dir), log=lambda line: None)
+    egress.bind("127.0.0.1", port)
+    egress.serve_forever()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_response(sock: socket.socket) -> int:
+    """Bytes of the body, read until the server closes."""
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        n = sock.recv_into(view)
+        if not n:
+            raise RuntimeError("closed before the head")
+        head += bytes(view[:n])
+    body = len(head.partition(b"\r\n\r\n")[2])
+    while n := sock.recv_into(view):
+        body += n
+    return body
+
+
+def get(mode: str, origin_port: int, proxy_port: int, path: str) -> int:
+    if mode == "direct":
+        sock = socket.create_connection(("127.0.0.1", origin_port))
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: bench.test\r\n\r\n".encode())
+    elif mode == "connect":
+        sock = socket.create_connection(("127.0.0.1", proxy_port))
+        sock.sendall(f"CONNECT bench.test:{origin_port} HTTP/1.1\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+        assert b" 200 " in answer.split(b"\r\n")[0], answer
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: bench.test\r\n\r\n".encode())
+    else:
+        sock = socket.create_connection(("127.0.0.1", proxy_port))
+        request = f"GET http://bench.test:{origin_port}{path} HTTP/1.1\r\nHost: bench.test\r\n\r\n"
+        sock.sendall(request.encode())
+    with sock:
+        return read_response(sock)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--docker", type=int, default=0, metavar="N")
+    args = parser.parse_args()
+    if args.docker:
+        network_cost(args.docker)
+    size = args.mb * 1024 * 1024
+    origin_port, proxy_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as state:
+        write_policy(
+            state,
+            policy_document(
+                "bench",
+                "data-app",
+                "127.0.0.0/8",
+                [f"bench.test:{origin_port}"],
+                [f"bench.test:{origin_port}:127.0.0.1"],
+                "SANDBOX_EGRESS_ALLOW_DATA_APP",
+            ),
+        )
+        procs = [
+            multiprocessing.Process(target=origin, args=(origin_port, size), daemon=True),
+            multiprocessing.Process(target=proxy, args=(proxy_port, state), daemon=True),
+        ]
+        for p in procs:
+            p.start()
+        assert wait_listening("127.0.0.1", origin_port) and wait_listening("127.0.0.1", proxy_port)
+        modes = ("direct", "connect", "http")
+        rates: dict[str, list[float]] = {m: [] for m in modes}
+        for _ in range(args.rounds):  # interleaved, so a noisy neighbour hits every mode alike
+            for mode in modes:
+                start = time.perf_counter()
+                got = get(mode, origin_port, proxy_port, "/big")
+                elapsed = time.perf_counter() - start
+                assert got == size, (mode, got)
+                rates[mode].append(size / elapsed / 1e6)
+        latency: dict[str, list[float]] = {m: [] for m in modes}
+        for _ in range(args.requests):
+            for mode in modes:
+                start = time.perf_counter()
+                get(mode, origin_port, proxy_port, "/small")
+                latency[mode].append((time.perf_counter() - start) * 1000)
+        for p in procs:
+            p.terminate()
+    direct = statistics.median(rates["direct"])
+    print(f"{args.mb} MB download, median of {args.rounds} (MB/s):")
+    for mode in modes:
+        rate = statistics.median(rates[mode])
+        print(f"  {mode:8s} {rate:8.0f}  {rate / direct:6.1%} of direct")
+    base = statistics.median(latency["direct"])
+    print(f"per-request latency, new connection each, median of {args.requests} (ms):")
+    for mode in modes:
+        med = statistics.median(latency[mode])
+        print(f"  {mode:8s} {med:7.3f}  added {med - base:+.3f}")
+
+
+def network_cost(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as state:
+        deployment = f"bench-{uuid.uuid4().hex[:6]}"
+        client = docker.from_env()
+        nets = SandboxNetworks(
+            lambda: client, deployment, EgressSettings(state_dir=Path(state)), "lightdash-sandbox:local"
+        )
+        start = time.perf_counter()
+        nets.ensure_egress()
+        first = time.perf_counter() - start
+        made, released = [], []
+        try:
+            for i in range(rounds):
+                sid = f"{deployment}-{i}"
+                start = time.perf_counter()
+                nets.prepare(sid, "data-app")
+                made.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                nets.release(sid)
+                released.append(time.perf_counter() - start)
+        finally:
+            nets.remove_unused(datetime.now(UTC), set())
+    print(f"sandbox network on the local engine (medians of {rounds}; ms):")
+    print(f"  first egress start {first * 1000:7.0f}")
+    print(f"  prepare (network, policy, egress attached) {statistics.median(made) * 1000:7.0f}")
+    print(f"  release (egress detached, network removed) {statistics.median(released) * 1000:7.0f}")
+
+
+if __name__ == "__main__":
+    main()
