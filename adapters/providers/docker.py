@@ -44,10 +44,10 @@ import docker.errors
 import requests.exceptions
 from docker.types import DriverConfig, Mount
 
+from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
 from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
 from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER as _EXEC_MARKER
 from sandbox_lifecycle.adapters.providers.reap import REAP_FUNCTION as _REAP_FUNCTION
-from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import EgressSettings
 from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
@@ -64,7 +64,6 @@ from sandbox_lifecycle.core.errors import (
     ProviderError,
     ProviderLost,
     ProviderRefused,
-    Unsupported,
 )
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
 from sandbox_lifecycle.core.ports import (
