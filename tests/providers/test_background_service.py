@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from sandbox_lifecycle.core import lifecycle as lc
-from sandbox_lifecycle.core.errors import Unsupported
 from sandbox_lifecycle.core.kinds import DATA_APP
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
@@ -69,8 +68,6 @@ def test_moving_output_is_activity_and_a_suspend_records_what_it_stopped(
     with service.turn("conv-bg", DATA_APP) as sbx:
         assert [(p.id, p.command) for p in sbx.stopped_processes] == [(silent.id, ("sleep", "300"))]
         assert sbx.processes() == []  # a new container: the suspend stopped them
-        with pytest.raises(Unsupported, match="docker provider does not support reaching a port"):
-            sbx.url(3000)
     assert verify(service.store, service.policy) == []
 
 

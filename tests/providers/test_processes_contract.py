@@ -125,7 +125,8 @@ def test_url_reaches_a_server_started_in_the_sandbox(
         return
     port = _free_port()
     p.write_file(ref, "index.html", b"hello from the sandbox\n")
-    server = p.start(ref, ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"])
+    # 0.0.0.0: on Docker the forwarder reaches the server over the sandbox's own network.
+    server = p.start(ref, ["python3", "-m", "http.server", str(port), "--bind", "0.0.0.0"])
     url = p.url(ref, port)
     # On E2B the URL names <port>-<id>.<domain>; the loopback fake's port proxy is what resolves it.
     proxies = {"http": request.getfixturevalue("fake_e2b").proxy_url} if harness.name == "e2b" else {}
