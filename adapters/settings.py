@@ -69,6 +69,12 @@ SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
 # Variables whose values must never be shown, whatever they hold.
 SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY")
 
+# The model API the gateway forwards to when the backend's ANTHROPIC_BASE_URL is unset.
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+# Where the egress point and the backend share tokens, the upstream key, activity and counters.
+DEFAULT_EGRESS_STATE_ROOT = Path("/var/lib/sandbox-lifecycle/egress")
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
 E2B_KEY_MISSING = (
     "E2B_API_KEY is not set; the E2B provider needs an API key "
     "(https://e2b.dev/dashboard?tab=keys), or set SANDBOX_PROVIDER=docker for local runs"
@@ -148,6 +154,10 @@ class E2BSettings:
     max_output_bytes: int = 1 << 20
     max_file_bytes: int = 64 << 20
     list_page_size: int = 100
+    # SANDBOX_GATEWAY_PUBLIC_URL: when set, sandboxes get it as ANTHROPIC_BASE_URL and a per-sandbox
+    # token instead of the real key, which then stays out of `sandbox_envs`.
+    gateway_url: str | None = None
+    gateway_state_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> E2BSettings:
@@ -179,17 +189,24 @@ def _idle_ms(reader: _Reader) -> timedelta:
     return reader.millis("SANDBOX_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)
 
 
-def _e2b_settings(reader: _Reader, idle: timedelta) -> E2BSettings:
+def _e2b_settings(reader: _Reader, idle: timedelta, deployment: str = "default") -> E2BSettings:
     version = package_version()
     templates = {}
     for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
         name = reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
         templates[kind] = f"{name}:{reader.text(tag_var) or version}"
     egress = {}
+    gateway_url = _gateway_url(reader)
     for kind, default in DEFAULT_EGRESS_ALLOW.items():
         raw = reader.env.get(egress_env_name(kind))
         # Set but empty is meaningful: deny everything.
         egress[kind] = default if raw is None else tuple(h.strip() for h in raw.split(",") if h.strip())
+        gateway_host = urlsplit(gateway_url).hostname if gateway_url else None
+        if gateway_host and gateway_host not in egress[kind]:
+            # Without it the sandbox could not reach its model at all.
+            egress[kind] = (*egress[kind], gateway_host)
+    # With the gateway the real key stays here: the sandbox gets a token (see adapters.gateway_state).
+    passthrough = () if gateway_url else SANDBOX_ENV_PASSTHROUGH
     idle_s = int(idle.total_seconds())
     timeout_ms = reader.integer(
         "E2B_SANDBOX_TIMEOUT_MS", (idle_s + E2B_TIMEOUT_MARGIN_S) * 1000, MAX_TIMER_MS, "milliseconds"
@@ -198,12 +215,61 @@ def _e2b_settings(reader: _Reader, idle: timedelta) -> E2BSettings:
         api_key=reader.text("E2B_API_KEY") or "",
         templates=templates,
         egress_allow=egress,
-        sandbox_envs={k: v for k in SANDBOX_ENV_PASSTHROUGH if (v := reader.env.get(k, ""))},
+        sandbox_envs={k: v for k in passthrough if (v := reader.env.get(k, ""))},
         api_url=reader.text("E2B_API_URL"),
         sandbox_url=reader.text("E2B_SANDBOX_URL"),
         domain=reader.text("E2B_DOMAIN"),
         sandbox_timeout=max(1, timeout_ms // 1000),
+        gateway_url=gateway_url,
+        gateway_state_dir=_egress_state_dir(reader, deployment) if gateway_url else None,
     )
+
+
+def _http_url(reader: _Reader, name: str, value: str) -> str | None:
+    """``value`` when it is an http(s) URL with a host, plain http only to loopback; else a problem.
+
+    Plain HTTP to anywhere else would carry a key or a token in clear text."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        reader.bad(f"{name} must be an https:// URL (http:// only to a loopback host), got {value!r}")
+        return None
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        reader.bad(
+            f"{name} is plain http:// to {parts.hostname}, which would send credentials in clear text: "
+            "use https:// (plain http is only for a loopback host)"
+        )
+        return None
+    return value.rstrip("/")
+
+
+def _gateway_url(reader: _Reader) -> str | None:
+    raw = reader.text("SANDBOX_GATEWAY_PUBLIC_URL")
+    if raw is None:
+        return None
+    url = _http_url(reader, "SANDBOX_GATEWAY_PUBLIC_URL", raw)
+    if url is not None and not reader.text("ANTHROPIC_API_KEY"):
+        reader.bad(
+            "SANDBOX_GATEWAY_PUBLIC_URL is set but ANTHROPIC_API_KEY is not: the gateway needs the key"
+        )
+    return url
+
+
+def _anthropic_base_url(reader: _Reader) -> str:
+    raw = reader.text("ANTHROPIC_BASE_URL")
+    if raw is None:
+        return DEFAULT_ANTHROPIC_BASE_URL
+    return _http_url(reader, "ANTHROPIC_BASE_URL", raw) or DEFAULT_ANTHROPIC_BASE_URL
+
+
+def _egress_state_dir(reader: _Reader, deployment: str) -> Path:
+    raw = reader.text("SANDBOX_EGRESS_STATE_DIR")
+    if raw is not None:
+        return Path(raw)
+    return DEFAULT_EGRESS_STATE_ROOT / (deployment if DEPLOYMENT_NAME.fullmatch(deployment) else "default")
 
 
 def _s3_settings(reader: _Reader) -> S3Settings | None:
@@ -303,6 +369,10 @@ class Settings:
     deployment: str = "default"
     e2b: E2BSettings = field(default_factory=lambda: E2BSettings(api_key="", templates={}))
     node_env: str = ""
+    # The gateway's side: where it forwards model calls, with which key, and its shared state directory.
+    anthropic_base_url: str = DEFAULT_ANTHROPIC_BASE_URL
+    anthropic_api_key: str = field(default="", repr=False)
+    egress_state_dir: Path = DEFAULT_EGRESS_STATE_ROOT / "default"
 
     @property
     def s3_bucket(self) -> str | None:
@@ -356,8 +426,11 @@ class Settings:
             disk_limit_mb=disk_limit_mb,
             sweep_interval=sweep_interval,
             deployment=deployment,
-            e2b=_e2b_settings(reader, idle),
+            e2b=_e2b_settings(reader, idle, deployment),
             node_env=reader.text("NODE_ENV") or "",
+            anthropic_base_url=_anthropic_base_url(reader),
+            anthropic_api_key=reader.text("ANTHROPIC_API_KEY") or "",
+            egress_state_dir=_egress_state_dir(reader, deployment),
         )
         reader.raise_problems()
         if provider == "docker":
@@ -366,7 +439,12 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold, for scrubbing messages that might echo one."""
-        values = [self.e2b.api_key, *self.e2b.sandbox_envs.values(), url_password(self.database_url)]
+        values = [
+            self.e2b.api_key,
+            *self.e2b.sandbox_envs.values(),
+            url_password(self.database_url),
+            self.anthropic_api_key,
+        ]
         if self.s3 is not None:
             values.append(self.s3.secret_key or "")
         return tuple(v for v in values if v)

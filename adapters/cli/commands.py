@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox_lifecycle.adapters.cli.gateway import register as register_gateway
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
 from sandbox_lifecycle.core import lifecycle
@@ -430,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", cmd_doctor, "check settings, database and provider", False)
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
+    register_gateway(add)
     return p
 
 
