@@ -560,24 +560,31 @@ class Gateway:
             log.warning("gateway: cannot record activity of %s: %s", sandbox_id, type(e).__name__)
 
     def _count(self, sandbox_id: str, bytes_in: int, bytes_out: int, status: int) -> None:
-        """Add one request to the sandbox's counters, under a file lock (gateways may share the dir)."""
-        path = self.state_dir / "counters" / f"{sandbox_id}.json"
+        """Add one request to the sandbox's counters.
+
+        Writers serialize on a lock file (gateways may share the directory); the JSON is replaced
+        atomically, so a reader without the lock sees the old counts or the new, never half a file."""
+        folder = self.state_dir / "counters"
+        path = folder / f"{sandbox_id}.json"
         try:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "r+") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                text = f.read()
-                counters = json.loads(text) if text.strip() else {}
+            folder.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(folder / f".{sandbox_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "r+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    counters = json.loads(path.read_text())
+                except FileNotFoundError:
+                    counters = {}
                 counters["requests"] = int(counters.get("requests", 0)) + 1
                 counters["bytes_in"] = int(counters.get("bytes_in", 0)) + bytes_in
                 counters["bytes_out"] = int(counters.get("bytes_out", 0)) + bytes_out
                 by_status = counters.setdefault("status", {})
                 label = str(status or "none")
                 by_status[label] = int(by_status.get(label, 0)) + 1
-                f.seek(0)
-                f.truncate()
-                f.write(json.dumps(counters, sort_keys=True))
+                tmp = folder / f".{sandbox_id}.json.tmp"
+                tmp.write_text(json.dumps(counters, sort_keys=True))
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, path)
         except (OSError, ValueError) as e:
             log.warning("gateway: cannot count a request of %s: %s", sandbox_id, type(e).__name__)
 

@@ -62,6 +62,8 @@ class FakeUpstream:
 def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # As real servers do: small writes (an event) go out at once, not after the peer's delayed ACK.
+        disable_nagle_algorithm = True
 
         def setup(self) -> None:
             super().setup()
