@@ -60,16 +60,17 @@ class GatewayState:
             json.dump({"url": url, "api_key": api_key}, f)
         os.replace(tmp, path)
 
-    def issue(self, sandbox_id: str) -> str:
-        """A new token for the sandbox (any earlier one stops working)."""
-        return issue_token(self.state_dir, sandbox_id)
+    def issue(self, sandbox_id: str, *, replace: bool = True) -> str:
+        """A new token for the sandbox; with ``replace`` (create, resume) any earlier one stops working,
+        without it (a process that lost the token of a running sandbox) the earlier ones stay valid."""
+        return issue_token(self.state_dir, sandbox_id, replace=replace)
 
     def revoke(self, sandbox_id: str) -> None:
         revoke_token(self.state_dir, sandbox_id)
 
-    def sandbox_env(self, sandbox_id: str, gateway_url: str) -> dict[str, str]:
+    def sandbox_env(self, sandbox_id: str, gateway_url: str, *, replace: bool = True) -> dict[str, str]:
         """Issue a token and return the environment the sandbox's agent reaches its model with."""
-        return {BASE_URL_VARIABLE: gateway_url, KEY_VARIABLE: self.issue(sandbox_id)}
+        return {BASE_URL_VARIABLE: gateway_url, KEY_VARIABLE: self.issue(sandbox_id, replace=replace)}
 
     def model_activity(self, sandbox_id: str) -> datetime | None:
         """When the gateway last relayed a model call of the sandbox, or None if never."""

@@ -7,6 +7,11 @@ the provider issues one on create and resume (a new one, so the old one stops wo
 suspend, destroy and expiry. The sandbox id inside the token names which file to check, so a token is
 never valid for another sandbox.
 
+A backend process that finds a running sandbox without knowing its token (it restarted; another replica
+issued it) adds one with ``issue_token(..., replace=False)``: the file then holds a few hashes, one line
+each (at most MAX_LIVE_TOKENS, the oldest dropped), and processes the earlier token was handed to keep
+working until the sandbox stops being live.
+
 Standard library only (see the package docstring).
 """
 
@@ -25,6 +30,7 @@ _RANDOM_HEX = 64
 _SANDBOX_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _TOKEN = re.compile(rf"sbx-(?P<id>{_SANDBOX_ID.pattern})-(?P<random>[0-9a-f]{{{_RANDOM_HEX}}})")
 
+MAX_LIVE_TOKENS = 8
 # Why a token was refused (the gateway's 401 names it).
 MALFORMED = "malformed"
 REVOKED = "revoked"
@@ -58,10 +64,20 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def issue_token(state_dir: str | os.PathLike[str], sandbox_id: str) -> str:
-    """A new token for the sandbox; any earlier one stops working. Returned once, never stored."""
+def issue_token(state_dir: str | os.PathLike[str], sandbox_id: str, *, replace: bool = True) -> str:
+    """A new token for the sandbox, returned once and never stored.
+
+    ``replace`` (create, resume): every earlier token stops working. ``replace=False``: the earlier ones
+    of this live sandbox stay valid beside it (see the module docstring)."""
     token = f"{PREFIX}{_check_id(sandbox_id)}-{secrets.token_hex(_RANDOM_HEX // 2)}"
-    _write_private(tokens_dir(state_dir) / sandbox_id, _digest(token) + "\n")
+    path = tokens_dir(state_dir) / sandbox_id
+    kept: list[str] = []
+    if not replace:
+        try:
+            kept = path.read_text().split()[-(MAX_LIVE_TOKENS - 1) :]
+        except FileNotFoundError:
+            kept = []
+    _write_private(path, "".join(f"{line}\n" for line in [*kept, _digest(token)]))
     return token
 
 
@@ -80,13 +96,16 @@ def check_token(state_dir: str | os.PathLike[str], token: str) -> tuple[str | No
         return None, MALFORMED
     sandbox_id = match.group("id")
     try:
-        stored = (tokens_dir(state_dir) / sandbox_id).read_text().strip()
+        stored = (tokens_dir(state_dir) / sandbox_id).read_text().split()
     except (FileNotFoundError, NotADirectoryError):
         return None, REVOKED
-    # Constant time: how much of a guess matched must not show in how long the refusal took.
-    if not hmac.compare_digest(stored.encode(), _digest(token).encode()):
-        return None, REVOKED
-    return sandbox_id, ""
+    digest = _digest(token).encode()
+    # Constant time per comparison, and every line compared: how much of a guess matched, or which line
+    # it matched, must not show in how long the answer took.
+    matched = False
+    for line in stored[:MAX_LIVE_TOKENS]:
+        matched |= hmac.compare_digest(line.encode(), digest)
+    return (sandbox_id, "") if matched else (None, REVOKED)
 
 
 def token_owner(state_dir: str | os.PathLike[str], token: str) -> str | None:

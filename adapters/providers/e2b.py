@@ -33,8 +33,8 @@ Model key: with ``SANDBOX_GATEWAY_PUBLIC_URL`` set, a sandbox never holds ``ANTH
 gateway's URL as ``ANTHROPIC_BASE_URL`` and a per-sandbox token as ``ANTHROPIC_API_KEY``, at create and on
 every command (a resume issues a new token, and E2B keeps the create-time envs, so the current one rides
 with each command). The token is revoked on suspend, destroy and snapshot deletion. A process that did not
-issue the ref's current token (a restarted backend) issues a new one on its first command, which ends the
-older one: a detached process started by the previous backend then gets 401s until its next turn.
+issue the ref's current token (a restarted backend, another replica) adds one of its own on its first
+command, beside the older one, so processes handed that one keep working until the sandbox suspends.
 """
 
 from __future__ import annotations
@@ -859,10 +859,10 @@ class E2BProvider:
         owner = self._check_owned(ref, None)
         return None if owner is None else self._gateway.model_activity(owner.sandbox_id)
 
-    def _issue_model_env(self, sandbox_id: str) -> dict[str, str]:
+    def _issue_model_env(self, sandbox_id: str, *, replace: bool = True) -> dict[str, str]:
         if self._gateway is None or self._settings.gateway_url is None:
             return {}
-        return self._gateway.sandbox_env(sandbox_id, self._settings.gateway_url)
+        return self._gateway.sandbox_env(sandbox_id, self._settings.gateway_url, replace=replace)
 
     def _keep_model_env(self, ref: str, model_env: dict[str, str]) -> None:
         if model_env:
@@ -876,11 +876,12 @@ class E2BProvider:
             known = self._model_envs.get(ref)
         if known is not None:
             return known
-        # This process did not issue the ref's token (a restart, another replica): issue its own.
+        # This process did not issue the ref's token (a restart, another replica): add one of its own,
+        # leaving the other valid for the processes it was handed to.
         owner = self._check_owned(ref, None)
         if owner is None:
             return {}
-        model_env = self._issue_model_env(owner.sandbox_id)
+        model_env = self._issue_model_env(owner.sandbox_id, replace=False)
         self._keep_model_env(ref, model_env)
         return model_env
 

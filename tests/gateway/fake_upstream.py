@@ -52,6 +52,12 @@ class FakeUpstream:
     release: threading.Event = field(default_factory=threading.Event)
     status: int = 200
     connections: int = 0
+    # How the event stream is framed: "chunked", "length" (Content-Length) or "close" (HTTP/1.0 style,
+    # ended by closing the connection).
+    framing: str = "chunked"
+    # Close the connection after each answer without saying so, as a server dropping idle keep-alive
+    # connections does: the gateway's pooled connection is then stale.
+    drop_after_answer: bool = False
 
     @property
     def url(self) -> str:
@@ -82,8 +88,13 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                body = self._read_chunked()
+            else:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
             self._record(body)
+            if up.drop_after_answer:
+                self.close_connection = True
             status = self._status()
             if status != 200:
                 error = json.dumps({"type": "error", "error": {"type": "api_error", "message": "x"}}).encode()
@@ -95,21 +106,38 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
-            self.send_header("transfer-encoding", "chunked")
+            if up.framing == "chunked":
+                self.send_header("transfer-encoding", "chunked")
+            elif up.framing == "length":
+                self.send_header("content-length", str(sum(len(sse(n, d)) for n, d in EVENTS)))
+            else:
+                self.close_connection = True
             self.send_header("connection", "keep-alive, x-upstream-hop")
             self.send_header("x-upstream-hop", "dropped")
             self.send_header("request-id", "req_fake")
             self.end_headers()
             for i, (name, data) in enumerate(EVENTS):
-                self._chunk(sse(name, data))
+                self._send(sse(name, data))
                 if i == 0 and up.hold:
                     up.release.wait(WAIT_S)
-            self.wfile.write(b"0\r\n\r\n")
+            if up.framing == "chunked":
+                self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
-        def _chunk(self, data: bytes) -> None:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        def _send(self, data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if up.framing == "chunked" else data)
             self.wfile.flush()
+
+        def _read_chunked(self) -> bytes:
+            parts = []
+            for _ in range(100_000):
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(parts)
 
         def _status(self) -> int:
             return up.status

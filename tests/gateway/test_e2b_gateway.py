@@ -125,7 +125,7 @@ def test_suspend_revokes_resume_issues_a_new_token_destroy_revokes(world: World)
     assert token_owner(world.state.state_dir, second) is None
 
 
-def test_a_new_provider_process_issues_its_own_token_for_a_running_sandbox(world: World) -> None:
+def test_a_new_provider_process_adds_a_token_of_its_own_for_a_running_sandbox(world: World) -> None:
     ref = world.provider.create("sbx1", "data-app")
     first = sandbox_env(world, ref)["ANTHROPIC_API_KEY"]
     restarted = E2BProvider(world.provider._settings)
@@ -134,6 +134,10 @@ def test_a_new_provider_process_issues_its_own_token_for_a_running_sandbox(world
         line.split("=", 1)[1] for line in again.splitlines() if line.startswith("ANTHROPIC_API_KEY=")
     )
     assert second != first
+    # Both stay valid while the sandbox is live (a process handed the first keeps working) ...
     assert token_owner(world.state.state_dir, second) == "sbx1"
-    assert token_owner(world.state.state_dir, first) is None
+    assert token_owner(world.state.state_dir, first) == "sbx1"
+    # ... and neither survives it.
     restarted.destroy("sbx1", ref)
+    assert token_owner(world.state.state_dir, first) is None
+    assert token_owner(world.state.state_dir, second) is None

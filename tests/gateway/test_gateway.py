@@ -21,9 +21,9 @@ from tests.gateway.fake_upstream import (
     EVENTS,
     REAL_KEY,
     WAIT_S,
-    eventually,
     FakeUpstream,
     RunningGateway,
+    eventually,
     fake_upstream,
     running_gateway,
     sse,
@@ -306,3 +306,65 @@ def test_healthz_needs_no_token(gw: RunningGateway) -> None:
     conn.request("GET", "/healthz")
     resp = conn.getresponse()
     assert resp.status == 200 and json.loads(resp.read()) == {"ok": True}
+
+
+@pytest.mark.parametrize("framing", ["length", "close"])
+def test_answers_framed_by_length_or_by_closing_are_relayed_whole(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream, framing: str
+) -> None:
+    upstream.framing = framing
+    conn = connect(gw)
+    token = state.issue("sbx1")
+    # Twice on one client connection: a close-delimited answer is re-framed, so the client can go on.
+    for _ in range(2):
+        status, body, _ = post(gw, {"x-api-key": token}, conn)
+        assert status == 200 and body == b"".join(sse(n, d) for n, d in EVENTS)
+
+
+def test_a_stale_pooled_upstream_connection_is_replaced_without_the_client_noticing(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    upstream.drop_after_answer = True
+    token = state.issue("sbx1")
+    for _ in range(3):
+        assert post(gw, {"x-api-key": token})[0] == 200
+    assert len(upstream.seen) == 3 and upstream.connections >= 3
+
+
+def test_a_chunked_request_body_is_forwarded_with_a_length(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    conn = connect(gw)
+    conn.putrequest("POST", "/v1/messages")
+    conn.putheader("x-api-key", state.issue("sbx1"))
+    conn.putheader("transfer-encoding", "chunked")
+    conn.endheaders()
+    for piece in (MESSAGE[:10], MESSAGE[10:]):
+        conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+    conn.send(b"0\r\n\r\n")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read()
+    [seen] = upstream.seen
+    assert seen.body == MESSAGE and seen.headers["content-length"] == str(len(MESSAGE))
+    assert "transfer-encoding" not in seen.headers
+
+
+def test_a_client_leaving_mid_stream_is_counted_and_the_gateway_goes_on(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    upstream.hold = True
+    token = state.issue("sbx1")
+    parts = urlsplit(gw.url)
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=WAIT_S) as sock:
+        head = f"POST /v1/messages HTTP/1.1\r\nx-api-key: {token}\r\ncontent-length: {len(MESSAGE)}\r\n\r\n"
+        sock.sendall(head.encode() + MESSAGE)
+        got = b""
+        for _ in range(100):
+            got += sock.recv(4096)
+            if b"message_start" in got:
+                break
+        assert b"message_start" in got
+    upstream.release.set()
+    assert eventually(lambda: state.counters("sbx1")["requests"] == 1)
+    upstream.hold = False
+    assert post(gw, {"x-api-key": token})[0] == 200
