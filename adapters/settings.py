@@ -196,21 +196,24 @@ def _e2b_settings(reader: _Reader, idle: timedelta, deployment: str = "default")
         name = reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
         templates[kind] = f"{name}:{reader.text(tag_var) or version}"
     egress = {}
-    gateway_url = _gateway_url(reader)
     for kind, default in DEFAULT_EGRESS_ALLOW.items():
         raw = reader.env.get(egress_env_name(kind))
         # Set but empty is meaningful: deny everything.
         egress[kind] = default if raw is None else tuple(h.strip() for h in raw.split(",") if h.strip())
-        gateway_host = urlsplit(gateway_url).hostname if gateway_url else None
-        if gateway_host and gateway_host not in egress[kind]:
-            # Without it the sandbox could not reach its model at all.
-            egress[kind] = (*egress[kind], gateway_host)
-    # With the gateway the real key stays here: the sandbox gets a token (see adapters.gateway_state).
-    passthrough = () if gateway_url else SANDBOX_ENV_PASSTHROUGH
     idle_s = int(idle.total_seconds())
     timeout_ms = reader.integer(
         "E2B_SANDBOX_TIMEOUT_MS", (idle_s + E2B_TIMEOUT_MARGIN_S) * 1000, MAX_TIMER_MS, "milliseconds"
     )
+    gateway_url = _gateway_url(reader)
+    gateway_host = urlsplit(gateway_url).hostname if gateway_url else None
+    if gateway_host:
+        # Without it the sandbox could not reach its model at all.
+        egress = {
+            kind: (*hosts, gateway_host) if gateway_host not in hosts else hosts
+            for kind, hosts in egress.items()
+        }
+    # With the gateway the real key stays here: the sandbox gets a token (see adapters.gateway_state).
+    passthrough = () if gateway_url else SANDBOX_ENV_PASSTHROUGH
     return E2BSettings(
         api_key=reader.text("E2B_API_KEY") or "",
         templates=templates,
