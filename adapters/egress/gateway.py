@@ -62,6 +62,14 @@ MAX_HEAD_BYTES = 64 * 1024
 # can be retried on a fresh one.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _READ = 64 * 1024
+# What a sandbox may do with the key: call the model. The key can do more (files, batches, admin
+# endpoints that list what the rest of the organisation stored); none of that is forwarded.
+MODEL_CALLS = (
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/*"),
+)
 MAX_INTERIM_RESPONSES = 10
 POOL_PER_UPSTREAM = 8
 POOL_IDLE_SECONDS = 20.0
@@ -114,6 +122,22 @@ def parse_upstream(url: str, api_key: str) -> Upstream:
         raise ValueError(f"upstream URL must be http(s)://host[:port][/path], got {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), api_key)
+
+
+def is_model_call(method: str, target: str) -> bool:
+    """Whether the request is one of MODEL_CALLS (the query string aside; ``*`` is one path segment)."""
+    path = target.split("?", 1)[0]
+    for allowed_method, allowed in MODEL_CALLS:
+        if method != allowed_method:
+            continue
+        if allowed.endswith("/*"):
+            prefix = allowed[:-1]
+            rest = path[len(prefix) :]
+            if path.startswith(prefix) and rest and "/" not in rest:
+                return True
+        elif path == allowed:
+            return True
+    return False
 
 
 def _error_body(kind: str, message: str) -> bytes:
@@ -246,12 +270,16 @@ class Gateway:
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 10.0,
         idle_timeout: float = 120.0,
+        read_timeout: float = 600.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self._override = upstream_override
         self._ssl = ssl_context or ssl.create_default_context()
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
+        # How long the upstream may stay silent (before its answer's head, or between two pieces of it)
+        # before the call is given up: a long generation without streaming takes minutes.
+        self._read_timeout = read_timeout
         self._pool = _Pool()
         self._upstream: Upstream | None = None
         self._upstream_stamp: tuple[int, int] | None = None
@@ -367,6 +395,15 @@ class Gateway:
             )
             await self._reply(writer, 401, "authentication_error", f"{message} ({why})")
             return True
+        if not is_model_call(request.method, request.target):
+            await self._reply(
+                writer,
+                403,
+                "permission_error",
+                f"the gateway forwards model calls only ({', '.join(f'{m} {p}' for m, p in MODEL_CALLS)}); "
+                f"not {request.method} {request.target.split('?', 1)[0]}",
+            )
+            return True
         try:
             upstream = self._current_upstream()
         except (OSError, ValueError, KeyError) as e:
@@ -432,7 +469,8 @@ class Gateway:
         payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + request.body
         key = (upstream.scheme, upstream.host, upstream.port)
         try:
-            reader, writer, head = await self._exchange(key, payload)
+            async with asyncio.timeout(self._connect_timeout + self._read_timeout):
+                reader, writer, head = await self._exchange(key, payload)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, _BadRequest) as e:
             reason = "timed out" if isinstance(e, TimeoutError) else type(e).__name__
             await self._reply(
@@ -442,15 +480,16 @@ class Gateway:
                 f"the gateway could not reach the model API at {upstream.host} ({reason})",
             )
             return 502, 0, True
-        sent = [0]
+        progress = _Progress(self._read_timeout)
         try:
-            return await self._relay(request, key, reader, writer, head, client, sent)
+            async with asyncio.timeout(self._read_timeout) as progress.deadline:
+                return await self._relay(request, key, reader, writer, head, client, progress)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, _BadRequest) as e:
             # The answer is cut short (either side went away, or the upstream broke its framing): the
             # client sees a truncated message and its connection ends, the upstream one is not reused.
             writer.close()
             log.warning("gateway: relaying the answer from %s broke off: %s", upstream.host, type(e).__name__)
-            return self._status_of(head), sent[0], False
+            return self._status_of(head), progress.sent, False
         except BaseException:
             writer.close()
             raise
@@ -511,7 +550,7 @@ class Gateway:
         writer: asyncio.StreamWriter,
         head: list[str],
         client: asyncio.StreamWriter,
-        sent: list[int],
+        progress: _Progress,
     ) -> tuple[int, int, bool]:
         version, _, rest = head[0].partition(" ")
         code_text, _, reason = rest.partition(" ")
@@ -536,17 +575,17 @@ class Gateway:
         if no_body:
             pass
         elif chunked:
-            await _relay_chunked(reader, client, sent)
+            await _relay_chunked(reader, client, progress)
         elif length is not None:
-            await _relay_exact(reader, client, length, sent)
+            await _relay_exact(reader, client, length, progress)
         else:
-            await _relay_until_close(reader, client, sent)
+            await _relay_until_close(reader, client, progress)
             reusable = False
         if reusable:
             self._pool.give(key, reader, writer)
         else:
             writer.close()
-        return status, sent[0], True
+        return status, progress.sent, True
 
     # --- bookkeeping -------------------------------------------------------------------------------------
 
@@ -593,12 +632,23 @@ def _connection_tokens(headers: list[tuple[str, str]]) -> set[str]:
     return {t.strip().lower() for k, v in headers if k.lower() == "connection" for t in v.split(",")}
 
 
-# The relays add the payload bytes they forwarded to sent[0] as they go, so a broken-off answer is
-# still counted for what it carried.
+class _Progress:
+    """What a relay forwarded so far (a broken-off answer is still counted for what it carried), and the
+    silence deadline it pushes back with every piece."""
+
+    def __init__(self, timeout: float) -> None:
+        self.sent = 0
+        self.timeout = timeout
+        self.deadline: asyncio.Timeout | None = None
+
+    def moved(self, size: int) -> None:
+        self.sent += size
+        if self.deadline is not None:
+            self.deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
 
 
 async def _relay_exact(
-    reader: asyncio.StreamReader, client: asyncio.StreamWriter, length: int, sent: list[int]
+    reader: asyncio.StreamReader, client: asyncio.StreamWriter, length: int, progress: _Progress
 ) -> None:
     remaining = length
     while remaining:
@@ -608,21 +658,23 @@ async def _relay_exact(
         client.write(data)
         await client.drain()
         remaining -= len(data)
-        sent[0] += len(data)
+        progress.moved(len(data))
 
 
 async def _relay_until_close(
-    reader: asyncio.StreamReader, client: asyncio.StreamWriter, sent: list[int]
+    reader: asyncio.StreamReader, client: asyncio.StreamWriter, progress: _Progress
 ) -> None:
     while data := await reader.read(_READ):
         client.write(b"%x\r\n%s\r\n" % (len(data), data))
         await client.drain()
-        sent[0] += len(data)
+        progress.moved(len(data))
     client.write(b"0\r\n\r\n")
     await client.drain()
 
 
-async def _relay_chunked(reader: asyncio.StreamReader, client: asyncio.StreamWriter, sent: list[int]) -> None:
+async def _relay_chunked(
+    reader: asyncio.StreamReader, client: asyncio.StreamWriter, progress: _Progress
+) -> None:
     """Copy a chunked body byte for byte (its framing included), each piece as it arrives."""
     while True:
         line = await reader.readuntil(b"\r\n")
@@ -646,7 +698,7 @@ async def _relay_chunked(reader: asyncio.StreamReader, client: asyncio.StreamWri
             client.write(data)
             await client.drain()
             remaining -= len(data)
-            sent[0] += len(data)
+            progress.moved(len(data))
         client.write(await reader.readexactly(2))
         await client.drain()
 
@@ -655,6 +707,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     501: "Not Implemented",

@@ -368,3 +368,59 @@ def test_a_client_leaving_mid_stream_is_counted_and_the_gateway_goes_on(
     assert eventually(lambda: state.counters("sbx1")["requests"] == 1)
     upstream.hold = False
     assert post(gw, {"x-api-key": token})[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/files"),
+        ("GET", "/v1/messages/batches"),
+        ("POST", "/v1/organizations/invites"),
+        ("GET", "/v1/models/a/b"),
+        ("DELETE", "/v1/models/x"),
+    ],
+)
+def test_only_model_calls_are_forwarded_with_the_key(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream, method: str, path: str
+) -> None:
+    conn = connect(gw)
+    conn.request(
+        method, path, body=b"{}" if method == "POST" else None, headers={"x-api-key": state.issue("s")}
+    )
+    resp = conn.getresponse()
+    error = json.loads(resp.read())
+    assert resp.status == 403 and error["error"]["type"] == "permission_error"
+    assert path in error["error"]["message"]
+    assert upstream.seen == []
+
+
+def test_model_listing_and_token_counting_are_model_calls(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    token = state.issue("s")
+    conn = connect(gw)
+    for method, path in (
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/claude-x"),
+        ("POST", "/v1/messages?beta=true"),
+    ):
+        conn.request(method, path, body=MESSAGE if method == "POST" else None, headers={"x-api-key": token})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200, path
+    assert [s.path for s in upstream.seen] == ["/v1/models", "/v1/models/claude-x", "/v1/messages?beta=true"]
+
+
+def test_an_upstream_silent_for_too_long_is_given_up(state: GatewayState, upstream: FakeUpstream) -> None:
+    upstream.hold = True  # the first event, then silence until released
+    token = state.issue("sbx1")
+    with running_gateway(state.state_dir, read_timeout=0.3) as gw:
+        conn = connect(gw)
+        conn.request("POST", "/v1/messages", body=MESSAGE, headers={"x-api-key": token})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            resp.read()
+        assert cut.value.partial == sse(*EVENTS[0])
+        assert eventually(lambda: state.counters("sbx1")["requests"] == 1)
+        assert state.counters("sbx1")["bytes_out"] == len(sse(*EVENTS[0]))
