@@ -155,6 +155,16 @@ def collect_database(evidence: Evidence, data_dir: Path) -> None:
     assert any(where.startswith("database") for where in evidence.texts)
 
 
+def collect_gateway_state(evidence: Evidence, state_dir: Path) -> None:
+    """The state directory, but for ``upstream.json``: the one file that must hold the key."""
+    upstream = state_dir / "upstream.json"
+    if upstream.exists():
+        assert ANTHROPIC_KEY in upstream.read_text()
+    for path in sorted(state_dir.rglob("*")) if state_dir.exists() else []:
+        if path.is_file() and not path.is_symlink() and path != upstream:
+            evidence.add(f"gateway state/{path.relative_to(state_dir)}", path.read_bytes())
+
+
 def assert_no_leaks(evidence: Evidence) -> None:
     leaks = {name: found for name, secret in PLANTED.items() if (found := evidence.leaks(secret))}
     assert leaks == {}, f"planted secrets found in: {leaks}"
@@ -179,6 +189,8 @@ def test_no_secret_leaks_on_docker(tmp_path: Path, docker_engine: Any, moto_endp
         S3_REGION="us-east-1",
         # Not used by the Docker provider; still present in a deployment's environment.
         E2B_API_KEY=E2B_KEY,
+        # Where the egress point keeps its state (tokens, the upstream key), when the provider runs one.
+        SANDBOX_EGRESS_STATE_DIR=str(tmp_path / "egress"),
     )
     ctl = Ctl(env, evidence)
     deployment = env["SANDBOX_DEPLOYMENT"]
@@ -196,6 +208,7 @@ def test_no_secret_leaks_on_docker(tmp_path: Path, docker_engine: Any, moto_endp
     finally:
         remove_docker_sandboxes(docker_engine, deployments=[deployment])
     collect_database(evidence, tmp_path / "data")
+    collect_gateway_state(evidence, tmp_path / "egress")
     # Docker sandboxes get no key today; with the egress network they get a gateway token instead.
     assert sandbox_env.get("ANTHROPIC_API_KEY", "sbx-").startswith("sbx-")
     assert_no_leaks(evidence)
@@ -236,9 +249,6 @@ def test_no_secret_leaks_on_e2b_with_the_gateway(tmp_path: Path) -> None:
     assert sandbox_env["ANTHROPIC_API_KEY"].startswith("sbx-")
     evidence.add("e2b requests", repr(fake.requests()))
     evidence.add_tree("e2b sandbox directories", tmp_path / "e2b")
-    evidence.add_tree("gateway state", state_dir)
-    # The one place the key must be: what the gateway forwards with.
-    assert evidence.leaks(ANTHROPIC_KEY) == ["gateway state/upstream.json"]
-    del evidence.texts["gateway state/upstream.json"]
+    collect_gateway_state(evidence, state_dir)
     collect_database(evidence, tmp_path / "data")
     assert_no_leaks(evidence)
