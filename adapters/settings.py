@@ -467,6 +467,7 @@ class Settings:
             "idle_timeout_ms": str(int(self.policy.idle_timeout.total_seconds() * 1000)),
             "snapshot_retention_ms": str(int(self.policy.retention.total_seconds() * 1000)),
             "deployment": self.deployment,
+            "e2b_model_gateway": self.e2b.gateway_url or "off (E2B sandboxes hold ANTHROPIC_API_KEY)",
         }
 
 

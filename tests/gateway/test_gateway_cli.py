@@ -109,3 +109,10 @@ def test_loopback_plain_http_is_allowed_for_tests() -> None:
         ANTHROPIC_BASE_URL="http://localhost:9",
     )
     assert s.e2b.gateway_url == "http://127.0.0.1:8081" and s.anthropic_base_url == "http://localhost:9"
+
+
+def test_doctor_says_whether_e2b_sandboxes_hold_the_key() -> None:
+    assert settings().describe()["e2b_model_gateway"].startswith("off")
+    on = settings(ANTHROPIC_API_KEY="sk-ant-x", SANDBOX_GATEWAY_PUBLIC_URL="https://gw.example.com")
+    assert on.describe()["e2b_model_gateway"] == "https://gw.example.com"
+    assert "sk-ant-x" not in str(on.describe())
