@@ -7,7 +7,9 @@ The gateway (``adapters.egress.gateway``) and the backend share one state direct
 * ``tokens/<sandbox id>``: the sha256 of the sandbox's current token; a provider calls :meth:`issue` on
   create and resume (a new token each time) and :meth:`revoke` on suspend, destroy and expiry;
 * ``activity/<sandbox id>``: touched by the gateway on every model call (:meth:`model_activity`);
-* ``counters/<sandbox id>.json``: requests, bytes and upstream statuses (:meth:`counters`).
+* ``counters/<sandbox id>.json``: requests, bytes and upstream statuses (:meth:`counters`);
+* ``git/<sandbox id>.json`` (0600): git credentials granted to the sandbox per host (:meth:`grant_git`),
+  which the gateway adds to the sandbox's git requests so the sandbox never holds them.
 
 How a provider uses it: ``env = state.sandbox_env(sandbox_id, base_url)`` on create and resume gives
 the ``ANTHROPIC_BASE_URL`` and token ``ANTHROPIC_API_KEY`` the sandbox runs with; ``state.revoke(id)``
@@ -23,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sandbox_lifecycle.adapters.egress.tokens import issue_token, revoke_token
+from sandbox_lifecycle.adapters.egress.tokens import check_sandbox_id, issue_token, revoke_token
 from sandbox_lifecycle.adapters.settings import Settings
 
 # The variables a sandbox's agent reads for its model (the product interface).
@@ -66,7 +68,45 @@ class GatewayState:
         return issue_token(self.state_dir, sandbox_id, replace=replace)
 
     def revoke(self, sandbox_id: str) -> None:
+        """The sandbox's tokens stop working, and its git credentials are forgotten."""
         revoke_token(self.state_dir, sandbox_id)
+        (self.state_dir / "git" / f"{sandbox_id}.json").unlink(missing_ok=True)
+
+    def grant_git(
+        self,
+        sandbox_id: str,
+        host: str,
+        token: str,
+        *,
+        username: str = "x-access-token",
+        url: str | None = None,
+    ) -> None:
+        """Let the sandbox's git reach ``host`` through the gateway with this credential (until revoke).
+
+        ``url`` is where the gateway sends the sandbox's requests for ``host`` (default
+        ``https://<host>``; a self-hosted server's base URL, or a loopback one in tests)."""
+        if not token:
+            raise ValueError("an empty token cannot authenticate")
+        self.prepare()
+        path = self.state_dir / "git" / f"{check_sandbox_id(sandbox_id)}.json"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        try:
+            grants: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            grants = {}
+        grants[host] = {"url": url or f"https://{host}", "username": username, "token": token}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(grants, f)
+        os.replace(tmp, path)
+
+    def git_hosts(self, sandbox_id: str) -> list[str]:
+        """The hosts the sandbox holds a git grant for."""
+        try:
+            return sorted(json.loads((self.state_dir / "git" / f"{sandbox_id}.json").read_text()))
+        except (FileNotFoundError, ValueError):
+            return []
 
     def sandbox_env(self, sandbox_id: str, gateway_url: str, *, replace: bool = True) -> dict[str, str]:
         """Issue a token and return the environment the sandbox's agent reaches its model with."""
@@ -90,6 +130,24 @@ class GatewayState:
             "bytes_out": int(found.get("bytes_out", 0)),
             "status": {str(k): int(v) for k, v in dict(found.get("status", {})).items()},
         }
+
+
+def git_env(gateway_url: str, sandbox_token: str, hosts: list[str]) -> dict[str, str]:
+    """Environment that sends the sandbox's git traffic for ``hosts`` through the gateway.
+
+    Git's config from the environment (``GIT_CONFIG_COUNT``, git >= 2.31), so nothing is written to a
+    file: ``url.<gateway>/git/<host>/.insteadOf https://<host>/`` for each host, and the sandbox's
+    token as an extra header on requests to the gateway, which swaps in the granted credential."""
+    if not hosts:
+        return {}
+    base = gateway_url.rstrip("/") + "/git/"
+    pairs = [(f"url.{base}{host}/.insteadOf", f"https://{host}/") for host in hosts]
+    pairs.append((f"http.{base}.extraHeader", f"x-api-key: {sandbox_token}"))
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for i, (key, value) in enumerate(pairs):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    return env
 
 
 def model_activity(state_dir: str | os.PathLike[str], sandbox_id: str) -> datetime | None:

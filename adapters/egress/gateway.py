@@ -23,11 +23,13 @@ Standard library only (see the package docstring).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import json
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Iterable
@@ -122,6 +124,26 @@ def parse_upstream(url: str, api_key: str) -> Upstream:
         raise ValueError(f"upstream URL must be http(s)://host[:port][/path], got {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), api_key)
+
+
+GIT_PREFIX = "/git/"
+_GIT_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?")
+_GIT_PATH = re.compile(r"/[A-Za-z0-9._~/-]{1,1024}/(info/refs|git-upload-pack|git-receive-pack)")
+_GIT_SERVICES = ("service=git-upload-pack", "service=git-receive-pack")
+
+
+def parse_git_route(method: str, target: str) -> tuple[str, str] | None:
+    """``(host, path with query)`` of a smart-HTTP git request under GIT_PREFIX, or None."""
+    host, sep, rest = target[len(GIT_PREFIX) :].partition("/")
+    path, _, query = ("/" + rest).partition("?")
+    found = _GIT_PATH.fullmatch(path)
+    if not sep or not _GIT_HOST.fullmatch(host) or found is None or "/../" in path + "/" or "/./" in path:
+        return None
+    if found.group(1) == "info/refs":
+        ok = method == "GET" and query in _GIT_SERVICES
+    else:
+        ok = method == "POST" and not query
+    return (host, "/" + rest) if ok else None
 
 
 def is_model_call(method: str, target: str) -> bool:
@@ -395,6 +417,8 @@ class Gateway:
             )
             await self._reply(writer, 401, "authentication_error", f"{message} ({why})")
             return True
+        if request.target.startswith(GIT_PREFIX):
+            return await self._git(request, sandbox_id, writer)
         if not is_model_call(request.method, request.target):
             await self._reply(
                 writer,
@@ -410,10 +434,26 @@ class Gateway:
             log.error("gateway: upstream.json is unusable: %s", type(e).__name__)
             await self._reply(writer, 503, "api_error", "the gateway has no usable upstream configuration")
             return True
+        auth = ("authorization", f"Bearer {upstream.api_key}") if bearer else ("x-api-key", upstream.api_key)
+        return await self._call(
+            sandbox_id, request, upstream, request.target, [auth], CREDENTIAL_HEADERS, writer
+        )
+
+    async def _call(
+        self,
+        sandbox_id: str,
+        request: _Request,
+        upstream: Upstream,
+        target: str,
+        auth: list[tuple[str, str]],
+        drop: frozenset[str],
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Forward one authenticated call and book it: activity before and after, counters, a log line."""
         self._touch(sandbox_id)
         status, sent, keep = 0, 0, True
         try:
-            status, sent, keep = await self._forward(request, upstream, bearer, writer)
+            status, sent, keep = await self._forward(request, upstream, target, auth, drop, writer)
         finally:
             self._touch(sandbox_id)
             self._count(sandbox_id, len(request.body), sent, status)
@@ -452,18 +492,57 @@ class Gateway:
             self._upstream_stamp = stamp
         return self._upstream
 
+    async def _git(self, request: _Request, sandbox_id: str, writer: asyncio.StreamWriter) -> bool:
+        """``/git/<host>/<repo>/(info/refs|git-upload-pack|git-receive-pack)``: git's smart HTTP to the
+        host, with the credential granted to this sandbox for it (``git/<sandbox id>.json``, written by
+        the backend). Without a grant the request goes as git sent it, its own credentials included."""
+        route = parse_git_route(request.method, request.target)
+        if route is None:
+            await self._reply(
+                writer,
+                403,
+                "permission_error",
+                f"the gateway relays git's smart HTTP only ({GIT_PREFIX}<host>/<repo>/info/refs, "
+                f"git-upload-pack, git-receive-pack); not {request.method} {request.target.split('?', 1)[0]}",
+            )
+            return True
+        host, rest = route
+        grant = self._git_grant(sandbox_id, host)
+        try:
+            upstream = parse_upstream(grant.get("url") or f"https://{host}", "")
+        except ValueError:
+            await self._reply(writer, 503, "api_error", f"the git credential for {host} names no usable URL")
+            return True
+        if "token" in grant:
+            pair = f"{grant.get('username') or 'x-access-token'}:{grant['token']}".encode()
+            auth = [("authorization", "Basic " + base64.b64encode(pair).decode())]
+            drop = CREDENTIAL_HEADERS
+        else:
+            auth, drop = [], frozenset({"x-api-key"})
+        return await self._call(sandbox_id, request, upstream, rest, auth, drop, writer)
+
+    def _git_grant(self, sandbox_id: str, host: str) -> dict[str, str]:
+        try:
+            grants = json.loads((self.state_dir / "git" / f"{sandbox_id}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        found = grants.get(host) if isinstance(grants, dict) else None
+        return {k: str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
     async def _forward(
-        self, request: _Request, upstream: Upstream, bearer: bool, client: asyncio.StreamWriter
+        self,
+        request: _Request,
+        upstream: Upstream,
+        target: str,
+        auth: list[tuple[str, str]],
+        drop: frozenset[str],
+        client: asyncio.StreamWriter,
     ) -> tuple[int, int, bool]:
         """Send to the upstream and relay its answer; (status, body bytes relayed, client reusable)."""
-        headers = _filtered(request.headers, CREDENTIAL_HEADERS | {"host", "content-length"})
-        auth = ("authorization", f"Bearer {upstream.api_key}") if bearer else ("x-api-key", upstream.api_key)
-        lines = [
-            f"{request.method} {upstream.base_path}{request.target} HTTP/1.1",
-            f"host: {upstream.host_header}",
-        ]
+        headers = _filtered(request.headers, drop | {"host", "content-length"})
+        lines = [f"{request.method} {upstream.base_path}{target} HTTP/1.1", f"host: {upstream.host_header}"]
         lines += [f"{k}: {v}" for k, v in headers]
-        lines.append(f"{auth[0]}: {auth[1]}")
+        lines += [f"{name}: {value}" for name, value in auth]
         if request.body or request.method in ("POST", "PUT", "PATCH"):
             lines.append(f"content-length: {len(request.body)}")
         payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + request.body

@@ -40,7 +40,7 @@ def tokens_dir(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / "tokens"
 
 
-def _check_id(sandbox_id: str) -> str:
+def check_sandbox_id(sandbox_id: str) -> str:
     if not _SANDBOX_ID.fullmatch(sandbox_id):
         raise ValueError(f"{sandbox_id!r} cannot be a sandbox id (1-128 letters, digits, '_', '.', '-')")
     return sandbox_id
@@ -69,7 +69,7 @@ def issue_token(state_dir: str | os.PathLike[str], sandbox_id: str, *, replace: 
 
     ``replace`` (create, resume): every earlier token stops working. ``replace=False``: the earlier ones
     of this live sandbox stay valid beside it (see the module docstring)."""
-    token = f"{PREFIX}{_check_id(sandbox_id)}-{secrets.token_hex(_RANDOM_HEX // 2)}"
+    token = f"{PREFIX}{check_sandbox_id(sandbox_id)}-{secrets.token_hex(_RANDOM_HEX // 2)}"
     path = tokens_dir(state_dir) / sandbox_id
     kept: list[str] = []
     if not replace:
@@ -83,7 +83,7 @@ def issue_token(state_dir: str | os.PathLike[str], sandbox_id: str, *, replace: 
 
 def revoke_token(state_dir: str | os.PathLike[str], sandbox_id: str) -> None:
     """The sandbox's token stops working (idempotent)."""
-    (tokens_dir(state_dir) / _check_id(sandbox_id)).unlink(missing_ok=True)
+    (tokens_dir(state_dir) / check_sandbox_id(sandbox_id)).unlink(missing_ok=True)
 
 
 def check_token(state_dir: str | os.PathLike[str], token: str) -> tuple[str | None, str]:

@@ -77,7 +77,7 @@ from e2b import (
 from e2b.sandbox.filesystem.filesystem import SyncWriteEntry
 
 # Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
-from sandbox_lifecycle.adapters.gateway_state import GatewayState
+from sandbox_lifecycle.adapters.gateway_state import GatewayState, git_env
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import (
     DEFAULT_EGRESS_ALLOW,
@@ -848,7 +848,7 @@ class E2BProvider:
         """The env a command in the sandbox runs with: the caller's, plus the sandbox's current gateway
         token and URL when the gateway is on (they win: the real key must never be handed in)."""
         model_env = self._current_model_env(ref)
-        merged = {**(env or {}), **model_env}
+        merged = {**(env or {}), **model_env, **self._git_env(ref, model_env)}
         return merged or None
 
     def model_activity(self, ref: str) -> datetime | None:
@@ -858,6 +858,14 @@ class E2BProvider:
             return None
         owner = self._check_owned(ref, None)
         return None if owner is None else self._gateway.model_activity(owner.sandbox_id)
+
+    def _git_env(self, ref: str, model_env: Mapping[str, str]) -> dict[str, str]:
+        """Git through the gateway for the hosts the sandbox was granted a git credential for."""
+        token = model_env.get("ANTHROPIC_API_KEY")
+        owner = self._check_owned(ref, None) if self._gateway is not None and token else None
+        if owner is None or self._gateway is None or not token or self._settings.gateway_url is None:
+            return {}
+        return git_env(self._settings.gateway_url, token, self._gateway.git_hosts(owner.sandbox_id))
 
     def _issue_model_env(self, sandbox_id: str, *, replace: bool = True) -> dict[str, str]:
         if self._gateway is None or self._settings.gateway_url is None:
