@@ -156,6 +156,8 @@ def build_provider(settings: Settings) -> SandboxProvider:
         )
     settings.e2b.require_key()
     require_extra("e2b")
+    if settings.e2b.gateway_url:
+        _prepare_gateway(settings)
     from sandbox_lifecycle.adapters.providers.e2b import E2BProvider
 
     return E2BProvider(settings.e2b, deployment=settings.deployment)
@@ -225,3 +227,18 @@ def build_service(
     store: Any = _ProviderFirst(build_store(settings), lazy)
     placeholder: Any = lazy
     return SandboxService(store, placeholder, policy=settings.policy)
+
+
+def _prepare_gateway(settings: Settings) -> None:
+    """Write the gateway's upstream.json before any sandbox is handed a token it would forward with."""
+    from sandbox_lifecycle.adapters.gateway_state import prepare_gateway
+
+    try:
+        prepare_gateway(settings)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"SANDBOX_GATEWAY_PUBLIC_URL is set, but the gateway state directory "
+            f"{settings.egress_state_dir} is not usable ({reason}): set SANDBOX_EGRESS_STATE_DIR to a "
+            "directory this user may write, shared with `sandboxctl gateway`"
+        ) from None

@@ -70,6 +70,12 @@ SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
 # Variables whose values must never be shown, whatever they hold.
 SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY")
 
+# The model API the gateway forwards to when the backend's ANTHROPIC_BASE_URL is unset.
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+# Where the egress point and the backend share tokens, the upstream key, activity and counters.
+DEFAULT_EGRESS_STATE_ROOT = Path("/var/lib/sandbox-lifecycle/egress")
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
 E2B_KEY_MISSING = (
     "E2B_API_KEY is not set; the E2B provider needs an API key "
     "(https://e2b.dev/dashboard?tab=keys), or set SANDBOX_PROVIDER=docker for local runs"
@@ -150,6 +156,10 @@ class E2BSettings:
     max_output_bytes: int = 1 << 20
     max_file_bytes: int = 64 << 20
     list_page_size: int = 100
+    # SANDBOX_GATEWAY_PUBLIC_URL: when set, sandboxes get it as ANTHROPIC_BASE_URL and a per-sandbox
+    # token instead of the real key, which then stays out of `sandbox_envs`.
+    gateway_url: str | None = None
+    gateway_state_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> E2BSettings:
@@ -178,7 +188,6 @@ class S3Settings:
 
 
 DEFAULT_NETWORK_POOL = "10.213.0.0/16"
-DEFAULT_MODEL_API = "https://api.anthropic.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +202,11 @@ class EgressSettings:
     # None: /var/lib/sandbox-lifecycle/egress/<deployment>
     state_dir: Path | None = None
     network_pool: str = DEFAULT_NETWORK_POOL
-    upstream_url: str = DEFAULT_MODEL_API
+    upstream_url: str = DEFAULT_ANTHROPIC_BASE_URL
     api_key: str = field(default="", repr=False)
 
 
-def _egress_settings(reader: _Reader) -> EgressSettings:
+def _egress_settings(reader: _Reader, upstream_url: str, api_key: str, state_dir: Path) -> EgressSettings:
     from sandbox_lifecycle.adapters.egress.policy import PolicyError, parse_pin, parse_rules
 
     allow = _egress_allow(reader)
@@ -219,17 +228,13 @@ def _egress_settings(reader: _Reader) -> EgressSettings:
             raise ValueError
     except ValueError:
         reader.bad(f"SANDBOX_DOCKER_NETWORK_POOL must be an IPv4 network of /28 or larger, got {pool!r}")
-    upstream = reader.text("ANTHROPIC_BASE_URL") or DEFAULT_MODEL_API
-    if urlsplit(upstream).scheme not in ("http", "https") or not urlsplit(upstream).hostname:
-        reader.bad(f"ANTHROPIC_BASE_URL must be an http:// or https:// URL, got {upstream!r}")
-    state = reader.text("SANDBOX_EGRESS_STATE_DIR")
     return EgressSettings(
         allow=allow,
         resolve=resolve,
-        state_dir=Path(state) if state else None,
+        state_dir=state_dir,
         network_pool=pool,
-        upstream_url=upstream,
-        api_key=reader.text("ANTHROPIC_API_KEY") or "",
+        upstream_url=upstream_url,
+        api_key=api_key,
     )
 
 
@@ -237,7 +242,7 @@ def _idle_ms(reader: _Reader) -> timedelta:
     return reader.millis("SANDBOX_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)
 
 
-def _e2b_settings(reader: _Reader, idle: timedelta) -> E2BSettings:
+def _e2b_settings(reader: _Reader, idle: timedelta, deployment: str = "default") -> E2BSettings:
     version = package_version()
     templates = {}
     for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
@@ -248,15 +253,27 @@ def _e2b_settings(reader: _Reader, idle: timedelta) -> E2BSettings:
     timeout_ms = reader.integer(
         "E2B_SANDBOX_TIMEOUT_MS", (idle_s + E2B_TIMEOUT_MARGIN_S) * 1000, MAX_TIMER_MS, "milliseconds"
     )
+    gateway_url = _gateway_url(reader)
+    gateway_host = urlsplit(gateway_url).hostname if gateway_url else None
+    if gateway_host:
+        # Without it the sandbox could not reach its model at all.
+        egress = {
+            kind: (*hosts, gateway_host) if gateway_host not in hosts else hosts
+            for kind, hosts in egress.items()
+        }
+    # With the gateway the real key stays here: the sandbox gets a token (see adapters.gateway_state).
+    passthrough = () if gateway_url else SANDBOX_ENV_PASSTHROUGH
     return E2BSettings(
         api_key=reader.text("E2B_API_KEY") or "",
         templates=templates,
         egress_allow=egress,
-        sandbox_envs={k: v for k in SANDBOX_ENV_PASSTHROUGH if (v := reader.env.get(k, ""))},
+        sandbox_envs={k: v for k in passthrough if (v := reader.env.get(k, ""))},
         api_url=reader.text("E2B_API_URL"),
         sandbox_url=reader.text("E2B_SANDBOX_URL"),
         domain=reader.text("E2B_DOMAIN"),
         sandbox_timeout=max(1, timeout_ms // 1000),
+        gateway_url=gateway_url,
+        gateway_state_dir=_egress_state_dir(reader, deployment) if gateway_url else None,
     )
 
 
@@ -287,6 +304,51 @@ def _lightdash_entry(reader: _Reader) -> str | None:
         reader.bad(f"SANDBOX_LIGHTDASH_URL must be an http:// or https:// URL, got {url!r}")
         return None
     return parts.hostname if port is None else f"{parts.hostname}:{port}"
+def _http_url(reader: _Reader, name: str, value: str) -> str | None:
+    """``value`` when it is an http(s) URL with a host, plain http only to loopback; else a problem.
+
+    Plain HTTP to anywhere else would carry a key or a token in clear text."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        reader.bad(f"{name} must be an https:// URL (http:// only to a loopback host), got {value!r}")
+        return None
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        reader.bad(
+            f"{name} is plain http:// to {parts.hostname}, which would send credentials in clear text: "
+            "use https:// (plain http is only for a loopback host)"
+        )
+        return None
+    return value.rstrip("/")
+
+
+def _gateway_url(reader: _Reader) -> str | None:
+    raw = reader.text("SANDBOX_GATEWAY_PUBLIC_URL")
+    if raw is None:
+        return None
+    url = _http_url(reader, "SANDBOX_GATEWAY_PUBLIC_URL", raw)
+    if url is not None and not reader.text("ANTHROPIC_API_KEY"):
+        reader.bad(
+            "SANDBOX_GATEWAY_PUBLIC_URL is set but ANTHROPIC_API_KEY is not: the gateway needs the key"
+        )
+    return url
+
+
+def _anthropic_base_url(reader: _Reader) -> str:
+    raw = reader.text("ANTHROPIC_BASE_URL")
+    if raw is None:
+        return DEFAULT_ANTHROPIC_BASE_URL
+    return _http_url(reader, "ANTHROPIC_BASE_URL", raw) or DEFAULT_ANTHROPIC_BASE_URL
+
+
+def _egress_state_dir(reader: _Reader, deployment: str) -> Path:
+    raw = reader.text("SANDBOX_EGRESS_STATE_DIR")
+    if raw is not None:
+        return Path(raw)
+    return DEFAULT_EGRESS_STATE_ROOT / (deployment if DEPLOYMENT_NAME.fullmatch(deployment) else "default")
 
 
 def _s3_settings(reader: _Reader) -> S3Settings | None:
@@ -389,6 +451,10 @@ class Settings:
     # SANDBOX_LOG_FORMAT: "text" (readable) or "json" (one object per line).
     log_format: str = "text"
     egress: EgressSettings = field(default_factory=EgressSettings)
+    # The gateway's side: where it forwards model calls, with which key, and its shared state directory.
+    anthropic_base_url: str = DEFAULT_ANTHROPIC_BASE_URL
+    anthropic_api_key: str = field(default="", repr=False)
+    egress_state_dir: Path = DEFAULT_EGRESS_STATE_ROOT / "default"
 
     @property
     def s3_bucket(self) -> str | None:
@@ -428,6 +494,10 @@ class Settings:
         if not DEPLOYMENT_NAME.fullmatch(deployment):
             shown = deployment if len(deployment) <= 70 else deployment[:70] + "..."
             reader.bad(f"SANDBOX_DEPLOYMENT must be {DEPLOYMENT_RULE}, got {shown!r}")
+        # Read once: the Docker egress point and the E2B gateway forward to the same model API.
+        upstream_url = _anthropic_base_url(reader)
+        api_key = reader.text("ANTHROPIC_API_KEY") or ""
+        egress_state_dir = _egress_state_dir(reader, deployment)
         settings = cls(
             provider=provider,
             database_url=database_url,
@@ -442,10 +512,13 @@ class Settings:
             disk_limit_mb=disk_limit_mb,
             sweep_interval=sweep_interval,
             deployment=deployment,
-            e2b=_e2b_settings(reader, idle),
+            e2b=_e2b_settings(reader, idle, deployment),
             node_env=reader.text("NODE_ENV") or "",
             log_format=_log_format(reader),
-            egress=_egress_settings(reader),
+            egress=_egress_settings(reader, upstream_url, api_key, egress_state_dir),
+            anthropic_base_url=upstream_url,
+            anthropic_api_key=api_key,
+            egress_state_dir=egress_state_dir,
         )
         reader.raise_problems()
         if provider == "docker":
@@ -454,7 +527,12 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold, for scrubbing messages that might echo one."""
-        values = [self.e2b.api_key, *self.e2b.sandbox_envs.values(), url_password(self.database_url)]
+        values = [
+            self.e2b.api_key,
+            *self.e2b.sandbox_envs.values(),
+            url_password(self.database_url),
+            self.anthropic_api_key,
+        ]
         if self.s3 is not None:
             values.append(self.s3.secret_key or "")
         return tuple(v for v in values if v)
@@ -474,6 +552,7 @@ class Settings:
             "idle_timeout_ms": str(int(self.policy.idle_timeout.total_seconds() * 1000)),
             "snapshot_retention_ms": str(int(self.policy.retention.total_seconds() * 1000)),
             "deployment": self.deployment,
+            "e2b_model_gateway": self.e2b.gateway_url or "off (E2B sandboxes hold ANTHROPIC_API_KEY)",
         }
 
 

@@ -38,6 +38,8 @@ T = TypeVar("T")
 RECONCILER = "reconciler"
 # The reason of the activity recorded when the idle timer finds a background process's output moving.
 PROCESS_OUTPUT_REASON = "process_output"
+# A model call through the gateway: the agent is thinking, not idle.
+MODEL_CALL_REASON = "model_call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,28 +133,33 @@ class Sweeper:
         return True
 
     def _output_moved(self, state: sb.Sandbox, now: datetime) -> bool:
-        """Whether the provider saw activity the log has not (a background process's output moving) since
-        the idle cutoff; if so it is recorded (a Touch, reason ``process_output``), re-arming the timer,
-        and the sandbox is not suspended. A provider that cannot tell, or fails to, is taken at its log."""
-        ask = getattr(self.s.provider, "last_activity", None)
-        if ask is None or state.provider_ref is None:
+        """Whether the provider saw activity the log has not since the idle cutoff: a background process's
+        output moving (``last_activity``, reason ``process_output``) or a model call through the gateway
+        (``model_activity``, reason ``model_call``). If so it is recorded (a Touch with that reason),
+        re-arming the timer, and the sandbox is not suspended. A provider that cannot tell, or fails to,
+        is taken at its log."""
+        if state.provider_ref is None:
             return False
-        try:
-            seen = ask(state.provider_ref)
-        except Exception as exc:
-            log.warning("could not ask the provider for the activity of %s: %s", state.id, exc)
-            return False
-        if seen is None or seen <= now - self.s.policy.idle_timeout:
-            return False
-        # Window 0: this Touch must land, or the due timer would stay armed and fire again at once. A lost
-        # race means something else was recorded meanwhile, which armed its own deadline.
-        with suppress(ConcurrencyError):
-            self.s._apply(
-                state,
-                sb.Touch(window=timedelta(0), actor="scheduler", reason=PROCESS_OUTPUT_REASON),
-                at=now,
-            )
-        return True
+        cutoff = now - self.s.policy.idle_timeout
+        for method, reason in (("last_activity", PROCESS_OUTPUT_REASON), ("model_activity", MODEL_CALL_REASON)):
+            ask = getattr(self.s.provider, method, None)
+            if ask is None:
+                continue
+            try:
+                seen = ask(state.provider_ref)
+            except Exception as exc:
+                log.warning("could not ask the provider for the %s of %s: %s", method, state.id, exc)
+                continue
+            if seen is None or seen <= cutoff:
+                continue
+            # Window 0: this Touch must land, or the due timer would stay armed and fire again at once. A
+            # lost race means something else was recorded meanwhile, which armed its own deadline.
+            with suppress(ConcurrencyError):
+                self.s._apply(
+                    state, sb.Touch(window=timedelta(0), actor="scheduler", reason=reason), at=now
+                )
+            return True
+        return False
 
     # ------------------------------------------------------------------------------------ recovery
 

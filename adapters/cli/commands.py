@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox_lifecycle.adapters.cli import processes as process_verbs
+from sandbox_lifecycle.adapters.cli.gateway import register as register_gateway
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import (
     Settings,
@@ -480,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", cmd_doctor, "check settings, database, provider, images, snapshot store and scheduler")
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
+    register_gateway(add)
     return p
 
 

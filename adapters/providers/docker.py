@@ -837,6 +837,11 @@ class DockerProvider:
     def last_activity(self, ref: str) -> datetime | None:
         return self._processes.last_activity(ref)
 
+    def model_activity(self, ref: str) -> datetime | None:
+        """When the gateway last relayed a model call of this sandbox (None: never)."""
+        found = self._inspect(self._owned(ref))
+        return None if found is None else self.network.model_call_at(_labels(found)[LABEL_ID])
+
     @staticmethod
     def _mapped(exc: BaseException, action: str, ref: str | None = None) -> ProviderError:
         if isinstance(exc, requests.exceptions.ConnectionError) or (

@@ -28,6 +28,13 @@ kill (pause and resume included), and a ref we killed is known to be gone. Only 
 seen costs a lookup first (``GET /sandboxes/{id}``), which is what refuses another deployment's sandbox.
 
 Secrets: the envs given to sandboxes and the API key are never logged, put in a message, or shown in a repr.
+
+Model key: with ``SANDBOX_GATEWAY_PUBLIC_URL`` set, a sandbox never holds ``ANTHROPIC_API_KEY``. It gets the
+gateway's URL as ``ANTHROPIC_BASE_URL`` and a per-sandbox token as ``ANTHROPIC_API_KEY``, at create and on
+every command (a resume issues a new token, and E2B keeps the create-time envs, so the current one rides
+with each command). The token is revoked on suspend, destroy and snapshot deletion. A process that did not
+issue the ref's current token (a restarted backend, another replica) adds one of its own on its first
+command, beside the older one, so processes handed that one keep working until the sandbox suspends.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from e2b.sandbox.filesystem.filesystem import SyncWriteEntry
 
 # Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
 from sandbox_lifecycle.adapters.providers.e2b_processes import E2BProcesses
+from sandbox_lifecycle.adapters.gateway_state import GatewayState, git_env
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import (
     DEFAULT_EGRESS_ALLOW,
@@ -251,6 +259,14 @@ class E2BProvider:
         self._killed: dict[str, None] = {}
         self._unsure: dict[str, None] = {}
         self._lock = threading.Lock()
+        # The model-API gateway, when sandboxes reach their model through it; ref -> the sandbox's
+        # gateway env (its current token), under _lock.
+        self._gateway = (
+            GatewayState(settings.gateway_state_dir)
+            if settings.gateway_url and settings.gateway_state_dir is not None
+            else None
+        )
+        self._model_envs: dict[str, dict[str, str]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -270,6 +286,7 @@ class E2BProvider:
             return ref
         template = self._settings.templates[kind]
         allow = list(self._settings.egress_allow.get(kind, ()))
+        model_env = self._issue_model_env(sandbox_id)
         try:
             sandbox = self._sdk.create(
                 template=template,
@@ -280,13 +297,14 @@ class E2BProvider:
                     META_MANAGED: "1",
                     META_DEPLOYMENT: self._deployment,
                 },
-                envs=dict(self._settings.sandbox_envs),
+                envs={**self._settings.sandbox_envs, **model_env},
                 network={"allow_out": allow, "deny_out": [ALL_TRAFFIC]},
                 # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
                 lifecycle={"on_timeout": "pause", "auto_resume": False},
                 idempotency_key=idempotency_key(self._deployment, sandbox_id),
             )
         except Exception as e:
+            self._revoke_model_token(sandbox_id)
             with self._lock:
                 _remember_bounded(self._unsure, sandbox_id, None)
             raise _provider_error(
@@ -300,6 +318,7 @@ class E2BProvider:
         with self._lock:
             self._unsure.pop(sandbox_id, None)
         self._remember(sandbox, kind)
+        self._keep_model_env(sandbox.sandbox_id, model_env)
         log.info("e2b: created E2B sandbox %s for %s from %s", sandbox.sandbox_id, sandbox_id, template)
         return sandbox.sandbox_id
 
@@ -317,6 +336,10 @@ class E2BProvider:
         except SandboxNotFoundException as e:
             self._lost(ref)
             raise ProviderLost(f"E2B sandbox {ref} of {sandbox_id} is gone; there is nothing to pause") from e
+        finally:
+            # Paused or not, this token is done: a sandbox still running after a failed pause gets a new
+            # one with its next command.
+            self._revoke_model_token(sandbox_id, ref)
         log.info("e2b: %s E2B sandbox %s of %s", "paused" if paused else "already paused", ref, sandbox_id)
         return SnapshotInfo(key=ref, sha256=None, bytes=None)
 
@@ -325,10 +348,13 @@ class E2BProvider:
         self._check_owned(snapshot.key, sandbox_id)
         sandbox = self._connect(snapshot.key, f"resume {sandbox_id}")
         self._remember(sandbox, kind)
+        # A new token: the one from before the suspend was revoked and stays so.
+        self._keep_model_env(sandbox.sandbox_id, self._issue_model_env(sandbox_id))
         log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)
         return sandbox.sandbox_id
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        self._revoke_model_token(sandbox_id, ref)
         if ref is not None:
             if self._check_owned(ref, sandbox_id) is None:
                 return  # gone already
@@ -382,6 +408,7 @@ class E2BProvider:
         if timeout <= 0:
             raise ValueError(f"exec timeout must be positive, got {timeout!r}")
         handle = self._handle(ref)
+        env = self.command_env(ref, env)
         cmd = shlex.join(command)
         workdir = cwd or (KINDS[handle.kind].workdir if handle.kind in KINDS else None)
         limit = self._settings.max_output_bytes if max_output_bytes is None else max_output_bytes
@@ -789,6 +816,8 @@ class E2BProvider:
         )
 
     def _kill(self, ref: str, sandbox_id: str) -> None:
+        if sandbox_id != "?":
+            self._revoke_model_token(sandbox_id, ref)
         self._forget(ref)
         killed = self._retrying(f"kill {ref}", lambda: self._sdk.kill(ref))
         self._lost(ref)  # killed now or gone before: either way E2B no longer has it
@@ -849,3 +878,65 @@ class E2BProvider:
                 raise ProviderLost(f"E2B no longer has sandbox {ref}") from e
             handle.extended_at = time.monotonic()
         return handle
+
+    # --- the model-API gateway ------------------------------------------------------------------------------
+
+    def command_env(self, ref: str, env: Mapping[str, str] | None) -> dict[str, str] | None:
+        """The env a command in the sandbox runs with: the caller's, plus the sandbox's current gateway
+        token and URL when the gateway is on (they win: the real key must never be handed in)."""
+        model_env = self._current_model_env(ref)
+        merged = {**(env or {}), **model_env, **self._git_env(ref, model_env)}
+        return merged or None
+
+    def model_activity(self, ref: str) -> datetime | None:
+        """When the gateway last relayed a model call of the sandbox behind ``ref`` (None: never, or no
+        gateway). For the provider's ``last_activity``: a model call is the sandbox's activity."""
+        if self._gateway is None:
+            return None
+        owner = self._check_owned(ref, None)
+        return None if owner is None else self._gateway.model_activity(owner.sandbox_id)
+
+    def _git_env(self, ref: str, model_env: Mapping[str, str]) -> dict[str, str]:
+        """Git through the gateway for the hosts the sandbox was granted a git credential for."""
+        token = model_env.get("ANTHROPIC_API_KEY")
+        owner = self._check_owned(ref, None) if self._gateway is not None and token else None
+        if owner is None or self._gateway is None or not token or self._settings.gateway_url is None:
+            return {}
+        return git_env(self._settings.gateway_url, token, self._gateway.git_hosts(owner.sandbox_id))
+
+    def _issue_model_env(self, sandbox_id: str, *, replace: bool = True) -> dict[str, str]:
+        if self._gateway is None or self._settings.gateway_url is None:
+            return {}
+        return self._gateway.sandbox_env(sandbox_id, self._settings.gateway_url, replace=replace)
+
+    def _keep_model_env(self, ref: str, model_env: dict[str, str]) -> None:
+        if model_env:
+            with self._lock:
+                _remember_bounded(self._model_envs, ref, model_env)
+
+    def _current_model_env(self, ref: str) -> dict[str, str]:
+        if self._gateway is None:
+            return {}
+        with self._lock:
+            known = self._model_envs.get(ref)
+        if known is not None:
+            return known
+        # This process did not issue the ref's token (a restart, another replica): add one of its own,
+        # leaving the other valid for the processes it was handed to.
+        owner = self._check_owned(ref, None)
+        if owner is None:
+            return {}
+        model_env = self._issue_model_env(owner.sandbox_id, replace=False)
+        self._keep_model_env(ref, model_env)
+        return model_env
+
+    def _revoke_model_token(self, sandbox_id: str, ref: str | None = None) -> None:
+        if self._gateway is None:
+            return
+        with self._lock:
+            if ref is not None:
+                self._model_envs.pop(ref, None)
+        try:
+            self._gateway.revoke(sandbox_id)
+        except (OSError, ValueError) as e:
+            log.error("e2b: could not revoke the gateway token of %s: %s", sandbox_id, _describe(e))

@@ -64,7 +64,7 @@ class E2BProcesses:
             started = handle.sandbox.commands.run(
                 line,
                 background=True,
-                envs=envs,
+                envs=self._p.command_env(ref, envs),
                 cwd=workdir,
                 user=self._p._settings.user,
                 timeout=0,
