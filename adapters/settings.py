@@ -304,6 +304,8 @@ def _lightdash_entry(reader: _Reader) -> str | None:
         reader.bad(f"SANDBOX_LIGHTDASH_URL must be an http:// or https:// URL, got {url!r}")
         return None
     return parts.hostname if port is None else f"{parts.hostname}:{port}"
+
+
 def _http_url(reader: _Reader, name: str, value: str) -> str | None:
     """``value`` when it is an http(s) URL with a host, plain http only to loopback; else a problem.
 

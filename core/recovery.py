@@ -141,7 +141,10 @@ class Sweeper:
         if state.provider_ref is None:
             return False
         cutoff = now - self.s.policy.idle_timeout
-        for method, reason in (("last_activity", PROCESS_OUTPUT_REASON), ("model_activity", MODEL_CALL_REASON)):
+        for method, reason in (
+            ("last_activity", PROCESS_OUTPUT_REASON),
+            ("model_activity", MODEL_CALL_REASON),
+        ):
             ask = getattr(self.s.provider, method, None)
             if ask is None:
                 continue
@@ -155,9 +158,7 @@ class Sweeper:
             # Window 0: this Touch must land, or the due timer would stay armed and fire again at once. A
             # lost race means something else was recorded meanwhile, which armed its own deadline.
             with suppress(ConcurrencyError):
-                self.s._apply(
-                    state, sb.Touch(window=timedelta(0), actor="scheduler", reason=reason), at=now
-                )
+                self.s._apply(state, sb.Touch(window=timedelta(0), actor="scheduler", reason=reason), at=now)
             return True
         return False
 
