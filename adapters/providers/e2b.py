@@ -77,10 +77,10 @@ from e2b import (
 from e2b.sandbox.filesystem.filesystem import SyncWriteEntry
 
 from sandbox_lifecycle.adapters.gateway_state import GatewayState, git_env
-
-# Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
 from sandbox_lifecycle.adapters.providers.e2b_processes import E2BProcesses
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
+
+# Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
 from sandbox_lifecycle.adapters.settings import (
     DEFAULT_EGRESS_ALLOW,
     DEFAULT_TEMPLATE_NAMES,
