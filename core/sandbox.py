@@ -48,6 +48,8 @@ class Sandbox(NamedTuple):
     # Why the in-flight destroy was asked for (user, retention...): what the expiry will say.
     destroy_reason: str | None = None
     last_error: str | None = None
+    # In its kind's warm pool: created for no conversation yet, claimable by a new one's turn.
+    pooled: bool = False
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -158,6 +160,19 @@ class MarkDestroyed(Command):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Pool(Command):
+    reason: str = "warm_pool"
+    TRIGGER = "pool"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Claim(Command):
+    conversation_id: str
+    reason: str = "turn_start"
+    TRIGGER = "claim"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MarkFailed(Command):
     error: str
     TRIGGER = "mark_failed"
@@ -265,6 +280,14 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             return [ev.DestroyRequested(**base)]
         case MarkDestroyed():
             return [ev.Destroyed(**base)]
+        case Pool():
+            if state.conversation_id is not None or state.pooled:
+                raise InvalidTransition(state.id, state.status, "pool (it has a conversation or is pooled)")
+            return [ev.Pooled(**base)]
+        case Claim():
+            if not state.pooled:
+                raise InvalidTransition(state.id, state.status, "claim (it is not in a warm pool)")
+            return [ev.Claimed(**base, conversation_id=cmd.conversation_id)]
         case MarkFailed():
             if state.status == lc.CREATING:
                 return [ev.CreationFailed(**base, error=cmd.error)]
@@ -335,7 +358,8 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 s, lc.EXPIRED, at, expired_at=at, expired_reason=event.reason, last_error=event.error
             )
         case ev.TurnStarted():
-            return _moved(s, lc.RUNNING, at, turn_id=event.turn_id, last_activity_at=at)
+            # Leaving idle in any way (a turn, a suspend, a destroy, a loss) leaves the pool too.
+            return _moved(s, lc.RUNNING, at, turn_id=event.turn_id, last_activity_at=at, pooled=False)
         case ev.TurnEnded():
             return _moved(s, lc.IDLE, at, turn_id=None, last_activity_at=at)
         case ev.ActivityRecorded():
@@ -343,7 +367,10 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.IdleTimeoutElapsed() | ev.RetentionElapsed():
             return _next(s)
         case ev.SuspendRequested():
-            return _moved(s, lc.SUSPENDING, at, pending_snapshot_key=event.snapshot_key, turn_id=None)
+            # A pooled sandbox that is suspended or destroyed has left its pool.
+            return _moved(
+                s, lc.SUSPENDING, at, pending_snapshot_key=event.snapshot_key, turn_id=None, pooled=False
+            )
         case ev.Suspended():
             return _moved(
                 s,
@@ -375,7 +402,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.ResumeFailed():
             return _moved(s, lc.SUSPENDED, at, last_error=event.error)
         case ev.DestroyRequested():
-            return _moved(s, lc.DESTROYING, at, turn_id=None, destroy_reason=event.reason)
+            return _moved(s, lc.DESTROYING, at, turn_id=None, destroy_reason=event.reason, pooled=False)
         case ev.Destroyed():
             return _moved(
                 s,
@@ -386,6 +413,10 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 expired_at=at,
                 expired_reason=state.destroy_reason or event.reason,
             )
+        case ev.Pooled():
+            return _next(s, pooled=True)
+        case ev.Claimed():
+            return _next(s, pooled=False, conversation_id=event.conversation_id, last_activity_at=at)
         case ev.ProviderLost():
             return _moved(
                 s,
@@ -395,6 +426,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 expired_at=at,
                 expired_reason=event.reason,
                 last_error=event.detail,
+                pooled=False,
             )
     # An event type this fold does not know changes nothing but the version (decoding already
     # refuses types this release cannot read, so this is only reached by subclasses).
