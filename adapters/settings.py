@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
@@ -303,6 +304,8 @@ class Settings:
     deployment: str = "default"
     e2b: E2BSettings = field(default_factory=lambda: E2BSettings(api_key="", templates={}))
     node_env: str = ""
+    # SANDBOX_MAX_LIVE[_<KIND>], SANDBOX_CAPACITY_WAIT_MS, SANDBOX_WARM_POOL_<KIND>.
+    capacity: Capacity = field(default_factory=Capacity)
 
     @property
     def s3_bucket(self) -> str | None:
@@ -358,6 +361,7 @@ class Settings:
             deployment=deployment,
             e2b=_e2b_settings(reader, idle),
             node_env=reader.text("NODE_ENV") or "",
+            capacity=_capacity(reader),
         )
         reader.raise_problems()
         if provider == "docker":
@@ -387,6 +391,43 @@ class Settings:
             "snapshot_retention_ms": str(int(self.policy.retention.total_seconds() * 1000)),
             "deployment": self.deployment,
         }
+
+
+MAX_LIVE_LIMIT = 1_000_000
+MAX_WARM_POOL = 1000
+DEFAULT_CAPACITY_WAIT_MS = 30_000
+
+
+def kind_env(prefix: str, kind: str) -> str:
+    """``SANDBOX_MAX_LIVE_DATA_APP`` for prefix ``SANDBOX_MAX_LIVE`` and kind ``data-app``."""
+    return f"{prefix}_{kind.upper().replace('-', '_')}"
+
+
+def _capacity(reader: _Reader) -> Capacity:
+    """SANDBOX_MAX_LIVE (unset: no limit), per-kind limits, the wait when full, the warm pool sizes."""
+
+    def limit(name: str) -> int | None:
+        if reader.text(name) is None:
+            return None
+        return reader.integer(name, 0, MAX_LIVE_LIMIT, "sandboxes")
+
+    per_kind = {
+        kind: n for kind in (DATA_APP, AI_WRITEBACK) if (n := limit(kind_env("SANDBOX_MAX_LIVE", kind)))
+    }
+    pools = {
+        kind: reader.integer(kind_env("SANDBOX_WARM_POOL", kind), 0, MAX_WARM_POOL, "sandboxes", minimum=0)
+        for kind in (DATA_APP, AI_WRITEBACK)
+    }
+    return Capacity(
+        max_live=limit("SANDBOX_MAX_LIVE"),
+        max_live_per_kind=per_kind,
+        wait=timedelta(
+            milliseconds=reader.integer(
+                "SANDBOX_CAPACITY_WAIT_MS", DEFAULT_CAPACITY_WAIT_MS, MAX_TIMER_MS, "milliseconds", minimum=0
+            )
+        ),
+        warm_pool={kind: n for kind, n in pools.items() if n},
+    )
 
 
 def refuse_production(node_env: str | None) -> None:

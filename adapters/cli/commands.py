@@ -19,6 +19,7 @@ from sandbox_lifecycle.adapters.cli.render import print_history, print_report, p
 from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
 from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
+    CapacityExceeded,
     ConfigError,
     ExecTimeout,
     SandboxBusy,
@@ -31,6 +32,8 @@ from sandbox_lifecycle.core.kinds import KINDS
 
 # Distinct exit codes so scripts can react without parsing messages.
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
+# The fleet stayed full for SANDBOX_CAPACITY_WAIT_MS: a temporary failure (sysexits' EX_TEMPFAIL).
+EXIT_CAPACITY = 75
 
 
 # Commands that only read the log: they work without provider credentials (and never load its SDK).
@@ -339,6 +342,7 @@ _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (_Usage, EXIT_USAGE),
     (SandboxNotFound, EXIT_NOT_FOUND),
     (SandboxBusy, EXIT_BUSY),
+    (CapacityExceeded, EXIT_CAPACITY),
     (SandboxExpired, EXIT_EXPIRED),
     (ExecTimeout, EXIT_TIMEOUT),
     (BaseException, EXIT_ERROR),
