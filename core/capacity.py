@@ -47,6 +47,7 @@ _POLL_FIRST, _POLL_MAX = 0.02, 0.25
 # How many idle sandboxes one admission tries to suspend before it waits instead: each try that
 # loses a race (the sandbox started a turn meanwhile) moves on to the next least recently active.
 _MAX_EVICTIONS = 5
+_FRESH = timedelta(seconds=1)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
 
 
@@ -153,7 +154,14 @@ class Admission:
         A pooled sandbox holds no one's work: it is destroyed instead (its pool refills when there is
         room). True once one has left compute; False when none idle could be taken.
         """
-        idle = [r for r in self.s.store.list_sandboxes(lc.IDLE) if kind is None or r.kind == kind]
+        # One idle for less than a moment has most likely just been created or resumed for a turn that
+        # is about to start on it: taking it would only make that turn resume it again.
+        settled = self.s.clock() - _FRESH
+        idle = [
+            r
+            for r in self.s.store.list_sandboxes(lc.IDLE)
+            if (kind is None or r.kind == kind) and r.state_since <= settled
+        ]
         idle.sort(key=lambda r: (r.last_activity_at is not None, r.last_activity_at, r.id))
         for row in idle[:_MAX_EVICTIONS]:
             try:

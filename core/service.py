@@ -709,6 +709,10 @@ class SandboxService:
         )
         for _ in range(_MAX_RACES):
             state = self.load(sandbox_id)
+            if state.status in (lc.CREATING, lc.SUSPENDING, lc.RESUMING):
+                # Between its create (or resume) and its turn the sandbox was idle for a moment, and a
+                # caller short of capacity may have suspended it: wait that out, then resume it.
+                state = self._settled(sandbox_id)
             if state.status == lc.SUSPENDED:
                 try:
                     state = self._resume_admitted(state, who, "turn_start", cid)

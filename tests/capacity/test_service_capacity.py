@@ -122,6 +122,7 @@ def test_resume_and_exec_at_capacity_make_room_too(store: EventStore, clock: Clo
     # An exec on the suspended one resumes it, and the idle one makes room.
     assert service.exec(first.id, ["true"]).exit_code == 0
     assert service.get(other).state == lc.SUSPENDED
+    clock.advance(seconds=10)  # a sandbox resumed a moment ago is left to the turn about to use it
     assert service.resume(other).state == lc.IDLE
     assert service.get(first.id).state == lc.SUSPENDED
 
@@ -167,6 +168,7 @@ def test_the_pool_never_takes_a_slot_past_capacity_and_is_evicted_first(
     service = make(store, clock, max_live=2, wait=SHORT, warm_pool={"data-app": 5})
     assert len(service.maintain_pools()) == 2
     assert len(live(service)) == 2
+    clock.advance(seconds=10)
     # A turn of another kind needs a slot: a pooled sandbox is destroyed for it (it holds no work).
     with service.turn("c1", "ai-writeback"):
         pass
