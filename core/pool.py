@@ -30,6 +30,7 @@ log = logging.getLogger("sandbox_lifecycle")
 POOL_ACTOR = "warm_pool"
 POOL_REASON = "warm_pool"
 DRAIN_REASON = "pool_drained"
+RECYCLE_REASON = "pool_recycled"
 # A claim that keeps losing races tries at most this many pooled sandboxes before creating one.
 _MAX_CLAIMS = 5
 
@@ -105,6 +106,17 @@ class WarmPool:
         for kind in sorted(kinds):
             want = sizes.get(kind, 0)
             pooled = self._pooled(kind)
+            # A pooled sandbox carries no idle timer, but the provider may have its own (E2B pauses a
+            # sandbox past its timeout, which outlasts the idle timeout): recycled once it has waited
+            # an idle timeout, it is always fresh when claimed.
+            stale_before = self.s.clock() - self.s.policy.idle_timeout
+            for state in [p for p in pooled if p.state_since is not None and p.state_since < stale_before]:
+                try:
+                    self.s.destroy(state.id, reason=RECYCLE_REASON, actor=POOL_ACTOR)
+                    done.append(f"{state.id}: recycled from the {kind} pool")
+                except SandboxError as exc:
+                    done.append(f"{state.id}: recycling failed: {exc}")
+                pooled.remove(state)
             for state in pooled[want:] if len(pooled) > want else ():
                 try:
                     self.s.destroy(state.id, reason=DRAIN_REASON, actor=POOL_ACTOR)

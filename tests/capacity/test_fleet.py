@@ -67,9 +67,9 @@ def docker_fleet(
         SANDBOX_AI_WRITEBACK_DOCKER_IMAGE=DOCKER_IMAGES["ai-writeback"],
     )
     # Every container of the deployment, started or not: any of them holds (or is taking) compute.
-    return env, lambda: len(
-        client.containers.list(all=True, filters={"label": f"{LABEL_DEPLOYMENT}={deployment}"})
-    )
+    # The low-level listing: one request, no inspect per container (which races the removals).
+    label = {"label": f"{LABEL_DEPLOYMENT}={deployment}"}
+    return env, lambda: len(client.api.containers(all=True, filters=label))
 
 
 def run_fleet(env: dict[str, str], sample: Callable[[], int]) -> tuple[list[tuple[str, float]], list[int]]:

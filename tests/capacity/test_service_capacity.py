@@ -196,3 +196,14 @@ def test_racing_turns_never_claim_one_pooled_sandbox_twice(store: EventStore, cl
     assert len(claims) == len({c.data["conversation_id"] for c in claims}) <= 3
     assert len(set(ids) & pooled) == len(claims)
     assert verify(service.store, service.policy) == []
+
+
+def test_a_pooled_sandbox_is_recycled_after_an_idle_timeout(store: EventStore, clock: Clock) -> None:
+    service = make(store, clock, warm_pool={"data-app": 1})
+    service.maintain_pools()
+    (old,) = live(service)
+    clock.advance(minutes=31)
+    report = service.maintain_pools()
+    assert any("recycled" in line for line in report) and any("joined" in line for line in report)
+    assert service.get(old).expired_reason == "pool_recycled"
+    assert len(live(service)) == 1 and live(service) != [old]
