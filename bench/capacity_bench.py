@@ -4,7 +4,8 @@
 
 1. First turn of a new conversation: ``turn()`` entered -> first ``exec(["true"])`` returned, with a
    warm pool (SANDBOX_WARM_POOL_DATA_APP=1, refilled between rounds, not timed) and without (the turn
-   creates its container). Goal: median <= 60 ms with the pool.
+   creates its container). Goal: median <= 60 ms with the pool. The floor beside them: the same on a
+   conversation whose sandbox is already idle (no claim, no create), i.e. what the exec itself costs here.
 2. A turn at capacity (SANDBOX_MAX_LIVE=1, one idle sandbox holding the slot): the turn suspends the idle
    one first, then creates its own. Compared with a turn that has room (same work, no suspend) and with
    a plain suspend of an idle sandbox, interleaved round by round: the cost capacity adds, (turn at
@@ -53,20 +54,23 @@ def docker_service(**extra: str) -> Iterator[SandboxService]:
                     service.destroy(row.id)
 
 
-def first_exec_ms(service: SandboxService) -> tuple[float, str]:
+def first_exec_ms(service: SandboxService, conversation: str | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    with service.turn(f"conv-{uuid.uuid4().hex[:8]}", "data-app", keep_warm=True) as sbx:
+    with service.turn(conversation or f"conv-{uuid.uuid4().hex[:8]}", "data-app", keep_warm=True) as sbx:
         sbx.exec(["true"], check=True)
         took = (time.perf_counter() - started) * 1000
     return took, sbx.id
 
 
-def warm_pool_rounds(rounds: int) -> tuple[list[float], list[float]]:
+def warm_pool_rounds(rounds: int) -> tuple[list[float], list[float], list[float]]:
     pooled: list[float] = []
     cold: list[float] = []
+    floor: list[float] = []
     with docker_service(SANDBOX_WARM_POOL_DATA_APP="1") as warm, docker_service() as plain:
         warm.maintain_pools()
+        first_exec_ms(plain, "floor")
         for _ in range(rounds):
+            floor.append(first_exec_ms(plain, "floor")[0])
             took, sid = first_exec_ms(warm)
             pooled.append(took)
             warm.pools.settle()  # the background refill, not timed
@@ -75,7 +79,7 @@ def warm_pool_rounds(rounds: int) -> tuple[list[float], list[float]]:
             took, sid = first_exec_ms(plain)
             cold.append(took)
             plain.destroy(sid)
-    return pooled, cold
+    return pooled, cold, floor
 
 
 def capacity_rounds(rounds: int) -> tuple[list[float], list[float], list[float]]:
@@ -110,10 +114,12 @@ def main() -> None:
     args = parser.parse_args()
     med = statistics.median
 
-    pooled, cold = warm_pool_rounds(args.rounds)
+    pooled, cold, floor = warm_pool_rounds(args.rounds)
     print(f"first turn -> first exec, warm pool:    median {med(pooled):8.1f} ms  (goal <= 60 ms)")
     print(f"first turn -> first exec, no pool:      median {med(cold):8.1f} ms")
+    print(f"turn -> exec, sandbox already idle:     median {med(floor):8.1f} ms  (the floor: the exec)")
     print(f"  ratio no pool / pool:                 {med(cold) / med(pooled):8.1f}x")
+    print(f"  claim's cost over the floor:          {med(pooled) - med(floor):8.1f} ms")
 
     full, room, suspend = capacity_rounds(args.rounds)
     added = med(full) - med(room)

@@ -155,7 +155,9 @@ class SandboxService:
         # An append that makes the sandbox hold compute carries the capacity limits: the store counts
         # in its own transaction (CapacityRefused when full; see core/capacity.py).
         limits: dict[str, Any] = {}
-        entering = after.kind and state.status not in lc.HOLDS_COMPUTE and after.status in lc.HOLDS_COMPUTE
+        # Only a create or a resume takes compute; a destroy of a suspended sandbox frees what is left
+        # and is never refused.
+        entering = state.status not in lc.HOLDS_COMPUTE and after.status in (lc.CREATING, lc.RESUMING)
         if entering and (capacity := self.capacity.limits(after.kind or "")):
             limits["capacity"] = capacity
         result = self.store.append(

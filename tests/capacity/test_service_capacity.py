@@ -207,3 +207,13 @@ def test_a_pooled_sandbox_is_recycled_after_an_idle_timeout(store: EventStore, c
     assert any("recycled" in line for line in report) and any("joined" in line for line in report)
     assert service.get(old).expired_reason == "pool_recycled"
     assert len(live(service)) == 1 and live(service) != [old]
+
+
+def test_destroying_a_suspended_sandbox_is_never_refused_at_capacity(store: EventStore, clock: Clock) -> None:
+    service = make(store, clock, max_live=1, wait=SHORT)
+    with service.turn("c1", "data-app") as first:
+        pass  # suspended on exit
+    with service.turn("c2", "data-app"):
+        # The fleet is full (c2 runs a turn): freeing c1's snapshot needs no slot.
+        assert service.destroy(first.id).state == lc.EXPIRED
+    assert verify(service.store, service.policy) == []
