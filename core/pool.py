@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core import lifecycle as lc
@@ -33,6 +34,9 @@ DRAIN_REASON = "pool_drained"
 RECYCLE_REASON = "pool_recycled"
 # A claim that keeps losing races tries at most this many pooled sandboxes before creating one.
 _MAX_CLAIMS = 5
+# The refill after a claim starts this much later: creating a sandbox is heavy (a container start, an
+# E2B create), and the claiming turn's first commands, the point of the pool, should not compete with it.
+REFILL_DELAY_S = 1.0
 
 
 class WarmPool:
@@ -82,6 +86,7 @@ class WarmPool:
 
         def run() -> None:
             try:
+                time.sleep(REFILL_DELAY_S)
                 self.maintain()
             except Exception:
                 log.exception("warm pool refill failed; the next sweep retries")
