@@ -44,8 +44,8 @@ CAPACITY_REASON = "capacity"
 # Polling a full fleet: the first retry comes soon (a turn ending frees a slot at once), later ones
 # back off to this, so N waiters cost the database at most N / _POLL_MAX reads a second.
 _POLL_FIRST, _POLL_MAX = 0.02, 0.25
-# How many idle sandboxes one admission tries to suspend before it waits instead: each try that
-# loses a race (the sandbox started a turn meanwhile) moves on to the next least recently active.
+# How many idle sandboxes one eviction looks at (a try that loses a race, the sandbox starting a turn
+# meanwhile, moves on to the next least recently active), and how many one admission may suspend.
 _MAX_EVICTIONS = 5
 _FRESH = timedelta(seconds=1)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
@@ -124,6 +124,7 @@ class Admission:
         give_up = time.monotonic() + budget
         ticket = self._tickets.enter()
         pause = _POLL_FIRST
+        evictions = 0
         refused: CapacityRefused | None = None
         try:
             while True:
@@ -132,7 +133,12 @@ class Admission:
                         return attempt()
                     except CapacityRefused as exc:
                         refused = exc
-                    if self.evict(kind if refused.limit.kind else None, actor=actor):
+                    # Each eviction frees a slot that another replica may take first; bounded, so one
+                    # caller never empties the fleet of idle sandboxes.
+                    if evictions < _MAX_EVICTIONS and self.evict(
+                        kind if refused.limit.kind else None, actor=actor
+                    ):
+                        evictions += 1
                         continue  # a slot was freed: take it before anyone polls
                 left = give_up - time.monotonic()
                 if left <= 0:
