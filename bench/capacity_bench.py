@@ -49,9 +49,14 @@ def docker_service(**extra: str) -> Iterator[SandboxService]:
             yield service
         finally:
             service.pools.settle()
+            # Every container goes, even if one destroy fails.
+            service.capacity = Capacity()
             for row in service.list():
                 if row.state != lc.EXPIRED:
-                    service.destroy(row.id)
+                    try:
+                        service.destroy(row.id)
+                    except Exception as exc:
+                        print(f"cleanup: destroying {row.id} failed: {exc}")
 
 
 def first_exec_ms(service: SandboxService, conversation: str | None = None) -> tuple[float, str]:
