@@ -218,15 +218,19 @@ def build_service(
     """
     settings = settings or Settings.from_env(environ)
     if provider is not None:
-        return SandboxService(build_store(settings), provider, policy=settings.policy)
+        return SandboxService(
+            build_store(settings), provider, policy=settings.policy, capacity=settings.capacity
+        )
     if require_provider:
         # Built before the log is opened: a configuration that cannot run leaves the log untouched.
         built = build_provider(settings)
-        return SandboxService(build_store(settings), built, policy=settings.policy)
+        return SandboxService(
+            build_store(settings), built, policy=settings.policy, capacity=settings.capacity
+        )
     lazy = LazyProvider(settings.provider, lambda: build_provider(settings))
     store: Any = _ProviderFirst(build_store(settings), lazy)
     placeholder: Any = lazy
-    return SandboxService(store, placeholder, policy=settings.policy)
+    return SandboxService(store, placeholder, policy=settings.policy, capacity=settings.capacity)
 
 
 def _prepare_gateway(settings: Settings) -> None:

@@ -97,6 +97,12 @@ class Ticker:
     def sweep(self) -> None:
         self._sweeps += 1
         self.fire()
+        try:
+            # The warm pools are topped up (or drained) here, between turns, never on a turn's path.
+            for item in self.service.maintain_pools():
+                log.info("warm pool: %s", item)
+        except Exception:
+            log.exception("warm pool upkeep failed; the next sweep retries")
         if self._sweeps % self.reconcile_every == 1:
             try:
                 report = self.service.reconcile()

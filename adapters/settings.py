@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
@@ -457,6 +458,8 @@ class Settings:
     anthropic_base_url: str = DEFAULT_ANTHROPIC_BASE_URL
     anthropic_api_key: str = field(default="", repr=False)
     egress_state_dir: Path = DEFAULT_EGRESS_STATE_ROOT / "default"
+    # SANDBOX_MAX_LIVE[_<KIND>], SANDBOX_CAPACITY_WAIT_MS, SANDBOX_WARM_POOL_<KIND>.
+    capacity: Capacity = field(default_factory=Capacity)
 
     @property
     def s3_bucket(self) -> str | None:
@@ -521,6 +524,7 @@ class Settings:
             anthropic_base_url=upstream_url,
             anthropic_api_key=api_key,
             egress_state_dir=egress_state_dir,
+            capacity=_capacity(reader),
         )
         reader.raise_problems()
         if provider == "docker":
@@ -556,6 +560,43 @@ class Settings:
             "deployment": self.deployment,
             "e2b_model_gateway": self.e2b.gateway_url or "off (E2B sandboxes hold ANTHROPIC_API_KEY)",
         }
+
+
+MAX_LIVE_LIMIT = 1_000_000
+MAX_WARM_POOL = 1000
+DEFAULT_CAPACITY_WAIT_MS = 30_000
+
+
+def kind_env(prefix: str, kind: str) -> str:
+    """``SANDBOX_MAX_LIVE_DATA_APP`` for prefix ``SANDBOX_MAX_LIVE`` and kind ``data-app``."""
+    return f"{prefix}_{kind.upper().replace('-', '_')}"
+
+
+def _capacity(reader: _Reader) -> Capacity:
+    """SANDBOX_MAX_LIVE (unset: no limit), per-kind limits, the wait when full, the warm pool sizes."""
+
+    def limit(name: str) -> int | None:
+        if reader.text(name) is None:
+            return None
+        return reader.integer(name, 0, MAX_LIVE_LIMIT, "sandboxes")
+
+    per_kind = {
+        kind: n for kind in (DATA_APP, AI_WRITEBACK) if (n := limit(kind_env("SANDBOX_MAX_LIVE", kind)))
+    }
+    pools = {
+        kind: reader.integer(kind_env("SANDBOX_WARM_POOL", kind), 0, MAX_WARM_POOL, "sandboxes", minimum=0)
+        for kind in (DATA_APP, AI_WRITEBACK)
+    }
+    return Capacity(
+        max_live=limit("SANDBOX_MAX_LIVE"),
+        max_live_per_kind=per_kind,
+        wait=timedelta(
+            milliseconds=reader.integer(
+                "SANDBOX_CAPACITY_WAIT_MS", DEFAULT_CAPACITY_WAIT_MS, MAX_TIMER_MS, "milliseconds", minimum=0
+            )
+        ),
+        warm_pool={kind: n for kind, n in pools.items() if n},
+    )
 
 
 def refuse_production(node_env: str | None) -> None:

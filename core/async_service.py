@@ -179,6 +179,7 @@ class AsyncSandboxService:
         idempotency_key: str | None = None,
         actor: str | None = None,
         reason: str = "user",
+        admit: bool = True,
     ) -> SandboxRow:
         return await self._call(
             self._service.create,
@@ -187,6 +188,7 @@ class AsyncSandboxService:
             idempotency_key=idempotency_key,
             actor=actor,
             reason=reason,
+            admit=admit,
         )
 
     async def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
@@ -360,6 +362,9 @@ class AsyncSandboxService:
 
     async def sweep(self, now: datetime | None = None) -> SweepReport:
         return await self._call(self._service.sweep, now)
+
+    async def maintain_pools(self) -> builtins.list[str]:
+        return await self._call(self._service.maintain_pools)
 
     # --------------------------------------------------------------------------------------- turns
 

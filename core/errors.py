@@ -7,6 +7,7 @@ from datetime import datetime
 from sandbox_lifecycle.events.records import ConcurrencyError, DatabaseLocked, StoreError
 
 __all__ = [
+    "CapacityExceeded",
     "CommandFailed",
     "ConcurrencyError",
     "ConfigError",
@@ -215,3 +216,24 @@ class ProcessNotFound(SandboxError, LookupError):
     def __init__(self, sandbox: str, pid: str) -> None:
         self.pid = pid
         super().__init__(f"no background process {pid!r} in sandbox {sandbox}")
+
+
+class CapacityExceeded(SandboxError):
+    """The fleet stayed full (``SANDBOX_MAX_LIVE`` or the kind's limit, or the provider's own ceiling)
+    for the whole wait: every sandbox holding compute was busy and none idle could be suspended."""
+
+    def __init__(self, kind: str, limit: int | None, limit_kind: str | None, waited: float) -> None:
+        self.kind = kind
+        self.limit = limit
+        self.limit_kind = limit_kind
+        self.waited = waited
+        if limit is None:
+            what = "the provider refused a new sandbox (its concurrency limit)"
+        elif limit_kind is not None:
+            what = f"{limit} {limit_kind!r} sandboxes already hold compute (SANDBOX_MAX_LIVE for the kind)"
+        else:
+            what = f"{limit} sandboxes already hold compute (SANDBOX_MAX_LIVE)"
+        super().__init__(
+            f"no capacity for a {kind!r} sandbox after waiting {waited:g}s: {what}, all busy; retry "
+            "later, or raise the limit (or SANDBOX_CAPACITY_WAIT_MS)"
+        )

@@ -27,6 +27,9 @@ TRANSITIONAL: Final = frozenset({CREATING, SUSPENDING, RESUMING, DESTROYING})
 # The provider holds compute for these: the idle timer is armed.
 LIVE: Final = frozenset({IDLE, RUNNING})
 TERMINAL: Final = frozenset({EXPIRED})
+# What counts against capacity: every state in which the provider holds (or is taking or giving back)
+# compute. Only suspended and expired sandboxes hold none.
+HOLDS_COMPUTE: Final = frozenset({CREATING, IDLE, RUNNING, SUSPENDING, RESUMING, DESTROYING})
 
 _ALIVE = [CREATING, IDLE, RUNNING, SUSPENDING, SUSPENDED, RESUMING, DESTROYING]
 
@@ -37,6 +40,10 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "end_turn_keep_warm", "source": RUNNING, "dest": IDLE},
     {"trigger": "end_turn_suspend", "source": RUNNING, "dest": SUSPENDING},
     {"trigger": "touch", "source": [IDLE, RUNNING], "dest": "="},
+    # Warm pool: an idle sandbox with no conversation joins its kind's pool; a new conversation's
+    # turn claims it (still idle, then starts its turn as on any other).
+    {"trigger": "pool", "source": IDLE, "dest": "="},
+    {"trigger": "claim", "source": IDLE, "dest": "="},
     {"trigger": "request_suspend", "source": [IDLE, RUNNING], "dest": SUSPENDING},
     {"trigger": "idle_timeout", "source": [IDLE, RUNNING], "dest": SUSPENDING},
     {"trigger": "mark_suspended", "source": SUSPENDING, "dest": SUSPENDED},

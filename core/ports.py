@@ -9,6 +9,7 @@ from typing import BinaryIO, Protocol
 
 from sandbox_lifecycle.events.records import (
     AppendResult,
+    CapacityLimit,
     Deadline,
     NewEvent,
     Projection,
@@ -26,11 +27,13 @@ class EventStore(Protocol):
         *,
         idempotency_key: str | None = None,
         projection: Projection | None = None,
+        capacity: Sequence[CapacityLimit] = (),
     ) -> AppendResult:
         """Append atomically iff the stream is at ``expected_version`` (0 = new stream).
 
         Raises ConcurrencyError otherwise, or when the projection would give a conversation a
-        second live sandbox of the same kind.
+        second live sandbox of the same kind. Raises CapacityRefused when a ``capacity`` limit is
+        full, counted in the append's own transaction (so it holds across processes).
         """
         ...
 

@@ -49,7 +49,9 @@ def project(state: Sandbox, policy: Policy) -> Projection:
         expired_reason=state.expired_reason,
     )
     deadlines: list[Deadline] = []
-    if state.status in lc.LIVE and state.last_activity_at is not None:
+    # A pooled sandbox waits for a claim, not for activity: the pool's size, not the idle timer,
+    # decides how long it lives (lowering the size drains it).
+    if state.status in lc.LIVE and state.last_activity_at is not None and not state.pooled:
         deadlines.append(
             Deadline(state.id, IDLE, state.last_activity_at + policy.idle_timeout, state.version)
         )

@@ -51,6 +51,8 @@ class Sandbox(NamedTuple):
     # The background processes the last suspend recorded as running (see SuspendRequested): what a turn
     # may restart. () when none were recorded.
     stopped_processes: tuple[dict[str, Any], ...] = ()
+    # In its kind's warm pool: created for no conversation yet, claimable by a new one's turn.
+    pooled: bool = False
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -162,6 +164,19 @@ class Destroy(Command):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MarkDestroyed(Command):
     TRIGGER = "mark_destroyed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Pool(Command):
+    reason: str = "warm_pool"
+    TRIGGER = "pool"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Claim(Command):
+    conversation_id: str
+    reason: str = "turn_start"
+    TRIGGER = "claim"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -294,6 +309,14 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             return [ev.DestroyRequested(**base)]
         case MarkDestroyed():
             return [ev.Destroyed(**base)]
+        case Pool():
+            if state.conversation_id is not None or state.pooled:
+                raise InvalidTransition(state.id, state.status, "pool (it has a conversation or is pooled)")
+            return [ev.Pooled(**base)]
+        case Claim():
+            if not state.pooled:
+                raise InvalidTransition(state.id, state.status, "claim (it is not in a warm pool)")
+            return [ev.Claimed(**base, conversation_id=cmd.conversation_id)]
         case MarkFailed():
             if state.status == lc.CREATING:
                 return [ev.CreationFailed(**base, error=cmd.error)]
@@ -364,7 +387,8 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 s, lc.EXPIRED, at, expired_at=at, expired_reason=event.reason, last_error=event.error
             )
         case ev.TurnStarted():
-            return _moved(s, lc.RUNNING, at, turn_id=event.turn_id, last_activity_at=at)
+            # Leaving idle in any way (a turn, a suspend, a destroy, a loss) leaves the pool too.
+            return _moved(s, lc.RUNNING, at, turn_id=event.turn_id, last_activity_at=at, pooled=False)
         case ev.TurnEnded():
             return _moved(s, lc.IDLE, at, turn_id=None, last_activity_at=at)
         case ev.ActivityRecorded():
@@ -372,6 +396,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.IdleTimeoutElapsed() | ev.RetentionElapsed():
             return _next(s)
         case ev.SuspendRequested():
+            # A pooled sandbox that is suspended or destroyed has left its pool.
             return _moved(
                 s,
                 lc.SUSPENDING,
@@ -379,6 +404,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 pending_snapshot_key=event.snapshot_key,
                 turn_id=None,
                 stopped_processes=tuple(event.running_processes or ()),
+                pooled=False,
             )
         case ev.Suspended():
             return _moved(
@@ -414,7 +440,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.ResumeFailed():
             return _moved(s, lc.SUSPENDED, at, last_error=event.error)
         case ev.DestroyRequested():
-            return _moved(s, lc.DESTROYING, at, turn_id=None, destroy_reason=event.reason)
+            return _moved(s, lc.DESTROYING, at, turn_id=None, destroy_reason=event.reason, pooled=False)
         case ev.Destroyed():
             return _moved(
                 s,
@@ -425,6 +451,10 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 expired_at=at,
                 expired_reason=state.destroy_reason or event.reason,
             )
+        case ev.Pooled():
+            return _next(s, pooled=True)
+        case ev.Claimed():
+            return _next(s, pooled=False, conversation_id=event.conversation_id, last_activity_at=at)
         case ev.ProviderLost():
             return _moved(
                 s,
@@ -434,6 +464,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 expired_at=at,
                 expired_reason=event.reason,
                 last_error=event.detail,
+                pooled=False,
             )
     # An event type this fold does not know changes nothing but the version (decoding already
     # refuses types this release cannot read, so this is only reached by subclasses).

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.capacity import Admission, Capacity
 from sandbox_lifecycle.core.errors import (
     CommandFailed,
     ConcurrencyError,
@@ -50,6 +51,7 @@ from sandbox_lifecycle.core.observe import (
     SafeObserver,
     in_log_context,
 )
+from sandbox_lifecycle.core.pool import WarmPool
 from sandbox_lifecycle.core.ports import (
     EventStore,
     ExecResult,
@@ -124,6 +126,7 @@ class SandboxService:
         sweep_workers: int = 8,
         busy_wait: timedelta | None = None,
         observer: Observer | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.sweep_workers = sweep_workers
         self.store = store
@@ -138,6 +141,10 @@ class SandboxService:
         # it reports the sandbox busy; by default the lease, past which the sweep takes the effect over.
         self.busy_wait = self.policy.lease if busy_wait is None else busy_wait
         self._sweeper = Sweeper(self)
+        # SANDBOX_MAX_LIVE and the warm pools (core/capacity.py, core/pool.py).
+        self.capacity = capacity or Capacity()
+        self._admission = Admission(self)
+        self.pools = WarmPool(self)
 
     def attach_observer(self, observer: Observer) -> None:
         """Report to ``observer`` (metrics and the like, core/observe.py) from now on; every provider
@@ -173,12 +180,21 @@ class SandboxService:
             return state
         after = sb.replay(state.id, events, start=state)
         meta = {"correlation_id": correlation_id} if correlation_id else {}
+        # An append that makes the sandbox hold compute carries the capacity limits: the store counts
+        # in its own transaction (CapacityRefused when full; see core/capacity.py).
+        limits: dict[str, Any] = {}
+        # Only a create or a resume takes compute; a destroy of a suspended sandbox frees what is left
+        # and is never refused.
+        entering = state.status not in lc.HOLDS_COMPUTE and after.status in (lc.CREATING, lc.RESUMING)
+        if entering and (capacity := self.capacity.limits(after.kind or "")):
+            limits["capacity"] = capacity
         result = self.store.append(
             state.id,
             state.version,
             [encode(e, **meta) for e in events],
             idempotency_key=idempotency_key,
             projection=project(after, self.policy),
+            **limits,
         )
         if result.duplicate:
             # The key was used before: nothing was written, so ``after`` is not what the log holds.
@@ -407,7 +423,11 @@ class SandboxService:
         idempotency_key: str | None = None,
         actor: str | None = None,
         reason: str = "user",
+        admit: bool = True,
     ) -> SandboxRow:
+        """Create a sandbox. When the fleet is full, an idle sandbox is suspended to make room, or the
+        call waits for one (``SANDBOX_CAPACITY_WAIT_MS``), then raises CapacityExceeded; with
+        ``admit=False`` (the warm pool) it raises the store's CapacityRefused at once instead."""
         kind_spec(kind)
         # A retried create with the same key lands on the same stream and is a no-op there: it returns
         # the first call's sandbox as it is now (creating, idle, suspended, expired...) and runs no side
@@ -420,8 +440,12 @@ class SandboxService:
         cmd = sb.Create(
             kind=kind, provider=self.provider.name, conversation_id=conversation_id, actor=who, reason=reason
         )
+
+        def attempt() -> sb.Sandbox:
+            return self._apply(sb.initial(sid), cmd, correlation_id=cid, idempotency_key=idempotency_key)
+
         try:
-            state = self._apply(sb.initial(sid), cmd, correlation_id=cid, idempotency_key=idempotency_key)
+            state = self._admission.admit(kind, attempt, actor=who) if admit else attempt()
         except _Duplicate:
             return self.get(sid)
         except ConcurrencyError:
@@ -518,7 +542,7 @@ class SandboxService:
                 raise SandboxBusy(state.id, state.status)  # destroying
             cid = uuid.uuid4().hex
             try:
-                state = self._apply(state, sb.RequestResume(actor=who, reason=reason), correlation_id=cid)
+                state = self._resume_admitted(state, who, reason, cid)
             except ConcurrencyError:
                 continue  # someone else moved it (most likely began resuming it): wait for that
             return self.drive(state, cid, reason, actor=who)
@@ -726,15 +750,18 @@ class SandboxService:
         sandbox_id = (
             row.id
             if row is not None
-            else self.create(kind, conversation_id, actor=who, reason="turn_start").id
+            else self.pools.claim(kind, conversation_id, actor=who, correlation_id=cid)
+            or self.create(kind, conversation_id, actor=who, reason="turn_start").id
         )
         for _ in range(_MAX_RACES):
             state = self.load(sandbox_id)
+            if state.status in (lc.CREATING, lc.SUSPENDING, lc.RESUMING):
+                # Between its create (or resume) and its turn the sandbox was idle for a moment, and a
+                # caller short of capacity may have suspended it: wait that out, then resume it.
+                state = self._settled(sandbox_id)
             if state.status == lc.SUSPENDED:
                 try:
-                    state = self._apply(
-                        state, sb.RequestResume(actor=who, reason="turn_start"), correlation_id=cid
-                    )
+                    state = self._resume_admitted(state, who, "turn_start", cid)
                 except ConcurrencyError:
                     continue
                 state = self.drive(state, cid, "turn_start", actor=who)
@@ -788,7 +815,22 @@ class SandboxService:
         return self._sweeper.reconcile(now)
 
     def sweep(self, now: datetime | None = None) -> SweepReport:
-        return self._sweeper.sweep(now)
+        report = self._sweeper.sweep(now)
+        report.fired.extend(self.maintain_pools())
+        return report
+
+    def maintain_pools(self) -> builtins.list[str]:
+        """Top each kind's warm pool up to its size while there is room; drain what exceeds it."""
+        return self.pools.maintain()
+
+    def _resume_admitted(self, state: sb.Sandbox, actor: str, reason: str, cid: str) -> sb.Sandbox:
+        """Append the resume intent once the fleet has room for it (see ``create``)."""
+        assert state.kind is not None
+        return self._admission.admit(
+            state.kind,
+            lambda: self._apply(state, sb.RequestResume(actor=actor, reason=reason), correlation_id=cid),
+            actor=actor,
+        )
 
     # ------------------------------------------------------------------- background processes and ports
 

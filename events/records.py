@@ -126,3 +126,28 @@ class AppendResult:
     version: int
     last_position: int
     duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityLimit:
+    """A ceiling the append must keep: at most ``limit`` sandboxes (of ``kind`` only, when set) whose
+    read-model state is one of ``states``, counting the appended sandbox.
+
+    The store checks it in the append's own transaction, under the lock every append takes, so two
+    replicas can never both take the last slot. The caller names the states; the store knows none.
+    """
+
+    states: tuple[str, ...]
+    limit: int
+    kind: str | None = None
+
+
+class CapacityRefused(StoreError):
+    """The append would have put more sandboxes in the limit's states than it allows; nothing was written."""
+
+    def __init__(self, stream_id: str, limit: CapacityLimit, live: int) -> None:
+        self.stream_id = stream_id
+        self.limit = limit
+        self.live = live
+        what = f"{limit.kind!r} sandboxes" if limit.kind else "sandboxes"
+        super().__init__(f"stream {stream_id!r}: {live} {what} hold compute already (limit {limit.limit})")

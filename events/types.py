@@ -140,6 +140,22 @@ class ProviderLost(Event):
     detail: str
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Pooled(Event):
+    """A created, unassigned sandbox joined its kind's warm pool: a new conversation's turn may claim it."""
+
+    TYPE = "Pooled"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Claimed(Event):
+    """A turn of ``conversation_id`` took the sandbox from the warm pool (appended at the version the
+    claimer saw, so two claimers never get the same one)."""
+
+    TYPE = "Claimed"
+    conversation_id: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -160,5 +176,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DestroyRequested,
         Destroyed,
         ProviderLost,
+        Pooled,
+        Claimed,
     )
 }

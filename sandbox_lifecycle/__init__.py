@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core.async_service import AsyncProcess, AsyncSandboxService, AsyncTurn, AsyncTurnHandle
 from sandbox_lifecycle.core.errors import (
+    CapacityExceeded,
     CommandFailed,
     ConcurrencyError,
     ConfigError,
@@ -117,6 +118,7 @@ __all__ = [
     "AsyncSandboxService",
     "AsyncTurn",
     "AsyncTurnHandle",
+    "CapacityExceeded",
     "CommandFailed",
     "ConcurrencyError",
     "ConfigError",

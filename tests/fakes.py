@@ -38,6 +38,7 @@ from sandbox_lifecycle.core.ports import (
 from sandbox_lifecycle.core.streaming import OutputCollector
 from sandbox_lifecycle.events.records import (
     AppendResult,
+    CapacityLimit,
     Deadline,
     NewEvent,
     Projection,
@@ -45,7 +46,7 @@ from sandbox_lifecycle.events.records import (
     SandboxRow,
     StoreError,
 )
-from sandbox_lifecycle.events.store.base import check_append, check_projection
+from sandbox_lifecycle.events.store.base import capacity_refusal, check_append, check_projection
 from tests.fake_processes import FakeProcesses
 
 
@@ -70,6 +71,7 @@ class InMemoryEventStore:
         *,
         idempotency_key: str | None = None,
         projection: Projection | None = None,
+        capacity: Sequence[CapacityLimit] = (),
     ) -> AppendResult:
         # The real stores' own argument checks, so the double refuses exactly what they refuse.
         check_append(events, expected_version, projection)
@@ -87,6 +89,7 @@ class InMemoryEventStore:
                 raise ConcurrencyError(stream_id, expected_version, f"it is at version {len(stream)}")
             if projection is not None:
                 self._check_live(projection, stream_id, expected_version)
+            self._check_capacity(stream_id, capacity)
             for i, (e, at) in enumerate(zip(events, times, strict=True), start=1):
                 rec = RecordedEvent(
                     len(self.events) + 1,
@@ -107,6 +110,19 @@ class InMemoryEventStore:
             if idempotency_key is not None:
                 self.keys[(stream_id, idempotency_key)] = result
             return result
+
+    def _check_capacity(self, stream_id: str, capacity: Sequence[CapacityLimit]) -> None:
+        """The real stores' count under their append lock: other sandboxes in the limit's states."""
+        for limit in capacity:
+            others = sum(
+                1
+                for row in self.rows.values()
+                if row.id != stream_id
+                and row.state in limit.states
+                and (limit.kind is None or row.kind == limit.kind)
+            )
+            if (refused := capacity_refusal(stream_id, limit, others)) is not None:
+                raise refused
 
     def _check_live(self, projection: Projection, stream_id: str, expected_version: int) -> None:
         """The unique index of the real stores: one live sandbox per (conversation, kind)."""

@@ -27,6 +27,7 @@ from sandbox_lifecycle.adapters.settings import (
 )
 from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
+    CapacityExceeded,
     ConfigError,
     ExecTimeout,
     ProcessNotFound,
@@ -41,6 +42,8 @@ from sandbox_lifecycle.core.observe import log_context
 
 # Distinct exit codes so scripts can react without parsing messages.
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_NOT_FOUND, EXIT_EXPIRED, EXIT_TIMEOUT = 1, 2, 3, 4, 5, 124
+# The fleet stayed full for SANDBOX_CAPACITY_WAIT_MS: a temporary failure (sysexits' EX_TEMPFAIL).
+EXIT_CAPACITY = 75
 
 
 # Commands that only read the log: they work without provider credentials (and never load its SDK).
@@ -384,6 +387,7 @@ _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (SandboxNotFound, EXIT_NOT_FOUND),
     (ProcessNotFound, EXIT_NOT_FOUND),
     (SandboxBusy, EXIT_BUSY),
+    (CapacityExceeded, EXIT_CAPACITY),
     (SandboxExpired, EXIT_EXPIRED),
     (ExecTimeout, EXIT_TIMEOUT),
     (BaseException, EXIT_ERROR),

@@ -92,6 +92,7 @@ from sandbox_lifecycle.adapters.settings import (
     package_version,
 )
 from sandbox_lifecycle.core.errors import (
+    CapacityExceeded,
     ForeignSandbox,
     ProviderError,
     ProviderLost,
@@ -157,6 +158,27 @@ def _transient(error: BaseException) -> bool:
         return False
     status = getattr(error, "status_code", None)
     return isinstance(error, SandboxException) and isinstance(status, int) and status >= 500
+
+
+# E2B answers a create past the team's concurrency limit with 429 (RateLimitException). A sandbox may
+# free up within moments (another one pausing), so the create is retried a few times with backoff,
+# bounded in count and time, then reported as CapacityExceeded, the same error as our own ceiling.
+RATE_LIMIT_RETRIES = 4
+_RATE_LIMIT_FIRST_S = 0.1
+
+
+def _rate_limited(kind: str, create: Callable[[], T]) -> T:
+    pause, waited = _RATE_LIMIT_FIRST_S, 0.0
+    for attempt in range(RATE_LIMIT_RETRIES + 1):
+        try:
+            return create()
+        except RateLimitException:
+            if attempt == RATE_LIMIT_RETRIES:
+                break
+            time.sleep(pause)
+            waited += pause
+            pause *= 2
+    raise CapacityExceeded(kind, None, None, waited)
 
 
 def _describe(error: BaseException) -> str:
@@ -289,21 +311,28 @@ class E2BProvider:
         allow = list(self._settings.egress_allow.get(kind, ()))
         model_env = self._issue_model_env(sandbox_id)
         try:
-            sandbox = self._sdk.create(
-                template=template,
-                timeout=self._settings.sandbox_timeout,
-                metadata={
-                    META_ID: sandbox_id,
-                    META_KIND: kind,
-                    META_MANAGED: "1",
-                    META_DEPLOYMENT: self._deployment,
-                },
-                envs={**self._settings.sandbox_envs, **model_env},
-                network={"allow_out": allow, "deny_out": [ALL_TRAFFIC]},
-                # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
-                lifecycle={"on_timeout": "pause", "auto_resume": False},
-                idempotency_key=idempotency_key(self._deployment, sandbox_id),
+            sandbox = _rate_limited(
+                kind,
+                lambda: self._sdk.create(
+                    template=template,
+                    timeout=self._settings.sandbox_timeout,
+                    metadata={
+                        META_ID: sandbox_id,
+                        META_KIND: kind,
+                        META_MANAGED: "1",
+                        META_DEPLOYMENT: self._deployment,
+                    },
+                    envs={**self._settings.sandbox_envs, **model_env},
+                    network={"allow_out": allow, "deny_out": [ALL_TRAFFIC]},
+                    # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
+                    lifecycle={"on_timeout": "pause", "auto_resume": False},
+                    idempotency_key=idempotency_key(self._deployment, sandbox_id),
+                ),
             )
+        except CapacityExceeded:
+            # E2B refused it outright (429): nothing was made, and nothing is left to find.
+            self._revoke_model_token(sandbox_id)
+            raise
         except Exception as e:
             self._revoke_model_token(sandbox_id)
             with self._lock:

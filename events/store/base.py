@@ -19,6 +19,8 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from sandbox_lifecycle.events.records import (
     AppendResult,
+    CapacityLimit,
+    CapacityRefused,
     ConcurrencyError,
     CorruptStream,
     Deadline,
@@ -86,6 +88,25 @@ def check_append(events: Sequence[NewEvent], expected_version: int, projection: 
         raise ValueError(f"expected_version must be >= 0, not {expected_version}")
     if projection is not None:
         check_projection(projection)
+
+
+def capacity_count_sql(limit: CapacityLimit, stream_id: str, mark: str) -> tuple[str, tuple[Any, ...]]:
+    """How many other sandboxes the limit counts, read in the append's transaction (after its lock).
+
+    The appended sandbox's own row is left out: the append counts it (it is about to hold compute).
+    """
+    marks = ", ".join(mark for _ in limit.states)
+    sql = f"SELECT count(*) FROM sandboxes WHERE state IN ({marks}) AND id <> {mark}"
+    params: tuple[Any, ...] = (*limit.states, stream_id)
+    if limit.kind is not None:
+        sql += f" AND kind = {mark}"
+        params = (*params, limit.kind)
+    return sql, params
+
+
+def capacity_refusal(stream_id: str, limit: CapacityLimit, others: int) -> CapacityRefused | None:
+    """The refusal when ``others`` sandboxes already fill the limit, else None."""
+    return CapacityRefused(stream_id, limit, others) if others + 1 > limit.limit else None
 
 
 def check_projection(projection: Projection) -> None:
@@ -228,6 +249,18 @@ class SqlEventStore:
     def _write_projection(self, projection: Projection) -> None:
         raise NotImplementedError
 
+    def _append_within(
+        self,
+        stream_id: str,
+        expected_version: int,
+        new_events: Sequence[NewEvent],
+        key: str | None,
+        projection: Projection | None,
+        capacity: Sequence[CapacityLimit],
+    ) -> AppendResult:
+        """``_append``, refused with CapacityRefused when a limit is full, checked under the append lock."""
+        raise NotImplementedError
+
     def _event_rows(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
         """Run an event read (``{columns}`` filled in) on the driver and build its records."""
         raise NotImplementedError
@@ -249,8 +282,13 @@ class SqlEventStore:
         *,
         idempotency_key: str | None = None,
         projection: Projection | None = None,
+        capacity: Sequence[CapacityLimit] = (),
     ) -> AppendResult:
         check_append(events, expected_version, projection)
+        if capacity:
+            return self._append_within(
+                stream_id, expected_version, events, idempotency_key, projection, capacity
+            )
         return self._append(stream_id, expected_version, events, idempotency_key, projection)
 
     def write_projection(self, projection: Projection) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from sandbox_lifecycle.events.records import (
     AppendResult,
+    CapacityLimit,
     ConcurrencyError,
     DatabaseLocked,
     NewEvent,
@@ -35,6 +36,8 @@ from sandbox_lifecycle.events.store.base import (
     SANDBOX_COLUMNS,
     SELECT_DUPLICATE,
     SqlEventStore,
+    capacity_count_sql,
+    capacity_refusal,
     live_conflict,
     utc,
 )
@@ -144,6 +147,25 @@ def _projection_params(projection: Projection) -> dict[str, Any]:
     return params
 
 
+def _append_params(
+    stream_id: str,
+    expected_version: int,
+    new_events: Sequence[NewEvent],
+    key: str | None,
+    projection: Projection | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"stream_id": stream_id, "expected": expected_version, "key": key}
+    for i, e in enumerate(new_events):
+        params[f"type{i}"] = e.type
+        params[f"schema_version{i}"] = e.schema_version
+        params[f"data{i}"] = Jsonb(e.data)
+        params[f"meta{i}"] = Jsonb(e.metadata)
+        params[f"occurred_at{i}"] = utc(e.occurred_at)
+    if projection is not None:
+        params.update(_projection_params(projection))
+    return params
+
+
 def _schema_missing(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.UndefinedTable)
 
@@ -237,15 +259,7 @@ class PostgresEventStore(SqlEventStore):
         key: str | None,
         projection: Projection | None,
     ) -> AppendResult:
-        params: dict[str, Any] = {"stream_id": stream_id, "expected": expected_version, "key": key}
-        for i, e in enumerate(new_events):
-            params[f"type{i}"] = e.type
-            params[f"schema_version{i}"] = e.schema_version
-            params[f"data{i}"] = Jsonb(e.data)
-            params[f"meta{i}"] = Jsonb(e.metadata)
-            params[f"occurred_at{i}"] = utc(e.occurred_at)
-        if projection is not None:
-            params.update(_projection_params(projection))
+        params = _append_params(stream_id, expected_version, new_events, key, projection)
         with self._autocommit() as pg:
             try:
                 cursor = pg.execute(_write(len(new_events), projection), params, prepare=True)
@@ -264,6 +278,47 @@ class PostgresEventStore(SqlEventStore):
                     if duplicate is not None:
                         return AppendResult(stream_id, duplicate[0], duplicate[1], duplicate=True)
                 raise error from None
+        return AppendResult(stream_id, expected_version + len(new_events), position)
+
+    def _append_within(
+        self,
+        stream_id: str,
+        expected_version: int,
+        new_events: Sequence[NewEvent],
+        key: str | None,
+        projection: Projection | None,
+        capacity: Sequence[CapacityLimit],
+    ) -> AppendResult:
+        """The append in a transaction of three statements: the append lock, the counts, the write.
+
+        The single-statement append cannot count: under READ COMMITTED its snapshot predates the lock,
+        so it would miss a sandbox another replica made live while we waited, and no constraint
+        would catch that (unlike a taken version). A later statement of the same transaction gets a
+        fresh snapshot, taken while we hold the lock, which every append that changes a state holds
+        until its commit: the counts are exact until ours commits. The write statement takes the same
+        lock again, which a transaction already holding it is granted at once. Only appends that make
+        a sandbox hold compute pay for the extra round trips.
+        """
+        params = _append_params(stream_id, expected_version, new_events, key, projection)
+        with self._autocommit() as pg:
+            try:
+                with pg.transaction():
+                    pg.execute(PG_LOCK)
+                    if key is not None and (
+                        duplicate := pg.execute(
+                            _SELECT_DUPLICATE, (len(new_events), stream_id, key)
+                        ).fetchone()
+                    ):
+                        return AppendResult(stream_id, duplicate[0], duplicate[1], duplicate=True)
+                    for limit in capacity:
+                        sql, count_params = capacity_count_sql(limit, stream_id, "%s")
+                        (others,) = cast(tuple[int], pg.execute(sql, count_params).fetchone())
+                        if (refused := capacity_refusal(stream_id, limit, others)) is not None:
+                            raise refused
+                    cursor = pg.execute(_write(len(new_events), projection), params, prepare=True)
+                    (position,) = cast(tuple[int], cursor.fetchone())
+            except psycopg.Error as exc:
+                raise _pg_error(exc, stream_id, expected_version, projection) from None
         return AppendResult(stream_id, expected_version + len(new_events), position)
 
     def _write_projection(self, projection: Projection) -> None:

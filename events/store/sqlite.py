@@ -19,6 +19,7 @@ from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 
 from sandbox_lifecycle.events.records import (
     AppendResult,
+    CapacityLimit,
     ConcurrencyError,
     CorruptStream,
     DatabaseLocked,
@@ -32,6 +33,8 @@ from sandbox_lifecycle.events.store.base import (
     SANDBOX_COLUMNS,
     SELECT_DUPLICATE,
     SqlEventStore,
+    capacity_count_sql,
+    capacity_refusal,
     first_problem,
     live_conflict,
 )
@@ -220,12 +223,17 @@ class SqliteEventStore(SqlEventStore):
         new_events: Sequence[NewEvent],
         key: str | None,
         projection: Projection | None,
+        capacity: Sequence[CapacityLimit] = (),
     ) -> AppendResult:
         with self._write(stream_id, expected_version, projection) as db:
             # Under BEGIN IMMEDIATE nobody else writes, so these checks stay true until COMMIT.
             if key is not None and db.execute(_FIND_KEY, (stream_id, key)).fetchone():
                 version, position = db.execute(SELECT_DUPLICATE, (len(new_events), stream_id, key)).fetchone()
                 return AppendResult(stream_id, version, position, duplicate=True)
+            for limit in capacity:
+                (others,) = db.execute(*capacity_count_sql(limit, stream_id, "?")).fetchone()
+                if (refused := capacity_refusal(stream_id, limit, others)) is not None:
+                    raise refused
             position = 0
             for i, e in enumerate(new_events, start=1):
                 values = (
@@ -249,6 +257,18 @@ class SqliteEventStore(SqlEventStore):
             if projection is not None:
                 self._write_rows(db, projection)
         return AppendResult(stream_id, expected_version + len(new_events), position)
+
+    def _append_within(
+        self,
+        stream_id: str,
+        expected_version: int,
+        new_events: Sequence[NewEvent],
+        key: str | None,
+        projection: Projection | None,
+        capacity: Sequence[CapacityLimit],
+    ) -> AppendResult:
+        # BEGIN IMMEDIATE already excludes every other writer: the count is the append's own check.
+        return self._append(stream_id, expected_version, new_events, key, projection, capacity)
 
     def _write_projection(self, projection: Projection) -> None:
         row = projection.row

@@ -6,7 +6,8 @@ URL with an ``E2b-Sandbox-Id`` header, which is how the fake tells sandboxes apa
 
 What it speaks (exactly what the installed SDK calls, nothing more):
 
-* REST (``X-API-KEY`` must equal the configured key): ``POST /v2/sandboxes`` (honours ``Idempotency-Key``),
+* REST (``X-API-KEY`` must equal the configured key): ``POST /v2/sandboxes`` (honours ``Idempotency-Key``;
+  429 past :attr:`FakeE2B.max_running` running sandboxes, like E2B's concurrency limit),
   ``GET /v2/sandboxes`` (metadata/state filters, ``limit`` + ``nextToken`` paging, ``x-next-token`` header),
   ``GET /sandboxes/{id}``, ``POST /sandboxes/{id}/pause`` (409 when already paused),
   ``POST /v2/sandboxes/{id}/connect`` (201 when it resumed, 200 when it was running),
@@ -198,6 +199,8 @@ class FakeE2B:
         self._server: ThreadingHTTPServer | None = None
         self._proxy: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # E2B's concurrency limit: a create past this many running sandboxes gets 429 (None: no limit).
+        self.max_running: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -315,6 +318,9 @@ class FakeE2B:
                 existing = self._sandboxes.get(self._idempotency[idempotency_key])
                 if existing is not None:
                     return existing
+            running = sum(1 for s in self._sandboxes.values() if s.state == "running")
+            if self.max_running is not None and running >= self.max_running:
+                raise _HTTPError(429, f"concurrency limit of {self.max_running} running sandboxes reached")
             sandbox_id = "i" + uuid.uuid4().hex[:19]
             root = self._workdir / sandbox_id
             for rel in TEMPLATE_DIRS:

@@ -1,0 +1,148 @@
+"""Warm pools: created, unassigned idle sandboxes per kind, claimed by the first turn of a conversation.
+
+A pooled sandbox is an ordinary sandbox with two more facts on its stream: ``Pooled`` (it joined the
+pool, after its create) and ``Claimed`` (a conversation's turn took it). The claim is appended at the
+version the claimer loaded, so of two racers one wins and the other moves on to the next pooled
+sandbox; the read model's one-live-sandbox-per-conversation index settles a conversation claiming twice.
+
+``maintain`` (run by every scheduler sweep, and in the background after a claim) creates what the
+pool lacks while the fleet has room (it never evicts nor waits for a slot: a pool is worth less than
+a turn) and destroys what it has beyond its size (reason ``pool_drained``), so lowering the size drains
+it. Pooled sandboxes count against capacity, are reconciled like any other and carry no idle timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxError, StoreError
+from sandbox_lifecycle.events.records import CapacityRefused, SandboxRow
+
+if TYPE_CHECKING:
+    from sandbox_lifecycle.core.service import SandboxService
+
+log = logging.getLogger("sandbox_lifecycle")
+
+POOL_ACTOR = "warm_pool"
+POOL_REASON = "warm_pool"
+DRAIN_REASON = "pool_drained"
+RECYCLE_REASON = "pool_recycled"
+# A claim that keeps losing races tries at most this many pooled sandboxes before creating one.
+_MAX_CLAIMS = 5
+# The refill after a claim starts this much later: creating a sandbox is heavy (a container start, an
+# E2B create), and the claiming turn's first commands, the point of the pool, should not compete with it.
+REFILL_DELAY_S = 1.0
+
+
+class WarmPool:
+    def __init__(self, service: SandboxService) -> None:
+        self.s = service
+        self._refilling = threading.Lock()
+        self._refill: threading.Thread | None = None
+
+    def _candidates(self, kind: str) -> list[SandboxRow]:
+        """Idle sandboxes of ``kind`` with no conversation, oldest first (pooled or not: the stream says)."""
+        rows = self.s.store.list_sandboxes(lc.IDLE)
+        return [r for r in rows if r.kind == kind and r.conversation_id is None]
+
+    def _pooled(self, kind: str) -> list[sb.Sandbox]:
+        out = []
+        for row in self._candidates(kind):
+            try:
+                state = self.s.load(row.id)
+            except (SandboxError, StoreError):
+                continue
+            if state.pooled and state.status == lc.IDLE:
+                out.append(state)
+        return out
+
+    def claim(self, kind: str, conversation_id: str, *, actor: str, correlation_id: str) -> str | None:
+        """The id of a pooled ``kind`` sandbox now claimed for ``conversation_id``, or None (pool empty)."""
+        if not self.s.capacity.warm_pool.get(kind):
+            return None
+        for state in self._pooled(kind)[:_MAX_CLAIMS]:
+            try:
+                self.s._apply(
+                    state,
+                    sb.Claim(conversation_id=conversation_id, actor=actor),
+                    correlation_id=correlation_id,
+                )
+            except (ConcurrencyError, SandboxError):
+                continue  # another turn claimed it first (or it left the pool): the next one
+            log.info("warm pool: conversation %s claimed %s sandbox %s", conversation_id, kind, state.id)
+            self.refill_in_background()
+            return state.id
+        return None
+
+    def refill_in_background(self) -> None:
+        """Top the pools up in a daemon thread; a refill already running in this process is enough."""
+        if not self._refilling.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                time.sleep(REFILL_DELAY_S)
+                self.maintain()
+            except Exception:
+                log.exception("warm pool refill failed; the next sweep retries")
+            finally:
+                self._refilling.release()
+
+        self._refill = threading.Thread(target=run, name="warm-pool-refill", daemon=True)
+        self._refill.start()
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait (at most ``timeout`` s) for this process's background refill, e.g. before a clean exit."""
+        if self._refill is not None:
+            self._refill.join(timeout)
+
+    def maintain(self) -> list[str]:
+        """Create what each kind's pool lacks (while there is room), drain what exceeds its size."""
+        done: list[str] = []
+        sizes = dict(self.s.capacity.warm_pool)
+        kinds = set(sizes) | {
+            r.kind for r in self.s.store.list_sandboxes(lc.IDLE) if r.conversation_id is None
+        }
+        for kind in sorted(kinds):
+            want = sizes.get(kind, 0)
+            pooled = self._pooled(kind)
+            # A pooled sandbox carries no idle timer, but the provider may have its own (E2B pauses a
+            # sandbox past its timeout, which outlasts the idle timeout): recycled once it has waited
+            # an idle timeout, it is always fresh when claimed.
+            stale_before = self.s.clock() - self.s.policy.idle_timeout
+            for state in [p for p in pooled if p.state_since is not None and p.state_since < stale_before]:
+                try:
+                    self.s.destroy(state.id, reason=RECYCLE_REASON, actor=POOL_ACTOR)
+                    done.append(f"{state.id}: recycled from the {kind} pool")
+                except SandboxError as exc:
+                    done.append(f"{state.id}: recycling failed: {exc}")
+                pooled.remove(state)
+            for state in pooled[want:] if len(pooled) > want else ():
+                try:
+                    self.s.destroy(state.id, reason=DRAIN_REASON, actor=POOL_ACTOR)
+                    done.append(f"{state.id}: drained from the {kind} pool")
+                except SandboxError as exc:
+                    done.append(f"{state.id}: drain failed: {exc}")
+            for _ in range(want - len(pooled)):
+                try:
+                    sid = self._add(kind)
+                except CapacityRefused:
+                    break  # no room: the pool waits for the next sweep, turns come first
+                except SandboxError as exc:
+                    done.append(f"{kind} pool: adding a sandbox failed: {exc}")
+                    break
+                done.append(f"{sid}: joined the {kind} pool")
+        return done
+
+    def _add(self, kind: str) -> str:
+        row = self.s.create(kind, None, actor=POOL_ACTOR, reason=POOL_REASON, admit=False)
+        state = self.s.load(row.id)
+        if state.status != lc.IDLE:
+            raise SandboxError(f"sandbox {row.id} for the {kind} pool is {state.status}, not idle")
+        self.s._apply(state, sb.Pool(actor=POOL_ACTOR), correlation_id=f"pool-{row.id}")
+        return row.id
