@@ -67,7 +67,7 @@ DEFAULT_EGRESS_ALLOW: dict[str, tuple[str, ...]] = {
 # Envs of this process handed to every E2B sandbox (the agent needs its API key); values are secrets.
 SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
 # Variables whose values must never be shown, whatever they hold.
-SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY")
+SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY", "SANDBOX_WEBHOOK_SECRET")
 
 E2B_KEY_MISSING = (
     "E2B_API_KEY is not set; the E2B provider needs an API key "
@@ -303,6 +303,8 @@ class Settings:
     deployment: str = "default"
     e2b: E2BSettings = field(default_factory=lambda: E2BSettings(api_key="", templates={}))
     node_env: str = ""
+    # The key of the relay's webhook signatures (HMAC-SHA256); `sandboxctl relay` refuses to run without.
+    webhook_secret: str = field(default="", repr=False)
 
     @property
     def s3_bucket(self) -> str | None:
@@ -358,6 +360,7 @@ class Settings:
             deployment=deployment,
             e2b=_e2b_settings(reader, idle),
             node_env=reader.text("NODE_ENV") or "",
+            webhook_secret=reader.text("SANDBOX_WEBHOOK_SECRET") or "",
         )
         reader.raise_problems()
         if provider == "docker":
@@ -369,6 +372,7 @@ class Settings:
         values = [self.e2b.api_key, *self.e2b.sandbox_envs.values(), url_password(self.database_url)]
         if self.s3 is not None:
             values.append(self.s3.secret_key or "")
+        values.append(self.webhook_secret)
         return tuple(v for v in values if v)
 
     def describe(self) -> dict[str, str]:

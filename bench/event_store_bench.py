@@ -6,6 +6,11 @@ Each run writes to fresh tables (a throwaway Postgres schema, fresh SQLite files
 equal. Not a test: run it by hand.
 
     .venv/bin/python bench/event_store_bench.py [--pg-url URL] [-n 10000] [--rounds 3]
+    .venv/bin/python bench/event_store_bench.py --against REV   # ours now vs ours at git revision REV
+
+``--against`` measures what a change to the append costs (the hash chain: ``--against 0b315c0``): the
+store classes of REV (events/store/sqlite.py and postgres.py from git) and of the working tree append
+to the same schema, alternating, in one run, and their ratio is printed.
 
 The Postgres URL defaults to SANDBOX_TEST_PG_URL, then the one scripts/start-postgres.sh prints.
 """
@@ -15,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sandbox_lifecycle.events.migrate import upgrade
 from sandbox_lifecycle.events.records import NewEvent
 from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store.postgres import PostgresEventStore
+from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
 DEFAULT_PG_URL = "postgresql+psycopg://sandbox:sandbox@127.0.0.1:5432/sandbox_test"
 STREAMS = 100
@@ -67,6 +76,75 @@ def ours(url: str, n: int, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") ->
         return _rate(n, lambda s, v: store.append(s, v - 1, [NewEvent("SandboxTouched", DATA, now)]) and None)
     finally:
         store.close()
+
+
+def _store_at(rev: str, backend: Literal["sqlite", "postgres"]) -> type[SqlEventStore]:
+    """The store class of ``backend`` as git revision ``rev`` wrote it, on today's base module."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:events/store/{backend}.py"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"bench_{backend}_{rev}")
+    exec(compile(source, f"{rev}:events/store/{backend}.py", "exec"), module.__dict__)
+    name = "SqliteEventStore" if backend == "sqlite" else "PostgresEventStore"
+    cls: type[SqlEventStore] = getattr(module, name)
+    return cls
+
+
+def ours_with(cls: type[SqlEventStore], url: str, n: int) -> float:
+    upgrade(url)
+    store = cls(url)
+    now = datetime.now(UTC)
+    try:
+        return _rate(n, lambda s, v: store.append(s, v - 1, [NewEvent("SandboxTouched", DATA, now)]) and None)
+    finally:
+        store.close()
+
+
+def against(pg_url: str, rev: str, n: int, rounds: int) -> None:
+    """Ours now against ours at ``rev``, same schema, alternating who goes first each round."""
+    old = {b: _store_at(rev, b) for b in ("sqlite", "postgres")}
+    new = {"sqlite": SqliteEventStore, "postgres": PostgresEventStore}
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            runs: list[tuple[str, Callable[[], float]]] = []
+            for label, classes in (("now", new), (rev, old)):
+                schema = f"bench_against_{label.replace('-', '_')}_{r}"
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                    conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+                url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+                runs.append(
+                    (f"pg {label}", partial(ours_with, classes["postgres"], url.render_as_string(False), n))
+                )
+                runs.append(
+                    (
+                        f"sqlite {label}",
+                        partial(ours_with, classes["sqlite"], f"sqlite:///{tmp}/{label}-{r}.db", n),
+                    )
+                )
+            if r % 2:
+                runs = [runs[i ^ 2] for i in range(len(runs))]
+            for name, run in runs:
+                rate = run()
+                best[name] = max(best.get(name, 0.0), rate)
+                print(f"round {r + 1}: {name:<28} {rate:8.0f} appends/s", flush=True)
+            with admin.connect() as conn:
+                for label in ("now", rev):
+                    conn.exec_driver_sql(f"DROP SCHEMA bench_against_{label.replace('-', '_')}_{r} CASCADE")
+    admin.dispose()
+    print(f"\nbest of {rounds} rounds, n={n}, 1 event per transaction, now vs {rev}:")
+    for backend in ("pg", "sqlite"):
+        now, then = best[f"{backend} now"], best[f"{backend} {rev}"]
+        print(
+            f"  {backend:<7} now {now:7.0f}/s  {rev} {then:7.0f}/s  "
+            f"ratio {now / then:.3f}x  cost {1 - now / then:+.1%}"
+        )
 
 
 def _encoded() -> bytes:
@@ -146,7 +224,11 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("SANDBOX_TEST_PG_URL", DEFAULT_PG_URL))
     parser.add_argument("-n", type=int, default=10_000, help="appends per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best of each is kept")
+    parser.add_argument("--against", metavar="REV", help="compare ours now with ours at git revision REV")
     args = parser.parse_args()
+    if args.against:
+        against(args.pg_url, args.against, args.n, args.rounds)
+        return
 
     admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
     best: dict[str, float] = {}

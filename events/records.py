@@ -126,3 +126,10 @@ class AppendResult:
     version: int
     last_position: int
     duplicate: bool = False
+
+
+class ChainedEvent(NamedTuple):
+    """An event with the chain hash the store holds for it (None when the row has none)."""
+
+    event: RecordedEvent
+    hash: str | None

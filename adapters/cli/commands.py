@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox_lifecycle.adapters.cli import audit as audit_cli
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
 from sandbox_lifecycle.core import lifecycle
@@ -246,6 +247,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         service.store.replace_all_projections(projections)
         print(f"rebuilt projections of {len(projections)} sandboxes from the log")
     diffs = verify(service.store, service.policy, rebuilt=projections)
+    diffs = [*diffs, *audit_cli.chain_problems(service.store)]
     for d in diffs:
         print(d)
     if diffs:
@@ -430,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", cmd_doctor, "check settings, database and provider", False)
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
+    audit_cli.register(add, sub)
     return p
 
 
