@@ -176,10 +176,8 @@ def test_cli_audit_verify_names_the_tampered_stream(
     code, out, _ = run(capsys, "audit", "verify")
     assert code == 0 and "hash chains intact (2 streams" in out
 
-    _tamper(
-        env,
-        f"UPDATE events SET meta = json_set(meta, '$.actor', 'nobody') WHERE stream_id = '{b}' AND version = 2",
-    )
+    forge = "UPDATE events SET meta = json_set(meta, '$.actor', 'nobody')"
+    _tamper(env, f"{forge} WHERE stream_id = '{b}' AND version = 2")
 
     code, out, _ = run(capsys, "audit", "verify", "--json")
     assert code == 1
