@@ -136,7 +136,7 @@ def chain_problems(store: Any) -> list[str]:
     """What `replay --verify` adds to its projection check: each stream whose chain is broken."""
     from sandbox_lifecycle.core.audit import verify_chains
 
-    return [str(b) for b in verify_chains(store).broken]
+    return [str(b) for b in verify_chains(store, ends=False).broken]
 
 
 def register(add: AddVerb, sub: Any) -> None:
