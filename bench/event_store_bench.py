@@ -10,7 +10,8 @@ equal. Not a test: run it by hand.
 
 ``--against`` measures what a change to the append costs (the hash chain: ``--against 0b315c0``): the
 store classes of REV (events/store/sqlite.py and postgres.py from git) and of the working tree append
-to the same schema, alternating, in one run, and their ratio is printed.
+to the same schema side by side in one run, in alternating batches; the ratios of their median costs
+per append (wall and this process's CPU) are printed.
 
 The Postgres URL defaults to SANDBOX_TEST_PG_URL, then the one scripts/start-postgres.sh prints.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -95,71 +95,82 @@ def _store_at(rev: str, backend: Literal["sqlite", "postgres"]) -> type[SqlEvent
     return cls
 
 
-def ours_with(cls: type[SqlEventStore], url: str, n: int) -> tuple[float, float]:
-    """Appends per second, and this process's CPU microseconds per append: on a shared, busy machine
-    the CPU time is the steadier measure of what the code itself costs."""
-    upgrade(url)
-    store = cls(url)
-    now = datetime.now(UTC)
+class _Appender:
+    """One store appending round-robin over its own STREAMS streams, a batch at a time."""
 
-    def append(s: str, v: int) -> None:
-        store.append(s, v - 1, [NewEvent("SandboxTouched", DATA, now)])
+    def __init__(self, cls: type[SqlEventStore], url: str) -> None:
+        upgrade(url)
+        self.store = cls(url)
+        self.run = uuid.uuid4().hex[:8]
+        self.done = 0
+        self.now = datetime.now(UTC)
 
-    try:
-        for stream, version in _plan(WARMUP):
-            append(stream, version)
-        plan = _plan(n)
+    def batch(self, n: int) -> tuple[float, float]:
+        """Wall and CPU seconds of ``n`` more appends."""
+        append, now, run = self.store.append, self.now, self.run
         cpu, started = time.process_time(), time.perf_counter()
-        for stream, version in plan:
-            append(stream, version)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        return n / elapsed, cpu / n * 1e6
-    finally:
-        store.close()
+        for i in range(self.done, self.done + n):
+            append(f"sbx-{run}-{i % STREAMS}", i // STREAMS, [NewEvent("SandboxTouched", DATA, now)])
+        self.done += n
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
-def against(pg_url: str, rev: str, n: int, rounds: int) -> None:
-    """Ours now against ours at ``rev``, same schema, alternating who goes first each round."""
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def against(pg_url: str, rev: str, n: int, batch: int) -> None:
+    """Ours now against ours at ``rev``: both stores open side by side (same server, same disk), in
+    batches of ``batch`` appends that alternate between them, so a machine whose load drifts (other
+    work, CPU frequency) weighs on both alike. Medians of the per-batch costs are compared."""
     old = {b: _store_at(rev, b) for b in ("sqlite", "postgres")}
     new = {"sqlite": SqliteEventStore, "postgres": PostgresEventStore}
     admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    best: dict[str, float] = {}
-    least_cpu: dict[str, float] = {}
+    schemas = {"now": "bench_against_now", rev: "bench_against_then"}
+    with admin.connect() as conn:
+        for schema in schemas.values():
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    results: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(rounds):
-            runs: list[tuple[str, Callable[[], tuple[float, float]]]] = []
+        for backend, key in (("pg", "postgres"), ("sqlite", "sqlite")):
+            appenders: dict[str, _Appender] = {}
             for label, classes in (("now", new), (rev, old)):
-                schema = f"bench_against_{label.replace('-', '_')}_{r}"
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-                    conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-                url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-                pg = url.render_as_string(hide_password=False)
-                runs.append((f"pg {label}", partial(ours_with, classes["postgres"], pg, n)))
-                lite = f"sqlite:///{tmp}/{label}-{r}.db"
-                runs.append((f"sqlite {label}", partial(ours_with, classes["sqlite"], lite, n)))
-            if r % 2:
-                runs = [runs[i ^ 2] for i in range(len(runs))]
-            for name, run in runs:
-                rate, cpu_us = run()
-                best[name] = max(best.get(name, 0.0), rate)
-                least_cpu[name] = min(least_cpu.get(name, math.inf), cpu_us)
-                print(
-                    f"round {r + 1}: {name:<20} {rate:8.0f} appends/s  {cpu_us:6.1f} us CPU/append",
-                    flush=True,
-                )
-            with admin.connect() as conn:
-                for label in ("now", rev):
-                    conn.exec_driver_sql(f"DROP SCHEMA bench_against_{label.replace('-', '_')}_{r} CASCADE")
+                if backend == "pg":
+                    url = sa.make_url(pg_url).update_query_dict(
+                        {"options": f"-csearch_path={schemas[label]}"}
+                    )
+                    target = url.render_as_string(hide_password=False)
+                else:
+                    target = f"sqlite:///{tmp}/{label}.db"
+                appenders[label] = _Appender(classes[key], target)
+                appenders[label].batch(WARMUP)
+            wall: dict[str, list[float]] = {"now": [], rev: []}
+            cpu: dict[str, list[float]] = {"now": [], rev: []}
+            for b in range(max(n // batch, 1)):
+                for label in ("now", rev) if b % 2 == 0 else (rev, "now"):
+                    w, c = appenders[label].batch(batch)
+                    wall[label].append(w / batch * 1e6)
+                    cpu[label].append(c / batch * 1e6)
+            for appender in appenders.values():
+                appender.store.close()
+            w_now, w_then = _median(wall["now"]), _median(wall[rev])
+            c_now, c_then = _median(cpu["now"]), _median(cpu[rev])
+            results.append(
+                f"  {backend:<7} wall {w_now:6.1f} vs {w_then:6.1f} us/append  ratio {w_now / w_then:.3f}x   "
+                f"client CPU {c_now:6.1f} vs {c_then:6.1f} us/append  ratio {c_now / c_then:.3f}x"
+            )
+            print(results[-1], flush=True)
+    with admin.connect() as conn:
+        for schema in schemas.values():
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     admin.dispose()
-    print(f"\nbest of {rounds} rounds, n={n}, 1 event per transaction, now vs {rev}:")
-    for backend in ("pg", "sqlite"):
-        now, then = best[f"{backend} now"], best[f"{backend} {rev}"]
-        cpu_now, cpu_then = least_cpu[f"{backend} now"], least_cpu[f"{backend} {rev}"]
-        print(
-            f"  {backend:<7} now {now:7.0f}/s  {rev} {then:7.0f}/s  ratio {now / then:.3f}x   "
-            f"client CPU {cpu_now:5.1f} vs {cpu_then:5.1f} us/append  ratio {cpu_now / cpu_then:.3f}x"
-        )
+    print(
+        f"\nn={n} appends each, 1 event per transaction, alternating batches of {batch}; "
+        f"medians, now vs {rev}:"
+    )
+    print("\n".join(results))
 
 
 def _encoded() -> bytes:
@@ -240,9 +251,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000, help="appends per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best of each is kept")
     parser.add_argument("--against", metavar="REV", help="compare ours now with ours at git revision REV")
+    parser.add_argument("--batch", type=int, default=250, help="with --against: appends per alternation")
     args = parser.parse_args()
     if args.against:
-        against(args.pg_url, args.against, args.n, args.rounds)
+        against(args.pg_url, args.against, args.n, args.batch)
         return
 
     admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
