@@ -64,6 +64,10 @@ _PREVIOUS_HASH = "SELECT hash FROM events WHERE stream_id = ? AND version = ?"
 _MAX_HEADS = 10_000
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _schema_missing(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
 
@@ -120,7 +124,9 @@ class SqliteEventStore(SqlEventStore):
         # every append rewrites its sandbox's rows, so no migration is needed.
         dialect_time = events.c.occurred_at.type.dialect_impl(engine.dialect)
         self._time = cast(Callable[[datetime], str], dialect_time.bind_processor(engine.dialect))
-        self._json = cast(Callable[[Any], str], events.c.data.type.bind_processor(engine.dialect))
+        # Event data and metadata are written by orjson (what reads them back), not by SQLAlchemy's
+        # json.dumps: several times cheaper, which pays for the hash chain's own encoding and digest.
+        self._json = _json_text
 
     @classmethod
     def scratch(cls) -> SqliteEventStore:
