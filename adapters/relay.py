@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import orjson
 
 from sandbox_lifecycle.core import feed
+from sandbox_lifecycle.core.errors import SandboxError
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.events.checkpoints import Checkpoints
 from sandbox_lifecycle.events.records import RecordedEvent
@@ -39,7 +40,7 @@ EVENT_ID_HEADER = "X-Sandbox-Event-Id"
 POSITION_HEADER = "X-Sandbox-Position"
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(SandboxError):
     """The webhook did not take an event within the allowed attempts."""
 
 
@@ -72,6 +73,8 @@ class WebhookRelay:
             raise ValueError(f"the webhook must be an http:// or https:// URL, not {url!r}")
         if not secret:
             raise ValueError("the webhook secret is empty")
+        if (retry or RetryPolicy()).attempts < 1:
+            raise ValueError("the relay needs at least one attempt per event")
         self._store = store
         self._checkpoints = checkpoints
         self._url = url

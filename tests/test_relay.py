@@ -44,6 +44,7 @@ class Receiver:
     deliveries: list[tuple[str, int, bool]] = field(default_factory=list)
     delay: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)  # event id -> 500s still to answer
+    leaks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ids(self) -> list[str]:
@@ -58,6 +59,8 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            if SECRET.encode() in body or SECRET in str(self.headers):
+                got.leaks += 1  # the key signs a delivery, it is never in one
             expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
             signed = hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), expected)
             payload = json.loads(body)
@@ -173,6 +176,7 @@ def test_a_relay_killed_mid_stream_resumes_from_its_checkpoint(
     # At least once: only the event in flight when the relay died may come twice, and with the same id.
     assert len(got) - len(unique) <= 1
     assert all(signed for _, _, signed in receiver.deliveries)
+    assert receiver.leaks == 0
     checkpoint = Checkpoints(service.store.engine).load("test")  # type: ignore[attr-defined]
     assert checkpoint == service.store.read_all(limit=100_000)[-1].position
 
@@ -217,3 +221,12 @@ def test_the_relay_refuses_to_run_unsigned(
     )
     assert done.returncode != 0 and "SANDBOX_WEBHOOK_SECRET" in done.stderr
     assert receiver.ids() == []
+    done = subprocess.run(
+        [SANDBOXCTL, "relay", "--webhook", receiver.url, "--once", "--attempts", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert done.returncode == 2 and "from 1 to 100" in done.stderr

@@ -56,6 +56,12 @@ def _after(raw: str) -> int:
     return value
 
 
+def _attempts(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100, got {raw!r}")
+    return int(raw)
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     from sandbox_lifecycle.core.feed import event_json
 
@@ -152,7 +158,9 @@ def register(add: AddVerb, sub: Any) -> None:
     )
     sp.add_argument("--webhook", required=True, metavar="URL", help="where each event is POSTed")
     sp.add_argument("--name", default="webhook", help="the checkpoint's name (one per receiver)")
-    sp.add_argument("--attempts", type=int, default=8, help="tries per event before the relay stops")
+    sp.add_argument(
+        "--attempts", type=_attempts, default=8, help="tries per event before the relay stops (1-100)"
+    )
     sp.add_argument("--once", action="store_true", help="deliver what is in the log now, then exit")
     audit = sub.add_parser("audit", help="verify the history", description="verify the history")
     audit_sub = audit.add_subparsers(dest="auditcmd", required=True)
