@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import queue
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -189,3 +194,31 @@ def test_cli_audit_verify_names_the_tampered_stream(
     # replay --verify checks the chain too: projections alone would not see an edited actor.
     code, out, _ = run(capsys, "replay", "--verify")
     assert code == 1 and f"stream {b!r}: chain broken at version 2" in out
+
+
+def test_cli_events_follow_prints_new_events_until_sigterm(service: SandboxService, env: Path) -> None:
+    a = service.create("data-app", "conv-tail").id
+    follow = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sandboxctl"), "events", "--follow", "--json", "--sandbox", a],
+        env={**os.environ, "SANDBOX_DATA_DIR": str(env)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert follow.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        first = [json.loads(lines.get(timeout=WAIT_S)) for _ in range(2)]  # what the log held already
+        service.suspend(a)  # appended while the CLI follows
+        later = [json.loads(lines.get(timeout=WAIT_S)) for _ in range(2)]
+        follow.send_signal(signal.SIGTERM)
+        assert follow.wait(timeout=WAIT_S) == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait(timeout=WAIT_S)
+    reader.join(timeout=WAIT_S)
+    assert [e["version"] for e in first] == [1, 2]
+    assert [(e["version"], e["type"]) for e in later] == [(3, "SuspendRequested"), (4, "Suspended")]
