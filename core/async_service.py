@@ -167,15 +167,21 @@ class AsyncSandboxService:
         return await self._call(self._service.list, state)
 
     def events(
-        self, after_position: int = 0, follow: bool = False, *, sandbox_id: str | None = None
+        self,
+        after_position: int = 0,
+        follow: bool = False,
+        *,
+        sandbox_id: str | None = None,
+        stop: threading.Event | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """``SandboxService.events`` as an async iterator: each page is read in a worker thread, the
-        pauses between polls are ``asyncio.sleep``; cancel the task or close the iterator to stop."""
+        pauses between polls are ``asyncio.sleep``; set ``stop``, cancel the task or close the iterator
+        to stop following."""
 
         def read_all(position: int, limit: int) -> asyncio.Future[builtins.list[RecordedEvent]]:
             return self._submit(self._service.store.read_all, position, limit)
 
-        return feed.atail(read_all, after_position, follow, stream_id=sandbox_id)
+        return feed.atail(read_all, after_position, follow, stream_id=sandbox_id, stop=stop)
 
     async def history(self, sandbox_id: str) -> builtins.list[HistoryEntry]:
         return await self._call(self._service.history, sandbox_id)

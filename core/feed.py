@@ -105,15 +105,17 @@ async def atail(
     follow: bool = False,
     *,
     stream_id: str | None = None,
+    stop: threading.Event | None = None,
     backoff: Backoff | None = None,
 ) -> AsyncIterator[RecordedEvent]:
-    """``tail`` for asyncio: ``read_all`` runs the store's read off the loop; cancelling the task (or
-    closing the iterator) stops following."""
+    """``tail`` for asyncio: ``read_all`` runs the store's read off the loop; setting ``stop``,
+    cancelling the task or closing the iterator stops following."""
     if after_position < 0:
         raise ValueError(f"after_position must be >= 0, not {after_position}")
+    stop = stop or threading.Event()
     backoff = backoff or Backoff()
     position = after_position
-    while True:
+    while not stop.is_set():
         page = await read_all(position, PAGE)
         if page:
             position = page[-1].position
