@@ -69,7 +69,7 @@ DEFAULT_EGRESS_ALLOW: dict[str, tuple[str, ...]] = {
 # Envs of this process handed to every E2B sandbox (the agent needs its API key); values are secrets.
 SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
 # Variables whose values must never be shown, whatever they hold.
-SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY")
+SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY", "SANDBOX_WEBHOOK_SECRET")
 
 # The model API the gateway forwards to when the backend's ANTHROPIC_BASE_URL is unset.
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -460,6 +460,8 @@ class Settings:
     egress_state_dir: Path = DEFAULT_EGRESS_STATE_ROOT / "default"
     # SANDBOX_MAX_LIVE[_<KIND>], SANDBOX_CAPACITY_WAIT_MS, SANDBOX_WARM_POOL_<KIND>.
     capacity: Capacity = field(default_factory=Capacity)
+    # The key of the relay's webhook signatures (HMAC-SHA256); `sandboxctl relay` refuses to run without.
+    webhook_secret: str = field(default="", repr=False)
 
     @property
     def s3_bucket(self) -> str | None:
@@ -525,6 +527,7 @@ class Settings:
             anthropic_api_key=api_key,
             egress_state_dir=egress_state_dir,
             capacity=_capacity(reader),
+            webhook_secret=reader.text("SANDBOX_WEBHOOK_SECRET") or "",
         )
         reader.raise_problems()
         if provider == "docker":
@@ -541,6 +544,7 @@ class Settings:
         ]
         if self.s3 is not None:
             values.append(self.s3.secret_key or "")
+        values.append(self.webhook_secret)
         return tuple(v for v in values if v)
 
     def describe(self) -> dict[str, str]:

@@ -6,6 +6,12 @@ Each run writes to fresh tables (a throwaway Postgres schema, fresh SQLite files
 equal. Not a test: run it by hand.
 
     .venv/bin/python bench/event_store_bench.py [--pg-url URL] [-n 10000] [--rounds 3]
+    .venv/bin/python bench/event_store_bench.py --against REV   # ours now vs ours at git revision REV
+
+``--against`` measures what a change to the append costs (the hash chain: ``--against 0b315c0``): the
+store classes of REV (events/store/sqlite.py and postgres.py from git) and of the working tree append
+to the same schema side by side in one run, in alternating batches; the ratios of their median costs
+per append (wall and this process's CPU) are printed.
 
 The Postgres URL defaults to SANDBOX_TEST_PG_URL, then the one scripts/start-postgres.sh prints.
 """
@@ -15,9 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sandbox_lifecycle.events.migrate import upgrade
 from sandbox_lifecycle.events.records import NewEvent
 from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store.postgres import PostgresEventStore
+from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
 DEFAULT_PG_URL = "postgresql+psycopg://sandbox:sandbox@127.0.0.1:5432/sandbox_test"
 STREAMS = 100
@@ -67,6 +77,100 @@ def ours(url: str, n: int, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") ->
         return _rate(n, lambda s, v: store.append(s, v - 1, [NewEvent("SandboxTouched", DATA, now)]) and None)
     finally:
         store.close()
+
+
+def _store_at(rev: str, backend: Literal["sqlite", "postgres"]) -> type[SqlEventStore]:
+    """The store class of ``backend`` as git revision ``rev`` wrote it, on today's base module."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:events/store/{backend}.py"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"bench_{backend}_{rev}")
+    exec(compile(source, f"{rev}:events/store/{backend}.py", "exec"), module.__dict__)
+    name = "SqliteEventStore" if backend == "sqlite" else "PostgresEventStore"
+    cls: type[SqlEventStore] = getattr(module, name)
+    return cls
+
+
+class _Appender:
+    """One store appending round-robin over its own STREAMS streams, a batch at a time."""
+
+    def __init__(self, cls: type[SqlEventStore], url: str) -> None:
+        upgrade(url)
+        self.store = cls(url)
+        self.run = uuid.uuid4().hex[:8]
+        self.done = 0
+        self.now = datetime.now(UTC)
+
+    def batch(self, n: int) -> tuple[float, float]:
+        """Wall and CPU seconds of ``n`` more appends."""
+        append, now, run = self.store.append, self.now, self.run
+        cpu, started = time.process_time(), time.perf_counter()
+        for i in range(self.done, self.done + n):
+            append(f"sbx-{run}-{i % STREAMS}", i // STREAMS, [NewEvent("SandboxTouched", DATA, now)])
+        self.done += n
+        return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def against(pg_url: str, rev: str, n: int, batch: int) -> None:
+    """Ours now against ours at ``rev``: both stores open side by side (same server, same disk), in
+    batches of ``batch`` appends that alternate between them, so a machine whose load drifts (other
+    work, CPU frequency) weighs on both alike. Medians of the per-batch costs are compared."""
+    old = {b: _store_at(rev, b) for b in ("sqlite", "postgres")}
+    new = {"sqlite": SqliteEventStore, "postgres": PostgresEventStore}
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    schemas = {"now": "bench_against_now", rev: "bench_against_then"}
+    with admin.connect() as conn:
+        for schema in schemas.values():
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    results: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, key in (("pg", "postgres"), ("sqlite", "sqlite")):
+            appenders: dict[str, _Appender] = {}
+            for label, classes in (("now", new), (rev, old)):
+                if backend == "pg":
+                    url = sa.make_url(pg_url).update_query_dict(
+                        {"options": f"-csearch_path={schemas[label]}"}
+                    )
+                    target = url.render_as_string(hide_password=False)
+                else:
+                    target = f"sqlite:///{tmp}/{label}.db"
+                appenders[label] = _Appender(classes[key], target)
+                appenders[label].batch(WARMUP)
+            wall: dict[str, list[float]] = {"now": [], rev: []}
+            cpu: dict[str, list[float]] = {"now": [], rev: []}
+            for b in range(max(n // batch, 1)):
+                for label in ("now", rev) if b % 2 == 0 else (rev, "now"):
+                    w, c = appenders[label].batch(batch)
+                    wall[label].append(w / batch * 1e6)
+                    cpu[label].append(c / batch * 1e6)
+            for appender in appenders.values():
+                appender.store.close()
+            w_now, w_then = _median(wall["now"]), _median(wall[rev])
+            c_now, c_then = _median(cpu["now"]), _median(cpu[rev])
+            results.append(
+                f"  {backend:<7} wall {w_now:6.1f} vs {w_then:6.1f} us/append  ratio {w_now / w_then:.3f}x   "
+                f"client CPU {c_now:6.1f} vs {c_then:6.1f} us/append  ratio {c_now / c_then:.3f}x"
+            )
+            print(results[-1], flush=True)
+    with admin.connect() as conn:
+        for schema in schemas.values():
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+    print(
+        f"\nn={n} appends each, 1 event per transaction, alternating batches of {batch}; "
+        f"medians, now vs {rev}:"
+    )
+    print("\n".join(results))
 
 
 def _encoded() -> bytes:
@@ -146,7 +250,12 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("SANDBOX_TEST_PG_URL", DEFAULT_PG_URL))
     parser.add_argument("-n", type=int, default=10_000, help="appends per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best of each is kept")
+    parser.add_argument("--against", metavar="REV", help="compare ours now with ours at git revision REV")
+    parser.add_argument("--batch", type=int, default=250, help="with --against: appends per alternation")
     args = parser.parse_args()
+    if args.against:
+        against(args.pg_url, args.against, args.n, args.batch)
+        return
 
     admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
     best: dict[str, float] = {}

@@ -39,7 +39,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
@@ -47,10 +47,12 @@ from typing import Any, ParamSpec, TypeVar
 
 from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, ProcessInfo, TransferReport
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
+from sandbox_lifecycle.core import feed
+from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, TransferReport
 from sandbox_lifecycle.core.replay import HistoryEntry
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.core.streaming import STDOUT, AsyncExecStream
-from sandbox_lifecycle.events.records import SandboxRow
+from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -165,6 +167,23 @@ class AsyncSandboxService:
 
     async def list(self, state: str | None = None) -> builtins.list[SandboxRow]:
         return await self._call(self._service.list, state)
+
+    def events(
+        self,
+        after_position: int = 0,
+        follow: bool = False,
+        *,
+        sandbox_id: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """``SandboxService.events`` as an async iterator: each page is read in a worker thread, the
+        pauses between polls are ``asyncio.sleep``; set ``stop``, cancel the task or close the iterator
+        to stop following."""
+
+        def read_all(position: int, limit: int) -> asyncio.Future[builtins.list[RecordedEvent]]:
+            return self._submit(self._service.store.read_all, position, limit)
+
+        return feed.atail(read_all, after_position, follow, stream_id=sandbox_id, stop=stop)
 
     async def history(self, sandbox_id: str) -> builtins.list[HistoryEntry]:
         return await self._call(self._service.history, sandbox_id)

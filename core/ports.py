@@ -10,6 +10,7 @@ from typing import BinaryIO, Protocol
 from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
+    ChainedEvent,
     Deadline,
     NewEvent,
     Projection,
@@ -53,6 +54,11 @@ class EventStore(Protocol):
         stream comes whole and consecutively, and a range of stream ids is read without the others.
         Stream ids are ordered by the store (its collation), never compare them yourself.
         """
+        ...
+
+    def read_chain(self, after: tuple[str, int] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
+        """Like ``read_streams`` (same order and paging) with each event's stored chain hash, and no
+        error on a missing version: what the audit verifier reads (core/audit.py)."""
         ...
 
     def split_streams(self, parts: int) -> list[str]:

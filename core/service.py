@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
+from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.capacity import Admission, Capacity
@@ -69,7 +70,7 @@ from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
 from sandbox_lifecycle.core.replay import HistoryEntry, history
 from sandbox_lifecycle.core.streaming import ExecStream
 from sandbox_lifecycle.events.codec import decode, encode
-from sandbox_lifecycle.events.records import SandboxRow
+from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
 
 __all__ = ["FOREIGN", "RECONCILER", "SandboxService", "SweepReport", "TurnHandle", "new_sandbox_id", "utcnow"]
 
@@ -233,6 +234,21 @@ class SandboxService:
         if not records:
             raise SandboxNotFound(sandbox_id)
         return history(sandbox_id, records)
+
+    def events(
+        self,
+        after_position: int = 0,
+        follow: bool = False,
+        *,
+        sandbox_id: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """The log in commit order, from just after ``after_position`` (see core/feed.py).
+
+        With ``follow`` it waits for new events until ``stop`` is set or the iterator is closed; each
+        event's ``position`` is where to resume from.
+        """
+        return feed.tail(self.store, after_position, follow, stream_id=sandbox_id, stop=stop)
 
     # ------------------------------------------------------------------ driving a side effect (once)
 

@@ -66,6 +66,9 @@ events = sa.Table(
     sa.Column("meta", JsonType, nullable=False),
     sa.Column("occurred_at", UtcDateTime(), nullable=False),
     sa.Column("idempotency_key", sa.Text(), nullable=True),
+    # SHA-256 hex of the previous event's hash and this event's content (events/chain.py). NULL only on
+    # a row written behind the store's back: the verifier reports it as a broken link.
+    sa.Column("hash", sa.Text(), nullable=True),
     sa.UniqueConstraint("stream_id", "version", name=UQ_STREAM_VERSION),
 )
 
@@ -122,3 +125,12 @@ sandbox_deadlines = sa.Table(
     sa.Column("version", sa.BigInteger(), nullable=False),
 )
 sa.Index("ix_sandbox_deadlines_due_at", sandbox_deadlines.c.due_at)
+
+# Where each consumer of the feed (a webhook relay) got to: the position of the last event it delivered.
+relay_checkpoints = sa.Table(
+    "relay_checkpoints",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)

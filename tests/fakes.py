@@ -36,9 +36,11 @@ from sandbox_lifecycle.core.ports import (
     TransferReport,
 )
 from sandbox_lifecycle.core.streaming import OutputCollector
+from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
+    ChainedEvent,
     Deadline,
     NewEvent,
     Projection,
@@ -62,6 +64,7 @@ class InMemoryEventStore:
         self.deadlines: dict[tuple[str, str], Deadline] = {}
         self.keys: dict[tuple[str, str], AppendResult] = {}
         self.fail_next_append: Exception | None = None
+        self.hashes: dict[tuple[str, int], str] = {}
 
     def append(
         self,
@@ -90,6 +93,9 @@ class InMemoryEventStore:
             if projection is not None:
                 self._check_live(projection, stream_id, expected_version)
             self._check_capacity(stream_id, capacity)
+            previous = self.hashes.get((stream_id, expected_version))
+            for i, h in enumerate(chain.hashes(previous, stream_id, expected_version, events), start=1):
+                self.hashes[(stream_id, expected_version + i)] = h
             for i, (e, at) in enumerate(zip(events, times, strict=True), start=1):
                 rec = RecordedEvent(
                     len(self.events) + 1,
@@ -162,6 +168,12 @@ class InMemoryEventStore:
         return [
             e for e in events if (e.stream_id, e.version) > after and (before is None or e.stream_id < before)
         ][:limit]
+
+    def read_chain(self, after: tuple[str, int] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
+        return [
+            ChainedEvent(e, self.hashes.get((e.stream_id, e.version)))
+            for e in self.read_streams(after, limit=limit)
+        ]
 
     def split_streams(self, parts: int) -> list[str]:
         if parts < 1:

@@ -376,17 +376,18 @@ def test_an_error_in_the_body_propagates_and_the_turn_suspends(
 def test_every_verb_of_the_sync_service_is_awaitable_with_the_same_parameters() -> None:
     # `load` returns the domain's internal state and `drive` sequences a side effect: not part of the
     # public surface; `sandbox_id_for_key` is a pure function. `turn` and `exec_stream` return objects
-    # (an async context manager, an async iterator), checked for their parameters below.
+    # (an async context manager, an async iterator), and so does `events` (an async iterator): checked
+    # for their parameters below.
     sync_verbs = {
         name for name, _ in inspect.getmembers(SandboxService, inspect.isfunction) if not name.startswith("_")
-    } - {"load", "turn", "drive", "sandbox_id_for_key", "exec_stream"}
+    } - {"load", "turn", "drive", "sandbox_id_for_key", "exec_stream", "events"}
     async_verbs = {
         name
         for name, fn in inspect.getmembers(AsyncSandboxService, inspect.iscoroutinefunction)
         if not name.startswith("_") and name != "aclose"
     }
     assert async_verbs == sync_verbs
-    for name in sorted(sync_verbs | {"turn", "exec_stream"}):
+    for name in sorted(sync_verbs | {"turn", "exec_stream", "events"}):
         want = inspect.signature(getattr(SandboxService, name)).parameters
         got = inspect.signature(getattr(AsyncSandboxService, name)).parameters
         assert [(p.name, p.kind, p.default) for p in got.values()] == [

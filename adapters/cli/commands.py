@@ -17,6 +17,7 @@ from typing import Any
 
 from sandbox_lifecycle.adapters.cli import processes as process_verbs
 from sandbox_lifecycle.adapters.cli.gateway import register as register_gateway
+from sandbox_lifecycle.adapters.cli import audit as audit_cli
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import (
     Settings,
@@ -303,6 +304,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         service.store.replace_all_projections(projections)
         print(f"rebuilt projections of {len(projections)} sandboxes from the log")
     diffs = verify(service.store, service.policy, rebuilt=projections)
+    diffs = [*diffs, *audit_cli.chain_problems(service.store)]
     for d in diffs:
         print(d)
     if diffs:
@@ -486,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
     register_gateway(add)
+    audit_cli.register(add, sub)
     return p
 
 

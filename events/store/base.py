@@ -21,6 +21,7 @@ from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
     CapacityRefused,
+    ChainedEvent,
     ConcurrencyError,
     CorruptStream,
     Deadline,
@@ -62,6 +63,12 @@ _READ_STREAMS = (
 _READ_STREAMS_BEFORE = (
     "SELECT {columns} FROM events WHERE (stream_id, version) > (?, ?) AND stream_id < ? "
     "ORDER BY stream_id, version LIMIT ?"
+)
+# The stored hashes of a page of the chain reader, bounded by its last key: rows appended since the
+# page was read fall outside or are simply not looked up.
+_READ_HASHES = (
+    "SELECT stream_id, version, hash FROM events "
+    "WHERE (stream_id, version) > (?, ?) AND (stream_id, version) <= (?, ?)"
 )
 _POSITION_BOUNDS = "SELECT min(position), max(position) FROM events"
 # Stream ids of sampled events (by position), in the database's own order of stream ids: the ranges
@@ -375,6 +382,22 @@ class SqlEventStore:
             records = self._records(_READ_STREAMS_BEFORE, (*after, before, limit), "the event streams")
         _check_streams(records, after)
         return records
+
+    def read_chain(self, after: tuple[str, int] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
+        """Events in (stream id, version) order with their stored hashes, for the chain verifier.
+
+        Unlike ``read_streams`` a missing version is not an error here: the verifier names it.
+        """
+        records = self._records(_READ_STREAMS, (*after, limit), "the event streams")
+        if not records:
+            return []
+        last = records[-1]
+        with self._read() as conn:
+            rows = conn.exec_driver_sql(
+                _READ_HASHES.replace("?", self._MARK), (*after, last.stream_id, last.version)
+            ).all()
+        hashes = {(s, v): h for s, v, h in rows}
+        return [ChainedEvent(r, hashes.get((r.stream_id, r.version))) for r in records]
 
     def _records(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
         """Every read of events: the backend's raw reader, which raises CorruptStream for a row it

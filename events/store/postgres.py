@@ -17,10 +17,11 @@ from typing import Any, ClassVar, cast
 import orjson
 import psycopg
 import sqlalchemy as sa
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import PoolProxiedConnection
 
+from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
@@ -87,20 +88,32 @@ def _write_sql(n_events: int, n_deadlines: int | None) -> str:
     if n_events:
         gate = " FROM lock"
         ctes.append(f"lock AS MATERIALIZED ({PG_LOCK})")
+        # The hash chain (events/chain.py) in SQL: the previous hash is read in the statement's snapshot,
+        # the one its version check reads, so an append that passes the check chains to the event it
+        # checked. Each event's hash nests the one before it (batches are a few events).
+        ctes.append(
+            "prev AS (SELECT coalesce((SELECT hash FROM events WHERE stream_id = %(stream_id)s::text "
+            "AND version = %(expected)s::bigint), '') AS h)"
+        )
+        hashes = []
+        previous = "(SELECT h FROM prev)"
+        for i in range(n_events):
+            previous = f"encode(sha256(convert_to({previous}, 'UTF8') || %(content{i})s::bytea), 'hex')"
+            hashes.append(previous)
         rows = ", ".join(
             f"(%(type{i})s::text, %(schema_version{i})s::integer, %(data{i})s::jsonb, %(meta{i})s::jsonb, "
-            f"%(occurred_at{i})s::timestamptz, {i + 1})"
+            f"%(occurred_at{i})s::timestamptz, {i + 1}, {hashes[i]})"
             for i in range(n_events)
         )
         ctes.append(
             "ins AS (INSERT INTO events "
-            "(stream_id, version, type, schema_version, data, meta, occurred_at, idempotency_key) "
+            "(stream_id, version, type, schema_version, data, meta, occurred_at, idempotency_key, hash) "
             "SELECT %(stream_id)s::text, "
             "CASE WHEN coalesce((SELECT max(version) FROM events WHERE stream_id = %(stream_id)s::text), 0) "
             "= %(expected)s::bigint THEN %(expected)s::bigint + u.ord END, "
             "u.type, u.schema_version, u.data, u.meta, u.occurred_at, "
-            "CASE WHEN u.ord = 1 THEN %(key)s::text END "
-            f"FROM lock, (VALUES {rows}) AS u(type, schema_version, data, meta, occurred_at, ord) "
+            "CASE WHEN u.ord = 1 THEN %(key)s::text END, u.hash "
+            f"FROM lock, (VALUES {rows}) AS u(type, schema_version, data, meta, occurred_at, ord, hash) "
             "ORDER BY u.ord RETURNING position)"
         )
     if n_deadlines is not None:
@@ -160,7 +173,11 @@ def _append_params(
         params[f"schema_version{i}"] = e.schema_version
         params[f"data{i}"] = Jsonb(e.data)
         params[f"meta{i}"] = Jsonb(e.metadata)
-        params[f"occurred_at{i}"] = utc(e.occurred_at)
+        params[f"occurred_at{i}"] = at = utc(e.occurred_at)
+        # What the chain hashes (events/chain.py); the statement digests it with the previous hash.
+        params[f"content{i}"] = chain.content(
+            stream_id, expected_version + i + 1, e.type, e.schema_version, e.data, e.metadata, at
+        )
     if projection is not None:
         params.update(_projection_params(projection))
     return params
@@ -220,6 +237,9 @@ class PostgresEventStore(SqlEventStore):
         # Timestamps come back in UTC (no per-row conversion) and JSONB through orjson, for raw reads.
         dbapi_connection.execute("SET TIME ZONE 'UTC'")
         set_json_loads(orjson.loads, dbapi_connection)
+        # And JSONB parameters (event data and metadata) go out through orjson rather than json.dumps:
+        # cheaper by more than the hash chain's own encoding costs the append.
+        set_json_dumps(orjson.dumps, dbapi_connection)
         dbapi_connection.commit()
 
     def _driver_error(self, exc: BaseException) -> StoreError | None:

@@ -59,7 +59,9 @@ def real_db_url(backend: str, request: pytest.FixtureRequest) -> str:
     url: str = request.getfixturevalue("pg_migrated_url")
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines RESTART IDENTITY")
+        conn.exec_driver_sql(
+            "TRUNCATE events, sandboxes, sandbox_deadlines, relay_checkpoints RESTART IDENTITY"
+        )
     engine.dispose()
     return url
 

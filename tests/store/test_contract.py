@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from sandbox_lifecycle.core.audit import verify_chains
 from sandbox_lifecycle.core.ports import EventStore
+from sandbox_lifecycle.events.chain import event_hash
 from sandbox_lifecycle.events.records import ConcurrencyError, Deadline, NewEvent, Projection, StoreError
 from sandbox_lifecycle.events.store import SqlEventStore
 from tests.fakes import InMemoryEventStore
@@ -331,3 +333,16 @@ def test_aware_non_utc_now_is_accepted_for_due_deadlines(store: EventStore) -> N
     plus_two = datetime(2025, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
     assert len(store.due_deadlines(plus_two)) == 1
     assert store.due_deadlines(plus_two.astimezone(UTC) - timedelta(microseconds=1)) == []
+
+
+def test_read_chain_gives_every_event_its_chain_hash_in_stream_order(store: EventStore) -> None:
+    store.append("b", 0, [event("Created", 1)])
+    store.append("a", 0, [event("Created", 2), event("Touched", 3)])
+    store.append("b", 1, [event("Touched", 4)])
+    chained = store.read_chain()
+    assert [(c.event.stream_id, c.event.version) for c in chained] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    assert chained[0].hash == event_hash(None, chained[0].event)
+    assert chained[1].hash == event_hash(chained[0].hash, chained[1].event)
+    assert chained[3].hash == event_hash(chained[2].hash, chained[3].event)
+    assert [(c.event.stream_id, c.event.version) for c in store.read_chain(("a", 2), limit=1)] == [("b", 1)]
+    assert verify_chains(store).ok

@@ -1,0 +1,82 @@
+"""Migration 0002 on a log written before it: every event gets the hash the current code computes, so
+the old history verifies, and tampering after the migration is found."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from alembic import command
+
+from sandbox_lifecycle.core.audit import verify_chains
+from sandbox_lifecycle.events import chain
+from sandbox_lifecycle.events import types as ev
+from sandbox_lifecycle.events.codec import encode
+from sandbox_lifecycle.events.migrate import _config, current, upgrade
+from sandbox_lifecycle.events.store import SqlEventStore
+from tests.store.helpers import T0
+
+# What revision 0001's store wrote: no hash column.
+_OLD_INSERT = sa.text(
+    "INSERT INTO events (stream_id, version, type, schema_version, data, meta, occurred_at) "
+    "VALUES (:stream_id, :version, :type, :schema_version, :data, :meta, :occurred_at)"
+)
+
+
+def _old_log(url: str, streams: int, each: int) -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    data = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+    statement = _OLD_INSERT.bindparams(
+        sa.bindparam("data", type_=data),
+        sa.bindparam("meta", type_=data),
+        sa.bindparam("occurred_at", type_=sa.DateTime(timezone=True)),
+    )
+    rows = []
+    for version in range(1, each + 1):  # interleaved, so positions are not in stream order
+        for s in range(streams):
+            at = T0 + timedelta(seconds=version, microseconds=s)
+            e = ev.ActivityRecorded(at=at, count=version, actor="old", reason="activity")
+            new = encode(e, correlation_id=f"c-{s}-{version}")
+            occurred = (
+                new.occurred_at if engine.dialect.name != "sqlite" else new.occurred_at.replace(tzinfo=None)
+            )
+            rows.append(
+                {
+                    "stream_id": f"old-{s:03}",
+                    "version": version,
+                    "type": new.type,
+                    "schema_version": new.schema_version,
+                    "data": new.data,
+                    "meta": new.metadata,
+                    "occurred_at": occurred,
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(statement, rows)
+    engine.dispose()
+
+
+def test_the_migration_backfills_a_log_written_before_it(empty_db_url: str) -> None:
+    command.upgrade(_config(empty_db_url), "0001")
+    # More rows than one backfill page, over more streams than one.
+    _old_log(empty_db_url, streams=7, each=800)
+
+    upgrade(empty_db_url)
+
+    assert current(empty_db_url) == "0003"
+    store = SqlEventStore(empty_db_url)
+    try:
+        report = verify_chains(store)
+        assert (report.ok, report.streams, report.events) == (True, 7, 5600)
+        first = store.read_chain(limit=1)[0]
+        assert first.hash == chain.event_hash(None, first.event)
+        # New appends chain on from the backfilled hashes.
+        store.append("old-000", 800, [encode(ev.ActivityRecorded(at=T0, count=1, actor="new", reason="r"))])
+        assert verify_chains(store).ok
+        engine = sa.create_engine(empty_db_url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM events WHERE stream_id = 'old-003' AND version = 500")
+        engine.dispose()
+        assert [(b.stream_id, b.version) for b in verify_chains(store).broken] == [("old-003", 500)]
+    finally:
+        store.close()

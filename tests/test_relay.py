@@ -1,0 +1,232 @@
+"""`sandboxctl relay` against a webhook receiver this test runs on loopback: every event arrives, in order,
+signed; a relay killed mid-stream (SIGKILL) and restarted resumes from its checkpoint in the database."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.relay import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    DeliveryFailed,
+    RetryPolicy,
+    WebhookRelay,
+)
+from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events.checkpoints import Checkpoints
+from tests.fakes import FakeProvider
+
+SECRET = "whsec-test-0123456789"
+WAIT_S = 60.0
+SANDBOXCTL = str(Path(sys.executable).parent / "sandboxctl")
+
+
+@dataclass
+class Receiver:
+    """What the webhook got: each delivery's event id, position and whether its signature held."""
+
+    url: str = ""
+    deliveries: list[tuple[str, int, bool]] = field(default_factory=list)
+    delay: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)  # event id -> 500s still to answer
+    leaks: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [d[0] for d in self.deliveries]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    got = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if SECRET.encode() in body or SECRET in str(self.headers):
+                got.leaks += 1  # the key signs a delivery, it is never in one
+            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            signed = hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), expected)
+            payload = json.loads(body)
+            event_id = self.headers[EVENT_ID_HEADER]
+            assert event_id == payload["event_id"]
+            with got.lock:
+                failing = got.failures.get(event_id, 0)
+                if failing:
+                    got.failures[event_id] = failing - 1
+                else:
+                    got.deliveries.append((event_id, payload["position"], signed))
+            time.sleep(got.delay)
+            self.send_response(500 if failing else 204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    got.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield got
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {
+        "SANDBOX_DATA_DIR": str(tmp_path),
+        "SANDBOX_PROVIDER": "e2b",
+        "SANDBOX_WEBHOOK_SECRET": SECRET,
+    }
+    monkeypatch.delenv("SANDBOX_DATABASE_URL", raising=False)
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return {**{k: v for k, v in os.environ.items() if k != "SANDBOX_DATABASE_URL"}, **values}
+
+
+@pytest.fixture
+def service(env: dict[str, str]) -> SandboxService:
+    return build_service(provider=FakeProvider())
+
+
+def _history(service: SandboxService, sandboxes: int, prefix: str = "conv") -> None:
+    for i in range(sandboxes):
+        sid = service.create("data-app", f"{prefix}-{i}").id
+        service.touch(sid)
+        service.touch(sid)
+
+
+def _all_ids(service: SandboxService) -> list[str]:
+    return [f"{e.stream_id}:{e.version}" for e in service.store.read_all(limit=100_000)]
+
+
+def _wait(condition: object, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _relay(env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [SANDBOXCTL, "relay", "--webhook", url, "--name", "test"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_a_relay_killed_mid_stream_resumes_from_its_checkpoint(
+    service: SandboxService, env: dict[str, str], receiver: Receiver
+) -> None:
+    _history(service, 12)  # 12 x (requested, created, 2 touches) = 48 events
+    receiver.delay = 0.02  # slow enough to kill the relay with most of the log still to send
+
+    relay = _relay(env, receiver.url)
+    try:
+        _wait(lambda: len(receiver.ids()) >= 10, "the first deliveries")
+        relay.send_signal(signal.SIGKILL)
+        relay.wait(timeout=WAIT_S)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+    delivered_before = len(receiver.ids())
+    assert delivered_before < len(_all_ids(service)), "the relay finished before it could be killed"
+
+    _history(service, 2, "later")  # written while no relay runs
+    receiver.delay = 0.0
+    relay = _relay(env, receiver.url)
+    try:
+        everything = _all_ids(service)
+        _wait(lambda: set(receiver.ids()) >= set(everything), "every event")
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(timeout=WAIT_S) == 0, relay.stderr.read() if relay.stderr else ""
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        if relay.stderr:
+            relay.stderr.close()
+
+    got = receiver.ids()
+    unique = list(dict.fromkeys(got))
+    assert unique == everything, "every event, in commit order"
+    positions = [d[1] for d in receiver.deliveries]
+    assert positions == sorted(positions), "never an event before one already delivered"
+    # At least once: only the event in flight when the relay died may come twice, and with the same id.
+    assert len(got) - len(unique) <= 1
+    assert all(signed for _, _, signed in receiver.deliveries)
+    assert receiver.leaks == 0
+    checkpoint = Checkpoints(service.store.engine).load("test")  # type: ignore[attr-defined]
+    assert checkpoint == service.store.read_all(limit=100_000)[-1].position
+
+
+def test_a_refused_delivery_is_retried_in_order_then_the_relay_stops_without_skipping(
+    service: SandboxService, receiver: Receiver
+) -> None:
+    _history(service, 2)
+    everything = _all_ids(service)
+    receiver.failures[everything[1]] = 2  # two 500s, then taken
+    checkpoints = Checkpoints(service.store.engine)  # type: ignore[attr-defined]
+    retry = RetryPolicy(attempts=3, first_retry=0.01, max_retry=0.02, timeout=5)
+
+    relay = WebhookRelay(service.store, checkpoints, receiver.url, SECRET.encode(), name="r", retry=retry)
+    assert relay.run(follow=False) == len(everything)
+    assert receiver.ids() == everything
+
+    # A receiver that keeps refusing: the relay gives up on that event and sends none after it.
+    sid = service.create("data-app", "conv-late").id
+    late = _all_ids(service)[len(everything) :]
+    receiver.failures[late[0]] = 99
+    with pytest.raises(DeliveryFailed, match=f"{sid}:1"):
+        relay.run(follow=False)
+    assert receiver.ids() == everything
+    assert checkpoints.load("r") == service.store.read_all(limit=1000)[len(everything) - 1].position
+
+    receiver.failures.clear()  # the receiver is back: a restart delivers from the refused event on
+    assert relay.run(follow=False) == len(late)
+    assert receiver.ids() == everything + late
+
+
+def test_the_relay_refuses_to_run_unsigned(
+    service: SandboxService, env: dict[str, str], receiver: Receiver
+) -> None:
+    done = subprocess.run(
+        [SANDBOXCTL, "relay", "--webhook", receiver.url, "--once"],
+        env={**env, "SANDBOX_WEBHOOK_SECRET": ""},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert done.returncode != 0 and "SANDBOX_WEBHOOK_SECRET" in done.stderr
+    assert receiver.ids() == []
+    done = subprocess.run(
+        [SANDBOXCTL, "relay", "--webhook", receiver.url, "--once", "--attempts", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert done.returncode == 2 and "from 1 to 100" in done.stderr
