@@ -45,10 +45,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, ProcessInfo, TransferReport
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
-from sandbox_lifecycle.core import feed
-from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, TransferReport
 from sandbox_lifecycle.core.replay import HistoryEntry
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.core.streaming import STDOUT, AsyncExecStream

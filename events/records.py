@@ -151,6 +151,8 @@ class CapacityRefused(StoreError):
         self.live = live
         what = f"{limit.kind!r} sandboxes" if limit.kind else "sandboxes"
         super().__init__(f"stream {stream_id!r}: {live} {what} hold compute already (limit {limit.limit})")
+
+
 class ChainedEvent(NamedTuple):
     """An event with the chain hash the store holds for it (None when the row has none)."""
 

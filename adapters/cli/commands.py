@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox_lifecycle.adapters.cli import audit as audit_cli
 from sandbox_lifecycle.adapters.cli import processes as process_verbs
 from sandbox_lifecycle.adapters.cli.gateway import register as register_gateway
-from sandbox_lifecycle.adapters.cli import audit as audit_cli
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import (
     Settings,
