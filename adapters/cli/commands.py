@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox_lifecycle.adapters.cli.agent import register as register_agent
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import Settings, environ_secrets, first_line, scrub
 from sandbox_lifecycle.core import lifecycle
@@ -428,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("diagram", cmd_diagram, "print the lifecycle as a Mermaid state diagram", False)
     add("doctor", cmd_doctor, "check settings, database and provider", False)
+    register_agent(add, _service)
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
     return p

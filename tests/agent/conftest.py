@@ -38,8 +38,10 @@ def host_claude() -> str:
         image = client.images.get(IMAGE)
     except docker.errors.DockerException as exc:
         pytest.skip(f"no `claude` on PATH and no image {IMAGE} to copy it from ({exc})")
-    target = Path(tempfile.gettempdir()) / f"sandbox-lifecycle-claude-{image.id.split(':')[-1][:16]}"
+    folder = Path(tempfile.gettempdir()) / f"sandbox-lifecycle-claude-{image.id.split(':')[-1][:16]}"
+    target = folder / "claude"
     if not target.exists():
+        folder.mkdir(exist_ok=True)
         container = client.containers.create(IMAGE, command=["true"])
         try:
             stream, _ = container.get_archive(IMAGE_CLI)

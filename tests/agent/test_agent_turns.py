@@ -9,7 +9,7 @@ The Docker tier (tests/agent/test_agent_docker.py) runs the same turns in a real
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,42 +21,9 @@ from sandbox_lifecycle.adapters.agent import events as ev
 from sandbox_lifecycle.adapters.agent.claude_code import AgentTimeout, ModelUnreachable, run_agent
 from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
 from sandbox_lifecycle.adapters.bootstrap import build_service
-from sandbox_lifecycle.core.kinds import HOME
 from sandbox_lifecycle.core.service import SandboxService
+from tests.agent.providers import AgentReadyProvider
 from tests.agent.scripts import first_turn, second_turn
-from tests.fakes import FakeInstance, FakeProvider
-
-
-class StableHomeProvider(FakeProvider):
-    """The fake with one home path per sandbox across resumes, as a real sandbox's /home/sandbox is.
-
-    The CLI files a conversation under its working directory's path (``~/.claude/projects/<path>``), and
-    ``--continue`` looks there; the plain fake names a resumed instance's directory anew each time.
-    """
-
-    def _new(self, sandbox_id: str, kind: str) -> FakeInstance:
-        inst = super()._new(sandbox_id, kind)
-        stable = inst.home.parents[1].with_name(f"home-of-{sandbox_id}") / inst.home.relative_to(
-            inst.home.parents[1]
-        )
-        shutil.rmtree(stable.parents[1], ignore_errors=True)
-        stable.parent.mkdir(parents=True)
-        inst.home.rename(stable)
-        inst.home = stable
-        return inst
-
-    def _drop(self, sandbox_id: str) -> None:
-        inst = self.instances.get(sandbox_id)
-        super()._drop(sandbox_id)
-        if inst is not None:
-            shutil.rmtree(inst.home.parents[1], ignore_errors=True)
-
-
-@pytest.fixture
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxService:
-    monkeypatch.setenv("SANDBOX_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("SANDBOX_DATABASE_URL", raising=False)
-    return build_service(provider=StableHomeProvider())
 
 
 def model_env(url: str) -> dict[str, str]:
@@ -64,19 +31,23 @@ def model_env(url: str) -> dict[str, str]:
     return {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "scripted-no-secret"}
 
 
+@pytest.fixture
+def service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: ScriptedModel, host_claude: str
+) -> SandboxService:
+    monkeypatch.setenv("SANDBOX_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SANDBOX_DATABASE_URL", raising=False)
+    provider = AgentReadyProvider(sandbox_env=model_env(model.url), path=os.path.dirname(host_claude))
+    return build_service(provider=provider)
+
+
 def test_two_turns_the_second_continues_the_first_after_a_suspend(
-    service: SandboxService, model: ScriptedModel, host_claude: str
+    service: SandboxService, model: ScriptedModel
 ) -> None:
     model.extend(first_turn())
     streamed: list[ev.AgentEvent] = []
     with service.turn("conv-agent", "data-app") as sbx:
-        result = run_agent(
-            sbx,
-            "write hello.txt and run it",
-            on_event=streamed.append,
-            env=model_env(model.url),
-            cli=host_claude,
-        )
+        result = run_agent(sbx, "write hello.txt and run it", on_event=streamed.append)
         written = sbx.read_file("hello.txt").decode()
     assert result.ok and result.text == "Done: wrote hello.txt and ran it."
     assert written == "hello from turn 1\n"
@@ -90,9 +61,7 @@ def test_two_turns_the_second_continues_the_first_after_a_suspend(
     model.extend(second_turn())
     with service.turn("conv-agent", "data-app") as again:
         assert again.id == sbx.id
-        resumed = run_agent(
-            again, "what did you do?", continue_=True, env=model_env(model.url), cli=host_claude
-        )
+        resumed = run_agent(again, "what did you do?", continue_=True)
     assert resumed.ok and resumed.text == "Turn 2: I remember turn 1 (hello.txt seen)."
     assert resumed.session_id == result.session_id
     # The conversation the model is sent in turn 2 holds turn 1: the CLI's state survived the snapshot.
@@ -105,32 +74,23 @@ def test_two_turns_the_second_continues_the_first_after_a_suspend(
 
 
 def test_turn_one_without_continue_starts_a_fresh_conversation(
-    service: SandboxService, model: ScriptedModel, host_claude: str
+    service: SandboxService, model: ScriptedModel
 ) -> None:
     model.extend(first_turn())
     with service.turn("conv-fresh", "data-app") as sbx:
-        run_agent(sbx, "first", env=model_env(model.url), cli=host_claude)
+        run_agent(sbx, "first")
     model.extend(second_turn())
     with service.turn("conv-fresh", "data-app") as sbx:
-        fresh = run_agent(sbx, "second, not continued", env=model_env(model.url), cli=host_claude)
+        fresh = run_agent(sbx, "second, not continued")
     assert fresh.text == "Turn 2: I remember turn 1 (nothing seen)."
 
 
-def test_a_refused_model_endpoint_is_a_bounded_model_unreachable(
-    service: SandboxService, host_claude: str
-) -> None:
+def test_a_refused_model_endpoint_is_a_bounded_model_unreachable(service: SandboxService) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # bound, never listening: refused
         with service.turn("conv-refused", "data-app") as sbx, pytest.raises(ModelUnreachable) as info:
-            run_agent(
-                sbx,
-                "hi",
-                env=model_env(f"http://127.0.0.1:{closed}"),
-                model_retries=1,
-                timeout=120,
-                cli=host_claude,
-            )
+            run_agent(sbx, "hi", env=model_env(f"http://127.0.0.1:{closed}"), model_retries=1, timeout=120)
     assert "ECONNREFUSED" in str(info.value) or "Connection refused" in str(info.value)
     assert any(isinstance(e, ev.ModelRetry) for e in info.value.events)
 
@@ -163,20 +123,11 @@ def silent_endpoint() -> Iterator[str]:
 
 
 def test_a_silent_model_endpoint_is_bounded_by_the_model_timeout(
-    service: SandboxService, silent_endpoint: str, host_claude: str
+    service: SandboxService, silent_endpoint: str
 ) -> None:
     with (
         service.turn("conv-silent", "data-app") as sbx,
         pytest.raises((ModelUnreachable, AgentTimeout)) as info,
     ):
-        run_agent(
-            sbx,
-            "hi",
-            env=model_env(silent_endpoint),
-            model_timeout=2,
-            model_retries=0,
-            timeout=120,
-            cli=host_claude,
-        )
+        run_agent(sbx, "hi", env=model_env(silent_endpoint), model_timeout=2, model_retries=0, timeout=120)
     assert isinstance(info.value, ModelUnreachable), info.value
-    assert str(HOME)  # the sandbox home constant is what the Docker tier asserts paths against
