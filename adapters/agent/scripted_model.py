@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -91,6 +92,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    # The credential's sha256, not the credential: a test compares it with the key it expects.
+    api_key_sha256: str | None = None
 
 
 def _tokens(body: Any) -> int:
@@ -182,8 +185,10 @@ class ScriptedModel:
 
             def _record(self, body: Any) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
+                key = self.headers.get("x-api-key")
+                digest = hashlib.sha256(key.encode()).hexdigest() if key else None
                 with model._lock:
-                    model.requests.append(Recorded(self.command, self.path, headers, body))
+                    model.requests.append(Recorded(self.command, self.path, headers, body, digest))
 
             def _read_body(self) -> Any:
                 length = int(self.headers.get("content-length") or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 from typing import Any
@@ -65,6 +66,7 @@ def test_a_streamed_reply_is_the_api_event_sequence_and_rebuilds_the_message(mod
     # Recorded without the credential.
     assert model.agent_requests() == [body]
     assert "x-api-key" not in model.requests[0].headers
+    assert model.requests[0].api_key_sha256 == hashlib.sha256(b"secret-token").hexdigest()
 
 
 def test_json_replies_side_calls_count_tokens_models_and_unknown_paths(model: ScriptedModel) -> None:
