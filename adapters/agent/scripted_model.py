@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -84,6 +85,30 @@ def write(path: str, content: str) -> ToolCall:
 def bash(command: str, description: str = "run a command") -> ToolCall:
     """The CLI's shell tool."""
     return ToolCall("Bash", {"command": command, "description": description})
+
+
+_WORKDIR = re.compile(r"Primary working directory: (\S+)")
+
+
+def working_directory(body: dict[str, Any]) -> str:
+    """The directory the CLI says it works in (its environment section, sent with every request): a
+    scripted reply writes files there with absolute paths, as the CLI's Write tool wants."""
+    for text in _texts(body):
+        match = _WORKDIR.search(text)
+        if match:
+            return match.group(1)
+    raise ValueError("the request does not name the CLI's working directory")
+
+
+def _texts(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
 
 
 @dataclass(frozen=True)
