@@ -53,12 +53,14 @@ def data_app_turn(
     collect_to: Path,
     continue_: bool = False,
     on_event: Callable[[AgentEvent], None] | None = None,
+    port: int = PORT,
     **agent: Any,
 ) -> DataAppTurn:
     result = run_agent(sbx, prompt, continue_=continue_, on_event=on_event, cwd=APP, **agent)
-    server = sbx.start(["python3", "-m", "http.server", str(PORT), "--directory", "dist"], cwd=APP)
+    # Served detached, as a preview would be; python3 is in every image, so nothing is installed.
+    server = sbx.start(["python3", "-m", "http.server", str(port), "--directory", "dist"], cwd=APP)
     try:
-        url = sbx.url(PORT)
+        url = sbx.url(port)
         page = fetch(url.rstrip("/") + "/index.html")
     finally:
         server.kill()
