@@ -70,7 +70,8 @@ def main() -> int:
         print("agent model: the real one (ANTHROPIC_API_KEY is set), reached through the gateway\n")
     else:
         model = ScriptedModel(host=host).start()
-        os.environ["ANTHROPIC_BASE_URL"] = model.url
+        # A loopback URL: the egress container is handed this host's bridge address, where it listens.
+        os.environ["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{model.port}"
         os.environ["ANTHROPIC_API_KEY"] = "scripted-model-needs-no-key"
         print(
             "agent model: the BUNDLED SCRIPTED MODEL (ANTHROPIC_API_KEY is not set). The agent CLI, the\n"

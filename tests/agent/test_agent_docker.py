@@ -4,7 +4,8 @@ to the scripted model. Turn 1 writes a file and runs a command; the turn suspend
 
 The scripted model listens on the Docker bridge's host address, where the egress container (on the
 default bridge) reaches it; the sandbox itself reaches only the egress point. The backend's
-``ANTHROPIC_BASE_URL`` names the model as the upstream the gateway forwards to, and its
+``ANTHROPIC_BASE_URL`` names the model (on loopback: the provider rewrites a loopback upstream to the
+bridge address for the egress container) as the upstream the gateway forwards to, and its
 ``ANTHROPIC_API_KEY`` is a test value that must never appear in the sandbox.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import docker
@@ -45,7 +47,8 @@ def docker_service(
     monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
     monkeypatch.setenv("SANDBOX_DEPLOYMENT", f"agent-test-{tmp_path.name[-8:]}")
     monkeypatch.setenv("SANDBOX_EGRESS_STATE_DIR", str(tmp_path / "egress"))
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", bridge_model.url)
+    # A loopback upstream: the provider hands the egress container the bridge address with its port.
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{bridge_model.port}")
     monkeypatch.setenv("ANTHROPIC_API_KEY", BACKEND_KEY)
     monkeypatch.setenv("SANDBOX_EGRESS_ALLOW_DATA_APP", "")
     service = build_service()
@@ -60,6 +63,10 @@ def docker_service(
     for row in service.list():
         if row.state not in ("destroyed", "expired"):
             service.destroy(row.id)
+    # The deployment's egress point goes once it has no sandbox left (what the sweep does after a lease).
+    remove_unused = getattr(service.provider, "remove_unused_network", None)
+    if remove_unused is not None:
+        remove_unused(datetime.now(UTC) + timedelta(days=1))
 
 
 def test_two_agent_turns_in_a_docker_sandbox_through_the_gateway(
