@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +175,10 @@ def main() -> int:
     finally:
         for sandbox_id in ids:
             service.destroy(sandbox_id)
+        # The deployment's egress point, where the provider has one, goes with its last sandbox.
+        remove_unused = getattr(service.provider, "remove_unused_network", None)
+        if remove_unused is not None:
+            remove_unused(datetime.now(UTC) + timedelta(days=1))
         shutil.rmtree(work, ignore_errors=True)
     cli = host_cli()
     if cli:
