@@ -139,9 +139,12 @@ def agent_command(
     permissions: Sequence[str] = BYPASS_PERMISSIONS,
     extra_args: Sequence[str] = (),
     cli: str = CLI,
+    bare: bool = False,
 ) -> list[str]:
     """The argv of one turn. The prompt is one argument after ``--``: never parsed as an option."""
     argv = [cli, "-p", "--output-format", "stream-json", "--verbose", *permissions]
+    if bare:
+        argv.append("--bare")
     if continue_:
         argv.append("--continue")
     if model:
@@ -232,10 +235,13 @@ def run_agent(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     cli: str = CLI,
+    bare: bool = False,
 ) -> AgentResult:
     """Run one agent turn in ``sbx`` (a turn handle), streaming its events to ``on_event`` (called from the
     provider's reader thread, in order). Raises :class:`ModelUnreachable` when the model did not answer
-    within ``model_retries`` retries of ``model_timeout`` s each, :class:`AgentTimeout` past ``timeout``."""
+    within ``model_retries`` retries of ``model_timeout`` s each, :class:`AgentTimeout` past ``timeout``.
+    ``bare=True`` runs the CLI's minimal mode (no hooks, plugins, auto-memory or CLAUDE.md discovery):
+    about 1.4 s less to start, measured."""
     turn = _Turn()
 
     def deliver(event: AgentEvent) -> None:
@@ -246,7 +252,9 @@ def run_agent(
     splitter = LineSplitter(deliver)
     try:
         result = sbx.exec(
-            agent_command(prompt, continue_=continue_, model=model, permissions=permissions, cli=cli),
+            agent_command(
+                prompt, continue_=continue_, model=model, permissions=permissions, cli=cli, bare=bare
+            ),
             timeout=timeout,
             env=agent_env(env, model_timeout=model_timeout, model_retries=model_retries),
             cwd=cwd,
@@ -275,6 +283,7 @@ async def run_agent_async(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     cli: str = CLI,
+    bare: bool = False,
 ) -> AgentResult:
     """:func:`run_agent` for an async turn handle. ``on_event`` runs on the event loop, a plain function or
     a coroutine function (awaited before the next event: a slow consumer paces the agent's output)."""
@@ -297,7 +306,9 @@ async def run_agent_async(
 
     try:
         result = await sbx.exec(
-            agent_command(prompt, continue_=continue_, model=model, permissions=permissions, cli=cli),
+            agent_command(
+                prompt, continue_=continue_, model=model, permissions=permissions, cli=cli, bare=bare
+            ),
             timeout=timeout,
             env=agent_env(env, model_timeout=model_timeout, model_retries=model_retries),
             cwd=cwd,

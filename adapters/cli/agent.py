@@ -78,6 +78,7 @@ def cmd_agent(args: argparse.Namespace, service: Any) -> int:
             model_timeout=args.model_timeout,
             model_retries=args.model_retries,
             cwd=args.cwd,
+            bare=args.bare,
         )
     except AgentTimeout as exc:
         print(f"sandboxctl: {exc}", file=sys.stderr)
@@ -103,6 +104,11 @@ def register(
         help="continue the sandbox's previous agent conversation",
     )
     sp.add_argument("--model", help="the model to ask for (default: the CLI's)")
+    sp.add_argument(
+        "--bare",
+        action="store_true",
+        help="the CLI's minimal mode: no hooks, plugins or CLAUDE.md discovery; starts faster",
+    )
     sp.add_argument("--cwd", help="where the agent works (default: the kind's workdir)")
     sp.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds before the turn is killed"

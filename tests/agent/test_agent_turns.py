@@ -131,3 +131,13 @@ def test_a_silent_model_endpoint_is_bounded_by_the_model_timeout(
     ):
         run_agent(sbx, "hi", env=model_env(silent_endpoint), model_timeout=2, model_retries=0, timeout=120)
     assert isinstance(info.value, ModelUnreachable), info.value
+
+
+def test_bare_mode_continues_too(service: SandboxService, model: ScriptedModel) -> None:
+    model.extend(first_turn())
+    with service.turn("conv-bare", "data-app") as sbx:
+        assert run_agent(sbx, "write hello.txt and run it", bare=True).ok
+    model.extend(second_turn())
+    with service.turn("conv-bare", "data-app") as sbx:
+        again = run_agent(sbx, "what did you do?", continue_=True, bare=True)
+    assert again.text == "Turn 2: I remember turn 1 (hello.txt seen)."
