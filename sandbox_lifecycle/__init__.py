@@ -15,6 +15,9 @@ This module is the public API. A backend imports from here only::
     with sandbox_lifecycle.run_scheduler(service):  # the timer ticker, for as long as the app runs
         ...
 
+    with service.turn("conversation-42", "data-app") as sbx:   # the agent CLI's turn in the sandbox
+        result = sandbox_lifecycle.run_agent(sbx, "build the app", on_event=print)
+
 The implementation lives in ``sandbox_lifecycle.core`` (the domain), ``sandbox_lifecycle.events`` (the log)
 and ``sandbox_lifecycle.adapters`` (providers, snapshot stores, the CLI); their module layout may change
 between releases, the names exported here do not.
@@ -27,6 +30,15 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+from sandbox_lifecycle.adapters.agent import events as agent_events
+from sandbox_lifecycle.adapters.agent.claude_code import (
+    AgentError,
+    AgentResult,
+    AgentTimeout,
+    ModelUnreachable,
+    run_agent,
+    run_agent_async,
+)
 from sandbox_lifecycle.core.async_service import AsyncProcess, AsyncSandboxService, AsyncTurn, AsyncTurnHandle
 from sandbox_lifecycle.core.errors import (
     CapacityExceeded,
@@ -114,6 +126,9 @@ __all__ = [
     "AI_WRITEBACK",
     "DATA_APP",
     "KINDS",
+    "AgentError",
+    "AgentResult",
+    "AgentTimeout",
     "AsyncProcess",
     "AsyncSandboxService",
     "AsyncTurn",
@@ -127,6 +142,7 @@ __all__ = [
     "FileEntry",
     "ForeignSandbox",
     "InvalidTransition",
+    "ModelUnreachable",
     "Process",
     "ProcessInfo",
     "ProcessLogs",
@@ -150,7 +166,10 @@ __all__ = [
     "UnsafeArchive",
     "Unsupported",
     "__version__",
+    "agent_events",
     "connect",
     "connect_async",
+    "run_agent",
+    "run_agent_async",
     "run_scheduler",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from sandbox_lifecycle.adapters.cli import audit as audit_cli
 from sandbox_lifecycle.adapters.cli import processes as process_verbs
+from sandbox_lifecycle.adapters.cli.agent import register as register_agent
 from sandbox_lifecycle.adapters.cli.gateway import register as register_gateway
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import (
@@ -485,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     process_verbs.register(add)
     add("diagram", cmd_diagram, "print the lifecycle as a Mermaid state diagram", False)
     add("doctor", cmd_doctor, "check settings, database, provider, images, snapshot store and scheduler")
+    register_agent(add, _service)
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
     register_gateway(add)
