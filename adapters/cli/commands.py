@@ -23,7 +23,6 @@ from sandbox_lifecycle.adapters.settings import (
     parse_log_format,
     scrub,
 )
-from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
     ConfigError,
     ExecTimeout,
@@ -249,6 +248,8 @@ def _local_size(path: str) -> int | None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from sandbox_lifecycle.core import lifecycle
+
     if args.state and args.state not in lifecycle.STATES[1:]:
         raise _Usage(f"unknown state {args.state!r}; states are: {', '.join(lifecycle.STATES[1:])}")
     reader = _reader(args)
@@ -365,6 +366,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
+    from sandbox_lifecycle.core import lifecycle
+
     print(lifecycle.mermaid())
     return 0
 
