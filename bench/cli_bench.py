@@ -1,11 +1,13 @@
 """How fast `sandboxctl` answers, side by side with `docker exec` on the same container.
 
-    .venv/bin/python bench/cli_bench.py [--runs 15]
+    .venv/bin/python bench/cli_bench.py [--runs 15] [--baseline OTHER/.venv/bin/sandboxctl]
 
 1. `sandboxctl exec ID -- true` against `docker exec sbx-ID true` (one real Docker sandbox, runs
    interleaved so both see the same machine load), median wall time of each and their ratio;
 2. `sandboxctl ls` (table, piped) and `sandboxctl ls --json` on a SQLite log of 1,000 sandboxes;
-3. what the exec path imports (`python -X importtime`): the slowest top-level packages.
+3. what the exec path imports (`python -X importtime`): the slowest top-level packages;
+4. with --baseline, the same commands by another checkout's sandboxctl (e.g. the main branch), interleaved,
+   in wall and CPU time: on a loaded machine CPU time compares the two more fairly than wall time.
 
 Goal (issue K): exec <= 3x docker exec; ls on 1,000 sandboxes under 0.3 s.
 """
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,9 +42,32 @@ SANDBOXCTL = str(Path(sys.executable).with_name("sandboxctl"))
 
 
 def wall(argv: list[str], env: dict[str, str]) -> float:
+    return timed(argv, env)[0]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of ``argv``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return took, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def versus(label: str, ours: list[str], theirs: list[str], env: dict[str, str], runs: int) -> None:
+    """Ours and the baseline's, alternately, so both see the same load."""
+    a: list[tuple[float, float]] = []
+    b: list[tuple[float, float]] = []
+    for _ in range(runs):
+        b.append(timed(theirs, env))
+        a.append(timed(ours, env))
+    aw, ac = statistics.median(x for x, _ in a), statistics.median(c for _, c in a)
+    bw, bc = statistics.median(x for x, _ in b), statistics.median(c for _, c in b)
+    print(
+        f"  {label:24} baseline {bw * 1000:7.1f} ms wall {bc * 1000:7.1f} ms cpu | "
+        f"this {aw * 1000:7.1f} ms wall {ac * 1000:7.1f} ms cpu | cpu {bc / ac:.2f}x less"
+    )
 
 
 def fill(url: str, n: int) -> None:
@@ -87,6 +113,7 @@ def top_imports(env: dict[str, str], sandbox_id: str, limit: int = 8) -> list[tu
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--baseline", help="another sandboxctl to compare with (e.g. main's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cli-bench-") as tmp:
         env = {
@@ -115,6 +142,10 @@ def main() -> None:
             print("exec path imports (s, cumulative per top-level package):")
             for name, seconds in top_imports(env, sandbox_id):
                 print(f"  {name:28} {seconds:.3f}")
+            if args.baseline:
+                print(f"against {args.baseline}:")
+                argv = ["exec", sandbox_id, "--", "true"]
+                versus("exec -- true", [SANDBOXCTL, *argv], [args.baseline, *argv], env, args.runs)
         finally:
             subprocess.run([SANDBOXCTL, "destroy", sandbox_id], env=env, capture_output=True, check=False)
 
@@ -129,6 +160,10 @@ def main() -> None:
                 f"sandboxctl {label:10} (1,000 sandboxes) median {statistics.median(times) * 1000:7.1f} ms "
                 "(goal < 300 ms)"
             )
+        if args.baseline:
+            print(f"against {args.baseline}:")
+            for argv in (["ls"], ["ls", "--json"]):
+                versus(" ".join(argv), [SANDBOXCTL, *argv], [args.baseline, *argv], ls_env, args.runs)
         py = [wall([sys.executable, "-c", "pass"], env) for _ in range(args.runs)]
         print(f"python -c pass (floor)    median {statistics.median(py) * 1000:7.1f} ms")
 

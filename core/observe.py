@@ -26,6 +26,7 @@ __all__ = [
     "Observer",
     "SafeObserver",
     "in_log_context",
+    "in_sandbox_context",
     "log_context",
     "log_fields",
 ]
@@ -178,3 +179,15 @@ def in_log_context(
             return drive(self, state, correlation_id, *args, **kwargs)
 
     return functools.update_wrapper(wrapper, drive)
+
+
+def in_sandbox_context(
+    call: Callable[Concatenate[Any, str, P], R],
+) -> Callable[Concatenate[Any, str, P], R]:
+    """For a method taking ``(self, sandbox_id, ...)``: its lines (and its provider's) name the sandbox."""
+
+    def wrapper(self: Any, sandbox_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with log_context(sandbox_id=sandbox_id):
+            return call(self, sandbox_id, *args, **kwargs)
+
+    return functools.update_wrapper(wrapper, call)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core import lifecycle as lc
-from sandbox_lifecycle.core.sandbox import Sandbox
 from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
+
+if TYPE_CHECKING:
+    # For the annotation only: settings import Policy from here, and the decider's event classes are
+    # a large share of a short command's start-up.
+    from sandbox_lifecycle.core.sandbox import Sandbox
 
 IDLE = "idle"
 RETENTION = "retention"

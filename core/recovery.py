@@ -101,7 +101,7 @@ class Sweeper:
         return report
 
     def _lag(self, deadline: Deadline) -> None:
-        # Against the real clock: a sweep run for a moment in the future (--now) is not late.
+        # The service clock, not the sweep's `now`: a sweep run for a later moment (--now) is not late.
         late = (self.s.clock() - deadline.due_at).total_seconds()
         self.s.observer.timer_fired(deadline.kind, max(late, 0.0))
 

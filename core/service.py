@@ -51,6 +51,7 @@ from sandbox_lifecycle.core.observe import (
     Observer,
     SafeObserver,
     in_log_context,
+    in_sandbox_context,
 )
 from sandbox_lifecycle.core.pool import WarmPool
 from sandbox_lifecycle.core.ports import (
@@ -609,6 +610,7 @@ class SandboxService:
             # call's outcome (a MarkLost, the caller's next step).
             thread.join(10.0)
 
+    @in_sandbox_context
     def _on_live(
         self,
         sandbox_id: str,

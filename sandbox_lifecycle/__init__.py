@@ -25,21 +25,11 @@ between releases, the names exported here do not.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sandbox_lifecycle.adapters.agent import events as agent_events
-from sandbox_lifecycle.adapters.agent.claude_code import (
-    AgentError,
-    AgentResult,
-    AgentTimeout,
-    ModelUnreachable,
-    run_agent,
-    run_agent_async,
-)
-from sandbox_lifecycle.core.async_service import AsyncProcess, AsyncSandboxService, AsyncTurn, AsyncTurnHandle
 from sandbox_lifecycle.core.errors import (
     CapacityExceeded,
     CommandFailed,
@@ -63,24 +53,78 @@ from sandbox_lifecycle.core.errors import (
     Unsupported,
 )
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, KINDS
-from sandbox_lifecycle.core.ports import (
-    ExecResult,
-    FileEntry,
-    ProcessInfo,
-    ProviderCapabilities,
-    TransferReport,
-)
-from sandbox_lifecycle.core.processes import Process, ProcessLogs
-from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
-from sandbox_lifecycle.events.records import SandboxRow
 
 if TYPE_CHECKING:
+    from sandbox_lifecycle.adapters.agent import events as agent_events
+    from sandbox_lifecycle.adapters.agent.claude_code import (
+        AgentError,
+        AgentResult,
+        AgentTimeout,
+        ModelUnreachable,
+        run_agent,
+        run_agent_async,
+    )
     from sandbox_lifecycle.adapters.scheduler import Scheduler
+    from sandbox_lifecycle.core.async_service import (
+        AsyncProcess,
+        AsyncSandboxService,
+        AsyncTurn,
+        AsyncTurnHandle,
+    )
+    from sandbox_lifecycle.core.ports import (
+        ExecResult,
+        FileEntry,
+        ProcessInfo,
+        ProviderCapabilities,
+        TransferReport,
+    )
+    from sandbox_lifecycle.core.processes import Process, ProcessLogs
+    from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
+    from sandbox_lifecycle.events.records import SandboxRow
 
-try:
-    __version__ = version("sandbox-lifecycle")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+# Loaded on first use (PEP 562): every `sandboxctl` command imports this package first, and the service
+# with its asyncio face and importlib.metadata cost more than a short command's own work.
+_LAZY = {
+    "AgentError": "sandbox_lifecycle.adapters.agent.claude_code",
+    "AgentResult": "sandbox_lifecycle.adapters.agent.claude_code",
+    "AgentTimeout": "sandbox_lifecycle.adapters.agent.claude_code",
+    "ModelUnreachable": "sandbox_lifecycle.adapters.agent.claude_code",
+    "run_agent": "sandbox_lifecycle.adapters.agent.claude_code",
+    "run_agent_async": "sandbox_lifecycle.adapters.agent.claude_code",
+    "AsyncProcess": "sandbox_lifecycle.core.async_service",
+    "ProcessInfo": "sandbox_lifecycle.core.ports",
+    "ProviderCapabilities": "sandbox_lifecycle.core.ports",
+    "Process": "sandbox_lifecycle.core.processes",
+    "ProcessLogs": "sandbox_lifecycle.core.processes",
+    "AsyncSandboxService": "sandbox_lifecycle.core.async_service",
+    "AsyncTurn": "sandbox_lifecycle.core.async_service",
+    "AsyncTurnHandle": "sandbox_lifecycle.core.async_service",
+    "ExecResult": "sandbox_lifecycle.core.ports",
+    "FileEntry": "sandbox_lifecycle.core.ports",
+    "TransferReport": "sandbox_lifecycle.core.ports",
+    "SandboxService": "sandbox_lifecycle.core.service",
+    "SweepReport": "sandbox_lifecycle.core.service",
+    "TurnHandle": "sandbox_lifecycle.core.service",
+    "SandboxRow": "sandbox_lifecycle.events.records",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value: Any = version("sandbox-lifecycle")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            value = "0+unknown"
+    elif name == "agent_events":
+        value = importlib.import_module("sandbox_lifecycle.adapters.agent.events")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'sandbox_lifecycle' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def connect(environ: Mapping[str, str] | None = None) -> SandboxService:
@@ -101,6 +145,8 @@ def connect_async(environ: Mapping[str, str] | None = None, *, max_workers: int 
     up to date) before returning, so it does block briefly; ``await asyncio.to_thread(connect_async)``
     if even that must stay off the loop. ``await service.aclose()`` at shutdown.
     """
+    from sandbox_lifecycle.core.async_service import AsyncSandboxService
+
     return AsyncSandboxService(connect(environ), max_workers=max_workers)
 
 

@@ -33,6 +33,10 @@ class ChattyProvider(FakeProvider):
             log.exception("a retried call failed")
         return super().create(sandbox_id, kind)
 
+    def read_file(self, ref: str, path: str) -> bytes:
+        log.warning("reading %s", path)
+        return super().read_file(ref, path)
+
 
 @pytest.fixture
 def service(tmp_path: Path) -> SandboxService:
@@ -105,3 +109,14 @@ def test_the_log_format_setting_is_validated(tmp_path: Path) -> None:
     assert Settings.from_env(env).log_format == "json"
     with pytest.raises(ConfigError, match="SANDBOX_LOG_FORMAT must be one of text, json, got 'xml'"):
         Settings.from_env({"SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_lines_of_a_call_on_a_live_sandbox_name_it(service: SandboxService) -> None:
+    row = service.create("data-app", "conv")
+    service.write_file(row.id, "a.txt", b"a")
+    out = io.StringIO()
+    configure_logging(logging.INFO, "json", stream=out)
+    assert service.read_file(row.id, "a.txt") == b"a"
+    (line,) = [json.loads(x) for x in out.getvalue().splitlines() if "reading" in x]
+    assert line["sandbox_id"] == row.id and "correlation_id" not in line

@@ -27,7 +27,6 @@ from sandbox_lifecycle.adapters.settings import (
     parse_log_format,
     scrub,
 )
-from sandbox_lifecycle.core import lifecycle
 from sandbox_lifecycle.core.errors import (
     CapacityExceeded,
     ConfigError,
@@ -259,15 +258,29 @@ def _local_size(path: str) -> int | None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from sandbox_lifecycle.core import lifecycle
+
     if args.state and args.state not in lifecycle.STATES[1:]:
         raise _Usage(f"unknown state {args.state!r}; states are: {', '.join(lifecycle.STATES[1:])}")
-    print_rows(_service(args).list(args.state), args.json)
+    reader = _reader(args)
+    print_rows(reader.list_sandboxes(args.state) if reader else _service(args).list(args.state), args.json)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    print_row(_service(args).get(args.id), args.json)
+    reader = _reader(args)
+    row = reader.get_sandbox(args.id) if reader else _service(args).get(args.id)
+    if row is None:
+        raise SandboxNotFound(args.id)
+    print_row(row, args.json)
     return 0
+
+
+def _reader(args: argparse.Namespace) -> Any:
+    """`ls` and `show` read rows straight from an up-to-date SQLite file; None: ask the service."""
+    from sandbox_lifecycle.adapters.cli.fast_read import rows_reader
+
+    return rows_reader(_settings(args))
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -364,6 +377,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
+    from sandbox_lifecycle.core import lifecycle
+
     print(lifecycle.mermaid())
     return 0
 
