@@ -146,6 +146,26 @@ class SandboxNetworks:
         self._attach_egress(network)
         return Attachment(network, sandbox_environment(self._issue_token(sandbox_id)))
 
+    def adopt(self, sandbox_id: str, container: Mapping[str, Any]) -> None:
+        """Make an existing container's way out whole again (a create that found it: a retry, or the loser
+        of a concurrent create): the egress container on its network, and the token in its environment
+        as the sandbox's current one — the losing create issued another, which no container holds."""
+        self._attach_egress(network_name(sandbox_id))
+        tokens = _tokens()
+        env = dict(e.split("=", 1) for e in (container.get("Config") or {}).get("Env") or [] if "=" in e)
+        token = env.get("ANTHROPIC_API_KEY")
+        if tokens is None or not token:
+            return
+        # tokens/<id> holds the sha256 of the current token (interfaces of the gateway).
+        folder = os.path.join(self.state_dir, "tokens")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, sandbox_id)
+        temp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(hashlib.sha256(token.encode()).hexdigest() + "\n")
+        os.replace(temp, path)
+
     def release(self, sandbox_id: str) -> None:
         """Remove what the sandbox had besides its container: forwarders, network, policy and token."""
         for row in self._helpers(ROLE_FORWARDER, sandbox_id):
