@@ -263,16 +263,19 @@ class SandboxNetworks:
         return removed
 
     def _remove_idle_egress(self) -> bool:
-        found = self._inspect_container(self.egress_name)
-        if found is None or _labels(found).get(LABEL_DEPLOYMENT) != self.deployment:
-            return False
-        # Re-checked right before removing: a create that made its network since keeps it.
-        attached = set((found.get("NetworkSettings") or {}).get("Networks") or {}) - {OUTSIDE_NETWORK}
-        with self._errors("list sandbox networks"):
-            if attached or self.api.networks(filters={"label": self._filters(ROLE_NETWORK)}):
+        # Under the network lock: a create makes its network under it before it attaches the egress
+        # container, so either this sees that network and keeps the container, or the create finds the
+        # container gone and starts a new one. Never a create holding a container being removed.
+        with self._network_lock():
+            found = self._inspect_container(self.egress_name)
+            if found is None or _labels(found).get(LABEL_DEPLOYMENT) != self.deployment:
                 return False
-        self._remove_container(found["Id"])
-        return True
+            attached = set((found.get("NetworkSettings") or {}).get("Networks") or {}) - {OUTSIDE_NETWORK}
+            with self._errors("list sandbox networks"):
+                if attached or self.api.networks(filters={"label": self._filters(ROLE_NETWORK)}):
+                    return False
+            self._remove_container(found["Id"])
+            return True
 
     # ------------------------------------------------------------------------------------ egress
 
@@ -304,9 +307,20 @@ class SandboxNetworks:
                         with suppress(docker.errors.NotFound):
                             self._connect(created, net)
                     return created
+                if found["State"].get("Status") == "removing":
+                    self._await_gone(found["Id"])  # a sweep found it idle a moment ago: make a new one
+                    continue
                 if not found["State"]["Running"]:
-                    with self._errors("start the egress container"):
-                        self.api.start(found["Id"])
+                    try:
+                        with self._errors("start the egress container"):
+                            self.api.start(found["Id"])
+                    except ProviderError:
+                        if self._inspect_container(found["Id"]) not in (None,) and not self._removing(
+                            found["Id"]
+                        ):
+                            raise
+                        self._await_gone(found["Id"])  # removed under us: make a new one
+                        continue
                     self._await_log(found["Id"], READY, "the egress container")
                 return str(found["Id"])
         raise ProviderError(f"the egress container {self.egress_name} keeps changing under us; retry")
@@ -498,6 +512,15 @@ class SandboxNetworks:
                 return f"http://127.0.0.1:{published}"
             time.sleep(0.05)
         raise ProviderError(f"the port forwarder {name} did not come up; retry")
+
+    def _removing(self, container: str) -> bool:
+        found = self._inspect_container(container)
+        return found is None or found["State"].get("Status") == "removing"
+
+    def _await_gone(self, container: str) -> None:
+        deadline = time.monotonic() + _READY_WAIT_S
+        while self._inspect_container(container) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _await_existing(self, name: str) -> None:
         deadline = time.monotonic() + _READY_WAIT_S
