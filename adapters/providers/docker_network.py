@@ -315,9 +315,7 @@ class SandboxNetworks:
                         with self._errors("start the egress container"):
                             self.api.start(found["Id"])
                     except ProviderError:
-                        if self._inspect_container(found["Id"]) not in (None,) and not self._removing(
-                            found["Id"]
-                        ):
+                        if not self._removing(found["Id"]):
                             raise
                         self._await_gone(found["Id"])  # removed under us: make a new one
                         continue
