@@ -135,6 +135,9 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, clean_sqlite_url: str)
         return
     client = request.getfixturevalue("docker_engine")
     provider = docker_provider(client, tmp_path / "snapshots", deployment)
+    # Up already, as in a deployment that has run a sandbox before: the timed turns below do not wait
+    # for the egress container's first start.
+    provider.network.ensure_egress()  # type: ignore[attr-defined]
     service = SandboxService(store, provider, policy=POLICY)
     try:
         yield World(
@@ -251,7 +254,8 @@ def test_a_cancelled_turn_still_suspends_and_its_exec_ends_with_it(world: World)
     async def main() -> float:
         service = AsyncSandboxService(world.service, max_workers=4)
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(1.5), service.turn(conversation(), "data-app") as sbx:
+            # Long enough for the turn to open (a network and a container on a loaded Docker host).
+            async with asyncio.timeout(6), service.turn(conversation(), "data-app") as sbx:
                 ran.append(sbx.id)
                 await sbx.exec(["sleep", "60"], timeout=120)
         # The exec's worker thread is released once the sandbox it ran in is suspended, not after 60 s.

@@ -662,6 +662,7 @@ class DockerProvider:
                 return self._start_new(sandbox_id, kind)
             with self._errors(f"start container for sandbox {sandbox_id}", ref):
                 self.client.api.start(ref)
+        self.network.adopt(sandbox_id, found)
         self._kinds[ref] = kind
         return ref
 

@@ -146,6 +146,26 @@ class SandboxNetworks:
         self._attach_egress(network)
         return Attachment(network, sandbox_environment(self._issue_token(sandbox_id)))
 
+    def adopt(self, sandbox_id: str, container: Mapping[str, Any]) -> None:
+        """Make an existing container's way out whole again (a create that found it: a retry, or the loser
+        of a concurrent create): the egress container on its network, and the token in its environment
+        as the sandbox's current one — the losing create issued another, which no container holds."""
+        self._attach_egress(network_name(sandbox_id))
+        tokens = _tokens()
+        env = dict(e.split("=", 1) for e in (container.get("Config") or {}).get("Env") or [] if "=" in e)
+        token = env.get("ANTHROPIC_API_KEY")
+        if tokens is None or not token:
+            return
+        # tokens/<id> holds the sha256 of the current token (interfaces of the gateway).
+        folder = os.path.join(self.state_dir, "tokens")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, sandbox_id)
+        temp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(hashlib.sha256(token.encode()).hexdigest() + "\n")
+        os.replace(temp, path)
+
     def release(self, sandbox_id: str) -> None:
         """Remove what the sandbox had besides its container: forwarders, network, policy and token."""
         for row in self._helpers(ROLE_FORWARDER, sandbox_id):
@@ -243,16 +263,19 @@ class SandboxNetworks:
         return removed
 
     def _remove_idle_egress(self) -> bool:
-        found = self._inspect_container(self.egress_name)
-        if found is None or _labels(found).get(LABEL_DEPLOYMENT) != self.deployment:
-            return False
-        # Re-checked right before removing: a create that made its network since keeps it.
-        attached = set((found.get("NetworkSettings") or {}).get("Networks") or {}) - {OUTSIDE_NETWORK}
-        with self._errors("list sandbox networks"):
-            if attached or self.api.networks(filters={"label": self._filters(ROLE_NETWORK)}):
+        # Under the network lock: a create makes its network under it before it attaches the egress
+        # container, so either this sees that network and keeps the container, or the create finds the
+        # container gone and starts a new one. Never a create holding a container being removed.
+        with self._network_lock():
+            found = self._inspect_container(self.egress_name)
+            if found is None or _labels(found).get(LABEL_DEPLOYMENT) != self.deployment:
                 return False
-        self._remove_container(found["Id"])
-        return True
+            attached = set((found.get("NetworkSettings") or {}).get("Networks") or {}) - {OUTSIDE_NETWORK}
+            with self._errors("list sandbox networks"):
+                if attached or self.api.networks(filters={"label": self._filters(ROLE_NETWORK)}):
+                    return False
+            self._remove_container(found["Id"])
+            return True
 
     # ------------------------------------------------------------------------------------ egress
 
@@ -284,9 +307,18 @@ class SandboxNetworks:
                         with suppress(docker.errors.NotFound):
                             self._connect(created, net)
                     return created
+                if found["State"].get("Status") == "removing":
+                    self._await_gone(found["Id"])  # a sweep found it idle a moment ago: make a new one
+                    continue
                 if not found["State"]["Running"]:
-                    with self._errors("start the egress container"):
-                        self.api.start(found["Id"])
+                    try:
+                        with self._errors("start the egress container"):
+                            self.api.start(found["Id"])
+                    except ProviderError:
+                        if not self._removing(found["Id"]):
+                            raise
+                        self._await_gone(found["Id"])  # removed under us: make a new one
+                        continue
                     self._await_log(found["Id"], READY, "the egress container")
                 return str(found["Id"])
         raise ProviderError(f"the egress container {self.egress_name} keeps changing under us; retry")
@@ -478,6 +510,15 @@ class SandboxNetworks:
                 return f"http://127.0.0.1:{published}"
             time.sleep(0.05)
         raise ProviderError(f"the port forwarder {name} did not come up; retry")
+
+    def _removing(self, container: str) -> bool:
+        found = self._inspect_container(container)
+        return found is None or found["State"].get("Status") == "removing"
+
+    def _await_gone(self, container: str) -> None:
+        deadline = time.monotonic() + _READY_WAIT_S
+        while self._inspect_container(container) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _await_existing(self, name: str) -> None:
         deadline = time.monotonic() + _READY_WAIT_S

@@ -15,7 +15,7 @@ import pytest
 from sandbox_lifecycle.adapters.providers.docker import DockerProvider
 from sandbox_lifecycle.core.kinds import DATA_APP
 from tests.docker.conftest import TEST_LIMITS
-from tests.providers.conftest import remove_docker_sandboxes
+from tests.providers.conftest import deployment_of_env, remove_docker_sandboxes
 from tests.providers.test_cli_docker import SANDBOXCTL, base_env
 
 pytestmark = pytest.mark.docker
@@ -74,4 +74,4 @@ def test_sandboxctl_exec_writes_binary_stdout_unchanged(docker_client: Any, tmp_
         assert out.stat().st_size == MIB
         assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
     finally:
-        remove_docker_sandboxes(docker_client, sandbox_ids=created)
+        remove_docker_sandboxes(docker_client, sandbox_ids=created, deployments=[deployment_of_env(env)])

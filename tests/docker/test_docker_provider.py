@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import docker
 import pytest
@@ -19,6 +20,7 @@ from sandbox_lifecycle.adapters.providers.docker import (
     LABEL_MANAGED,
     DockerProvider,
 )
+from sandbox_lifecycle.adapters.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.core.errors import (
     ExecTimeout,
@@ -68,10 +70,14 @@ def test_refuses_an_invalid_deployment_name(store: LocalSnapshotStore, name: str
 
 
 def test_missing_image_names_the_build_script(
-    docker_client: docker.DockerClient, store: LocalSnapshotStore, new_id: NewId
+    docker_client: docker.DockerClient, store: LocalSnapshotStore, new_id: NewId, tmp_path: Path
 ) -> None:
     provider = DockerProvider(
-        {DATA_APP: "sandbox-lifecycle-no-such-image:never"}, store, client=docker_client, environ={}
+        {DATA_APP: "sandbox-lifecycle-no-such-image:never"},
+        store,
+        client=docker_client,
+        environ={},
+        egress=EgressSettings(state_dir=tmp_path / "egress"),
     )
     sandbox_id = new_id()
     with pytest.raises(ProviderError, match=r"sandboxes/data-apps/build-local-image\.sh") as caught:

@@ -7,12 +7,15 @@ git would reach its own servers. No allow-list here names a public host.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
 import threading
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import docker
 import docker.errors
 import pytest
 
+from sandbox_lifecycle.adapters.providers import docker_network
 from sandbox_lifecycle.adapters.providers.docker import DockerProvider
 from sandbox_lifecycle.adapters.providers.docker_network import network_name
 from sandbox_lifecycle.adapters.settings import EgressSettings
@@ -387,3 +391,38 @@ def test_git_and_npm_go_through_the_egress_point(
     assert "/repo.git/info/refs?service=git-upload-pack" in _Hello.seen
     assert any(path.startswith("/npm/left-pad") for path in _Hello.seen), _Hello.seen
     net.destroy(sid, ref)
+
+
+class _Tokens:
+    """The gateway's token files as interfaces.md fixes them (tokens/<id>: sha256 of the current token)."""
+
+    @staticmethod
+    def issue_token(state_dir: str, sandbox_id: str) -> str:
+        token = f"sbx-{sandbox_id}-{uuid.uuid4().hex}"
+        folder = Path(state_dir, "tokens")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        (folder / sandbox_id).write_text(hashlib.sha256(token.encode()).hexdigest() + "\n")
+        return token
+
+    @staticmethod
+    def revoke_token(state_dir: str, sandbox_id: str) -> None:
+        Path(state_dir, "tokens", sandbox_id).unlink(missing_ok=True)
+
+
+def test_concurrent_creates_keep_the_token_their_container_holds(
+    net: DockerProvider,
+    docker_client: docker.DockerClient,
+    new_id: Callable[[], str],
+    egress_settings: EgressSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(docker_network, "_tokens", lambda: _Tokens)
+    sid = new_id()
+    with ThreadPoolExecutor(4) as pool:
+        refs = set(pool.map(lambda _: net.create(sid, "data-app"), range(4)))
+    assert len(refs) == 1
+    env = dict(e.split("=", 1) for e in docker_client.api.inspect_container(refs.pop())["Config"]["Env"])
+    stored = Path(str(egress_settings.state_dir), "tokens", sid)
+    assert stored.read_text().strip() == hashlib.sha256(env["ANTHROPIC_API_KEY"].encode()).hexdigest()
+    net.destroy(sid, None)
+    assert not stored.exists()  # a destroyed sandbox's token is revoked

@@ -208,3 +208,11 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         yield h
     finally:
         remove_docker_sandboxes(client, deployments=h.deployments)
+
+
+def deployment_of_env(env: dict[str, str]) -> str:
+    """The deployment a CLI or service run with this environment labels its objects with (its egress
+    container and networks included, which outlive the sandboxes a test names one by one)."""
+    from sandbox_lifecycle.adapters.settings import Settings
+
+    return Settings.from_env(env).deployment

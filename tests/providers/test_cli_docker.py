@@ -19,7 +19,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.settings import Settings
 from tests.conftest import DOCKER_IMAGES
-from tests.providers.conftest import remove_docker_sandboxes
+from tests.providers.conftest import deployment_of_env, remove_docker_sandboxes
 
 pytestmark = pytest.mark.docker
 
@@ -67,7 +67,7 @@ def ctl(docker_client: Any, tmp_path: Path) -> Iterator[Ctl]:
     try:
         yield c
     finally:
-        remove_docker_sandboxes(docker_client, sandbox_ids=c.created)
+        remove_docker_sandboxes(docker_client, sandbox_ids=c.created, deployments=[deployment_of_env(c.env)])
 
 
 def test_sandboxctl_lifecycle_on_docker(ctl: Ctl, docker_client: Any) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.core.errors import ForeignSandbox, SandboxError
-from tests.providers.conftest import remove_docker_sandboxes
+from tests.providers.conftest import deployment_of_env, remove_docker_sandboxes
 from tests.providers.test_cli_docker import base_env
 
 pytestmark = pytest.mark.docker
@@ -84,4 +84,5 @@ def test_a_copied_database_never_touches_the_originals_sandbox(docker_client: An
         assert docker_client.containers.list(all=True, filters={"name": f"sbx-{row.id}"}) == []
         original.destroy(row.id)
     finally:
-        remove_docker_sandboxes(docker_client, sandbox_ids=created)
+        deployments = [deployment_of_env(env_a), deployment_of_env(env_b)]
+        remove_docker_sandboxes(docker_client, sandbox_ids=created, deployments=deployments)
