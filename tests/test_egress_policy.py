@@ -230,7 +230,7 @@ def test_settings_parse_the_egress_variables(tmp_path: Path) -> None:
         "SANDBOX_LIGHTDASH_URL": "http://lightdash.test:8080/projects",
         "SANDBOX_EGRESS_RESOLVE": "a.test:443:172.17.0.1",
         "SANDBOX_EGRESS_STATE_DIR": str(tmp_path / "egress"),
-        "ANTHROPIC_BASE_URL": "http://model.test:9000",
+        "ANTHROPIC_BASE_URL": "https://model.test:9000",
     }
     egress = Settings.from_env(env).egress
     assert egress.allow["data-app"] == ("a.test", "*.b.test:8443", "lightdash.test:8080")
@@ -238,10 +238,12 @@ def test_settings_parse_the_egress_variables(tmp_path: Path) -> None:
         "lightdash.test:8080" in egress.allow["ai-writeback"] and "github.com" in egress.allow["ai-writeback"]
     )
     assert egress.resolve == ("a.test:443:172.17.0.1",)
-    assert egress.state_dir == tmp_path / "egress" and egress.upstream_url == "http://model.test:9000"
+    assert egress.state_dir == tmp_path / "egress" and egress.upstream_url == "https://model.test:9000"
     assert Settings.from_env(env).e2b.egress_allow["data-app"][-1] == "lightdash.test:8080"
-    assert Settings.from_env({"SANDBOX_DATA_DIR": str(tmp_path)}).egress == EgressSettings(
-        allow=Settings.from_env({"SANDBOX_DATA_DIR": str(tmp_path)}).e2b.egress_allow
+    defaults = Settings.from_env({"SANDBOX_DATA_DIR": str(tmp_path)})
+    # One state dir for the egress point and the gateway: the deployment's, read once.
+    assert defaults.egress == EgressSettings(
+        allow=defaults.e2b.egress_allow, state_dir=defaults.egress_state_dir
     )
 
 
