@@ -320,6 +320,10 @@ class SandboxNetworks:
                 return str(found["Id"])
         raise ProviderError(f"the egress container {self.egress_name} keeps changing under us; retry")
 
+    def inspect_egress(self) -> dict[str, Any] | None:
+        """The engine's view of the container named like this deployment's egress point, if any."""
+        return self._inspect_container(self.egress_name)
+
     def _create_egress(self, config: str) -> str | None:
         user = self._state_owner()
         labels = self._labels(ROLE_EGRESS) | {LABEL_CONFIG: config}
