@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandbox_lifecycle.adapters.cli.doctor import FAIL, NOT_CONFIGURED, OK, WARN, Check, Context
+from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT
 from sandbox_lifecycle.adapters.egress.tokens import issue_token, revoke_token
 from sandbox_lifecycle.adapters.settings import first_line
 
@@ -49,7 +50,9 @@ def check_egress_point(ctx: Context) -> Check:
 def check_gateway(ctx: Context) -> Check:
     s = ctx.settings
     if s.provider == "docker":
-        return Check("gateway", OK, "served by the egress container on port 8081 (see egress point)")
+        return Check(
+            "gateway", OK, f"served by the egress container on port {GATEWAY_PORT} (see egress point)"
+        )
     url = s.e2b.gateway_url
     if url is None:
         return Check(
