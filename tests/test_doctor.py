@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,15 @@ import pytest
 import sandbox_lifecycle.adapters.cli.commands as cli
 import sandbox_lifecycle.adapters.cli.doctor as doctor
 from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.gateway_state import GatewayState
+from sandbox_lifecycle.adapters.settings import Settings
+from tests.docker.conftest import LABEL_DEPLOYMENT, remove_network_leftovers
 from tests.e2b.fake_e2b import FakeE2B
 from tests.fakes import FakeProvider
+from tests.gateway.fake_upstream import running_gateway
 
 KEY = "e2b-doctor-right-key-9f8e"
+MODEL_KEY = "sk-ant-doctor-model-key-5a5a"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
@@ -72,9 +80,10 @@ def test_e2b_with_a_valid_key_passes(e2b: FakeE2B, env: Path, capsys: pytest.Cap
         "templates": "warn",
         "snapshot store": "ok",
         "scheduler": "ok",
-        "egress point": "not configured",
+        "egress point": "ok",
         "gateway": "not configured",
     }
+    assert "SANDBOX_GATEWAY_PUBLIC_URL" in check(report, "gateway")["fix"]
     assert set(check(report, "provider")) == {"name", "status", "detail", "fix"}
 
 
@@ -151,3 +160,107 @@ def test_docker_checks_the_engine_images_and_snapshot_dir(
     assert cli.main(["doctor"]) == 1
     out, _ = capsys.readouterr()
     assert "images           FAIL" in out and "-> build or pull them" in out
+
+
+def _gateway_env(monkeypatch: pytest.MonkeyPatch, url: str, state: Path) -> None:
+    monkeypatch.setenv("SANDBOX_GATEWAY_PUBLIC_URL", url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", MODEL_KEY)
+    monkeypatch.setenv("SANDBOX_EGRESS_STATE_DIR", str(state))
+
+
+def test_an_e2b_gateway_sharing_the_state_dir_passes_and_one_reading_another_fails(
+    e2b: FakeE2B, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate(env)
+    state = GatewayState(env / "egress")
+    state.write_upstream("https://api.anthropic.com", MODEL_KEY)  # what `sandboxctl gateway` writes
+    with running_gateway(state.state_dir) as gateway:
+        _gateway_env(monkeypatch, gateway.url, state.state_dir)
+        code, report = run(capsys)
+    found = check(report, "gateway")
+    assert code == 0 and found["status"] == "ok", found
+    assert f"sharing state dir {state.state_dir}" in found["detail"]
+    assert "upstream.json forwards to https://api.anthropic.com" in found["detail"]
+    assert os.listdir(state.state_dir / "tokens") == []  # the probe token is revoked again
+    assert MODEL_KEY not in json.dumps(report)
+
+    # A gateway on another state directory refuses every token issued here.
+    elsewhere = GatewayState(env / "elsewhere")
+    elsewhere.write_upstream("https://api.anthropic.com", MODEL_KEY)
+    with running_gateway(elsewhere.state_dir) as gateway:
+        _gateway_env(monkeypatch, gateway.url, state.state_dir)
+        code, report = run(capsys)
+    found = check(report, "gateway")
+    assert code == 1 and found["status"] == "fail"
+    assert "does not read this host's state dir" in found["detail"]
+    assert "SANDBOX_EGRESS_STATE_DIR" in found["fix"]
+
+
+def test_an_e2b_gateway_that_does_not_answer_fails_with_what_to_run(
+    e2b: FakeE2B, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate(env)
+    with socket.socket() as sock:  # a loopback port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _gateway_env(monkeypatch, f"http://127.0.0.1:{port}", env / "egress")
+    code, report = run(capsys)
+    found = check(report, "gateway")
+    assert code == 1 and found["status"] == "fail"
+    assert f"no gateway answers at http://127.0.0.1:{port}" in found["detail"]
+    assert "run `sandboxctl gateway`" in found["fix"]
+
+
+@pytest.mark.docker
+def test_docker_egress_point_absent_running_and_its_state_dir(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], docker_engine: Any
+) -> None:
+    deployment = f"doctor-{uuid.uuid4().hex[:8]}"
+    state_dir = env / "egress"
+    monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
+    monkeypatch.setenv("SANDBOX_DEPLOYMENT", deployment)
+    monkeypatch.setenv("SANDBOX_EGRESS_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", MODEL_KEY)
+    monkeypatch.setenv("SANDBOX_DISK_LIMIT_MB", "0")
+    migrate(env)
+    name = f"sandbox-lifecycle-egress-{deployment}"
+    try:
+        code, report = run(capsys)
+        found = check(report, "egress point")
+        assert found["status"] == "ok", found
+        assert f"{name} not running: it starts on first need" in found["detail"]
+        assert "is created on first need" in found["detail"]
+
+        # The first sandbox's network starts the egress container and writes upstream.json.
+        from sandbox_lifecycle.adapters.bootstrap import build_provider
+
+        network = build_provider(Settings.from_env()).network
+        sid = f"{deployment}-sbx"
+        network.prepare(sid, "data-app")
+        network.release(sid)
+        code, report = run(capsys)
+        found = check(report, "egress point")
+        assert code == 0 and found["status"] == "ok", found
+        assert f"{name} running" in found["detail"] and "private (0700)" in found["detail"]
+        assert "upstream.json forwards to https://api.anthropic.com" in found["detail"]
+        assert MODEL_KEY not in json.dumps(report)
+
+        state_dir.chmod(0o755)
+        (state_dir / "upstream.json").unlink()
+        code, report = run(capsys)
+        found = check(report, "egress point")
+        assert code == 1 and found["status"] == "fail"
+        assert "mode 755" in found["detail"] and f"`chmod 700 {state_dir}`" in found["fix"]
+        assert "upstream.json is missing" in found["detail"]
+
+        docker_engine.containers.get(name).stop(timeout=1)
+        state_dir.chmod(0o700)
+        network.prepare(sid, "data-app")  # rewrites upstream.json (and starts the container again)
+        network.release(sid)
+        docker_engine.containers.get(name).stop(timeout=1)
+        code, report = run(capsys)
+        found = check(report, "egress point")
+        assert found["status"] == "warn" and "the next sandbox create starts it again" in found["detail"]
+        assert f"docker logs {name}" in found["fix"]
+    finally:
+        remove_network_leftovers(docker_engine, f"{LABEL_DEPLOYMENT}={deployment}")

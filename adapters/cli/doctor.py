@@ -1,8 +1,8 @@
 """`sandboxctl doctor [--json]`: is everything this deployment needs there, and what to do when not.
 
-Each check returns one :class:`Check`; a failing one says what to do. Checks that other parts of the
-system own (the egress point, the model gateway) plug in with :func:`register_check`; a slot nobody
-filled reports "not configured" and does not fail. Exit 1 when any check fails.
+Each check returns one :class:`Check`; a failing one says what to do. The egress point and the model
+gateway are checked by ``doctor_network``; :func:`register_check` replaces a slot's check or adds one.
+Exit 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Context:
 
 CheckFn = Callable[[Context], Check]
 
-# Slots filled by the parts that own them (their modules call register_check at import).
+# Slots whose check lives elsewhere; None: doctor_network's (imported when the checks run, it needs Check).
 _PLUGGED: dict[str, CheckFn | None] = {"egress point": None, "gateway": None}
 
 
@@ -203,17 +203,19 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _slot_checks() -> list[CheckFn]:
+    from sandbox_lifecycle.adapters.cli.doctor_network import SLOT_CHECKS
+
     out: list[CheckFn] = []
     for name, fn in _PLUGGED.items():
-        if fn is None:
+        found = fn or SLOT_CHECKS.get(name)
+        if found is None:
 
             def absent(ctx: Context, name: str = name) -> Check:
                 return Check(name, NOT_CONFIGURED, "no check installed for it in this build")
 
             absent.check_name = name  # type: ignore[attr-defined]
-            out.append(absent)
-        else:
-            out.append(fn)
+            found = absent
+        out.append(found)
     return out
 
 

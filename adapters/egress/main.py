@@ -1,14 +1,14 @@
-"""The egress container's program: ``python3 -m egress.main proxy`` (the proxy on 3128 and, when its
-module is present, the model-API gateway on 8081) or ``python3 -m egress.main forward HOST PORT``."""
+"""The egress container's program: ``python3 -m egress.main proxy`` (the proxy on 3128 and the
+model-API gateway on 8081) or ``python3 -m egress.main forward HOST PORT``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import threading
 
 from . import forward
+from .gateway import Gateway
 from .policy import PolicyBook
 from .proxy import EgressProxy
 
@@ -20,17 +20,11 @@ READY = "egress ready"
 def run_egress(state_dir: str, proxy_port: int, gateway_port: int) -> None:
     proxy = EgressProxy(PolicyBook(state_dir))
     proxy.bind("0.0.0.0", proxy_port)
-    if importlib.util.find_spec(f"{__package__}.gateway") is None:
-        print(READY, flush=True)
-        proxy.serve_forever()
-        return
     threading.Thread(target=proxy.serve_forever, name="proxy", daemon=True).start()
     asyncio.run(_gateway(state_dir, gateway_port))
 
 
 async def _gateway(state_dir: str, port: int) -> None:
-    from .gateway import Gateway  # the gateway's own module, started when it is there
-
     server = await Gateway(state_dir).start("0.0.0.0", port)
     print(READY, flush=True)
     async with server:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib.util
 import ipaddress
 import json
 import os
@@ -46,6 +45,7 @@ from docker.types import IPAMConfig, IPAMPool, Mount
 
 from sandbox_lifecycle.adapters import egress as egress_package
 from sandbox_lifecycle.adapters.egress import policy as egress_policy
+from sandbox_lifecycle.adapters.egress import tokens as egress_tokens
 from sandbox_lifecycle.adapters.egress.forward import LISTEN_PORT as FORWARD_PORT
 from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT, PROXY_PORT, READY
 from sandbox_lifecycle.adapters.settings import EgressSettings, egress_env_name
@@ -71,11 +71,11 @@ _SUBNET_ATTEMPTS = 20
 _HELPER_USER = "1000:1000"
 
 
-def sandbox_environment(token: str | None) -> dict[str, str]:
+def sandbox_environment(token: str) -> dict[str, str]:
     """What points git, curl, pip, npm and the agent CLI at the egress point (interfaces of issue I)."""
     proxy = f"http://{EGRESS_ALIAS}:{PROXY_PORT}"
     no_proxy = f"{EGRESS_ALIAS},localhost,127.0.0.1"
-    env = {
+    return {
         "HTTPS_PROXY": proxy,
         "HTTP_PROXY": proxy,
         "https_proxy": proxy,
@@ -86,10 +86,8 @@ def sandbox_environment(token: str | None) -> dict[str, str]:
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
+        "ANTHROPIC_API_KEY": token,
     }
-    if token is not None:
-        env["ANTHROPIC_API_KEY"] = token
-    return env
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +149,9 @@ class SandboxNetworks:
         of a concurrent create): the egress container on its network, and the token in its environment
         as the sandbox's current one — the losing create issued another, which no container holds."""
         self._attach_egress(network_name(sandbox_id))
-        tokens = _tokens()
         env = dict(e.split("=", 1) for e in (container.get("Config") or {}).get("Env") or [] if "=" in e)
         token = env.get("ANTHROPIC_API_KEY")
-        if tokens is None or not token:
+        if not token:
             return
         # tokens/<id> holds the sha256 of the current token (interfaces of the gateway).
         folder = os.path.join(self.state_dir, "tokens")
@@ -322,6 +319,10 @@ class SandboxNetworks:
                     self._await_log(found["Id"], READY, "the egress container")
                 return str(found["Id"])
         raise ProviderError(f"the egress container {self.egress_name} keeps changing under us; retry")
+
+    def inspect_egress(self) -> dict[str, Any] | None:
+        """The engine's view of the container named like this deployment's egress point, if any."""
+        return self._inspect_container(self.egress_name)
 
     def _create_egress(self, config: str) -> str | None:
         user = self._state_owner()
@@ -538,14 +539,11 @@ class SandboxNetworks:
             time.sleep(0.05)
         raise ProviderError(f"{what} did not become ready within {_READY_WAIT_S:g}s")
 
-    def _issue_token(self, sandbox_id: str) -> str | None:
-        tokens = _tokens()
-        return None if tokens is None else str(tokens.issue_token(self.state_dir, sandbox_id))
+    def _issue_token(self, sandbox_id: str) -> str:
+        return egress_tokens.issue_token(self.state_dir, sandbox_id)
 
     def _revoke_token(self, sandbox_id: str) -> None:
-        tokens = _tokens()
-        if tokens is not None:
-            tokens.revoke_token(self.state_dir, sandbox_id)
+        egress_tokens.revoke_token(self.state_dir, sandbox_id)
 
     def _package_mount(self) -> Mount:
         return Mount(target=f"{_PACKAGE_MOUNT}/egress", source=self._package, type="bind", read_only=True)
@@ -604,14 +602,6 @@ class SandboxNetworks:
 
 def network_name(sandbox_id: str) -> str:
     return f"sbx-net-{sandbox_id}"
-
-
-def _tokens() -> Any:
-    """The gateway's token module, once it is part of the package (the sandbox then gets a token)."""
-    name = "sandbox_lifecycle.adapters.egress.tokens"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
 
 
 _PYTHON_ENV = {"PYTHONPATH": _PACKAGE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}

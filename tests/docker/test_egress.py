@@ -13,7 +13,6 @@ import json
 import os
 import threading
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,6 @@ import docker
 import docker.errors
 import pytest
 
-from sandbox_lifecycle.adapters.providers import docker_network
 from sandbox_lifecycle.adapters.providers.docker import DockerProvider
 from sandbox_lifecycle.adapters.providers.docker_network import network_name
 from sandbox_lifecycle.adapters.settings import EgressSettings
@@ -393,30 +391,12 @@ def test_git_and_npm_go_through_the_egress_point(
     net.destroy(sid, ref)
 
 
-class _Tokens:
-    """The gateway's token files as interfaces.md fixes them (tokens/<id>: sha256 of the current token)."""
-
-    @staticmethod
-    def issue_token(state_dir: str, sandbox_id: str) -> str:
-        token = f"sbx-{sandbox_id}-{uuid.uuid4().hex}"
-        folder = Path(state_dir, "tokens")
-        folder.mkdir(mode=0o700, exist_ok=True)
-        (folder / sandbox_id).write_text(hashlib.sha256(token.encode()).hexdigest() + "\n")
-        return token
-
-    @staticmethod
-    def revoke_token(state_dir: str, sandbox_id: str) -> None:
-        Path(state_dir, "tokens", sandbox_id).unlink(missing_ok=True)
-
-
 def test_concurrent_creates_keep_the_token_their_container_holds(
     net: DockerProvider,
     docker_client: docker.DockerClient,
     new_id: Callable[[], str],
     egress_settings: EgressSettings,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(docker_network, "_tokens", lambda: _Tokens)
     sid = new_id()
     with ThreadPoolExecutor(4) as pool:
         refs = set(pool.map(lambda _: net.create(sid, "data-app"), range(4)))
