@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -157,8 +158,8 @@ class SandboxNetworks:
         folder = os.path.join(self.state_dir, "tokens")
         os.makedirs(folder, mode=0o700, exist_ok=True)
         path = os.path.join(folder, sandbox_id)
-        temp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A temporary file of its own (0600) per writer: threads of one process race here too.
+        fd, temp = tempfile.mkstemp(dir=self.state_dir, prefix="upstream.json.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(hashlib.sha256(token.encode()).hexdigest() + "\n")
         os.replace(temp, path)
@@ -263,6 +264,8 @@ class SandboxNetworks:
         # Under the network lock: a create makes its network under it before it attaches the egress
         # container, so either this sees that network and keeps the container, or the create finds the
         # container gone and starts a new one. Never a create holding a container being removed.
+        if self._inspect_container(self.egress_name) is None:
+            return False  # nothing to remove (and maybe no state dir to lock in yet)
         with self._network_lock():
             found = self._inspect_container(self.egress_name)
             if found is None or _labels(found).get(LABEL_DEPLOYMENT) != self.deployment:
@@ -403,8 +406,8 @@ class SandboxNetworks:
         with suppress(OSError, ValueError), open(path, encoding="utf-8") as file:
             if json.load(file) == upstream:
                 return
-        temp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A temporary file of its own (0600) per writer: threads of one process race here too.
+        fd, temp = tempfile.mkstemp(dir=self.state_dir, prefix="upstream.json.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(upstream, file)
         os.replace(temp, path)
@@ -434,6 +437,7 @@ class SandboxNetworks:
         concurrent creates make two networks of one name) and a subnet is only taken once created; every
         process of the deployment runs on the engine's host (it bind-mounts this directory), so a lock
         file there orders them."""
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         with self._lock, open(os.path.join(self.state_dir, ".network.lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

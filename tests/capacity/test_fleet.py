@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.providers.docker import LABEL_MANAGED
 from sandbox_lifecycle.core import lifecycle as lc
 from tests.capacity.workers import claim_worker, fleet_worker
 from tests.conftest import DOCKER_IMAGES
@@ -68,7 +69,8 @@ def docker_fleet(
     )
     # Every container of the deployment, started or not: any of them holds (or is taking) compute.
     # The low-level listing: one request, no inspect per container (which races the removals).
-    label = {"label": f"{LABEL_DEPLOYMENT}={deployment}"}
+    # Sandboxes only: the deployment's egress container and port forwarders carry its label too.
+    label = {"label": [f"{LABEL_DEPLOYMENT}={deployment}", f"{LABEL_MANAGED}=1"]}
     return env, lambda: len(client.api.containers(all=True, filters=label))
 
 
