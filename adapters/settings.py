@@ -21,12 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
+
+if TYPE_CHECKING:
+    # Loaded when the limits are read: the capacity module brings the transition table with it.
+    from sandbox_lifecycle.core.capacity import Capacity
 
 PROVIDERS = ("e2b", "docker")
 DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
@@ -459,7 +463,7 @@ class Settings:
     anthropic_api_key: str = field(default="", repr=False)
     egress_state_dir: Path = DEFAULT_EGRESS_STATE_ROOT / "default"
     # SANDBOX_MAX_LIVE[_<KIND>], SANDBOX_CAPACITY_WAIT_MS, SANDBOX_WARM_POOL_<KIND>.
-    capacity: Capacity = field(default_factory=Capacity)
+    capacity: Capacity = field(default_factory=lambda: _no_limits())
     # The key of the relay's webhook signatures (HMAC-SHA256); `sandboxctl relay` refuses to run without.
     webhook_secret: str = field(default="", repr=False)
 
@@ -576,8 +580,15 @@ def kind_env(prefix: str, kind: str) -> str:
     return f"{prefix}_{kind.upper().replace('-', '_')}"
 
 
+def _no_limits() -> Capacity:
+    from sandbox_lifecycle.core.capacity import Capacity
+
+    return Capacity()
+
+
 def _capacity(reader: _Reader) -> Capacity:
     """SANDBOX_MAX_LIVE (unset: no limit), per-kind limits, the wait when full, the warm pool sizes."""
+    from sandbox_lifecycle.core.capacity import Capacity
 
     def limit(name: str) -> int | None:
         if reader.text(name) is None:
