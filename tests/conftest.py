@@ -3,8 +3,10 @@ the real Docker engine with the local sandbox images."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,44 @@ DOCKER_IMAGES = {
     DATA_APP: os.environ.get("SANDBOX_DOCKER_IMAGE", "lightdash-sandbox:local"),
     AI_WRITEBACK: os.environ.get("SANDBOX_AI_WRITEBACK_DOCKER_IMAGE", "lightdash-ai-writeback:local"),
 }
+
+
+LABEL_ROLE = "sandbox-lifecycle.role"
+LABEL_DEPLOYMENT = "sandbox-lifecycle.deployment"
+LABEL_MANAGED = "sandbox-lifecycle.managed"
+EGRESS_STATE_ROOT = "/var/lib/sandbox-lifecycle/egress"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _idle_egress_points_removed() -> Iterator[None]:
+    """A test that makes a Docker sandbox starts its deployment's egress container, which stays until a
+    sweep finds it idle, as in production; most tests never sweep. At the end of the session remove the
+    egress points and port forwarders the session started whose deployment has no sandbox container
+    left, with their networks and state, so runs do not pile them up on the engine."""
+    started = time.time() - 1
+    yield
+    try:
+        client = docker.from_env(timeout=20)
+        client.ping()
+    except Exception:
+        return  # no engine: nothing was started on it
+    api = client.api
+    deployments: set[str] = set()
+    for row in api.containers(all=True, filters={"label": LABEL_ROLE}):
+        deployment = (row.get("Labels") or {}).get(LABEL_DEPLOYMENT)
+        if deployment and row.get("Created", 0) >= started:
+            deployments.add(deployment)
+    for deployment in sorted(deployments):
+        label = f"{LABEL_DEPLOYMENT}={deployment}"
+        if api.containers(all=True, filters={"label": [label, f"{LABEL_MANAGED}=1"]}):
+            continue  # a sandbox still runs there: its egress point is in use
+        for row in api.containers(all=True, filters={"label": [label, LABEL_ROLE]}):
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(row["Id"], force=True, v=True)
+        for net in api.networks(filters={"label": [label, LABEL_ROLE]}):
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_network(net["Id"])
+        shutil.rmtree(os.path.join(EGRESS_STATE_ROOT, deployment), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
