@@ -12,13 +12,24 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-# Names of the constraints the store recognises in driver errors, so each one maps to the right
-# StoreError whatever the backend says in its message.
-UQ_STREAM_VERSION = "uq_events_stream_version"
-UQ_STREAM_IDEMPOTENCY_KEY = "uq_events_stream_idempotency_key"
-UQ_LIVE_CONVERSATION = "uq_sandboxes_live_conversation"
+from sandbox_lifecycle.events.names import (
+    EXPIRED_STATE,
+    UQ_LIVE_CONVERSATION,
+    UQ_STREAM_IDEMPOTENCY_KEY,
+    UQ_STREAM_VERSION,
+)
 
-EXPIRED_STATE = "expired"
+__all__ = [
+    "EXPIRED_STATE",
+    "UQ_LIVE_CONVERSATION",
+    "UQ_STREAM_IDEMPOTENCY_KEY",
+    "UQ_STREAM_VERSION",
+    "events",
+    "metadata",
+    "relay_checkpoints",
+    "sandbox_deadlines",
+    "sandboxes",
+]
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):

@@ -1,22 +1,20 @@
-"""What both backends of the event store share: SQLAlchemy Core reads, projection rows, argument checks.
+"""What both backends of the event store share: the reads as SQL, argument checks, projection rows.
 
-A backend (``sqlite.py``, ``postgres.py``) supplies the writes and the raw event reader, which talk to
-the driver directly because that is where per-statement overhead and round trips bound throughput.
-This module imports no driver: a SQLite-only install never needs psycopg.
+A backend (``sqlite.py``, ``postgres.py``) supplies its connections, the writes and ``_fetch``, which runs
+one read on the driver directly: that is where per-statement overhead and round trips bound
+throughput. This module imports no driver and not SQLAlchemy: a SQLite store never loads either (a
+short CLI command paid about 0.4 s for SQLAlchemy alone), and a SQLite-only install never needs psycopg.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
-from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, Row
-
+from sandbox_lifecycle.events.names import EXPIRED_STATE, redact_url
 from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
@@ -31,18 +29,40 @@ from sandbox_lifecycle.events.records import (
     SandboxRow,
     StoreError,
 )
-from sandbox_lifecycle.events.tables import EXPIRED_STATE, events, sandbox_deadlines, sandboxes
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 # How long a Postgres append waits for the append lock before giving up with DatabaseLocked: a writer
 # that holds it longer is stuck (e.g. an idle-in-transaction session), not busy.
 DEFAULT_LOCK_TIMEOUT = 10.0
-_REPLACE_CHUNK = 1000
+REPLACE_CHUNK = 1000
 
-SANDBOX_COLUMNS = tuple(c.name for c in sandboxes.columns)
+# The read model's columns are SandboxRow's fields, in order (a test holds the table to the same).
+SANDBOX_COLUMNS = tuple(f.name for f in fields(SandboxRow))
+_TIME_INDEXES = tuple(i for i, f in enumerate(fields(SandboxRow)) if "datetime" in str(f.type))
+DEADLINE_COLUMNS = ("sandbox_id", "kind", "due_at", "version")
+
+_SELECT_SANDBOXES = f"SELECT {', '.join(SANDBOX_COLUMNS)} FROM sandboxes"
+_SANDBOX_ORDER = " ORDER BY created_at, id"
+_READ_SANDBOX = _SELECT_SANDBOXES + " WHERE id = ?"
+# The state as a literal, so Postgres can prove the partial unique index's predicate and use it.
+_READ_LIVE = _SELECT_SANDBOXES + f" WHERE conversation_id = ? AND kind = ? AND state <> '{EXPIRED_STATE}'"
+_READ_SANDBOXES = _SELECT_SANDBOXES + _SANDBOX_ORDER
+_READ_SANDBOXES_IN = _SELECT_SANDBOXES + " WHERE state = ?" + _SANDBOX_ORDER
+_SELECT_DEADLINES = f"SELECT {', '.join(DEADLINE_COLUMNS)} FROM sandbox_deadlines"
+_DEADLINE_ORDER = " ORDER BY due_at, sandbox_id, kind"
+_READ_DUE = _SELECT_DEADLINES + " WHERE due_at <= ?" + _DEADLINE_ORDER + " LIMIT ?"
+_READ_DEADLINES = _SELECT_DEADLINES + _DEADLINE_ORDER
+_READ_NEXT_DEADLINE = "SELECT min(due_at) FROM sandbox_deadlines"
+_READ_STREAM_IDS = "SELECT DISTINCT stream_id FROM events ORDER BY stream_id"
+INSERT_SANDBOX = (
+    f"INSERT INTO sandboxes ({', '.join(SANDBOX_COLUMNS)}) VALUES ({', '.join('?' for _ in SANDBOX_COLUMNS)})"
+)
+INSERT_DEADLINE = f"INSERT INTO sandbox_deadlines ({', '.join(DEADLINE_COLUMNS)}) VALUES (?, ?, ?, ?)"
 
 # The last event of the batch that first used the key: what the retried append would have returned.
 SELECT_DUPLICATE = (
@@ -131,23 +151,17 @@ def live_conflict(stream_id: str, expected_version: int, projection: Projection 
     return ConcurrencyError(stream_id, expected_version, detail)
 
 
-def _sandbox(row: Row[Any]) -> SandboxRow:
-    return SandboxRow(**{name: getattr(row, name) for name in SANDBOX_COLUMNS})
-
-
-def _deadline(row: Row[Any]) -> Deadline:
-    return Deadline(sandbox_id=row.sandbox_id, kind=row.kind, due_at=row.due_at, version=row.version)
-
-
 def _backend_of(url_or_engine: str | Engine) -> type[SqlEventStore]:
     """The store class for a URL or engine; each backend's module is imported only when chosen."""
+    url: object
     if isinstance(url_or_engine, str):
-        url = sa.make_url(url_or_engine)
-        name, driver = url.get_backend_name(), url.get_driver_name()
+        scheme = url_or_engine.partition("://")[0] if "://" in url_or_engine else ""
+        name, _, driver = scheme.partition("+")
+        url = redact_url(url_or_engine)
     else:
-        url = url_or_engine.url
+        url = url_or_engine.url  # its repr hides the password
         name, driver = url_or_engine.dialect.name, url_or_engine.dialect.driver
-    if name == "sqlite":
+    if name == "sqlite" and driver in ("", "pysqlite"):
         from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
         return SqliteEventStore
@@ -163,7 +177,7 @@ def _backend_of(url_or_engine: str | Engine) -> type[SqlEventStore]:
 
 
 class SqlEventStore:
-    """The EventStore port on SQLAlchemy: ``sqlite:///path`` (embedded) or ``postgresql+psycopg://``.
+    """The EventStore port on SQL: ``sqlite:///path`` (embedded) or ``postgresql+psycopg://``.
 
     ``SqlEventStore(url)`` opens the store of the URL's backend (``SqliteEventStore`` or
     ``PostgresEventStore``); every option is accepted by both, each uses its own: ``busy_timeout`` and
@@ -193,21 +207,11 @@ class SqlEventStore:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
     ) -> None:
-        self._owns_engine = isinstance(url_or_engine, str)
         self._busy_timeout = busy_timeout
         self._lock_timeout = lock_timeout
         self._sqlite_synchronous = sqlite_synchronous
         self._validate_options()
-        if isinstance(url_or_engine, str):
-            engine = sa.create_engine(sa.make_url(url_or_engine), connect_args=self._connect_args())
-        else:
-            engine = url_or_engine
-        if engine.dialect.name != self.dialect:
-            raise StoreError(f"{type(self).__name__} cannot open {engine.url!r}")
-        self._engine = engine
-        self._reader: Engine = engine
-        self._setup()
-        self._build_reads()
+        self._open(url_or_engine)
 
     @classmethod
     def scratch(cls) -> SqliteEventStore:
@@ -221,27 +225,33 @@ class SqlEventStore:
 
     @property
     def engine(self) -> Engine:
-        return self._engine
+        """A SQLAlchemy engine on the same database, for what runs through SQLAlchemy (migrations,
+        relay checkpoints, tests)."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        self._close_writer()
-        if self._owns_engine:
-            self._engine.dispose()
+        raise NotImplementedError
 
     # -- what a backend supplies -------------------------------------------------------------------
 
     def _validate_options(self) -> None:
         """Refuse bad options before connecting."""
 
-    def _connect_args(self) -> dict[str, Any]:
-        return {}
-
-    def _setup(self) -> None:
-        """Hook the backend's connection settings into the engine (and choose ``_reader``)."""
+    def _open(self, url_or_engine: str | Engine) -> None:
+        """Get ready to connect to the database (connections are made on first use)."""
         raise NotImplementedError
 
-    def _close_writer(self) -> None:
-        """Release a connection the backend keeps for writing."""
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Every row of one read (``?`` marks), on the driver; errors as StoreError."""
+        raise NotImplementedError
+
+    def _time_out(self, value: Any) -> datetime:
+        """A time column as the driver returns it, as an aware UTC datetime."""
+        raise NotImplementedError
+
+    def _time_in(self, value: datetime) -> Any:
+        """An aware datetime as the driver binds it to compare with a time column."""
+        raise NotImplementedError
 
     def _append(
         self,
@@ -272,12 +282,12 @@ class SqlEventStore:
         """Run an event read (``{columns}`` filled in) on the driver and build its records."""
         raise NotImplementedError
 
-    def _begin_replace(self, conn: Connection) -> None:
-        """Start the transaction of ``replace_all_projections`` (SQLite takes the write lock up front)."""
+    def replace_all_projections(self, projections: Iterable[Projection]) -> None:
+        """Replace every read-model row and deadline in one transaction (``replay --rebuild``).
 
-    def _driver_error(self, exc: BaseException) -> StoreError | None:
-        """The StoreError a driver error stands for, when the backend knows better than the default."""
-        return None
+        Readers see the old projections until the new ones are committed.
+        """
+        raise NotImplementedError
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -302,65 +312,7 @@ class SqlEventStore:
         check_projection(projection)
         self._write_projection(projection)
 
-    def replace_all_projections(self, projections: Iterable[Projection]) -> None:
-        """Replace every read-model row and deadline in one transaction (``replay --rebuild``).
-
-        Readers see the old projections until the new ones are committed.
-        """
-        iterator = iter(projections)
-        try:
-            with self._engine.connect() as conn:
-                self._begin_replace(conn)
-                conn.execute(sandbox_deadlines.delete())
-                conn.execute(sandboxes.delete())
-                while chunk := list(islice(iterator, _REPLACE_CHUNK)):
-                    conn.execute(sandboxes.insert(), [row_params(p.row) for p in chunk])
-                    deadlines = [deadline_params(d) for p in chunk for d in p.deadlines]
-                    if deadlines:
-                        conn.execute(sandbox_deadlines.insert(), deadlines)
-                conn.commit()
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._sa_error(exc) from None
-
     # -- reads -------------------------------------------------------------------------------------
-
-    def _build_reads(self) -> None:
-        # Built once with bind parameters, so SQLAlchemy compiles each a single time (compiled cache).
-        p = sa.bindparam
-        self._q_sandbox = sa.select(sandboxes).where(sandboxes.c.id == p("id"))
-        self._q_live = sa.select(sandboxes).where(
-            sandboxes.c.conversation_id == p("conversation_id"),
-            sandboxes.c.kind == p("kind"),
-            # A literal, so Postgres can prove the partial unique index's predicate and use it.
-            sandboxes.c.state != sa.literal_column(f"'{EXPIRED_STATE}'"),
-        )
-        self._q_sandboxes = sa.select(sandboxes).order_by(sandboxes.c.created_at, sandboxes.c.id)
-        self._q_sandboxes_in = self._q_sandboxes.where(sandboxes.c.state == p("state"))
-        ordered = (sandbox_deadlines.c.due_at, sandbox_deadlines.c.sandbox_id, sandbox_deadlines.c.kind)
-        self._q_due = (
-            sa.select(sandbox_deadlines)
-            .where(sandbox_deadlines.c.due_at <= p("now", type_=sandbox_deadlines.c.due_at.type))
-            .order_by(*ordered)
-            .limit(p("limit"))
-        )
-        self._q_next = sa.select(sa.func.min(sandbox_deadlines.c.due_at))
-        self._q_deadlines = sa.select(sandbox_deadlines).order_by(*ordered)
-        self._q_stream_ids = sa.select(events.c.stream_id).distinct().order_by(events.c.stream_id)
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        try:
-            with self._reader.connect() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._sa_error(exc) from None
-
-    def _sa_error(self, exc: sa.exc.SQLAlchemyError) -> StoreError:
-        if not isinstance(exc, sa.exc.DBAPIError):  # e.g. the pool timed out
-            return StoreError(f"database error: {exc}")
-        if exc.orig is not None and (known := self._driver_error(exc.orig)) is not None:
-            return known
-        return StoreError(f"database error: {exc.orig}")
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         records = self._records(_READ_STREAM, (stream_id, after_version), f"stream {stream_id!r}")
@@ -392,10 +344,7 @@ class SqlEventStore:
         if not records:
             return []
         last = records[-1]
-        with self._read() as conn:
-            rows = conn.exec_driver_sql(
-                _READ_HASHES.replace("?", self._MARK), (*after, last.stream_id, last.version)
-            ).all()
+        rows = self._fetch(_READ_HASHES, (*after, last.stream_id, last.version))
         hashes = {(s, v): h for s, v, h in rows}
         return [ChainedEvent(r, hashes.get((r.stream_id, r.version))) for r in records]
 
@@ -409,18 +358,15 @@ class SqlEventStore:
             raise ValueError(f"cannot split the streams into {parts} parts")
         if parts == 1:
             return []
-        with self._read() as conn:
-            first, last = conn.exec_driver_sql(_POSITION_BOUNDS).one()
-            if first is None:
-                return []
-            # Evenly spaced positions: a stream is sampled in proportion to its number of events.
-            # Positions may have gaps (rolled-back appends); a missed sample only blurs a quantile.
-            n = min(parts * _SAMPLES_PER_PART, last - first + 1)
-            positions = sorted({first + (last - first) * i // max(n - 1, 1) for i in range(n)})
-            marks = ", ".join(self._MARK for _ in positions)
-            sample = list(
-                conn.exec_driver_sql(_SAMPLE_STREAMS.format(marks=marks), tuple(positions)).scalars()
-            )
+        ((first, last),) = self._fetch(_POSITION_BOUNDS)
+        if first is None:
+            return []
+        # Evenly spaced positions: a stream is sampled in proportion to its number of events.
+        # Positions may have gaps (rolled-back appends); a missed sample only blurs a quantile.
+        n = min(parts * _SAMPLES_PER_PART, last - first + 1)
+        positions = sorted({first + (last - first) * i // max(n - 1, 1) for i in range(n)})
+        marks = ", ".join("?" for _ in positions)
+        sample = [sid for (sid,) in self._fetch(_SAMPLE_STREAMS.format(marks=marks), tuple(positions))]
         bounds: list[str] = []
         for i in range(1, parts):
             sid = sample[len(sample) * i // parts]
@@ -429,39 +375,49 @@ class SqlEventStore:
                 bounds.append(sid)
         return bounds
 
+    def _sandboxes(self, sql: str, params: tuple[Any, ...] = ()) -> list[SandboxRow]:
+        # Positional: the columns are SandboxRow's fields in order; times are the only conversions.
+        times = self._time_out
+        found: list[SandboxRow] = []
+        for row in self._fetch(sql, params):
+            values: list[Any] = list(row)
+            for i in _TIME_INDEXES:
+                if values[i] is not None:
+                    values[i] = times(values[i])
+            found.append(SandboxRow(*values))
+        return found
+
+    def _deadlines(self, sql: str, params: tuple[Any, ...] = ()) -> list[Deadline]:
+        times = self._time_out
+        return [
+            Deadline(sid, kind, times(due), version) for sid, kind, due, version in self._fetch(sql, params)
+        ]
+
     def get_sandbox(self, sandbox_id: str) -> SandboxRow | None:
-        with self._read() as conn:
-            row = conn.execute(self._q_sandbox, {"id": sandbox_id}).first()
-            return None if row is None else _sandbox(row)
+        found = self._sandboxes(_READ_SANDBOX, (sandbox_id,))
+        return found[0] if found else None
 
     def find_live(self, conversation_id: str, kind: str) -> SandboxRow | None:
-        with self._read() as conn:
-            row = conn.execute(self._q_live, {"conversation_id": conversation_id, "kind": kind}).first()
-            return None if row is None else _sandbox(row)
+        found = self._sandboxes(_READ_LIVE, (conversation_id, kind))
+        return found[0] if found else None
 
     def list_sandboxes(self, state: str | None = None) -> list[SandboxRow]:
-        with self._read() as conn:
-            if state is None:
-                rows = conn.execute(self._q_sandboxes)
-            else:
-                rows = conn.execute(self._q_sandboxes_in, {"state": state})
-            return [_sandbox(r) for r in rows]
+        if state is None:
+            return self._sandboxes(_READ_SANDBOXES)
+        return self._sandboxes(_READ_SANDBOXES_IN, (state,))
 
     def due_deadlines(self, now: datetime, limit: int = 1000) -> list[Deadline]:
-        with self._read() as conn:
-            return [_deadline(r) for r in conn.execute(self._q_due, {"now": now, "limit": limit})]
+        return self._deadlines(_READ_DUE, (self._time_in(utc(now)), limit))
 
     def next_deadline(self) -> datetime | None:
-        with self._read() as conn:
-            return cast(datetime | None, conn.execute(self._q_next).scalar())
+        ((due,),) = self._fetch(_READ_NEXT_DEADLINE)
+        return None if due is None else self._time_out(due)
 
     def all_deadlines(self) -> list[Deadline]:
-        with self._read() as conn:
-            return [_deadline(r) for r in conn.execute(self._q_deadlines)]
+        return self._deadlines(_READ_DEADLINES)
 
     def stream_ids(self) -> list[str]:
-        with self._read() as conn:
-            return list(conn.execute(self._q_stream_ids).scalars())
+        return [sid for (sid,) in self._fetch(_READ_STREAM_IDS)]
 
 
 def first_problem(checks: Iterable[tuple[str, Callable[[], object]]]) -> str | None:
@@ -516,9 +472,12 @@ def _gap(records: Sequence[RecordedEvent], after: tuple[str, int]) -> CorruptStr
     raise AssertionError("no gap in the records")  # pragma: no cover - only called on a gap
 
 
-def row_params(row: SandboxRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in SANDBOX_COLUMNS}
+def row_values(row: SandboxRow, time: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """The row's column values in SANDBOX_COLUMNS order, times as ``time`` binds them."""
+    return tuple(
+        time(v) if isinstance(v, datetime) else v for v in (getattr(row, name) for name in SANDBOX_COLUMNS)
+    )
 
 
-def deadline_params(d: Deadline) -> dict[str, Any]:
-    return {"sandbox_id": d.sandbox_id, "kind": d.kind, "due_at": d.due_at, "version": d.version}
+def deadline_values(d: Deadline, time: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    return (d.sandbox_id, d.kind, time(d.due_at), d.version)

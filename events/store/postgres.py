@@ -9,9 +9,10 @@ lock held until commit (see ``PG_LOCK``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, ClassVar, cast
 
 import orjson
@@ -19,6 +20,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from sandbox_lifecycle.events import chain
@@ -33,13 +35,17 @@ from sandbox_lifecycle.events.records import (
     StoreError,
 )
 from sandbox_lifecycle.events.store.base import (
+    DEADLINE_COLUMNS,
     MISSING_SCHEMA,
+    REPLACE_CHUNK,
     SANDBOX_COLUMNS,
     SELECT_DUPLICATE,
     SqlEventStore,
     capacity_count_sql,
     capacity_refusal,
+    deadline_values,
     live_conflict,
+    row_values,
     utc,
 )
 from sandbox_lifecycle.events.tables import (
@@ -220,16 +226,26 @@ class PostgresEventStore(SqlEventStore):
         "position, stream_id, version, type, schema_version, json_build_array(data, meta)::text, occurred_at"
     )
 
-    def _setup(self) -> None:
-        engine = self._engine
+    def _open(self, url_or_engine: str | Engine) -> None:
+        self._owns_engine = isinstance(url_or_engine, str)
+        engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        if engine.dialect.name != self.dialect:
+            raise StoreError(f"{type(self).__name__} cannot open {engine.url!r}")
         if engine.dialect.driver != "psycopg":
             raise StoreError(f"Postgres needs the psycopg 3 driver (postgresql+psycopg://), not {engine.url}")
+        self._engine = engine
         self._pg_lock_timeout = f"{int(self._lock_timeout * 1000)}ms"
         sa.event.listen(engine, "connect", self._configure)
+        # Connections pooled before the listener was added would miss the session settings.
         engine.dispose(close=False)
-        # Single-statement reads need no transaction; without one, returning the connection to the
-        # pool costs no ROLLBACK round trip.
-        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self._engine.dispose()
 
     def _configure(self, dbapi_connection: psycopg.Connection[Any], _record: object) -> None:
         # Bounds the wait for the append lock: a writer holding it that long is stuck, not busy.
@@ -242,10 +258,12 @@ class PostgresEventStore(SqlEventStore):
         set_json_dumps(orjson.dumps, dbapi_connection)
         dbapi_connection.commit()
 
-    def _driver_error(self, exc: BaseException) -> StoreError | None:
-        if _schema_missing(exc):
-            return StoreError(f"{MISSING_SCHEMA} ({exc})")
-        return None
+    def _sa_error(self, exc: sa.exc.SQLAlchemyError) -> StoreError:
+        if not isinstance(exc, sa.exc.DBAPIError):  # e.g. the pool timed out
+            return StoreError(f"database error: {exc}")
+        if exc.orig is not None and _schema_missing(exc.orig):
+            return StoreError(f"{MISSING_SCHEMA} ({exc.orig})")
+        return StoreError(f"database error: {exc.orig}")
 
     @contextmanager
     def _autocommit(self) -> Iterator[psycopg.Connection[Any]]:
@@ -370,3 +388,44 @@ class PostgresEventStore(SqlEventStore):
             new(record, (p, s, v, t, sv, *loads(dm), o if o.tzinfo is utc_ else o.astimezone(utc_)))
             for p, s, v, t, sv, dm, o in rows
         ]
+
+    # -- reads of rows -----------------------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        # Autocommit, as for events: a lone SELECT needs no transaction, nor a ROLLBACK after it.
+        try:
+            with self._autocommit() as pg:
+                return pg.execute(sql.replace("?", "%s"), params).fetchall()
+        except psycopg.Error as exc:
+            if _schema_missing(exc):
+                raise StoreError(f"{MISSING_SCHEMA} ({exc})") from None
+            raise StoreError(f"database error: {exc}") from None
+
+    def _time_out(self, value: Any) -> datetime:
+        # The session's time zone is UTC (``_configure``), so this is almost always the value itself.
+        return cast(datetime, value if value.tzinfo is UTC else value.astimezone(UTC))
+
+    def _time_in(self, value: datetime) -> Any:
+        return value
+
+    def replace_all_projections(self, projections: Iterable[Projection]) -> None:
+        iterator = iter(projections)
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sandbox_deadlines.delete())
+                conn.execute(sandboxes.delete())
+                while chunk := list(islice(iterator, REPLACE_CHUNK)):
+                    conn.execute(
+                        sandboxes.insert(),
+                        [dict(zip(SANDBOX_COLUMNS, row_values(p.row, utc), strict=True)) for p in chunk],
+                    )
+                    deadlines = [
+                        dict(zip(DEADLINE_COLUMNS, deadline_values(d, utc), strict=True))
+                        for p in chunk
+                        for d in p.deadlines
+                    ]
+                    if deadlines:
+                        conn.execute(sandbox_deadlines.insert(), deadlines)
+                conn.commit()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._sa_error(exc) from None

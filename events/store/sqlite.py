@@ -1,4 +1,8 @@
-"""The event store on SQLite: WAL, one writer (``BEGIN IMMEDIATE``), sqlite3 for writes and event reads.
+"""The event store on SQLite: WAL, one writer (``BEGIN IMMEDIATE``), on the standard library's sqlite3.
+
+No SQLAlchemy: opening the store and a few reads and appends is what every short `sandboxctl` command
+does, and importing SQLAlchemy cost more than all of that (``engine`` makes one, on first use, for what
+runs through it: migrations, relay checkpoints, tests).
 
 Commit order, which a reader tailing ``read_all`` relies on, comes from SQLite's single writer.
 """
@@ -7,15 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, ClassVar, cast
+from datetime import UTC, datetime
+from itertools import islice
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+from urllib.parse import unquote
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 
 from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events.records import (
@@ -30,24 +33,31 @@ from sandbox_lifecycle.events.records import (
     StoreError,
 )
 from sandbox_lifecycle.events.store.base import (
+    INSERT_DEADLINE,
+    INSERT_SANDBOX,
     MISSING_SCHEMA,
+    REPLACE_CHUNK,
     SANDBOX_COLUMNS,
     SELECT_DUPLICATE,
     SqlEventStore,
     capacity_count_sql,
     capacity_refusal,
+    deadline_values,
     first_problem,
     live_conflict,
+    row_values,
+    utc,
 )
-from sandbox_lifecycle.events.tables import events, metadata
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 _UPSERT_SANDBOX = (
-    f"INSERT INTO sandboxes ({', '.join(SANDBOX_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in SANDBOX_COLUMNS)}) "
-    "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in SANDBOX_COLUMNS if c != "id")
+    INSERT_SANDBOX
+    + " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SANDBOX_COLUMNS if c != "id")
 )
 _DELETE_DEADLINES = "DELETE FROM sandbox_deadlines WHERE sandbox_id = ?"
-_INSERT_DEADLINE = "INSERT INTO sandbox_deadlines (sandbox_id, kind, due_at, version) VALUES (?, ?, ?, ?)"
 _CURRENT_VERSION = "SELECT max(version) FROM events WHERE stream_id = ?"
 _FIND_KEY = "SELECT 1 FROM events WHERE stream_id = ? AND idempotency_key = ?"
 _INSERT_EVENT = (
@@ -65,6 +75,33 @@ _INSERT_FIRST_EVENT = (
 _PREVIOUS_HASH = "SELECT hash FROM events WHERE stream_id = ? AND version = ?"
 # Streams whose last hash this process remembers; past this many the memory starts over.
 _MAX_HEADS = 10_000
+# Idle read connections kept for reuse (a connection is cheap, its first statements less so).
+_MAX_IDLE_READERS = 8
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///path`` URL (relative to the working directory, or ``sqlite:////abs``),
+    or None for an in-memory database (``sqlite://``, ``sqlite:///:memory:``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.partition("+")[0] != "sqlite":
+        raise StoreError(f"not a SQLite URL: {url!r}")
+    path, _, query = rest.partition("?")
+    if query:
+        raise StoreError(f"{url!r}: SQLite URLs take no query parameters here (got {query!r})")
+    path = unquote(path[1:] if path.startswith("/") else path)
+    return None if path in ("", ":memory:") else path
+
+
+def _text_time(value: datetime) -> str:
+    """How a time is stored: naive UTC text, always with microseconds, so that stored text and a bound
+    parameter compare exactly (a whole second shortened to no fraction would sort before the same
+    instant written in full, and "due at exactly now" could not tell ``<`` from ``<=``)."""
+    return utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _json_text(value: Any) -> str:
@@ -105,75 +142,154 @@ class SqliteEventStore(SqlEventStore):
         if self._sqlite_synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"sqlite_synchronous must be NORMAL or FULL, not {self._sqlite_synchronous!r}")
 
-    def _connect_args(self) -> dict[str, Any]:
-        return {"check_same_thread": False, "timeout": self._busy_timeout}
-
-    def _setup(self) -> None:
-        engine = self._engine
-        sa.event.listen(engine, "connect", self._configure)
-        # Connections pooled before the listener was added would miss the pragmas.
-        engine.dispose(close=False)
+    def _open(self, url_or_engine: str | Engine) -> None:
+        if isinstance(url_or_engine, str):
+            url = url_or_engine
+        else:
+            if url_or_engine.dialect.name != self.dialect:
+                raise StoreError(f"{type(self).__name__} cannot open {url_or_engine.url!r}")
+            url = str(url_or_engine.url)
+        self._url = url
+        self._path = sqlite_path(url)
+        if self._path is None and not isinstance(url_or_engine, str):
+            # The engine's database lives in its own connections: a new one here would be another.
+            raise StoreError("an in-memory SQLite engine cannot be shared; use SqlEventStore.scratch()")
         self._write_lock = threading.Lock()
-        self._writer: PoolProxiedConnection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._pool_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        # An in-memory database lives in its one connection: reads and writes share it.
+        self._memory: sqlite3.Connection | None = None
+        self._engine: Engine | None = None
+        self._closed = False
         # stream id -> (version, hash) of the last event this process appended to it. An event is
         # immutable once committed, so the hash of (stream, expected_version) read from here is the one
         # in the database whoever appended since: the chain costs no extra read on the hot path.
         self._heads: dict[str, tuple[int, str]] = {}
-        # Times are written with the processor SQLAlchemy binds them with (the dialect's DATETIME,
-        # always with microseconds), so stored text and bound parameters compare exactly. The type's
-        # own processor left sqlite3's adapter to format them, which drops ".000000" from a whole
-        # second: that text sorts before the bound form of the same instant, so "due at exactly now"
-        # could not tell < from <=. Older rows in the short form still compare right under <=, and
-        # every append rewrites its sandbox's rows, so no migration is needed.
-        dialect_time = events.c.occurred_at.type.dialect_impl(engine.dialect)
-        self._time = cast(Callable[[datetime], str], dialect_time.bind_processor(engine.dialect))
-        # Event data and metadata are written by orjson (what reads them back), not by SQLAlchemy's
-        # json.dumps: several times cheaper, which pays for the hash chain's own encoding and digest.
+        self._time = _text_time
+        # Event data and metadata are written by orjson (what reads them back): several times cheaper
+        # than json.dumps, which pays for the hash chain's own encoding and digest.
         self._json = _json_text
 
     @classmethod
     def scratch(cls) -> SqliteEventStore:
-        engine = sa.create_engine(
-            "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
-        )
-        store = cls(engine)
-        store._owns_engine = True
-        metadata.create_all(engine)
+        store = cls("sqlite://")
+        from sandbox_lifecycle.events.tables import metadata
+
+        metadata.create_all(store.engine)
         return store
 
-    def _close_writer(self) -> None:
+    @property
+    def engine(self) -> Engine:
+        with self._pool_lock:
+            if self._engine is None:
+                import sqlalchemy as sa
+
+                if self._path is None:
+                    shared = self._connection_of_memory()
+                    self._engine = sa.create_engine(
+                        "sqlite://", creator=lambda: shared, poolclass=sa.pool.StaticPool
+                    )
+                else:
+                    self._engine = sa.create_engine(
+                        self._url, connect_args={"check_same_thread": False, "timeout": self._busy_timeout}
+                    )
+            return self._engine
+
+    def close(self) -> None:
         with self._write_lock:
-            if self._writer is not None:
+            if self._writer is not None and self._writer is not self._memory:
                 self._writer.close()
-                self._writer = None
+            self._writer = None
+        with self._pool_lock:
+            self._closed = True
+            for db in self._idle:
+                db.close()
+            self._idle.clear()
+            engine, self._engine = self._engine, None
+            memory, self._memory = self._memory, None
+        if engine is not None:
+            engine.dispose()
+        if memory is not None:
+            memory.close()
 
-    def _configure(self, dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        # Transactions are begun explicitly (BEGIN IMMEDIATE for writes), never implicitly by sqlite3.
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        # Switching the journal mode needs the write lock, so only switch when the file is not WAL yet.
-        (mode,) = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
-        if mode != "wal":
-            dbapi_connection.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is SQLite's advice for WAL: never corrupts, and a commit survives the process crashing,
-        # but the last commits may be lost if the machine loses power. It spares an fsync per append
-        # (several times the throughput). FULL is there for whoever needs power-loss durability.
-        dbapi_connection.execute(f"PRAGMA synchronous = {self._sqlite_synchronous}")
+    # -- connections -------------------------------------------------------------------------------
 
-    def _begin_replace(self, conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _connect(self) -> sqlite3.Connection:
+        assert self._path is not None
+        # Transactions are begun explicitly (BEGIN IMMEDIATE for writes), never implicitly by sqlite3;
+        # a lone read is its own transaction. ``timeout`` is SQLite's busy timeout.
+        db = sqlite3.connect(
+            self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            # Switching the journal mode needs the write lock, so only switch when the file is not WAL.
+            (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+            if mode != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is SQLite's advice for WAL: never corrupts, and a commit survives the process
+            # crashing, but the last commits may be lost if the machine loses power. It spares an fsync
+            # per append (several times the throughput). FULL is there for power-loss durability.
+            db.execute(f"PRAGMA synchronous = {self._sqlite_synchronous}")
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
-    def _driver_error(self, exc: BaseException) -> StoreError | None:
-        if isinstance(exc, sqlite3.OperationalError):
-            message = str(exc)
-            if "locked" in message or "busy" in message:
-                return DatabaseLocked(
-                    f"the SQLite database {self._engine.url.database!r} is held by another writer for more "
-                    f"than {self._busy_timeout:g}s; retry, or stop the other process"
-                )
+    def _connection_of_memory(self) -> sqlite3.Connection:
+        """The one connection of an in-memory store (the caller holds ``_pool_lock``)."""
+        if self._memory is None:
+            self._memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        return self._memory
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A read connection: an idle one of the pool, or a new one, returned to the pool after."""
+        with self._pool_lock:
+            if self._closed:
+                raise StoreError("the event store is closed")
+            db: sqlite3.Connection | None
+            if self._path is None:
+                db = self._connection_of_memory()
+                pooled = False
+            else:
+                db = self._idle.pop() if self._idle else None
+                pooled = True
+        if db is None:
+            db = self._connect()
+        try:
+            yield db
+        finally:
+            if pooled:
+                with self._pool_lock:
+                    keep = not self._closed and len(self._idle) < _MAX_IDLE_READERS
+                    if keep:
+                        self._idle.append(db)
+                if not keep:
+                    db.close()
+
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._reader() as db:
+                return db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._read_error(exc, "the database") from None
+
+    def _read_error(self, exc: sqlite3.Error, what: str) -> StoreError:
         if _schema_missing(exc):
             return StoreError(f"{MISSING_SCHEMA} ({exc})")
-        return None
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            return DatabaseLocked(
+                f"the SQLite database {self._path!r} is held by another writer for more than "
+                f"{self._busy_timeout:g}s; retry, or stop the other process"
+            )
+        return StoreError(f"database error reading {what}: {exc}")
+
+    def _time_out(self, value: Any) -> datetime:
+        return _parse_time(value)
+
+    def _time_in(self, value: datetime) -> Any:
+        return _text_time(value)
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -194,8 +310,12 @@ class SqliteEventStore(SqlEventStore):
             )
         try:
             if self._writer is None:
-                self._writer = self._engine.raw_connection()
-            db = cast(sqlite3.Connection, self._writer.driver_connection)
+                if self._path is None:
+                    with self._pool_lock:
+                        self._writer = self._connection_of_memory()
+                else:
+                    self._writer = self._connect()
+            db = self._writer
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -209,22 +329,20 @@ class SqliteEventStore(SqlEventStore):
         except sqlite3.IntegrityError as exc:
             if "sandboxes.conversation_id" in str(exc):
                 raise live_conflict(stream_id, expected_version, projection) from None
-            if "sandbox_lifecycle.events.stream_id" in str(exc):
+            if "events.stream_id, events.version" in str(exc):
                 raise ConcurrencyError(stream_id, expected_version) from None
             raise StoreError(f"writing {stream_id!r} failed: {exc}") from None
         except sqlite3.OperationalError as exc:
             raise self._locked(stream_id, exc) from None
         except sqlite3.Error as exc:
             raise StoreError(f"writing {stream_id!r} failed: {exc}") from None
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._sa_error(exc) from None
         finally:
             self._write_lock.release()
 
     def _locked(self, stream_id: str, exc: sqlite3.OperationalError) -> StoreError:
         if "locked" in str(exc) or "busy" in str(exc):
             return DatabaseLocked(
-                f"writing {stream_id!r}: the SQLite database {self._engine.url.database!r} is held by "
+                f"writing {stream_id!r}: the SQLite database {self._path!r} is held by "
                 f"another writer for more than {self._busy_timeout:g}s; retry, or stop the other process "
                 "(SQLite allows one writer at a time; use Postgres for many)"
             )
@@ -313,18 +431,20 @@ class SqliteEventStore(SqlEventStore):
 
     def _write_rows(self, db: sqlite3.Connection, projection: Projection) -> None:
         row = projection.row
-        db.execute(
-            _UPSERT_SANDBOX,
-            tuple(
-                self._time(value) if isinstance(value, datetime) else value
-                for value in (getattr(row, name) for name in SANDBOX_COLUMNS)
-            ),
-        )
+        db.execute(_UPSERT_SANDBOX, row_values(row, self._time))
         db.execute(_DELETE_DEADLINES, (row.id,))
-        db.executemany(
-            _INSERT_DEADLINE,
-            [(d.sandbox_id, d.kind, self._time(d.due_at), d.version) for d in projection.deadlines],
-        )
+        db.executemany(INSERT_DEADLINE, [deadline_values(d, self._time) for d in projection.deadlines])
+
+    def replace_all_projections(self, projections: Iterable[Projection]) -> None:
+        iterator = iter(projections)
+        with self._write("every sandbox", 0, None) as db:
+            db.execute("DELETE FROM sandbox_deadlines")
+            db.execute("DELETE FROM sandboxes")
+            while chunk := list(islice(iterator, REPLACE_CHUNK)):
+                db.executemany(INSERT_SANDBOX, [row_values(p.row, self._time) for p in chunk])
+                db.executemany(
+                    INSERT_DEADLINE, [deadline_values(d, self._time) for p in chunk for d in p.deadlines]
+                )
 
     # -- event reads -------------------------------------------------------------------------------
 
@@ -333,17 +453,10 @@ class SqliteEventStore(SqlEventStore):
         (replay, rebuilds, tailing), so this skips SQLAlchemy's per-row result processing; records
         are built with tuple.__new__ (bench/rebuild_bench.py)."""
         try:
-            raw: PoolProxiedConnection = self._engine.raw_connection()
-            try:
-                rows = cast(sqlite3.Connection, raw.driver_connection).execute(sql, params).fetchall()
-            finally:
-                raw.close()
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._sa_error(exc) from None
+            with self._reader() as db:
+                rows = db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            if _schema_missing(exc):
-                raise StoreError(f"{MISSING_SCHEMA} ({exc})") from None
-            raise StoreError(f"database error reading {what}: {exc}") from None
+            raise self._read_error(exc, what) from None
         new, record, loads, parse = tuple.__new__, RecordedEvent, orjson.loads, datetime.fromisoformat
         try:
             # ``for d, m in (...,)`` is an assignment (no loop), and unpacks exactly two values: data

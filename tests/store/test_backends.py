@@ -65,3 +65,64 @@ def test_postgres_urls_open_the_postgres_backend(pg_migrated_url: str) -> None:
             SqliteEventStore(store.engine)
     finally:
         store.close()
+
+
+def test_a_sqlite_store_works_without_importing_sqlalchemy(tmp_path: Path, sqlite_template: Path) -> None:
+    """Every short CLI command opens the store: on SQLite that costs sqlite3, not SQLAlchemy."""
+    db = tmp_path / "plain.db"
+    db.write_bytes(sqlite_template.read_bytes())
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from datetime import UTC, datetime, timedelta
+        from sandbox_lifecycle.events.records import Deadline, NewEvent, Projection, SandboxRow
+        from sandbox_lifecycle.events.store import SqlEventStore
+        now = datetime.now(UTC)
+        row = SandboxRow("s", "data-app", "docker", "ready", 1, "c", "ref", None, None, None, now, now, now)
+        due = Deadline("s", "idle", now + timedelta(minutes=5), 1)
+        store = SqlEventStore({f"sqlite:///{db}"!r})
+        store.append("s", 0, [NewEvent("Touched", {{}}, now)], projection=Projection(row, (due,)))
+        assert [e.version for e in store.read_stream("s")] == [1]
+        assert store.get_sandbox("s") == row and store.list_sandboxes() == [row]
+        assert store.find_live("c", "data-app") == row
+        assert store.due_deadlines(now + timedelta(minutes=5)) == [due]
+        assert store.next_deadline() == due.due_at
+        store.close()
+        assert "sqlalchemy" not in sys.modules, "a SQLite store imported SQLAlchemy"
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_sqlite_urls_name_a_file_or_memory_and_nothing_else() -> None:
+    from sandbox_lifecycle.events.store.sqlite import sqlite_path
+
+    assert sqlite_path("sqlite:///relative/log.db") == "relative/log.db"
+    assert sqlite_path("sqlite:////var/lib/log.db") == "/var/lib/log.db"
+    assert sqlite_path("sqlite:///with%20space.db") == "with space.db"
+    assert sqlite_path("sqlite://") is None and sqlite_path("sqlite:///:memory:") is None
+    # SQLAlchemy would turn a query into driver options; this store takes none, so none is ignored.
+    with pytest.raises(StoreError, match="no query parameters"):
+        SqlEventStore("sqlite:///log.db?timeout=30")
+
+
+def test_an_in_memory_engine_is_refused_rather_than_opened_as_another_database() -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine("sqlite://")
+    try:
+        with pytest.raises(StoreError, match="scratch"):
+            SqliteEventStore(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_read_model_columns_are_the_row_fields_in_order() -> None:
+    """The store reads and writes rows positionally, in SandboxRow's field order."""
+    from dataclasses import fields
+
+    from sandbox_lifecycle.events.records import SandboxRow
+    from sandbox_lifecycle.events.tables import sandboxes
+
+    assert [c.name for c in sandboxes.columns] == [f.name for f in fields(SandboxRow)]
