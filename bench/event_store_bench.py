@@ -9,7 +9,7 @@ equal. Not a test: run it by hand.
     .venv/bin/python bench/event_store_bench.py --against REV   # ours now vs ours at git revision REV
 
 ``--against`` measures what a change to the append costs (the hash chain: ``--against 0b315c0``): the
-store classes of REV (events/store/sqlite.py and postgres.py from git) and of the working tree append
+store classes of REV (events/store/base.py, sqlite.py and postgres.py from git) and of the working tree append
 to the same schema side by side in one run, in alternating batches; the ratios of their median costs
 per append (wall and this process's CPU) are printed.
 
@@ -79,17 +79,38 @@ def ours(url: str, n: int, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") ->
         store.close()
 
 
-def _store_at(rev: str, backend: Literal["sqlite", "postgres"]) -> type[SqlEventStore]:
-    """The store class of ``backend`` as git revision ``rev`` wrote it, on today's base module."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:events/store/{backend}.py"],
+def _git_show(rev: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "show", f"{rev}:{path}"],
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    module = types.ModuleType(f"bench_{backend}_{rev}")
-    exec(compile(source, f"{rev}:events/store/{backend}.py", "exec"), module.__dict__)
+
+
+def _module_at(rev: str, path: str, name: str, replace: dict[str, str]) -> types.ModuleType:
+    source = _git_show(rev, path)
+    for old, new in replace.items():
+        source = source.replace(old, new)
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # dataclasses and typing look modules up by name
+    exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def _store_at(rev: str, backend: Literal["sqlite", "postgres"]) -> type[SqlEventStore]:
+    """The store class of ``backend`` as git revision ``rev`` wrote it, on that revision's base module
+    (today's records and tables): the whole append path of then, not a mix."""
+    base = f"bench_base_{rev}"
+    if base not in sys.modules:
+        _module_at(rev, "events/store/base.py", base, {})
+    module = _module_at(
+        rev,
+        f"events/store/{backend}.py",
+        f"bench_{backend}_{rev}",
+        {"sandbox_lifecycle.events.store.base": base},
+    )
     name = "SqliteEventStore" if backend == "sqlite" else "PostgresEventStore"
     cls: type[SqlEventStore] = getattr(module, name)
     return cls

@@ -137,7 +137,7 @@ def test_a_write_without_credentials_changes_nothing(
 ) -> None:
     with service.turn("c", "data-app") as sbx:
         pass
-    service.store.engine.dispose()  # type: ignore[attr-defined]
+    service.store.close()
     before = log_bytes(env)
     # Retention is long past in 2999: before the fix this recorded the GC intent, then failed on the
     # missing key and left the sandbox stuck in `destroying`.
@@ -212,7 +212,7 @@ def test_bad_settings_are_one_line_and_touch_nothing(
     says: str,
 ) -> None:
     service.create("data-app")
-    service.store.engine.dispose()  # type: ignore[attr-defined]
+    service.store.close()
     before = log_bytes(env)
     monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
     monkeypatch.setenv(name, value)
@@ -420,7 +420,7 @@ def test_a_snapshot_dir_that_is_a_file_is_refused_before_anything_is_written(
     service: SandboxService, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     service.create("data-app")
-    service.store.engine.dispose()  # type: ignore[attr-defined]
+    service.store.close()
     before = log_bytes(env)
     not_a_dir = env / "not-a-dir"
     not_a_dir.write_text("")

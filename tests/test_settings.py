@@ -235,7 +235,7 @@ def data_dir(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     service = build_service({"SANDBOX_DATA_DIR": str(data)}, provider=FakeProvider())
     service.create("data-app", "c-1")
-    service.store.engine.dispose()  # type: ignore[attr-defined]
+    service.store.close()
     return data
 
 

@@ -3,8 +3,8 @@
 ``SqlEventStore(url)`` opens the store of the URL's backend, one module each over a shared base (as
 eventsourcing 9.x splits its recorders):
 
-- ``base``: ``SqlEventStore``, the SQLAlchemy Core reads, argument checks and projection rows;
-- ``sqlite``: ``SqliteEventStore``, sqlite3 writes, WAL and busy handling;
+- ``base``: ``SqlEventStore``, the reads as SQL, argument checks and projection rows (no driver);
+- ``sqlite``: ``SqliteEventStore``, on sqlite3 alone: WAL, one writer, busy handling;
 - ``postgres``: ``PostgresEventStore``, the single-statement psycopg append under the advisory lock.
 
 Only the chosen backend's module is imported, so a SQLite-only install works without psycopg.

@@ -161,7 +161,6 @@ class SqliteEventStore(SqlEventStore):
         # An in-memory database lives in its one connection: reads and writes share it.
         self._memory: sqlite3.Connection | None = None
         self._engine: Engine | None = None
-        self._closed = False
         # stream id -> (version, hash) of the last event this process appended to it. An event is
         # immutable once committed, so the hash of (stream, expected_version) read from here is the one
         # in the database whoever appended since: the chain costs no extra read on the hot path.
@@ -197,12 +196,12 @@ class SqliteEventStore(SqlEventStore):
             return self._engine
 
     def close(self) -> None:
+        """Close every connection (a later call opens new ones; an in-memory database is gone)."""
         with self._write_lock:
             if self._writer is not None and self._writer is not self._memory:
                 self._writer.close()
             self._writer = None
         with self._pool_lock:
-            self._closed = True
             for db in self._idle:
                 db.close()
             self._idle.clear()
@@ -246,8 +245,6 @@ class SqliteEventStore(SqlEventStore):
     def _reader(self) -> Iterator[sqlite3.Connection]:
         """A read connection: an idle one of the pool, or a new one, returned to the pool after."""
         with self._pool_lock:
-            if self._closed:
-                raise StoreError("the event store is closed")
             db: sqlite3.Connection | None
             if self._path is None:
                 db = self._connection_of_memory()
@@ -262,7 +259,7 @@ class SqliteEventStore(SqlEventStore):
         finally:
             if pooled:
                 with self._pool_lock:
-                    keep = not self._closed and len(self._idle) < _MAX_IDLE_READERS
+                    keep = len(self._idle) < _MAX_IDLE_READERS
                     if keep:
                         self._idle.append(db)
                 if not keep:
