@@ -56,6 +56,12 @@ def _remove_idle_egress_points(api: docker.APIClient, started: float) -> None:
         deployment = (row.get("Labels") or {}).get(LABEL_DEPLOYMENT)
         if deployment and row.get("Created", 0) >= started:
             deployments.add(deployment)
+    # And the state a test wrote without an egress container ever starting (a failed start, a refused
+    # create): every state directory this session touched.
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(EGRESS_STATE_ROOT):
+            if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime >= started:
+                deployments.add(entry.name)
     for deployment in sorted(deployments):
         label = f"{LABEL_DEPLOYMENT}={deployment}"
         if api.containers(all=True, filters={"label": [label, f"{LABEL_MANAGED}=1"]}):
