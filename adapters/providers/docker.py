@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from sandbox_lifecycle.adapters.providers.docker_engine import (
     DockerEngine,
     EngineAPIError,
+    EngineTimeout,
     EngineUnreachable,
     engine_from_environ,
 )
@@ -1129,12 +1130,12 @@ def _explain(exc: BaseException) -> str:
 
 # The SDK's errors are recognised without importing it: none can have been raised before it was loaded.
 def _sdk_loaded() -> bool:
-    return "docker" in sys.modules
+    return sys.modules.get("docker") is not None
 
 
 def _is_engine_error(exc: BaseException) -> bool:
     """An error of either transport (which ``_mapped`` turns into a ProviderError)."""
-    if isinstance(exc, EngineUnreachable | EngineAPIError):
+    if isinstance(exc, EngineUnreachable | EngineTimeout | EngineAPIError):
         return True
     if not _sdk_loaded():
         return False

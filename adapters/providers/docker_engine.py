@@ -40,6 +40,10 @@ class EngineUnreachable(Exception):
     """No engine answers at the configured address, or the connection broke before it answered."""
 
 
+class EngineTimeout(Exception):
+    """The engine took a connection but did not answer within REQUEST_TIMEOUT_S (the SDK's ReadTimeout)."""
+
+
 class EngineAPIError(Exception):
     """The engine answered with an error status; ``explanation`` is its message (what the SDK's
     APIError.explanation holds)."""
@@ -144,7 +148,7 @@ class DockerEngine:
             while sock.recv(_RECV):
                 pass
         except OSError as exc:
-            raise EngineUnreachable(f"the connection to {self.address} broke: {_reason(exc)}") from exc
+            raise self._broken(exc) from exc
         finally:
             sock.close()
 
@@ -227,7 +231,7 @@ class DockerEngine:
                     raise EngineUnreachable(f"{self.address} closed the connection without an answer")
                 buffer += chunk
         except OSError as exc:
-            raise EngineUnreachable(f"the connection to {self.address} broke: {_reason(exc)}") from exc
+            raise self._broken(exc) from exc
         lines = buffer[:end].decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
@@ -247,7 +251,12 @@ class DockerEngine:
                 return _read_exactly(sock, rest, int(length))
             return _read_to_end(sock, rest)  # we sent Connection: close
         except OSError as exc:
-            raise EngineUnreachable(f"the connection to {self.address} broke: {_reason(exc)}") from exc
+            raise self._broken(exc) from exc
+
+    def _broken(self, exc: OSError) -> Exception:
+        if isinstance(exc, TimeoutError):  # the engine is there, it did not answer in time
+            return EngineTimeout(f"{self.address} did not answer within {REQUEST_TIMEOUT_S:g}s")
+        return EngineUnreachable(f"the connection to {self.address} broke: {_reason(exc)}")
 
     @staticmethod
     def _api_error(status: int, data: bytes) -> EngineAPIError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,12 +22,15 @@ from pathlib import Path
 import docker
 import pytest
 
+from sandbox_lifecycle.adapters.providers import docker_engine
 from sandbox_lifecycle.adapters.providers.docker import DockerProvider
 from sandbox_lifecycle.adapters.providers.docker_engine import (
     API_VERSION,
     DEFAULT_SOCKET,
     DockerEngine,
     EngineAPIError,
+    EngineTimeout,
+    EngineUnreachable,
     engine_from_environ,
 )
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
@@ -338,3 +342,59 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             dst.sendall(data)
     with suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "message"),
+    [
+        (None, EngineTimeout, "did not answer within 0.5s"),  # takes the request, never answers
+        (b"", EngineUnreachable, "closed the connection without an answer"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", EngineUnreachable, "does not answer like a Docker engine"),
+        (
+            b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4;ext=1\r\nboom\r\n0\r\n\r\n",
+            EngineAPIError,
+            "500: boom",  # not JSON: the body is the explanation, read through its chunks
+        ),
+    ],
+)
+def test_what_is_not_an_engine_answer_is_an_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: bytes | None,
+    error: type[Exception],
+    message: str,
+) -> None:
+    monkeypatch.setattr(docker_engine, "REQUEST_TIMEOUT_S", 0.5)
+    path = str(tmp_path / "not-an-engine.sock")
+    with _answering(path, answer), pytest.raises(error, match=re.escape(message)):
+        DockerEngine(unix_path=path).inspect_container("sbx-x")
+
+
+@contextmanager
+def _answering(path: str, answer: bytes | None) -> Iterator[None]:
+    """A unix socket that reads one request and sends ``answer`` then closes (None: stays silent)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    server.settimeout(10)
+    done = threading.Event()
+
+    def serve() -> None:
+        with suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                if answer is None:
+                    done.wait(10)
+                else:
+                    conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+        server.close()
