@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def exec_roundtrip(rounds: int, env: dict[str, str]) -> None:
         service.destroy(row.id)
         # The deployment's egress container goes with its last sandbox network.
         provider.remove_unused_network(datetime.now(UTC))
+        shutil.rmtree(provider.network.state_dir, ignore_errors=True)
 
 
 def fill(service: SandboxService, sandbox_id: str, mb: int) -> None:
