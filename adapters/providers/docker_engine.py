@@ -95,7 +95,10 @@ class DockerEngine:
             raise ValueError("give exactly one of unix_path and tcp")
         self._unix_path = unix_path
         self._tcp = tcp
-        self._host_header = "localhost" if tcp is None else f"{tcp[0]}:{tcp[1]}"
+        if tcp is None:
+            self._host_header = "localhost"
+        else:
+            self._host_header = f"[{tcp[0]}]:{tcp[1]}" if ":" in tcp[0] else f"{tcp[0]}:{tcp[1]}"
 
     @property
     def address(self) -> str:
@@ -181,7 +184,10 @@ class DockerEngine:
             sock.close()
         if status >= 400:
             raise self._api_error(status, data)
-        return json.loads(data) if data else None
+        try:
+            return json.loads(data) if data else None
+        except ValueError:
+            raise EngineUnreachable(f"{self.address} does not answer like a Docker engine") from None
 
     def _connect(self) -> socket.socket:
         try:

@@ -76,7 +76,7 @@ def interleaved_expected(n: int) -> tuple[bytes, bytes]:
         ({"DOCKER_HOST": "unix:///run/user/1000/docker.sock"}, "unix:///run/user/1000/docker.sock"),
         ({"DOCKER_HOST": "tcp://10.0.0.5:2375"}, "tcp://10.0.0.5:2375"),
         ({"DOCKER_HOST": "http://127.0.0.1:2375/"}, "tcp://127.0.0.1:2375"),
-        ({"DOCKER_HOST": "tcp://[::1]:2375"}, "tcp://::1:2375"),
+        ({"DOCKER_HOST": "tcp://[::1]:2375"}, "tcp://[::1]:2375"),
         ({"DOCKER_HOST": "tcp://:2375"}, "tcp://127.0.0.1:2375"),
         ({"DOCKER_TLS_VERIFY": ""}, f"unix://{DEFAULT_SOCKET}"),  # empty is off, as for the SDK
         # What this client does not speak is left to the SDK (None), which handles or refuses it.
@@ -350,6 +350,7 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
         (None, EngineTimeout, "did not answer within 0.5s"),  # takes the request, never answers
         (b"", EngineUnreachable, "closed the connection without an answer"),
         (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", EngineUnreachable, "does not answer like a Docker engine"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n<html", EngineUnreachable, "like a Docker engine"),
         (
             b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"4;ext=1\r\nboom\r\n0\r\n\r\n",
