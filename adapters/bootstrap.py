@@ -9,7 +9,7 @@ store will not append until that build has succeeded, so a write through it stil
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -33,13 +33,19 @@ _EXTRAS = {
 
 
 def require_extra(module: str) -> None:
-    """ConfigError naming the extra to install when ``module`` (a provider library) cannot be imported."""
+    """ConfigError naming the extra to install when ``module`` (a provider library) is not installed.
+
+    Found, not imported: the library is loaded where it is used, and a short command may not use it at
+    all (an exec on Docker goes through the stdlib engine client)."""
     extra, needed_by = _EXTRAS[module]
     try:
-        importlib.import_module(module)
-    except ImportError as exc:
+        found = importlib.util.find_spec(module) is not None
+        reason = f"No module named {module!r}"
+    except (ImportError, ValueError) as exc:  # a broken installation, or a module without a spec
+        found, reason = False, first_line(str(exc))
+    if not found:
         raise ConfigError(
-            f"{needed_by} needs the {module} library, which is not installed ({first_line(str(exc))}): "
+            f"{needed_by} needs the {module} library, which is not installed ({reason}): "
             f"pip install 'sandbox-lifecycle[{extra}]'"
         ) from None
 

@@ -1,6 +1,6 @@
 """The Docker provider through the service, side by side with raw docker-py, on the local engine.
 
-    .venv/bin/python bench/docker_bench.py [--rounds 10] [--workspace-mb 100] [--big-mb 1024]
+    .venv/bin/python bench/docker_bench.py [--rounds 10] [--workspace-mb 100] [--big-mb 1024] [--exec-only]
 
 1. create → exec → destroy: ours (SandboxService on the embedded SQLite log) vs the same container
    options driven with docker-py directly. Prints medians and the ratio (target <= 1.15x).
@@ -8,6 +8,9 @@
    server this script starts on 127.0.0.1). Prints seconds and MB/s (target <= 2 s each).
 3. peak RSS of the backend process during the suspend of a 1 GB workspace, measured in a fresh child
    process: growth over its baseline (target < 100 MB).
+4. one exec round trip (`true`) on a running sandbox: DockerProvider.exec and SandboxService.exec vs
+   docker-py's exec_run on the same container, interleaved. Prints medians and ratios (target <= 1x for
+   the provider). --exec-only runs just this one.
 Needs scripts/start-docker.sh to have run (engine and local images).
 """
 
@@ -16,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +97,43 @@ def lifecycle(rounds: int, env: dict[str, str]) -> None:
         f"create→exec→destroy, median of {rounds}: ours {mo * 1000:.0f} ms, "
         f"raw docker-py {mr * 1000:.0f} ms, ratio {mo / mr:.2f}x (target <= 1.15x)"
     )
+
+
+def exec_roundtrip(rounds: int, env: dict[str, str]) -> None:
+    client = docker.from_env()
+    service = build_service(env)
+    provider: Any = service.provider
+    row = service.create("data-app")
+    try:
+        ref = service.get(row.id).provider_ref
+        assert ref is not None
+        container = client.containers.get(ref)
+        runs: dict[str, list[float]] = {"provider": [], "service": [], "raw": []}
+        calls = {
+            "provider": lambda: provider.exec(ref, ["true"], timeout=30).exit_code,
+            "service": lambda: service.exec(row.id, ["true"], timeout=30).exit_code,
+            "raw": lambda: container.exec_run(["true"], user="1000:1000").exit_code,
+        }
+        for call in calls.values():  # warm caches on every side
+            assert call() == 0
+        for _ in range(rounds):  # interleaved, so drift in the machine's load hits all alike
+            for name, call in calls.items():
+                t0 = time.perf_counter()
+                assert call() == 0
+                runs[name].append(time.perf_counter() - t0)
+        med = {name: statistics.median(times) * 1000 for name, times in runs.items()}
+        low = {name: min(times) * 1000 for name, times in runs.items()}
+        print(
+            f"exec `true` round trip, median (min) of {rounds}: provider {med['provider']:.1f} "
+            f"({low['provider']:.1f}) ms, service {med['service']:.1f} ({low['service']:.1f}) ms, "
+            f"raw docker-py exec_run {med['raw']:.1f} ({low['raw']:.1f}) ms; provider/raw "
+            f"{med['provider'] / med['raw']:.2f}x, service/raw {med['service'] / med['raw']:.2f}x"
+        )
+    finally:
+        service.destroy(row.id)
+        # The deployment's egress container goes with its last sandbox network.
+        provider.remove_unused_network(datetime.now(UTC))
+        shutil.rmtree(provider.network.state_dir, ignore_errors=True)
 
 
 def fill(service: SandboxService, sandbox_id: str, mb: int) -> None:
@@ -168,9 +210,22 @@ def main() -> None:
     parser.add_argument("--workspace-mb", type=int, default=100)
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    parser.add_argument("--exec-only", action="store_true", help="only the exec round trip (4.)")
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child, args.big_mb)
+        return
+    if args.exec_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            exec_roundtrip(
+                args.rounds,
+                {
+                    **os.environ,
+                    "SANDBOX_PROVIDER": "docker",
+                    "SANDBOX_DATA_DIR": tmp,
+                    "SANDBOX_DEPLOYMENT": f"bench-{uuid.uuid4().hex[:6]}",
+                },
+            )
         return
     moto, endpoint = start_moto()
     try:

@@ -54,11 +54,35 @@ def test_a_current_sqlite_schema_is_checked_without_alembic(tmp_path: Path) -> N
 
 @pytest.mark.docker
 def test_a_docker_command_loads_docker_and_nothing_else(tmp_path: Path, docker_engine: object) -> None:
+    # An exec talks to the engine through the stdlib client: neither the docker SDK nor requests/urllib3
+    # under it load (they cost more than the exec itself), on a sandbox that is missing or running.
+    sdk = {"docker", "requests", "urllib3"}
     run_cli(tmp_path, "ls")  # migrate first
     code, loaded = run_cli(tmp_path, "exec", "0000000000000000", "--", "true")
     assert code == 4  # no such sandbox: the provider was built, the log was read
-    assert "docker" in loaded
+    assert not loaded & sdk, loaded & sdk
     assert not loaded & set(UNUSED), loaded & set(UNUSED)
+
+    import shutil
+
+    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from tests.docker.conftest import DEFAULT_EGRESS_DIR, remove_network_leftovers
+
+    env = {**os.environ, "SANDBOX_PROVIDER": "docker", "SANDBOX_DATA_DIR": str(tmp_path)}
+    env["SANDBOX_DEPLOYMENT"] = "importprobe"
+    env.pop("SANDBOX_DATABASE_URL", None)
+    env.pop("S3_BUCKET", None)
+    service = build_service(env)
+    row = service.create("data-app")
+    try:
+        code, loaded = run_cli(tmp_path, "exec", row.id, "--", "true")
+        assert code == 0
+        assert not loaded & sdk, loaded & sdk
+        assert not loaded & set(UNUSED), loaded & set(UNUSED)
+    finally:
+        service.destroy(row.id)
+        remove_network_leftovers(docker_engine, "sandbox-lifecycle.deployment=importprobe")
+        shutil.rmtree(os.path.join(DEFAULT_EGRESS_DIR, "importprobe"), ignore_errors=True)
 
 
 def test_the_scanned_head_is_alembics_head() -> None:

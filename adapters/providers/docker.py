@@ -29,6 +29,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -37,28 +38,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-import docker
-import docker.errors
-import requests.exceptions
-from docker.types import DriverConfig, Mount
-
-from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
+from sandbox_lifecycle.adapters.providers.docker_engine import (
+    DockerEngine,
+    EngineAPIError,
+    EngineTimeout,
+    EngineUnreachable,
+    engine_from_environ,
+)
 from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
 from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER as _EXEC_MARKER
 from sandbox_lifecycle.adapters.providers.reap import REAP_FUNCTION as _REAP_FUNCTION
-from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.adapters.settings import EgressSettings
 from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
-from sandbox_lifecycle.adapters.snapshots.archive import (
-    CHUNK,
-    HashingReader,
-    WorkspaceTooLarge,
-    fetch_verified,
-    pack_workspace,
-    restore_stream,
-)
 from sandbox_lifecycle.core.errors import (
     ForeignSandbox,
     ProviderError,
@@ -78,6 +71,14 @@ from sandbox_lifecycle.core.ports import (
     TransferReport,
 )
 from sandbox_lifecycle.core.streaming import OutputCollector
+
+if TYPE_CHECKING:
+    # The SDK (and requests under it) is imported where it is used, never on the exec path: see
+    # docker_engine.py. The network module imports it too.
+    import docker
+    import docker.errors
+
+    from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
 
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_KIND = "sandbox-lifecycle.kind"
@@ -184,13 +185,28 @@ class DockerProvider:
         # provider (e.g. for `sandboxctl ls`) does not need a running engine.
         self._client = client
         self._client_lock = threading.Lock()
+        # The calls of an exec go to the engine through the stdlib client where it reaches the engine the
+        # SDK would (and no client was handed in); through the SDK otherwise. Same calls, same results.
+        self._engine: DockerEngine | None = None if client is not None else engine_from_environ(os.environ)
         # ref -> kind of the containers checked to be ours (labels never change and ids are never reused,
         # so one check per container holds): an exec's default cwd and ownership without an inspect per call.
         self._kinds: dict[str, str] = {}
-        # The sandboxes' only way out (docs/network.md); the egress container runs the data-app image.
-        self.network = SandboxNetworks(
-            lambda: self.client, deployment, egress or EgressSettings(), self._images[DATA_APP]
-        )
+        self._egress = egress or EgressSettings()
+        self._network: SandboxNetworks | None = None
+        self._network_lock = threading.Lock()
+
+    @property
+    def network(self) -> SandboxNetworks:
+        """The sandboxes' only way out (docs/network.md); the egress container runs the data-app image.
+        Built on first use: its module loads the SDK, which an exec does not need."""
+        with self._network_lock:
+            if self._network is None:
+                from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
+
+                self._network = SandboxNetworks(
+                    lambda: self.client, self._deployment, self._egress, self._images[DATA_APP]
+                )
+            return self._network
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -205,6 +221,9 @@ class DockerProvider:
         return self._reuse(sandbox_id, kind, existing)
 
     def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        # The archive and tree modules (zstandard, tarfile) load for the calls that move workspaces only.
+        from sandbox_lifecycle.adapters.snapshots.archive import pack_workspace
+
         workspace = kind_spec(kind).workspace
         try:
             self._owned(ref, sandbox_id)
@@ -236,6 +255,12 @@ class DockerProvider:
         return info
 
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        from sandbox_lifecycle.adapters.snapshots.archive import (
+            WorkspaceTooLarge,
+            fetch_verified,
+            restore_stream,
+        )
+
         spec = kind_spec(kind)
         # Verification comes first: a missing or corrupt snapshot must not leave a container behind.
         with fetch_verified(self._snapshots, snapshot) as archive:
@@ -280,6 +305,8 @@ class DockerProvider:
             volumes = self.client.api.volumes(
                 filters={"label": [f"{LABEL_ID}={sandbox_id}", f"{LABEL_DEPLOYMENT}={self._deployment}"]}
             )
+            import docker.errors
+
             for volume in volumes.get("Volumes") or []:
                 with suppress(docker.errors.NotFound):
                     self.client.api.remove_volume(volume["Name"], force=True)
@@ -379,13 +406,13 @@ class DockerProvider:
             *("timeout", "--signal=KILL", str(math.ceil(timeout) + _BACKSTOP_GRACE_S)),
             *command,
         ]
-        api = self.client.api
+        calls = self._exec_calls
         workdir = cwd or self._workdir(ref)  # also verifies the container is ours, before anything runs
         with self._errors("exec", ref):
-            exec_id = api.exec_create(ref, argv, user=SANDBOX_USER, environment=environment, workdir=workdir)[
-                "Id"
-            ]
-            stream = api.exec_start(exec_id, stream=True, demux=True)
+            exec_id = calls.exec_create(
+                ref, argv, user=SANDBOX_USER, environment=environment, workdir=workdir
+            )
+            stream = calls.exec_stream(exec_id)
 
         limit = self._limits.max_output_bytes if max_output_bytes is None else max_output_bytes
         output = _BoundedOutput(limit, on_stdout, on_stderr)
@@ -400,7 +427,10 @@ class DockerProvider:
             self._kill_marked(ref, marker)
             reader.join(_DRAIN_AFTER_KILL_S)
             if reader.is_alive():  # something escaped the kill and holds the stream open: stop reading
-                stream.close()
+                # (an SDK stream is a generator, which cannot be closed while the reader runs it: that
+                # daemon reader is left behind then)
+                with suppress(ValueError):
+                    stream.close()
             raise output.timed_out(shlex.join(command), timeout)
         if output.error is not None:
             raise self._mapped(output.error, "exec", ref)
@@ -504,6 +534,9 @@ class DockerProvider:
         return done.exit_code == 0
 
     def upload_dir(self, ref: str, local_dir: str, remote_dir: str) -> TransferReport:
+        from sandbox_lifecycle.adapters.providers.tree import TransferCounter, pack_dir
+        from sandbox_lifecycle.adapters.snapshots.archive import WorkspaceTooLarge
+
         full = self._resolve_dir(ref, remote_dir)
         counter = TransferCounter()
         chunks = pack_dir(local_dir, counter, owner=(SANDBOX_UID, SANDBOX_GID))
@@ -523,6 +556,9 @@ class DockerProvider:
         return counter.report()
 
     def download_dir(self, ref: str, remote_dir: str, local_dir: str) -> TransferReport:
+        from sandbox_lifecycle.adapters.providers.tree import extract_stream
+        from sandbox_lifecycle.adapters.snapshots.archive import CHUNK
+
         full = self._resolve_dir(ref, remote_dir)
         self._owned(ref)
         with self._errors(f"download {full}", ref, missing_ok=True):
@@ -549,6 +585,8 @@ class DockerProvider:
     def client(self) -> docker.DockerClient:
         with self._client_lock:
             if self._client is None:
+                import docker
+
                 try:
                     self._client = docker.from_env()
                 except docker.errors.DockerException as exc:
@@ -557,7 +595,16 @@ class DockerProvider:
                     ) from exc
             return self._client
 
+    @property
+    def _exec_calls(self) -> _ExecCalls:
+        """What exec and inspect go through: the stdlib engine client, or the SDK where it cannot go."""
+        if self._engine is not None:
+            return self._engine
+        return _SdkExecCalls(self.client.api)
+
     def _start_new(self, sandbox_id: str, kind: str) -> str:
+        from docker.types import DriverConfig, Mount
+
         spec = kind_spec(kind)
         image = self._images.get(kind)
         if image is None:
@@ -624,6 +671,9 @@ class DockerProvider:
         return ref
 
     def _create_container(self, image: str, sandbox_id: str, kind: str, **config: Any) -> Any:
+        import docker.errors
+        import requests.exceptions
+
         try:
             return self.client.containers.create(image, **config)
         except docker.errors.ImageNotFound as exc:
@@ -680,6 +730,8 @@ class DockerProvider:
         """The snapshot under ``key`` with its sha256 (streamed, never buffered), or None if absent.
 
         Stores write a key atomically, so an object that exists is a whole snapshot."""
+        from sandbox_lifecycle.adapters.snapshots.archive import HashingReader
+
         size = self._snapshots.stat(key)
         if size is None:
             return None
@@ -746,7 +798,7 @@ class DockerProvider:
     def _inspect(self, name_or_id: str) -> dict[str, Any] | None:
         try:
             with self._errors(f"inspect container {name_or_id}"):
-                found: dict[str, Any] = self.client.api.inspect_container(name_or_id)
+                found: dict[str, Any] = self._exec_calls.inspect_container(name_or_id)
                 return found
         except ProviderLost:
             return None
@@ -778,16 +830,17 @@ class DockerProvider:
 
     def _kill_marked(self, ref: str, marker: str) -> None:
         with self._errors("kill timed-out command", ref):
-            exec_id = self.client.api.exec_create(
+            calls = self._exec_calls
+            exec_id = calls.exec_create(
                 ref, ["bash", "-c", _KILL_MARKED_SCRIPT, "bash", marker], user=SANDBOX_USER
-            )["Id"]
-            self.client.api.exec_start(exec_id)
+            )
+            calls.exec_run(exec_id)
 
     def _exit_code(self, exec_id: str) -> int:
         deadline = time.monotonic() + _EXIT_CODE_WAIT_S
         while True:
             with self._errors("inspect exec"):
-                state = self.client.api.exec_inspect(exec_id)
+                state = self._exec_calls.exec_inspect(exec_id)
             if not state["Running"] and state["ExitCode"] is not None:
                 return int(state["ExitCode"])
             if time.monotonic() > deadline:
@@ -802,8 +855,10 @@ class DockerProvider:
         """
         try:
             yield
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            if missing_ok and isinstance(exc, docker.errors.NotFound) and ref and self._inspect(ref):
+        except Exception as exc:
+            if not _is_engine_error(exc):
+                raise
+            if missing_ok and _is_not_found(exc) and ref and self._inspect(ref):
                 raise FileNotFoundError(f"{action}: no such file in the sandbox") from exc
             raise self._mapped(exc, action, ref) from exc
 
@@ -845,14 +900,12 @@ class DockerProvider:
 
     @staticmethod
     def _mapped(exc: BaseException, action: str, ref: str | None = None) -> ProviderError:
-        if isinstance(exc, requests.exceptions.ConnectionError) or (
-            isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
-        ):
+        if _is_unreachable(exc):
             return ProviderError(f"{action}: the Docker engine is unreachable ({exc}); {_START_ENGINE_HINT}")
-        if isinstance(exc, docker.errors.NotFound):
+        if _is_not_found(exc):
             what = f"container {ref[:12]}" if ref else "the container"
             return ProviderLost(f"{action}: {what} no longer exists ({_explain(exc)})")
-        if isinstance(exc, docker.errors.APIError):
+        if _is_api_error(exc):
             return ProviderError(f"{action} failed: {_explain(exc)}")
         return ProviderError(f"{action} failed: {exc}")
 
@@ -1071,5 +1124,122 @@ def _status(docker_status: str) -> str:
     return "stopped"
 
 
-def _explain(exc: docker.errors.APIError) -> str:
-    return str(exc.explanation or exc)
+def _explain(exc: BaseException) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+# The SDK's errors are recognised without importing it: none can have been raised before it was loaded.
+def _sdk_loaded() -> bool:
+    return sys.modules.get("docker") is not None
+
+
+def _is_engine_error(exc: BaseException) -> bool:
+    """An error of either transport (which ``_mapped`` turns into a ProviderError)."""
+    if isinstance(exc, EngineUnreachable | EngineTimeout | EngineAPIError):
+        return True
+    if not _sdk_loaded():
+        return False
+    import docker.errors
+    import requests.exceptions
+
+    return isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException)
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, EngineUnreachable):
+        return True
+    if not _sdk_loaded():
+        return False
+    import docker.errors
+    import requests.exceptions
+
+    return isinstance(exc, requests.exceptions.ConnectionError) or (
+        isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
+    )
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    if isinstance(exc, EngineAPIError):
+        return exc.status_code == 404
+    if not _sdk_loaded():
+        return False
+    import docker.errors
+
+    return isinstance(exc, docker.errors.NotFound)
+
+
+def _is_api_error(exc: BaseException) -> bool:
+    if isinstance(exc, EngineAPIError):
+        return True
+    if not _sdk_loaded():
+        return False
+    import docker.errors
+
+    return isinstance(exc, docker.errors.APIError)
+
+
+class _OutputStream(Protocol):
+    """An attached exec's demultiplexed output, ``(stdout, None)`` or ``(None, stderr)`` chunks."""
+
+    def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+
+    def __next__(self) -> tuple[bytes | None, bytes | None]: ...
+
+    def close(self) -> None: ...
+
+
+class _ExecCalls(Protocol):
+    """The engine calls of an exec, as DockerEngine makes them; _SdkExecCalls makes them with the SDK."""
+
+    def inspect_container(self, ref: str) -> dict[str, Any]: ...
+
+    def exec_create(
+        self,
+        ref: str,
+        cmd: Sequence[str],
+        *,
+        user: str = "",
+        environment: Sequence[str] | None = None,
+        workdir: str | None = None,
+    ) -> str: ...
+
+    def exec_stream(self, exec_id: str) -> _OutputStream: ...
+
+    def exec_run(self, exec_id: str) -> None: ...
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]: ...
+
+
+class _SdkExecCalls:
+    """The exec calls through the SDK's low-level client: for what DockerEngine does not speak (TLS,
+    ssh://) and for a client handed in."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def inspect_container(self, ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._api.inspect_container(ref)
+        return found
+
+    def exec_create(
+        self,
+        ref: str,
+        cmd: Sequence[str],
+        *,
+        user: str = "",
+        environment: Sequence[str] | None = None,
+        workdir: str | None = None,
+    ) -> str:
+        created = self._api.exec_create(ref, cmd, user=user, environment=environment, workdir=workdir)
+        return str(created["Id"])
+
+    def exec_stream(self, exec_id: str) -> _OutputStream:
+        stream: _OutputStream = self._api.exec_start(exec_id, stream=True, demux=True)
+        return stream
+
+    def exec_run(self, exec_id: str) -> None:
+        self._api.exec_start(exec_id)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        state: dict[str, Any] = self._api.exec_inspect(exec_id)
+        return state

@@ -113,8 +113,19 @@ def store(tmp_path: Path) -> LocalSnapshotStore:
 
 @pytest.fixture
 def provider(docker_client: docker.DockerClient, store: LocalSnapshotStore) -> DockerProvider:
+    """The provider as the service builds it: no client handed in, so its exec and inspect calls go
+    through the stdlib engine client (the provider contract suite hands one in: the SDK path)."""
+    return DockerProvider(DOCKER_IMAGES, store, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT)
+
+
+@pytest.fixture(params=["engine", "sdk"])
+def either_provider(
+    request: pytest.FixtureRequest, docker_client: docker.DockerClient, store: LocalSnapshotStore
+) -> DockerProvider:
+    """The provider on each exec transport: the stdlib engine client, and the SDK (a client handed in)."""
+    client = docker_client if request.param == "sdk" else None
     return DockerProvider(
-        DOCKER_IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT
+        DOCKER_IMAGES, store, client=client, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT
     )
 
 
