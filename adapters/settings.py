@@ -12,12 +12,12 @@ Secrets (API keys, the S3 secret, the database password) are kept out of every r
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import importlib.metadata
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -87,11 +87,41 @@ E2B_KEY_MISSING = (
 )
 
 
+@functools.cache
 def package_version() -> str:
+    """This release's version: the default tag of the E2B templates.
+
+    importlib.metadata is imported here, when a version is wanted: with what it loads (email, zipfile)
+    and the search for the installed distribution it costs more than a short command's own work.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return importlib.metadata.version("sandbox-lifecycle")
-    except importlib.metadata.PackageNotFoundError:
+        return version("sandbox-lifecycle")
+    except PackageNotFoundError:
         return "latest"
+
+
+class TemplateNames(Mapping[str, str]):
+    """kind -> E2B template id ``name:tag``, a tag left unset being this release's version, looked up
+    (see ``package_version``) the first time a template without a tag is read, which a Docker
+    deployment never does."""
+
+    def __init__(self, names: Mapping[str, tuple[str, str | None]]) -> None:
+        self._names = dict(names)
+
+    def __getitem__(self, kind: str) -> str:
+        name, tag = self._names[kind]
+        return f"{name}:{tag or package_version()}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def egress_env_name(kind: str) -> str:
@@ -248,11 +278,12 @@ def _idle_ms(reader: _Reader) -> timedelta:
 
 
 def _e2b_settings(reader: _Reader, idle: timedelta, deployment: str = "default") -> E2BSettings:
-    version = package_version()
-    templates = {}
-    for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
-        name = reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
-        templates[kind] = f"{name}:{reader.text(tag_var) or version}"
+    templates = TemplateNames(
+        {
+            kind: (reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind], reader.text(tag_var))
+            for kind, (name_var, tag_var) in TEMPLATE_ENV.items()
+        }
+    )
     egress = _egress_allow(reader)
     idle_s = int(idle.total_seconds())
     timeout_ms = reader.integer(
