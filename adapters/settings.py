@@ -13,7 +13,6 @@ Secrets (API keys, the S3 secret, the database password) are kept out of every r
 from __future__ import annotations
 
 import functools
-import hashlib
 import ipaddress
 import os
 import re
@@ -242,20 +241,23 @@ class EgressSettings:
 
 
 def _egress_settings(reader: _Reader, upstream_url: str, api_key: str, state_dir: Path) -> EgressSettings:
-    from sandbox_lifecycle.adapters.egress.policy import PolicyError, parse_pin, parse_rules
-
     allow = _egress_allow(reader)
-    for kind, entries in allow.items():
-        try:
-            parse_rules(entries)
-        except PolicyError as exc:
-            reader.bad(f"{egress_env_name(kind)}: {exc}")
     resolve = tuple(e.strip() for e in (reader.text("SANDBOX_EGRESS_RESOLVE") or "").split(",") if e.strip())
-    for entry in resolve:
-        try:
-            parse_pin(entry)
-        except PolicyError as exc:
-            reader.bad(f"SANDBOX_EGRESS_RESOLVE: {exc}")
+    if allow != DEFAULT_EGRESS_ALLOW or resolve:
+        # The policy parser (with socket and json) is loaded to check what the environment changed; the
+        # defaults are valid (a test parses them), and every command reads these settings.
+        from sandbox_lifecycle.adapters.egress.policy import PolicyError, parse_pin, parse_rules
+
+        for kind, entries in allow.items():
+            try:
+                parse_rules(entries)
+            except PolicyError as exc:
+                reader.bad(f"{egress_env_name(kind)}: {exc}")
+        for entry in resolve:
+            try:
+                parse_pin(entry)
+            except PolicyError as exc:
+                reader.bad(f"SANDBOX_EGRESS_RESOLVE: {exc}")
     pool = reader.text("SANDBOX_DOCKER_NETWORK_POOL") or DEFAULT_NETWORK_POOL
     try:
         network = ipaddress.ip_network(pool)
@@ -661,6 +663,8 @@ def deployment_of(database_url: str) -> str:
     Replicas configured with the same database get the same name; a staging and a production stack
     sharing one Docker engine or one E2B team get different ones. The password is not part of it.
     """
+    import hashlib  # here: only a deployment named after its database needs it
+
     digest = hashlib.sha256(redact_url(database_url).encode()).hexdigest()
     return f"db-{digest[:12]}"
 

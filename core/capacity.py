@@ -28,11 +28,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
-from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
 from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused
 
 if TYPE_CHECKING:
+    from sandbox_lifecycle.core import sandbox as sb
     from sandbox_lifecycle.core.service import SandboxService
 
 log = logging.getLogger("sandbox_lifecycle")
@@ -162,6 +162,10 @@ class Admission:
         """
         # One idle for less than a moment has most likely just been created or resumed for a turn that
         # is about to start on it: taking it would only make that turn resume it again.
+        # The decider is loaded here: settings read the limits from this module, and `ls` has no use for
+        # the commands and the event types.
+        from sandbox_lifecycle.core import sandbox as sb
+
         settled = self.s.clock() - _FRESH
         idle = [
             r
