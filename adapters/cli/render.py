@@ -9,8 +9,6 @@ from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from sandbox_lifecycle.events.records import SandboxRow
 
 _ROW_FIELDS = tuple(f.name for f in fields(SandboxRow))
@@ -27,7 +25,10 @@ def row_json(row: SandboxRow) -> dict[str, Any]:
 
 def _print_json(value: Any) -> None:
     """json.dumps(value, indent=2)'s layout, by orjson: the json module indents in pure Python, which
-    was a third of `ls --json` on a thousand rows. Text outside ASCII is written as UTF-8, not escaped."""
+    was a third of `ls --json` on a thousand rows. Text outside ASCII is written as UTF-8, not escaped.
+    orjson is imported here: it loads uuid and platform, which a table or an exec does not need."""
+    import orjson
+
     print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 
 
