@@ -15,6 +15,7 @@ from typing import Any, ClassVar, NamedTuple, TypedDict
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events import types as ev
+from sandbox_lifecycle.events.values import FieldValues
 
 # --------------------------------------------------------------------------------------------- state
 
@@ -66,15 +67,18 @@ def snapshot_key(sandbox_id: str, version: int) -> str:
 # ------------------------------------------------------------------------------------------ commands
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Command:
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+class Command(FieldValues):
+    """What a caller asks of a sandbox. ``==``, hash and repr are FieldValues's (events/values.py), as
+    for the events: hence ``eq=False, repr=False`` on every command."""
+
     TRIGGER: ClassVar[str] = ""
 
     actor: str = "api"
     reason: str = "user"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Create(Command):
     kind: str
     provider: str
@@ -82,20 +86,20 @@ class Create(Command):
     TRIGGER = "create"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkReady(Command):
     provider_ref: str
     TRIGGER = "mark_ready"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class StartTurn(Command):
     turn_id: str
     reason: str = "turn_start"
     TRIGGER = "start_turn"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class EndTurn(Command):
     turn_id: str
     suspend: bool = True
@@ -103,7 +107,7 @@ class EndTurn(Command):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Touch(Command):
     """Activity. Coalesced: nothing is recorded if the last activity is younger than ``window``."""
 
@@ -113,13 +117,13 @@ class Touch(Command):
     TRIGGER = "touch"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RequestSuspend(Command):
     running_processes: list[dict[str, Any]] | None = None
     TRIGGER = "request_suspend"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkSuspended(Command):
     snapshot_key: str
     sha256: str | None = None
@@ -128,18 +132,18 @@ class MarkSuspended(Command):
     TRIGGER = "mark_suspended"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RequestResume(Command):
     TRIGGER = "request_resume"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkResumed(Command):
     provider_ref: str
     TRIGGER = "mark_resumed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class FireIdleTimeout(Command):
     timeout: timedelta
     actor: str = "scheduler"
@@ -148,7 +152,7 @@ class FireIdleTimeout(Command):
     TRIGGER = "idle_timeout"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class FireRetention(Command):
     retention: timedelta
     actor: str = "scheduler"
@@ -156,36 +160,36 @@ class FireRetention(Command):
     TRIGGER = "retention_elapsed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Destroy(Command):
     TRIGGER = "destroy"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkDestroyed(Command):
     TRIGGER = "mark_destroyed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Pool(Command):
     reason: str = "warm_pool"
     TRIGGER = "pool"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Claim(Command):
     conversation_id: str
     reason: str = "turn_start"
     TRIGGER = "claim"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkFailed(Command):
     error: str
     TRIGGER = "mark_failed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkLost(Command):
     detail: str
     reason: str = "provider_lost"

@@ -10,9 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from sandbox_lifecycle.events.values import FieldValues
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Event:
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+class Event(FieldValues):
+    """A fact of a sandbox's stream. ``==``, hash and repr are FieldValues's (events/values.py), the same
+    as a dataclass's but written once: hence ``eq=False, repr=False`` on every event type."""
+
     TYPE: ClassVar[str] = ""
     SCHEMA_VERSION: ClassVar[int] = 1
 
@@ -21,7 +26,7 @@ class Event:
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class CreationRequested(Event):
     TYPE = "CreationRequested"
     kind: str
@@ -29,25 +34,25 @@ class CreationRequested(Event):
     conversation_id: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Created(Event):
     TYPE = "Created"
     provider_ref: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class CreationFailed(Event):
     TYPE = "CreationFailed"
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class TurnStarted(Event):
     TYPE = "TurnStarted"
     turn_id: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class TurnEnded(Event):
     TYPE = "TurnEnded"
     turn_id: str
@@ -55,7 +60,7 @@ class TurnEnded(Event):
     disposition: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ActivityRecorded(Event):
     """Coalesced activity (exec, file I/O, touch): at most one per activity window."""
 
@@ -65,14 +70,14 @@ class ActivityRecorded(Event):
     count: int = 1
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class IdleTimeoutElapsed(Event):
     TYPE = "IdleTimeoutElapsed"
     idle_since: datetime
     timeout_ms: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class SuspendRequested(Event):
     TYPE = "SuspendRequested"
     snapshot_key: str
@@ -82,7 +87,7 @@ class SuspendRequested(Event):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Suspended(Event):
     TYPE = "Suspended"
     snapshot_key: str
@@ -92,47 +97,47 @@ class Suspended(Event):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class SuspendFailed(Event):
     TYPE = "SuspendFailed"
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ResumeRequested(Event):
     TYPE = "ResumeRequested"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Resumed(Event):
     TYPE = "Resumed"
     provider_ref: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ResumeFailed(Event):
     TYPE = "ResumeFailed"
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RetentionElapsed(Event):
     TYPE = "RetentionElapsed"
     suspended_since: datetime
     retention_ms: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class DestroyRequested(Event):
     TYPE = "DestroyRequested"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Destroyed(Event):
     TYPE = "Destroyed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ProviderLost(Event):
     """The provider no longer has the sandbox or its snapshot; the workspace is gone."""
 
@@ -140,14 +145,14 @@ class ProviderLost(Event):
     detail: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Pooled(Event):
     """A created, unassigned sandbox joined its kind's warm pool: a new conversation's turn may claim it."""
 
     TYPE = "Pooled"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Claimed(Event):
     """A turn of ``conversation_id`` took the sandbox from the warm pool (appended at the version the
     claimer saw, so two claimers never get the same one)."""

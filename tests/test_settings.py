@@ -346,10 +346,11 @@ def test_a_bad_allow_list_or_pin_is_still_named() -> None:
 def test_template_tags_default_to_the_package_version() -> None:
     from importlib.metadata import version
 
+    release = version("sandbox-lifecycle")
     s = Settings.from_env({"E2B_TEMPLATE_TAG": "v7"})
     assert s.e2b.templates["data-app"] == "lightdash/lightdash-data-app:v7"
-    assert s.e2b.templates["ai-writeback"] == f"lightdash/lightdash-ai-writeback:{version('sandbox-lifecycle')}"
+    assert s.e2b.templates["ai-writeback"] == f"lightdash/lightdash-ai-writeback:{release}"
     assert dict(s.e2b.templates) == {
         "data-app": "lightdash/lightdash-data-app:v7",
-        "ai-writeback": f"lightdash/lightdash-ai-writeback:{version('sandbox-lifecycle')}",
+        "ai-writeback": f"lightdash/lightdash-ai-writeback:{release}",
     }
