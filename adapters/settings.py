@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     # Loaded when the limits are read: the capacity module brings the transition table with it.
@@ -167,8 +168,8 @@ class _Reader:
             raise ConfigError(f"{len(self.problems)} settings are invalid: " + "; ".join(self.problems))
 
 
-@dataclass(frozen=True, slots=True)
-class E2BSettings:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class E2BSettings(FieldValues):
     """What the E2B provider needs; parsed by :class:`Settings`. ``api_key`` is empty when unset."""
 
     api_key: str = field(repr=False)
@@ -210,8 +211,8 @@ class E2BSettings:
             raise ConfigError(E2B_KEY_MISSING)
 
 
-@dataclass(frozen=True, slots=True)
-class S3Settings:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class S3Settings(FieldValues):
     """Where Docker snapshots go when ``S3_BUCKET`` is set."""
 
     bucket: str
@@ -224,8 +225,8 @@ class S3Settings:
 DEFAULT_NETWORK_POOL = "10.213.0.0/16"
 
 
-@dataclass(frozen=True, slots=True)
-class EgressSettings:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class EgressSettings(FieldValues):
     """The network of Docker sandboxes (see docs/network.md): what each kind may reach through the
     egress point, names pinned to addresses, where the egress state lives, which addresses the
     per-sandbox networks take, and the model API the gateway forwards to."""
@@ -471,8 +472,8 @@ def _snapshot_dir(reader: _Reader, data_dir: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, eq=False, repr=False)
+class Settings(FieldValues):
     provider: str
     # May hold a password: kept out of repr (and so out of logs and tracebacks).
     database_url: str = field(repr=False)

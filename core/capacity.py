@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
 from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core import sandbox as sb
@@ -51,8 +52,8 @@ _FRESH = timedelta(seconds=1)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
 
 
-@dataclass(frozen=True, slots=True)
-class Capacity:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Capacity(FieldValues):
     """``SANDBOX_MAX_LIVE`` (None: no limit), the per-kind limits, ``SANDBOX_CAPACITY_WAIT_MS`` and the
     warm pool sizes (``SANDBOX_WARM_POOL_<KIND>``)."""
 

@@ -22,6 +22,7 @@ from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.projection import IDLE, LEASE, project
 from sandbox_lifecycle.events.records import CorruptStream, Deadline
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core.service import SandboxService
@@ -41,8 +42,8 @@ PROCESS_OUTPUT_REASON = "process_output"
 MODEL_CALL_REASON = "model_call"
 
 
-@dataclass(frozen=True, slots=True)
-class SweepReport:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class SweepReport(FieldValues):
     fired: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)

@@ -70,6 +70,7 @@ from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
 from sandbox_lifecycle.core.streaming import ExecStream
 from sandbox_lifecycle.events.codec import decode, encode
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     # Imported where they are used: a short command never reads a history or runs git.
@@ -965,8 +966,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if not isinstance(exc, SandboxError) else first
 
 
-@dataclass(frozen=True, slots=True)
-class TurnHandle:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class TurnHandle(FieldValues):
     service: SandboxService
     id: str
     kind: str

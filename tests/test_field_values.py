@@ -73,3 +73,48 @@ def test_equality_hash_and_repr_are_a_dataclasss(cls: type) -> None:
         assert hash(ours) == expected
     with pytest.raises(dataclasses.FrozenInstanceError):
         ours.actor = "someone else"  # type: ignore[misc]
+
+
+def _same_as_generated(obj: Any) -> None:
+    cls = type(obj)
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    generated = dataclasses.make_dataclass(
+        cls.__name__, [(f.name, Any) for f in dataclasses.fields(obj)], frozen=True
+    )(**values)
+    # The generated class has no repr=False fields: compare the text of those shown.
+    shown = [f.name for f in dataclasses.fields(obj) if f.repr]
+    expected = f"{cls.__qualname__}(" + ", ".join(f"{n}={values[n]!r}" for n in shown) + ")"
+    assert repr(obj) == expected
+    assert obj == cls(**values) and obj.__eq__(generated) is NotImplemented
+    try:
+        expected_hash = hash(generated)
+    except TypeError:
+        with pytest.raises(TypeError):
+            hash(obj)
+    else:
+        assert hash(obj) == expected_hash
+
+
+def test_the_records_of_the_ports_settings_and_policy_are_values_too(tmp_path: Any) -> None:
+    from sandbox_lifecycle.adapters.settings import Settings
+    from sandbox_lifecycle.core.capacity import Capacity
+    from sandbox_lifecycle.core.kinds import KINDS
+    from sandbox_lifecycle.core.ports import ExecResult, ProviderCapabilities, SnapshotInfo
+    from sandbox_lifecycle.core.projection import Policy
+
+    settings = Settings.from_env(
+        {"SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_DATABASE_URL": "sqlite:///x.db"}
+    )
+    for obj in (
+        *KINDS.values(),
+        Policy(),
+        Capacity(),
+        SnapshotInfo("snapshots/a/1.tar.zst", "ab" * 32, 10),
+        ProviderCapabilities(isolation="vm", pause_keeps_processes=True, egress_allow_list=True, ports=True),
+        ExecResult(0, b"out", b"err"),
+        settings,
+        settings.e2b,
+        settings.egress,
+    ):
+        _same_as_generated(obj)
+    assert "sqlite:///x.db" not in repr(settings)  # a field kept out of repr stays out
