@@ -13,7 +13,6 @@ Secrets (API keys, the S3 secret, the database password) are kept out of every r
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -260,11 +259,7 @@ def _egress_settings(reader: _Reader, upstream_url: str, api_key: str, state_dir
             except PolicyError as exc:
                 reader.bad(f"SANDBOX_EGRESS_RESOLVE: {exc}")
     pool = reader.text("SANDBOX_DOCKER_NETWORK_POOL") or DEFAULT_NETWORK_POOL
-    try:
-        network = ipaddress.ip_network(pool)
-        if network.version != 4 or network.prefixlen > 28:
-            raise ValueError
-    except ValueError:
+    if pool != DEFAULT_NETWORK_POOL and not _network_pool_ok(pool):
         reader.bad(f"SANDBOX_DOCKER_NETWORK_POOL must be an IPv4 network of /28 or larger, got {pool!r}")
     return EgressSettings(
         allow=allow,
@@ -274,6 +269,18 @@ def _egress_settings(reader: _Reader, upstream_url: str, api_key: str, state_dir
         upstream_url=upstream_url,
         api_key=api_key,
     )
+
+
+def _network_pool_ok(pool: str) -> bool:
+    """An IPv4 network of /28 or larger. Asked of a pool the environment sets only (the default is one):
+    ipaddress is loaded here, for the few commands that need it."""
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(pool)
+    except ValueError:
+        return False
+    return network.version == 4 and network.prefixlen <= 28
 
 
 def _idle_ms(reader: _Reader) -> timedelta:

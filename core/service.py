@@ -11,7 +11,6 @@ provider reality.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import os
 import shlex
@@ -487,6 +486,8 @@ class SandboxService:
     @staticmethod
     def sandbox_id_for_key(idempotency_key: str) -> str:
         """The sandbox id a create with this idempotency key gets (every retry lands on it)."""
+        import hashlib  # here: an exec or an ls hashes nothing of its own
+
         return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
 
     def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:

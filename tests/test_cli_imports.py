@@ -163,7 +163,10 @@ print(json.dumps(sorted(sys.modules)))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert not loaded & set(LAZY), loaded & set(LAZY)
+    # Nor hashlib (idempotency keys, database-named deployments) or the egress policy parser (allow-lists
+    # the environment changed): the store's hash chain and the provider load what they need themselves.
+    lazy = {*LAZY, "hashlib", "sandbox_lifecycle.adapters.egress.policy"}
+    assert not loaded & lazy, loaded & lazy
 
 
 @pytest.mark.docker

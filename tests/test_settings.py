@@ -354,3 +354,14 @@ def test_template_tags_default_to_the_package_version() -> None:
         "data-app": "lightdash/lightdash-data-app:v7",
         "ai-writeback": f"lightdash/lightdash-ai-writeback:{release}",
     }
+
+
+def test_the_default_network_pool_is_valid_and_a_bad_one_is_named() -> None:
+    from sandbox_lifecycle.adapters.settings import DEFAULT_NETWORK_POOL, _network_pool_ok
+
+    assert _network_pool_ok(DEFAULT_NETWORK_POOL)
+    for bad in ("10.0.0.0/29", "fd00::/64", "nonsense"):
+        with pytest.raises(ConfigError, match="SANDBOX_DOCKER_NETWORK_POOL"):
+            Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": bad})
+    chosen = Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": "10.9.0.0/24"})
+    assert chosen.egress.network_pool == "10.9.0.0/24"
