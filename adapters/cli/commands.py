@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -586,16 +587,45 @@ VERBS: dict[str, Registrar] = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter with the width looked up once, by ``_help_width``: argparse builds a formatter
+    for every argument added, and asks shutil for the terminal's size each time (importing shutil, with
+    the compression modules it loads, is most of parsing a short command's arguments)."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
+@functools.cache
+def _help_width() -> int:
+    """What argparse computes, ``shutil.get_terminal_size().columns - 2``, by the same rules: $COLUMNS,
+    else the terminal of stdout, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The parser of every verb, or of ``verb`` alone (with the few its module adds beside it)."""
     p = argparse.ArgumentParser(
-        prog="sandboxctl", description="Run and inspect sandboxes for AI coding agents."
+        prog="sandboxctl",
+        description="Run and inspect sandboxes for AI coding agents.",
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (never secrets)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Any, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
         if json_flag:
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         sp.set_defaults(fn=fn)
