@@ -80,6 +80,8 @@ class Command(FieldValues):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Create(Command):
+    """Create a sandbox of ``kind`` on ``provider``, for a conversation or none."""
+
     kind: str
     provider: str
     conversation_id: str | None = None
@@ -88,12 +90,16 @@ class Create(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkReady(Command):
+    """Record that the provider made the sandbox."""
+
     provider_ref: str
     TRIGGER = "mark_ready"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class StartTurn(Command):
+    """Start a turn of the sandbox's conversation."""
+
     turn_id: str
     reason: str = "turn_start"
     TRIGGER = "start_turn"
@@ -101,6 +107,8 @@ class StartTurn(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class EndTurn(Command):
+    """End the turn: suspend the sandbox, or keep it warm."""
+
     turn_id: str
     suspend: bool = True
     reason: str = "turn_end"
@@ -119,12 +127,16 @@ class Touch(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RequestSuspend(Command):
+    """Suspend the sandbox: snapshot its workspace, then release its compute."""
+
     running_processes: list[dict[str, Any]] | None = None
     TRIGGER = "request_suspend"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkSuspended(Command):
+    """Record the stored snapshot of a suspend."""
+
     snapshot_key: str
     sha256: str | None = None
     bytes: int | None = None
@@ -134,17 +146,23 @@ class MarkSuspended(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RequestResume(Command):
+    """Bring a suspended sandbox back."""
+
     TRIGGER = "request_resume"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkResumed(Command):
+    """Record the instance a resume brought back."""
+
     provider_ref: str
     TRIGGER = "mark_resumed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class FireIdleTimeout(Command):
+    """The idle timer: suspend if nothing happened for ``timeout``."""
+
     timeout: timedelta
     actor: str = "scheduler"
     reason: str = "idle_timeout"
@@ -154,6 +172,8 @@ class FireIdleTimeout(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class FireRetention(Command):
+    """The retention timer: destroy if suspended for ``retention``."""
+
     retention: timedelta
     actor: str = "scheduler"
     reason: str = "retention"
@@ -162,22 +182,30 @@ class FireRetention(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Destroy(Command):
+    """Remove the sandbox and its snapshot."""
+
     TRIGGER = "destroy"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkDestroyed(Command):
+    """Record that the provider removed the sandbox."""
+
     TRIGGER = "mark_destroyed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Pool(Command):
+    """Put a created, unassigned sandbox in its kind's warm pool."""
+
     reason: str = "warm_pool"
     TRIGGER = "pool"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Claim(Command):
+    """Take a pooled sandbox for ``conversation_id``."""
+
     conversation_id: str
     reason: str = "turn_start"
     TRIGGER = "claim"
@@ -185,12 +213,16 @@ class Claim(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkFailed(Command):
+    """Record a failed create, suspend or resume."""
+
     error: str
     TRIGGER = "mark_failed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkLost(Command):
+    """Record that the provider lost the sandbox."""
+
     detail: str
     reason: str = "provider_lost"
     TRIGGER = "mark_lost"

@@ -28,6 +28,8 @@ class Event(FieldValues):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class CreationRequested(Event):
+    """The intent to create: the sandbox's kind, its provider and its conversation, if any."""
+
     TYPE = "CreationRequested"
     kind: str
     provider: str
@@ -36,24 +38,32 @@ class CreationRequested(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Created(Event):
+    """The provider made the sandbox; ``provider_ref`` names its instance."""
+
     TYPE = "Created"
     provider_ref: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class CreationFailed(Event):
+    """The provider could not make the sandbox; it expires."""
+
     TYPE = "CreationFailed"
     error: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class TurnStarted(Event):
+    """A turn of the conversation began on the sandbox."""
+
     TYPE = "TurnStarted"
     turn_id: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class TurnEnded(Event):
+    """The turn ended; ``disposition`` says whether the sandbox suspends or stays warm."""
+
     TYPE = "TurnEnded"
     turn_id: str
     # "suspend" or "keep_warm"
@@ -72,6 +82,8 @@ class ActivityRecorded(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class IdleTimeoutElapsed(Event):
+    """The idle timer fired: no activity since ``idle_since`` for ``timeout_ms``."""
+
     TYPE = "IdleTimeoutElapsed"
     idle_since: datetime
     timeout_ms: int
@@ -79,6 +91,8 @@ class IdleTimeoutElapsed(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class SuspendRequested(Event):
+    """The intent to suspend: the workspace goes to ``snapshot_key``."""
+
     TYPE = "SuspendRequested"
     snapshot_key: str
     # The background processes running when the suspend was asked for, on a provider whose suspend stops
@@ -89,6 +103,8 @@ class SuspendRequested(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Suspended(Event):
+    """The workspace is stored (and verified) at ``snapshot_key``; the compute is released."""
+
     TYPE = "Suspended"
     snapshot_key: str
     sha256: str | None = None
@@ -99,29 +115,39 @@ class Suspended(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class SuspendFailed(Event):
+    """The snapshot could not be taken; the sandbox is idle again."""
+
     TYPE = "SuspendFailed"
     error: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ResumeRequested(Event):
+    """The intent to bring a suspended sandbox back."""
+
     TYPE = "ResumeRequested"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Resumed(Event):
+    """The sandbox runs again on instance ``provider_ref``, its workspace restored."""
+
     TYPE = "Resumed"
     provider_ref: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ResumeFailed(Event):
+    """The sandbox could not be brought back; it stays suspended."""
+
     TYPE = "ResumeFailed"
     error: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RetentionElapsed(Event):
+    """The retention timer fired: suspended since ``suspended_since`` for ``retention_ms``."""
+
     TYPE = "RetentionElapsed"
     suspended_since: datetime
     retention_ms: int
@@ -129,11 +155,15 @@ class RetentionElapsed(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class DestroyRequested(Event):
+    """The intent to remove the sandbox and its snapshot."""
+
     TYPE = "DestroyRequested"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Destroyed(Event):
+    """The sandbox and its snapshot are gone; it is expired."""
+
     TYPE = "Destroyed"
 
 
