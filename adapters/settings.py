@@ -12,12 +12,10 @@ Secrets (API keys, the S3 secret, the database password) are kept out of every r
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import ipaddress
+import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     # Loaded when the limits are read: the capacity module brings the transition table with it.
@@ -87,11 +86,41 @@ E2B_KEY_MISSING = (
 )
 
 
+@functools.cache
 def package_version() -> str:
+    """This release's version: the default tag of the E2B templates.
+
+    importlib.metadata is imported here, when a version is wanted: with what it loads (email, zipfile)
+    and the search for the installed distribution it costs more than a short command's own work.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return importlib.metadata.version("sandbox-lifecycle")
-    except importlib.metadata.PackageNotFoundError:
+        return version("sandbox-lifecycle")
+    except PackageNotFoundError:
         return "latest"
+
+
+class TemplateNames(Mapping[str, str]):
+    """kind -> E2B template id ``name:tag``, a tag left unset being this release's version, looked up
+    (see ``package_version``) the first time a template without a tag is read, which a Docker
+    deployment never does."""
+
+    def __init__(self, names: Mapping[str, tuple[str, str | None]]) -> None:
+        self._names = dict(names)
+
+    def __getitem__(self, kind: str) -> str:
+        name, tag = self._names[kind]
+        return f"{name}:{tag or package_version()}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def egress_env_name(kind: str) -> str:
@@ -138,8 +167,8 @@ class _Reader:
             raise ConfigError(f"{len(self.problems)} settings are invalid: " + "; ".join(self.problems))
 
 
-@dataclass(frozen=True, slots=True)
-class E2BSettings:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class E2BSettings(FieldValues):
     """What the E2B provider needs; parsed by :class:`Settings`. ``api_key`` is empty when unset."""
 
     api_key: str = field(repr=False)
@@ -181,8 +210,8 @@ class E2BSettings:
             raise ConfigError(E2B_KEY_MISSING)
 
 
-@dataclass(frozen=True, slots=True)
-class S3Settings:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class S3Settings(FieldValues):
     """Where Docker snapshots go when ``S3_BUCKET`` is set."""
 
     bucket: str
@@ -195,8 +224,8 @@ class S3Settings:
 DEFAULT_NETWORK_POOL = "10.213.0.0/16"
 
 
-@dataclass(frozen=True, slots=True)
-class EgressSettings:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class EgressSettings(FieldValues):
     """The network of Docker sandboxes (see docs/network.md): what each kind may reach through the
     egress point, names pinned to addresses, where the egress state lives, which addresses the
     per-sandbox networks take, and the model API the gateway forwards to."""
@@ -212,26 +241,25 @@ class EgressSettings:
 
 
 def _egress_settings(reader: _Reader, upstream_url: str, api_key: str, state_dir: Path) -> EgressSettings:
-    from sandbox_lifecycle.adapters.egress.policy import PolicyError, parse_pin, parse_rules
-
     allow = _egress_allow(reader)
-    for kind, entries in allow.items():
-        try:
-            parse_rules(entries)
-        except PolicyError as exc:
-            reader.bad(f"{egress_env_name(kind)}: {exc}")
     resolve = tuple(e.strip() for e in (reader.text("SANDBOX_EGRESS_RESOLVE") or "").split(",") if e.strip())
-    for entry in resolve:
-        try:
-            parse_pin(entry)
-        except PolicyError as exc:
-            reader.bad(f"SANDBOX_EGRESS_RESOLVE: {exc}")
+    if allow != DEFAULT_EGRESS_ALLOW or resolve:
+        # The policy parser (with socket and json) is loaded to check what the environment changed; the
+        # defaults are valid (a test parses them), and every command reads these settings.
+        from sandbox_lifecycle.adapters.egress.policy import PolicyError, parse_pin, parse_rules
+
+        for kind, entries in allow.items():
+            try:
+                parse_rules(entries)
+            except PolicyError as exc:
+                reader.bad(f"{egress_env_name(kind)}: {exc}")
+        for entry in resolve:
+            try:
+                parse_pin(entry)
+            except PolicyError as exc:
+                reader.bad(f"SANDBOX_EGRESS_RESOLVE: {exc}")
     pool = reader.text("SANDBOX_DOCKER_NETWORK_POOL") or DEFAULT_NETWORK_POOL
-    try:
-        network = ipaddress.ip_network(pool)
-        if network.version != 4 or network.prefixlen > 28:
-            raise ValueError
-    except ValueError:
+    if pool != DEFAULT_NETWORK_POOL and not _network_pool_ok(pool):
         reader.bad(f"SANDBOX_DOCKER_NETWORK_POOL must be an IPv4 network of /28 or larger, got {pool!r}")
     return EgressSettings(
         allow=allow,
@@ -243,16 +271,29 @@ def _egress_settings(reader: _Reader, upstream_url: str, api_key: str, state_dir
     )
 
 
+def _network_pool_ok(pool: str) -> bool:
+    """An IPv4 network of /28 or larger. Asked of a pool the environment sets only (the default is one):
+    ipaddress is loaded here, for the few commands that need it."""
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(pool)
+    except ValueError:
+        return False
+    return network.version == 4 and network.prefixlen <= 28
+
+
 def _idle_ms(reader: _Reader) -> timedelta:
     return reader.millis("SANDBOX_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)
 
 
 def _e2b_settings(reader: _Reader, idle: timedelta, deployment: str = "default") -> E2BSettings:
-    version = package_version()
-    templates = {}
-    for kind, (name_var, tag_var) in TEMPLATE_ENV.items():
-        name = reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind]
-        templates[kind] = f"{name}:{reader.text(tag_var) or version}"
+    templates = TemplateNames(
+        {
+            kind: (reader.text(name_var) or DEFAULT_TEMPLATE_NAMES[kind], reader.text(tag_var))
+            for kind, (name_var, tag_var) in TEMPLATE_ENV.items()
+        }
+    )
     egress = _egress_allow(reader)
     idle_s = int(idle.total_seconds())
     timeout_ms = reader.integer(
@@ -438,8 +479,8 @@ def _snapshot_dir(reader: _Reader, data_dir: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, eq=False, repr=False)
+class Settings(FieldValues):
     provider: str
     # May hold a password: kept out of repr (and so out of logs and tracebacks).
     database_url: str = field(repr=False)
@@ -630,6 +671,8 @@ def deployment_of(database_url: str) -> str:
     Replicas configured with the same database get the same name; a staging and a production stack
     sharing one Docker engine or one E2B team get different ones. The password is not part of it.
     """
+    import hashlib  # here: only a deployment named after its database needs it
+
     digest = hashlib.sha256(redact_url(database_url).encode()).hexdigest()
     return f"db-{digest[:12]}"
 

@@ -28,11 +28,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
-from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
 from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
+    from sandbox_lifecycle.core import sandbox as sb
     from sandbox_lifecycle.core.service import SandboxService
 
 log = logging.getLogger("sandbox_lifecycle")
@@ -51,8 +52,8 @@ _FRESH = timedelta(seconds=1)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
 
 
-@dataclass(frozen=True, slots=True)
-class Capacity:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Capacity(FieldValues):
     """``SANDBOX_MAX_LIVE`` (None: no limit), the per-kind limits, ``SANDBOX_CAPACITY_WAIT_MS`` and the
     warm pool sizes (``SANDBOX_WARM_POOL_<KIND>``)."""
 
@@ -162,6 +163,10 @@ class Admission:
         """
         # One idle for less than a moment has most likely just been created or resumed for a turn that
         # is about to start on it: taking it would only make that turn resume it again.
+        # The decider is loaded here: settings read the limits from this module, and `ls` has no use for
+        # the commands and the event types.
+        from sandbox_lifecycle.core import sandbox as sb
+
         settled = self.s.clock() - _FRESH
         idle = [
             r

@@ -7,13 +7,17 @@ nothing is new, polling again after a pause that doubles up to a bound while the
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.events.records import RecordedEvent
+
+if TYPE_CHECKING:
+    # asyncio (with ssl, which it loads) is imported by ``atail`` when it runs: the service reaches this
+    # module, and a short command that never awaits should not pay for the event loop.
+    import asyncio
 
 PAGE = 1000
 # The first pause after an empty poll, and the longest: a quiet log is polled every second at most, a
@@ -110,6 +114,8 @@ async def atail(
 ) -> AsyncIterator[RecordedEvent]:
     """``tail`` for asyncio: ``read_all`` runs the store's read off the loop; setting ``stop``,
     cancelling the task or closing the iterator stops following."""
+    import asyncio
+
     if after_position < 0:
         raise ValueError(f"after_position must be >= 0, not {after_position}")
     stop = stop or threading.Event()

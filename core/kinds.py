@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sandbox_lifecycle.core.ports import WorkspaceSpec
+from sandbox_lifecycle.events.values import FieldValues
 
 DATA_APP = "data-app"
 AI_WRITEBACK = "ai-writeback"
@@ -13,8 +14,8 @@ AI_WRITEBACK = "ai-writeback"
 HOME = "/home/sandbox"
 
 
-@dataclass(frozen=True, slots=True)
-class KindSpec:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class KindSpec(FieldValues):
     name: str
     workspace: WorkspaceSpec
     # Where the agent works by default (exec cwd when none is given).

@@ -1,15 +1,19 @@
 """The sandbox lifecycle: states and the one transition table.
 
-The table is data (``TRANSITIONS``) loaded into a single module-level ``transitions.Machine`` with
-no model: the decider asks it whether a trigger is allowed and where it leads, and the diagram is
-drawn from the same table. The machine never runs during replay; replay is a fold of events.
+The table is data (``TRANSITIONS``). The decider asks whether a trigger is allowed and where it leads
+through ``destination``, a lookup in an index of the table; the ``transitions.Machine`` loaded with the
+same table (``machine()``, built on first use) gives ``edges`` and the diagram, and a test checks that
+both answer alike. Every command decides, and importing and building the Machine was a noticeable
+share of a short command's start-up. Nothing runs during replay; replay is a fold of events.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import functools
+from typing import TYPE_CHECKING, Any, Final
 
-from transitions import Machine
+if TYPE_CHECKING:
+    from transitions import Machine
 
 NEW: Final = "new"  # the stream does not exist yet
 CREATING: Final = "creating"
@@ -60,33 +64,51 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "mark_lost", "source": _ALIVE, "dest": EXPIRED},
 ]
 
-MACHINE: Final = Machine(
-    model=None,
-    states=list(STATES),
-    transitions=TRANSITIONS,
-    initial=NEW,
-    auto_transitions=False,
-    send_event=False,
-)
+
+def _index(table: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """source -> trigger -> dest, "=" resolved to the source; the first row for a pair wins, as in the
+    Machine."""
+    out: dict[str, dict[str, str]] = {}
+    for row in table:
+        sources = [row["source"]] if isinstance(row["source"], str) else row["source"]
+        for source in sources:
+            out.setdefault(source, {}).setdefault(
+                row["trigger"], source if row["dest"] == "=" else row["dest"]
+            )
+    return out
+
+
+_DESTINATIONS: Final = _index(TRANSITIONS)
+
+
+@functools.cache
+def machine() -> Machine:
+    """The table loaded into one ``transitions.Machine`` with no model (never one per sandbox)."""
+    from transitions import Machine
+
+    return Machine(
+        model=None,
+        states=list(STATES),
+        transitions=TRANSITIONS,
+        initial=NEW,
+        auto_transitions=False,
+        send_event=False,
+    )
 
 
 def destination(trigger: str, state: str) -> str | None:
     """Where ``trigger`` leads from ``state``, or None when the table does not allow it."""
-    found = MACHINE.get_transitions(trigger=trigger, source=state)
-    if not found:
-        return None
-    dest = found[0].dest
-    return state if dest is None else str(dest)
+    return _DESTINATIONS.get(state, {}).get(trigger)
 
 
 def allowed_triggers(state: str) -> tuple[str, ...]:
-    return tuple(sorted(MACHINE.get_triggers(state)))
+    return tuple(sorted(_DESTINATIONS.get(state, {})))
 
 
 def edges() -> list[tuple[str, str, str]]:
-    """Every (source, trigger, dest) of the table, for property tests and docs."""
+    """Every (source, trigger, dest) of the Machine, for property tests and docs."""
     out: list[tuple[str, str, str]] = []
-    for trigger, event in MACHINE.events.items():
+    for trigger, event in machine().events.items():
         for source, transitions in event.transitions.items():
             for t in transitions:
                 out.append((source, trigger, source if t.dest is None else str(t.dest)))

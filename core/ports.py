@@ -17,6 +17,7 @@ from sandbox_lifecycle.events.records import (
     RecordedEvent,
     SandboxRow,
 )
+from sandbox_lifecycle.events.values import FieldValues
 
 
 class EventStore(Protocol):
@@ -96,8 +97,8 @@ class EventStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class WorkspaceSpec:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class WorkspaceSpec(FieldValues):
     """What a snapshot of a kind holds: paths under ``root`` to include, glob patterns to exclude."""
 
     root: str
@@ -105,8 +106,8 @@ class WorkspaceSpec:
     exclude: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotInfo:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class SnapshotInfo(FieldValues):
     """Where a suspended workspace lives. For E2B the key is the paused E2B sandbox id."""
 
     key: str
@@ -118,8 +119,8 @@ class SnapshotInfo:
 OutputCallback = Callable[[bytes], None]
 
 
-@dataclass(frozen=True, slots=True)
-class ExecResult:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class ExecResult(FieldValues):
     """What a command printed, as the bytes it wrote: binary output survives; text is decoded at the edge."""
 
     exit_code: int
@@ -136,8 +137,8 @@ class ExecResult:
         return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True, slots=True)
-class FileEntry:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class FileEntry(FieldValues):
     """One entry of a sandbox directory listing. ``type`` is "file", "dir", "symlink" or "other" (a
     device, a FIFO); ``size`` is the entry's own size in bytes (a symlink's is its target's length)."""
 
@@ -146,8 +147,8 @@ class FileEntry:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class TransferReport:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class TransferReport(FieldValues):
     """What a directory transfer moved: regular files, their bytes, and the members it left out because
     they were unsafe to write (a link leaving the directory, a device, a name with ``..``), by name."""
 
@@ -156,8 +157,8 @@ class TransferReport:
     skipped: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderInstance:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class ProviderInstance(FieldValues):
     """A live or paused provider sandbox carrying our label/metadata (used by the reconciler)."""
 
     sandbox_id: str
@@ -169,8 +170,8 @@ class ProviderInstance:
 # ------------------------------------------------------------------------ capabilities and processes
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderCapabilities:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class ProviderCapabilities(FieldValues):
     """What a provider can do, so the service refuses clearly (``Unsupported``) instead of failing deep
     inside a backend. ``isolation``: "container" (shares the host kernel), "microvm", or "none" (a test
     double running on the host). ``pause_keeps_processes``: a suspend keeps background processes running
@@ -183,8 +184,8 @@ class ProviderCapabilities:
     ports: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessInfo:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class ProcessInfo(FieldValues):
     """A background process started with ``SandboxProvider.start``. ``id`` is the provider's handle for
     it (not an OS pid); ``exit_code`` is None while it runs (and for one killed without a status)."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sandbox_lifecycle.core.ports import ProcessInfo
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core.service import SandboxService
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
 DEFAULT_WAIT_S = 300.0
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessLogs:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class ProcessLogs(FieldValues):
     """What a background process printed so far (the newest bytes, bounded like an exec's output)."""
 
     stdout_bytes: bytes
@@ -31,8 +32,8 @@ class ProcessLogs:
         return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True, slots=True)
-class Process:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Process(FieldValues):
     """A background process of a sandbox. Every call goes through the service, so it resumes a suspended
     sandbox like any call does (where the suspend stopped the process, it is then gone: ProcessNotFound)."""
 

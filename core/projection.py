@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     # For the annotation only: settings import Policy from here, and the decider's event classes are
@@ -19,8 +20,8 @@ RETENTION = "retention"
 LEASE = "lease"
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Policy(FieldValues):
     """Timer settings. Deadlines are derived with these; the decider re-checks them when they fire."""
 
     idle_timeout: timedelta = timedelta(minutes=30)

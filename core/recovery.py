@@ -9,9 +9,7 @@ to the others. It never decides an outcome itself: it hands a transitional state
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,9 +18,11 @@ from typing import TYPE_CHECKING, TypeVar
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import ConcurrencyError
+from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.projection import IDLE, LEASE, project
 from sandbox_lifecycle.events.records import CorruptStream, Deadline
+from sandbox_lifecycle.events.values import FieldValues
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core.service import SandboxService
@@ -42,8 +42,8 @@ PROCESS_OUTPUT_REASON = "process_output"
 MODEL_CALL_REASON = "model_call"
 
 
-@dataclass(frozen=True, slots=True)
-class SweepReport:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class SweepReport(FieldValues):
     fired: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -95,7 +95,9 @@ class Sweeper:
                 one(deadline)
         else:
             # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
-            # sandboxes must not do them one after another.
+            # sandboxes must not do them one after another. (The pool module is loaded here, by a sweep.)
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(self.s.sweep_workers, thread_name_prefix="sweep") as pool:
                 list(pool.map(one, due))
         return report
@@ -124,7 +126,7 @@ class Sweeper:
             cmd = sb.FireIdleTimeout(
                 timeout=self.s.policy.idle_timeout, running_processes=self.s._stopping_processes(state)
             )
-        cid = uuid.uuid4().hex
+        cid = random_id()
         try:
             after = self.s._apply(state, cmd, correlation_id=cid, at=now)
         except ConcurrencyError:
@@ -173,7 +175,7 @@ class Sweeper:
             return False
         log.info("recovering sandbox %s stuck in %s since %s", sid, state.status, state.state_since)
         try:
-            self.s.drive(state, uuid.uuid4().hex, "recovery", at=now, recovery=True)
+            self.s.drive(state, random_id(), "recovery", at=now, recovery=True)
         except ConcurrencyError:
             return False  # its owner (or another sweep) recorded the outcome meanwhile
         return True

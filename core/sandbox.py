@@ -15,6 +15,7 @@ from typing import Any, ClassVar, NamedTuple, TypedDict
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events import types as ev
+from sandbox_lifecycle.events.values import FieldValues
 
 # --------------------------------------------------------------------------------------------- state
 
@@ -66,44 +67,55 @@ def snapshot_key(sandbox_id: str, version: int) -> str:
 # ------------------------------------------------------------------------------------------ commands
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Command:
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+class Command(FieldValues):
+    """What a caller asks of a sandbox. ``==``, hash and repr are FieldValues's (events/values.py), as
+    for the events: hence ``eq=False, repr=False`` on every command."""
+
     TRIGGER: ClassVar[str] = ""
 
     actor: str = "api"
     reason: str = "user"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Create(Command):
+    """Create a sandbox of ``kind`` on ``provider``, for a conversation or none."""
+
     kind: str
     provider: str
     conversation_id: str | None = None
     TRIGGER = "create"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkReady(Command):
+    """Record that the provider made the sandbox."""
+
     provider_ref: str
     TRIGGER = "mark_ready"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class StartTurn(Command):
+    """Start a turn of the sandbox's conversation."""
+
     turn_id: str
     reason: str = "turn_start"
     TRIGGER = "start_turn"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class EndTurn(Command):
+    """End the turn: suspend the sandbox, or keep it warm."""
+
     turn_id: str
     suspend: bool = True
     reason: str = "turn_end"
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Touch(Command):
     """Activity. Coalesced: nothing is recorded if the last activity is younger than ``window``."""
 
@@ -113,14 +125,18 @@ class Touch(Command):
     TRIGGER = "touch"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RequestSuspend(Command):
+    """Suspend the sandbox: snapshot its workspace, then release its compute."""
+
     running_processes: list[dict[str, Any]] | None = None
     TRIGGER = "request_suspend"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkSuspended(Command):
+    """Record the stored snapshot of a suspend."""
+
     snapshot_key: str
     sha256: str | None = None
     bytes: int | None = None
@@ -128,19 +144,25 @@ class MarkSuspended(Command):
     TRIGGER = "mark_suspended"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RequestResume(Command):
+    """Bring a suspended sandbox back."""
+
     TRIGGER = "request_resume"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkResumed(Command):
+    """Record the instance a resume brought back."""
+
     provider_ref: str
     TRIGGER = "mark_resumed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class FireIdleTimeout(Command):
+    """The idle timer: suspend if nothing happened for ``timeout``."""
+
     timeout: timedelta
     actor: str = "scheduler"
     reason: str = "idle_timeout"
@@ -148,45 +170,59 @@ class FireIdleTimeout(Command):
     TRIGGER = "idle_timeout"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class FireRetention(Command):
+    """The retention timer: destroy if suspended for ``retention``."""
+
     retention: timedelta
     actor: str = "scheduler"
     reason: str = "retention"
     TRIGGER = "retention_elapsed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Destroy(Command):
+    """Remove the sandbox and its snapshot."""
+
     TRIGGER = "destroy"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkDestroyed(Command):
+    """Record that the provider removed the sandbox."""
+
     TRIGGER = "mark_destroyed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Pool(Command):
+    """Put a created, unassigned sandbox in its kind's warm pool."""
+
     reason: str = "warm_pool"
     TRIGGER = "pool"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Claim(Command):
+    """Take a pooled sandbox for ``conversation_id``."""
+
     conversation_id: str
     reason: str = "turn_start"
     TRIGGER = "claim"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkFailed(Command):
+    """Record a failed create, suspend or resume."""
+
     error: str
     TRIGGER = "mark_failed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class MarkLost(Command):
+    """Record that the provider lost the sandbox."""
+
     detail: str
     reason: str = "provider_lost"
     TRIGGER = "mark_lost"

@@ -11,18 +11,16 @@ provider reality.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import os
 import shlex
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core import lifecycle as lc
@@ -43,7 +41,7 @@ from sandbox_lifecycle.core.errors import (
     StoreError,
     Unsupported,
 )
-from sandbox_lifecycle.core.git import Git
+from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.kinds import kind_spec
 from sandbox_lifecycle.core.observe import (
     NULL_OBSERVER,
@@ -68,10 +66,15 @@ from sandbox_lifecycle.core.ports import (
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, Process, ProcessLogs, as_record, from_record
 from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
-from sandbox_lifecycle.core.replay import HistoryEntry, history
 from sandbox_lifecycle.core.streaming import ExecStream
 from sandbox_lifecycle.events.codec import decode, encode
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
+from sandbox_lifecycle.events.values import FieldValues
+
+if TYPE_CHECKING:
+    # Imported where they are used: a short command never reads a history or runs git.
+    from sandbox_lifecycle.core.git import Git
+    from sandbox_lifecycle.core.replay import HistoryEntry
 
 __all__ = ["FOREIGN", "RECONCILER", "SandboxService", "SweepReport", "TurnHandle", "new_sandbox_id", "utcnow"]
 
@@ -103,7 +106,7 @@ def utcnow() -> datetime:
 
 
 def new_sandbox_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return random_id()[:16]
 
 
 # What a provider without a ``capabilities`` attribute is taken to support: nothing optional.
@@ -231,6 +234,8 @@ class SandboxService:
         return self.store.list_sandboxes(state)
 
     def history(self, sandbox_id: str) -> builtins.list[HistoryEntry]:
+        from sandbox_lifecycle.core.replay import history
+
         records = self.store.read_stream(sandbox_id)
         if not records:
             raise SandboxNotFound(sandbox_id)
@@ -452,7 +457,7 @@ class SandboxService:
         sid = self.sandbox_id_for_key(idempotency_key) if idempotency_key else new_sandbox_id()
         if idempotency_key and (existing := self.store.get_sandbox(sid)) is not None:
             return existing
-        cid = uuid.uuid4().hex
+        cid = random_id()
         who = actor or self.actor
         cmd = sb.Create(
             kind=kind, provider=self.provider.name, conversation_id=conversation_id, actor=who, reason=reason
@@ -481,10 +486,12 @@ class SandboxService:
     @staticmethod
     def sandbox_id_for_key(idempotency_key: str) -> str:
         """The sandbox id a create with this idempotency key gets (every retry lands on it)."""
+        import hashlib  # here: an exec or an ls hashes nothing of its own
+
         return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
 
     def suspend(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
-        cid, who = uuid.uuid4().hex, actor or self.actor
+        cid, who = random_id(), actor or self.actor
         _, state = self._run(
             sandbox_id,
             lambda s: sb.RequestSuspend(
@@ -502,7 +509,7 @@ class SandboxService:
         return self.get(sandbox_id)
 
     def destroy(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
-        cid, who = uuid.uuid4().hex, actor or self.actor
+        cid, who = random_id(), actor or self.actor
         state = self.load(sandbox_id)
         if state.status == lc.EXPIRED:
             return self.get(sandbox_id)
@@ -557,7 +564,7 @@ class SandboxService:
                 return state
             if state.status != lc.SUSPENDED:
                 raise SandboxBusy(state.id, state.status)  # destroying
-            cid = uuid.uuid4().hex
+            cid = random_id()
             try:
                 state = self._resume_admitted(state, who, reason, cid)
             except ConcurrencyError:
@@ -761,7 +768,7 @@ class SandboxService:
     ) -> Iterator[TurnHandle]:
         """Create or resume the conversation's sandbox, yield it, suspend it on exit (also on error)."""
         kind_spec(kind)
-        turn_id = uuid.uuid4().hex
+        turn_id = random_id()
         cid = turn_id
         who = actor or self.actor
         row = self.store.find_live(conversation_id, kind)
@@ -960,8 +967,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if not isinstance(exc, SandboxError) else first
 
 
-@dataclass(frozen=True, slots=True)
-class TurnHandle:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class TurnHandle(FieldValues):
     service: SandboxService
     id: str
     kind: str
@@ -1042,6 +1049,8 @@ class TurnHandle:
     @property
     def git(self) -> Git:
         """Git in the kind's workdir; ``sbx.git.at(path)`` for another repository."""
+        from sandbox_lifecycle.core.git import Git
+
         return Git(self)
 
     def list(self, path: str = ".") -> builtins.list[FileEntry]:

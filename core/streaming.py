@@ -12,16 +12,20 @@ consumer slows the command's output (its pipe fills), it never grows a buffer.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sandbox_lifecycle.core.errors import ExecTimeout
 from sandbox_lifecycle.core.ports import ExecResult, OutputCallback
+
+if TYPE_CHECKING:
+    # asyncio is imported when an AsyncExecStream starts: every exec reaches this module, and the
+    # event loop (with ssl) is a large share of a short command's start-up.
+    import asyncio
+    from concurrent.futures import Future
 
 __all__ = ["STDERR", "STDOUT", "AsyncExecStream", "ExecStream", "OutputCollector"]
 
@@ -206,6 +210,8 @@ class AsyncExecStream:
                 return
 
     def _start(self) -> None:
+        import asyncio
+
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         queue_ = self._queue

@@ -49,26 +49,13 @@ def _allowed_types(hint: Any) -> tuple[type, ...]:
     return tuple(type(None) if a is None else (typing.get_origin(a) or a) for a in args)
 
 
-# Per event class: field -> the Python types its value may have. Computed once, since decoding a
-# million events must not re-read annotations each time.
-_FIELD_TYPES: dict[type[Event], dict[str, tuple[type, ...]]] = {
-    cls: {f.name: _allowed_types(typing.get_type_hints(cls)[f.name]) for f in dataclasses.fields(cls)}
-    for cls in EVENT_TYPES.values()
-}
-_DATETIME_FIELDS: dict[type[Event], frozenset[str]] = {
-    cls: frozenset(name for name, allowed in fields.items() if datetime in allowed)
-    for cls, fields in _FIELD_TYPES.items()
-}
-
-
 def encode(event: Event, **metadata: str) -> NewEvent:
     data: JSON = {}
-    dt_fields = _DATETIME_FIELDS[type(event)]
-    for f in dataclasses.fields(event):
-        if f.name in _ENVELOPE_FIELDS:
-            continue
-        value = getattr(event, f.name)
-        data[f.name] = value.isoformat() if f.name in dt_fields and value is not None else value
+    plan = _plan_of(type(event))
+    dt_fields = plan.datetime_fields
+    for name in plan.payload_fields:
+        value = getattr(event, name)
+        data[name] = value.isoformat() if name in dt_fields and value is not None else value
     meta: JSON = {"actor": event.actor, "reason": event.reason, **metadata}
     return NewEvent(
         type=event.TYPE,
@@ -91,24 +78,50 @@ def upcast(type_name: str, schema_version: int, data: JSON, target: int) -> JSON
 
 
 class _Plan(typing.NamedTuple):
-    """What decoding one event type needs, looked up once per record (by type name)."""
+    """What encoding and decoding one event type need, looked up once per record (by type name)."""
 
     cls: type[Event]
     schema_version: int
+    # field -> the Python types its value may have
     field_types: dict[str, tuple[type, ...]]
     datetime_fields: frozenset[str]
+    # the fields ``data`` holds: every field but the envelope's
+    payload_fields: tuple[str, ...]
 
 
-_PLANS: dict[str, _Plan] = {
-    name: _Plan(cls, cls.SCHEMA_VERSION, _FIELD_TYPES[cls], _DATETIME_FIELDS[cls])
-    for name, cls in EVENT_TYPES.items()
-}
+# Filled on first use per type: reading the annotations of every event type (typing.get_type_hints)
+# at import was a large share of a short command's start-up, and a command meets a few types only.
+# Decoding a million events then reads each type's annotations once.
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan_of(cls: type[Event]) -> _Plan:
+    """The plan of an event type of EVENT_TYPES (KeyError for any other class)."""
+    plan = _PLANS.get(cls.TYPE)
+    if plan is not None and plan.cls is cls:
+        return plan
+    if EVENT_TYPES.get(cls.TYPE) is not cls:
+        raise KeyError(cls)
+    hints = typing.get_type_hints(cls)
+    field_types = {f.name: _allowed_types(hints[f.name]) for f in dataclasses.fields(cls)}
+    # Two threads meeting a type first both build the same plan; either one is kept.
+    plan = _PLANS[cls.TYPE] = _Plan(
+        cls,
+        cls.SCHEMA_VERSION,
+        field_types,
+        frozenset(name for name, allowed in field_types.items() if datetime in allowed),
+        tuple(name for name in field_types if name not in _ENVELOPE_FIELDS),
+    )
+    return plan
 
 
 def decode(record: RecordedEvent) -> Event:
     plan = _PLANS.get(record.type)
     if plan is None:
-        raise EventDecodeError(record, "unknown event type (written by a newer release?)")
+        cls = EVENT_TYPES.get(record.type)
+        if cls is None:
+            raise EventDecodeError(record, "unknown event type (written by a newer release?)")
+        plan = _plan_of(cls)
     data = record.data
     if record.schema_version != plan.schema_version:
         # Checked only off the hot path: SQLite columns hold whatever was written into them.

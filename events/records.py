@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from sandbox_lifecycle.events.values import FieldValues
+
 JSON = dict[str, Any]
 
 
@@ -49,8 +51,8 @@ class DatabaseLocked(StoreError):
     """The embedded SQLite database is held by another writer for longer than the busy timeout."""
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class NewEvent(FieldValues):
     """An event ready to be appended: already encoded to JSON-able data."""
 
     type: str
@@ -77,8 +79,8 @@ class RecordedEvent(NamedTuple):
     occurred_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class SandboxRow:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class SandboxRow(FieldValues):
     """The ``sandboxes`` read model: one row per sandbox, the fold of its stream."""
 
     id: str
@@ -97,8 +99,8 @@ class SandboxRow:
     expired_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Deadline:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Deadline(FieldValues):
     """An armed timer of a sandbox. ``kind`` is ``idle``, ``retention`` or ``lease``."""
 
     sandbox_id: str
@@ -107,8 +109,8 @@ class Deadline:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class Projection:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Projection(FieldValues):
     """What the store writes beside the events, in the same transaction.
 
     ``deadlines`` replaces every deadline of the sandbox (an empty tuple disarms them all).
@@ -118,8 +120,8 @@ class Projection:
     deadlines: tuple[Deadline, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class AppendResult(FieldValues):
     """``duplicate`` is true when the idempotency key had been used and nothing was written."""
 
     stream_id: str
@@ -128,8 +130,8 @@ class AppendResult:
     duplicate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class CapacityLimit:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class CapacityLimit(FieldValues):
     """A ceiling the append must keep: at most ``limit`` sandboxes (of ``kind`` only, when set) whose
     read-model state is one of ``states``, counting the appended sandbox.
 

@@ -10,9 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from sandbox_lifecycle.events.values import FieldValues
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Event:
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+class Event(FieldValues):
+    """A fact of a sandbox's stream. ``==``, hash and repr are FieldValues's (events/values.py), the same
+    as a dataclass's but written once: hence ``eq=False, repr=False`` on every event type."""
+
     TYPE: ClassVar[str] = ""
     SCHEMA_VERSION: ClassVar[int] = 1
 
@@ -21,41 +26,51 @@ class Event:
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class CreationRequested(Event):
+    """The intent to create: the sandbox's kind, its provider and its conversation, if any."""
+
     TYPE = "CreationRequested"
     kind: str
     provider: str
     conversation_id: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Created(Event):
+    """The provider made the sandbox; ``provider_ref`` names its instance."""
+
     TYPE = "Created"
     provider_ref: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class CreationFailed(Event):
+    """The provider could not make the sandbox; it expires."""
+
     TYPE = "CreationFailed"
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class TurnStarted(Event):
+    """A turn of the conversation began on the sandbox."""
+
     TYPE = "TurnStarted"
     turn_id: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class TurnEnded(Event):
+    """The turn ended; ``disposition`` says whether the sandbox suspends or stays warm."""
+
     TYPE = "TurnEnded"
     turn_id: str
     # "suspend" or "keep_warm"
     disposition: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ActivityRecorded(Event):
     """Coalesced activity (exec, file I/O, touch): at most one per activity window."""
 
@@ -65,15 +80,19 @@ class ActivityRecorded(Event):
     count: int = 1
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class IdleTimeoutElapsed(Event):
+    """The idle timer fired: no activity since ``idle_since`` for ``timeout_ms``."""
+
     TYPE = "IdleTimeoutElapsed"
     idle_since: datetime
     timeout_ms: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class SuspendRequested(Event):
+    """The intent to suspend: the workspace goes to ``snapshot_key``."""
+
     TYPE = "SuspendRequested"
     snapshot_key: str
     # The background processes running when the suspend was asked for, on a provider whose suspend stops
@@ -82,8 +101,10 @@ class SuspendRequested(Event):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Suspended(Event):
+    """The workspace is stored (and verified) at ``snapshot_key``; the compute is released."""
+
     TYPE = "Suspended"
     snapshot_key: str
     sha256: str | None = None
@@ -92,47 +113,61 @@ class Suspended(Event):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class SuspendFailed(Event):
+    """The snapshot could not be taken; the sandbox is idle again."""
+
     TYPE = "SuspendFailed"
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ResumeRequested(Event):
+    """The intent to bring a suspended sandbox back."""
+
     TYPE = "ResumeRequested"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Resumed(Event):
+    """The sandbox runs again on instance ``provider_ref``, its workspace restored."""
+
     TYPE = "Resumed"
     provider_ref: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ResumeFailed(Event):
+    """The sandbox could not be brought back; it stays suspended."""
+
     TYPE = "ResumeFailed"
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class RetentionElapsed(Event):
+    """The retention timer fired: suspended since ``suspended_since`` for ``retention_ms``."""
+
     TYPE = "RetentionElapsed"
     suspended_since: datetime
     retention_ms: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class DestroyRequested(Event):
+    """The intent to remove the sandbox and its snapshot."""
+
     TYPE = "DestroyRequested"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Destroyed(Event):
+    """The sandbox and its snapshot are gone; it is expired."""
+
     TYPE = "Destroyed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class ProviderLost(Event):
     """The provider no longer has the sandbox or its snapshot; the workspace is gone."""
 
@@ -140,14 +175,14 @@ class ProviderLost(Event):
     detail: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Pooled(Event):
     """A created, unassigned sandbox joined its kind's warm pool: a new conversation's turn may claim it."""
 
     TYPE = "Pooled"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
 class Claimed(Event):
     """A turn of ``conversation_id`` took the sandbox from the warm pool (appended at the version the
     claimer saw, so two claimers never get the same one)."""

@@ -326,3 +326,42 @@ def test_the_docker_provider_gets_the_disk_limit(tmp_path: Path) -> None:
     env = {"SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_PROVIDER": "docker", "SANDBOX_DISK_LIMIT_MB": "2048"}
     service = build_service(env)
     assert service.provider.disk_limit_mb == 2048  # type: ignore[attr-defined]
+
+
+def test_the_default_allow_lists_are_valid_rules() -> None:
+    # Settings check the allow-lists only when the environment changes them: the defaults must parse.
+    from sandbox_lifecycle.adapters.egress.policy import parse_rules
+    from sandbox_lifecycle.adapters.settings import DEFAULT_EGRESS_ALLOW
+
+    for entries in DEFAULT_EGRESS_ALLOW.values():
+        parse_rules(entries)
+
+
+def test_a_bad_allow_list_or_pin_is_still_named() -> None:
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"SANDBOX_EGRESS_ALLOW_DATA_APP": "a..b", "SANDBOX_EGRESS_RESOLVE": "nonsense"})
+    assert "SANDBOX_EGRESS_ALLOW_DATA_APP" in str(e.value) and "SANDBOX_EGRESS_RESOLVE" in str(e.value)
+
+
+def test_template_tags_default_to_the_package_version() -> None:
+    from importlib.metadata import version
+
+    release = version("sandbox-lifecycle")
+    s = Settings.from_env({"E2B_TEMPLATE_TAG": "v7"})
+    assert s.e2b.templates["data-app"] == "lightdash/lightdash-data-app:v7"
+    assert s.e2b.templates["ai-writeback"] == f"lightdash/lightdash-ai-writeback:{release}"
+    assert dict(s.e2b.templates) == {
+        "data-app": "lightdash/lightdash-data-app:v7",
+        "ai-writeback": f"lightdash/lightdash-ai-writeback:{release}",
+    }
+
+
+def test_the_default_network_pool_is_valid_and_a_bad_one_is_named() -> None:
+    from sandbox_lifecycle.adapters.settings import DEFAULT_NETWORK_POOL, _network_pool_ok
+
+    assert _network_pool_ok(DEFAULT_NETWORK_POOL)
+    for bad in ("10.0.0.0/29", "fd00::/64", "nonsense"):
+        with pytest.raises(ConfigError, match="SANDBOX_DOCKER_NETWORK_POOL"):
+            Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": bad})
+    chosen = Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": "10.9.0.0/24"})
+    assert chosen.egress.network_pool == "10.9.0.0/24"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -11,14 +12,10 @@ import posixpath
 import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox_lifecycle.adapters.cli import audit as audit_cli
-from sandbox_lifecycle.adapters.cli import processes as process_verbs
-from sandbox_lifecycle.adapters.cli.agent import register as register_agent
-from sandbox_lifecycle.adapters.cli.gateway import register as register_gateway
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
 from sandbox_lifecycle.adapters.settings import (
     Settings,
@@ -50,7 +47,8 @@ EXIT_CAPACITY = 75
 # Commands that only read the log: they work without provider credentials (and never load its SDK).
 READ_ONLY = frozenset({"ls", "show", "history", "replay", "doctor"})
 MAX_EXEC_TIMEOUT_S = 86_400
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Patterns are compiled on first use (re caches them): most commands never read an --env or a cp path.
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -89,7 +87,7 @@ def exec_timeout(raw: str) -> float:
 
 def env_pair(raw: str) -> tuple[str, str]:
     name, sep, value = raw.partition("=")
-    if not sep or not _ENV_NAME.fullmatch(name):
+    if not sep or not re.fullmatch(_ENV_NAME, name):
         raise argparse.ArgumentTypeError(f"must be K=V with K a variable name such as FOO_1, got {raw!r}")
     return name, value
 
@@ -99,7 +97,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID --timeout 60 -- ls -la")
     if args.detach:
-        return process_verbs.cmd_exec_detached(args)
+        from sandbox_lifecycle.adapters.cli.processes import cmd_exec_detached
+
+        return cmd_exec_detached(args)
     env = dict(args.env or [])
     # Streamed as it arrives, flushed per chunk: a long build shows its progress, a timeout keeps what
     # was printed before it, and output past the in-memory bound still reaches the terminal whole. The
@@ -129,11 +129,11 @@ def _live(stream: Any) -> Any:
 
 # `ID:path` names a path in a sandbox (docker cp's convention): an id, then a colon before any slash.
 # A local path holding a colon is written ./a:b.
-_REMOTE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*):(.*)", re.DOTALL)
+_REMOTE = r"([A-Za-z0-9][A-Za-z0-9_.-]*):(.*)"
 
 
 def _remote(spec: str) -> tuple[str, str] | None:
-    match = _REMOTE.fullmatch(spec)
+    match = re.fullmatch(_REMOTE, spec, re.DOTALL)
     return (match.group(1), match.group(2) or ".") if match else None
 
 
@@ -309,6 +309,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from sandbox_lifecycle.adapters.cli import audit as audit_cli
     from sandbox_lifecycle.adapters.rebuild import parallel_rebuild
     from sandbox_lifecycle.core.replay import verify
 
@@ -412,24 +413,20 @@ _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sandboxctl", description="Run and inspect sandboxes for AI coding agents."
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (never secrets)")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+# The `add` helper of build_parser: (name, fn, help, json_flag=True) -> the verb's parser.
+AddVerb = Callable[..., argparse.ArgumentParser]
+# Adds one verb (or a module's few) to the parser: (add, the subparsers action) -> None.
+Registrar = Callable[[AddVerb, Any], None]
 
-    def add(name: str, fn: Any, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
-        if json_flag:
-            sp.add_argument("--json", action="store_true", help="machine-readable output")
-        sp.set_defaults(fn=fn)
-        return sp
 
+def _create_verb(add: AddVerb, sub: Any) -> None:
     sp = add("create", cmd_create, "create a sandbox")
     sp.add_argument("--kind", required=True, choices=sorted(KINDS))
     sp.add_argument("--conversation", help="the conversation the sandbox belongs to")
     sp.add_argument("--idempotency-key", help="a retried create with the same key makes no second sandbox")
+
+
+def _exec_verb(add: AddVerb, sub: Any) -> None:
     sp = add(
         "exec",
         cmd_exec,
@@ -448,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--detach", action="store_true", help="run in the background; print the process id")
     # Filled from what follows `--` (see main), so options may come before or after the id.
     sp.set_defaults(command=[])
+
+
+def _cp_verb(add: AddVerb, sub: Any) -> None:
     sp = add(
         "cp",
         cmd_cp,
@@ -456,20 +456,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("src", help="a local path, or ID:PATH in a sandbox (relative to the kind's workdir)")
     sp.add_argument("dst", help="a local path, or ID:PATH in a sandbox")
-    for name, help in (
-        ("suspend", "snapshot the workspace and release the compute"),
-        ("resume", "bring a suspended sandbox back"),
-        ("destroy", "remove the sandbox and its snapshot"),
-        ("touch", "record activity (postpones the idle timeout)"),
-    ):
-        sp = add(name, _simple(name), help)
-        sp.add_argument("id")
-    sp = add("ls", cmd_ls, "list sandboxes")
-    sp.add_argument("--state")
-    sp = add("show", cmd_show, "show one sandbox")
-    sp.add_argument("id")
-    sp = add("history", cmd_history, "the sandbox's timeline from the event log")
-    sp.add_argument("id")
+
+
+def _simple_verb(name: str, help: str) -> Registrar:
+    def register(add: AddVerb, sub: Any) -> None:
+        add(name, _simple(name), help).add_argument("id")
+
+    return register
+
+
+def _ls_verb(add: AddVerb, sub: Any) -> None:
+    add("ls", cmd_ls, "list sandboxes").add_argument("--state")
+
+
+def _show_verb(add: AddVerb, sub: Any) -> None:
+    add("show", cmd_show, "show one sandbox").add_argument("id")
+
+
+def _history_verb(add: AddVerb, sub: Any) -> None:
+    add("history", cmd_history, "the sandbox's timeline from the event log").add_argument("id")
+
+
+def _replay_verb(add: AddVerb, sub: Any) -> None:
     sp = add(
         "replay", cmd_replay, "rebuild projections from the log and compare them with the stored ones", False
     )
@@ -485,28 +493,157 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--workers", type=int, help="processes folding the log in parallel (default: cores, max 4)"
     )
+
+
+def _sweep_verb(add: AddVerb, sub: Any) -> None:
     sp = add("sweep", cmd_sweep, "fire every due timer and reconcile once")
     sp.add_argument("--now", help="pretend it is this ISO time (tests, catching up)")
+
+
+def _reconcile_verb(add: AddVerb, sub: Any) -> None:
     add("reconcile", cmd_reconcile, "re-drive stuck transitions and remove orphans once")
+
+
+def _scheduler_verb(add: AddVerb, sub: Any) -> None:
     sp = add(
         "scheduler", cmd_scheduler, "run the timer ticker in the foreground (SIGTERM/SIGINT stop it)", False
     )
     sp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at :PORT/metrics")
     sp.add_argument("--metrics-host", default="127.0.0.1", help="address to serve them on (127.0.0.1)")
+
+
+def _db_verb(add: AddVerb, sub: Any) -> None:
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="dbcmd", required=True)
     dbsub.add_parser("upgrade", help="migrate the database to this release's schema").set_defaults(
         fn=cmd_db_upgrade
     )
-    process_verbs.register(add)
+
+
+def _process_verbs(add: AddVerb, sub: Any) -> None:
+    from sandbox_lifecycle.adapters.cli import processes
+
+    processes.register(add)
+
+
+def _diagram_verb(add: AddVerb, sub: Any) -> None:
     add("diagram", cmd_diagram, "print the lifecycle as a Mermaid state diagram", False)
+
+
+def _doctor_verb(add: AddVerb, sub: Any) -> None:
     add("doctor", cmd_doctor, "check settings, database, provider, images, snapshot store and scheduler")
-    register_agent(add, _service)
+
+
+def _agent_verb(add: AddVerb, sub: Any) -> None:
+    from sandbox_lifecycle.adapters.cli import agent
+
+    agent.register(add, _service)
+
+
+def _demo_verb(add: AddVerb, sub: Any) -> None:
     sp = add("demo", cmd_demo, "two turns of a conversation on real sandboxes, then the history", False)
     sp.add_argument("--kind", default="data-app", choices=sorted(KINDS))
-    register_gateway(add)
-    audit_cli.register(add, sub)
+
+
+def _gateway_verb(add: AddVerb, sub: Any) -> None:
+    from sandbox_lifecycle.adapters.cli import gateway
+
+    gateway.register(add)
+
+
+def _audit_verbs(add: AddVerb, sub: Any) -> None:
+    from sandbox_lifecycle.adapters.cli import audit
+
+    audit.register(add, sub)
+
+
+# Every verb and what adds it to the parser, in the order `sandboxctl --help` lists them. A command
+# builds its own verb's parser only, and imports a verb's module only when that verb runs: building
+# every verb's parser, and importing the agent's and the gateway's modules, cost a short command more
+# than its own work. A new verb is one line here (its module's register function adds its arguments).
+VERBS: dict[str, Registrar] = {
+    "create": _create_verb,
+    "exec": _exec_verb,
+    "cp": _cp_verb,
+    "suspend": _simple_verb("suspend", "snapshot the workspace and release the compute"),
+    "resume": _simple_verb("resume", "bring a suspended sandbox back"),
+    "destroy": _simple_verb("destroy", "remove the sandbox and its snapshot"),
+    "touch": _simple_verb("touch", "record activity (postpones the idle timeout)"),
+    "ls": _ls_verb,
+    "show": _show_verb,
+    "history": _history_verb,
+    "replay": _replay_verb,
+    "sweep": _sweep_verb,
+    "reconcile": _reconcile_verb,
+    "scheduler": _scheduler_verb,
+    "db": _db_verb,
+    **dict.fromkeys(("ps", "logs", "kill", "url"), _process_verbs),
+    "diagram": _diagram_verb,
+    "doctor": _doctor_verb,
+    "agent": _agent_verb,
+    "demo": _demo_verb,
+    "gateway": _gateway_verb,
+    **dict.fromkeys(("events", "relay", "audit"), _audit_verbs),
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter with the width looked up once, by ``_help_width``: argparse builds a formatter
+    for every argument added, and asks shutil for the terminal's size each time (importing shutil, with
+    the compression modules it loads, is most of parsing a short command's arguments)."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
+@functools.cache
+def _help_width() -> int:
+    """What argparse computes, ``shutil.get_terminal_size().columns - 2``, by the same rules: $COLUMNS,
+    else the terminal of stdout, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb, or of ``verb`` alone (with the few its module adds beside it)."""
+    p = argparse.ArgumentParser(
+        prog="sandboxctl",
+        description="Run and inspect sandboxes for AI coding agents.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (never secrets)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    registrars = [VERBS[verb]] if verb in VERBS else dict.fromkeys(VERBS.values())
+    for register in registrars:
+        register(add, sub)
     return p
+
+
+def verb_of(argv: Sequence[str]) -> str | None:
+    """The verb ``argv`` runs (its first word after the global options), or None when it names none:
+    ``--help`` or a mistyped verb need every verb's parser, to list them or say what is valid."""
+    for word in argv:
+        if word not in ("-v", "--verbose"):
+            return word if word in VERBS else None
+    return None
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -515,10 +652,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argparse's REMAINDER would swallow options given after the id (`exec ID --timeout 5 -- ls` ran
     `--timeout`), and a command's own options and `--` must reach it untouched.
     """
-    parser = build_parser()
     argv = list(argv)
-    if "--" in argv:
-        cut = argv.index("--")
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = build_parser(verb_of(argv[:cut]))
+    if cut < len(argv):
         args = parser.parse_args(argv[:cut])
         if args.cmd == "exec":
             args.command = argv[cut + 1 :]

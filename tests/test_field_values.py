@@ -1,0 +1,120 @@
+"""The event types and the decider's commands share ==, hash and repr (events/values.py) instead of
+having dataclass() generate them per class: they must behave exactly as the generated ones would."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.events import types as ev
+
+FAMILIES = [
+    *ev.EVENT_TYPES.values(),
+    *(
+        cls
+        for cls in vars(sb).values()
+        if isinstance(cls, type) and issubclass(cls, sb.Command) and cls is not sb.Command
+    ),
+]
+AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+
+
+def sample(hint: Any, variant: int) -> Any:
+    """A value of the field's type; ``variant`` picks another one."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = typing.get_origin(args[0]) or args[0]
+    if kind is datetime:
+        return AT + timedelta(seconds=variant)
+    if kind is timedelta:
+        return timedelta(minutes=1 + variant)
+    if kind is bool:
+        return bool(variant)
+    if kind is int:
+        return 7 + variant
+    if kind is list:
+        return [{"id": f"p{variant}", "command": ["sleep", "1"]}]
+    return f"value-{variant}"
+
+
+def twin(cls: type) -> type:
+    """The same fields as a dataclass with generated ==, hash and repr."""
+    hints = typing.get_type_hints(cls)
+    return dataclasses.make_dataclass(
+        cls.__name__,
+        [(f.name, hints[f.name]) for f in dataclasses.fields(cls)],
+        frozen=True,
+        kw_only=True,
+    )
+
+
+@pytest.mark.parametrize("cls", FAMILIES, ids=lambda c: c.__name__)
+def test_equality_hash_and_repr_are_a_dataclasss(cls: type) -> None:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {n: sample(hints[n], 0) for n in names}
+    other = {n: sample(hints[n], 1) for n in names}
+    ours, generated = cls(**values), twin(cls)(**values)
+    assert repr(ours) == repr(generated)
+    assert ours == cls(**values)
+    assert ours.__eq__(generated) is NotImplemented and ours != generated
+    for name in names:  # each field takes part in ==
+        assert ours != cls(**{**values, name: other[name]}), name
+    try:
+        expected = hash(generated)
+    except TypeError:  # a list among the fields: unhashable either way
+        with pytest.raises(TypeError):
+            hash(ours)
+    else:
+        assert hash(ours) == expected
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ours.actor = "someone else"  # type: ignore[misc]
+
+
+def _same_as_generated(obj: Any) -> None:
+    cls = type(obj)
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    generated = dataclasses.make_dataclass(
+        cls.__name__, [(f.name, Any) for f in dataclasses.fields(obj)], frozen=True
+    )(**values)
+    # The generated class has no repr=False fields: compare the text of those shown.
+    shown = [f.name for f in dataclasses.fields(obj) if f.repr]
+    expected = f"{cls.__qualname__}(" + ", ".join(f"{n}={values[n]!r}" for n in shown) + ")"
+    assert repr(obj) == expected
+    assert obj == cls(**values) and obj.__eq__(generated) is NotImplemented
+    try:
+        expected_hash = hash(generated)
+    except TypeError:
+        with pytest.raises(TypeError):
+            hash(obj)
+    else:
+        assert hash(obj) == expected_hash
+
+
+def test_the_records_of_the_ports_settings_and_policy_are_values_too(tmp_path: Any) -> None:
+    from sandbox_lifecycle.adapters.settings import Settings
+    from sandbox_lifecycle.core.capacity import Capacity
+    from sandbox_lifecycle.core.kinds import KINDS
+    from sandbox_lifecycle.core.ports import ExecResult, ProviderCapabilities, SnapshotInfo
+    from sandbox_lifecycle.core.projection import Policy
+
+    settings = Settings.from_env(
+        {"SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_DATABASE_URL": "sqlite:///x.db"}
+    )
+    for obj in (
+        *KINDS.values(),
+        Policy(),
+        Capacity(),
+        SnapshotInfo("snapshots/a/1.tar.zst", "ab" * 32, 10),
+        ProviderCapabilities(isolation="vm", pause_keeps_processes=True, egress_allow_list=True, ports=True),
+        ExecResult(0, b"out", b"err"),
+        settings,
+        settings.e2b,
+        settings.egress,
+    ):
+        _same_as_generated(obj)
+    assert "sqlite:///x.db" not in repr(settings)  # a field kept out of repr stays out
