@@ -20,20 +20,15 @@ under its own ``<deployment>/`` prefix of the store.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
 import posixpath
 import re
 import shlex
-import shutil
-import subprocess
 import sys
-import tarfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -47,7 +42,6 @@ from sandbox_lifecycle.adapters.providers.docker_engine import (
     EngineUnreachable,
     engine_from_environ,
 )
-from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
 from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER as _EXEC_MARKER
 from sandbox_lifecycle.adapters.providers.reap import REAP_FUNCTION as _REAP_FUNCTION
 from sandbox_lifecycle.adapters.settings import EgressSettings
@@ -58,6 +52,7 @@ from sandbox_lifecycle.core.errors import (
     ProviderLost,
     ProviderRefused,
 )
+from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS, kind_spec
 from sandbox_lifecycle.core.ports import (
     ExecResult,
@@ -79,6 +74,7 @@ if TYPE_CHECKING:
     import docker.errors
 
     from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
+    from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
 
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_KIND = "sandbox-lifecycle.kind"
@@ -397,7 +393,7 @@ class DockerProvider:
         bad = [k for k in env or {} if not k or "=" in k]
         if bad:
             raise ValueError(f"invalid environment variable names: {bad!r}")
-        marker = uuid.uuid4().hex
+        marker = random_id()
         environment = [f"{k}={v}" for k, v in (env or {}).items() if k != _EXEC_MARKER]
         environment.append(f"{_EXEC_MARKER}={marker}")
         # timeout(1) stops parsing options at the duration, so a command starting with "-" stays a command.
@@ -439,6 +435,8 @@ class DockerProvider:
     def write_file(self, ref: str, path: str, data: bytes) -> None:
         full = self._resolve(ref, path)
         parent, name = posixpath.split(full)
+        import tarfile
+
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w") as tar:
             member = tarfile.TarInfo(name)
@@ -475,6 +473,8 @@ class DockerProvider:
                 buffer += chunk
                 if len(buffer) > limit + _TAR_OVERHEAD:  # the file grew while being read
                     raise ProviderError(f"{full} is larger than the {limit} bytes read_file returns")
+        import tarfile
+
         with tarfile.open(fileobj=io.BytesIO(bytes(buffer)), mode="r:") as tar:
             member = tar.next()
             content = tar.extractfile(member) if member is not None and member.isfile() else None
@@ -494,6 +494,8 @@ class DockerProvider:
             raise ProviderError(
                 f"cannot create the parents of the files in the sandbox: {made.stderr.strip()}"
             )
+
+        import tarfile
 
         def members() -> Iterator[bytes]:
             now = int(time.time())
@@ -866,6 +868,9 @@ class DockerProvider:
 
     @property
     def _processes(self) -> DockerProcesses:
+        # Background processes load their module (and its supervisor script) with the first one.
+        from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
+
         return DockerProcesses(self)
 
     def start(
@@ -963,7 +968,7 @@ class _Disks:
     def make(self, sandbox_id: str) -> _Disk | None:
         if not self.limit_bytes:
             return None
-        image = os.path.join(self.root, f"{_file_name(sandbox_id)}.{uuid.uuid4().hex[:12]}.img")
+        image = os.path.join(self.root, f"{_file_name(sandbox_id)}.{random_id()[:12]}.img")
         for attempt in range(3):  # release_all removes the directory once it is empty
             os.makedirs(self.root, mode=0o700, exist_ok=True)
             try:
@@ -1024,10 +1029,16 @@ class _Disks:
 def _file_name(sandbox_id: str) -> str:
     if _FILE_SAFE.fullmatch(sandbox_id):
         return sandbox_id
+    import hashlib
+
     return "h" + hashlib.sha256(sandbox_id.encode()).hexdigest()[:32]
 
 
 def _run_tool(*argv: str) -> str:
+    # Disk limits only: shutil and subprocess are not on the exec path.
+    import shutil
+    import subprocess
+
     if shutil.which(argv[0]) is None:
         error = ProviderError(
             f"{argv[0]} is not installed: a disk limit needs e2fsprogs and util-linux, and root, on the "

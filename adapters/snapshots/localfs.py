@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from sandbox_lifecycle.adapters.snapshots.archive import CHUNK, HashingReader
 from sandbox_lifecycle.core.errors import ProviderError, SnapshotNotFound
 from sandbox_lifecycle.core.ports import SnapshotInfo
 
@@ -52,6 +49,10 @@ class LocalSnapshotStore:
         """Write to a temp file beside the target, fsync, then rename over it: readers and crashes see
         either the old object or the whole new one, never a prefix."""
         path = self._path(key)
+        # The archive module (zstandard, tarfile) and hashlib load with the first snapshot moved, not
+        # with every command that builds the store.
+        from sandbox_lifecycle.adapters.snapshots.archive import CHUNK, HashingReader
+
         reader = HashingReader(stream)
         fd, tmp = self._mkstemp(path)
         try:
@@ -89,6 +90,8 @@ class LocalSnapshotStore:
             for _ in range(3):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.suppress(FileNotFoundError):
+                    import tempfile
+
                     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL)
         except OSError as exc:
             raise ProviderError(f"cannot create a snapshot file in {path.parent}: {exc.strerror}") from exc
@@ -118,6 +121,8 @@ class LocalSnapshotStore:
         except OSError as exc:
             raise ProviderError(f"cannot read snapshot {key!r}: {exc.strerror}") from exc
         with f:
+            import hashlib
+
             digest = hashlib.file_digest(f, "sha256")
             size = f.tell()
         return SnapshotInfo(key=key, sha256=digest.hexdigest(), bytes=size)
