@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import fields
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
@@ -27,7 +28,7 @@ from sandbox_lifecycle.core.replay import rebuild
 from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
 from sandbox_lifecycle.events.store import SqlEventStore
 
-_ROW_FIELDS = SandboxRow.__slots__
+_ROW_FIELDS = tuple(f.name for f in fields(SandboxRow))
 # Ranges per process: more ranges balance better (a process finishes at most one range after the
 # others), each costs one more range query.
 _RANGES_PER_PROCESS = 16

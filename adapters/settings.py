@@ -16,7 +16,7 @@ import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
     # Loaded when the limits are read: the capacity module brings the transition table with it.
@@ -167,7 +167,7 @@ class _Reader:
             raise ConfigError(f"{len(self.problems)} settings are invalid: " + "; ".join(self.problems))
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class E2BSettings(FieldValues):
     """What the E2B provider needs; parsed by :class:`Settings`. ``api_key`` is empty when unset."""
 
@@ -210,7 +210,7 @@ class E2BSettings(FieldValues):
             raise ConfigError(E2B_KEY_MISSING)
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class S3Settings(FieldValues):
     """Where Docker snapshots go when ``S3_BUCKET`` is set."""
 
@@ -224,7 +224,7 @@ class S3Settings(FieldValues):
 DEFAULT_NETWORK_POOL = "10.213.0.0/16"
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class EgressSettings(FieldValues):
     """The network of Docker sandboxes (see docs/network.md): what each kind may reach through the
     egress point, names pinned to addresses, where the egress state lives, which addresses the
@@ -479,7 +479,7 @@ def _snapshot_dir(reader: _Reader, data_dir: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@value_class(slots=False)
 class Settings(FieldValues):
     provider: str
     # May hold a password: kept out of repr (and so out of logs and tracebacks).

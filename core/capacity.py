@@ -23,14 +23,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
 from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core import sandbox as sb
@@ -52,7 +52,7 @@ _FRESH = timedelta(seconds=1)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class Capacity(FieldValues):
     """``SANDBOX_MAX_LIVE`` (None: no limit), the per-kind limits, ``SANDBOX_CAPACITY_WAIT_MS`` and the
     warm pool sizes (``SANDBOX_WARM_POOL_<KIND>``)."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sandbox_lifecycle.core.ports import WorkspaceSpec
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 DATA_APP = "data-app"
 AI_WRITEBACK = "ai-writeback"
@@ -14,7 +12,7 @@ AI_WRITEBACK = "ai-writeback"
 HOME = "/home/sandbox"
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class KindSpec(FieldValues):
     name: str
     workspace: WorkspaceSpec

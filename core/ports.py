@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
@@ -17,7 +16,7 @@ from sandbox_lifecycle.events.records import (
     RecordedEvent,
     SandboxRow,
 )
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 
 class EventStore(Protocol):
@@ -97,7 +96,7 @@ class EventStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class WorkspaceSpec(FieldValues):
     """What a snapshot of a kind holds: paths under ``root`` to include, glob patterns to exclude."""
 
@@ -106,7 +105,7 @@ class WorkspaceSpec(FieldValues):
     exclude: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class SnapshotInfo(FieldValues):
     """Where a suspended workspace lives. For E2B the key is the paused E2B sandbox id."""
 
@@ -119,7 +118,7 @@ class SnapshotInfo(FieldValues):
 OutputCallback = Callable[[bytes], None]
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class ExecResult(FieldValues):
     """What a command printed, as the bytes it wrote: binary output survives; text is decoded at the edge."""
 
@@ -137,7 +136,7 @@ class ExecResult(FieldValues):
         return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class FileEntry(FieldValues):
     """One entry of a sandbox directory listing. ``type`` is "file", "dir", "symlink" or "other" (a
     device, a FIFO); ``size`` is the entry's own size in bytes (a symlink's is its target's length)."""
@@ -147,7 +146,7 @@ class FileEntry(FieldValues):
     size: int
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class TransferReport(FieldValues):
     """What a directory transfer moved: regular files, their bytes, and the members it left out because
     they were unsafe to write (a link leaving the directory, a device, a name with ``..``), by name."""
@@ -157,7 +156,7 @@ class TransferReport(FieldValues):
     skipped: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class ProviderInstance(FieldValues):
     """A live or paused provider sandbox carrying our label/metadata (used by the reconciler)."""
 
@@ -170,7 +169,7 @@ class ProviderInstance(FieldValues):
 # ------------------------------------------------------------------------ capabilities and processes
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class ProviderCapabilities(FieldValues):
     """What a provider can do, so the service refuses clearly (``Unsupported``) instead of failing deep
     inside a backend. ``isolation``: "container" (shares the host kernel), "microvm", or "none" (a test
@@ -184,7 +183,7 @@ class ProviderCapabilities(FieldValues):
     ports: bool
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class ProcessInfo(FieldValues):
     """A background process started with ``SandboxProvider.start``. ``id`` is the provider's handle for
     it (not an OS pid); ``exit_code`` is None while it runs (and for one killed without a status)."""

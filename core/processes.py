@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sandbox_lifecycle.core.ports import ProcessInfo
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core.service import SandboxService
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
 DEFAULT_WAIT_S = 300.0
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class ProcessLogs(FieldValues):
     """What a background process printed so far (the newest bytes, bounded like an exec's output)."""
 
@@ -32,7 +31,7 @@ class ProcessLogs(FieldValues):
         return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class Process(FieldValues):
     """A background process of a sandbox. Every call goes through the service, so it resumes a suspended
     sandbox like any call does (where the suspend stopped the process, it is then gone: ProcessNotFound)."""

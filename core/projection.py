@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
     # For the annotation only: settings import Policy from here, and the decider's event classes are
@@ -20,7 +19,7 @@ RETENTION = "retention"
 LEASE = "lease"
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class Policy(FieldValues):
     """Timer settings. Deadlines are derived with these; the decider re-checks them when they fire."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,7 +22,7 @@ from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.projection import IDLE, LEASE, project
 from sandbox_lifecycle.events.records import CorruptStream, Deadline
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core.service import SandboxService
@@ -42,7 +42,7 @@ PROCESS_OUTPUT_REASON = "process_output"
 MODEL_CALL_REASON = "model_call"
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class SweepReport(FieldValues):
     fired: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)

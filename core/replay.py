@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import chain
 
@@ -95,7 +95,7 @@ def _row_diff(expected: SandboxRow | None, actual: SandboxRow | None, sid: str) 
     if actual is None:
         return [f"{sid}: read model row missing (log says state={expected.state} v{expected.version})"]
     diffs = []
-    for field in SandboxRow.__slots__:
+    for field in (f.name for f in fields(SandboxRow)):
         want, got = getattr(expected, field), getattr(actual, field)
         if want != got:
             diffs.append(f"{sid}: {field} is {got!r} in the read model, {want!r} from the log")

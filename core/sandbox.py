@@ -7,7 +7,6 @@ total (it never raises and never reads a clock), so replaying a log always gives
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any, ClassVar, NamedTuple, TypedDict
@@ -15,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple, TypedDict
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events import types as ev
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 # --------------------------------------------------------------------------------------------- state
 
@@ -67,7 +66,7 @@ def snapshot_key(sandbox_id: str, version: int) -> str:
 # ------------------------------------------------------------------------------------------ commands
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Command(FieldValues):
     """What a caller asks of a sandbox. ``==``, hash and repr are FieldValues's (events/values.py), as
     for the events: hence ``eq=False, repr=False`` on every command."""
@@ -78,7 +77,7 @@ class Command(FieldValues):
     reason: str = "user"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Create(Command):
     """Create a sandbox of ``kind`` on ``provider``, for a conversation or none."""
 
@@ -88,7 +87,7 @@ class Create(Command):
     TRIGGER = "create"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class MarkReady(Command):
     """Record that the provider made the sandbox."""
 
@@ -96,7 +95,7 @@ class MarkReady(Command):
     TRIGGER = "mark_ready"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class StartTurn(Command):
     """Start a turn of the sandbox's conversation."""
 
@@ -105,7 +104,7 @@ class StartTurn(Command):
     TRIGGER = "start_turn"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class EndTurn(Command):
     """End the turn: suspend the sandbox, or keep it warm."""
 
@@ -115,7 +114,7 @@ class EndTurn(Command):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Touch(Command):
     """Activity. Coalesced: nothing is recorded if the last activity is younger than ``window``."""
 
@@ -125,7 +124,7 @@ class Touch(Command):
     TRIGGER = "touch"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class RequestSuspend(Command):
     """Suspend the sandbox: snapshot its workspace, then release its compute."""
 
@@ -133,7 +132,7 @@ class RequestSuspend(Command):
     TRIGGER = "request_suspend"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class MarkSuspended(Command):
     """Record the stored snapshot of a suspend."""
 
@@ -144,14 +143,14 @@ class MarkSuspended(Command):
     TRIGGER = "mark_suspended"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class RequestResume(Command):
     """Bring a suspended sandbox back."""
 
     TRIGGER = "request_resume"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class MarkResumed(Command):
     """Record the instance a resume brought back."""
 
@@ -159,7 +158,7 @@ class MarkResumed(Command):
     TRIGGER = "mark_resumed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class FireIdleTimeout(Command):
     """The idle timer: suspend if nothing happened for ``timeout``."""
 
@@ -170,7 +169,7 @@ class FireIdleTimeout(Command):
     TRIGGER = "idle_timeout"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class FireRetention(Command):
     """The retention timer: destroy if suspended for ``retention``."""
 
@@ -180,21 +179,21 @@ class FireRetention(Command):
     TRIGGER = "retention_elapsed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Destroy(Command):
     """Remove the sandbox and its snapshot."""
 
     TRIGGER = "destroy"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class MarkDestroyed(Command):
     """Record that the provider removed the sandbox."""
 
     TRIGGER = "mark_destroyed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Pool(Command):
     """Put a created, unassigned sandbox in its kind's warm pool."""
 
@@ -202,7 +201,7 @@ class Pool(Command):
     TRIGGER = "pool"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Claim(Command):
     """Take a pooled sandbox for ``conversation_id``."""
 
@@ -211,7 +210,7 @@ class Claim(Command):
     TRIGGER = "claim"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class MarkFailed(Command):
     """Record a failed create, suspend or resume."""
 
@@ -219,7 +218,7 @@ class MarkFailed(Command):
     TRIGGER = "mark_failed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class MarkLost(Command):
     """Record that the provider lost the sandbox."""
 

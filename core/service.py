@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -69,7 +68,7 @@ from sandbox_lifecycle.core.recovery import RECONCILER, Sweeper, SweepReport
 from sandbox_lifecycle.core.streaming import ExecStream
 from sandbox_lifecycle.events.codec import decode, encode
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
     # Imported where they are used: a short command never reads a history or runs git.
@@ -967,7 +966,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if not isinstance(exc, SandboxError) else first
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class TurnHandle(FieldValues):
     service: SandboxService
     id: str

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 JSON = dict[str, Any]
 
@@ -51,7 +51,7 @@ class DatabaseLocked(StoreError):
     """The embedded SQLite database is held by another writer for longer than the busy timeout."""
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class NewEvent(FieldValues):
     """An event ready to be appended: already encoded to JSON-able data."""
 
@@ -79,7 +79,7 @@ class RecordedEvent(NamedTuple):
     occurred_at: datetime
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class SandboxRow(FieldValues):
     """The ``sandboxes`` read model: one row per sandbox, the fold of its stream."""
 
@@ -99,7 +99,7 @@ class SandboxRow(FieldValues):
     expired_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class Deadline(FieldValues):
     """An armed timer of a sandbox. ``kind`` is ``idle``, ``retention`` or ``lease``."""
 
@@ -109,7 +109,7 @@ class Deadline(FieldValues):
     version: int
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class Projection(FieldValues):
     """What the store writes beside the events, in the same transaction.
 
@@ -120,7 +120,7 @@ class Projection(FieldValues):
     deadlines: tuple[Deadline, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class AppendResult(FieldValues):
     """``duplicate`` is true when the idempotency key had been used and nothing was written."""
 
@@ -130,7 +130,7 @@ class AppendResult(FieldValues):
     duplicate: bool = False
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
+@value_class
 class CapacityLimit(FieldValues):
     """A ceiling the append must keep: at most ``limit`` sandboxes (of ``kind`` only, when set) whose
     read-model state is one of ``states``, counting the appended sandbox.

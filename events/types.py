@@ -6,14 +6,13 @@ decider, never here, because whatever an event does when applied runs again on e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sandbox_lifecycle.events.values import FieldValues
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Event(FieldValues):
     """A fact of a sandbox's stream. ``==``, hash and repr are FieldValues's (events/values.py), the same
     as a dataclass's but written once: hence ``eq=False, repr=False`` on every event type."""
@@ -26,7 +25,7 @@ class Event(FieldValues):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class CreationRequested(Event):
     """The intent to create: the sandbox's kind, its provider and its conversation, if any."""
 
@@ -36,7 +35,7 @@ class CreationRequested(Event):
     conversation_id: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Created(Event):
     """The provider made the sandbox; ``provider_ref`` names its instance."""
 
@@ -44,7 +43,7 @@ class Created(Event):
     provider_ref: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class CreationFailed(Event):
     """The provider could not make the sandbox; it expires."""
 
@@ -52,7 +51,7 @@ class CreationFailed(Event):
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class TurnStarted(Event):
     """A turn of the conversation began on the sandbox."""
 
@@ -60,7 +59,7 @@ class TurnStarted(Event):
     turn_id: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class TurnEnded(Event):
     """The turn ended; ``disposition`` says whether the sandbox suspends or stays warm."""
 
@@ -70,7 +69,7 @@ class TurnEnded(Event):
     disposition: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class ActivityRecorded(Event):
     """Coalesced activity (exec, file I/O, touch): at most one per activity window."""
 
@@ -80,7 +79,7 @@ class ActivityRecorded(Event):
     count: int = 1
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class IdleTimeoutElapsed(Event):
     """The idle timer fired: no activity since ``idle_since`` for ``timeout_ms``."""
 
@@ -89,7 +88,7 @@ class IdleTimeoutElapsed(Event):
     timeout_ms: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class SuspendRequested(Event):
     """The intent to suspend: the workspace goes to ``snapshot_key``."""
 
@@ -101,7 +100,7 @@ class SuspendRequested(Event):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Suspended(Event):
     """The workspace is stored (and verified) at ``snapshot_key``; the compute is released."""
 
@@ -113,7 +112,7 @@ class Suspended(Event):
     running_processes: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class SuspendFailed(Event):
     """The snapshot could not be taken; the sandbox is idle again."""
 
@@ -121,14 +120,14 @@ class SuspendFailed(Event):
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class ResumeRequested(Event):
     """The intent to bring a suspended sandbox back."""
 
     TYPE = "ResumeRequested"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Resumed(Event):
     """The sandbox runs again on instance ``provider_ref``, its workspace restored."""
 
@@ -136,7 +135,7 @@ class Resumed(Event):
     provider_ref: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class ResumeFailed(Event):
     """The sandbox could not be brought back; it stays suspended."""
 
@@ -144,7 +143,7 @@ class ResumeFailed(Event):
     error: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class RetentionElapsed(Event):
     """The retention timer fired: suspended since ``suspended_since`` for ``retention_ms``."""
 
@@ -153,21 +152,21 @@ class RetentionElapsed(Event):
     retention_ms: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class DestroyRequested(Event):
     """The intent to remove the sandbox and its snapshot."""
 
     TYPE = "DestroyRequested"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Destroyed(Event):
     """The sandbox and its snapshot are gone; it is expired."""
 
     TYPE = "Destroyed"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class ProviderLost(Event):
     """The provider no longer has the sandbox or its snapshot; the workspace is gone."""
 
@@ -175,14 +174,14 @@ class ProviderLost(Event):
     detail: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Pooled(Event):
     """A created, unassigned sandbox joined its kind's warm pool: a new conversation's turn may claim it."""
 
     TYPE = "Pooled"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+@value_class(kw_only=True)
 class Claimed(Event):
     """A turn of ``conversation_id`` took the sandbox from the warm pool (appended at the version the
     claimer saw, so two claimers never get the same one)."""

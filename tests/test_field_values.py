@@ -12,6 +12,7 @@ import pytest
 
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.events import types as ev
+from sandbox_lifecycle.events.values import FieldValues, value_class
 
 FAMILIES = [
     *ev.EVENT_TYPES.values(),
@@ -118,3 +119,66 @@ def test_the_records_of_the_ports_settings_and_policy_are_values_too(tmp_path: A
     ):
         _same_as_generated(obj)
     assert "sqlite:///x.db" not in repr(settings)  # a field kept out of repr stays out
+
+
+# --- value_class: a frozen dataclass made without compiling code at import ----------------------------
+
+
+@value_class
+class _Point(FieldValues):
+    x: int
+    y: int = 0
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+@value_class(kw_only=True)
+class _Labelled(_Point):
+    label: str
+    weight: float = 1.0
+
+
+class _Custom(_Point):
+    """Not decorated, with an __init__ of its own that calls the value class's."""
+
+    def __init__(self, x: int) -> None:
+        super().__init__(x, y=x * 2)
+
+
+def test_a_value_class_constructs_like_the_dataclass_it_declares() -> None:
+    p = _Point(1)
+    assert (p.x, p.y, p.tags) == (1, 0, [])
+    assert _Point(1, 2, ["a"]) == _Point(x=1, y=2, tags=["a"])
+    assert _Point(1).tags is not _Point(1).tags  # a factory per instance, never a shared default
+    labelled = _Labelled(3, 4, label="l")
+    assert (labelled.x, labelled.y, labelled.label, labelled.weight) == (3, 4, "l", 1.0)
+    with pytest.raises(TypeError):
+        _Point()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _Point(1, 2, [], 4)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _Labelled(1, 2, [], "positional")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        _Point(1, colour="red")  # type: ignore[call-arg]
+    assert [f.name for f in dataclasses.fields(_Labelled)] == ["x", "y", "tags", "label", "weight"]
+    assert dataclasses.replace(p, y=5) == _Point(1, 5)
+
+
+def test_a_value_class_is_frozen_and_survives_pickle_and_copy() -> None:
+    import copy
+    import pickle
+
+    p = _Labelled(1, label="l")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.x = 2  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del p.label  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert copy.copy(p) == p and copy.deepcopy(p) == p
+    assert not hasattr(p, "__dict__")  # slotted, as before
+
+
+def test_a_subclass_init_calling_the_value_class_init_keeps_its_own() -> None:
+    first = _Custom(2)
+    assert (first.x, first.y) == (2, 4)
+    assert _Custom(3).y == 6  # the subclass's __init__ was not replaced by the compiled one
+    assert _Point(5).y == 0
