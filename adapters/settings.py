@@ -481,6 +481,8 @@ def _snapshot_dir(reader: _Reader, data_dir: Path) -> Path:
 
 @value_class(slots=False)
 class Settings(FieldValues):
+    """Everything the module reads from its environment, parsed and checked once (``from_env``)."""
+
     provider: str
     # May hold a password: kept out of repr (and so out of logs and tracebacks).
     database_url: str = field(repr=False)

@@ -14,6 +14,8 @@ HOME = "/home/sandbox"
 
 @value_class
 class KindSpec(FieldValues):
+    """What a kind of sandbox is: its name, its workspace and where its agent works."""
+
     name: str
     workspace: WorkspaceSpec
     # Where the agent works by default (exec cwd when none is given).

@@ -44,6 +44,8 @@ MODEL_CALL_REASON = "model_call"
 
 @value_class
 class SweepReport(FieldValues):
+    """What one sweep did: the sandboxes whose timers fired, recovered and removed, and its errors."""
+
     fired: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)

@@ -968,6 +968,8 @@ def _one_line(exc: BaseException) -> str:
 
 @value_class
 class TurnHandle(FieldValues):
+    """The sandbox of the turn in progress, with the service's calls bound to it."""
+
     service: SandboxService
     id: str
     kind: str

@@ -945,6 +945,8 @@ class _Namespaced:
 
 @dataclass(frozen=True, slots=True)
 class _Disk:
+    """The size-limited filesystem of one sandbox's home: a sparse file on a loop device."""
+
     image: str  # the sparse file holding the filesystem
     link: str  # our name for its loop device, what the container's volume mounts
 
