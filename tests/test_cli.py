@@ -15,7 +15,7 @@ import sandbox_lifecycle.adapters.cli.commands as cli
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.core.ports import ExecResult
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.rows import SqliteRows
+from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 from tests.e2b.fake_e2b import FakeE2B
 from tests.fakes import FakeProvider
 
@@ -355,7 +355,7 @@ def test_an_unexpected_error_is_one_line_unless_verbose(
         raise RuntimeError("disk on fire\nsecond line with e2b-key-never-shown")
 
     monkeypatch.setattr(SandboxService, "list", boom)
-    monkeypatch.setattr(SqliteRows, "list_sandboxes", boom)  # what `ls` reads once the file exists
+    monkeypatch.setattr(SqliteEventStore, "list_sandboxes", boom)  # what `ls` reads once the file exists
     code, out, err = run(capsys, "ls")
     assert code == cli.EXIT_ERROR and out == ""
     assert err == "sandboxctl: RuntimeError: disk on fire (run with -v for the traceback)\n"

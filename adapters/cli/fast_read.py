@@ -1,4 +1,5 @@
-"""`ls` and `show` on an up-to-date SQLite log, without building the service (and importing SQLAlchemy).
+"""`ls` and `show` on an up-to-date SQLite log, without building the service (settings, provider, snapshot
+store): the event store alone, which on SQLite loads nothing but sqlite3.
 
 Anything else — PostgreSQL, a log still to be created or migrated — goes the usual way, which creates or
 upgrades the embedded log or names what to run.
@@ -8,10 +9,10 @@ from __future__ import annotations
 
 from sandbox_lifecycle.adapters.settings import Settings, sqlite_path
 from sandbox_lifecycle.events import revision
-from sandbox_lifecycle.events.rows import SqliteRows
+from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
 
-def rows_reader(settings: Settings) -> SqliteRows | None:
+def rows_reader(settings: Settings) -> SqliteEventStore | None:
     url = settings.database_url
     if not url.startswith("sqlite"):
         return None
@@ -25,4 +26,4 @@ def rows_reader(settings: Settings) -> SqliteRows | None:
     head = revision.head_revision()
     if head is None or current != head:
         return None
-    return SqliteRows(path)
+    return SqliteEventStore(url)

@@ -18,9 +18,6 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import unquote
 
-import orjson
-
-from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
@@ -105,6 +102,8 @@ def _parse_time(value: str) -> datetime:
 
 
 def _json_text(value: Any) -> str:
+    import orjson
+
     return orjson.dumps(value).decode()
 
 
@@ -114,6 +113,8 @@ def _schema_missing(exc: BaseException) -> bool:
 
 def _checks(dm: str, occurred_at: str) -> list[tuple[str, Callable[[], object]]]:
     def two_values() -> None:
+        import orjson
+
         _d, _m = orjson.loads(dm)
 
     return [
@@ -366,6 +367,9 @@ class SqliteEventStore(SqlEventStore):
                 if (refused := capacity_refusal(stream_id, limit, others)) is not None:
                     raise refused
             position = 0
+            # The chain (orjson, hashlib) loads with the first append: `ls` and `show` never need it.
+            from sandbox_lifecycle.events import chain
+
             hashes = chain.hashes(
                 self._previous_hash(db, stream_id, expected_version), stream_id, expected_version, new_events
             )
@@ -454,6 +458,8 @@ class SqliteEventStore(SqlEventStore):
                 rows = db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._read_error(exc, what) from None
+        import orjson
+
         new, record, loads, parse = tuple.__new__, RecordedEvent, orjson.loads, datetime.fromisoformat
         try:
             # ``for d, m in (...,)`` is an assignment (no loop), and unpacks exactly two values: data
