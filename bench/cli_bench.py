@@ -19,6 +19,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,6 +94,16 @@ def fill(url: str, n: int) -> None:
     store.close()
 
 
+def remove_egress(env: dict[str, str]) -> None:
+    """The bench deployment's egress container, networks and state, which outlive its last sandbox
+    until a sweep finds them idle."""
+    from sandbox_lifecycle.adapters.bootstrap import build_service
+
+    provider = build_service(env).provider
+    provider.remove_unused_network(datetime.now(UTC))
+    shutil.rmtree(provider.network.state_dir, ignore_errors=True)
+
+
 def top_imports(env: dict[str, str], sandbox_id: str, limit: int = 8) -> list[tuple[str, float]]:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", SANDBOXCTL, "exec", sandbox_id, "--", "true"],
@@ -148,6 +159,7 @@ def main() -> None:
                 versus("exec -- true", [SANDBOXCTL, *argv], [args.baseline, *argv], env, args.runs)
         finally:
             subprocess.run([SANDBOXCTL, "destroy", sandbox_id], env=env, capture_output=True, check=False)
+            remove_egress(env)
 
         db = Path(tmp) / "ls.db"
         url = f"sqlite:///{db}"
