@@ -87,25 +87,31 @@ _PG_CAST = {
 
 
 @functools.lru_cache(maxsize=256)
-def _write_sql(n_events: int, n_deadlines: int | None) -> str:
-    """The write statement for ``n_events`` events and a projection with ``n_deadlines`` (None: none)."""
+def _write_sql(n_events: int, n_deadlines: int | None, hashed: bool = False) -> str:
+    """The write statement for ``n_events`` events and a projection with ``n_deadlines`` (None: none).
+
+    ``hashed``: the events' chain hashes come as parameters, computed by the client from the stream's
+    head it remembers; otherwise the statement computes them from the stored previous hash."""
     ctes: list[str] = []
     gate = ""
     if n_events:
         gate = " FROM lock"
         ctes.append(f"lock AS MATERIALIZED ({PG_LOCK})")
-        # The hash chain (events/chain.py) in SQL: the previous hash is read in the statement's snapshot,
-        # the one its version check reads, so an append that passes the check chains to the event it
-        # checked. Each event's hash nests the one before it (batches are a few events).
-        ctes.append(
-            "prev AS (SELECT coalesce((SELECT hash FROM events WHERE stream_id = %(stream_id)s::text "
-            "AND version = %(expected)s::bigint), '') AS h)"
-        )
         hashes = []
-        previous = "(SELECT h FROM prev)"
-        for i in range(n_events):
-            previous = f"encode(sha256(convert_to({previous}, 'UTF8') || %(content{i})s::bytea), 'hex')"
-            hashes.append(previous)
+        if hashed:
+            hashes = [f"%(hash{i})s::text" for i in range(n_events)]
+        else:
+            # The hash chain (events/chain.py) in SQL: the previous hash is read in the statement's
+            # snapshot, the one its version check reads, so an append that passes the check chains to
+            # the event it checked. Each event's hash nests the one before it (batches are a few events).
+            ctes.append(
+                "prev AS (SELECT coalesce((SELECT hash FROM events WHERE stream_id = %(stream_id)s::text "
+                "AND version = %(expected)s::bigint), '') AS h)"
+            )
+            previous = "(SELECT h FROM prev)"
+            for i in range(n_events):
+                previous = f"encode(sha256(convert_to({previous}, 'UTF8') || %(content{i})s::bytea), 'hex')"
+                hashes.append(previous)
         rows = ", ".join(
             f"(%(type{i})s::text, %(schema_version{i})s::integer, %(data{i})s::jsonb, %(meta{i})s::jsonb, "
             f"%(occurred_at{i})s::timestamptz, {i + 1}, {hashes[i]})"
@@ -120,7 +126,7 @@ def _write_sql(n_events: int, n_deadlines: int | None) -> str:
             "u.type, u.schema_version, u.data, u.meta, u.occurred_at, "
             "CASE WHEN u.ord = 1 THEN %(key)s::text END, u.hash "
             f"FROM lock, (VALUES {rows}) AS u(type, schema_version, data, meta, occurred_at, ord, hash) "
-            "ORDER BY u.ord RETURNING position)"
+            "ORDER BY u.ord RETURNING position, hash)"
         )
     if n_deadlines is not None:
         values = ", ".join(f"%(r_{c})s::{_PG_CAST[c]}" for c in SANDBOX_COLUMNS)
@@ -146,11 +152,12 @@ def _write_sql(n_events: int, n_deadlines: int | None) -> str:
                 "ON CONFLICT (sandbox_id, kind) "
                 "DO UPDATE SET due_at = excluded.due_at, version = excluded.version)"
             )
-    return "WITH " + ", ".join(ctes) + (" SELECT max(position) FROM ins" if n_events else " SELECT 1")
+    last = " SELECT position, hash FROM ins ORDER BY position DESC LIMIT 1"
+    return "WITH " + ", ".join(ctes) + (last if n_events else " SELECT 1")
 
 
-def _write(n_events: int, projection: Projection | None) -> str:
-    return _write_sql(n_events, None if projection is None else len(projection.deadlines))
+def _write(n_events: int, projection: Projection | None, hashed: bool = False) -> str:
+    return _write_sql(n_events, None if projection is None else len(projection.deadlines), hashed)
 
 
 def _projection_params(projection: Projection) -> dict[str, Any]:
@@ -172,7 +179,10 @@ def _append_params(
     new_events: Sequence[NewEvent],
     key: str | None,
     projection: Projection | None,
+    previous: str | _Unknown | None,
 ) -> dict[str, Any]:
+    """The statement's parameters; with the hash chain's when ``previous`` (the hash of the event at
+    ``expected_version``, None before version 1) is known, else the contents the statement hashes."""
     params: dict[str, Any] = {"stream_id": stream_id, "expected": expected_version, "key": key}
     for i, e in enumerate(new_events):
         params[f"type{i}"] = e.type
@@ -180,13 +190,26 @@ def _append_params(
         params[f"data{i}"] = Jsonb(e.data)
         params[f"meta{i}"] = Jsonb(e.metadata)
         params[f"occurred_at{i}"] = at = utc(e.occurred_at)
-        # What the chain hashes (events/chain.py); the statement digests it with the previous hash.
-        params[f"content{i}"] = chain.content(
+        # What the chain hashes (events/chain.py).
+        content = chain.content(
             stream_id, expected_version + i + 1, e.type, e.schema_version, e.data, e.metadata, at
         )
+        if isinstance(previous, _Unknown):
+            params[f"content{i}"] = content
+        else:
+            params[f"hash{i}"] = previous = chain.link(previous, content)
     if projection is not None:
         params.update(_projection_params(projection))
     return params
+
+
+class _Unknown:
+    """The previous hash is not known here: the statement reads it."""
+
+
+UNKNOWN = _Unknown()
+# Streams whose last hash this process remembers; past this many the memory starts over.
+_MAX_HEADS = 10_000
 
 
 def _schema_missing(exc: BaseException) -> bool:
@@ -235,6 +258,11 @@ class PostgresEventStore(SqlEventStore):
             raise StoreError(f"Postgres needs the psycopg 3 driver (postgresql+psycopg://), not {engine.url}")
         self._engine = engine
         self._pg_lock_timeout = f"{int(self._lock_timeout * 1000)}ms"
+        # stream id -> (version, hash) of the last event this process appended to it, as on SQLite: an
+        # event is immutable once committed, so when the stream is still at that version the client
+        # hashes the new events itself and the statement skips the lookup; when it moved on, the
+        # statement's version check refuses the append, hashes and all.
+        self._heads: dict[str, tuple[int, str]] = {}
         sa.event.listen(engine, "connect", self._configure)
         # Connections pooled before the listener was added would miss the session settings.
         engine.dispose(close=False)
@@ -297,11 +325,14 @@ class PostgresEventStore(SqlEventStore):
         key: str | None,
         projection: Projection | None,
     ) -> AppendResult:
-        params = _append_params(stream_id, expected_version, new_events, key, projection)
+        previous = self._previous_hash(stream_id, expected_version)
+        params = _append_params(stream_id, expected_version, new_events, key, projection, previous)
+        write = _write(len(new_events), projection, hashed=previous is not UNKNOWN)
         with self._autocommit() as pg:
             try:
-                cursor = pg.execute(_write(len(new_events), projection), params, prepare=True)
-                (position,) = cast(tuple[int], cursor.fetchone())
+                position, last_hash = cast(
+                    tuple[int, str], pg.execute(write, params, prepare=True).fetchone()
+                )
             except psycopg.Error as exc:
                 error = _pg_error(exc, stream_id, expected_version, projection)
                 if key is not None and isinstance(error, ConcurrencyError):
@@ -316,7 +347,7 @@ class PostgresEventStore(SqlEventStore):
                     if duplicate is not None:
                         return AppendResult(stream_id, duplicate[0], duplicate[1], duplicate=True)
                 raise error from None
-        return AppendResult(stream_id, expected_version + len(new_events), position)
+        return self._appended(stream_id, expected_version + len(new_events), position, last_hash)
 
     def _append_within(
         self,
@@ -337,7 +368,9 @@ class PostgresEventStore(SqlEventStore):
         lock again, which a transaction already holding it is granted at once. Only appends that make
         a sandbox hold compute pay for the extra round trips.
         """
-        params = _append_params(stream_id, expected_version, new_events, key, projection)
+        previous = self._previous_hash(stream_id, expected_version)
+        params = _append_params(stream_id, expected_version, new_events, key, projection, previous)
+        write = _write(len(new_events), projection, hashed=previous is not UNKNOWN)
         with self._autocommit() as pg:
             try:
                 with pg.transaction():
@@ -353,11 +386,24 @@ class PostgresEventStore(SqlEventStore):
                         (others,) = cast(tuple[int], pg.execute(sql, count_params).fetchone())
                         if (refused := capacity_refusal(stream_id, limit, others)) is not None:
                             raise refused
-                    cursor = pg.execute(_write(len(new_events), projection), params, prepare=True)
-                    (position,) = cast(tuple[int], cursor.fetchone())
+                    cursor = pg.execute(write, params, prepare=True)
+                    position, last_hash = cast(tuple[int, str], cursor.fetchone())
             except psycopg.Error as exc:
                 raise _pg_error(exc, stream_id, expected_version, projection) from None
-        return AppendResult(stream_id, expected_version + len(new_events), position)
+        return self._appended(stream_id, expected_version + len(new_events), position, last_hash)
+
+    def _previous_hash(self, stream_id: str, expected_version: int) -> str | _Unknown | None:
+        """The hash the first new event chains to, when known here without a read."""
+        if expected_version == 0:
+            return None
+        head = self._heads.get(stream_id)
+        return head[1] if head is not None and head[0] == expected_version else UNKNOWN
+
+    def _appended(self, stream_id: str, version: int, position: int, last_hash: str) -> AppendResult:
+        if len(self._heads) >= _MAX_HEADS:
+            self._heads.clear()
+        self._heads[stream_id] = (version, last_hash)
+        return AppendResult(stream_id, version, position)
 
     def _write_projection(self, projection: Projection) -> None:
         row = projection.row
