@@ -15,10 +15,11 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sandbox_lifecycle.adapters.settings import Settings, first_line, redact_url, scrub, sqlite_path
+from sandbox_lifecycle.adapters.settings import Settings, first_line, scrub, sqlite_path
 from sandbox_lifecycle.core.errors import ConfigError, StoreError
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotStore
 from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events.names import redact_url
 
 log = logging.getLogger("sandbox_lifecycle")
 

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from sandbox_lifecycle.core.errors import ConfigError, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.events.names import redact_url
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
@@ -677,15 +678,6 @@ def deployment_of(database_url: str) -> str:
 
     digest = hashlib.sha256(redact_url(database_url).encode()).hexdigest()
     return f"db-{digest[:12]}"
-
-
-def redact_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def url_password(url: str) -> str:

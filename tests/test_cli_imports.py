@@ -15,16 +15,16 @@ from sandbox_lifecycle.events import migrate, revision
 
 UNUSED = ("alembic", "e2b", "boto3", "botocore", "psycopg", "prometheus_client", "rich")
 
-_PROBE = """
+_MODULES_PROBE = """
 import json, sys
 from sandbox_lifecycle.adapters.cli.commands import main
 code = main(sys.argv[1:])
-loaded = sorted({name.split(".")[0] for name in sys.modules})
-print(json.dumps({"code": code, "loaded": loaded}))
+print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
 """
 
 
-def run_cli(data_dir: Path, *argv: str) -> tuple[int, set[str]]:
+def modules_loaded_by(data_dir: Path, *argv: str) -> tuple[int, set[str]]:
+    """(exit code, every module loaded) of one `sandboxctl` command in a fresh interpreter."""
     env = {
         **os.environ,
         "SANDBOX_PROVIDER": "docker",
@@ -34,11 +34,17 @@ def run_cli(data_dir: Path, *argv: str) -> tuple[int, set[str]]:
     for name in ("SANDBOX_DATABASE_URL", "S3_BUCKET", "E2B_API_KEY", "SANDBOX_LOG_FORMAT"):
         env.pop(name, None)
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *argv], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _MODULES_PROBE, *argv], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return int(report["code"]), set(report["loaded"])
+
+
+def run_cli(data_dir: Path, *argv: str) -> tuple[int, set[str]]:
+    """(exit code, the top-level packages loaded) of one `sandboxctl` command in a fresh interpreter."""
+    code, loaded = modules_loaded_by(data_dir, *argv)
+    return code, {name.split(".")[0] for name in loaded}
 
 
 def test_a_current_sqlite_schema_is_checked_without_alembic(tmp_path: Path) -> None:
@@ -121,31 +127,6 @@ LAZY = (
     "sandbox_lifecycle.core.git",
     "sandbox_lifecycle.core.replay",
 )
-
-_MODULES_PROBE = """
-import json, sys
-from sandbox_lifecycle.adapters.cli.commands import main
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
-"""
-
-
-def modules_loaded_by(data_dir: Path, *argv: str) -> tuple[int, set[str]]:
-    """(exit code, every module loaded) of one `sandboxctl` command in a fresh interpreter."""
-    env = {
-        **os.environ,
-        "SANDBOX_PROVIDER": "docker",
-        "SANDBOX_DATA_DIR": str(data_dir),
-        "SANDBOX_DEPLOYMENT": "importprobe",
-    }
-    for name in ("SANDBOX_DATABASE_URL", "S3_BUCKET", "E2B_API_KEY", "SANDBOX_LOG_FORMAT"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-c", _MODULES_PROBE, *argv], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    return int(report["code"]), set(report["loaded"])
 
 
 def test_ls_loads_neither_the_service_nor_what_other_verbs_need(tmp_path: Path) -> None:

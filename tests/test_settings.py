@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.settings import Settings, redact_url
+from sandbox_lifecycle.adapters.settings import Settings
 from sandbox_lifecycle.core.errors import ConfigError, StoreError
+from sandbox_lifecycle.events.names import redact_url
 
 
 def test_defaults_are_the_documented_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -53,8 +53,9 @@ def register_check(name: str, check: CheckFn) -> None:
 
 def check_database(ctx: Context) -> Check:
     from sandbox_lifecycle.adapters.bootstrap import _head_revision, database_unreachable
-    from sandbox_lifecycle.adapters.settings import redact_url, sqlite_path
+    from sandbox_lifecycle.adapters.settings import sqlite_path
     from sandbox_lifecycle.events import revision
+    from sandbox_lifecycle.events.names import redact_url
 
     url = ctx.settings.database_url
     where = redact_url(url)
