@@ -61,7 +61,7 @@ def value_class(cls: type[_T] | None = None, /, *, kw_only: bool = False, slots:
 
     def wrap(c: type[_T]) -> type[_T]:
         made: Any = dataclasses.dataclass(c, init=False, eq=False, repr=False, kw_only=kw_only, slots=slots)
-        made.__init__ = _first_init
+        made.__init__ = _init_on_first_call(made)
         made.__setattr__ = _frozen_setattr
         made.__delattr__ = _frozen_delattr
         if slots:
@@ -90,17 +90,20 @@ def _setstate(self: object, state: list[Any]) -> None:
         object.__setattr__(self, f.name, value)
 
 
-def _first_init(self: object, *args: Any, **kwargs: Any) -> None:
-    """Every value class's ``__init__`` until its first instance: compiles the class's own, installs it
-    and runs it.
+def _init_on_first_call(cls: Any) -> Callable[..., None]:
+    """``cls``'s ``__init__`` until its first instance: compiles the class's own, installs it and runs it.
 
-    Two threads meeting a class first compile the same function; either one is kept."""
-    # The class that declared this placeholder: the instance's own, or a base whose __init__ a
-    # subclass's own __init__ calls through super().
-    cls: Any = next(c for c in type(self).__mro__ if c.__dict__.get("__init__") is _first_init)
-    init = _compile_init(cls)
-    cls.__init__ = init
-    init(self, *args, **kwargs)
+    Bound to its class (not found from the instance's type), so a subclass's own ``__init__`` calling
+    this one through ``super()`` gets the base's fields, and two threads meeting the class first each
+    compile the same function, either of which is kept."""
+
+    def __init__(self: object, *args: Any, **kwargs: Any) -> None:
+        init = _compile_init(cls)
+        cls.__init__ = init
+        init(self, *args, **kwargs)
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
 
 
 def _compile_init(cls: type) -> Callable[..., None]:

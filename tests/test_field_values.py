@@ -182,3 +182,49 @@ def test_a_subclass_init_calling_the_value_class_init_keeps_its_own() -> None:
     assert (first.x, first.y) == (2, 4)
     assert _Custom(3).y == 6  # the subclass's __init__ was not replaced by the compiled one
     assert _Point(5).y == 0
+
+
+def test_threads_meeting_a_value_class_first_each_construct_it() -> None:
+    """The first instance compiles the class's __init__; threads racing to it must all get theirs, of
+    the right class (not a base's __init__ found after another thread installed the class's own)."""
+    import sys
+
+    failures: list[BaseException] = []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave at every few bytecodes: the race shows if it exists
+    try:
+        _race_rounds(failures)
+    finally:
+        sys.setswitchinterval(switch)
+    assert failures == []
+
+
+def _race_rounds(failures: list[BaseException]) -> None:
+    import threading
+
+    for round_ in range(40):  # bounded: each round is a fresh class met first by 8 threads at once
+
+        @value_class(kw_only=True)
+        class Base(FieldValues):
+            actor: str = "api"
+
+        @value_class(kw_only=True)
+        class Leaf(Base):
+            name: str
+            count: int = 0
+
+        barrier = threading.Barrier(8)
+
+        def construct(cls: type[Leaf] = Leaf, n: int = round_, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait(timeout=10)
+            try:
+                leaf = cls(name=f"n{n}", count=n)
+                assert (leaf.name, leaf.count, leaf.actor) == (f"n{n}", n, "api")
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=construct) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
