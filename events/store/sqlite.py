@@ -102,6 +102,8 @@ def _parse_time(value: str) -> datetime:
 
 
 def _json_text(value: Any) -> str:
+    """Event data and metadata as stored: written by orjson, which reads them back (several times
+    cheaper than json.dumps, which pays for the hash chain's own encoding and digest)."""
     import orjson
 
     return orjson.dumps(value).decode()
@@ -166,10 +168,6 @@ class SqliteEventStore(SqlEventStore):
         # immutable once committed, so the hash of (stream, expected_version) read from here is the one
         # in the database whoever appended since: the chain costs no extra read on the hot path.
         self._heads: dict[str, tuple[int, str]] = {}
-        self._time = _text_time
-        # Event data and metadata are written by orjson (what reads them back): several times cheaper
-        # than json.dumps, which pays for the hash chain's own encoding and digest.
-        self._json = _json_text
 
     @classmethod
     def scratch(cls) -> SqliteEventStore:
@@ -379,9 +377,9 @@ class SqliteEventStore(SqlEventStore):
                     expected_version + i,
                     e.type,
                     e.schema_version,
-                    self._json(e.data),
-                    self._json(e.metadata),
-                    self._time(e.occurred_at),
+                    _json_text(e.data),
+                    _json_text(e.metadata),
+                    _text_time(e.occurred_at),
                     key if i == 1 else None,
                     h,
                 )
@@ -432,9 +430,9 @@ class SqliteEventStore(SqlEventStore):
 
     def _write_rows(self, db: sqlite3.Connection, projection: Projection) -> None:
         row = projection.row
-        db.execute(_UPSERT_SANDBOX, row_values(row, self._time))
+        db.execute(_UPSERT_SANDBOX, row_values(row, _text_time))
         db.execute(_DELETE_DEADLINES, (row.id,))
-        db.executemany(INSERT_DEADLINE, [deadline_values(d, self._time) for d in projection.deadlines])
+        db.executemany(INSERT_DEADLINE, [deadline_values(d, _text_time) for d in projection.deadlines])
 
     def replace_all_projections(self, projections: Iterable[Projection]) -> None:
         iterator = iter(projections)
@@ -442,9 +440,9 @@ class SqliteEventStore(SqlEventStore):
             db.execute("DELETE FROM sandbox_deadlines")
             db.execute("DELETE FROM sandboxes")
             while chunk := list(islice(iterator, REPLACE_CHUNK)):
-                db.executemany(INSERT_SANDBOX, [row_values(p.row, self._time) for p in chunk])
+                db.executemany(INSERT_SANDBOX, [row_values(p.row, _text_time) for p in chunk])
                 db.executemany(
-                    INSERT_DEADLINE, [deadline_values(d, self._time) for p in chunk for d in p.deadlines]
+                    INSERT_DEADLINE, [deadline_values(d, _text_time) for p in chunk for d in p.deadlines]
                 )
 
     # -- event reads -------------------------------------------------------------------------------
