@@ -44,22 +44,12 @@ def show(event: AgentEvent) -> None:
     print("   ", describe(event)[:200], flush=True)
 
 
-def bridge_address() -> str:
-    """This machine's address on Docker's default bridge, where the egress container reaches it."""
-    import docker
-
-    client = docker.from_env()
-    try:
-        return str(client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"])
-    finally:
-        client.close()
-
-
 def main() -> int:
     import sandbox_lifecycle
 
     real_model = bool(os.environ.get("ANTHROPIC_API_KEY"))
-    host = bridge_address()
+    # Where the egress container reaches this host: the servers below listen there.
+    host = sandbox_lifecycle.docker_host_address()
     token = uuid.uuid4().hex
     work = Path(tempfile.mkdtemp(prefix="sandbox-demo-"))
     (work / "git").mkdir()

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         run_agent,
         run_agent_async,
     )
+    from sandbox_lifecycle.adapters.providers.docker_bridge import docker_host_address
     from sandbox_lifecycle.adapters.scheduler import Scheduler
     from sandbox_lifecycle.core.async_service import (
         AsyncProcess,
@@ -90,6 +91,7 @@ _LAZY = {
     "AgentTimeout": "sandbox_lifecycle.adapters.agent.claude_code",
     "ModelUnreachable": "sandbox_lifecycle.adapters.agent.claude_code",
     "run_agent": "sandbox_lifecycle.adapters.agent.claude_code",
+    "docker_host_address": "sandbox_lifecycle.adapters.providers.docker_bridge",
     "run_agent_async": "sandbox_lifecycle.adapters.agent.claude_code",
     "AsyncProcess": "sandbox_lifecycle.core.async_service",
     "ProcessInfo": "sandbox_lifecycle.core.ports",
@@ -215,6 +217,7 @@ __all__ = [
     "agent_events",
     "connect",
     "connect_async",
+    "docker_host_address",
     "run_agent",
     "run_agent_async",
     "run_scheduler",

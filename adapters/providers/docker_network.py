@@ -49,6 +49,11 @@ from sandbox_lifecycle.adapters.egress import policy as egress_policy
 from sandbox_lifecycle.adapters.egress import tokens as egress_tokens
 from sandbox_lifecycle.adapters.egress.forward import LISTEN_PORT as FORWARD_PORT
 from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT, PROXY_PORT, READY
+from sandbox_lifecycle.adapters.providers.docker_bridge import (
+    DEFAULT_BRIDGE,
+    BridgeAddressUnknown,
+    bridge_host_address,
+)
 from sandbox_lifecycle.adapters.settings import EgressSettings, egress_env_name
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost, ProviderRefused
 
@@ -64,7 +69,9 @@ ROLE_EGRESS, ROLE_NETWORK, ROLE_FORWARDER = "egress", "network", "forwarder"
 
 DEFAULT_STATE_ROOT = "/var/lib/sandbox-lifecycle/egress"
 EGRESS_ALIAS = "egress"
-OUTSIDE_NETWORK = "bridge"  # the engine's default bridge: the egress container's and forwarders' way out
+OUTSIDE_NETWORK = (
+    DEFAULT_BRIDGE  # the engine's default bridge: the egress container's and forwarders' way out
+)
 SUBNET_PREFIX = 28  # 14 addresses: the sandbox, the egress container and a dozen forwarders
 _PACKAGE_MOUNT = "/opt/sandbox-lifecycle"
 _READY_WAIT_S = 15.0
@@ -420,7 +427,11 @@ class SandboxNetworks:
         if url.hostname not in ("127.0.0.1", "localhost", "::1"):
             return self.settings.upstream_url
         with self._errors("inspect the default bridge"):
-            host = self.api.inspect_network(OUTSIDE_NETWORK)["IPAM"]["Config"][0]["Gateway"]
+            bridge = self.api.inspect_network(OUTSIDE_NETWORK)
+        try:
+            host = bridge_host_address(bridge)
+        except BridgeAddressUnknown as exc:
+            raise ProviderRefused(f"ANTHROPIC_BASE_URL is a loopback URL, but {exc}") from exc
         netloc = f"{host}:{url.port}" if url.port else str(host)
         return urlunsplit(url._replace(netloc=netloc))
 

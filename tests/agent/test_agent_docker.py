@@ -23,6 +23,7 @@ import pytest
 from sandbox_lifecycle.adapters.agent.claude_code import run_agent
 from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
 from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.providers.docker_bridge import bridge_host_address
 from sandbox_lifecycle.core.service import SandboxService
 from tests.agent.scripts import first_turn, second_turn
 
@@ -33,7 +34,7 @@ BACKEND_KEY = "sk-backend-test-key-never-in-the-sandbox"
 
 @pytest.fixture
 def bridge_model(docker_engine: docker.DockerClient) -> Iterator[ScriptedModel]:
-    gateway = docker_engine.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_host_address(docker_engine.api.inspect_network("bridge"))
     with ScriptedModel(host=gateway) as server:
         yield server
 

@@ -23,6 +23,7 @@ import docker.errors
 import pytest
 
 from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker_bridge import bridge_host_address
 from sandbox_lifecycle.adapters.providers.docker_network import network_name
 from sandbox_lifecycle.adapters.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
@@ -51,7 +52,7 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def bridge_address(docker_client: docker.DockerClient) -> str:
-    return str(docker_client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"])
+    return bridge_host_address(docker_client.api.inspect_network("bridge"))
 
 
 def _serve(address: str) -> Iterator[int]:
