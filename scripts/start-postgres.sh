@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a local PostgreSQL for the test suite and the benchmarks, idempotently.
-# Run as root on Debian. Prints the SQLAlchemy URL of the test database on stdout.
+# Run as root on Debian. Prints the SQLAlchemy URL of the test database on stdout (over TCP on 127.0.0.1;
+# with --socket, over the cluster's unix socket, which any network namespace of this host reaches).
 set -euo pipefail
 
 PG_USER=sandbox
@@ -27,9 +28,25 @@ if ! grep -q "^listen_addresses = '127.0.0.1'" "${CONF_DIR}/postgresql.conf"; th
     echo "listen_addresses = '127.0.0.1'" >>"${CONF_DIR}/postgresql.conf"
 fi
 
+# The test suite may run in a network namespace of its own (scripts/test does, beside its fresh Docker
+# engine), where 127.0.0.1 is not this cluster's: it then connects over the unix socket, with a password
+# like over TCP (Debian's default for local connections is peer, which maps no root to this role).
+HBA="${CONF_DIR}/pg_hba.conf"
+HBA_LINE="local   ${PG_DB}    ${PG_USER}    scram-sha-256"
+hba_changed=0
+if ! grep -qxF "$HBA_LINE" "$HBA"; then
+    sed -i "0,/^local/s//${HBA_LINE//\//\\/}\n&/" "$HBA"
+    grep -qxF "$HBA_LINE" "$HBA" || { log "could not add the socket rule to $HBA"; exit 1; }
+    hba_changed=1
+fi
+
 if ! pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $4}' | grep -q online; then
     log "starting cluster ${PG_VERSION}/${PG_CLUSTER}"
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start >&2
+fi
+
+if [ "$hba_changed" = 1 ]; then
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" reload >&2
 fi
 
 ready=0
@@ -57,4 +74,9 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '${PG_DB}'")" !
     psql_admin -c "CREATE DATABASE ${PG_DB} OWNER ${PG_USER}"
 fi
 
-echo "postgresql+psycopg://${PG_USER}:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/${PG_DB}"
+if [ "${1:-}" = --socket ]; then
+    SOCKET_DIR="$(pg_conftool -s "$PG_VERSION" "$PG_CLUSTER" show unix_socket_directories 2>/dev/null | cut -d, -f1)"
+    echo "postgresql+psycopg://${PG_USER}:${PG_PASSWORD}@/${PG_DB}?host=${SOCKET_DIR:-/var/run/postgresql}&port=${PG_PORT}"
+else
+    echo "postgresql+psycopg://${PG_USER}:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/${PG_DB}"
+fi

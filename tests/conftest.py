@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.events.migrate import upgrade
+from tests import session
 from tests.store.helpers import pg_schema
 
 PG_ENV = "SANDBOX_TEST_PG_URL"
@@ -32,46 +32,85 @@ LABEL_MANAGED = "sandbox-lifecycle.managed"
 EGRESS_STATE_ROOT = "/var/lib/sandbox-lifecycle/egress"
 
 
+# Every deployment (so every container, network, volume, disk image, loop device and state directory) a
+# test makes starts with this run's prefix, and clean-up removes only what starts with it: a demo or
+# another run beside this one on the same machine is never touched.
+SESSION_PREFIX = session.PREFIX
+
+# The fixtures that reach a real component, by the marker a test using them must carry, so that
+# `-m "not docker"` (and the other tiers) can never run a test against a component it does not name.
+COMPONENT_FIXTURES = {
+    "docker": frozenset({"docker_engine"}),
+    "postgres": frozenset({"shared_pg_url", "pg_base_url", "pg_migrated_url"}),
+    "s3": frozenset({"moto_endpoint"}),
+}
+# Where an unmarked test finds the Docker engine: nowhere, with a name that says why.
+NO_ENGINE = "unix:///nonexistent/this-test-has-no-docker-marker.sock"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [
+        f"{item.nodeid} uses {', '.join(sorted(used))} without @pytest.mark.{marker}"
+        for item in items
+        for marker, fixtures in COMPONENT_FIXTURES.items()
+        if (used := fixtures & set(getattr(item, "fixturenames", ()))) and not item.get_closest_marker(marker)
+    ]
+    if missing:
+        raise pytest.UsageError(
+            "tests that use a real component must carry its marker:\n  " + "\n  ".join(missing)
+        )
+
+
+def require_marker(request: pytest.FixtureRequest, marker: str) -> None:
+    """For a component reached through getfixturevalue (invisible to the collection check above)."""
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(f"{request.node.nodeid} uses {marker} without @pytest.mark.{marker}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _component_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the docker marker finds no engine, however it looks for one (the SDK, the CLI in
+    a subprocess); and whatever deployment it makes by default carries this run's prefix."""
+    if request.node.get_closest_marker("docker") is None:
+        monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    monkeypatch.setenv("SANDBOX_DEPLOYMENT", session.new_deployment())
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _idle_egress_points_removed() -> Iterator[None]:
+def _session_leftovers_removed() -> Iterator[None]:
     """A test that makes a Docker sandbox starts its deployment's egress container, which stays until a
     sweep finds it idle, as in production; most tests never sweep. At the end of the session remove the
-    egress points and port forwarders the session started whose deployment has no sandbox container
-    left, with their networks and state, so runs do not pile them up on the engine."""
-    started = time.time() - 1
+    egress points, port forwarders, networks and state of this session's deployments (their names start
+    with SESSION_PREFIX) that have no sandbox container left. Nothing of another deployment is touched."""
     yield
     try:
         client = docker.from_env(timeout=20)
         client.ping()
     except Exception:
-        return  # no engine: nothing was started on it
+        client = None  # no engine: only state directories can be left
     # Best effort: a cleanup that fails must not fail the run it cleans up after.
     with contextlib.suppress(docker.errors.DockerException, OSError):
-        _remove_idle_egress_points(client.api, started)
+        _remove_session_leftovers(client.api if client else None)
 
 
-def _remove_idle_egress_points(api: docker.APIClient, started: float) -> None:
+def _remove_session_leftovers(api: docker.APIClient | None) -> None:
     deployments: set[str] = set()
-    for row in api.containers(all=True, filters={"label": LABEL_ROLE}):
-        deployment = (row.get("Labels") or {}).get(LABEL_DEPLOYMENT)
-        if deployment and row.get("Created", 0) >= started:
-            deployments.add(deployment)
-    # And the state a test wrote without an egress container ever starting (a failed start, a refused
-    # create): every state directory this session touched.
+    if api is not None:
+        for row in api.containers(all=True, filters={"label": LABEL_ROLE}):
+            deployments.add((row.get("Labels") or {}).get(LABEL_DEPLOYMENT, ""))
     with contextlib.suppress(OSError):
-        for entry in os.scandir(EGRESS_STATE_ROOT):
-            if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime >= started:
-                deployments.add(entry.name)
-    for deployment in sorted(deployments):
+        deployments.update(e.name for e in os.scandir(EGRESS_STATE_ROOT) if e.is_dir(follow_symlinks=False))
+    for deployment in sorted(d for d in deployments if d.startswith(SESSION_PREFIX)):
         label = f"{LABEL_DEPLOYMENT}={deployment}"
-        if api.containers(all=True, filters={"label": [label, f"{LABEL_MANAGED}=1"]}):
-            continue  # a sandbox still runs there: its egress point is in use
-        for row in api.containers(all=True, filters={"label": [label, LABEL_ROLE]}):
-            with contextlib.suppress(docker.errors.APIError):
-                api.remove_container(row["Id"], force=True, v=True)
-        for net in api.networks(filters={"label": [label, LABEL_ROLE]}):
-            with contextlib.suppress(docker.errors.APIError):
-                api.remove_network(net["Id"])
+        if api is not None:
+            if api.containers(all=True, filters={"label": [label, f"{LABEL_MANAGED}=1"]}):
+                continue  # a sandbox still runs there: its egress point is in use
+            for row in api.containers(all=True, filters={"label": [label, LABEL_ROLE]}):
+                with contextlib.suppress(docker.errors.APIError):
+                    api.remove_container(row["Id"], force=True, v=True)
+            for net in api.networks(filters={"label": [label, LABEL_ROLE]}):
+                with contextlib.suppress(docker.errors.APIError):
+                    api.remove_network(net["Id"])
         shutil.rmtree(os.path.join(EGRESS_STATE_ROOT, deployment), ignore_errors=True)
 
 
@@ -87,7 +126,8 @@ def shared_pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def clean_pg_url(shared_pg_url: str) -> str:
+def clean_pg_url(shared_pg_url: str, request: pytest.FixtureRequest) -> str:
+    require_marker(request, "postgres")
     engine = sa.create_engine(shared_pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines RESTART IDENTITY")

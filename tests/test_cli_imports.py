@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_lifecycle.events import migrate, revision
+from tests import session
 
 UNUSED = ("alembic", "e2b", "boto3", "botocore", "psycopg", "prometheus_client", "rich")
 
@@ -22,6 +23,8 @@ code = main(sys.argv[1:])
 print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
 """
 
+PROBE_DEPLOYMENT = session.new_deployment("importprobe")
+
 
 def modules_loaded_by(data_dir: Path, *argv: str) -> tuple[int, set[str]]:
     """(exit code, every module loaded) of one `sandboxctl` command in a fresh interpreter."""
@@ -29,7 +32,7 @@ def modules_loaded_by(data_dir: Path, *argv: str) -> tuple[int, set[str]]:
         **os.environ,
         "SANDBOX_PROVIDER": "docker",
         "SANDBOX_DATA_DIR": str(data_dir),
-        "SANDBOX_DEPLOYMENT": "importprobe",
+        "SANDBOX_DEPLOYMENT": PROBE_DEPLOYMENT,
     }
     for name in ("SANDBOX_DATABASE_URL", "S3_BUCKET", "E2B_API_KEY", "SANDBOX_LOG_FORMAT"):
         env.pop(name, None)
@@ -75,7 +78,7 @@ def test_a_docker_command_loads_docker_and_nothing_else(tmp_path: Path, docker_e
     from tests.docker.conftest import DEFAULT_EGRESS_DIR, remove_network_leftovers
 
     env = {**os.environ, "SANDBOX_PROVIDER": "docker", "SANDBOX_DATA_DIR": str(tmp_path)}
-    env["SANDBOX_DEPLOYMENT"] = "importprobe"
+    env["SANDBOX_DEPLOYMENT"] = PROBE_DEPLOYMENT
     env.pop("SANDBOX_DATABASE_URL", None)
     env.pop("S3_BUCKET", None)
     service = build_service(env)
@@ -87,8 +90,8 @@ def test_a_docker_command_loads_docker_and_nothing_else(tmp_path: Path, docker_e
         assert not loaded & set(UNUSED), loaded & set(UNUSED)
     finally:
         service.destroy(row.id)
-        remove_network_leftovers(docker_engine, "sandbox-lifecycle.deployment=importprobe")
-        shutil.rmtree(os.path.join(DEFAULT_EGRESS_DIR, "importprobe"), ignore_errors=True)
+        remove_network_leftovers(docker_engine, f"sandbox-lifecycle.deployment={PROBE_DEPLOYMENT}")
+        shutil.rmtree(os.path.join(DEFAULT_EGRESS_DIR, PROBE_DEPLOYMENT), ignore_errors=True)
 
 
 def test_the_scanned_head_is_alembics_head() -> None:

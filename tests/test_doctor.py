@@ -17,11 +17,14 @@ import sandbox_lifecycle.adapters.cli.commands as cli
 import sandbox_lifecycle.adapters.cli.doctor as doctor
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.adapters.gateway_state import GatewayState
+from sandbox_lifecycle.adapters.providers.docker_bridge import bridge_host_address
 from sandbox_lifecycle.adapters.settings import Settings
+from tests import session
 from tests.docker.conftest import LABEL_DEPLOYMENT, remove_network_leftovers
 from tests.e2b.fake_e2b import FakeE2B
 from tests.fakes import FakeProvider
 from tests.gateway.fake_upstream import running_gateway
+from tests.providers.test_docker_bridge import NAME
 
 KEY = "e2b-doctor-right-key-9f8e"
 MODEL_KEY = "sk-ant-doctor-model-key-5a5a"
@@ -47,7 +50,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SANDBOX_DATA_DIR", str(tmp_path))
     for name in ("SANDBOX_DATABASE_URL", "S3_BUCKET", "SANDBOX_LOG_FORMAT", "SANDBOX_SNAPSHOT_DIR"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SANDBOX_DEPLOYMENT", "doctor")
+    monkeypatch.setenv("SANDBOX_DEPLOYMENT", session.new_deployment("doctor"))
     return tmp_path
 
 
@@ -160,6 +163,53 @@ def test_docker_checks_the_engine_images_and_snapshot_dir(
     assert cli.main(["doctor"]) == 1
     out, _ = capsys.readouterr()
     assert "images           FAIL" in out and "-> build or pull them" in out
+
+
+@pytest.mark.docker
+def test_docker_names_the_engine_facts_it_relies_on(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], docker_engine: Any
+) -> None:
+    monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
+    migrate(env)
+    _, report = run(capsys)
+    engine = check(report, "engine")
+    info = docker_engine.api.info()
+    assert engine["status"] == "ok", engine
+    assert f"storage {info['Driver']}" in engine["detail"]
+    assert f"runtime {info['DefaultRuntime']}" in engine["detail"]
+    address = bridge_host_address(docker_engine.api.inspect_network("bridge"))
+    assert f"host address on the default bridge {address}" in engine["detail"]
+
+
+def test_an_unknown_bridge_address_fails_only_when_a_loopback_model_needs_it(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sandbox_lifecycle.adapters.cli import doctor
+
+    class Api:
+        def info(self) -> dict[str, Any]:
+            return {"ServerVersion": "20.10.24", "Driver": "overlay2", "DefaultRuntime": "runc"}
+
+        def inspect_network(self, name: str) -> dict[str, Any]:
+            # A first-start bridge whose interface this namespace does not have.
+            return {"IPAM": {"Config": [{"Subnet": "172.17.0.0/16"}]}, "Options": {NAME: "nosuch0"}}
+
+    class Client:
+        api = Api()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("docker.from_env", lambda: Client())
+    monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
+    for url, expected in (("http://127.0.0.1:9", "fail"), ("https://models.example.test", "warn")):
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        ctx = doctor.Context(Settings.from_env())
+        ctx.provider = object()
+        found = doctor.check_engine(ctx)
+        assert found.status == expected, found
+        assert "no interface nosuch0" in found.detail and "storage overlay2" in found.detail
+        assert found.fix and "network namespace" in found.fix
 
 
 def _gateway_env(monkeypatch: pytest.MonkeyPatch, url: str, state: Path) -> None:

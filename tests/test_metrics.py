@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.adapters.observability.metrics import instrument, serve
 from sandbox_lifecycle.core.service import SandboxService
+from tests import session
 from tests.fakes import FakeProvider
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -42,7 +43,11 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def service(tmp_path: Path) -> SandboxService:
-    env = {"SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_PROVIDER": "docker", "SANDBOX_DEPLOYMENT": "metrics"}
+    env = {
+        "SANDBOX_DATA_DIR": str(tmp_path),
+        "SANDBOX_PROVIDER": "docker",
+        "SANDBOX_DEPLOYMENT": session.new_deployment("metrics"),
+    }
     return build_service(env, provider=FakeProvider())
 
 
@@ -141,7 +146,7 @@ def test_sandboxctl_scheduler_serves_metrics(tmp_path: Path, docker_engine: obje
         **os.environ,
         "SANDBOX_PROVIDER": "docker",
         "SANDBOX_DATA_DIR": str(tmp_path),
-        "SANDBOX_DEPLOYMENT": "metricscli",
+        "SANDBOX_DEPLOYMENT": session.new_deployment("metricscli"),
     }
     env.pop("SANDBOX_DATABASE_URL", None)
     sandboxctl = str(Path(sys.executable).with_name("sandboxctl"))

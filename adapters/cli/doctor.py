@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sandbox_lifecycle.adapters.settings import Settings, first_line, scrub
 from sandbox_lifecycle.core.kinds import KINDS
@@ -40,7 +41,7 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-CheckFn = Callable[[Context], Check]
+CheckFn = Callable[[Context], Check | None]  # None: the check does not apply here
 
 # Slots whose check lives elsewhere; None: doctor_network's (imported when the checks run, it needs Check).
 _PLUGGED: dict[str, CheckFn | None] = {"egress point": None, "gateway": None}
@@ -182,7 +183,58 @@ def check_scheduler(ctx: Context) -> Check:
     )
 
 
-CHECKS: tuple[CheckFn, ...] = (check_database, check_provider, check_images, check_snapshots, check_scheduler)
+def check_engine(ctx: Context) -> Check | None:
+    """The engine facts the Docker provider relies on, read as a first-start engine reports them (None:
+    no engine is used, so there is nothing to say)."""
+    s = ctx.settings
+    if s.provider != "docker":
+        return None
+    if ctx.provider is None:
+        return Check("engine", FAIL, "skipped: the Docker engine is unreachable", "fix the provider first")
+    import docker
+
+    from sandbox_lifecycle.adapters.providers.docker_bridge import (
+        DEFAULT_BRIDGE,
+        BridgeAddressUnknown,
+        bridge_host_address,
+    )
+
+    client = docker.from_env()
+    try:
+        info = client.api.info()
+        bridge = client.api.inspect_network(DEFAULT_BRIDGE)
+    finally:
+        client.close()
+    runtimes = ", ".join(sorted(info.get("Runtimes") or {})) or "none reported"
+    facts = (
+        f"docker {info.get('ServerVersion', '?')}, storage {info.get('Driver', '?')}, "
+        f"runtime {info.get('DefaultRuntime', '?')} (available: {runtimes})"
+    )
+    reported = any(c.get("Gateway") for c in (bridge.get("IPAM") or {}).get("Config") or [])
+    try:
+        address = bridge_host_address(bridge)
+    except BridgeAddressUnknown as exc:
+        # Only a model or git server on this host needs it (a loopback ANTHROPIC_BASE_URL, the demo).
+        loopback = urlsplit(s.anthropic_base_url).hostname in ("127.0.0.1", "localhost", "::1")
+        return Check(
+            "engine",
+            FAIL if loopback else WARN,
+            f"{facts}; host address on the default bridge unknown: {exc}",
+            "run the backend on the engine's host, in its network namespace; or point ANTHROPIC_BASE_URL "
+            "at a server sandboxes reach without it",
+        )
+    source = "reported by the engine" if reported else "read from the bridge interface (a first-start engine)"
+    return Check("engine", OK, f"{facts}; host address on the default bridge {address}, {source}")
+
+
+CHECKS: tuple[CheckFn, ...] = (
+    check_database,
+    check_provider,
+    check_engine,
+    check_images,
+    check_snapshots,
+    check_scheduler,
+)
 
 
 def run_checks(settings: Settings) -> list[Check]:
@@ -190,7 +242,9 @@ def run_checks(settings: Settings) -> list[Check]:
     results = []
     for fn in (*CHECKS, *_slot_checks()):
         try:
-            results.append(fn(ctx))
+            found = fn(ctx)
+            if found is not None:
+                results.append(found)
         except Exception as exc:  # a check's own bug must not hide the other checks
             name = getattr(fn, "check_name", fn.__name__.removeprefix("check_").replace("_", " "))
             results.append(Check(name, FAIL, f"{type(exc).__name__}: {first_line(str(exc))}", None))

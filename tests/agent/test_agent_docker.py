@@ -25,6 +25,7 @@ from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.adapters.providers.docker_bridge import bridge_host_address
 from sandbox_lifecycle.core.service import SandboxService
+from tests import session
 from tests.agent.scripts import first_turn, second_turn
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -46,7 +47,7 @@ def docker_service(
     monkeypatch.setenv("SANDBOX_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("SANDBOX_DATABASE_URL", raising=False)
     monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
-    monkeypatch.setenv("SANDBOX_DEPLOYMENT", f"agent-test-{tmp_path.name[-8:]}")
+    monkeypatch.setenv("SANDBOX_DEPLOYMENT", session.new_deployment("agent"))
     monkeypatch.setenv("SANDBOX_EGRESS_STATE_DIR", str(tmp_path / "egress"))
     # A loopback upstream: the provider hands the egress container the bridge address with its port.
     monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{bridge_model.port}")

@@ -14,6 +14,7 @@ import pytest
 from sandbox_lifecycle.adapters.agent.claude_code import run_agent
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.core.service import SandboxService
+from tests import session
 
 pytestmark = [
     pytest.mark.anthropic_live,
@@ -28,7 +29,7 @@ def live_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sa
     monkeypatch.setenv("SANDBOX_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("SANDBOX_DATABASE_URL", raising=False)
     monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
-    monkeypatch.setenv("SANDBOX_DEPLOYMENT", f"agent-live-{tmp_path.name[-8:]}")
+    monkeypatch.setenv("SANDBOX_DEPLOYMENT", session.new_deployment("agent-live"))
     monkeypatch.setenv("SANDBOX_EGRESS_STATE_DIR", str(tmp_path / "egress"))
     service = build_service()
     if not getattr(getattr(service.provider, "capabilities", None), "egress_allow_list", False):

@@ -20,12 +20,13 @@ import pytest
 
 from sandbox_lifecycle.adapters.providers.docker import LABEL_ID, LABEL_MANAGED, DockerLimits, DockerProvider
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from tests import session
 from tests.conftest import DOCKER_IMAGES
 
 # Small enough that the truncation test streams only a few MiB.
 TEST_LIMITS = DockerLimits(memory_bytes=512 * 1024**2, pids=256, max_output_bytes=64 * 1024)
 # Sandbox ids of this pytest run start with it, so cleanup never touches anyone else's containers.
-RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
+RUN_PREFIX = f"{session.PREFIX}d{uuid.uuid4().hex[:4]}"
 # The provider's deployment in this run: its listings hold only this run's containers and snapshots.
 DEPLOYMENT = RUN_PREFIX
 # The deployment of the network tests, whose egress container has a state directory of its own.

@@ -30,6 +30,8 @@ from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests.conftest import DOCKER_IMAGES
 from tests.docker.conftest import NET_DEPLOYMENT, TEST_LIMITS
 
+pytestmark = pytest.mark.docker
+
 ALLOWED = "allowed.test"
 # Allowed, not pinned: resolves (in the egress container's /etc/hosts) to ::1, and is not in NO_PROXY.
 UNPINNED = "ip6-localhost"
@@ -398,6 +400,7 @@ def test_concurrent_creates_keep_the_token_their_container_holds(
     new_id: Callable[[], str],
     egress_settings: EgressSettings,
 ) -> None:
+
     sid = new_id()
     with ThreadPoolExecutor(4) as pool:
         refs = set(pool.map(lambda _: net.create(sid, "data-app"), range(4)))

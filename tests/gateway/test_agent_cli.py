@@ -9,13 +9,13 @@ what the CLI does with ANTHROPIC_BASE_URL, a token for a key and a streamed answ
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sandbox_lifecycle.adapters.egress as egress
+from tests import session
 from tests.conftest import DOCKER_IMAGES
 
 pytestmark = pytest.mark.docker
@@ -32,7 +32,7 @@ def test_claude_cli_streams_its_answer_through_the_gateway_with_a_token(
         DOCKER_IMAGES[kind],
         ["/opt/run.py", "/opt/gw"],
         entrypoint="python3",
-        name=f"gateway-agent-test-{uuid.uuid4().hex[:8]}",
+        name=session.new_deployment("gateway-agent"),
         network_mode="none",
         volumes={
             str(package): {"bind": "/opt/gw/egress", "mode": "ro"},

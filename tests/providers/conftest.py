@@ -28,6 +28,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotInfo
+from tests import session
 from tests.conftest import DOCKER_IMAGES
 from tests.e2b.conftest import API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
@@ -48,7 +49,7 @@ def new_sandbox_id() -> str:
 
 
 def new_deployment() -> str:
-    return "t" + uuid.uuid4().hex[:8]
+    return session.new_deployment()
 
 
 @dataclass

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.core.replay import verify
+from tests import session
 from tests.e2b.conftest import fake_env
 from tests.e2b.fake_e2b import FakeE2B
 from tests.replicas.workers import turn_worker
@@ -101,7 +101,7 @@ def test_racing_turns_on_one_conversation_one_proceeds(
             "SANDBOX_PROVIDER": "docker",
             "SANDBOX_DATABASE_URL": clean_pg_url,
             "SANDBOX_DATA_DIR": str(tmp_path / "data"),
-            "SANDBOX_DEPLOYMENT": f"race-{uuid.uuid4().hex[:8]}",
+            "SANDBOX_DEPLOYMENT": session.new_deployment("race"),
         }
     ctx = multiprocessing.get_context("spawn")
     n = 6

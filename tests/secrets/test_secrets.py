@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests import session
 from tests.conftest import DOCKER_IMAGES
 from tests.e2b.fake_e2b import FakeE2B
 from tests.gateway.fake_upstream import fake_upstream, running_gateway
@@ -105,7 +106,7 @@ def clean_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env.update(
         SANDBOX_DATA_DIR=str(data_dir),
-        SANDBOX_DEPLOYMENT="sec" + uuid.uuid4().hex[:8],
+        SANDBOX_DEPLOYMENT=session.new_deployment("sec"),
         ANTHROPIC_API_KEY=ANTHROPIC_KEY,
         S3_ACCESS_KEY="PLANTEDACCESS",
         S3_SECRET_KEY=S3_SECRET,
@@ -174,6 +175,7 @@ def assert_no_leaks(evidence: Evidence) -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.s3
 def test_no_secret_leaks_on_docker(tmp_path: Path, docker_engine: Any, moto_endpoint: str) -> None:
     from tests.providers.conftest import remove_docker_sandboxes
 

@@ -14,6 +14,7 @@ os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", "256")
 
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
+from tests.conftest import require_marker
 
 # Small parts so a few hundred KiB already exercise multipart uploads.
 PART_SIZE = 64 * 1024
@@ -50,8 +51,9 @@ def make_s3_store(endpoint: str, **kwargs: object) -> S3SnapshotStore:
     return store
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> LocalSnapshotStore | S3SnapshotStore:
     if request.param == "local":
         return LocalSnapshotStore(tmp_path / "snapshots")
+    require_marker(request, "s3")
     return make_s3_store(request.getfixturevalue("moto_endpoint"))

@@ -23,6 +23,8 @@ from sandbox_lifecycle.core.errors import ConfigError, ProviderError
 
 from .conftest import PART_SIZE, SECRET, make_s3_store
 
+pytestmark = pytest.mark.s3
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -192,6 +194,7 @@ def test_from_env_refuses_incomplete_settings(env: dict[str, str], message: str)
 KILLED_PUT = """
 import sys, time
 from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
+
 
 class Stalling:
     sent = 0

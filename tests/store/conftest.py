@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from sandbox_lifecycle.events.migrate import upgrade
 from sandbox_lifecycle.events.store import SqlEventStore
+from tests.conftest import require_marker
 from tests.store.helpers import pg_schema
 
 PG_ENV = "SANDBOX_TEST_PG_URL"
@@ -56,6 +57,7 @@ def real_db_url(backend: str, request: pytest.FixtureRequest) -> str:
         path = request.getfixturevalue("tmp_path") / "sandbox_lifecycle.events.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
+    require_marker(request, "postgres")
     url: str = request.getfixturevalue("pg_migrated_url")
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
