@@ -112,6 +112,13 @@ def _remove_session_leftovers(api: docker.APIClient | None) -> None:
                 with contextlib.suppress(docker.errors.APIError):
                     api.remove_network(net["Id"])
         shutil.rmtree(os.path.join(EGRESS_STATE_ROOT, deployment), ignore_errors=True)
+    # Disk images and their loop devices: a host resource no engine removes.
+    from tests.docker.conftest import DEFAULT_DISK_DIR, release_disks
+
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(DEFAULT_DISK_DIR):
+            if entry.name.startswith(SESSION_PREFIX) and entry.is_dir(follow_symlinks=False):
+                release_disks(entry.name)
 
 
 @pytest.fixture(scope="session")

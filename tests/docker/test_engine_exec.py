@@ -39,6 +39,10 @@ from sandbox_lifecycle.core.kinds import DATA_APP
 from tests.conftest import DOCKER_IMAGES
 from tests.docker.conftest import DEPLOYMENT, TEST_LIMITS
 
+# The engine this run uses (scripts/test starts one of its own, on its own socket), not the default one.
+_HOST = os.environ.get("DOCKER_HOST", "")
+ENGINE_SOCKET = _HOST.removeprefix("unix://") if _HOST.startswith("unix:///") else DEFAULT_SOCKET
+
 pytestmark = pytest.mark.docker
 
 NewId = Callable[[], str]
@@ -250,7 +254,7 @@ def test_the_client_reads_what_the_sdk_reads(
     docker_client: docker.DockerClient, new_id: NewId, provider: DockerProvider
 ) -> None:
     ref = provider.create(new_id(), DATA_APP)
-    engine = DockerEngine(unix_path=DEFAULT_SOCKET)
+    engine = DockerEngine(unix_path=ENGINE_SOCKET)
     # Container inspect comes chunked (the engine streams its JSON): the same document as the SDK's.
     assert engine.inspect_container(ref) == docker_client.api.inspect_container(ref)
     exec_id = engine.exec_create(ref, ["bash", "-c", "exit 3"], user="1000:1000")
@@ -272,7 +276,7 @@ def test_the_client_speaks_plain_tcp(
     provider: DockerProvider, new_id: NewId, monkeypatch: pytest.MonkeyPatch, store: LocalSnapshotStore
 ) -> None:
     ref = provider.create(new_id(), DATA_APP)
-    with _loopback_to_socket(DEFAULT_SOCKET) as port:
+    with _loopback_to_socket(ENGINE_SOCKET) as port:
         monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
         over_tcp = DockerProvider(DOCKER_IMAGES, store, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT)
         assert over_tcp._engine is not None and over_tcp._engine.address == f"tcp://127.0.0.1:{port}"
