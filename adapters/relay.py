@@ -56,6 +56,14 @@ class RetryPolicy:
     max_retry: float = 30.0
     timeout: float = 10.0
 
+    def __post_init__(self) -> None:
+        # A policy that can never deliver (no attempt) or never wait (a negative pause) is a mistake
+        # best refused where it is made, not found when the first receiver is down.
+        if self.attempts < 1:
+            raise ValueError(f"a retry policy needs at least one attempt, not {self.attempts}")
+        if self.first_retry < 0 or self.max_retry <= 0 or self.timeout <= 0:
+            raise ValueError("retry pauses must be >= 0, and the cap and timeout > 0")
+
 
 class WebhookRelay:
     def __init__(
@@ -73,8 +81,6 @@ class WebhookRelay:
             raise ValueError(f"the webhook must be an http:// or https:// URL, not {url!r}")
         if not secret:
             raise ValueError("the webhook secret is empty")
-        if (retry or RetryPolicy()).attempts < 1:
-            raise ValueError("the relay needs at least one attempt per event")
         self._store = store
         self._checkpoints = checkpoints
         self._url = url

@@ -230,3 +230,69 @@ def test_the_relay_refuses_to_run_unsigned(
         check=False,
     )
     assert done.returncode == 2 and "from 1 to 100" in done.stderr
+
+
+class _RecordingStop(threading.Event):
+    """A stop flag that records every pause the relay waits for, and can be set from the n-th pause."""
+
+    def __init__(self, set_at: int | None = None) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+        self.set_at = set_at
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.pauses.append(timeout)
+            if self.set_at is not None and len(self.pauses) >= self.set_at:
+                self.set()
+        return self.is_set()
+
+
+def test_a_relay_stopped_during_a_retry_sends_nothing_after_it_and_keeps_its_checkpoint_before_it(
+    service: SandboxService, receiver: Receiver
+) -> None:
+    _history(service, 2)
+    everything = _all_ids(service)
+    positions = [e.position for e in service.store.read_all(limit=1000)]
+    receiver.failures[everything[2]] = 99
+    checkpoints = Checkpoints(service.store.engine)  # type: ignore[attr-defined]
+    retry = RetryPolicy(attempts=10, first_retry=0.01, max_retry=0.02, timeout=5)
+    stop = _RecordingStop(set_at=2)  # stopped while waiting to retry event 3 the second time
+    relay = WebhookRelay(
+        service.store, checkpoints, receiver.url, SECRET.encode(), name="s", retry=retry, stop=stop
+    )
+    assert relay.run(follow=False) == 2
+    assert receiver.ids() == everything[:2]
+    assert checkpoints.load("s") == positions[1]
+
+    receiver.failures.clear()  # a new run starts from the event it was retrying, not after it
+    again = WebhookRelay(service.store, checkpoints, receiver.url, SECRET.encode(), name="s", retry=retry)
+    assert again.run(follow=False) == len(everything) - 2
+    assert receiver.ids() == everything
+    assert checkpoints.load("s") == positions[-1]
+
+
+def test_the_pause_between_retries_doubles_up_to_its_cap_and_never_past_it(
+    service: SandboxService, receiver: Receiver
+) -> None:
+    _history(service, 1)
+    receiver.failures[_all_ids(service)[0]] = 99
+    stop = _RecordingStop()
+    retry = RetryPolicy(attempts=7, first_retry=0.001, max_retry=0.005, timeout=5)
+    relay = WebhookRelay(
+        service.store,
+        Checkpoints(service.store.engine),  # type: ignore[attr-defined]
+        receiver.url,
+        SECRET.encode(),
+        retry=retry,
+        stop=stop,
+    )
+    with pytest.raises(DeliveryFailed, match="after 7 attempts"):
+        relay.run(follow=False)
+    assert stop.pauses == [0.001, 0.002, 0.004, 0.005, 0.005, 0.005]
+
+
+@pytest.mark.parametrize("bad", [{"attempts": 0}, {"attempts": -1}, {"first_retry": -1}, {"max_retry": 0}])
+def test_a_retry_policy_that_cannot_deliver_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**bad)  # type: ignore[arg-type]
