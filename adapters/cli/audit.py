@@ -18,6 +18,9 @@ from typing import Any
 
 from sandbox_lifecycle.core.errors import ConfigError
 
+MAX_POSITION = 2**63 - 1
+EXIT_USAGE = 2  # commands.EXIT_USAGE (not imported: commands imports this module)
+
 # The `add` helper of commands.build_parser: (name, fn, help, json_flag) -> the verb's parser.
 AddVerb = Callable[..., argparse.ArgumentParser]
 
@@ -53,8 +56,11 @@ def _after(raw: str) -> int:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a feed position (an integer >= 0), got {raw!r}")
+    # Positions are 64-bit in both databases: a larger one would overflow the driver's bind.
+    if not 0 <= value <= MAX_POSITION:
+        raise argparse.ArgumentTypeError(
+            f"must be a feed position (an integer from 0 to 2^63-1), got {raw!r}"
+        )
     return value
 
 
@@ -65,6 +71,18 @@ def _attempts(raw: str) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    try:
+        _print_events(args)
+    except BrokenPipeError:
+        # The reader went away (`sandboxctl events --json | head -1`): say so once, and point stdout at
+        # /dev/null so the interpreter's own flush at exit does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("sandboxctl: events: the output was closed (broken pipe); stopped", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _print_events(args: argparse.Namespace) -> None:
     from sandbox_lifecycle.core.feed import event_json
 
     service = _service(args)
@@ -80,7 +98,6 @@ def cmd_events(args: argparse.Namespace) -> int:
             f"{meta.get('reason', '-'):14}  {meta.get('actor', '-')}",
             flush=True,
         )
-    return 0
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
