@@ -2,8 +2,10 @@
 
 Each event is one POST of its JSON (core/feed.py ``event_json``) with:
 
-* ``X-Sandbox-Signature: sha256=<hex>``: HMAC-SHA256 of the exact body bytes, keyed with
-  ``SANDBOX_WEBHOOK_SECRET``;
+* ``X-Sandbox-Signature: t=<unix seconds>,v1=<hex>``: HMAC-SHA256, keyed with ``SANDBOX_WEBHOOK_SECRET``,
+  of ``<t>.<event id>.<position>.`` followed by the exact body bytes (Stripe's scheme, with the id and
+  position signed too: a captured delivery cannot be replayed later, nor under another id or position).
+  ``t`` is taken afresh for every attempt; ``verify_delivery`` is the receiver's check;
 * ``X-Sandbox-Event-Id``: ``<stream id>:<version>``, the same on every delivery of the event, so a
   receiver drops the redeliveries at-least-once allows;
 * ``X-Sandbox-Position``: its place in the feed.
@@ -21,8 +23,10 @@ import hashlib
 import hmac
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -44,9 +48,54 @@ class DeliveryFailed(SandboxError):
     """The webhook did not take an event within the allowed attempts."""
 
 
-def signature(secret: bytes, body: bytes) -> str:
-    """The value of the signature header for ``body``: what a receiver recomputes and compares."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+# How far a delivery's timestamp may be from the receiver's clock (either way) for it to be taken.
+TOLERANCE_S = 300
+
+
+class InvalidDelivery(ValueError):
+    """A delivery whose signature does not verify, or whose timestamp is outside the tolerance."""
+
+
+def signed_bytes(timestamp: int, event_id: str, position: int, body: bytes) -> bytes:
+    """What the signature covers: ``<t>.<event id>.<position>.`` and the body."""
+    return f"{timestamp}.{event_id}.{position}.".encode() + body
+
+
+def signature(secret: bytes, body: bytes, *, event_id: str, position: int, timestamp: int) -> str:
+    """The value of the signature header: ``t=<timestamp>,v1=<hex>``."""
+    digest = hmac.new(secret, signed_bytes(timestamp, event_id, position, body), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_delivery(
+    secret: bytes,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    tolerance: float = TOLERANCE_S,
+    now: float | None = None,
+) -> tuple[str, int]:
+    """The receiver's check: raise InvalidDelivery unless the signature header signs this body, the
+    event id and position headers, and a timestamp within ``tolerance`` seconds of ``now``; returns
+    (event id, position). Pass the raw body, before any JSON parsing, and drop the ids already seen."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    event_id = lower.get(EVENT_ID_HEADER.lower(), "")
+    raw_position = lower.get(POSITION_HEADER.lower(), "")
+    fields: dict[str, list[str]] = {}
+    for part in lower.get(SIGNATURE_HEADER.lower(), "").split(","):
+        name, _, value = part.strip().partition("=")
+        fields.setdefault(name, []).append(value)
+    timestamps = fields.get("t", [])
+    if len(timestamps) != 1 or not timestamps[0].isdigit() or not raw_position.isdigit() or not event_id:
+        raise InvalidDelivery("the signature, event id or position header is missing or malformed")
+    timestamp, position = int(timestamps[0]), int(raw_position)
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        raise InvalidDelivery(f"the delivery's timestamp is more than {tolerance:g}s from now: a replay?")
+    expected = signature(secret, body, event_id=event_id, position=position, timestamp=timestamp)
+    expected_v1 = expected.partition(",v1=")[2]
+    if not any(hmac.compare_digest(v1, expected_v1) for v1 in fields.get("v1", [])):
+        raise InvalidDelivery("the signature does not match the body, event id and position")
+    return event_id, position
 
 
 @dataclass(frozen=True)
@@ -55,6 +104,14 @@ class RetryPolicy:
     first_retry: float = 0.5
     max_retry: float = 30.0
     timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        # A policy that can never deliver (no attempt) or never wait (a negative pause) is a mistake
+        # best refused where it is made, not found when the first receiver is down.
+        if self.attempts < 1:
+            raise ValueError(f"a retry policy needs at least one attempt, not {self.attempts}")
+        if self.first_retry < 0 or self.max_retry <= 0 or self.timeout <= 0:
+            raise ValueError("retry pauses must be >= 0, and the cap and timeout > 0")
 
 
 class WebhookRelay:
@@ -73,8 +130,6 @@ class WebhookRelay:
             raise ValueError(f"the webhook must be an http:// or https:// URL, not {url!r}")
         if not secret:
             raise ValueError("the webhook secret is empty")
-        if (retry or RetryPolicy()).attempts < 1:
-            raise ValueError("the relay needs at least one attempt per event")
         self._store = store
         self._checkpoints = checkpoints
         self._url = url
@@ -100,21 +155,26 @@ class WebhookRelay:
 
     def _deliver(self, event: RecordedEvent) -> bool:
         body = orjson.dumps(feed.event_json(event))
-        request = urllib.request.Request(
-            self._url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "sandbox-lifecycle-relay",
-                SIGNATURE_HEADER: signature(self._secret, body),
-                EVENT_ID_HEADER: feed.event_id(event),
-                POSITION_HEADER: str(event.position),
-            },
-        )
+        event_id = feed.event_id(event)
         pause = self._retry.first_retry
         problem = ""
         for attempt in range(1, self._retry.attempts + 1):
+            # Signed afresh each attempt: a retry after a long pause still lands within the tolerance.
+            sig = signature(
+                self._secret, body, event_id=event_id, position=event.position, timestamp=int(time.time())
+            )
+            request = urllib.request.Request(
+                self._url,
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "User-Agent": "sandbox-lifecycle-relay",
+                    SIGNATURE_HEADER: sig,
+                    EVENT_ID_HEADER: event_id,
+                    POSITION_HEADER: str(event.position),
+                },
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self._retry.timeout) as response:
                     if 200 <= response.status < 300:

@@ -6,6 +6,13 @@ stream: an edited event (its content no longer hashes to its hash), a deleted on
 inserted or reordered one (content at a place it was not hashed for). Events deleted from a stream's
 end leave no gap; the read model, written in the same transaction as every append, still holds the
 version the stream had, so a log ending before it is reported too.
+
+The streams' chains cannot show what needs no hash work: a whole stream deleted with its rows, a stream
+cut short with its row set to match, a stream's last event edited with its own hash recomputed. The log's
+chain over the global position does (events/chain.py ``log_link``): it is recomputed in position order,
+and the first position that does not chain to the event before it is named. The head row (the position
+and log hash of the last event, written by every append) shows events cut from the end of the log; a
+head signed and kept outside the database (``anchor``) shows them even when the head row was rewritten.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sandbox_lifecycle.core.ports import EventStore
-from sandbox_lifecycle.events.chain import event_hash
+from sandbox_lifecycle.events.chain import event_hash, log_link
 from sandbox_lifecycle.events.records import ChainedEvent, CorruptStream
 
 PAGE = 1000
@@ -31,15 +38,40 @@ class BrokenChain:
         return f"stream {self.stream_id!r}: chain broken at version {self.version}: {self.detail}"
 
 
+@dataclass(frozen=True, slots=True)
+class LogBreak:
+    """The log cannot be trusted from ``position`` on: the first place its chain over positions fails."""
+
+    position: int
+    detail: str
+
+    def __str__(self) -> str:
+        return f"the log's chain broken at position {self.position}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A head kept outside the database: the log hash of the event at ``position`` when it was taken."""
+
+    position: int
+    log_hash: str
+
+
 @dataclass(slots=True)
 class AuditReport:
     streams: int = 0
     events: int = 0
     broken: list[BrokenChain] = field(default_factory=list)
+    # The first break of the log's chain (or of its head), None when whole.
+    log: LogBreak | None = None
+    # The last event's position and log hash as recomputed: what a head signed now would hold.
+    head: tuple[int, str] = (0, "")
+    # With an anchor: None when the log holds everything up to it unchanged, else why not.
+    anchor_problem: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.broken
+        return not self.broken and self.log is None and self.anchor_problem is None
 
 
 class _Stream:
@@ -75,13 +107,18 @@ def _check(stream: _Stream, item: ChainedEvent) -> BrokenChain | None:
     return None
 
 
-def verify_chains(store: EventStore, page: int = PAGE, *, ends: bool = True) -> AuditReport:
-    """Every stream's chain, recomputed; ``broken`` names each bad stream once, at its first bad version.
+def verify_chains(
+    store: EventStore, page: int = PAGE, *, ends: bool = True, anchor: Anchor | None = None
+) -> AuditReport:
+    """Every stream's chain and the log's chain, recomputed; ``broken`` names each bad stream once, at
+    its first bad version, and ``log`` the first position the log's chain fails at.
 
     ``ends`` also compares each stream's last version with its read-model row (``replay --verify``
-    turns it off: its projection comparison reports that difference already).
+    turns it off: its projection comparison reports that difference already). ``anchor``: a head kept
+    elsewhere, which the log must still reach unchanged (``anchor_problem`` says how it does not).
     """
     report = AuditReport()
+    verify_log(store, report, page, anchor)
     last_versions: dict[str, int] = {}
     stream: _Stream | None = None
     after: tuple[str, int] = ("", 0)
@@ -135,3 +172,62 @@ def _check_ends(store: EventStore, last_versions: dict[str, int], report: AuditR
                     f"{row.version}: events were deleted from its end (or the read model was altered)",
                 )
             )
+
+
+def verify_log(
+    store: EventStore, report: AuditReport, page: int = PAGE, anchor: Anchor | None = None
+) -> None:
+    """The log's chain in position order, its head row and, with one, a head kept elsewhere."""
+    previous: str | None = None
+    last = 0
+    anchored = anchor is None or anchor.position == 0
+    if anchor is not None and anchor.position == 0 and anchor.log_hash:
+        report.anchor_problem = "an anchor at position 0 must have an empty hash"
+    while links := store.read_links(last, page):
+        for position, stream_hash, log_hash in links:
+            expected = log_link(previous, position, stream_hash or "")
+            if report.log is None and log_hash != expected:
+                detail = (
+                    "the event has no log hash (written behind the store's back)"
+                    if log_hash is None
+                    else f"the event does not chain to the one before it (position {last}): an event "
+                    "before it was deleted, inserted or edited, or this one was edited or moved"
+                )
+                report.log = LogBreak(position, detail)
+            if anchor is not None and not anchored and position >= anchor.position:
+                anchored = True
+                if position != anchor.position:
+                    report.anchor_problem = (
+                        f"the anchor's event at position {anchor.position} is gone (the log goes from "
+                        f"{last} to {position})"
+                    )
+                elif log_hash != anchor.log_hash or report.log is not None:
+                    report.anchor_problem = f"the log no longer reaches the anchor: position {position} " + (
+                        f"is after a break at position {report.log.position}"
+                        if report.log is not None and report.log.position < position
+                        else "does not hash to the anchor's hash"
+                    )
+            previous, last = log_hash, position
+    report.head = (last, previous or "")
+    if not anchored and anchor is not None:
+        report.anchor_problem = (
+            f"the log ends at position {last}, before the anchor's position {anchor.position}: "
+            "events were cut from its end"
+        )
+    _check_head_row(store, report)
+
+
+def _check_head_row(store: EventStore, report: AuditReport) -> None:
+    """The head row names the last event the store appended: a log that ends elsewhere was cut."""
+    if report.log is not None:
+        return
+    row = store.log_head()
+    last, log_hash = report.head
+    if row is None:
+        report.log = LogBreak(last, "the log's head row is gone (deleted behind the store's back)")
+    elif row != (last, log_hash):
+        report.log = LogBreak(
+            min(row[0], last) + (1 if row[0] > last else 0),
+            f"the head row has the log ending at position {row[0]}, its last event is at position "
+            f"{last}: events were cut from the end of the log (or the head row was altered)",
+        )

@@ -11,6 +11,7 @@ from sandbox_lifecycle.events.records import (
     CapacityLimit,
     ChainedEvent,
     Deadline,
+    LogLink,
     NewEvent,
     Projection,
     RecordedEvent,
@@ -59,6 +60,16 @@ class EventStore(Protocol):
     def read_chain(self, after: tuple[str, int] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
         """Like ``read_streams`` (same order and paging) with each event's stored chain hash, and no
         error on a missing version: what the audit verifier reads (core/audit.py)."""
+        ...
+
+    def read_links(self, after_position: int = 0, limit: int = 1000) -> list[LogLink]:
+        """The log's chain in position order after ``after_position``: each event's position, stream
+        hash and log hash (events/chain.py ``log_link``), for the audit verifier."""
+        ...
+
+    def log_head(self) -> tuple[int, str] | None:
+        """The position and log hash of the log's last event, as the store's head row holds them
+        ((0, "") for an empty log; None when the row is gone)."""
         ...
 
     def split_streams(self, parts: int) -> list[str]:

@@ -14,6 +14,14 @@ elsewhere (the relay's webhook payloads carry them) are the anchors that make su
 
 Postgres computes the same function in SQL (``sha256(convert_to(prev, 'UTF8') || content)``) so that
 an append stays one statement; a contract test checks both against this module.
+
+The streams' chains cannot show what needs no hash work: a whole stream deleted, a stream cut short
+(its read-model row set to match), a stream's last event edited with its own hash recomputed. So the
+log is chained as a whole too: each event's ``log_hash`` is SHA-256 over the text
+``<log hash of the event before it in position order>:<position>:<its stream hash>`` (ASCII; the
+previous log hash is empty for the first event). Deleting, inserting, moving or editing any event
+breaks the log chain at the first position after it; only the log's last events can be cut or
+rewritten without a break, which a head kept outside the database (``sandboxctl audit head``) shows.
 """
 
 from __future__ import annotations
@@ -80,3 +88,9 @@ def hashes(
         )
         out.append(previous)
     return out
+
+
+def log_link(previous: str | None, position: int, stream_hash: str) -> str:
+    """The log hash of the event at ``position`` whose stream hash is ``stream_hash``, after the event
+    of log hash ``previous`` (None: the first event of the log). Postgres computes the same in SQL."""
+    return sha256(f"{previous or ''}:{position}:{stream_hash}".encode("ascii")).hexdigest()

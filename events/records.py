@@ -155,6 +155,15 @@ class CapacityRefused(StoreError):
         super().__init__(f"stream {stream_id!r}: {live} {what} hold compute already (limit {limit.limit})")
 
 
+class LogLink(NamedTuple):
+    """One event's place in the log's chain: its position, stream hash and log hash (None when the row
+    has none)."""
+
+    position: int
+    hash: str | None
+    log_hash: str | None
+
+
 class ChainedEvent(NamedTuple):
     """An event with the chain hash the store holds for it (None when the row has none)."""
 

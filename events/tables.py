@@ -25,6 +25,7 @@ __all__ = [
     "UQ_STREAM_IDEMPOTENCY_KEY",
     "UQ_STREAM_VERSION",
     "events",
+    "log_head",
     "metadata",
     "relay_checkpoints",
     "sandbox_deadlines",
@@ -80,6 +81,9 @@ events = sa.Table(
     # SHA-256 hex of the previous event's hash and this event's content (events/chain.py). NULL only on
     # a row written behind the store's back: the verifier reports it as a broken link.
     sa.Column("hash", sa.Text(), nullable=True),
+    # SHA-256 hex of the previous event's log_hash in position order, this position and this event's
+    # hash (events/chain.py ``log_link``): the chain over the whole log. NULL only behind the store's back.
+    sa.Column("log_hash", sa.Text(), nullable=True),
     sa.UniqueConstraint("stream_id", "version", name=UQ_STREAM_VERSION),
 )
 
@@ -144,4 +148,28 @@ relay_checkpoints = sa.Table(
     sa.Column("name", sa.Text(), primary_key=True),
     sa.Column("position", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# The log's head: the position and log hash of its last event, one row (id 1), updated by every append
+# in its transaction. Postgres appends read the previous log hash from here: an UPDATE of a row that a
+# concurrent append changed and committed acts on its newest version (READ COMMITTED re-checks it), where
+# a read of ``events`` would see the statement's older snapshot. A log cut short at its end while this
+# row still names the cut events shows; a writer who rewrites this row too is what a head kept outside
+# the database catches.
+log_head = sa.Table(
+    "log_head",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("hash", sa.Text(), nullable=False),
+    # The head before the last append, as that append's UPDATE found it (Postgres reads it back).
+    sa.Column("previous_hash", sa.Text(), nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_log_head_one_row"),
+)
+# Every database created from these tables (scratch stores, tests) starts with the empty log's head, as
+# the migration writes it: appends update this row, never insert it.
+sa.event.listen(
+    log_head,
+    "after_create",
+    sa.DDL("INSERT INTO log_head (id, position, hash, previous_hash) VALUES (1, 0, '', '')"),  # type: ignore[no-untyped-call]
 )

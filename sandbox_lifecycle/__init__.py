@@ -170,6 +170,17 @@ def run_scheduler(
     return make(service, interval=interval, stop_timeout=stop_timeout)
 
 
+def verify_webhook(
+    secret: bytes, body: bytes, headers: Mapping[str, str], *, tolerance: float = 300
+) -> tuple[str, int]:
+    """A webhook receiver's check of a `sandboxctl relay` delivery: the signature header
+    (``t=…,v1=…``) must sign the raw body, the event id and position headers, and a timestamp within
+    ``tolerance`` seconds of now. Returns (event id, position); raises ValueError otherwise."""
+    from sandbox_lifecycle.adapters.relay import verify_delivery
+
+    return verify_delivery(secret, body, headers, tolerance=tolerance)
+
+
 __all__ = [
     "AI_WRITEBACK",
     "DATA_APP",
@@ -221,4 +232,5 @@ __all__ = [
     "run_agent",
     "run_agent_async",
     "run_scheduler",
+    "verify_webhook",
 ]

@@ -138,6 +138,7 @@ def clean_pg_url(shared_pg_url: str, request: pytest.FixtureRequest) -> str:
     engine = sa.create_engine(shared_pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines RESTART IDENTITY")
+        conn.exec_driver_sql("UPDATE log_head SET position = 0, hash = '', previous_hash = ''")
     engine.dispose()
     return shared_pg_url
 

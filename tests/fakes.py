@@ -42,6 +42,7 @@ from sandbox_lifecycle.events.records import (
     CapacityLimit,
     ChainedEvent,
     Deadline,
+    LogLink,
     NewEvent,
     Projection,
     RecordedEvent,
@@ -65,6 +66,9 @@ class InMemoryEventStore:
         self.keys: dict[tuple[str, str], AppendResult] = {}
         self.fail_next_append: Exception | None = None
         self.hashes: dict[tuple[str, int], str] = {}
+        # The log's chain (events/chain.py log_link): log hash by position, and the head row.
+        self.log_hashes: dict[int, str] = {}
+        self.head: tuple[int, str] = (0, "")
 
     def append(
         self,
@@ -97,6 +101,10 @@ class InMemoryEventStore:
             for i, h in enumerate(chain.hashes(previous, stream_id, expected_version, events), start=1):
                 self.hashes[(stream_id, expected_version + i)] = h
             for i, (e, at) in enumerate(zip(events, times, strict=True), start=1):
+                position = len(self.events) + 1
+                stream_hash = self.hashes[(stream_id, expected_version + i)]
+                self.head = (position, chain.log_link(self.head[1] or None, position, stream_hash))
+                self.log_hashes[position] = self.head[1]
                 rec = RecordedEvent(
                     len(self.events) + 1,
                     stream_id,
@@ -174,6 +182,15 @@ class InMemoryEventStore:
             ChainedEvent(e, self.hashes.get((e.stream_id, e.version)))
             for e in self.read_streams(after, limit=limit)
         ]
+
+    def read_links(self, after_position: int = 0, limit: int = 1000) -> list[LogLink]:
+        return [
+            LogLink(e.position, self.hashes.get((e.stream_id, e.version)), self.log_hashes.get(e.position))
+            for e in self.events[after_position : after_position + limit]
+        ]
+
+    def log_head(self) -> tuple[int, str] | None:
+        return self.head
 
     def split_streams(self, parts: int) -> list[str]:
         if parts < 1:

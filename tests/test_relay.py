@@ -3,8 +3,6 @@ signed; a relay killed mid-stream (SIGKILL) and restarted resumes from its check
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -19,13 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from sandbox_lifecycle import verify_webhook
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.adapters.relay import (
     EVENT_ID_HEADER,
+    POSITION_HEADER,
     SIGNATURE_HEADER,
     DeliveryFailed,
+    InvalidDelivery,
     RetryPolicy,
     WebhookRelay,
+    verify_delivery,
 )
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.checkpoints import Checkpoints
@@ -45,6 +47,7 @@ class Receiver:
     delay: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)  # event id -> 500s still to answer
     leaks: int = 0
+    raw: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ids(self) -> list[str]:
@@ -61,8 +64,13 @@ def receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if SECRET.encode() in body or SECRET in str(self.headers):
                 got.leaks += 1  # the key signs a delivery, it is never in one
-            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            signed = hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), expected)
+            try:
+                verify_webhook(SECRET.encode(), body, dict(self.headers.items()))
+                signed = True
+            except ValueError:
+                signed = False
+            with got.lock:
+                got.raw.append((body, dict(self.headers.items())))
             payload = json.loads(body)
             event_id = self.headers[EVENT_ID_HEADER]
             assert event_id == payload["event_id"]
@@ -230,3 +238,106 @@ def test_the_relay_refuses_to_run_unsigned(
         check=False,
     )
     assert done.returncode == 2 and "from 1 to 100" in done.stderr
+
+
+class _RecordingStop(threading.Event):
+    """A stop flag that records every pause the relay waits for, and can be set from the n-th pause."""
+
+    def __init__(self, set_at: int | None = None) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+        self.set_at = set_at
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.pauses.append(timeout)
+            if self.set_at is not None and len(self.pauses) >= self.set_at:
+                self.set()
+        return self.is_set()
+
+
+def test_a_relay_stopped_during_a_retry_sends_nothing_after_it_and_keeps_its_checkpoint_before_it(
+    service: SandboxService, receiver: Receiver
+) -> None:
+    _history(service, 2)
+    everything = _all_ids(service)
+    positions = [e.position for e in service.store.read_all(limit=1000)]
+    receiver.failures[everything[2]] = 99
+    checkpoints = Checkpoints(service.store.engine)  # type: ignore[attr-defined]
+    retry = RetryPolicy(attempts=10, first_retry=0.01, max_retry=0.02, timeout=5)
+    stop = _RecordingStop(set_at=2)  # stopped while waiting to retry event 3 the second time
+    relay = WebhookRelay(
+        service.store, checkpoints, receiver.url, SECRET.encode(), name="s", retry=retry, stop=stop
+    )
+    assert relay.run(follow=False) == 2
+    assert receiver.ids() == everything[:2]
+    assert checkpoints.load("s") == positions[1]
+
+    receiver.failures.clear()  # a new run starts from the event it was retrying, not after it
+    again = WebhookRelay(service.store, checkpoints, receiver.url, SECRET.encode(), name="s", retry=retry)
+    assert again.run(follow=False) == len(everything) - 2
+    assert receiver.ids() == everything
+    assert checkpoints.load("s") == positions[-1]
+
+
+def test_the_pause_between_retries_doubles_up_to_its_cap_and_never_past_it(
+    service: SandboxService, receiver: Receiver
+) -> None:
+    _history(service, 1)
+    receiver.failures[_all_ids(service)[0]] = 99
+    stop = _RecordingStop()
+    retry = RetryPolicy(attempts=7, first_retry=0.001, max_retry=0.005, timeout=5)
+    relay = WebhookRelay(
+        service.store,
+        Checkpoints(service.store.engine),  # type: ignore[attr-defined]
+        receiver.url,
+        SECRET.encode(),
+        retry=retry,
+        stop=stop,
+    )
+    with pytest.raises(DeliveryFailed, match="after 7 attempts"):
+        relay.run(follow=False)
+    assert stop.pauses == [0.001, 0.002, 0.004, 0.005, 0.005, 0.005]
+
+
+@pytest.mark.parametrize("bad", [{"attempts": 0}, {"attempts": -1}, {"first_retry": -1}, {"max_retry": 0}])
+def test_a_retry_policy_that_cannot_deliver_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_a_captured_delivery_does_not_verify_replayed_late_or_under_another_id(
+    service: SandboxService, receiver: Receiver
+) -> None:
+    _history(service, 1)
+    checkpoints = Checkpoints(service.store.engine)  # type: ignore[attr-defined]
+    WebhookRelay(service.store, checkpoints, receiver.url, SECRET.encode()).run(follow=False)
+    body, headers = receiver.raw[1]
+    assert all(signed for _, _, signed in receiver.deliveries)
+    sig = headers[SIGNATURE_HEADER]
+    assert sig.startswith("t=") and ",v1=" in sig
+    t = int(sig[2:].partition(",")[0])
+    assert abs(t - time.time()) < 60
+    event_id, position = verify_delivery(SECRET.encode(), body, headers, now=t + 300)
+    assert (event_id, position) == (headers[EVENT_ID_HEADER], int(headers[POSITION_HEADER]))
+
+    with pytest.raises(InvalidDelivery, match="timestamp"):
+        verify_delivery(SECRET.encode(), body, headers, now=t + 301)  # replayed after the window
+    with pytest.raises(InvalidDelivery, match="timestamp"):
+        verify_delivery(SECRET.encode(), body, headers, now=t - 301)
+    forged = {**headers, EVENT_ID_HEADER: "other:1"}
+    with pytest.raises(InvalidDelivery, match="does not match"):
+        verify_delivery(SECRET.encode(), body, forged, now=t)
+    with pytest.raises(InvalidDelivery, match="does not match"):
+        verify_delivery(SECRET.encode(), body, {**headers, POSITION_HEADER: "999"}, now=t)
+    # A fresh timestamp on a captured signature does not verify either: t is signed.
+    with pytest.raises(InvalidDelivery, match="does not match"):
+        restamped = {**headers, SIGNATURE_HEADER: sig.replace(f"t={t}", f"t={t + 100}")}
+        verify_delivery(SECRET.encode(), body, restamped, now=t + 100)
+    with pytest.raises(InvalidDelivery, match="does not match"):
+        verify_delivery(SECRET.encode(), body + b" ", headers, now=t)
+    with pytest.raises(InvalidDelivery, match="does not match"):
+        verify_delivery(b"another secret", body, headers, now=t)
+    for broken in ("", "v1=00", "t=x,v1=00", "t=1,t=2,v1=00"):
+        with pytest.raises(InvalidDelivery, match="malformed"):
+            verify_delivery(SECRET.encode(), body, {**headers, SIGNATURE_HEADER: broken}, now=t)

@@ -1,4 +1,5 @@
-"""The CLI verbs that read the log as an auditor or an integration does: `events`, `relay`, `audit verify`.
+"""The CLI verbs that read the log as an auditor or an integration does: `events`, `relay`, `audit verify`,
+`audit head`.
 
 They only read the log (the relay writes its checkpoint): no provider is built, so they run without
 provider credentials.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -15,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox_lifecycle.core.errors import ConfigError
+
+MAX_POSITION = 2**63 - 1
+EXIT_USAGE = 2  # commands.EXIT_USAGE (not imported: commands imports this module)
 
 # The `add` helper of commands.build_parser: (name, fn, help, json_flag) -> the verb's parser.
 AddVerb = Callable[..., argparse.ArgumentParser]
@@ -51,8 +56,11 @@ def _after(raw: str) -> int:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a feed position (an integer >= 0), got {raw!r}")
+    # Positions are 64-bit in both databases: a larger one would overflow the driver's bind.
+    if not 0 <= value <= MAX_POSITION:
+        raise argparse.ArgumentTypeError(
+            f"must be a feed position (an integer from 0 to 2^63-1), got {raw!r}"
+        )
     return value
 
 
@@ -63,6 +71,18 @@ def _attempts(raw: str) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    try:
+        _print_events(args)
+    except BrokenPipeError:
+        # The reader went away (`sandboxctl events --json | head -1`): say so once, and point stdout at
+        # /dev/null so the interpreter's own flush at exit does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("sandboxctl: events: the output was closed (broken pipe); stopped", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _print_events(args: argparse.Namespace) -> None:
     from sandbox_lifecycle.core.feed import event_json
 
     service = _service(args)
@@ -78,7 +98,6 @@ def cmd_events(args: argparse.Namespace) -> int:
             f"{meta.get('reason', '-'):14}  {meta.get('actor', '-')}",
             flush=True,
         )
-    return 0
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -108,10 +127,51 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pinned_key(args: argparse.Namespace) -> Any:
+    """The key a head must be signed by: --public-key, else the deployment's signing key, else None."""
+    from sandbox_lifecycle.adapters import audit_head
+
+    if args.public_key:
+        return audit_head.load_public_key(args.public_key)
+    if path := os.environ.get(audit_head.KEY_ENV):
+        return audit_head.load_private_key(path).public_key()
+    return None
+
+
+def _anchor(args: argparse.Namespace) -> Any:
+    """The verified anchor of ``--head FILE`` (None without one); a bad file is a usage error."""
+    from sandbox_lifecycle.adapters import audit_head
+    from sandbox_lifecycle.core.audit import Anchor
+
+    if args.head is None:
+        return None
+    try:
+        raw = open(args.head, "rb").read()  # noqa: SIM115 - read whole at once
+    except OSError as exc:
+        raise HeadFileError(f"--head: cannot read {args.head!r}: {exc.strerror}") from None
+    try:
+        head = audit_head.SignedHead.from_json(raw)
+        pinned = audit_head.check(head, _pinned_key(args))
+    except audit_head.HeadInvalid as exc:
+        raise HeadFileError(f"--head {args.head!r}: {exc}") from None
+    if not pinned:
+        print(
+            "sandboxctl: warning: the head's signature was checked only against the key it carries; "
+            f"pin the deployment's key with --public-key (or set {audit_head.KEY_ENV})",
+            file=sys.stderr,
+        )
+    return Anchor(head.position, head.log_hash)
+
+
+class HeadFileError(ConfigError):
+    """A --head file that cannot be read, parsed or trusted."""
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from sandbox_lifecycle.core.audit import verify_chains
 
-    report = verify_chains(_service(args).store)
+    anchor = _anchor(args)
+    report = verify_chains(_service(args).store, anchor=anchor)
     if args.json:
         print(
             json.dumps(
@@ -123,6 +183,18 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                         {"stream_id": b.stream_id, "version": b.version, "detail": b.detail}
                         for b in report.broken
                     ],
+                    "log": None
+                    if report.log is None
+                    else {"position": report.log.position, "detail": report.log.detail},
+                    "head": {"position": report.head[0], "hash": report.head[1]},
+                    "anchor": None
+                    if anchor is None
+                    else {
+                        "position": anchor.position,
+                        "hash": anchor.log_hash,
+                        "intact": report.anchor_problem is None,
+                        "detail": report.anchor_problem,
+                    },
                 },
                 indent=2,
             )
@@ -130,19 +202,77 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     else:
         for broken in report.broken:
             print(broken)
-    if report.broken:
-        print(f"{len(report.broken)} stream(s) with a broken hash chain", file=sys.stderr)
+        if report.log is not None:
+            print(report.log)
+        if anchor is not None and report.anchor_problem is not None:
+            print(f"signed head at position {anchor.position}: {report.anchor_problem}")
+    if not report.ok:
+        problems = len(report.broken) + (report.log is not None) + (report.anchor_problem is not None)
+        print(f"{problems} problem(s): the log cannot be trusted as it stands", file=sys.stderr)
         return 1
     if not args.json:
-        print(f"hash chains intact ({report.streams} streams, {report.events} events)")
+        print(
+            f"hash chains intact ({report.streams} streams, {report.events} events; "
+            f"log head at position {report.head[0]})"
+        )
+        if anchor is not None:
+            print(f"the log holds everything up to the signed head (position {anchor.position}) unchanged")
     return 0
 
 
+def cmd_audit_head(args: argparse.Namespace) -> int:
+    from sandbox_lifecycle.adapters import audit_head
+
+    path = os.environ.get(audit_head.KEY_ENV)
+    if not path:
+        raise ConfigError(
+            f"{audit_head.KEY_ENV} is not set: it names the Ed25519 private key file (PEM PKCS#8) "
+            "heads are signed with; make one with `openssl genpkey -algorithm ed25519 -out key.pem`"
+        )
+    key = audit_head.load_private_key(path)
+    store = _service(args).store
+    position, log_hash = _current_head(store)
+    head = audit_head.sign(key, position, log_hash)
+    if args.json:
+        print(json.dumps(head.as_json(), indent=2))
+    else:
+        data = head.as_json()
+        print(
+            f"log head: position {head.position}, hash {head.log_hash}, at {head.signed_at}, "
+            f"signed by key {data['key_id']}"
+        )
+        print(
+            "keep the --json form outside the database; check it with `sandboxctl audit verify --head FILE`"
+        )
+    return 0
+
+
+def _current_head(store: Any) -> tuple[int, str]:
+    """The head row, checked against the log's last event: a head the log does not end at is not signed."""
+    from sandbox_lifecycle.events.records import StoreError
+
+    row = store.log_head()
+    if row is None:
+        raise StoreError("the log's head row is gone: run `sandboxctl audit verify`")
+    position, log_hash = row
+    at = store.read_links(max(position - 1, 0), 1)
+    after = store.read_links(position, 1)
+    matches = (position == 0 and not at) or (at and (at[0].position, at[0].log_hash) == row)
+    if not matches or after:
+        raise StoreError(
+            "the log's head row does not name its last event: the log was cut or appended to behind the "
+            "store's back; run `sandboxctl audit verify` (no head signed)"
+        )
+    return position, log_hash
+
+
 def chain_problems(store: Any) -> list[str]:
-    """What `replay --verify` adds to its projection check: each stream whose chain is broken."""
+    """What `replay --verify` adds to its projection check: each stream whose chain is broken, and
+    where the log's chain over positions breaks (a deleted sandbox leaves every stream whole)."""
     from sandbox_lifecycle.core.audit import verify_chains
 
-    return [str(b) for b in verify_chains(store, ends=False).broken]
+    report = verify_chains(store, ends=False)
+    return [str(b) for b in report.broken] + ([] if report.log is None else [str(report.log)])
 
 
 def register(add: AddVerb, sub: Any) -> None:
@@ -166,7 +296,23 @@ def register(add: AddVerb, sub: Any) -> None:
     audit_sub = audit.add_subparsers(dest="auditcmd", required=True)
     sp = audit_sub.add_parser(
         "verify",
-        help="recompute every stream's hash chain; name each tampered stream and its first bad version",
+        help="recompute the log's and every stream's hash chain; name each tampered place",
     )
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument(
+        "--head",
+        metavar="FILE",
+        help="a signed head (`audit head --json`) the log must still reach unchanged",
+    )
+    sp.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help="the key the head must be signed by (default: the public half of SANDBOX_AUDIT_SIGNING_KEY)",
+    )
     sp.set_defaults(fn=cmd_audit_verify)
+    sp = audit_sub.add_parser(
+        "head",
+        help="print a signed statement of the log's head (SANDBOX_AUDIT_SIGNING_KEY); keep it elsewhere",
+    )
+    sp.add_argument("--json", action="store_true", help="the head file `audit verify --head` reads")
+    sp.set_defaults(fn=cmd_audit_head)

@@ -92,6 +92,14 @@ def env_pair(raw: str) -> tuple[str, str]:
     return name, value
 
 
+def exec_cwd(raw: str) -> str:
+    """An absolute path with no ``..``: a relative or climbing one reached the runtime as a raw OCI
+    error (rc 126); refused here it is a usage error before any sandbox is touched."""
+    if not raw.startswith("/") or ".." in raw.split("/") or "\0" in raw:
+        raise argparse.ArgumentTypeError(f"must be an absolute path in the sandbox with no '..', got {raw!r}")
+    return raw
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     command = list(args.command)
     if not command:
@@ -440,7 +448,9 @@ def _exec_verb(add: AddVerb, sub: Any) -> None:
         default=300.0,
         help=f"seconds before the command is killed (default 300, at most {MAX_EXEC_TIMEOUT_S})",
     )
-    sp.add_argument("--cwd", help="working directory in the sandbox (default: the kind's workdir)")
+    sp.add_argument(
+        "--cwd", type=exec_cwd, help="absolute working directory in the sandbox (default: the kind's workdir)"
+    )
     sp.add_argument("--env", action="append", type=env_pair, metavar="K=V", help="repeatable")
     sp.add_argument("--detach", action="store_true", help="run in the background; print the process id")
     # Filled from what follows `--` (see main), so options may come before or after the id.

@@ -23,6 +23,7 @@ from sandbox_lifecycle.events.records import (
     ConcurrencyError,
     CorruptStream,
     Deadline,
+    LogLink,
     NewEvent,
     Projection,
     RecordedEvent,
@@ -99,6 +100,14 @@ _SAMPLE_STREAMS = "SELECT stream_id FROM events WHERE position IN ({marks}) ORDE
 _SAMPLES_PER_PART = 64
 
 MISSING_SCHEMA = "the event store schema is missing; run `sandboxctl db upgrade`"
+LOG_HEAD_MISSING = (
+    "the log's head row (table log_head) is missing: it was deleted behind the store's back; "
+    "run `sandboxctl audit verify` and restore the database from a backup"
+)
+# The log's chain in position order: what the verifier recomputes, no event content needed (each
+# stream hash covers its event's content, and the stream chains are checked on their own).
+_READ_LINKS = "SELECT position, hash, log_hash FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_READ_LOG_HEAD = "SELECT position, hash FROM log_head WHERE id = 1"
 
 
 def utc(value: datetime) -> datetime:
@@ -347,6 +356,15 @@ class SqlEventStore:
         rows = self._fetch(_READ_HASHES, (*after, last.stream_id, last.version))
         hashes = {(s, v): h for s, v, h in rows}
         return [ChainedEvent(r, hashes.get((r.stream_id, r.version))) for r in records]
+
+    def read_links(self, after_position: int = 0, limit: int = 1000) -> list[LogLink]:
+        """The log's chain in position order: (position, stream hash, log hash) of each event."""
+        return [LogLink(p, h, g) for p, h, g in self._fetch(_READ_LINKS, (after_position, limit))]
+
+    def log_head(self) -> tuple[int, str] | None:
+        """The position and log hash the head row holds (None when the row is gone)."""
+        found = self._fetch(_READ_LOG_HEAD)
+        return (int(found[0][0]), str(found[0][1])) if found else None
 
     def _records(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
         """Every read of events: the backend's raw reader, which raises CorruptStream for a row it

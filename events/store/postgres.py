@@ -36,6 +36,7 @@ from sandbox_lifecycle.events.records import (
 )
 from sandbox_lifecycle.events.store.base import (
     DEADLINE_COLUMNS,
+    LOG_HEAD_MISSING,
     MISSING_SCHEMA,
     REPLACE_CHUNK,
     SANDBOX_COLUMNS,
@@ -95,8 +96,16 @@ def _write_sql(n_events: int, n_deadlines: int | None, hashed: bool = False) -> 
     ctes: list[str] = []
     gate = ""
     if n_events:
-        gate = " FROM lock"
+        # Every other row is written FROM the head row's update: after the lock, and not at all when
+        # the row is gone (then nothing is written and the append reports it).
+        gate = " FROM head"
         ctes.append(f"lock AS MATERIALIZED ({PG_LOCK})")
+        # Positions drawn after the lock, in order (volatile calls run after the ORDER BY): the log hash
+        # covers each event's position, so it is chosen before the insert, from the column's own sequence.
+        ctes.append(
+            "pos AS MATERIALIZED (SELECT o AS ord, nextval(pg_get_serial_sequence('events', 'position')) "
+            f"AS position FROM lock, generate_series(1, {n_events}) AS o ORDER BY o)"
+        )
         hashes = []
         if hashed:
             hashes = [f"%(hash{i})s::text" for i in range(n_events)]
@@ -112,20 +121,48 @@ def _write_sql(n_events: int, n_deadlines: int | None, hashed: bool = False) -> 
             for i in range(n_events):
                 previous = f"encode(sha256(convert_to({previous}, 'UTF8') || %(content{i})s::bytea), 'hex')"
                 hashes.append(previous)
+        stream_hashes = ", ".join(f"({i + 1}, {h})" for i, h in enumerate(hashes))
+        ctes.append(f"sh AS MATERIALIZED (SELECT * FROM (VALUES {stream_hashes}) AS s(ord, hash))")
+
+        def log_chain(previous: str) -> list[str]:
+            """The log hashes of the batch after the log hash ``previous`` (events/chain.py log_link)."""
+            out = []
+            for i in range(1, n_events + 1):
+                previous = (
+                    f"encode(sha256(convert_to({previous} || ':' || "
+                    f"(SELECT position FROM pos WHERE ord = {i})::text || ':' || "
+                    f"(SELECT hash FROM sh WHERE ord = {i}), 'UTF8')), 'hex')"
+                )
+                out.append(previous)
+            return out
+
+        # The previous log hash comes from an UPDATE of the head row, never from a read: the statement's
+        # snapshot predates the lock and may miss the append that committed while we waited, but an
+        # UPDATE acts on the row's newest committed version (READ COMMITTED re-checks a row changed
+        # since the snapshot), so the batch chains to the event committed just before it. In SET,
+        # ``hash`` is the row's value before this update; RETURNING gives it back as previous_hash.
+        ctes.append(
+            "head AS (UPDATE log_head SET previous_hash = hash, "
+            f"position = (SELECT position FROM pos WHERE ord = {n_events}), "
+            f"hash = {log_chain('hash')[-1]} FROM lock WHERE id = 1 RETURNING previous_hash)"
+        )
+        log_rows = ", ".join(f"({i + 1}, {g})" for i, g in enumerate(log_chain("head.previous_hash")))
+        ctes.append(f"g AS (SELECT * FROM head, LATERAL (VALUES {log_rows}) AS g(ord, log_hash))")
         rows = ", ".join(
             f"(%(type{i})s::text, %(schema_version{i})s::integer, %(data{i})s::jsonb, %(meta{i})s::jsonb, "
-            f"%(occurred_at{i})s::timestamptz, {i + 1}, {hashes[i]})"
+            f"%(occurred_at{i})s::timestamptz, {i + 1})"
             for i in range(n_events)
         )
         ctes.append(
-            "ins AS (INSERT INTO events "
-            "(stream_id, version, type, schema_version, data, meta, occurred_at, idempotency_key, hash) "
-            "SELECT %(stream_id)s::text, "
+            "ins AS (INSERT INTO events (position, stream_id, version, type, schema_version, data, meta, "
+            "occurred_at, idempotency_key, hash, log_hash) "
+            "SELECT pos.position, %(stream_id)s::text, "
             "CASE WHEN coalesce((SELECT max(version) FROM events WHERE stream_id = %(stream_id)s::text), 0) "
             "= %(expected)s::bigint THEN %(expected)s::bigint + u.ord END, "
             "u.type, u.schema_version, u.data, u.meta, u.occurred_at, "
-            "CASE WHEN u.ord = 1 THEN %(key)s::text END, u.hash "
-            f"FROM lock, (VALUES {rows}) AS u(type, schema_version, data, meta, occurred_at, ord, hash) "
+            "CASE WHEN u.ord = 1 THEN %(key)s::text END, sh.hash, g.log_hash "
+            f"FROM (VALUES {rows}) AS u(type, schema_version, data, meta, occurred_at, ord) "
+            "JOIN pos ON pos.ord = u.ord JOIN sh ON sh.ord = u.ord JOIN g ON g.ord = u.ord "
             "ORDER BY u.ord RETURNING position, hash)"
         )
     if n_deadlines is not None:
@@ -137,7 +174,7 @@ def _write_sql(n_events: int, n_deadlines: int | None, hashed: bool = False) -> 
         )
         kept = ", ".join(f"%(dl_kind{i})s::text" for i in range(n_deadlines))
         ctes.append(
-            f"gone AS (DELETE FROM sandbox_deadlines{' USING lock' if gate else ''} "
+            f"gone AS (DELETE FROM sandbox_deadlines{' USING head' if gate else ''} "
             f"WHERE sandbox_id = %(r_id)s::text{f' AND kind NOT IN ({kept})' if n_deadlines else ''})"
         )
         if n_deadlines:
@@ -330,9 +367,7 @@ class PostgresEventStore(SqlEventStore):
         write = _write(len(new_events), projection, hashed=previous is not UNKNOWN)
         with self._autocommit() as pg:
             try:
-                position, last_hash = cast(
-                    tuple[int, str], pg.execute(write, params, prepare=True).fetchone()
-                )
+                written = pg.execute(write, params, prepare=True).fetchone()
             except psycopg.Error as exc:
                 error = _pg_error(exc, stream_id, expected_version, projection)
                 if key is not None and isinstance(error, ConcurrencyError):
@@ -347,7 +382,7 @@ class PostgresEventStore(SqlEventStore):
                     if duplicate is not None:
                         return AppendResult(stream_id, duplicate[0], duplicate[1], duplicate=True)
                 raise error from None
-        return self._appended(stream_id, expected_version + len(new_events), position, last_hash)
+        return self._appended(stream_id, expected_version + len(new_events), written)
 
     def _append_within(
         self,
@@ -386,11 +421,10 @@ class PostgresEventStore(SqlEventStore):
                         (others,) = cast(tuple[int], pg.execute(sql, count_params).fetchone())
                         if (refused := capacity_refusal(stream_id, limit, others)) is not None:
                             raise refused
-                    cursor = pg.execute(write, params, prepare=True)
-                    position, last_hash = cast(tuple[int, str], cursor.fetchone())
+                    written = pg.execute(write, params, prepare=True).fetchone()
             except psycopg.Error as exc:
                 raise _pg_error(exc, stream_id, expected_version, projection) from None
-        return self._appended(stream_id, expected_version + len(new_events), position, last_hash)
+        return self._appended(stream_id, expected_version + len(new_events), written)
 
     def _previous_hash(self, stream_id: str, expected_version: int) -> str | _Unknown | None:
         """The hash the first new event chains to, when known here without a read."""
@@ -399,7 +433,10 @@ class PostgresEventStore(SqlEventStore):
         head = self._heads.get(stream_id)
         return head[1] if head is not None and head[0] == expected_version else UNKNOWN
 
-    def _appended(self, stream_id: str, version: int, position: int, last_hash: str) -> AppendResult:
+    def _appended(self, stream_id: str, version: int, written: tuple[int, str] | None) -> AppendResult:
+        if written is None:  # the head row is gone: the statement wrote nothing
+            raise StoreError(LOG_HEAD_MISSING)
+        position, last_hash = written
         if len(self._heads) >= _MAX_HEADS:
             self._heads.clear()
         self._heads[stream_id] = (version, last_hash)

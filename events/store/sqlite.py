@@ -32,6 +32,7 @@ from sandbox_lifecycle.events.records import (
 from sandbox_lifecycle.events.store.base import (
     INSERT_DEADLINE,
     INSERT_SANDBOX,
+    LOG_HEAD_MISSING,
     MISSING_SCHEMA,
     REPLACE_CHUNK,
     SANDBOX_COLUMNS,
@@ -58,17 +59,19 @@ _DELETE_DEADLINES = "DELETE FROM sandbox_deadlines WHERE sandbox_id = ?"
 _CURRENT_VERSION = "SELECT max(version) FROM events WHERE stream_id = ?"
 _FIND_KEY = "SELECT 1 FROM events WHERE stream_id = ? AND idempotency_key = ?"
 _INSERT_EVENT = (
-    "INSERT INTO events "
-    "(stream_id, version, type, schema_version, data, meta, occurred_at, idempotency_key, hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (stream_id, version, type, schema_version, data, meta, occurred_at, "
+    "idempotency_key, hash, position, log_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The version check and the first insert in one statement: inserts nothing when the stream moved on.
 _INSERT_FIRST_EVENT = (
-    "INSERT INTO events "
-    "(stream_id, version, type, schema_version, data, meta, occurred_at, idempotency_key, hash) "
-    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "INSERT INTO events (stream_id, version, type, schema_version, data, meta, occurred_at, "
+    "idempotency_key, hash, position, log_hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
     "WHERE coalesce((SELECT max(version) FROM events WHERE stream_id = ?), 0) = ?"
 )
+# The log's head (events/tables.py ``log_head``) and the position SQLite would give the next row: the
+# log hash covers the position, so positions are chosen before the insert (as rowid would: max + 1).
+_LOG_HEAD = "SELECT (SELECT max(position) FROM events), hash FROM log_head WHERE id = 1"
+_MOVE_HEAD = "UPDATE log_head SET previous_hash = hash, position = ?, hash = ? WHERE id = 1"
 _PREVIOUS_HASH = "SELECT hash FROM events WHERE stream_id = ? AND version = ?"
 # Streams whose last hash this process remembers; past this many the memory starts over.
 _MAX_HEADS = 10_000
@@ -364,14 +367,19 @@ class SqliteEventStore(SqlEventStore):
                 (others,) = db.execute(*capacity_count_sql(limit, stream_id, "?")).fetchone()
                 if (refused := capacity_refusal(stream_id, limit, others)) is not None:
                     raise refused
-            position = 0
             # The chain (orjson, hashlib) loads with the first append: `ls` and `show` never need it.
             from sandbox_lifecycle.events import chain
 
             hashes = chain.hashes(
                 self._previous_hash(db, stream_id, expected_version), stream_id, expected_version, new_events
             )
+            head = db.execute(_LOG_HEAD).fetchone()
+            if head is None:
+                raise StoreError(LOG_HEAD_MISSING)
+            last_position, log_hash = head[0] or 0, head[1]
             for i, (e, h) in enumerate(zip(new_events, hashes, strict=True), start=1):
+                position = last_position + i
+                log_hash = chain.log_link(log_hash, position, h)
                 values = (
                     stream_id,
                     expected_version + i,
@@ -382,15 +390,17 @@ class SqliteEventStore(SqlEventStore):
                     _text_time(e.occurred_at),
                     key if i == 1 else None,
                     h,
+                    position,
+                    log_hash,
                 )
                 if i > 1:
-                    position = cast(int, db.execute(_INSERT_EVENT, values).lastrowid)
+                    db.execute(_INSERT_EVENT, values)
                     continue
                 cursor = db.execute(_INSERT_FIRST_EVENT, (*values, stream_id, expected_version))
                 if cursor.rowcount == 0:
                     (current,) = db.execute(_CURRENT_VERSION, (stream_id,)).fetchone()
                     raise ConcurrencyError(stream_id, expected_version, f"it is at version {current or 0}")
-                position = cast(int, cursor.lastrowid)
+            db.execute(_MOVE_HEAD, (position, log_hash))
             if projection is not None:
                 self._write_rows(db, projection)
         version = expected_version + len(new_events)

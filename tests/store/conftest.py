@@ -64,6 +64,7 @@ def real_db_url(backend: str, request: pytest.FixtureRequest) -> str:
         conn.exec_driver_sql(
             "TRUNCATE events, sandboxes, sandbox_deadlines, relay_checkpoints RESTART IDENTITY"
         )
+        conn.exec_driver_sql("UPDATE log_head SET position = 0, hash = '', previous_hash = ''")
     engine.dispose()
     return url
 

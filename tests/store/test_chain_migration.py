@@ -1,5 +1,6 @@
-"""Migration 0002 on a log written before it: every event gets the hash the current code computes, so
-the old history verifies, and tampering after the migration is found."""
+"""Migrations 0002 and 0004 on a log written before them: every event gets the stream hash and the log
+hash the current code computes, so the old history verifies, appends chain on from the backfilled head,
+and tampering after the migration is found."""
 
 from __future__ import annotations
 
@@ -63,13 +64,17 @@ def test_the_migration_backfills_a_log_written_before_it(empty_db_url: str) -> N
 
     upgrade(empty_db_url)
 
-    assert current(empty_db_url) == "0003"
+    assert current(empty_db_url) == "0004"
     store = SqlEventStore(empty_db_url)
     try:
         report = verify_chains(store)
         assert (report.ok, report.streams, report.events) == (True, 7, 5600)
         first = store.read_chain(limit=1)[0]
         assert first.hash == chain.event_hash(None, first.event)
+        links = store.read_links(0, 2)
+        assert links[0].log_hash == chain.log_link(None, links[0].position, links[0].hash or "")
+        assert links[1].log_hash == chain.log_link(links[0].log_hash, links[1].position, links[1].hash or "")
+        assert store.log_head() == report.head == (5600, store.read_links(5599, 1)[0].log_hash)
         # New appends chain on from the backfilled hashes.
         store.append("old-000", 800, [encode(ev.ActivityRecorded(at=T0, count=1, actor="new", reason="r"))])
         assert verify_chains(store).ok
@@ -77,6 +82,8 @@ def test_the_migration_backfills_a_log_written_before_it(empty_db_url: str) -> N
         with engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM events WHERE stream_id = 'old-003' AND version = 500")
         engine.dispose()
-        assert [(b.stream_id, b.version) for b in verify_chains(store).broken] == [("old-003", 500)]
+        report = verify_chains(store)
+        assert [(b.stream_id, b.version) for b in report.broken] == [("old-003", 500)]
+        assert report.log is not None and report.log.position == 499 * 7 + 4 + 1
     finally:
         store.close()

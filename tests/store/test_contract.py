@@ -14,7 +14,7 @@ import pytest
 
 from sandbox_lifecycle.core.audit import verify_chains
 from sandbox_lifecycle.core.ports import EventStore
-from sandbox_lifecycle.events.chain import event_hash
+from sandbox_lifecycle.events.chain import event_hash, log_link
 from sandbox_lifecycle.events.records import ConcurrencyError, Deadline, NewEvent, Projection, StoreError
 from sandbox_lifecycle.events.store import SqlEventStore
 from tests.fakes import InMemoryEventStore
@@ -345,4 +345,33 @@ def test_read_chain_gives_every_event_its_chain_hash_in_stream_order(store: Even
     assert chained[1].hash == event_hash(chained[0].hash, chained[1].event)
     assert chained[3].hash == event_hash(chained[2].hash, chained[3].event)
     assert [(c.event.stream_id, c.event.version) for c in store.read_chain(("a", 2), limit=1)] == [("b", 1)]
+    assert verify_chains(store).ok
+
+
+def test_read_links_give_the_log_chain_in_position_order_and_the_head_its_end(store: EventStore) -> None:
+    assert store.read_links() == [] and store.log_head() == (0, "")
+    store.append("b", 0, [event("Created", 1)])
+    store.append("a", 0, [event("Created", 2), event("Touched", 3)])
+    store.append("b", 1, [event("Touched", 4)])
+    links = store.read_links()
+    assert [link.position for link in links] == [e.position for e in store.read_all()]
+    hashes = {(c.event.position): c.hash for c in store.read_chain()}
+    previous = None
+    for link in links:
+        assert link.hash == hashes[link.position]
+        previous = log_link(previous, link.position, link.hash or "")
+        assert link.log_hash == previous
+    assert store.read_links(links[1].position, limit=1) == [links[2]]
+    assert store.log_head() == (links[-1].position, links[-1].log_hash)
+    report = verify_chains(store)
+    assert report.ok and report.head == store.log_head()
+
+
+def test_a_refused_append_leaves_the_log_chain_and_head_unmoved(store: EventStore) -> None:
+    store.append("a", 0, [event()])
+    head = store.log_head()
+    with pytest.raises(ConcurrencyError):
+        store.append("a", 0, [event(n=2), event(n=3)])
+    assert store.log_head() == head
+    store.append("b", 0, [event()])
     assert verify_chains(store).ok
