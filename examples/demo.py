@@ -31,17 +31,15 @@ from examples.jobs.scripted import (
     writeback_turns,
 )
 from examples.jobs.writeback import writeback_turn
-from sandbox_lifecycle.adapters.agent.claude_code import describe
-from sandbox_lifecycle.adapters.agent.events import AgentEvent
-from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
-from sandbox_lifecycle.adapters.cli.render import print_history
+from sandbox_lifecycle import AgentEvent, describe_agent_event, print_history
+from sandbox_lifecycle.scripted_model import ScriptedModel
 
 # The name the sandbox knows the git server by: a raw IP would be refused by the egress point.
 GIT_HOST = "git.demo.internal"
 
 
 def show(event: AgentEvent) -> None:
-    print("   ", describe(event)[:200], flush=True)
+    print("   ", describe_agent_event(event)[:200], flush=True)
 
 
 def main() -> int:
@@ -70,18 +68,18 @@ def main() -> int:
     os.environ.setdefault("SANDBOX_EGRESS_ALLOW_AI_WRITEBACK", f"{GIT_HOST}:{git.port}")
     os.environ.setdefault("SANDBOX_EGRESS_RESOLVE", f"{GIT_HOST}:{git.port}:{host}")
     service = sandbox_lifecycle.connect()
-    caps = getattr(service.provider, "capabilities", None)
-    if not (getattr(caps, "egress_allow_list", False) and getattr(caps, "ports", False)):
-        print(
-            f"the {service.provider.name} provider cannot give a sandbox its model and ports yet "
-            "(no egress point/gateway or url(port)); running the file-level demo instead\n"
-        )
-        from sandbox_lifecycle.adapters.cli.demo import run_demo
-
+    caps = service.capabilities
+    if not (caps.egress_allow_list and caps.ports):
+        # Both bundled providers have both; a provider without them cannot reach the model or serve the app.
         git.stop()
         if model is not None:
             model.stop()
-        return run_demo(service)
+        print(
+            f"this provider cannot give a sandbox its model and ports ({caps}); `sandboxctl demo` runs the "
+            "file-level demo on any provider",
+            file=sys.stderr,
+        )
+        return 1
     conversation = f"demo-{uuid.uuid4().hex[:8]}"
     ok = True
     try:

@@ -18,6 +18,10 @@ This module is the public API. A backend imports from here only::
     with service.turn("conversation-42", "data-app") as sbx:   # the agent CLI's turn in the sandbox
         result = sandbox_lifecycle.run_agent(sbx, "build the app", on_event=print)
 
+    sandbox_lifecycle.print_history(service.history(sbx.id))   # the timeline `sandboxctl history` prints
+
+Without a model key the agent can talk to the bundled scripted model: ``sandbox_lifecycle.scripted_model``.
+
 The implementation lives in ``sandbox_lifecycle.core`` (the domain), ``sandbox_lifecycle.events`` (the log)
 and ``sandbox_lifecycle.adapters`` (providers, snapshot stores, the CLI); their module layout may change
 between releases, the names exported here do not.
@@ -52,9 +56,10 @@ from sandbox_lifecycle.core.errors import (
     UnsafeArchive,
     Unsupported,
 )
-from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, KINDS
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
 
 if TYPE_CHECKING:
+    from sandbox_lifecycle import scripted_model
     from sandbox_lifecycle.adapters.agent import events as agent_events
     from sandbox_lifecycle.adapters.agent.claude_code import (
         AgentError,
@@ -64,6 +69,9 @@ if TYPE_CHECKING:
         run_agent,
         run_agent_async,
     )
+    from sandbox_lifecycle.adapters.agent.claude_code import describe as describe_agent_event
+    from sandbox_lifecycle.adapters.agent.events import AgentEvent
+    from sandbox_lifecycle.adapters.cli.render import print_history
     from sandbox_lifecycle.adapters.providers.docker_bridge import docker_host_address
     from sandbox_lifecycle.adapters.scheduler import Scheduler
     from sandbox_lifecycle.core.async_service import (
@@ -72,6 +80,7 @@ if TYPE_CHECKING:
         AsyncTurn,
         AsyncTurnHandle,
     )
+    from sandbox_lifecycle.core.git import Author
     from sandbox_lifecycle.core.ports import (
         ExecResult,
         FileEntry,
@@ -84,8 +93,13 @@ if TYPE_CHECKING:
     from sandbox_lifecycle.events.records import SandboxRow
 
 # Loaded on first use (PEP 562): every `sandboxctl` command imports this package first, and the service
-# with its asyncio face and importlib.metadata cost more than a short command's own work.
+# with its asyncio face and importlib.metadata cost more than a short command's own work. A value is the
+# defining module, or "module:name" where the public name differs from the module's own.
 _LAZY = {
+    "AgentEvent": "sandbox_lifecycle.adapters.agent.events",
+    "describe_agent_event": "sandbox_lifecycle.adapters.agent.claude_code:describe",
+    "print_history": "sandbox_lifecycle.adapters.cli.render",
+    "Author": "sandbox_lifecycle.core.git",
     "AgentError": "sandbox_lifecycle.adapters.agent.claude_code",
     "AgentResult": "sandbox_lifecycle.adapters.agent.claude_code",
     "AgentTimeout": "sandbox_lifecycle.adapters.agent.claude_code",
@@ -109,6 +123,13 @@ _LAZY = {
     "TurnHandle": "sandbox_lifecycle.core.service",
     "SandboxRow": "sandbox_lifecycle.events.records",
 }
+# Public modules, also loaded on first use: `sandbox_lifecycle.agent_events.Result`,
+# `sandbox_lifecycle.scripted_model.ScriptedModel` (which `from sandbox_lifecycle.scripted_model import`
+# reaches as a submodule too).
+_MODULES = {
+    "agent_events": "sandbox_lifecycle.adapters.agent.events",
+    "scripted_model": "sandbox_lifecycle.scripted_model",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -119,10 +140,11 @@ def __getattr__(name: str) -> Any:
             value: Any = version("sandbox-lifecycle")
         except PackageNotFoundError:  # run from a source tree that was never installed
             value = "0+unknown"
-    elif name == "agent_events":
-        value = importlib.import_module("sandbox_lifecycle.adapters.agent.events")
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
     elif name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module, _, attr = _LAZY[name].partition(":")
+        value = getattr(importlib.import_module(module), attr or name)
     else:
         raise AttributeError(f"module 'sandbox_lifecycle' has no attribute {name!r}")
     globals()[name] = value
@@ -184,14 +206,17 @@ def verify_webhook(
 __all__ = [
     "AI_WRITEBACK",
     "DATA_APP",
+    "HOME",
     "KINDS",
     "AgentError",
+    "AgentEvent",
     "AgentResult",
     "AgentTimeout",
     "AsyncProcess",
     "AsyncSandboxService",
     "AsyncTurn",
     "AsyncTurnHandle",
+    "Author",
     "CapacityExceeded",
     "CommandFailed",
     "ConcurrencyError",
@@ -228,9 +253,12 @@ __all__ = [
     "agent_events",
     "connect",
     "connect_async",
+    "describe_agent_event",
     "docker_host_address",
+    "print_history",
     "run_agent",
     "run_agent_async",
     "run_scheduler",
+    "scripted_model",
     "verify_webhook",
 ]

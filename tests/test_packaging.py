@@ -274,7 +274,7 @@ def test_the_readme_example_runs_from_the_installed_wheel_next_to_an_apps_own_co
     blocks = [m["code"] for m in PYTHON_BLOCK.finditer(use["body"])]
     [sync_example] = [b for b in blocks if "sandbox_lifecycle.connect()" in b]
     [async_example] = [b for b in blocks if "sandbox_lifecycle.connect_async()" in b]
-    assert "async def handle_turn" in async_example
+    assert "async def handle_turn" in async_example and "asyncio.run(" in async_example
 
     app = tmp_path / "app"
     for package in ("core", "events"):
@@ -286,11 +286,9 @@ def test_the_readme_example_runs_from_the_installed_wheel_next_to_an_apps_own_co
         "import core, events\n"
         + sync_example
         + "sync_sbx, sync_service = sbx, service\n"
-        + async_example
-        + "import asyncio\n"
-        "print('ASYNC-OUT', asyncio.run(handle_turn('c-43')).strip())\n"
-        "asyncio.run(service.aclose())\n"
-        "sbx, service = sync_sbx, sync_service\n"
+        + "print('ASYNC-OUT ', end='')\n"
+        + async_example  # runs itself: prints the turn's output, then closes its service
+        + "sbx, service = sync_sbx, sync_service\n"
         "# The application's own packages are still the ones imported by those names.\n"
         "assert core.OWNER == events.OWNER == 'the application'\n"
         "ours = [m for m in sys.modules if m.split('.')[0] in ('core', 'events', 'adapters') and '.' in m]\n"

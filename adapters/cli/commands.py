@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
+from sandbox_lifecycle.adapters.observability.logs import log_change
 from sandbox_lifecycle.adapters.settings import (
     Settings,
     environ_secrets,
@@ -68,6 +69,7 @@ def _service(args: argparse.Namespace) -> Any:
 
 def cmd_create(args: argparse.Namespace) -> int:
     row = _service(args).create(args.kind, args.conversation, idempotency_key=args.idempotency_key)
+    log_change("create", row)
     print_row(row, args.json)
     return 0
 
@@ -223,6 +225,7 @@ def _simple(method: str) -> Any:
         service = _service(args)
         with _snapshot_progress(args, service, method):
             row = getattr(service, method)(args.id)
+        log_change(method, row)
         print_row(row, args.json)
         return 0
 

@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from sandbox_lifecycle.adapters.settings import scrub
-from sandbox_lifecycle.core.observe import log_fields
+from sandbox_lifecycle.core.observe import log_context, log_fields
 
 FIELDS = ("sandbox_id", "correlation_id")
+_changes = logging.getLogger("sandbox_lifecycle.cli")
 
 
 class ContextFilter(logging.Filter):
@@ -105,3 +106,10 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     return context
+
+
+def log_change(verb: str, row: Any) -> None:
+    """The info line (``sandboxctl -v``) of a command that changed a sandbox: what it is now. The id is set
+    as the line's ``sandbox_id`` here, not only by the caller: a create learns it from the row."""
+    with log_context(sandbox_id=row.id):
+        _changes.info("%s: sandbox %s (%s) is %s, version %d", verb, row.id, row.kind, row.state, row.version)

@@ -25,8 +25,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 import sandbox_lifecycle
-from sandbox_lifecycle import AsyncSandboxService
-from sandbox_lifecycle.core.kinds import HOME
+from sandbox_lifecycle import HOME, AsyncSandboxService
 
 # Where the agent CLI keeps its conversations: present once a turn has run in this sandbox.
 AGENT_STATE = f"{HOME}/.claude/projects"

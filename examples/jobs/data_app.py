@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox_lifecycle.adapters.agent.claude_code import AgentResult, run_agent
-from sandbox_lifecycle.adapters.agent.events import AgentEvent
-from sandbox_lifecycle.core.kinds import HOME
+from sandbox_lifecycle import HOME, AgentEvent, AgentResult, run_agent
 
 APP = f"{HOME}/app"
 PORT = 8080

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sandbox_lifecycle.adapters.agent.scripted_model import Reply, Step, bash, working_directory, write
+from sandbox_lifecycle.scripted_model import Reply, Step, bash, working_directory, write
 
 SAMPLE_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"
 

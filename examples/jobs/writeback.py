@@ -11,10 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox_lifecycle.adapters.agent.claude_code import AgentResult, run_agent
-from sandbox_lifecycle.adapters.agent.events import AgentEvent
-from sandbox_lifecycle.core.git import Author
-from sandbox_lifecycle.core.kinds import HOME
+from sandbox_lifecycle import HOME, AgentEvent, AgentResult, Author, run_agent
 
 REPO = f"{HOME}/repo"
 BASE = "main"
