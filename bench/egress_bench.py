@@ -100,7 +100,9 @@ def get(mode: str, origin_port: int, proxy_port: int, path: str) -> int:
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: bench.test\r\n\r\n".encode())
     elif mode == "connect":
         sock = socket.create_connection(("127.0.0.1", proxy_port))
-        sock.sendall(f"CONNECT bench.test:{origin_port} HTTP/1.1\r\n\r\n".encode())
+        sock.sendall(
+            f"CONNECT bench.test:{origin_port} HTTP/1.1\r\nHost: bench.test:{origin_port}\r\n\r\n".encode()
+        )
         answer = b""
         while b"\r\n\r\n" not in answer:
             answer += sock.recv(4096)
