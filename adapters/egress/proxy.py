@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .http1 import HeadError, RequestHead, head_end, parse_head
-from .policy import Decision, Policy, PolicyBook, Resolver, system_resolver
+from .policy import Decision, Policy, PolicyBook, Resolver, is_raw_ip, normalize_host, system_resolver
 from .relay import BufferPool, pump
 
 CONNECT_TIMEOUT_S = 10.0
@@ -254,6 +254,8 @@ class EgressProxy:
         gate = self._resolving.setdefault(
             policy.sandbox_id, asyncio.Semaphore(self.limits.resolving_per_sandbox)
         )
+        if (normalize_host(host), port) in policy.pins or is_raw_ip(normalize_host(host)):
+            return policy.decide(host, port, self.resolver)  # no lookup: no thread hop
         async with gate:  # a lookup may block: it runs in the pool, a few per sandbox at a time
             return await asyncio.get_running_loop().run_in_executor(
                 None, policy.decide, host, port, self.resolver

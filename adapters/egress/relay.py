@@ -119,6 +119,9 @@ async def pump(
             break
         total += n
         moved(n)
+        # Back to the loop after every chunk: a source that is always ready would otherwise keep it,
+        # and every other connection (another sandbox's first of all) would wait for its whole body.
+        await asyncio.sleep(0)
     return total
 
 
