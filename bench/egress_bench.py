@@ -11,6 +11,10 @@ and the median per-request latency direct vs through the proxy, a new connection
 added). With ``--docker N``, also what a sandbox's network costs its create and destroy on the local
 engine (making the network and attaching the egress container; removing them), medians of N, with the
 egress container already running.
+
+Then B's request latency at rest and while A attacks (goal: <= 1.5x): A and B are two sandboxes
+(127.0.0.2 and 127.0.0.3, each a /32 policy); A holds 300 half-open connections (half a request line
+each; its share is 128, the rest are refused) and runs 4 big downloads through tunnels in a loop.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import multiprocessing
 import socket
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -42,8 +48,13 @@ def origin(port: int, size: int) -> None:
     server = socket.create_server(("127.0.0.1", port), backlog=512)
     while True:
         conn, _ = server.accept()
-        with conn, contextlib.suppress(OSError):  # a probe that connected and left
-            serve_one(conn, payload, size)
+        # A thread each: B's small request must not queue behind A's big downloads at the origin.
+        threading.Thread(target=serve_closing, args=(conn, payload, size), daemon=True).start()
+
+
+def serve_closing(conn: socket.socket, payload: memoryview, size: int) -> None:
+    with conn, contextlib.suppress(OSError):  # a probe that connected and left
+        serve_one(conn, payload, size)
 
 
 def serve_one(conn: socket.socket, payload: memoryview, size: int) -> None:
@@ -94,20 +105,23 @@ def read_response(sock: socket.socket) -> int:
     return body
 
 
-def get(mode: str, origin_port: int, proxy_port: int, path: str) -> int:
+def get(mode: str, origin_port: int, proxy_port: int, path: str, source: str = "127.0.0.1") -> int:
+    via = (source, 0)
     if mode == "direct":
         sock = socket.create_connection(("127.0.0.1", origin_port))
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: bench.test\r\n\r\n".encode())
     elif mode == "connect":
         sock = socket.create_connection(("127.0.0.1", proxy_port))
-        sock.sendall(f"CONNECT bench.test:{origin_port} HTTP/1.1\r\n\r\n".encode())
+        sock.sendall(
+            f"CONNECT bench.test:{origin_port} HTTP/1.1\r\nHost: bench.test:{origin_port}\r\n\r\n".encode()
+        )
         answer = b""
         while b"\r\n\r\n" not in answer:
             answer += sock.recv(4096)
         assert b" 200 " in answer.split(b"\r\n")[0], answer
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: bench.test\r\n\r\n".encode())
     else:
-        sock = socket.create_connection(("127.0.0.1", proxy_port))
+        sock = socket.create_connection(("127.0.0.1", proxy_port), source_address=via)
         request = f"GET http://bench.test:{origin_port}{path} HTTP/1.1\r\nHost: bench.test\r\n\r\n"
         sock.sendall(request.encode())
     with sock:
@@ -126,17 +140,18 @@ def main() -> None:
     size = args.mb * 1024 * 1024
     origin_port, proxy_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as state:
-        write_policy(
-            state,
-            policy_document(
-                "bench",
-                "data-app",
-                "127.0.0.0/8",
-                [f"bench.test:{origin_port}"],
-                [f"bench.test:{origin_port}:127.0.0.1"],
-                "SANDBOX_EGRESS_ALLOW_DATA_APP",
-            ),
-        )
+        for name, subnet in (("bench", "127.0.0.1/32"), ("A", "127.0.0.2/32"), ("B", "127.0.0.3/32")):
+            write_policy(
+                state,
+                policy_document(
+                    name,
+                    "data-app",
+                    subnet,
+                    [f"bench.test:{origin_port}"],
+                    [f"bench.test:{origin_port}:127.0.0.1"],
+                    "SANDBOX_EGRESS_ALLOW_DATA_APP",
+                ),
+            )
         procs = [
             multiprocessing.Process(target=origin, args=(origin_port, size), daemon=True),
             multiprocessing.Process(target=proxy, args=(proxy_port, state), daemon=True),
@@ -159,6 +174,14 @@ def main() -> None:
                 start = time.perf_counter()
                 get(mode, origin_port, proxy_port, "/small")
                 latency[mode].append((time.perf_counter() - start) * 1000)
+        at_rest = b_latency(origin_port, proxy_port, args.requests)
+        stop = multiprocessing.Event()
+        attacker = multiprocessing.Process(target=attack, args=(origin_port, proxy_port, stop), daemon=True)
+        attacker.start()
+        time.sleep(2)  # the half-open connections are in and the downloads running
+        attacked = b_latency(origin_port, proxy_port, args.requests)
+        stop.set()
+        attacker.join(30)
         for p in procs:
             p.terminate()
     direct = statistics.median(rates["direct"])
@@ -171,6 +194,45 @@ def main() -> None:
     for mode in modes:
         med = statistics.median(latency[mode])
         print(f"  {mode:8s} {med:7.3f}  added {med - base:+.3f}")
+    rest, under = statistics.median(at_rest), statistics.median(attacked)
+    print(f"sandbox B, plain HTTP request, median of {args.requests} (ms):")
+    print(f"  at rest        {rest:7.3f}")
+    print(f"  A attacking    {under:7.3f}  {under / rest:4.2f}x  (max {max(attacked):.1f} ms)")
+
+
+def b_latency(origin_port: int, proxy_port: int, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        get("http", origin_port, proxy_port, "/small", source="127.0.0.3")
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def attack(origin_port: int, proxy_port: int, stop: Any) -> None:
+    """Sandbox A: 300 half-open connections held, and 4 big downloads in a loop, until ``stop``."""
+    held = []
+    for _ in range(300):
+        with contextlib.suppress(OSError):
+            sock = socket.create_connection(
+                ("127.0.0.1", proxy_port), timeout=3, source_address=("127.0.0.2", 0)
+            )
+            sock.sendall(b"GET http://bench.test/ha")
+            held.append(sock)
+
+    def download() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError, AssertionError, RuntimeError):
+                get("connect", origin_port, proxy_port, "/big", source="127.0.0.2")
+
+    workers = [threading.Thread(target=download, daemon=True) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    stop.wait(120)
+    for worker in workers:
+        worker.join(30)
+    for sock in held:
+        sock.close()
 
 
 def network_cost(rounds: int) -> None:

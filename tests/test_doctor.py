@@ -294,6 +294,18 @@ def test_docker_egress_point_absent_running_and_its_state_dir(
         assert f"{name} running" in found["detail"] and "private (0700)" in found["detail"]
         assert "upstream.json forwards to https://api.anthropic.com" in found["detail"]
         assert MODEL_KEY not in json.dumps(report)
+        assert "the proxy answers a request" in found["detail"]
+
+        # Running is not answering: a proxy stopped in its tracks fails the probe through its own path.
+        from tests.docker.test_egress_attack import FREEZE
+
+        assert docker_engine.containers.get(name).exec_run(["python3", "-c", FREEZE]).exit_code == 0
+        code, report = run(capsys)
+        found = check(report, "egress point")
+        assert code == 1 and found["status"] == "fail", found
+        assert "the egress proxy does not answer" in found["detail"]
+        assert f"docker restart {name}" in found["fix"]
+        docker_engine.containers.get(name).restart(timeout=1)
 
         state_dir.chmod(0o755)
         (state_dir / "upstream.json").unlink()

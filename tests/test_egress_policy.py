@@ -200,7 +200,9 @@ def test_connect_tunnels_bytes_both_ways(proxy: int, upstream: int) -> None:
     with socket.create_connection(("127.0.0.1", proxy), timeout=10) as sock:
         # The request inside the tunnel is sent at once, before the proxy has answered.
         inner = b"GET /t HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
-        sock.sendall(f"CONNECT up.test:{upstream} HTTP/1.1\r\n\r\n".encode() + inner)
+        sock.sendall(
+            f"CONNECT up.test:{upstream} HTTP/1.1\r\nHost: up.test:{upstream}\r\n\r\n".encode() + inner
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -214,7 +216,7 @@ def test_a_source_outside_every_sandbox_network_is_refused(tmp_path: Path) -> No
     threading.Thread(target=egress.serve_forever, daemon=True).start()
     try:
         with socket.create_connection(server.getsockname(), timeout=10) as sock:
-            sock.sendall(b"CONNECT a.test:443 HTTP/1.1\r\n\r\n")
+            sock.sendall(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n")
             assert b"403" in sock.recv(4096).split(b"\r\n")[0]
     finally:
         egress.close()

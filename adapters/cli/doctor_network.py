@@ -42,6 +42,21 @@ def check_egress_point(ctx: Context) -> Check:
     found = networks.inspect_egress()
     running = bool(found and (found.get("State") or {}).get("Running"))
     parts = [_egress_container(networks, found), _state_dir(Path(networks.state_dir))]
+    if running:
+        # Running is not working: a request through the proxy's own path says whether it answers.
+        probe = networks.probe_egress(found)
+        if probe.ok:
+            parts.append(Check("", OK, probe.detail))
+        else:
+            parts.append(
+                Check(
+                    "",
+                    FAIL,
+                    f"the egress proxy does not answer: {probe.detail}",
+                    "the next sandbox create restarts it; or now: "
+                    f"`docker restart {networks.egress_name}` (sandboxes keep their policies)",
+                )
+            )
     # The backend writes upstream.json before it starts the container: a running one must have it.
     parts.append(_upstream(Path(networks.state_dir), bool(s.anthropic_api_key), running))
     return _combined("egress point", parts)

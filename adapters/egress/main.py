@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import resource
 import threading
 
 from . import forward
@@ -15,13 +18,35 @@ from .proxy import EgressProxy
 PROXY_PORT = 3128
 GATEWAY_PORT = 8081
 READY = "egress ready"
+# The exit status when the proxy's loop ends by itself: the container exits and its restart policy
+# starts it again (the policies are files in the state dir, so live sandboxes keep theirs).
+PROXY_DIED = 70
 
 
 def run_egress(state_dir: str, proxy_port: int, gateway_port: int) -> None:
+    _more_descriptors()
     proxy = EgressProxy(PolicyBook(state_dir))
     proxy.bind("0.0.0.0", proxy_port)
-    threading.Thread(target=proxy.serve_forever, name="proxy", daemon=True).start()
+    # Its own thread and loop: the gateway's work never delays a tunnel, nor the reverse.
+    threading.Thread(target=_proxy_or_exit, args=(proxy,), name="proxy", daemon=True).start()
     asyncio.run(_gateway(state_dir, gateway_port))
+
+
+def _proxy_or_exit(proxy: EgressProxy) -> None:
+    try:
+        proxy.serve_forever()
+        why = "returned"
+    except BaseException as exc:  # whatever it was, a process without its proxy must go
+        why = f"failed: {type(exc).__name__}: {exc}"
+    print(f"egress: the proxy loop {why}; exiting so that the container restarts", flush=True)
+    os._exit(PROXY_DIED)
+
+
+def _more_descriptors() -> None:
+    """Two sockets per connection: raise the soft descriptor limit to the hard one."""
+    with contextlib.suppress(ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 async def _gateway(state_dir: str, port: int) -> None:

@@ -1,41 +1,83 @@
 """The HTTP proxy of the egress point: CONNECT tunnels and absolute-form plain HTTP, per-sandbox policy.
 
-A thread per connection with blocking sockets, and the bytes of an established connection moved by
-``os.splice`` through a pipe (kernel to kernel, never copied into Python): a tunnel runs at nearly the
-speed of a direct connection, and the few connections a sandbox opens at once need no event loop.
+One asyncio loop serves every connection (no thread per connection: the egress container's pids limit
+once let 300 half-open connections of one sandbox kill the accept thread, and with it every sandbox's
+way out). Each sandbox has a share: at most ``Limits.per_sandbox`` connections open, a whole request head
+within ``head_timeout_s``, and a connection moving no byte for ``idle_timeout_s`` is cut; so one sandbox
+holding slow heads, many connections or big bodies cannot starve another. The accept loop survives any
+failure of one connection; a connection's failure ends that connection only.
 
-Plain HTTP is forwarded one request per connection (``Connection: close`` upstream): the proxy never
-parses a response, so it cannot be confused about where one ends. Clients open a new connection for
-the next request, as they do whenever a server closes.
+Heads are parsed strictly (:mod:`.http1`). Plain HTTP is forwarded one request per connection: the
+proxy frames the request body itself (Content-Length; chunked request bodies are refused with 411, use
+CONNECT), refuses anything sent after it, and sends ``Connection: close`` upstream, so it never needs to
+find where a response ends. Established bytes are moved by :mod:`.relay` (``splice`` where it can).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import fcntl
-import os
+import ipaddress
 import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .policy import Decision, PolicyBook, Resolver, system_resolver
+from .http1 import HeadError, RequestHead, head_end, parse_head
+from .policy import Decision, Policy, PolicyBook, Resolver, is_raw_ip, normalize_host, system_resolver
+from .relay import BufferPool, pump
 
-MAX_HEAD = 64 * 1024
-HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-# When one direction of a connection has ended, how long the other may go on alone.
-HALF_CLOSED_S = 60.0
-MAX_CONNECTIONS = 512
-_PIPE_CHUNK = 1 << 20
-_HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization", b"te", b"upgrade"}
+# Refused connections linger this long (reading what they sent), at most this many at once.
+_REFUSE_LINGER_S = 1.0
+_REFUSING_MAX = 256
+_HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authorization",
+    b"proxy-authenticate",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"host",
+}
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    408: "Request Timeout",
+    411: "Length Required",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+# The header of every answer the proxy writes itself: a client (and the health probe) can tell the
+# proxy's own refusals from an upstream's.
+REFUSED_HEADER = "X-Sandbox-Egress: refused"
 
 Log = Callable[[str], None]
 
 
 def _log(line: str) -> None:
     print(line, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A sandbox's share of the proxy, and the proxy's bounds as a whole."""
+
+    per_sandbox: int = 128
+    total: int = 4096
+    head_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
+    # When the upstream has finished, how long the client may go on sending alone (a CONNECT tunnel).
+    half_closed_s: float = 60.0
+    # Name lookups run in the loop's thread pool; a sandbox may hold this many of its threads at once.
+    resolving_per_sandbox: int = 4
 
 
 class EgressProxy:
@@ -45,227 +87,340 @@ class EgressProxy:
         *,
         resolver: Resolver = system_resolver,
         log: Log = _log,
-        max_connections: int = MAX_CONNECTIONS,
+        limits: Limits | None = None,
     ) -> None:
         self.book = book
         self.resolver = resolver
         self.log = log
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.limits = limits or Limits()
+        self.buffers = BufferPool()
         self._server: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._open: dict[str, int] = {}  # connections per share (sandbox id, or "?" + source)
+        self._resolving: dict[str, asyncio.Semaphore] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = threading.Event()
+        self._refusing = 0
 
     def bind(self, host: str, port: int) -> socket.socket:
-        server = socket.create_server((host, port), reuse_port=False, backlog=256)
+        server = socket.create_server((host, port), reuse_port=False, backlog=1024)
+        server.setblocking(False)
         self._server = server
         return server
 
     def serve_forever(self) -> None:
-        assert self._server is not None, "bind first"
-        while True:
-            try:
-                client, peer = self._server.accept()
-            except OSError:
-                return  # closed
-            if not self._slots.acquire(blocking=False):
-                _reply(client, 503, "the egress proxy has too many open connections; retry")
-                client.close()
-                continue
-            threading.Thread(target=self._serve, args=(client, peer[0]), daemon=True).start()
+        """Serve on this thread's own event loop until :meth:`close`."""
+        asyncio.run(self.serve())
 
     def close(self) -> None:
+        """Stop accepting and end every connection; safe from any thread."""
+        self._closed.set()
+        loop, task = self._loop, self._accepting
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(task.cancel)
         if self._server is not None:
             self._server.close()
 
+    def open_connections(self) -> dict[str, int]:
+        return dict(self._open)
+
+    async def serve(self) -> None:
+        assert self._server is not None, "bind first"
+        self._loop = asyncio.get_running_loop()
+        self._accepting = asyncio.current_task()
+        try:
+            while not self._closed.is_set():
+                await self._accept_one(self._server)
+        except asyncio.CancelledError:
+            if not self._closed.is_set():
+                raise
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept_one(self, server: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            client, peer = await self._loop.sock_accept(server)
+        except OSError as exc:
+            if self._closed.is_set():
+                return
+            # Out of file descriptors or memory for a moment: say so, wait a little, keep accepting.
+            self.log(f"egress accept failed ({exc}); retrying")
+            await asyncio.sleep(0.1)
+            return
+        try:
+            self._admit(client, str(peer[0]))
+        except Exception as exc:  # one connection never ends the accept loop
+            self.log(f"egress: dropped a connection from {peer[0]}: {type(exc).__name__}: {exc}")
+            client.close()
+
+    def _admit(self, client: socket.socket, source: str) -> None:
+        client.setblocking(False)
+        # Small answers (a refusal, a response head) go out at once, not after the previous one's ACK.
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        policy = self.book.for_source(source)
+        share = policy.sandbox_id if policy is not None else f"?{source}"
+        held = self._open.get(share, 0)
+        if held >= self.limits.per_sandbox or len(self._tasks) >= self.limits.total:
+            message = (
+                f"{held} connections of this sandbox are open through the egress proxy, its share; "
+                "close some and retry"
+                if held >= self.limits.per_sandbox
+                else "the egress proxy is at its connection limit; retry"
+            )
+            if self._refusing >= _REFUSING_MAX:
+                client.close()  # a flood of refusals: no more lingering ones
+                return
+            self._refusing += 1
+            refusal = asyncio.create_task(_refuse(client, message))
+            refusal.add_done_callback(lambda _: self._refused())
+            return
+        self._open[share] = held + 1
+        task = asyncio.create_task(self._serve(client, source, policy, share))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._finished(t, client, share))
+
+    def _refused(self) -> None:
+        self._refusing -= 1
+
+    def _finished(self, task: asyncio.Task[None], client: socket.socket, share: str) -> None:
+        self._tasks.discard(task)
+        left = self._open.get(share, 1) - 1
+        if left:
+            self._open[share] = left
+        else:
+            self._open.pop(share, None)
+        client.close()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log(f"egress: a connection of {share} failed: {type(exc).__name__}: {exc}")
+
     # ------------------------------------------------------------------------------------ one client
 
-    def _serve(self, client: socket.socket, source: str) -> None:
-        try:
-            self._handle(client, source)
-        except OSError:
-            pass  # the client or the upstream went away
-        finally:
-            client.close()
-            self._slots.release()
+    async def _serve(self, client: socket.socket, source: str, policy: Policy | None, share: str) -> None:
+        # The client or the upstream went away, or was too slow: that connection ends, nothing else.
+        with contextlib.suppress(OSError, TimeoutError):
+            await self._handle(client, source, policy, share)
 
-    def _handle(self, client: socket.socket, source: str) -> None:
-        client.settimeout(HEAD_TIMEOUT_S)
-        head, rest = _read_head(client)
-        if head is None:
+    async def _handle(self, client: socket.socket, source: str, policy: Policy | None, share: str) -> None:
+        try:
+            async with asyncio.timeout(self.limits.head_timeout_s):
+                got = await _read_head(client)
+            if got is None:
+                return
+            head, rest = parse_head(got[0]), got[1]
+        except TimeoutError:
+            await _reply(client, 408, f"no complete request head within {self.limits.head_timeout_s:g}s")
             return
-        request_line, _, header_block = head.partition(b"\r\n")
-        parts = request_line.split()
-        if len(parts) != 3:
-            _reply(client, 400, "malformed request line")
+        except HeadError as refused:
+            await _reply(client, refused.status, refused.reason)
             return
-        method, target, version = parts
-        policy = self.book.for_source(source)
         if policy is None:
             self.log(f"egress deny source={source} (not a sandbox network)")
-            _reply(client, 403, f"egress refused: {source} is not a sandbox of this deployment")
+            await _reply(client, 403, f"egress refused: {source} is not a sandbox of this deployment")
             return
-        if method == b"CONNECT":
-            host, port = _authority(target.decode("latin-1"), 443)
-            path = b""
-        else:
-            url = urlsplit(target.decode("latin-1"))
-            if url.scheme != "http" or not url.hostname:
-                _reply(
-                    client,
-                    400,
-                    "this is an HTTP proxy: send absolute-form http:// requests or CONNECT "
-                    "(https:// goes through CONNECT)",
-                )
-                return
-            host, port = url.hostname, url.port or 80
-            path = (url.path or "/").encode("latin-1") + (
-                b"?" + url.query.encode("latin-1") if url.query else b""
-            )
-        if host is None:
-            _reply(client, 400, f"cannot read a host and port from {target.decode('latin-1')!r}")
+        try:
+            host, port, path = _destination(head)
+            body = _body(head, rest)
+        except HeadError as refused:
+            await _reply(client, refused.status, refused.reason)
             return
-        decision = policy.decide(host, port, self.resolver)
-        verb = method.decode("latin-1")
+        verb = head.method.decode("ascii")
+        decision = await self._decide(policy, host, port)
         if decision.address is None:
             self.log(f"egress deny sandbox={policy.sandbox_id} {verb} {host}:{port}: {decision.reason}")
-            _reply(client, decision.status, f"sandbox egress refused {host}:{port}: {decision.reason}")
+            await _reply(client, decision.status, f"sandbox egress refused {host}:{port}: {decision.reason}")
             return
-        upstream = _connect(decision, port)
+        upstream = await _connect(decision.address, port)
         if upstream is None:
-            _reply(client, 502, f"cannot connect to {host}:{port} ({decision.address})")
+            await _reply(client, 502, f"cannot connect to {host}:{port} ({decision.address})")
             return
         self.log(f"egress allow sandbox={policy.sandbox_id} {verb} {host}:{port} -> {decision.address}")
+        loop = asyncio.get_running_loop()
         with upstream:
-            if method == b"CONNECT":
-                client.sendall(version + b" 200 Connection established\r\n\r\n")
+            if head.method == b"CONNECT":
+                await loop.sock_sendall(client, head.version + b" 200 Connection established\r\n\r\n")
+                if rest:
+                    await loop.sock_sendall(upstream, rest)
+                await self._relay(client, upstream, share, body_left=None)
             else:
-                upstream.sendall(_origin_request(method, path, version, header_block, host, port))
-            if rest:
-                upstream.sendall(rest)
-            client.settimeout(None)
-            relay(client, upstream, one_request=method != b"CONNECT")
+                await loop.sock_sendall(upstream, _origin_request(head, path, host, port) + rest)
+                await self._relay(client, upstream, share, body_left=body - len(rest))
+
+    async def _decide(self, policy: Policy, host: str, port: int) -> Decision:
+        gate = self._resolving.setdefault(
+            policy.sandbox_id, asyncio.Semaphore(self.limits.resolving_per_sandbox)
+        )
+        if (normalize_host(host), port) in policy.pins or is_raw_ip(normalize_host(host)):
+            return policy.decide(host, port, self.resolver)  # no lookup: no thread hop
+        async with gate:  # a lookup may block: it runs in the pool, a few per sandbox at a time
+            return await asyncio.get_running_loop().run_in_executor(
+                None, policy.decide, host, port, self.resolver
+            )
+
+    async def _relay(
+        self, client: socket.socket, upstream: socket.socket, share: str, body_left: int | None
+    ) -> None:
+        """Tunnel (``body_left`` None): both ways until the upstream and then the client have finished.
+        Plain HTTP: ``body_left`` more bytes of the body up, and the response down until it ends."""
+        loop = asyncio.get_running_loop()
+        last = [loop.time()]
+
+        def moved(_: int) -> None:
+            last[0] = loop.time()
+
+        up = asyncio.create_task(pump(client, upstream, self.buffers, share, limit=body_left, moved=moved))
+        down = asyncio.create_task(pump(upstream, client, self.buffers, share, moved=moved))
+        pending: set[asyncio.Task[int]] = {up, down}
+        alone_since: float | None = None
+        try:
+            while pending:
+                deadline = last[0] + self.limits.idle_timeout_s
+                if alone_since is not None:
+                    deadline = min(deadline, alone_since + self.limits.half_closed_s)
+                done, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()  # an OSError of either side ends the connection
+                if down in done:
+                    with contextlib.suppress(OSError):
+                        client.shutdown(socket.SHUT_WR)
+                    if body_left is not None:
+                        return  # the response is through; nothing else is read from this client
+                    alone_since = loop.time()
+                if up in done and body_left is None:
+                    with contextlib.suppress(OSError):
+                        upstream.shutdown(socket.SHUT_WR)
+                if not done and loop.time() >= deadline:
+                    return  # idle, or a client talking alone for too long
+        finally:
+            for task in (up, down):
+                task.cancel()
+            await asyncio.gather(up, down, return_exceptions=True)
 
 
-def _read_head(client: socket.socket) -> tuple[bytes | None, bytes]:
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        if len(buffer) > MAX_HEAD:
-            _reply(client, 431, "request head too large")
-            return None, b""
-        chunk = client.recv(65536)
+async def _read_head(client: socket.socket) -> tuple[bytes, bytes] | None:
+    """The head (through its CRLF CRLF) and whatever followed it in the same reads; None if the client
+    left first. The size limit holds over every read together."""
+    loop = asyncio.get_running_loop()
+    buffer = bytearray()
+    searched = 0
+    while True:
+        end = head_end(buffer, searched)
+        if end >= 0:
+            return bytes(buffer[:end]), bytes(buffer[end:])
+        # Next time search only the new bytes (and the three before them): a head trickled in a byte
+        # at a time must not cost a scan of the whole buffer per byte.
+        searched = max(0, len(buffer) - 3)
+        chunk = await loop.sock_recv(client, 65536)
         if not chunk:
-            return None, b""
+            return None
         buffer += chunk
-    head, _, rest = buffer.partition(b"\r\n\r\n")
-    return head, rest
 
 
-def _authority(text: str, default_port: int) -> tuple[str | None, int]:
-    host, port = text, default_port
+def _destination(head: RequestHead) -> tuple[str, int, bytes]:
+    target = head.target.decode("ascii")
+    if head.method == b"CONNECT":
+        host, port = _authority(target)
+        return host, port, b""
+    try:
+        url = urlsplit(target)
+        port = url.port or 80
+    except ValueError as exc:
+        raise HeadError(400, f"cannot read a host and port from {target!r}") from exc
+    if url.scheme != "http" or not url.hostname or url.username is not None or url.fragment:
+        raise HeadError(
+            400,
+            "this is an HTTP proxy: send absolute-form http:// requests or CONNECT "
+            "(https:// goes through CONNECT)",
+        )
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    return url.hostname, port, path.encode("ascii")
+
+
+def _authority(text: str) -> tuple[str, int]:
+    """CONNECT's authority-form: host:port or [v6]:port, the port required (RFC 9112 §3.2.3)."""
     if text.startswith("["):
         host, _, after = text[1:].partition("]")
-        if after.startswith(":") and after[1:].isdigit():
-            port = int(after[1:])
-    elif text.count(":") == 1:
-        host, _, raw = text.partition(":")
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
-            return None, 0
-        port = int(raw)
-    return (host or None), port
+        raw = after[1:] if after.startswith(":") else ""
+    else:
+        host, _, raw = text.rpartition(":")
+        if ":" in host:
+            host = ""
+    if not host or not raw.isdigit() or not 0 < int(raw) < 65536 or len(raw) > 5:
+        raise HeadError(400, f"CONNECT needs host:port, not {text!r}")
+    return host, int(raw)
 
 
-def _origin_request(
-    method: bytes, path: bytes, version: bytes, headers: bytes, host: str, port: int
-) -> bytes:
+def _body(head: RequestHead, rest: bytes) -> int:
+    """The request body's length, which the proxy frames itself; nothing may follow the body."""
+    if head.method == b"CONNECT":
+        return 0
+    if head.content_length is None:
+        raise HeadError(
+            411,
+            "chunked request bodies are not forwarded over plain HTTP; send a "
+            "Content-Length, or use https:// (CONNECT)",
+        )
+    if len(rest) > head.content_length:
+        raise HeadError(400, "bytes after the request: this proxy takes one request per connection")
+    return head.content_length
+
+
+def _origin_request(head: RequestHead, path: bytes, host: str, port: int) -> bytes:
     """The request as the origin expects it: origin-form target, our Host (the one that was checked, so a
     forged Host header cannot pick another virtual host), no proxy or hop-by-hop headers, one request."""
-    lines = [method + b" " + path + b" " + version]
-    for line in headers.split(b"\r\n"):
-        name = line.partition(b":")[0].strip().lower()
-        if line and name not in _HOP_BY_HOP and name != b"host":
-            lines.append(line)
+    named = {token.strip().lower() for token in (head.get(b"connection") or b"").split(b",") if token.strip()}
+    lines = [head.method + b" " + path + b" " + head.version]
+    lines += [name + b": " + value for name, value in head.headers if name not in _HOP_BY_HOP | named]
     authority = host if port == 80 else f"{host}:{port}"
     lines += [b"Host: " + authority.encode("idna"), b"Connection: close"]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def _connect(decision: Decision, port: int) -> socket.socket | None:
-    assert decision.address is not None
+async def _connect(address: str, port: int) -> socket.socket | None:
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    upstream = socket.socket(family, socket.SOCK_STREAM)
+    upstream.setblocking(False)
     try:
-        upstream = socket.create_connection((decision.address, port), timeout=CONNECT_TIMEOUT_S)
-    except OSError:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await asyncio.get_running_loop().sock_connect(upstream, (address, port))
+    except (OSError, TimeoutError):
+        upstream.close()
         return None
-    upstream.settimeout(None)
     upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return upstream
 
 
-def _reply(client: socket.socket, status: int, message: str) -> None:
-    reasons = {
-        400: "Bad Request",
-        403: "Forbidden",
-        431: "Request Header Fields Too Large",
-        502: "Bad Gateway",
-    }
+def _answer(status: int, message: str) -> bytes:
     body = (message + "\n").encode("utf-8", "replace")
     head = (
-        f"HTTP/1.1 {status} {reasons.get(status, 'Service Unavailable')}\r\n"
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Service Unavailable')}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Sandbox-Egress: refused\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n{REFUSED_HEADER}\r\n\r\n"
     )
+    return head.encode("ascii") + body
+
+
+async def _reply(client: socket.socket, status: int, message: str) -> None:
     with contextlib.suppress(OSError):
-        client.sendall(head.encode("ascii") + body)
+        async with asyncio.timeout(5):
+            await asyncio.get_running_loop().sock_sendall(client, _answer(status, message))
 
 
-# ------------------------------------------------------------------------------------------ relaying
-
-
-def relay(client: socket.socket, upstream: socket.socket, *, one_request: bool = False) -> None:
-    """Move bytes both ways until the upstream has finished and then the client too (or, for one plain
-    HTTP request, once the response is through); a client left talking alone is cut after HALF_CLOSED_S."""
-    done = threading.Event()
-    outbound = threading.Thread(target=_pump_then, args=(client, upstream, done), daemon=True)
-    outbound.start()
-    _pump(upstream, client)
-    if one_request or not done.wait(HALF_CLOSED_S):
-        for sock in (client, upstream):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-    outbound.join(5)
-
-
-def _pump_then(src: socket.socket, dst: socket.socket, done: threading.Event) -> None:
-    try:
-        _pump(src, dst)
-    finally:
-        done.set()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        if hasattr(os, "splice"):
-            _splice(src, dst)
-        else:
-            while data := src.recv(_PIPE_CHUNK):
-                dst.sendall(data)
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
-
-
-def _splice(src: socket.socket, dst: socket.socket) -> None:
-    read_end, write_end = os.pipe()
-    try:
-        with contextlib.suppress(OSError):  # a larger pipe moves more per call (64 KiB by default)
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_CHUNK)
-        while True:
-            moved = os.splice(src.fileno(), write_end, _PIPE_CHUNK, flags=os.SPLICE_F_MOVE)
-            if moved == 0:
-                return
-            while moved:
-                moved -= os.splice(read_end, dst.fileno(), moved, flags=os.SPLICE_F_MOVE)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+async def _refuse(client: socket.socket, message: str) -> None:
+    """A 503 to a connection over its share. The request it sent is read and dropped for a moment
+    first: closing a socket with unread bytes resets it, and the client would never see why."""
+    with client, contextlib.suppress(OSError, TimeoutError):
+        client.send(_answer(503, message))  # a short answer fits in the socket's send buffer
+        client.shutdown(socket.SHUT_WR)
+        async with asyncio.timeout(_REFUSE_LINGER_S):
+            while await asyncio.get_running_loop().sock_recv(client, 65536):
+                pass
 
 
 def wait_listening(host: str, port: int, timeout: float = 5.0) -> bool:

@@ -46,6 +46,7 @@ from docker.types import IPAMConfig, IPAMPool, Mount
 
 from sandbox_lifecycle.adapters import egress as egress_package
 from sandbox_lifecycle.adapters.egress import policy as egress_policy
+from sandbox_lifecycle.adapters.egress import probe as egress_probe
 from sandbox_lifecycle.adapters.egress import tokens as egress_tokens
 from sandbox_lifecycle.adapters.egress.forward import LISTEN_PORT as FORWARD_PORT
 from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT, PROXY_PORT, READY
@@ -75,6 +76,7 @@ OUTSIDE_NETWORK = (
 SUBNET_PREFIX = 28  # 14 addresses: the sandbox, the egress container and a dozen forwarders
 _PACKAGE_MOUNT = "/opt/sandbox-lifecycle"
 _READY_WAIT_S = 15.0
+_PROBE_TIMEOUT_S = 2.0  # the proxy answers the health probe in about a millisecond when well
 _SUBNET_ATTEMPTS = 20
 _HELPER_USER = "1000:1000"
 
@@ -96,6 +98,12 @@ def sandbox_environment(token: str) -> dict[str, str]:
         "DISABLE_AUTOUPDATER": "1",
         "ANTHROPIC_API_KEY": token,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class EgressProbe:
+    ok: bool
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,8 +335,48 @@ class SandboxNetworks:
                         self._await_gone(found["Id"])  # removed under us: make a new one
                         continue
                     self._await_log(found["Id"], READY, "the egress container")
+                elif not (probe := self.probe_egress(found)).ok:
+                    self._restart_egress(found["Id"], probe.detail)
                 return str(found["Id"])
         raise ProviderError(f"the egress container {self.egress_name} keeps changing under us; retry")
+
+    def probe_egress(self, found: Mapping[str, Any] | None = None) -> EgressProbe:
+        """Whether the proxy answers a request through its real path (egress/probe.py): to its bridge
+        address, or from inside the container where this host cannot reach that."""
+        found = found if found is not None else self._inspect_container(self.egress_name)
+        if found is None or not (found.get("State") or {}).get("Running"):
+            return EgressProbe(False, f"{self.egress_name} is not running")
+        networks = (found.get("NetworkSettings") or {}).get("Networks") or {}
+        address = (networks.get(OUTSIDE_NETWORK) or {}).get("IPAddress")
+        failed = egress_probe.probe(address, PROXY_PORT, _PROBE_TIMEOUT_S) if address else "no address"
+        if failed is not None and failed.startswith(("cannot reach", "no address")):
+            failed = self._probe_inside(str(found["Id"]))
+        return EgressProbe(failed is None, failed or f"the proxy answers a request on port {PROXY_PORT}")
+
+    def _probe_inside(self, container: str) -> str | None:
+        try:
+            with self._errors("probe the egress proxy"):
+                run = self.api.exec_create(container, ["python3", "-m", "egress.probe", str(PROXY_PORT)])
+                output = self.api.exec_start(run["Id"]).decode(errors="replace").strip()
+                code = self.api.exec_inspect(run["Id"]).get("ExitCode")
+        except ProviderError as exc:
+            return str(exc)
+        return None if code == 0 else (output or f"the probe exited {code}")
+
+    def _restart_egress(self, container: str, why: str) -> None:
+        """Restart an egress container whose proxy does not answer; networks stay attached and policies
+        and tokens are files in the state dir, so live sandboxes keep their way out."""
+        with self._errors("restart the egress container"):
+            self.api.restart(container, timeout=2)
+        deadline = time.monotonic() + _READY_WAIT_S
+        while time.monotonic() < deadline:
+            probe = self.probe_egress()
+            if probe.ok:
+                return
+            time.sleep(0.1)
+        raise ProviderError(
+            f"the egress proxy did not answer ({why}); restarted, it still does not: {probe.detail}"
+        )
 
     def inspect_egress(self) -> dict[str, Any] | None:
         """The engine's view of the container named like this deployment's egress point, if any."""
