@@ -90,7 +90,7 @@ def shared_pg_url() -> Iterator[str]:
 def clean_pg_url(shared_pg_url: str) -> str:
     engine = sa.create_engine(shared_pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines RESTART IDENTITY")
+        conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines, sandbox_leases RESTART IDENTITY")
     engine.dispose()
     return shared_pg_url
 

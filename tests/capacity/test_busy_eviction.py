@@ -87,7 +87,9 @@ class Watched(FakeProvider):
         return super().suspend(sandbox_id, ref, kind, snapshot_key)
 
 
-def settled_pair(store: EventStore, clock: Clock, wait: timedelta) -> tuple[SandboxService, Watched, str, str]:
+def settled_pair(
+    store: EventStore, clock: Clock, wait: timedelta
+) -> tuple[SandboxService, Watched, str, str]:
     """Max one live: ``busy`` idle and live for a minute, ``other`` suspended."""
     provider = Watched()
     service = SandboxService(
