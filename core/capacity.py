@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
-from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused
+from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused, SandboxLeased
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
@@ -167,11 +167,15 @@ class Admission:
         # the commands and the event types.
         from sandbox_lifecycle.core import sandbox as sb
 
-        settled = self.s.clock() - _FRESH
+        now = self.s.clock()
+        # A sandbox with a call in flight (an exec, a file call, a wait) is not idle, whatever the log's
+        # coalesced activity says: its lease keeps it (core/inflight.py). Read once here to skip them;
+        # the store checks again, in the suspend's own append.
+        busy = self.s.store.leased_sandboxes(now)
         idle = [
             r
             for r in self.s.store.list_sandboxes(lc.IDLE)
-            if (kind is None or r.kind == kind) and r.state_since <= settled
+            if (kind is None or r.kind == kind) and r.state_since <= now - _FRESH and r.id not in busy
         ]
         idle.sort(key=lambda r: (r.last_activity_at is not None, r.last_activity_at, r.id))
         for row in idle[:_MAX_EVICTIONS]:
@@ -183,11 +187,14 @@ class Admission:
                 if state.pooled:
                     cmd = sb.Destroy(actor=actor, reason=CAPACITY_REASON)
                 else:
-                    cmd = sb.RequestSuspend(actor=actor, reason=CAPACITY_REASON)
+                    # Background processes it stops are recorded, as on any suspend, for the next turn.
+                    stopping = self.s._stopping_processes(state)
+                    cmd = sb.RequestSuspend(actor=actor, reason=CAPACITY_REASON, running_processes=stopping)
                 # At the version just seen: if it started a turn meanwhile, the append loses and the
-                # running turn is left alone (a plain suspend would take a running sandbox too).
-                after = self.s._apply(state, cmd, correlation_id=f"capacity-{row.id}")
-            except (ConcurrencyError, SandboxError) as exc:
+                # running turn is left alone (a plain suspend would take a running sandbox too). And
+                # refused while a call in flight holds a lease on it, taken since the read above.
+                after = self.s._apply(state, cmd, correlation_id=f"capacity-{row.id}", unleased=True)
+            except (ConcurrencyError, SandboxLeased, SandboxError) as exc:
                 log.debug("capacity: could not take idle sandbox %s: %s", row.id, exc)
                 continue
             log.info("capacity: %s idle sandbox %s to make room", type(cmd).__name__, row.id)

@@ -30,13 +30,34 @@ class EventStore(Protocol):
         idempotency_key: str | None = None,
         projection: Projection | None = None,
         capacity: Sequence[CapacityLimit] = (),
+        unleased_at: datetime | None = None,
     ) -> AppendResult:
         """Append atomically iff the stream is at ``expected_version`` (0 = new stream).
 
         Raises ConcurrencyError otherwise, or when the projection would give a conversation a
         second live sandbox of the same kind. Raises CapacityRefused when a ``capacity`` limit is
-        full, counted in the append's own transaction (so it holds across processes).
+        full, counted in the append's own transaction (so it holds across processes), and
+        SandboxLeased when ``unleased_at`` is given and the sandbox has a lease valid then.
         """
+        ...
+
+    def take_lease(
+        self, lease_id: str, sandbox_id: str, holder: str, now: datetime, expires_at: datetime
+    ) -> None:
+        """Record a call in flight on the sandbox until ``expires_at`` (and drop leases expired at
+        ``now``), serialised with appends: an append checking leases either sees it or commits first."""
+        ...
+
+    def renew_lease(self, lease_id: str, expires_at: datetime) -> bool:
+        """Move the lease's expiry; False when it is gone (released, or purged once expired)."""
+        ...
+
+    def release_lease(self, lease_id: str) -> None:
+        """Drop the lease; a missing one is success."""
+        ...
+
+    def leased_sandboxes(self, now: datetime) -> set[str]:
+        """The sandboxes holding a lease valid at ``now``."""
         ...
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...

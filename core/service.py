@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sandbox_lifecycle.core import feed
+from sandbox_lifecycle.core import feed, inflight
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.capacity import Admission, Capacity
@@ -29,7 +29,6 @@ from sandbox_lifecycle.core.errors import (
     CommandFailed,
     ConcurrencyError,
     ForeignSandbox,
-    InvalidTransition,
     ProcessNotFound,
     ProviderLost,
     SandboxBusy,
@@ -88,12 +87,8 @@ _MAX_RACES = 5
 _POLL_FIRST, _POLL_MAX = 0.05, 1.0
 # The expiry reason of a sandbox whose provider instance belongs to another deployment.
 FOREIGN = "foreign_deployment"
-# A call in flight (an exec, a file transfer) is activity: it is recorded every idle timeout / 3, so two
-# beats can be missed before the timer would fire, and a crashed process stops beating (the timer then
-# takes over). Not more often than this, whatever the idle timeout.
-_HEARTBEAT_MIN_S = 0.5
-# The reason of the activity a heartbeat records, telling it apart from a call's own in the history.
-HEARTBEAT_REASON = "command_running"
+# The reason of the activity a heartbeat records (core/inflight.py), kept importable from here.
+HEARTBEAT_REASON = inflight.HEARTBEAT_REASON
 # A heartbeat outlives no call by more than this: past an exec's timeout the provider has killed it.
 _HEARTBEAT_GRACE_S = 60.0
 # File calls carry no timeout of their own; their heartbeat stops after this at the latest.
@@ -172,11 +167,13 @@ class SandboxService:
         correlation_id: str | None = None,
         idempotency_key: str | None = None,
         at: datetime | None = None,
+        unleased: bool = False,
     ) -> sb.Sandbox:
         """Decide and append at the version ``state`` was loaded at. ConcurrencyError if a racer won.
 
         ``at`` is a floor for the event time: a sweep run for a moment in the future (``--now``) stamps
-        its outcomes no earlier than its triggers, so a history never runs backwards.
+        its outcomes no earlier than its triggers, so a history never runs backwards. ``unleased``: the
+        store refuses (SandboxLeased) while a call in flight holds a lease on the sandbox.
         """
         now = self.clock()
         events = sb.decide(state, cmd, now if at is None else max(at, now))
@@ -192,6 +189,8 @@ class SandboxService:
         entering = state.status not in lc.HOLDS_COMPUTE and after.status in (lc.CREATING, lc.RESUMING)
         if entering and (capacity := self.capacity.limits(after.kind or "")):
             limits["capacity"] = capacity
+        if unleased:
+            limits["unleased_at"] = now
         result = self.store.append(
             state.id,
             state.version,
@@ -573,48 +572,8 @@ class SandboxService:
 
     @property
     def heartbeat_interval(self) -> float:
-        """Seconds between the activity records of a call in flight (see ``_heartbeat``)."""
-        return max(_HEARTBEAT_MIN_S, self.policy.idle_timeout.total_seconds() / 3)
-
-    @contextmanager
-    def _heartbeat(self, sandbox_id: str, bound: float) -> Iterator[None]:
-        """While the block runs, record activity every ``heartbeat_interval``, for at most ``bound`` s.
-
-        A long exec is not idleness: without this, an idle timer armed at the exec's start fires while
-        the command still runs, and the suspend kills it. Each beat is the same coalesced ``Touch`` as
-        a call's own, so a beat younger than ``policy.activity_window`` after another records nothing,
-        and the history gets at most one ActivityRecorded per interval. The beats live in this process:
-        if it dies, they stop and the idle timer takes over. The thread is stopped (and joined) as soon
-        as the block is left.
-        """
-        stop = threading.Event()
-        interval = self.heartbeat_interval
-        window = self.policy.activity_window
-        give_up = time.monotonic() + bound
-
-        def beat() -> None:
-            while not stop.wait(min(interval, max(0.0, give_up - time.monotonic()))):
-                if time.monotonic() >= give_up:
-                    return
-                try:
-                    self._run(
-                        sandbox_id,
-                        lambda s: sb.Touch(window=window, actor=self.actor, reason=HEARTBEAT_REASON),
-                    )
-                except (InvalidTransition, SandboxExpired, SandboxNotFound):
-                    return  # suspended, destroyed or lost meanwhile: nothing left to keep awake
-                except Exception as exc:  # a store hiccup: the next beat tries again
-                    log.debug("heartbeat of sandbox %s failed: %s", sandbox_id, exc)
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{sandbox_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            # A beat in flight is one short append; waiting for it keeps a beat from landing after the
-            # call's outcome (a MarkLost, the caller's next step).
-            thread.join(10.0)
+        """Seconds between the activity records of a call in flight (core/inflight.py)."""
+        return inflight.heartbeat_interval(self)
 
     @in_sandbox_context
     def _on_live(
@@ -631,14 +590,23 @@ class SandboxService:
         If the provider says the sandbox is gone (a container removed behind our back), the sandbox is
         marked lost at once instead of pretending to be idle until a timer trips over it.
         """
-        state = self._live(sandbox_id, wait=wait)
-        # A racer's write is itself activity (or a state change the provider call will run into), so
-        # a lost race here loses nothing worth a retry.
-        with suppress(ConcurrencyError):
-            state = self._apply(state, sb.Touch(window=self.policy.activity_window, actor=self.actor))
+        # The lease (taken first, so a capacity eviction either is seen by the load below or waits for
+        # the call to end) keeps the sandbox from being evicted under the call (core/inflight.py).
+        before_call = (self.busy_wait if wait is None else timedelta(seconds=wait)) + self.capacity.wait
+        with inflight.lease(self, sandbox_id, busy_for + before_call.total_seconds()):
+            state = self._live(sandbox_id, wait=wait)
+            # A racer's write is itself activity (or a state change the provider call will run into), so
+            # a lost race here loses nothing worth a retry.
+            with suppress(ConcurrencyError):
+                state = self._apply(state, sb.Touch(window=self.policy.activity_window, actor=self.actor))
+            assert state.provider_ref is not None
+            return self._call_live(state, call, busy_for)
+
+    def _call_live(self, state: sb.Sandbox, call: Callable[[str], T], busy_for: float) -> T:
+        """``call(provider_ref)`` with the heartbeat; a provider saying the sandbox is gone marks it lost."""
         assert state.provider_ref is not None
         try:
-            with self._heartbeat(state.id, busy_for):
+            with inflight.heartbeat(self, state.id, busy_for):
                 return call(state.provider_ref)
         except ProviderLost as exc:
             try:

@@ -164,6 +164,16 @@ class LogLink(NamedTuple):
     log_hash: str | None
 
 
+class SandboxLeased(StoreError):
+    """The append had to find the sandbox without a call in flight (an eviction for capacity), and a
+    lease on it had not expired; nothing was written."""
+
+    def __init__(self, stream_id: str, leases: int) -> None:
+        self.stream_id = stream_id
+        self.leases = leases
+        super().__init__(f"stream {stream_id!r}: {leases} call(s) in flight hold a lease on the sandbox")
+
+
 class ChainedEvent(NamedTuple):
     """An event with the chain hash the store holds for it (None when the row has none)."""
 

@@ -29,6 +29,7 @@ __all__ = [
     "metadata",
     "relay_checkpoints",
     "sandbox_deadlines",
+    "sandbox_leases",
     "sandboxes",
 ]
 
@@ -173,3 +174,15 @@ sa.event.listen(
     "after_create",
     sa.DDL("INSERT INTO log_head (id, position, hash, previous_hash) VALUES (1, 0, '', '')"),  # type: ignore[no-untyped-call]
 )
+# Calls in flight on a sandbox (an exec, a file call, a wait on a background process): while one of its
+# leases is unexpired, an eviction for capacity may not suspend it (core/leases.py). Not history, so not
+# events: a lease is taken and dropped around every call, and a crashed holder's row simply expires.
+sandbox_leases = sa.Table(
+    "sandbox_leases",
+    metadata,
+    sa.Column("lease_id", sa.Text(), primary_key=True),
+    sa.Column("sandbox_id", sa.Text(), nullable=False),
+    sa.Column("holder", sa.Text(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+)
+sa.Index("ix_sandbox_leases_sandbox_id", sandbox_leases.c.sandbox_id)

@@ -137,7 +137,7 @@ def clean_pg_url(shared_pg_url: str, request: pytest.FixtureRequest) -> str:
     require_marker(request, "postgres")
     engine = sa.create_engine(shared_pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines RESTART IDENTITY")
+        conn.exec_driver_sql("TRUNCATE events, sandboxes, sandbox_deadlines, sandbox_leases RESTART IDENTITY")
         conn.exec_driver_sql("UPDATE log_head SET position = 0, hash = '', previous_hash = ''")
     engine.dispose()
     return shared_pg_url

@@ -49,7 +49,12 @@ from sandbox_lifecycle.events.records import (
     SandboxRow,
     StoreError,
 )
-from sandbox_lifecycle.events.store.base import capacity_refusal, check_append, check_projection
+from sandbox_lifecycle.events.store.base import (
+    capacity_refusal,
+    check_append,
+    check_projection,
+    lease_refusal,
+)
 from tests.fake_processes import FakeProcesses
 
 
@@ -69,6 +74,8 @@ class InMemoryEventStore:
         # The log's chain (events/chain.py log_link): log hash by position, and the head row.
         self.log_hashes: dict[int, str] = {}
         self.head: tuple[int, str] = (0, "")
+        # lease id -> (sandbox id, holder, expires at)
+        self.leases: dict[str, tuple[str, str, datetime]] = {}
 
     def append(
         self,
@@ -79,6 +86,7 @@ class InMemoryEventStore:
         idempotency_key: str | None = None,
         projection: Projection | None = None,
         capacity: Sequence[CapacityLimit] = (),
+        unleased_at: datetime | None = None,
     ) -> AppendResult:
         # The real stores' own argument checks, so the double refuses exactly what they refuse.
         check_append(events, expected_version, projection)
@@ -97,6 +105,11 @@ class InMemoryEventStore:
             if projection is not None:
                 self._check_live(projection, stream_id, expected_version)
             self._check_capacity(stream_id, capacity)
+            if unleased_at is not None:
+                at = _utc(unleased_at)
+                held = sum(1 for sid, _, exp in self.leases.values() if sid == stream_id and exp > at)
+                if (leased := lease_refusal(stream_id, held)) is not None:
+                    raise leased
             previous = self.hashes.get((stream_id, expected_version))
             for i, h in enumerate(chain.hashes(previous, stream_id, expected_version, events), start=1):
                 self.hashes[(stream_id, expected_version + i)] = h
@@ -124,6 +137,33 @@ class InMemoryEventStore:
             if idempotency_key is not None:
                 self.keys[(stream_id, idempotency_key)] = result
             return result
+
+    def take_lease(
+        self, lease_id: str, sandbox_id: str, holder: str, now: datetime, expires_at: datetime
+    ) -> None:
+        now, expires_at = _utc(now), _utc(expires_at)
+        with self._lock:
+            self.leases = {k: v for k, v in self.leases.items() if v[2] > now}
+            if lease_id in self.leases:
+                raise StoreError(f"lease {lease_id!r} exists already")
+            self.leases[lease_id] = (sandbox_id, holder, expires_at)
+
+    def renew_lease(self, lease_id: str, expires_at: datetime) -> bool:
+        with self._lock:
+            if lease_id not in self.leases:
+                return False
+            sid, holder, _ = self.leases[lease_id]
+            self.leases[lease_id] = (sid, holder, _utc(expires_at))
+            return True
+
+    def release_lease(self, lease_id: str) -> None:
+        with self._lock:
+            self.leases.pop(lease_id, None)
+
+    def leased_sandboxes(self, now: datetime) -> set[str]:
+        now = _utc(now)
+        with self._lock:
+            return {sid for sid, _, exp in self.leases.values() if exp > now}
 
     def _check_capacity(self, stream_id: str, capacity: Sequence[CapacityLimit]) -> None:
         """The real stores' count under their append lock: other sandboxes in the limit's states."""

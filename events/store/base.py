@@ -27,6 +27,7 @@ from sandbox_lifecycle.events.records import (
     NewEvent,
     Projection,
     RecordedEvent,
+    SandboxLeased,
     SandboxRow,
     StoreError,
 )
@@ -109,6 +110,16 @@ LOG_HEAD_MISSING = (
 _READ_LINKS = "SELECT position, hash, log_hash FROM events WHERE position > ? ORDER BY position LIMIT ?"
 _READ_LOG_HEAD = "SELECT position, hash FROM log_head WHERE id = 1"
 
+# Leases of calls in flight (core/leases.py). Taking one also drops every expired one: the table holds
+# about as many rows as there are calls in flight, whatever crashed holders left behind.
+PURGE_LEASES = "DELETE FROM sandbox_leases WHERE expires_at <= ?"
+INSERT_LEASE = "INSERT INTO sandbox_leases (lease_id, sandbox_id, holder, expires_at) VALUES (?, ?, ?, ?)"
+RENEW_LEASE = "UPDATE sandbox_leases SET expires_at = ? WHERE lease_id = ?"
+RELEASE_LEASE = "DELETE FROM sandbox_leases WHERE lease_id = ?"
+# What an append that must find the sandbox unleased counts, in its transaction, under the append lock.
+LEASES_HELD = "SELECT count(*) FROM sandbox_leases WHERE sandbox_id = ? AND expires_at > ?"
+_LEASED = "SELECT DISTINCT sandbox_id FROM sandbox_leases WHERE expires_at > ?"
+
 
 def utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
@@ -143,6 +154,11 @@ def capacity_count_sql(limit: CapacityLimit, stream_id: str, mark: str) -> tuple
 def capacity_refusal(stream_id: str, limit: CapacityLimit, others: int) -> CapacityRefused | None:
     """The refusal when ``others`` sandboxes already fill the limit, else None."""
     return CapacityRefused(stream_id, limit, others) if others + 1 > limit.limit else None
+
+
+def lease_refusal(stream_id: str, held: int) -> SandboxLeased | None:
+    """The refusal of an append that must find the sandbox unleased, when ``held`` leases are valid."""
+    return SandboxLeased(stream_id, held) if held else None
 
 
 def check_projection(projection: Projection) -> None:
@@ -283,8 +299,19 @@ class SqlEventStore:
         key: str | None,
         projection: Projection | None,
         capacity: Sequence[CapacityLimit],
+        unleased_at: datetime | None = None,
     ) -> AppendResult:
-        """``_append``, refused with CapacityRefused when a limit is full, checked under the append lock."""
+        """``_append``, refused with CapacityRefused when a limit is full, or with SandboxLeased when the
+        sandbox has a lease valid at ``unleased_at``: both checked under the append lock."""
+        raise NotImplementedError
+
+    def _write_leases(self, statements: Sequence[tuple[str, tuple[Any, ...]]], what: str) -> int:
+        """Run lease writes (``?`` marks) in one transaction; the row count of the last one.
+
+        Under the append lock: a lease committed before an eviction's append takes that lock is seen
+        by its check, and one taken after waits for the eviction to commit, so the holder's next load
+        sees the suspend (and waits for it, then resumes) instead of calling into a dying sandbox.
+        """
         raise NotImplementedError
 
     def _event_rows(self, sql: str, params: tuple[Any, ...], what: str) -> list[RecordedEvent]:
@@ -309,13 +336,45 @@ class SqlEventStore:
         idempotency_key: str | None = None,
         projection: Projection | None = None,
         capacity: Sequence[CapacityLimit] = (),
+        unleased_at: datetime | None = None,
     ) -> AppendResult:
         check_append(events, expected_version, projection)
-        if capacity:
+        if capacity or unleased_at is not None:
             return self._append_within(
-                stream_id, expected_version, events, idempotency_key, projection, capacity
+                stream_id,
+                expected_version,
+                events,
+                idempotency_key,
+                projection,
+                capacity,
+                None if unleased_at is None else utc(unleased_at),
             )
         return self._append(stream_id, expected_version, events, idempotency_key, projection)
+
+    # -- leases of calls in flight -------------------------------------------------------------------
+
+    def take_lease(
+        self, lease_id: str, sandbox_id: str, holder: str, now: datetime, expires_at: datetime
+    ) -> None:
+        self._write_leases(
+            [
+                (PURGE_LEASES, (self._time_in(utc(now)),)),
+                (INSERT_LEASE, (lease_id, sandbox_id, holder, self._time_in(utc(expires_at)))),
+            ],
+            f"lease of {sandbox_id!r}",
+        )
+
+    def renew_lease(self, lease_id: str, expires_at: datetime) -> bool:
+        done = self._write_leases(
+            [(RENEW_LEASE, (self._time_in(utc(expires_at)), lease_id))], f"lease {lease_id!r}"
+        )
+        return done > 0
+
+    def release_lease(self, lease_id: str) -> None:
+        self._write_leases([(RELEASE_LEASE, (lease_id,))], f"lease {lease_id!r}")
+
+    def leased_sandboxes(self, now: datetime) -> set[str]:
+        return {sid for (sid,) in self._fetch(_LEASED, (self._time_in(utc(now)),))}
 
     def write_projection(self, projection: Projection) -> None:
         check_projection(projection)

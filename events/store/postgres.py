@@ -36,6 +36,7 @@ from sandbox_lifecycle.events.records import (
 )
 from sandbox_lifecycle.events.store.base import (
     DEADLINE_COLUMNS,
+    LEASES_HELD,
     LOG_HEAD_MISSING,
     MISSING_SCHEMA,
     REPLACE_CHUNK,
@@ -45,6 +46,7 @@ from sandbox_lifecycle.events.store.base import (
     capacity_count_sql,
     capacity_refusal,
     deadline_values,
+    lease_refusal,
     live_conflict,
     row_values,
     utc,
@@ -58,6 +60,7 @@ from sandbox_lifecycle.events.tables import (
 )
 
 _SELECT_DUPLICATE = SELECT_DUPLICATE.replace("?", "%s")
+_LEASES_HELD = LEASES_HELD.replace("?", "%s")
 
 # Postgres writes are ONE statement each, run in autocommit: no BEGIN/COMMIT messages, one round trip,
 # and far less client CPU than a psycopg pipeline of several statements (measured: ~70 us against ~240 us
@@ -392,6 +395,7 @@ class PostgresEventStore(SqlEventStore):
         key: str | None,
         projection: Projection | None,
         capacity: Sequence[CapacityLimit],
+        unleased_at: datetime | None = None,
     ) -> AppendResult:
         """The append in a transaction of three statements: the append lock, the counts, the write.
 
@@ -421,10 +425,29 @@ class PostgresEventStore(SqlEventStore):
                         (others,) = cast(tuple[int], pg.execute(sql, count_params).fetchone())
                         if (refused := capacity_refusal(stream_id, limit, others)) is not None:
                             raise refused
+                    if unleased_at is not None:
+                        # Fresh snapshot under the lock, as the counts: every lease taken before it.
+                        held_row = pg.execute(_LEASES_HELD, (stream_id, unleased_at)).fetchone()
+                        if (leased := lease_refusal(stream_id, cast(tuple[int], held_row)[0])) is not None:
+                            raise leased
                     written = pg.execute(write, params, prepare=True).fetchone()
             except psycopg.Error as exc:
                 raise _pg_error(exc, stream_id, expected_version, projection) from None
         return self._appended(stream_id, expected_version + len(new_events), written)
+
+    def _write_leases(self, statements: Sequence[tuple[str, tuple[Any, ...]]], what: str) -> int:
+        count = 0
+        with self._autocommit() as pg:
+            try:
+                with pg.transaction():
+                    pg.execute(PG_LOCK)
+                    for sql, params in statements:
+                        count = pg.execute(sql.replace("?", "%s"), params).rowcount
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.errors.LockNotAvailable) or _schema_missing(exc):
+                    raise _pg_error(exc, what, 0, None) from None
+                raise StoreError(f"writing the {what} failed: {exc}") from None
+        return count
 
     def _previous_hash(self, stream_id: str, expected_version: int) -> str | _Unknown | None:
         """The hash the first new event chains to, when known here without a read."""

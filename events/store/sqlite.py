@@ -32,6 +32,7 @@ from sandbox_lifecycle.events.records import (
 from sandbox_lifecycle.events.store.base import (
     INSERT_DEADLINE,
     INSERT_SANDBOX,
+    LEASES_HELD,
     LOG_HEAD_MISSING,
     MISSING_SCHEMA,
     REPLACE_CHUNK,
@@ -42,6 +43,7 @@ from sandbox_lifecycle.events.store.base import (
     capacity_refusal,
     deadline_values,
     first_problem,
+    lease_refusal,
     live_conflict,
     row_values,
     utc,
@@ -357,6 +359,7 @@ class SqliteEventStore(SqlEventStore):
         key: str | None,
         projection: Projection | None,
         capacity: Sequence[CapacityLimit] = (),
+        unleased_at: datetime | None = None,
     ) -> AppendResult:
         with self._write(stream_id, expected_version, projection) as db:
             # Under BEGIN IMMEDIATE nobody else writes, so these checks stay true until COMMIT.
@@ -367,6 +370,10 @@ class SqliteEventStore(SqlEventStore):
                 (others,) = db.execute(*capacity_count_sql(limit, stream_id, "?")).fetchone()
                 if (refused := capacity_refusal(stream_id, limit, others)) is not None:
                     raise refused
+            if unleased_at is not None:
+                (held,) = db.execute(LEASES_HELD, (stream_id, _text_time(unleased_at))).fetchone()
+                if (leased := lease_refusal(stream_id, held)) is not None:
+                    raise leased
             # The chain (orjson, hashlib) loads with the first append: `ls` and `show` never need it.
             from sandbox_lifecycle.events import chain
 
@@ -429,9 +436,17 @@ class SqliteEventStore(SqlEventStore):
         key: str | None,
         projection: Projection | None,
         capacity: Sequence[CapacityLimit],
+        unleased_at: datetime | None = None,
     ) -> AppendResult:
         # BEGIN IMMEDIATE already excludes every other writer: the count is the append's own check.
-        return self._append(stream_id, expected_version, new_events, key, projection, capacity)
+        return self._append(stream_id, expected_version, new_events, key, projection, capacity, unleased_at)
+
+    def _write_leases(self, statements: Sequence[tuple[str, tuple[Any, ...]]], what: str) -> int:
+        count = 0
+        with self._write(what, 0, None) as db:
+            for sql, params in statements:
+                count = db.execute(sql, params).rowcount
+        return count
 
     def _write_projection(self, projection: Projection) -> None:
         row = projection.row

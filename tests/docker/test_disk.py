@@ -220,3 +220,37 @@ def test_every_restored_file_belongs_to_the_sandbox_user(
     assert code == 0, err
     assert [line.split()[0] for line in out.splitlines()] == ["1000:1000"] * 5
     assert provider.read_file(ref, "index.js") == b"hi"
+
+
+def test_a_workspace_filled_to_the_limit_resumes_every_time(
+    docker_client: docker.DockerClient, store: LocalSnapshotStore, new_id: NewId
+) -> None:
+    """Issue N (LOW): a workspace filled to SANDBOX_DISK_LIMIT_MB=200 failed to resume in 2 of 5 tries with
+    "does not fit its disk", and resumed on an immediate retry. What fit when suspended must fit when
+    resumed."""
+    limit_mb = 200
+    small = DockerProvider(
+        DOCKER_IMAGES, store, client=docker_client, environ={}, limits=TEST_LIMITS, deployment=DEPLOYMENT,
+        disk_limit_mb=limit_mb,
+    )  # fmt: skip
+    sandbox_id = new_id()
+    ref = small.create(sandbox_id, DATA_APP)
+    # Many files and one that takes what is left: the filesystem is full, as a sandbox leaves it.
+    _, out, _ = sh(
+        small,
+        ref,
+        f"for i in $(seq 1 200); do head -c 100000 /dev/urandom > {HOME}/app/f$i; done; "
+        f"dd if=/dev/urandom of={HOME}/app/fill bs=1M count={2 * limit_mb} 2>&1; df -k {HOME} | tail -1",
+    )
+    assert "No space left" in out, out
+    print(out.splitlines()[-1])
+    failures = []
+    for attempt in range(5):
+        info = small.suspend(sandbox_id, ref, DATA_APP, f"snapshots/{sandbox_id}/{attempt + 2}.tar.zst")
+        try:
+            ref = small.resume(sandbox_id, DATA_APP, info)
+        except WorkspaceTooLarge as exc:
+            failures.append(f"try {attempt + 1}: {exc}")
+            ref = small.resume(sandbox_id, DATA_APP, info)
+    assert failures == []
+    assert sh(small, ref, f"ls {HOME}/app | wc -l")[1].strip() == "201"

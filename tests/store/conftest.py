@@ -62,7 +62,8 @@ def real_db_url(backend: str, request: pytest.FixtureRequest) -> str:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE events, sandboxes, sandbox_deadlines, relay_checkpoints RESTART IDENTITY"
+            "TRUNCATE events, sandboxes, sandbox_deadlines, sandbox_leases, relay_checkpoints "
+            "RESTART IDENTITY"
         )
         conn.exec_driver_sql("UPDATE log_head SET position = 0, hash = '', previous_hash = ''")
     engine.dispose()

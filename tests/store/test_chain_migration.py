@@ -64,7 +64,7 @@ def test_the_migration_backfills_a_log_written_before_it(empty_db_url: str) -> N
 
     upgrade(empty_db_url)
 
-    assert current(empty_db_url) == "0004"
+    assert current(empty_db_url) == "0005"
     store = SqlEventStore(empty_db_url)
     try:
         report = verify_chains(store)

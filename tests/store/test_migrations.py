@@ -27,7 +27,7 @@ def test_upgrade_from_empty_reaches_head_and_matches_the_models(
     upgrade(empty_db_url)
     upgrade(empty_db_url)  # idempotent
 
-    assert current(empty_db_url) == head() == "0004"
+    assert current(empty_db_url) == head() == "0005"
     engine = sa.create_engine(empty_db_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
@@ -52,4 +52,4 @@ def test_alembic_command_line_takes_the_url_from_the_environment(tmp_path: Path)
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert current(url) == "0004"
+    assert current(url) == "0005"
