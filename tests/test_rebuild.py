@@ -22,7 +22,7 @@ from tests.fakes import Clock, FakeProvider, InMemoryEventStore
 T = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest) -> str:
     fixture = "clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url"
     return str(request.getfixturevalue(fixture))

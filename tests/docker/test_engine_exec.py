@@ -296,7 +296,8 @@ r = p.exec({ref!r}, ["echo", "ok"], timeout=30)
 loaded = sorted(m for m in ("docker", "requests", "urllib3") if m in sys.modules)
 print(json.dumps({{"out": r.stdout, "loaded": loaded}}))
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    # The run's engine, and none of the variables that would send the provider down the SDK's path.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_") or k == "DOCKER_HOST"}
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env, check=False
     )
