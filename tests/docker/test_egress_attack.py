@@ -23,6 +23,8 @@ from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests.conftest import DOCKER_IMAGES
 from tests.docker.conftest import LABEL_DEPLOYMENT, RUN_PREFIX, TEST_LIMITS, remove_network_leftovers
 
+pytestmark = pytest.mark.docker
+
 ALLOWED = "allowed.test"
 DEPLOYMENT = f"{RUN_PREFIX}-atk"
 
