@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.egress.gateway import parse_git_route
+from sandbox_lifecycle.adapters.egress.routes import parse_git_route
 from sandbox_lifecycle.adapters.gateway_state import GatewayState, git_env
 from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
 from tests.e2b.conftest import fake_env

@@ -1,0 +1,316 @@
+"""Attacks on the gateway over loopback: header smuggling, path tricks, unauthenticated bodies, tokens used
+from another sandbox's network, and the git route asked to reach what no policy allows.
+
+The loopback stands in for a sandbox network here: a policy whose subnet is 127.0.0.0/8 makes the test
+client "that sandbox". tests/docker/test_gateway_attacks.py makes the same attacks from real sandboxes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
+from sandbox_lifecycle.adapters.egress.tokens import check_token, issue_token
+from sandbox_lifecycle.adapters.gateway_state import GatewayState
+from tests.gateway.fake_upstream import (
+    REAL_KEY,
+    WAIT_S,
+    FakeUpstream,
+    RunningGateway,
+    fake_upstream,
+    running_gateway,
+)
+
+MESSAGE = b'{"model": "claude-x", "max_tokens": 16, "messages": []}'
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as up:
+        yield up
+
+
+@pytest.fixture
+def state(tmp_path: Path, upstream: FakeUpstream) -> GatewayState:
+    state = GatewayState(tmp_path / "egress")
+    state.write_upstream(upstream.url, REAL_KEY)
+    return state
+
+
+@pytest.fixture
+def gw(state: GatewayState) -> Iterator[RunningGateway]:
+    with running_gateway(state.state_dir) as running:
+        yield running
+
+
+def exchange(gw: RunningGateway, raw: bytes, *, wait: float = WAIT_S) -> bytes:
+    """Send raw bytes, read until the gateway closes or ``wait`` passes; what came back."""
+    parts = urlsplit(gw.url)
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=wait) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+def request(method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "host: egress:8081", *(f"{k}: {v}" for k, v in headers)]
+    if body or method == "POST":
+        lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+# --- header smuggling and path tricks (LOW) ------------------------------------------------------------
+
+
+def test_a_bare_cr_inside_a_header_value_is_refused_not_forwarded(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    token = state.issue("sbx1")
+    smuggled = [("x-api-key", token), ("anthropic-version", "2023-06-01\rx-api-key: sk-ant-attacker")]
+    assert status_of(exchange(gw, request("POST", "/v1/messages", smuggled, MESSAGE))) == 400
+    for bad in (b"x-a: 1\nx-api-key: evil", b"x-a: 1\x00", b" folded: 1", b"x-a : 1", b"x-a: 1\x7f"):
+        raw = request("POST", "/v1/messages", [("x-api-key", token)], MESSAGE)
+        raw = raw.replace(b"host: egress:8081", b"host: egress:8081\r\n" + bad)
+        assert status_of(exchange(gw, raw)) == 400, bad
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/models/..",
+        "/v1/models/.",
+        "/v1/models/...",
+        "/v1/models/%2e%2e",
+        "/v1/models/%2e%2e%2f%2e%2e%2fv1%2ffiles",
+        "/v1/models/..;",
+        "/v1/models/..;/files",
+        "/v1/models/x;y",
+        "/v1/models/",
+        "/v1//models",
+        "/v1/models/a/../../files",
+        "/v1/models?x=../../files#frag",
+        "/v1/./models",
+    ],
+)
+def test_path_tricks_never_reach_the_upstream_with_the_key(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream, target: str
+) -> None:
+    answer = exchange(gw, request("GET", target, [("x-api-key", state.issue("sbx1"))]))
+    assert status_of(answer) in (400, 403), answer[:200]
+    assert upstream.seen == []
+
+
+def test_a_model_id_in_normal_form_is_still_a_model_call(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    answer = exchange(
+        gw,
+        request("GET", "/v1/models/claude-3-5-sonnet-20241022?beta=true", [("x-api-key", state.issue("s"))]),
+    )
+    assert status_of(answer) == 200
+    assert [s.path for s in upstream.seen] == ["/v1/models/claude-3-5-sonnet-20241022?beta=true"]
+
+
+# --- tokens (mutation-test gaps) -------------------------------------------------------------------------
+
+
+def test_replace_revokes_the_earlier_token_and_the_newest_of_many_added_ones_is_valid(tmp_path: Path) -> None:
+    first = issue_token(tmp_path, "s1")
+    second = issue_token(tmp_path, "s1", replace=True)
+    assert check_token(tmp_path, first) == (None, "revoked")
+    assert check_token(tmp_path, second) == ("s1", "")
+    added = [issue_token(tmp_path, "s1", replace=False) for _ in range(12)]
+    assert check_token(tmp_path, added[-1]) == ("s1", "")
+    # At most eight live at once: the oldest go first.
+    assert [check_token(tmp_path, t)[0] for t in added[-8:]] == ["s1"] * 8
+    assert check_token(tmp_path, added[0]) == (None, "revoked")
+    assert check_token(tmp_path, second) == (None, "revoked")
+
+
+@pytest.mark.parametrize("bad", ["a/../../escape", "../x", ".", "..", "a/b", "", "x" * 129, "a\x00b"])
+def test_a_sandbox_id_that_is_not_a_file_name_is_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ValueError):
+        issue_token(tmp_path / "state", bad)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "state" / "tokens").exists()
+
+
+def test_lower_case_bearer_works_and_the_upstream_gets_exactly_one_credential(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    token = state.issue("sbx1")
+    answer = exchange(
+        gw,
+        request(
+            "POST", "/v1/messages", [("authorization", f"bearer {token}"), ("connection", "close")], MESSAGE
+        ),
+    )
+    assert status_of(answer) == 200
+    [seen] = upstream.seen
+    assert seen.all("authorization") == [f"Bearer {REAL_KEY}"] and seen.all("x-api-key") == []
+    # Both credential headers at once: the key goes once, in the x-api-key the token came in.
+    both = [("x-api-key", token), ("authorization", f"Bearer {token}"), ("connection", "close")]
+    assert status_of(exchange(gw, request("POST", "/v1/messages", both, MESSAGE))) == 200
+    assert upstream.seen[1].all("x-api-key") == [REAL_KEY] and upstream.seen[1].all("authorization") == []
+
+
+# --- bodies: authenticate on the head (MEDIUM) --------------------------------------------------------------
+
+
+def test_an_unauthenticated_body_is_refused_on_the_head_before_a_byte_of_it_is_read(
+    gw: RunningGateway, upstream: FakeUpstream
+) -> None:
+    parts = urlsplit(gw.url)
+    head = b"POST /v1/messages HTTP/1.1\r\nhost: egress:8081\r\ncontent-length: 62914560\r\n\r\n"
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=WAIT_S) as sock:
+        sock.sendall(head + b"x" * 1024)
+        sock.settimeout(2.0)
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        assert status_of(answer) == 401 and time.monotonic() - started < 2.0
+        assert b"connection: close" in answer.lower()
+    assert upstream.seen == []
+
+
+def test_a_large_body_streams_through_whole_by_length_and_chunked(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    token = state.issue("sbx1")
+    big = b'{"pad": "' + b"a" * (8 * 1024 * 1024) + b'"}'
+    answer = exchange(
+        gw, request("POST", "/v1/messages", [("x-api-key", token), ("connection", "close")], big)
+    )
+    assert status_of(answer) == 200
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (big[: 3 << 20], big[3 << 20 :])) + b"0\r\n\r\n"
+    raw = request(
+        "POST",
+        "/v1/messages",
+        [("x-api-key", token), ("transfer-encoding", "chunked"), ("connection", "close")],
+    )
+    raw = raw.replace(b"content-length: 0\r\n", b"") + chunked
+    assert status_of(exchange(gw, raw)) == 200
+    assert [s.body == big for s in upstream.seen] == [True, True]
+
+
+# --- a token is valid only from its own sandbox's network (HIGH) ------------------------------------------
+
+
+def _policy(state: GatewayState, sandbox_id: str, subnet: str, allow: list[str], resolve: list[str]) -> None:
+    write_policy(
+        str(state.state_dir),
+        policy_document(
+            sandbox_id, "ai-writeback", subnet, allow, resolve, "SANDBOX_EGRESS_ALLOW_AI_WRITEBACK"
+        ),
+    )
+
+
+def test_a_token_works_only_from_its_own_sandboxs_network(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    here, elsewhere, e2b = state.issue("here"), state.issue("elsewhere"), state.issue("e2b")
+    _policy(state, "here", "127.0.0.0/8", [], [])
+    _policy(state, "elsewhere", "10.213.7.0/28", [], [])
+    call = [("connection", "close")]
+    assert status_of(exchange(gw, request("GET", "/v1/models", [("x-api-key", here), *call]))) == 200
+    for other in (elsewhere, e2b):  # another sandbox's, or one of no sandbox network at all
+        answer = exchange(gw, request("GET", "/v1/models", [("x-api-key", other), *call]))
+        assert status_of(answer) == 401 and b"authentication_error" in answer
+    assert len(upstream.seen) == 1
+
+
+# --- the git route goes through the policy (HIGH) ---------------------------------------------------------
+
+
+class _Listener:
+    """A TCP listener on loopback that counts connections and answers nothing."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(WAIT_S)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[_Listener]:
+    found = _Listener()
+    yield found
+    found.close()
+
+
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return int(s.getsockname()[1])
+
+
+def _git_body(answer: bytes) -> str:
+    return str(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"])
+
+
+@pytest.mark.parametrize("with_policy", [True, False])
+def test_the_git_route_reaches_no_address_the_policy_refuses(
+    gw: RunningGateway, state: GatewayState, listener: _Listener, with_policy: bool
+) -> None:
+    token = state.issue("sbx1")
+    if with_policy:
+        _policy(state, "sbx1", "127.0.0.0/8", ["git.test:1"], ["git.test:1:127.0.0.1"])
+    closed = _closed_port()
+    answers = {}
+    for authority in (
+        f"127.0.0.1:{listener.port}",
+        f"127.0.0.1:{closed}",
+        "127.0.0.1:3128",
+        "2130706433",
+        "0x7f.1",
+        f"localhost:{listener.port}",
+        f"unlisted.test:{listener.port}",
+        "169.254.169.254:80",
+    ):
+        target = f"/git/{authority}/o/r.git/info/refs?service=git-upload-pack"
+        answer = exchange(gw, request("GET", target, [("x-api-key", token), ("connection", "close")]))
+        assert status_of(answer) == 403, (authority, answer[:300])
+        answers[authority] = _git_body(answer)
+    assert listener.accepted == 0
+    # An open port and a closed one answer alike: the route is no port scanner.
+    assert answers[f"127.0.0.1:{listener.port}"].replace(str(listener.port), "P") == answers[
+        f"127.0.0.1:{closed}"
+    ].replace(str(closed), "P")
