@@ -67,6 +67,8 @@ class Request:
 
 def split_lines(head: bytes) -> list[bytes]:
     """The lines of a head ending in CRLF CRLF; a CR or LF anywhere but in a CRLF is refused."""
+    if head.find(b"\r\n\r\n") != len(head) - 4:
+        raise BadRequest(400, "the message head does not end with its first empty line")
     lines = head[:-4].split(b"\r\n")
     if any(b"\r" in line or b"\n" in line for line in lines):
         raise BadRequest(400, "a bare CR or LF in the message head (lines end in CRLF only)")
