@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,19 @@ class _Body:
     complete: bool = True
     length: int | None = None
     pending: int = 0
-    reserved: int = 0
+    # Gives the sandbox's share back once the body need not be kept (the answer's head arrived).
+    release: Callable[[], None] | None = None
+
+    def settle(self) -> None:
+        """The body is sent and answered: drop it and give its share back (once)."""
+        self.data = b""
+        release, self.release = self.release, None
+        if release is not None:
+            release()
+
+
+class _ClientBroke(Exception):
+    """The client's body stopped coming (closed, or silent too long) while it streamed upstream."""
 
 
 def _error_body(kind: str, message: str) -> bytes:
@@ -329,10 +342,10 @@ class Gateway:
         except BadRequest as e:
             await self._reply(writer, e.status, "invalid_request_error", e.message, close=True)
             status, keep = e.status, False
-        except (TimeoutError, asyncio.IncompleteReadError):
-            keep = False  # the client stopped sending its body
+        except (TimeoutError, asyncio.IncompleteReadError, _ClientBroke):
+            keep = False  # the client stopped sending its body: nobody to answer
         finally:
-            self._release(sandbox_id, body.reserved)
+            body.settle()
             self._touch(sandbox_id)
             self._count(sandbox_id, uploaded.sent, sent, status)
             log.info(
@@ -357,7 +370,7 @@ class Gateway:
         if reserve > RETRY_BODY_BYTES or self.buffered(sandbox_id) + reserve > SANDBOX_BUFFER_BYTES:
             return _Body(complete=False, length=None if request.chunked else request.length)
         self._buffered[sandbox_id] = self.buffered(sandbox_id) + reserve
-        body = _Body(reserved=reserve)
+        body = _Body(release=lambda: self._release(sandbox_id, reserve))
         if not request.chunked:
             body.data = await asyncio.wait_for(reader.readexactly(request.length), self._idle_timeout)
             uploaded.moved(len(body.data))
@@ -473,8 +486,8 @@ class Gateway:
                         upstream, head, body, reader, uploaded
                     )
         except (OSError, TimeoutError, asyncio.IncompleteReadError, BadRequest) as e:
-            if not body.complete and isinstance(e, (asyncio.IncompleteReadError, TimeoutError)):
-                raise  # the client's body broke off: nobody to answer
+            if isinstance(e, BadRequest) and e.status != 502:
+                raise  # the client's chunked framing was malformed: a 400 for it
             reason = "timed out" if isinstance(e, TimeoutError) else type(e).__name__
             await self._reply(
                 client,
@@ -484,6 +497,7 @@ class Gateway:
                 close=not body.complete,
             )
             return 502, 0, body.complete
+        body.settle()
         progress = Progress(self._read_timeout)
         try:
             async with asyncio.timeout(self._read_timeout) as progress.deadline:
@@ -557,22 +571,32 @@ class Gateway:
         reader, writer = await self._open(upstream)
         try:
             writer.write(head)
-            idle = self._idle_timeout
-            if body.length is not None:
-                await copy_exact(client, writer, body.length, uploaded, piece_timeout=idle)
-            else:
-                if body.data:
-                    writer.write(b"%x\r\n%s\r\n" % (len(body.data), body.data))
-                if body.pending:
-                    writer.write(b"%x\r\n" % body.pending)
-                    await copy_exact(client, writer, body.pending, uploaded, piece_timeout=idle)
-                    writer.write(await asyncio.wait_for(read_chunk_end(client), idle))
-                await copy_chunked(client, writer, uploaded, piece_timeout=idle, keep_trailers=False)
+            try:
+                await self._upload(client, writer, body, uploaded)
+            except (asyncio.IncompleteReadError, TimeoutError) as e:
+                raise _ClientBroke() from e
             await writer.drain()
             return reader, writer, await self._answer_head(reader)
         except BaseException:
             writer.close()
             raise
+
+    async def _upload(
+        self, client: asyncio.StreamReader, writer: asyncio.StreamWriter, body: _Body, uploaded: Progress
+    ) -> None:
+        """The rest of a streaming body, from the client to the upstream, piece by piece."""
+        idle = self._idle_timeout
+        if body.length is not None:
+            await copy_exact(client, writer, body.length, uploaded, piece_timeout=idle)
+            return
+        if body.data:
+            writer.write(b"%x\r\n%s\r\n" % (len(body.data), body.data))
+            body.settle()
+        if body.pending:
+            writer.write(b"%x\r\n" % body.pending)
+            await copy_exact(client, writer, body.pending, uploaded, piece_timeout=idle)
+            writer.write(await asyncio.wait_for(read_chunk_end(client), idle))
+        await copy_chunked(client, writer, uploaded, piece_timeout=idle, keep_trailers=False)
 
     @staticmethod
     async def _answer_head(reader: asyncio.StreamReader) -> list[bytes]:
@@ -581,7 +605,10 @@ class Gateway:
             head = await read_head(reader)
             if head is None:
                 raise asyncio.IncompleteReadError(b"", None)
-            lines = split_lines(head)
+            try:
+                lines = split_lines(head)
+            except BadRequest:
+                raise BadRequest(502, "the upstream's answer head is malformed") from None
             status = lines[0].split(b" ")[1:2]
             if not status or not status[0].startswith(b"1"):
                 return lines

@@ -66,6 +66,8 @@ class FakeUpstream:
     # Header names some request carried more than once (the credential twice, say): a dict of the
     # headers would hide that, so every test using this upstream fails on it at the end.
     duplicated: list[str] = field(default_factory=list)
+    # When set, every POST's answer waits (bounded) until it is set: bodies have arrived, heads have not.
+    answer_gate: threading.Event | None = None
 
     @property
     def url(self) -> str:
@@ -101,6 +103,8 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             else:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
             self._record(body)
+            if up.answer_gate is not None:
+                up.answer_gate.wait(WAIT_S)
             if up.drop_after_answer:
                 self.close_connection = True
             status = self._status()

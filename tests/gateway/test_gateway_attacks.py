@@ -12,11 +12,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from sandbox_lifecycle.adapters.egress.gateway import MAX_CONNECTIONS_PER_SOURCE, SANDBOX_BUFFER_BYTES
 from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
 from sandbox_lifecycle.adapters.egress.tokens import check_token, issue_token
 from sandbox_lifecycle.adapters.gateway_state import GatewayState
@@ -212,6 +214,58 @@ def test_a_large_body_streams_through_whole_by_length_and_chunked(
     raw = raw.replace(b"content-length: 0\r\n", b"") + chunked
     assert status_of(exchange(gw, raw)) == 200
     assert [s.body == big for s in upstream.seen] == [True, True]
+
+
+def test_what_one_sandbox_holds_whole_is_bounded_and_the_rest_streams(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    token = state.issue("s")
+    gate = upstream.answer_gate = threading.Event()
+    body = b'{"pad": "' + b"b" * (900 * 1024) + b'"}'
+    raw = request("POST", "/v1/messages", [("x-api-key", token), ("connection", "close")], body)
+    with ThreadPoolExecutor(10) as pool:
+        answers = [pool.submit(exchange, gw, raw) for _ in range(10)]
+        # Every body has arrived upstream, no answer has left it: what is held now is at its most.
+        deadline = time.monotonic() + WAIT_S
+        while len(upstream.seen) < 10 and time.monotonic() < deadline:
+            held = gw.gateway.buffered("s")
+            assert held <= SANDBOX_BUFFER_BYTES
+            time.sleep(0.005)
+        assert len(upstream.seen) == 10
+        assert 0 < gw.gateway.buffered("s") <= SANDBOX_BUFFER_BYTES
+        gate.set()
+        assert [status_of(a.result(WAIT_S)) for a in answers] == [200] * 10
+    assert all(s.body == body for s in upstream.seen)
+    assert gw.gateway.buffered("s") == 0
+
+
+def test_a_malformed_chunked_body_is_a_400(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    token = state.issue("s")
+    head = request("POST", "/v1/messages", [("x-api-key", token), ("transfer-encoding", "chunked")])
+    head = head.replace(b"content-length: 0\r\n", b"")
+    for bad in (b"5\r\nhelloXX0\r\n\r\n", b"zz\r\n", b"5 \r\nhello\r\n0\r\n\r\n", b"5\nhello\r\n0\r\n\r\n"):
+        assert status_of(exchange(gw, head + bad)) == 400, bad
+    assert upstream.seen == []
+
+
+def test_one_source_holds_a_bounded_number_of_connections(gw: RunningGateway) -> None:
+    parts = urlsplit(gw.url)
+    address = (parts.hostname or "", parts.port or 0)
+    held = [socket.create_connection(address, timeout=WAIT_S) for _ in range(MAX_CONNECTIONS_PER_SOURCE)]
+    try:
+        time.sleep(0.2)  # the gateway has accepted them all
+        with socket.create_connection(address, timeout=WAIT_S) as extra:
+            # Refused at once, before it sends anything.
+            assert status_of(extra.recv(65536)) == 503
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + WAIT_S
+    while status_of(exchange(gw, b"GET /healthz HTTP/1.1\r\nhost: g\r\n\r\n")) != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 # --- a token is valid only from its own sandbox's network (HIGH) ------------------------------------------
