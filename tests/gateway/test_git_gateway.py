@@ -178,3 +178,13 @@ def test_an_e2b_sandbox_clones_through_the_gateway_holding_no_git_credential(
         assert state.git_hosts("sbx1") == []
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize(
+    "host", ["GitHub.com", "github.com:443", "github.com/x", "a b", "../x", "github.com."]
+)
+def test_a_grant_names_a_host_as_the_gateway_routes_it(state: GatewayState, host: str) -> None:
+    with pytest.raises(ValueError):
+        state.grant_git("sbx1", host, GIT_TOKEN)
+    state.grant_git("sbx1", "git.example.test:8443", GIT_TOKEN)
+    assert state.git_hosts("sbx1") == ["git.example.test:8443"]
