@@ -283,3 +283,52 @@ def test_60_mb_bodies_do_not_kill_the_egress_point(
     started = time.monotonic()
     assert ask(gw_provider, bystander, "", "/v1/models")[0][0] == 200
     assert time.monotonic() - started < 5.0
+
+
+# Raw requests from the sandbox, each a Python bytes literal with TOKEN for the sandbox's token; prints
+# the status of each.
+RAW = r"""
+import ast, json, os, socket, sys
+token = os.environ["ANTHROPIC_API_KEY"].encode()
+out = []
+for text in sys.argv[1:]:
+    s = socket.create_connection(("egress", 8081), timeout=20)
+    s.sendall(ast.literal_eval(text).replace(b"TOKEN", token))
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    out.append(int(data.split(b" ")[1]) if data.startswith(b"HTTP/1.1 ") else 0)
+print(json.dumps(out))
+"""
+
+PATH_TRICKS = [
+    "/v1/models/..",
+    "/v1/models/%2e%2e%2f%2e%2e%2fv1%2ffiles",
+    "/v1/models/..;/files",
+    "/v1/models/a/../../files",
+    "/v1//models",
+]
+
+
+def test_smuggled_headers_and_path_tricks_never_reach_the_model_with_the_key(
+    gw_provider: DockerProvider, sandboxes: Callable[[], str], model: FakeUpstream
+) -> None:
+    ref = sandboxes()
+    close = b"host: egress:8081\r\nx-api-key: TOKEN\r\nconnection: close\r\n"
+    smuggled = (
+        b"POST /v1/messages HTTP/1.1\r\n" + close + b"anthropic-version: 1\rx-api-key: sk-ant-attacker\r\n"
+        b"content-length: 2\r\n\r\n{}"
+    )
+    bare_lf = (
+        b"POST /v1/messages HTTP/1.1\r\n"
+        + close
+        + b"x-a: 1\nx-api-key: sk-ant-attacker\r\ncontent-length: 2\r\n\r\n{}"
+    )
+    tricks = [f"GET {path} HTTP/1.1\r\n".encode() + close + b"\r\n" for path in PATH_TRICKS]
+    seen = len(model.seen)
+    statuses = json.loads(py(gw_provider, ref, RAW, *(repr(r) for r in [smuggled, bare_lf, *tricks])))
+    assert statuses[:2] == [400, 400]
+    assert all(status in (400, 403) for status in statuses[2:]), dict(
+        zip(PATH_TRICKS, statuses[2:], strict=True)
+    )
+    assert len(model.seen) == seen and model.duplicated == []
