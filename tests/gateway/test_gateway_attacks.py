@@ -8,6 +8,7 @@ client "that sandbox". tests/docker/test_gateway_attacks.py makes the same attac
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -368,3 +369,30 @@ def test_the_git_route_reaches_no_address_the_policy_refuses(
     assert answers[f"127.0.0.1:{listener.port}"].replace(str(listener.port), "P") == answers[
         f"127.0.0.1:{closed}"
     ].replace(str(closed), "P")
+
+
+def test_a_pin_alone_does_not_open_the_git_route(
+    gw: RunningGateway, state: GatewayState, listener: _Listener
+) -> None:
+    token = state.issue("sbx1")
+    # Pinned to the listener, but no rule lists it: refused before any connection.
+    _policy(state, "sbx1", "127.0.0.0/8", ["other.test"], [f"pinned.test:{listener.port}:127.0.0.1"])
+    target = f"/git/pinned.test:{listener.port}/o/r.git/info/refs?service=git-upload-pack"
+    answer = exchange(gw, request("GET", target, [("x-api-key", token), ("connection", "close")]))
+    assert status_of(answer) == 403 and "not in the allow-list" in _git_body(answer)
+    assert listener.accepted == 0
+
+
+def test_of_two_policies_claiming_one_subnet_the_newer_decides_whose_tokens_work_there(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    # A subnet freed by a removed sandbox and reused before the stale file went: the live one is newer.
+    old, new = state.issue("old"), state.issue("new")
+    _policy(state, "old", "127.0.0.0/8", [], [])
+    _policy(state, "new", "127.0.0.0/8", [], [])
+    stale = state.state_dir / "policies" / "old.json"
+    before = stale.stat().st_mtime - 60
+    os.utime(stale, (before, before))
+    call = [("connection", "close")]
+    assert status_of(exchange(gw, request("GET", "/v1/models", [("x-api-key", new), *call]))) == 200
+    assert status_of(exchange(gw, request("GET", "/v1/models", [("x-api-key", old), *call]))) == 401
