@@ -73,8 +73,11 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 # past its share its bodies stream, however many calls it makes.
 RETRY_BODY_BYTES = 1024 * 1024
 SANDBOX_BUFFER_BYTES = 4 * 1024 * 1024
-# Connections one source address may hold open at once (a head being read costs up to 64 KiB each).
+# Connections one sandbox's network may hold open at once (a head being read costs up to 64 KiB each),
+# and all other sources together: behind `sandboxctl gateway`'s reverse proxy every E2B sandbox arrives
+# from one address, so a per-address bound there would be one for the whole deployment.
 MAX_CONNECTIONS_PER_SOURCE = 64
+MAX_CONNECTIONS_OTHERS = 1024
 MAX_INTERIM_RESPONSES = 10
 # What a refused request may still send before its connection closes (read and dropped, so the client
 # reads the refusal rather than a reset).
@@ -157,7 +160,7 @@ class Gateway:
         self._upstream_stamp: tuple[int, int] | None = None
         # Client connections being served, so closing the gateway ends idle keep-alive ones too.
         self._connections: set[asyncio.Task[None]] = set()
-        self._per_source: dict[str, int] = {}
+        self._open_per_network: dict[str, int] = {}
         self._buffered: dict[str, int] = {}
 
     async def start(self, host: str, port: int) -> asyncio.Server:
@@ -191,10 +194,12 @@ class Gateway:
             task.add_done_callback(self._connections.discard)
         peer = writer.get_extra_info("peername")
         source = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        key = source or ""
-        self._per_source[key] = self._per_source.get(key, 0) + 1
+        network = self._outbound.source_policy(source)
+        key = network.sandbox_id if network is not None else ""
+        most = MAX_CONNECTIONS_PER_SOURCE if network is not None else MAX_CONNECTIONS_OTHERS
+        self._open_per_network[key] = self._open_per_network.get(key, 0) + 1
         try:
-            if self._per_source[key] > MAX_CONNECTIONS_PER_SOURCE:
+            if self._open_per_network[key] > most:
                 await self._reply(
                     writer, 503, "overloaded_error", "too many open connections to the gateway", close=True
                 )
@@ -216,9 +221,9 @@ class Gateway:
         except (ConnectionError, asyncio.IncompleteReadError):
             return  # the client went away
         finally:
-            self._per_source[key] -= 1
-            if not self._per_source[key]:
-                del self._per_source[key]
+            self._open_per_network[key] -= 1
+            if not self._open_per_network[key]:
+                del self._open_per_network[key]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

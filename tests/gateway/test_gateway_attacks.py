@@ -251,7 +251,8 @@ def test_a_malformed_chunked_body_is_a_400(
     assert upstream.seen == []
 
 
-def test_one_source_holds_a_bounded_number_of_connections(gw: RunningGateway) -> None:
+def test_one_sandbox_holds_a_bounded_number_of_connections(gw: RunningGateway, state: GatewayState) -> None:
+    _policy(state, "here", "127.0.0.0/8", [], [])  # the loopback is this sandbox's network
     parts = urlsplit(gw.url)
     address = (parts.hostname or "", parts.port or 0)
     held = [socket.create_connection(address, timeout=WAIT_S) for _ in range(MAX_CONNECTIONS_PER_SOURCE)]
