@@ -31,10 +31,9 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from .bodies import Body, ClientBroke, Shares, take_body, upload
 from .bookkeeping import count_call, touch_activity
 from .http1 import (
     MAX_HEAD_BYTES,
@@ -44,8 +43,6 @@ from .http1 import (
     is_chunked,
     parse_headers,
     parse_request_head,
-    read_chunk_end,
-    read_chunk_size,
     read_head,
     split_lines,
 )
@@ -68,11 +65,6 @@ log = logging.getLogger("sandbox_lifecycle.egress.gateway")
 
 # The Messages API refuses requests over 32 MB; a larger declared body is refused on the head.
 MAX_BODY_BYTES = 64 * 1024 * 1024
-# A body up to this size is held whole, so a stale pooled upstream connection can be retried on a fresh
-# one; a larger one streams to a fresh connection. What one sandbox holds whole at once is bounded too:
-# past its share its bodies stream, however many calls it makes.
-RETRY_BODY_BYTES = 1024 * 1024
-SANDBOX_BUFFER_BYTES = 4 * 1024 * 1024
 # Connections one sandbox's network may hold open at once (a head being read costs up to 64 KiB each),
 # and all other sources together: behind `sandboxctl gateway`'s reverse proxy every E2B sandbox arrives
 # from one address, so a per-address bound there would be one for the whole deployment.
@@ -83,31 +75,6 @@ MAX_INTERIM_RESPONSES = 10
 # reads the refusal rather than a reset).
 DISCARD_BYTES = 1024 * 1024
 DISCARD_SECONDS = 1.0
-
-
-@dataclass
-class _Body:
-    """What of a request body the gateway holds: ``data``, and whether that is all of it. When it is not,
-    the rest streams from the client: ``length`` more bytes, or (chunked) a chunk of ``pending`` bytes
-    whose size line was read, then the remaining chunks."""
-
-    data: bytes = b""
-    complete: bool = True
-    length: int | None = None
-    pending: int = 0
-    # Gives the sandbox's share back once the body need not be kept (the answer's head arrived).
-    release: Callable[[], None] | None = None
-
-    def settle(self) -> None:
-        """The body is sent and answered: drop it and give its share back (once)."""
-        self.data = b""
-        release, self.release = self.release, None
-        if release is not None:
-            release()
-
-
-class _ClientBroke(Exception):
-    """The client's body stopped coming (closed, or silent too long) while it streamed upstream."""
 
 
 def _error_body(kind: str, message: str) -> bytes:
@@ -161,7 +128,7 @@ class Gateway:
         # Client connections being served, so closing the gateway ends idle keep-alive ones too.
         self._connections: set[asyncio.Task[None]] = set()
         self._open_per_network: dict[str, int] = {}
-        self._buffered: dict[str, int] = {}
+        self._shares = Shares()
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD_BYTES)
@@ -183,7 +150,7 @@ class Gateway:
 
     def buffered(self, sandbox_id: str) -> int:
         """Bytes of request bodies the gateway holds whole for the sandbox right now."""
-        return self._buffered.get(sandbox_id, 0)
+        return self._shares.held(sandbox_id)
 
     # --- one client connection ---------------------------------------------------------------------------
 
@@ -338,16 +305,16 @@ class Gateway:
             await writer.drain()
         status, sent, keep = 0, 0, True
         uploaded = Progress(self._idle_timeout)
-        body = _Body()
+        body = Body()
         try:
-            body = await self._take_body(sandbox_id, request, reader, uploaded)
+            body = await take_body(request, reader, self._shares, sandbox_id, uploaded, self._idle_timeout)
             status, sent, keep = await self._forward(
                 request, reader, body, upstream, target, auth, drop, writer, uploaded
             )
         except BadRequest as e:
             await self._reply(writer, e.status, "invalid_request_error", e.message, close=True)
             status, keep = e.status, False
-        except (TimeoutError, asyncio.IncompleteReadError, _ClientBroke):
+        except (TimeoutError, asyncio.IncompleteReadError, ClientBroke):
             keep = False  # the client stopped sending its body: nobody to answer
         finally:
             body.settle()
@@ -363,49 +330,6 @@ class Gateway:
                 sent,
             )
         return keep
-
-    async def _take_body(
-        self, sandbox_id: str, request: Request, reader: asyncio.StreamReader, uploaded: Progress
-    ) -> _Body:
-        """Read a body whole when it is small and the sandbox's share has room; else only as far as
-        needed to know it must stream (see ``_Body``)."""
-        if not request.has_body:
-            return _Body()
-        reserve = request.length if not request.chunked else RETRY_BODY_BYTES
-        if reserve > RETRY_BODY_BYTES or self.buffered(sandbox_id) + reserve > SANDBOX_BUFFER_BYTES:
-            return _Body(complete=False, length=None if request.chunked else request.length)
-        self._buffered[sandbox_id] = self.buffered(sandbox_id) + reserve
-        body = _Body(release=lambda: self._release(sandbox_id, reserve))
-        if not request.chunked:
-            body.data = await asyncio.wait_for(reader.readexactly(request.length), self._idle_timeout)
-            uploaded.moved(len(body.data))
-            return body
-        parts: list[bytes] = []
-        held = 0
-        while True:
-            size, _line = await asyncio.wait_for(read_chunk_size(reader), self._idle_timeout)
-            if size == 0 or held + size > RETRY_BODY_BYTES:
-                break
-            parts.append(await asyncio.wait_for(reader.readexactly(size), self._idle_timeout))
-            await asyncio.wait_for(read_chunk_end(reader), self._idle_timeout)
-            held += size
-            uploaded.moved(size)
-        body.data = b"".join(parts)
-        if size == 0:
-            for _ in range(33):  # a request's trailers are dropped (bounded like http1.read_trailers)
-                if await asyncio.wait_for(reader.readuntil(b"\r\n"), self._idle_timeout) == b"\r\n":
-                    return body
-            raise BadRequest(400, "too many trailer lines")
-        body.complete, body.pending = False, size
-        return body
-
-    def _release(self, sandbox_id: str, reserved: int) -> None:
-        if reserved:
-            left = self.buffered(sandbox_id) - reserved
-            if left > 0:
-                self._buffered[sandbox_id] = left
-            else:
-                self._buffered.pop(sandbox_id, None)
 
     def _current_upstream(self) -> Upstream:
         """``upstream.json``, read again only when it changed (the backend may rotate the key)."""
@@ -462,7 +386,7 @@ class Gateway:
         self,
         request: Request,
         reader: asyncio.StreamReader,
-        body: _Body,
+        body: Body,
         upstream: Upstream,
         target: str,
         auth: list[tuple[str, str]],
@@ -567,7 +491,7 @@ class Gateway:
         self,
         upstream: Upstream,
         head: bytes,
-        body: _Body,
+        body: Body,
         client: asyncio.StreamReader,
         uploaded: Progress,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]]:
@@ -577,31 +501,14 @@ class Gateway:
         try:
             writer.write(head)
             try:
-                await self._upload(client, writer, body, uploaded)
+                await upload(client, writer, body, uploaded, self._idle_timeout)
             except (asyncio.IncompleteReadError, TimeoutError) as e:
-                raise _ClientBroke() from e
+                raise ClientBroke() from e
             await writer.drain()
             return reader, writer, await self._answer_head(reader)
         except BaseException:
             writer.close()
             raise
-
-    async def _upload(
-        self, client: asyncio.StreamReader, writer: asyncio.StreamWriter, body: _Body, uploaded: Progress
-    ) -> None:
-        """The rest of a streaming body, from the client to the upstream, piece by piece."""
-        idle = self._idle_timeout
-        if body.length is not None:
-            await copy_exact(client, writer, body.length, uploaded, piece_timeout=idle)
-            return
-        if body.data:
-            writer.write(b"%x\r\n%s\r\n" % (len(body.data), body.data))
-            body.settle()
-        if body.pending:
-            writer.write(b"%x\r\n" % body.pending)
-            await copy_exact(client, writer, body.pending, uploaded, piece_timeout=idle)
-            writer.write(await asyncio.wait_for(read_chunk_end(client), idle))
-        await copy_chunked(client, writer, uploaded, piece_timeout=idle, keep_trailers=False)
 
     @staticmethod
     async def _answer_head(reader: asyncio.StreamReader) -> list[bytes]:

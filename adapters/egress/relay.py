@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .http1 import BadRequest, read_chunk_end, read_chunk_size, read_trailers
+from .http1 import read_chunk_end, read_chunk_size, read_trailers
 
 PIECE = 64 * 1024
 POOL_PER_UPSTREAM = 8
@@ -126,22 +126,6 @@ async def copy_chunked(
         await copy_exact(reader, writer, size, progress, piece_timeout=piece_timeout)
         writer.write(await asyncio.wait_for(read_chunk_end(reader), piece_timeout))
         await writer.drain()
-
-
-async def read_chunked_whole(reader: asyncio.StreamReader, limit: int, piece_timeout: float) -> bytes:
-    """A small chunked body, whole, refused past ``limit`` bytes (413)."""
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        size, _line = await asyncio.wait_for(read_chunk_size(reader), piece_timeout)
-        if size == 0:
-            await asyncio.wait_for(read_trailers(reader), piece_timeout)  # a request's trailers are dropped
-            return b"".join(parts)
-        total += size
-        if total > limit:
-            raise BadRequest(413, f"the request body is larger than {limit} bytes")
-        parts.append(await asyncio.wait_for(reader.readexactly(size), piece_timeout))
-        await asyncio.wait_for(read_chunk_end(reader), piece_timeout)
 
 
 async def discard(reader: asyncio.StreamReader, most: int, seconds: float) -> None:

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sandbox_lifecycle.adapters.egress.gateway import MAX_CONNECTIONS_PER_SOURCE, SANDBOX_BUFFER_BYTES
+from sandbox_lifecycle.adapters.egress.bodies import SANDBOX_BUFFER_BYTES
+from sandbox_lifecycle.adapters.egress.gateway import MAX_CONNECTIONS_PER_SOURCE
 from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
 from sandbox_lifecycle.adapters.egress.tokens import check_token, issue_token
 from sandbox_lifecycle.adapters.gateway_state import GatewayState
