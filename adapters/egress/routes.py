@@ -68,10 +68,6 @@ def model_call(method: str, target: str) -> str | None:
     return None
 
 
-def is_model_call(method: str, target: str) -> bool:
-    return model_call(method, target) is not None
-
-
 @dataclass(frozen=True, slots=True)
 class GitRoute:
     host: str  # lower case, no trailing dot

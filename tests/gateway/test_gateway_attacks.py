@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sandbox_lifecycle.adapters.egress.bodies import SANDBOX_BUFFER_BYTES
+from sandbox_lifecycle.adapters.egress.bodies import RETRY_BODY_BYTES, SANDBOX_BUFFER_BYTES
 from sandbox_lifecycle.adapters.egress.gateway import MAX_CONNECTIONS_PER_SOURCE
 from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
+from sandbox_lifecycle.adapters.egress.routes import MAX_GIT_SEGMENTS, git_route
 from sandbox_lifecycle.adapters.egress.tokens import check_token, issue_token
 from sandbox_lifecycle.adapters.gateway_state import GatewayState
 from tests.gateway.fake_upstream import (
@@ -218,13 +219,19 @@ def test_a_large_body_streams_through_whole_by_length_and_chunked(
     assert [s.body == big for s in upstream.seen] == [True, True]
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_what_one_sandbox_holds_whole_is_bounded_and_the_rest_streams(
-    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream, framing: str
 ) -> None:
     token = state.issue("s")
     gate = upstream.answer_gate = threading.Event()
     body = b'{"pad": "' + b"b" * (900 * 1024) + b'"}'
-    raw = request("POST", "/v1/messages", [("x-api-key", token), ("connection", "close")], body)
+    headers = [("x-api-key", token), ("connection", "close")]
+    if framing == "length":
+        raw = request("POST", "/v1/messages", headers, body)
+    else:
+        raw = request("POST", "/v1/messages", [*headers, ("transfer-encoding", "chunked")])
+        raw = raw.replace(b"content-length: 0\r\n", b"") + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     with ThreadPoolExecutor(10) as pool:
         answers = [pool.submit(exchange, gw, raw) for _ in range(10)]
         # Every body has arrived upstream, no answer has left it: what is held now is at its most.
@@ -239,6 +246,14 @@ def test_what_one_sandbox_holds_whole_is_bounded_and_the_rest_streams(
         assert [status_of(a.result(WAIT_S)) for a in answers] == [200] * 10
     assert all(s.body == body for s in upstream.seen)
     assert gw.gateway.buffered("s") == 0
+    if framing == "chunked":
+        # A held body goes with its length, a streamed one chunked: at most four (1 MiB each of the
+        # 4 MiB share) were held, and the rest streamed from their first byte.
+        held_whole = [s for s in upstream.seen if "content-length" in s.headers]
+        assert 1 <= len(held_whole) <= SANDBOX_BUFFER_BYTES // RETRY_BODY_BYTES
+        assert all(
+            s.headers.get("transfer-encoding") == "chunked" for s in upstream.seen if s not in held_whole
+        )
 
 
 def test_a_malformed_chunked_body_is_a_400(
@@ -398,3 +413,58 @@ def test_of_two_policies_claiming_one_subnet_the_newer_decides_whose_tokens_work
     call = [("connection", "close")]
     assert status_of(exchange(gw, request("GET", "/v1/models", [("x-api-key", new), *call]))) == 200
     assert status_of(exchange(gw, request("GET", "/v1/models", [("x-api-key", old), *call]))) == 401
+
+
+def test_an_unreadable_policy_makes_its_sandboxs_token_valid_nowhere(
+    gw: RunningGateway, state: GatewayState, upstream: FakeUpstream
+) -> None:
+    token = state.issue("broken")
+    (state.state_dir / "policies").mkdir(mode=0o755)
+    (state.state_dir / "policies" / "broken.json").write_text("{not json")
+    # Unreadable is not absent: the token of a sandbox that has a policy never turns valid everywhere.
+    answer = exchange(gw, request("GET", "/v1/models", [("x-api-key", token), ("connection", "close")]))
+    assert status_of(answer) == 401
+    assert upstream.seen == []
+
+
+def test_a_git_path_has_at_most_32_segments() -> None:
+    longest = "/".join(["d"] * (MAX_GIT_SEGMENTS - 1))
+    assert git_route("POST", f"/git/h.test/{longest}/git-upload-pack") is not None
+    assert git_route("POST", f"/git/h.test/d/{longest}/git-upload-pack") is None
+    assert git_route("POST", "/git/h.test:0/r/git-upload-pack") is None
+    assert git_route("POST", "/git/h.test:65536/r/git-upload-pack") is None
+    assert git_route("POST", "/git/h.test:65535/r/git-upload-pack") is not None
+
+
+def test_an_e2b_sandbox_s_git_reaches_only_granted_hosts_at_public_addresses(tmp_path: Path) -> None:
+    """The decision alone (no connection is made): a sandbox without a policy, as behind the E2B gateway."""
+    from sandbox_lifecycle.adapters.egress.outbound import Outbound, Refusal, Target
+
+    answers = {"public.test": ["10.0.0.7", "203.0.114.9"], "private.test": ["10.0.0.7", "127.0.0.1"]}
+
+    def resolver(host: str, _port: int) -> list[str]:
+        if host not in answers:
+            raise OSError("unknown")
+        return answers[host]
+
+    outbound = Outbound(tmp_path, resolver)
+    granted = {"token": "t"}
+    assert outbound.git_target("s", "public.test", 443, {}) == Refusal(
+        403,
+        "egress refused public.test:443: the gateway relays git only to hosts the backend granted this "
+        "sandbox a credential for",
+    )
+    assert outbound.git_target("s", "public.test", 8443, granted) == Target(
+        "https", "public.test", 8443, "203.0.114.9"
+    )
+    refused = outbound.git_target("s", "private.test", 443, granted)
+    assert isinstance(refused, Refusal) and refused.status == 403 and "no public address" in refused.reason
+    unknown = outbound.git_target("s", "unknown.test", 443, granted)
+    assert isinstance(unknown, Refusal) and unknown.status == 502
+    # A grant's URL is the backend's: where it says, on the port its scheme implies.
+    assert outbound.git_target("s", "h.test", 443, {"url": "http://git.internal.test/base/"}) == Target(
+        "http", "git.internal.test", 80, "git.internal.test", "/base"
+    )
+    for bad in ("ftp://h.test", "https://", "https://h.test:99999"):
+        unusable = outbound.git_target("s", "h.test", 443, {"url": bad})
+        assert isinstance(unusable, Refusal) and unusable.status == 503, bad
