@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sandbox_lifecycle.adapters.egress.routes import parse_git_route
 from sandbox_lifecycle.adapters.egress.tokens import check_sandbox_id, issue_token, revoke_token
 from sandbox_lifecycle.adapters.settings import Settings
 
@@ -87,6 +88,11 @@ class GatewayState:
         ``https://<host>``; a self-hosted server's base URL, or a loopback one in tests)."""
         if not token:
             raise ValueError("an empty token cannot authenticate")
+        # Kept under the name the gateway reads from a request (lower case, ":port" unless 443), so a
+        # grant is found exactly when git asks for that host; anything the route would refuse, refused here.
+        route = parse_git_route("GET", f"/git/{host}/r.git/info/refs?service=git-upload-pack")
+        if route is None or route[0] != host:
+            raise ValueError(f"{host!r} is not a git host as the gateway routes it (lower-case name[:port])")
         self.prepare()
         path = self.state_dir / "git" / f"{check_sandbox_id(sandbox_id)}.json"
         path.parent.mkdir(mode=0o700, exist_ok=True)

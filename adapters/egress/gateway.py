@@ -3,14 +3,16 @@
 A sandbox gets ``ANTHROPIC_BASE_URL`` pointing here and a per-sandbox token (see ``tokens``) as
 ``ANTHROPIC_API_KEY``. For each request the gateway
 
-* checks the token (``x-api-key``, or ``Authorization: Bearer``): unknown, malformed or revoked is a 401
-  with an Anthropic-shaped JSON error naming why, so the agent CLI shows a reason;
+* reads the head strictly (``gateway_http``) and decides on the head alone, before reading a byte of the body:
+  the token (``x-api-key``, or ``Authorization: Bearer``; unknown, malformed, revoked or used from
+  another sandbox's network is a 401 with an Anthropic-shaped JSON error naming why), then the route
+  (``routes``: model calls in normal form, or git's smart HTTP), then for git where it may connect
+  (``outbound``: the proxy's policy);
 * puts the real key from ``upstream.json`` where the token was, strips hop-by-hop headers, and forwards
   to the upstream (HTTPS with certificate verification; plain HTTP only if ``upstream.json`` says so,
   which the backend writes for loopback upstreams only);
-* relays the response as it arrives: each piece read from the upstream is written and drained before
-  the next read, so server-sent events reach the sandbox when the model produces them, not when the
-  stream ends;
+* moves bodies piece by piece both ways (``relay``): server-sent events reach the sandbox when the model
+  produces them, and a request body is held whole only when small and within its sandbox's share;
 * touches ``activity/<sandbox id>`` (a model call is the sandbox's activity) and adds the request to
   ``counters/<sandbox id>.json``.
 
@@ -25,141 +27,54 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import re
 import ssl
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from .bodies import Body, ClientBroke, Shares, take_body, upload
+from .bookkeeping import count_call, touch_activity
+from .gateway_http import (
+    MAX_HEAD_BYTES,
+    BadRequest,
+    Request,
+    content_length,
+    is_chunked,
+    parse_headers,
+    parse_request_head,
+    read_head,
+    split_lines,
+)
+from .gateway_streams import (
+    Pool,
+    PoolKey,
+    Progress,
+    copy_chunked,
+    copy_exact,
+    copy_until_close,
+    discard,
+)
+from .outbound import Outbound, Refusal
+from .policy import Resolver, system_resolver
+from .routes import GIT_PREFIX, MODEL_CALLS, git_route, model_call
 from .tokens import MALFORMED, check_token
+from .upstream import CREDENTIAL_HEADERS, Upstream, connection_tokens, filtered, parse_upstream
 
 log = logging.getLogger("sandbox_lifecycle.egress.gateway")
 
-# Headers that belong to one connection, not to the message (RFC 9110 7.6.1), plus the two that carry
-# the credential, which the gateway sets itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "expect",
-    }
-)
-CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization"})
-
-MAX_HEAD_BYTES = 64 * 1024
-# The Messages API refuses requests over 32 MB; the body is held whole so a stale pooled connection
-# can be retried on a fresh one.
+# The Messages API refuses requests over 32 MB; a larger declared body is refused on the head.
 MAX_BODY_BYTES = 64 * 1024 * 1024
-_READ = 64 * 1024
-# What a sandbox may do with the key: call the model. The key can do more (files, batches, admin
-# endpoints that list what the rest of the organisation stored); none of that is forwarded.
-MODEL_CALLS = (
-    ("POST", "/v1/messages"),
-    ("POST", "/v1/messages/count_tokens"),
-    ("GET", "/v1/models"),
-    ("GET", "/v1/models/*"),
-)
+# Connections one sandbox's network may hold open at once (a head being read costs up to 64 KiB each),
+# and all other sources together: behind `sandboxctl gateway`'s reverse proxy every E2B sandbox arrives
+# from one address, so a per-address bound there would be one for the whole deployment.
+MAX_CONNECTIONS_PER_SOURCE = 64
+MAX_CONNECTIONS_OTHERS = 1024
 MAX_INTERIM_RESPONSES = 10
-POOL_PER_UPSTREAM = 8
-POOL_IDLE_SECONDS = 20.0
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class _Request:
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
-    def wants_close(self) -> bool:
-        connection = (self.header("connection") or "").lower()
-        return self.version == "HTTP/1.0" or "close" in connection
-
-
-@dataclass(frozen=True)
-class Upstream:
-    scheme: str
-    host: str
-    port: int
-    base_path: str
-    api_key: str = field(repr=False)
-
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
-
-
-def parse_upstream(url: str, api_key: str) -> Upstream:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"upstream URL must be http(s)://host[:port][/path], got {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), api_key)
-
-
-GIT_PREFIX = "/git/"
-_GIT_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?")
-_GIT_PATH = re.compile(r"/[A-Za-z0-9._~/-]{1,1024}/(info/refs|git-upload-pack|git-receive-pack)")
-_GIT_SERVICES = ("service=git-upload-pack", "service=git-receive-pack")
-
-
-def parse_git_route(method: str, target: str) -> tuple[str, str] | None:
-    """``(host, path with query)`` of a smart-HTTP git request under GIT_PREFIX, or None."""
-    host, sep, rest = target[len(GIT_PREFIX) :].partition("/")
-    path, _, query = ("/" + rest).partition("?")
-    found = _GIT_PATH.fullmatch(path)
-    if not sep or not _GIT_HOST.fullmatch(host) or found is None or "/../" in path + "/" or "/./" in path:
-        return None
-    if found.group(1) == "info/refs":
-        ok = method == "GET" and query in _GIT_SERVICES
-    else:
-        ok = method == "POST" and not query
-    return (host, "/" + rest) if ok else None
-
-
-def is_model_call(method: str, target: str) -> bool:
-    """Whether the request is one of MODEL_CALLS (the query string aside; ``*`` is one path segment)."""
-    path = target.split("?", 1)[0]
-    for allowed_method, allowed in MODEL_CALLS:
-        if method != allowed_method:
-            continue
-        if allowed.endswith("/*"):
-            prefix = allowed[:-1]
-            rest = path[len(prefix) :]
-            if path.startswith(prefix) and rest and "/" not in rest:
-                return True
-        elif path == allowed:
-            return True
-    return False
+# What a refused request may still send before its connection closes (read and dropped, so the client
+# reads the refusal rather than a reset).
+DISCARD_BYTES = 1024 * 1024
+DISCARD_SECONDS = 1.0
 
 
 def _error_body(kind: str, message: str) -> bytes:
@@ -167,121 +82,24 @@ def _error_body(kind: str, message: str) -> bytes:
     return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
 
-def _filtered(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
-    """Headers without hop-by-hop ones, without those ``Connection`` names, and without ``drop``."""
-    headers = list(headers)
-    named = {
-        token.strip().lower()
-        for key, value in headers
-        if key.lower() == "connection"
-        for token in value.split(",")
-    }
-    return [(k, v) for k, v in headers if (low := k.lower()) not in HOP_BY_HOP | drop and low not in named]
-
-
-async def _read_head(reader: asyncio.StreamReader) -> list[str] | None:
-    """The lines of a message head, or None on a clean end of stream before any byte."""
-    try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if not e.partial.strip():
-            return None
-        raise _BadRequest(400, "the request head ended early") from None
-    except asyncio.LimitOverrunError:
-        raise _BadRequest(431, f"the request head is larger than {MAX_HEAD_BYTES} bytes") from None
-    return raw.decode("latin-1").split("\r\n")[:-2]
-
-
-def _parse_headers(lines: list[str]) -> list[tuple[str, str]]:
-    headers = []
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            raise _BadRequest(400, "a header line is malformed")
-        headers.append((name, value.strip()))
-    return headers
-
-
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    values = {v for k, v in headers if k.lower() == "content-length"}
-    if not values:
-        return None
-    if len(values) != 1 or not (value := values.pop()).isdigit():
-        raise _BadRequest(400, "Content-Length is not one whole number")
-    return int(value)
-
-
-def _is_chunked(headers: list[tuple[str, str]]) -> bool:
-    codings = [
-        c.strip().lower() for k, v in headers if k.lower() == "transfer-encoding" for c in v.split(",")
-    ]
-    if not codings:
-        return False
-    if codings != ["chunked"]:
-        raise _BadRequest(501, "only the chunked transfer coding is supported")
-    return True
-
-
-async def _read_chunked_body(reader: asyncio.StreamReader, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size_total = 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise _BadRequest(400, "a chunk size is malformed") from None
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass  # trailers of a request are dropped
-            return b"".join(parts)
-        size_total += size
-        if size_total > limit:
-            raise _BadRequest(413, f"the request body is larger than {limit} bytes")
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
-
-
-class _Pool:
-    """Idle upstream connections per (scheme, host, port), newest first, each dropped after a while."""
-
-    def __init__(self) -> None:
-        self._idle: dict[
-            tuple[str, str, int], list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]]
-        ] = {}
-
-    def take(self, key: tuple[str, str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        idle = self._idle.get(key, [])
-        now = time.monotonic()
-        while idle:
-            since, reader, writer = idle.pop()
-            if now - since < POOL_IDLE_SECONDS and not reader.at_eof() and not writer.is_closing():
-                return reader, writer
-            writer.close()
-        return None
-
-    def give(
-        self, key: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        idle = self._idle.setdefault(key, [])
-        if len(idle) >= POOL_PER_UPSTREAM:
-            writer.close()
-            return
-        idle.append((time.monotonic(), reader, writer))
-
-    def close(self) -> None:
-        for idle in self._idle.values():
-            for _since, _reader, writer in idle:
-                writer.close()
-        self._idle.clear()
+def presented_token(request: Request) -> tuple[str | None, bool]:
+    """The token and whether it came as a bearer token (then the key goes back the same way). The
+    scheme is case-insensitive (RFC 9110 11.1); ``x-api-key`` wins when both are sent."""
+    key = request.header("x-api-key")
+    if key:
+        return key, False
+    scheme, _, value = (request.header("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip(), True
+    return None, False
 
 
 class Gateway:
     """Serves the gateway for one deployment's state directory (see the module docstring).
 
     ``upstream_override`` replaces the URL in ``upstream.json`` (the key still comes from there): tests
-    point it at a loopback upstream. ``ssl_context`` replaces the default verifying context.
+    point it at a loopback upstream. ``ssl_context`` replaces the default verifying context;
+    ``resolver`` the system's name resolution for the git route (tests).
     """
 
     def __init__(
@@ -293,6 +111,7 @@ class Gateway:
         connect_timeout: float = 10.0,
         idle_timeout: float = 120.0,
         read_timeout: float = 600.0,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.state_dir = Path(state_dir)
         self._override = upstream_override
@@ -302,11 +121,14 @@ class Gateway:
         # How long the upstream may stay silent (before its answer's head, or between two pieces of it)
         # before the call is given up: a long generation without streaming takes minutes.
         self._read_timeout = read_timeout
-        self._pool = _Pool()
+        self._outbound = Outbound(self.state_dir, resolver)
+        self._pool = Pool()
         self._upstream: Upstream | None = None
         self._upstream_stamp: tuple[int, int] | None = None
         # Client connections being served, so closing the gateway ends idle keep-alive ones too.
         self._connections: set[asyncio.Task[None]] = set()
+        self._open_per_network: dict[str, int] = {}
+        self._shares = Shares()
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD_BYTES)
@@ -326,6 +148,10 @@ class Gateway:
         await asyncio.gather(*self._connections, return_exceptions=True)
         await server.wait_closed()
 
+    def buffered(self, sandbox_id: str) -> int:
+        """Bytes of request bodies the gateway holds whole for the sandbox right now."""
+        return self._shares.held(sandbox_id)
+
     # --- one client connection ---------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -333,52 +159,41 @@ class Gateway:
         if task is not None:
             self._connections.add(task)
             task.add_done_callback(self._connections.discard)
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        network = self._outbound.source_policy(source)
+        key = network.sandbox_id if network is not None else ""
+        most = MAX_CONNECTIONS_PER_SOURCE if network is not None else MAX_CONNECTIONS_OTHERS
+        self._open_per_network[key] = self._open_per_network.get(key, 0) + 1
         try:
+            if self._open_per_network[key] > most:
+                await self._reply(
+                    writer, 503, "overloaded_error", "too many open connections to the gateway", close=True
+                )
+                return
             for _ in range(100_000):  # bounded keep-alive: a client reconnects after this many requests
                 try:
-                    request = await asyncio.wait_for(self._read_request(reader, writer), self._idle_timeout)
+                    head = await asyncio.wait_for(read_head(reader), self._idle_timeout)
+                    if head is None:
+                        return
+                    request = parse_request_head(head)
                 except TimeoutError:
                     return
-                except _BadRequest as e:
+                except BadRequest as e:
                     await self._reply(writer, e.status, "invalid_request_error", e.message, close=True)
                     return
-                if request is None:
-                    return
-                keep = await self._handle(request, writer)
+                keep = await self._handle(request, reader, writer, source)
                 if not keep or request.wants_close():
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return  # the client went away
         finally:
+            self._open_per_network[key] -= 1
+            if not self._open_per_network[key]:
+                del self._open_per_network[key]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> _Request | None:
-        lines = await _read_head(reader)
-        if lines is None:
-            return None
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[1].startswith("/") or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-            raise _BadRequest(400, "the request line is not METHOD /path HTTP/1.1")
-        headers = _parse_headers(lines[1:])
-        request = _Request(parts[0], parts[1], parts[2], headers)
-        chunked = _is_chunked(headers)
-        length = _content_length(headers)
-        if chunked and length is not None:
-            raise _BadRequest(400, "a request may not carry both Content-Length and Transfer-Encoding")
-        if length is not None and length > MAX_BODY_BYTES:
-            raise _BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
-        if (request.header("expect") or "").lower() == "100-continue" and (chunked or length):
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await writer.drain()
-        if chunked:
-            request.body = await _read_chunked_body(reader, MAX_BODY_BYTES)
-        elif length:
-            request.body = await reader.readexactly(length)
-        return request
 
     async def _reply(
         self, writer: asyncio.StreamWriter, status: int, kind: str, message: str, *, close: bool = False
@@ -392,21 +207,44 @@ class Gateway:
         writer.write(head.encode() + body)
         await writer.drain()
 
+    async def _refuse(
+        self,
+        request: Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        status: int,
+        kind: str,
+        message: str,
+    ) -> bool:
+        """Answer a request refused on its head. Its body is never read: the connection closes (after a
+        short, bounded drain that keeps nothing) when it has one, and stays open when it has none."""
+        await self._reply(writer, status, kind, message, close=request.has_body)
+        if not request.has_body:
+            return True
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.write_eof()
+        await discard(reader, DISCARD_BYTES, DISCARD_SECONDS)
+        return False
+
     # --- one request -------------------------------------------------------------------------------------
 
-    async def _handle(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def _handle(
+        self,
+        request: Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        source: str | None,
+    ) -> bool:
         """Answer one request; False when the client connection cannot carry another."""
-        if request.method == "GET" and request.target == "/healthz":
+        if request.method == "GET" and request.target == "/healthz" and not request.has_body:
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n")
             writer.write(b'{"ok":true}')
             await writer.drain()
             return True
-        token, bearer = self._presented_token(request)
+        token, bearer = presented_token(request)
         if token is None:
-            await self._reply(
-                writer, 401, "authentication_error", "no gateway token: send the sandbox's ANTHROPIC_API_KEY"
-            )
-            return True
+            message = "no gateway token: send the sandbox's ANTHROPIC_API_KEY"
+            return await self._refuse(request, reader, writer, 401, "authentication_error", message)
         sandbox_id, why = check_token(self.state_dir, token)
         if sandbox_id is None:
             message = (
@@ -415,34 +253,45 @@ class Gateway:
                 else "the gateway token is revoked or unknown: its sandbox is suspended, destroyed or "
                 "expired, or was resumed with a new token"
             )
-            await self._reply(writer, 401, "authentication_error", f"{message} ({why})")
-            return True
-        if request.target.startswith(GIT_PREFIX):
-            return await self._git(request, sandbox_id, writer)
-        if not is_model_call(request.method, request.target):
-            await self._reply(
-                writer,
-                403,
-                "permission_error",
-                f"the gateway forwards model calls only ({', '.join(f'{m} {p}' for m, p in MODEL_CALLS)}); "
-                f"not {request.method} {request.target.split('?', 1)[0]}",
+            return await self._refuse(
+                request, reader, writer, 401, "authentication_error", f"{message} ({why})"
             )
-            return True
+        if not self._outbound.token_fits_network(sandbox_id, source):
+            log.warning("gateway: a token of sandbox %s came from another network (%s)", sandbox_id, source)
+            message = (
+                "the gateway token is not valid from this network: a token works only in its own sandbox"
+            )
+            return await self._refuse(
+                request, reader, writer, 401, "authentication_error", f"{message} (network)"
+            )
+        if request.length > MAX_BODY_BYTES:
+            message = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+            return await self._refuse(request, reader, writer, 413, "request_too_large", message)
+        if request.target.startswith(GIT_PREFIX):
+            return await self._git(request, sandbox_id, reader, writer)
+        target = model_call(request.method, request.target)
+        if target is None:
+            message = (
+                f"the gateway forwards model calls only ({', '.join(f'{m} {p}' for m, p in MODEL_CALLS)}, "
+                f"paths in normal form); not {request.method} {request.target.split('?', 1)[0]}"
+            )
+            return await self._refuse(request, reader, writer, 403, "permission_error", message)
         try:
             upstream = self._current_upstream()
         except (OSError, ValueError, KeyError) as e:
             log.error("gateway: upstream.json is unusable: %s", type(e).__name__)
-            await self._reply(writer, 503, "api_error", "the gateway has no usable upstream configuration")
-            return True
+            message = "the gateway has no usable upstream configuration"
+            return await self._refuse(request, reader, writer, 503, "api_error", message)
         auth = ("authorization", f"Bearer {upstream.api_key}") if bearer else ("x-api-key", upstream.api_key)
         return await self._call(
-            sandbox_id, request, upstream, request.target, [auth], CREDENTIAL_HEADERS, writer
+            sandbox_id, request, reader, upstream, target, [auth], CREDENTIAL_HEADERS, writer
         )
 
     async def _call(
         self,
         sandbox_id: str,
-        request: _Request,
+        request: Request,
+        reader: asyncio.StreamReader,
         upstream: Upstream,
         target: str,
         auth: list[tuple[str, str]],
@@ -451,34 +300,36 @@ class Gateway:
     ) -> bool:
         """Forward one authenticated call and book it: activity before and after, counters, a log line."""
         self._touch(sandbox_id)
+        if (request.header("expect") or "").lower() == "100-continue" and request.has_body:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
         status, sent, keep = 0, 0, True
+        uploaded = Progress(self._idle_timeout)
+        body = Body()
         try:
-            status, sent, keep = await self._forward(request, upstream, target, auth, drop, writer)
+            body = await take_body(request, reader, self._shares, sandbox_id, uploaded, self._idle_timeout)
+            status, sent, keep = await self._forward(
+                request, reader, body, upstream, target, auth, drop, writer, uploaded
+            )
+        except BadRequest as e:
+            await self._reply(writer, e.status, "invalid_request_error", e.message, close=True)
+            status, keep = e.status, False
+        except (TimeoutError, asyncio.IncompleteReadError, ClientBroke):
+            keep = False  # the client stopped sending its body: nobody to answer
         finally:
+            body.settle()
             self._touch(sandbox_id)
-            self._count(sandbox_id, len(request.body), sent, status)
+            self._count(sandbox_id, uploaded.sent, sent, status)
             log.info(
                 "gateway: sandbox %s %s %s -> %s (%d bytes in, %d out)",
                 sandbox_id,
                 request.method,
                 request.target.split("?", 1)[0],
                 status or "no answer",
-                len(request.body),
+                uploaded.sent,
                 sent,
             )
         return keep
-
-    @staticmethod
-    def _presented_token(request: _Request) -> tuple[str | None, bool]:
-        """The token and whether it came as a bearer token (then the key goes back the same way)."""
-        key = request.header("x-api-key")
-        if key:
-            return key.strip(), False
-        auth = request.header("authorization") or ""
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip(), True
-        return None, False
 
     def _current_upstream(self) -> Upstream:
         """``upstream.json``, read again only when it changed (the backend may rotate the key)."""
@@ -492,34 +343,36 @@ class Gateway:
             self._upstream_stamp = stamp
         return self._upstream
 
-    async def _git(self, request: _Request, sandbox_id: str, writer: asyncio.StreamWriter) -> bool:
+    async def _git(
+        self, request: Request, sandbox_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """``/git/<host>/<repo>/(info/refs|git-upload-pack|git-receive-pack)``: git's smart HTTP to the
-        host, with the credential granted to this sandbox for it (``git/<sandbox id>.json``, written by
-        the backend). Without a grant the request goes as git sent it, its own credentials included."""
-        route = parse_git_route(request.method, request.target)
+        host, where the sandbox's policy lets the egress point connect (``outbound``), with the credential
+        granted to this sandbox for it (``git/<sandbox id>.json``, written by the backend). Without a
+        grant the request goes as git sent it, its own credentials included."""
+        route = git_route(request.method, request.target)
         if route is None:
-            await self._reply(
-                writer,
-                403,
-                "permission_error",
+            message = (
                 f"the gateway relays git's smart HTTP only ({GIT_PREFIX}<host>/<repo>/info/refs, "
-                f"git-upload-pack, git-receive-pack); not {request.method} {request.target.split('?', 1)[0]}",
+                f"git-upload-pack, git-receive-pack); not {request.method} {request.target.split('?', 1)[0]}"
             )
-            return True
-        host, rest = route
-        grant = self._git_grant(sandbox_id, host)
-        try:
-            upstream = parse_upstream(grant.get("url") or f"https://{host}", "")
-        except ValueError:
-            await self._reply(writer, 503, "api_error", f"the git credential for {host} names no usable URL")
-            return True
+            return await self._refuse(request, reader, writer, 403, "permission_error", message)
+        name = route.host if route.port == 443 else f"{route.host}:{route.port}"
+        grant = self._git_grant(sandbox_id, name)
+        # Decided before any connection, on the policy alone: an open and a closed port answer alike.
+        where = await asyncio.to_thread(self._outbound.git_target, sandbox_id, route.host, route.port, grant)
+        if isinstance(where, Refusal):
+            log.info("gateway: sandbox %s git to %s refused: %s", sandbox_id, name, where.reason)
+            kind = "permission_error" if where.status == 403 else "api_error"
+            return await self._refuse(request, reader, writer, where.status, kind, where.reason)
+        upstream = Upstream(where.scheme, where.host, where.port, where.base_path, "", where.address)
         if "token" in grant:
             pair = f"{grant.get('username') or 'x-access-token'}:{grant['token']}".encode()
             auth = [("authorization", "Basic " + base64.b64encode(pair).decode())]
             drop = CREDENTIAL_HEADERS
         else:
             auth, drop = [], frozenset({"x-api-key"})
-        return await self._call(sandbox_id, request, upstream, rest, auth, drop, writer)
+        return await self._call(sandbox_id, request, reader, upstream, route.target, auth, drop, writer)
 
     def _git_grant(self, sandbox_id: str, host: str) -> dict[str, str]:
         try:
@@ -531,117 +384,169 @@ class Gateway:
 
     async def _forward(
         self,
-        request: _Request,
+        request: Request,
+        reader: asyncio.StreamReader,
+        body: Body,
         upstream: Upstream,
         target: str,
         auth: list[tuple[str, str]],
         drop: frozenset[str],
         client: asyncio.StreamWriter,
+        uploaded: Progress,
     ) -> tuple[int, int, bool]:
         """Send to the upstream and relay its answer; (status, body bytes relayed, client reusable)."""
-        headers = _filtered(request.headers, drop | {"host", "content-length"})
+        headers = filtered(request.headers, drop | {"host", "content-length"})
         lines = [f"{request.method} {upstream.base_path}{target} HTTP/1.1", f"host: {upstream.host_header}"]
         lines += [f"{k}: {v}" for k, v in headers]
         lines += [f"{name}: {value}" for name, value in auth]
-        if request.body or request.method in ("POST", "PUT", "PATCH"):
-            lines.append(f"content-length: {len(request.body)}")
-        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + request.body
-        key = (upstream.scheme, upstream.host, upstream.port)
+        if not body.complete and body.length is None:
+            lines.append("transfer-encoding: chunked")
+        elif body.length is not None:
+            lines.append(f"content-length: {body.length}")
+        elif body.data or request.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"content-length: {len(body.data)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
             async with asyncio.timeout(self._connect_timeout + self._read_timeout):
-                reader, writer, head = await self._exchange(key, payload)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, _BadRequest) as e:
+                if body.complete:
+                    up_reader, up_writer, answer = await self._exchange(upstream, head + body.data)
+                else:
+                    up_reader, up_writer, answer = await self._stream_up(
+                        upstream, head, body, reader, uploaded
+                    )
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, BadRequest) as e:
+            if isinstance(e, BadRequest) and e.status != 502:
+                raise  # the client's chunked framing was malformed: a 400 for it
             reason = "timed out" if isinstance(e, TimeoutError) else type(e).__name__
             await self._reply(
                 client,
                 502,
                 "api_error",
-                f"the gateway could not reach the model API at {upstream.host} ({reason})",
+                f"the gateway could not reach the upstream at {upstream.host} ({reason})",
+                close=not body.complete,
             )
-            return 502, 0, True
-        progress = _Progress(self._read_timeout)
+            return 502, 0, body.complete
+        body.settle()
+        progress = Progress(self._read_timeout)
         try:
             async with asyncio.timeout(self._read_timeout) as progress.deadline:
-                return await self._relay(request, key, reader, writer, head, client, progress)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, _BadRequest) as e:
+                return await self._relay(
+                    request, upstream.key, up_reader, up_writer, answer, client, progress
+                )
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, BadRequest) as e:
             # The answer is cut short (either side went away, or the upstream broke its framing): the
             # client sees a truncated message and its connection ends, the upstream one is not reused.
-            writer.close()
+            up_writer.close()
             log.warning("gateway: relaying the answer from %s broke off: %s", upstream.host, type(e).__name__)
-            return self._status_of(head), progress.sent, False
+            return self._status_of(answer), progress.sent, False
         except BaseException:
-            writer.close()
+            up_writer.close()
             raise
 
     @staticmethod
-    def _status_of(head: list[str]) -> int:
-        code = head[0].split(" ")[1] if len(head[0].split(" ")) > 1 else ""
-        return int(code) if code.isdigit() else 502
+    def _status_of(head: list[bytes]) -> int:
+        parts = head[0].split(b" ")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 502
 
-    async def _exchange(
-        self, key: tuple[str, str, int], payload: bytes
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, list[str]]:
-        """Send the request and read the final response head, on a pooled connection if one is idle.
-
-        A pooled connection the upstream closed meanwhile fails before any answer; the request (held
-        whole) is then sent once more on a fresh connection."""
-        pooled = self._pool.take(key)
-        if pooled is not None:
-            reader, writer = pooled
-            try:
-                return reader, writer, await self._send(reader, writer, payload)
-            except (OSError, asyncio.IncompleteReadError):
-                writer.close()
-        scheme, host, port = key
-        reader, writer = await asyncio.wait_for(
+    async def _open(self, upstream: Upstream) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A fresh connection to the address the upstream names (the one checked, for git)."""
+        tls = upstream.scheme == "https"
+        return await asyncio.wait_for(
             asyncio.open_connection(
-                host,
-                port,
-                ssl=self._ssl if scheme == "https" else None,
-                server_hostname=host if scheme == "https" else None,
+                upstream.address or upstream.host,
+                upstream.port,
+                ssl=self._ssl if tls else None,
+                server_hostname=upstream.host if tls else None,
                 limit=MAX_HEAD_BYTES,
             ),
             self._connect_timeout,
         )
+
+    async def _exchange(
+        self, upstream: Upstream, payload: bytes
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]]:
+        """Send a whole request and read the final response head, on a pooled connection if one is idle.
+
+        A pooled connection the upstream closed meanwhile fails before any answer; the request (held
+        whole) is then sent once more on a fresh connection."""
+        pooled = self._pool.take(upstream.key)
+        if pooled is not None:
+            reader, writer = pooled
+            try:
+                writer.write(payload)
+                await writer.drain()
+                return reader, writer, await self._answer_head(reader)
+            except (OSError, asyncio.IncompleteReadError):
+                writer.close()
+        reader, writer = await self._open(upstream)
         try:
-            return reader, writer, await self._send(reader, writer, payload)
+            writer.write(payload)
+            await writer.drain()
+            return reader, writer, await self._answer_head(reader)
+        except BaseException:
+            writer.close()
+            raise
+
+    async def _stream_up(
+        self,
+        upstream: Upstream,
+        head: bytes,
+        body: Body,
+        client: asyncio.StreamReader,
+        uploaded: Progress,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]]:
+        """Send a request whose body streams from the client, on a fresh connection (a stale pooled one
+        could not be retried: the body is not kept)."""
+        reader, writer = await self._open(upstream)
+        try:
+            writer.write(head)
+            try:
+                await upload(client, writer, body, uploaded, self._idle_timeout)
+            except (asyncio.IncompleteReadError, TimeoutError) as e:
+                raise ClientBroke() from e
+            await writer.drain()
+            return reader, writer, await self._answer_head(reader)
         except BaseException:
             writer.close()
             raise
 
     @staticmethod
-    async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> list[str]:
-        writer.write(payload)
-        await writer.drain()
+    async def _answer_head(reader: asyncio.StreamReader) -> list[bytes]:
+        """The lines of the upstream's final answer head (interim 1xx answers skipped)."""
         for _ in range(MAX_INTERIM_RESPONSES):
-            head = await _read_head(reader)
+            head = await read_head(reader)
             if head is None:
                 raise asyncio.IncompleteReadError(b"", None)
-            if not head[0].split(" ")[1:2] or not head[0].split(" ")[1].startswith("1"):
-                return head
-        raise _BadRequest(502, "the upstream sent too many interim responses")
+            try:
+                lines = split_lines(head)
+            except BadRequest:
+                raise BadRequest(502, "the upstream's answer head is malformed") from None
+            status = lines[0].split(b" ")[1:2]
+            if not status or not status[0].startswith(b"1"):
+                return lines
+        raise BadRequest(502, "the upstream sent too many interim responses")
 
     async def _relay(
         self,
-        request: _Request,
-        key: tuple[str, str, int],
+        request: Request,
+        key: PoolKey,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        head: list[str],
+        head: list[bytes],
         client: asyncio.StreamWriter,
-        progress: _Progress,
+        progress: Progress,
     ) -> tuple[int, int, bool]:
-        version, _, rest = head[0].partition(" ")
+        version, _, rest = head[0].decode("latin-1").partition(" ")
         code_text, _, reason = rest.partition(" ")
-        if not code_text.isdigit():
-            raise _BadRequest(502, "the upstream's status line is malformed")
+        if not code_text.isdigit() or len(code_text) != 3:
+            raise BadRequest(502, "the upstream's status line is malformed")
         status = int(code_text)
-        upstream_headers = _parse_headers(head[1:])
-        upstream_keeps = version == "HTTP/1.1" and "close" not in _connection_tokens(upstream_headers)
+        upstream_headers = parse_headers(head[1:])
+        upstream_keeps = version == "HTTP/1.1" and "close" not in connection_tokens(upstream_headers)
         no_body = request.method == "HEAD" or status in (204, 304)
-        chunked = _is_chunked(upstream_headers)
-        length = None if chunked else _content_length(upstream_headers)
-        out = _filtered(upstream_headers, frozenset())
+        chunked = is_chunked(upstream_headers)
+        length = None if chunked else content_length(upstream_headers)
+        out = filtered(upstream_headers, frozenset())
         if chunked or (length is None and not no_body):
             # Relayed chunk by chunk: a close-delimited answer is re-framed so the client can keep going.
             out = [(k, v) for k, v in out if k.lower() != "content-length"] + [
@@ -654,11 +559,11 @@ class Gateway:
         if no_body:
             pass
         elif chunked:
-            await _relay_chunked(reader, client, progress)
+            await copy_chunked(reader, client, progress)
         elif length is not None:
-            await _relay_exact(reader, client, length, progress)
+            await copy_exact(reader, client, length, progress)
         else:
-            await _relay_until_close(reader, client, progress)
+            await copy_until_close(reader, client, progress)
             reusable = False
         if reusable:
             self._pool.give(key, reader, writer)
@@ -666,120 +571,11 @@ class Gateway:
             writer.close()
         return status, progress.sent, True
 
-    # --- bookkeeping -------------------------------------------------------------------------------------
-
     def _touch(self, sandbox_id: str) -> None:
-        path = self.state_dir / "activity" / sandbox_id
-        try:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            path.touch()
-            os.utime(path)
-        except OSError as e:
-            log.warning("gateway: cannot record activity of %s: %s", sandbox_id, type(e).__name__)
+        touch_activity(self.state_dir, sandbox_id)
 
     def _count(self, sandbox_id: str, bytes_in: int, bytes_out: int, status: int) -> None:
-        """Add one request to the sandbox's counters.
-
-        Writers serialize on a lock file (gateways may share the directory); the JSON is replaced
-        atomically, so a reader without the lock sees the old counts or the new, never half a file."""
-        folder = self.state_dir / "counters"
-        path = folder / f"{sandbox_id}.json"
-        try:
-            folder.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(folder / f".{sandbox_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "r+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    counters = json.loads(path.read_text())
-                except FileNotFoundError:
-                    counters = {}
-                counters["requests"] = int(counters.get("requests", 0)) + 1
-                counters["bytes_in"] = int(counters.get("bytes_in", 0)) + bytes_in
-                counters["bytes_out"] = int(counters.get("bytes_out", 0)) + bytes_out
-                by_status = counters.setdefault("status", {})
-                label = str(status or "none")
-                by_status[label] = int(by_status.get(label, 0)) + 1
-                tmp = folder / f".{sandbox_id}.json.tmp"
-                tmp.write_text(json.dumps(counters, sort_keys=True))
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, path)
-        except (OSError, ValueError) as e:
-            log.warning("gateway: cannot count a request of %s: %s", sandbox_id, type(e).__name__)
-
-
-def _connection_tokens(headers: list[tuple[str, str]]) -> set[str]:
-    return {t.strip().lower() for k, v in headers if k.lower() == "connection" for t in v.split(",")}
-
-
-class _Progress:
-    """What a relay forwarded so far (a broken-off answer is still counted for what it carried), and the
-    silence deadline it pushes back with every piece."""
-
-    def __init__(self, timeout: float) -> None:
-        self.sent = 0
-        self.timeout = timeout
-        self.deadline: asyncio.Timeout | None = None
-
-    def moved(self, size: int) -> None:
-        self.sent += size
-        if self.deadline is not None:
-            self.deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
-
-
-async def _relay_exact(
-    reader: asyncio.StreamReader, client: asyncio.StreamWriter, length: int, progress: _Progress
-) -> None:
-    remaining = length
-    while remaining:
-        data = await reader.read(min(remaining, _READ))
-        if not data:
-            raise asyncio.IncompleteReadError(b"", remaining)
-        client.write(data)
-        await client.drain()
-        remaining -= len(data)
-        progress.moved(len(data))
-
-
-async def _relay_until_close(
-    reader: asyncio.StreamReader, client: asyncio.StreamWriter, progress: _Progress
-) -> None:
-    while data := await reader.read(_READ):
-        client.write(b"%x\r\n%s\r\n" % (len(data), data))
-        await client.drain()
-        progress.moved(len(data))
-    client.write(b"0\r\n\r\n")
-    await client.drain()
-
-
-async def _relay_chunked(
-    reader: asyncio.StreamReader, client: asyncio.StreamWriter, progress: _Progress
-) -> None:
-    """Copy a chunked body byte for byte (its framing included), each piece as it arrives."""
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise _BadRequest(502, "the upstream sent a malformed chunk") from None
-        client.write(line)
-        if size == 0:
-            while True:  # trailers, then the empty line
-                trailer = await reader.readuntil(b"\r\n")
-                client.write(trailer)
-                if trailer == b"\r\n":
-                    await client.drain()
-                    return
-        remaining = size
-        while remaining:
-            data = await reader.read(min(remaining, _READ))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", remaining)
-            client.write(data)
-            await client.drain()
-            remaining -= len(data)
-            progress.moved(len(data))
-        client.write(await reader.readexactly(2))
-        await client.drain()
+        count_call(self.state_dir, sandbox_id, bytes_in, bytes_out, status)
 
 
 _REASONS = {

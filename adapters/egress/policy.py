@@ -91,7 +91,7 @@ def is_raw_ip(host: str) -> bool:
     try:
         socket.inet_aton(host)
         return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the text
         return False
 
 
@@ -170,6 +170,9 @@ class Policy:
                 f"{host} is a raw IP address; sandboxes reach hosts by name only, and only the "
                 f"names listed in {self.variable}",
             )
+        if not _HOST.fullmatch(host):
+            # A rule matches by suffix: "a b.x.test" or one with a NUL must not reach the resolver as a name.
+            return Decision(None, 403, f"{host!r} is not a host name; sandboxes reach hosts by name only")
         if not any(rule.matches(host, port) for rule in self.rules):
             return Decision(
                 None,

@@ -40,8 +40,13 @@ def sse(name: str, data: dict[str, Any]) -> bytes:
 class Seen:
     method: str
     path: str
+    # Lower-cased names; a name sent twice is kept in ``raw`` and makes ``fake_upstream`` fail the test.
     headers: dict[str, str]
     body: bytes
+    raw: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.raw if k == name]
 
 
 @dataclass
@@ -58,6 +63,11 @@ class FakeUpstream:
     # Close the connection after each answer without saying so, as a server dropping idle keep-alive
     # connections does: the gateway's pooled connection is then stale.
     drop_after_answer: bool = False
+    # Header names some request carried more than once (the credential twice, say): a dict of the
+    # headers would hide that, so every test using this upstream fails on it at the end.
+    duplicated: list[str] = field(default_factory=list)
+    # When set, every POST's answer waits (bounded) until it is set: bodies have arrived, heads have not.
+    answer_gate: threading.Event | None = None
 
     @property
     def url(self) -> str:
@@ -93,6 +103,8 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             else:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
             self._record(body)
+            if up.answer_gate is not None:
+                up.answer_gate.wait(WAIT_S)
             if up.drop_after_answer:
                 self.close_connection = True
             status = self._status()
@@ -143,16 +155,17 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             return up.status
 
         def _record(self, body: bytes) -> None:
-            up.seen.append(
-                Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
+            raw = [(k.lower(), v) for k, v in self.headers.items()]
+            names = [k for k, _v in raw]
+            up.duplicated += sorted({k for k in names if names.count(k) > 1})
+            up.seen.append(Seen(self.command, self.path, dict(raw), body, raw))
 
     return Handler
 
 
 @contextmanager
-def fake_upstream() -> Iterator[FakeUpstream]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+def fake_upstream(host: str = "127.0.0.1") -> Iterator[FakeUpstream]:
+    server = ThreadingHTTPServer((host, 0), BaseHTTPRequestHandler)
     up = FakeUpstream(server)
     server.RequestHandlerClass = _handler(up)
     server.daemon_threads = True
@@ -165,6 +178,7 @@ def fake_upstream() -> Iterator[FakeUpstream]:
         server.shutdown()
         server.server_close()
         thread.join(WAIT_S)
+    assert not up.duplicated, f"the upstream received these headers more than once: {up.duplicated}"
 
 
 def eventually(check: Callable[[], bool]) -> bool:

@@ -356,7 +356,10 @@ def test_a_client_leaving_mid_stream_is_counted_and_the_gateway_goes_on(
     token = state.issue("sbx1")
     parts = urlsplit(gw.url)
     with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=WAIT_S) as sock:
-        head = f"POST /v1/messages HTTP/1.1\r\nx-api-key: {token}\r\ncontent-length: {len(MESSAGE)}\r\n\r\n"
+        head = (
+            f"POST /v1/messages HTTP/1.1\r\nhost: gw\r\nx-api-key: {token}\r\n"
+            f"content-length: {len(MESSAGE)}\r\n\r\n"
+        )
         sock.sendall(head.encode() + MESSAGE)
         got = b""
         for _ in range(100):

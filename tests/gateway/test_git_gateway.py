@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.egress.gateway import parse_git_route
+from sandbox_lifecycle.adapters.egress.routes import parse_git_route
 from sandbox_lifecycle.adapters.gateway_state import GatewayState, git_env
 from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
 from tests.e2b.conftest import fake_env
@@ -178,3 +178,46 @@ def test_an_e2b_sandbox_clones_through_the_gateway_holding_no_git_credential(
         assert state.git_hosts("sbx1") == []
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize(
+    "host", ["GitHub.com", "github.com:443", "github.com/x", "a b", "../x", "github.com."]
+)
+def test_a_grant_names_a_host_as_the_gateway_routes_it(state: GatewayState, host: str) -> None:
+    with pytest.raises(ValueError):
+        state.grant_git("sbx1", host, GIT_TOKEN)
+    state.grant_git("sbx1", "git.example.test:8443", GIT_TOKEN)
+    assert state.git_hosts("sbx1") == ["git.example.test:8443"]
+
+
+def test_a_docker_sandboxs_git_goes_where_its_policy_says_and_to_the_checked_address(
+    tmp_path: Path, state: GatewayState, gw: RunningGateway, git_server: GitHTTPServer
+) -> None:
+    """The loopback stands in for the sandbox's network; its policy lists the git host by name and pins it
+    (as SANDBOX_EGRESS_RESOLVE does), so the gateway connects to the pinned address, never by the name."""
+    from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
+
+    named = f"git.pinned.test:{git_server.port}"
+    write_policy(
+        str(state.state_dir),
+        policy_document(
+            "sbx1",
+            "ai-writeback",
+            "127.0.0.0/8",
+            [named],
+            [f"{named}:127.0.0.1"],
+            "SANDBOX_EGRESS_ALLOW_AI_WRITEBACK",
+        ),
+    )
+    token = state.issue("sbx1")
+    state.grant_git("sbx1", HOST, GIT_TOKEN, url=f"http://{named}")
+    env = sandbox_git_env(tmp_path, git_env(gw.url, token, [HOST]))
+    listed = subprocess.run(["git", "ls-remote", f"https://{HOST}/project.git"], env=env, **RUN)
+    assert listed.returncode == 0, listed.stderr
+    assert "refs/heads/main" in listed.stdout
+    # The same credential at a raw address is refused by the policy, before any connection.
+    reached = len(git_server.requests)
+    state.grant_git("sbx1", HOST, GIT_TOKEN, url=git_server.url)
+    refused = subprocess.run(["git", "ls-remote", f"https://{HOST}/project.git"], env=env, **RUN)
+    assert refused.returncode != 0 and "403" in refused.stderr
+    assert len(git_server.requests) == reached
