@@ -55,7 +55,16 @@ def db_url(request: pytest.FixtureRequest) -> str:
 def sql(db_url: str) -> Iterator[sa.Engine]:
     engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
     yield engine
+    if engine.dialect.name == "postgresql":
+        # The schema is shared by the session: put back the CHECK an attack dropped (_insert_event).
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM events WHERE position <= 0"))
+            conn.execute(sa.text(f"ALTER TABLE events DROP CONSTRAINT IF EXISTS {_CHECK}"))
+            conn.execute(sa.text(f"ALTER TABLE events ADD CONSTRAINT {_CHECK} CHECK (position > 0)"))
     engine.dispose()
+
+
+_CHECK = "ck_events_position_positive"
 
 
 @pytest.fixture
@@ -83,28 +92,40 @@ def _scalar(sql: sa.Engine, statement: str, **params: Any) -> Any:
 
 
 def _insert_event(sql: sa.Engine, position: int, sid: str, version: int, e: NewEvent, h: str) -> None:
-    """A row written behind the store's back, with the stream hash the chain wants."""
+    """A row written behind the store's back, with the stream hash the chain wants.
+
+    The schema refuses positions below 1 (``CHECK (position > 0)``, revision 0004); an attacker with
+    write access to the database turns that off first (SQLite: for their connection; Postgres: drops the
+    constraint), so the verifier must still find such rows."""
     if sql.dialect.name == "sqlite":
         at: Any = e.occurred_at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
         json_cast = ":data, :meta"
+        disable = "PRAGMA ignore_check_constraints = ON"
     else:
         at = e.occurred_at
         json_cast = "CAST(:data AS jsonb), CAST(:meta AS jsonb)"
-    _exec(
-        sql,
-        "INSERT INTO events (position, stream_id, version, type, schema_version, data, meta, occurred_at, "
-        f"hash, log_hash) VALUES (:position, :sid, :version, :type, :sv, {json_cast}, :at, :hash, :lh)",
-        position=position,
-        sid=sid,
-        version=version,
-        type=e.type,
-        sv=e.schema_version,
-        data=orjson.dumps(e.data).decode(),
-        meta=orjson.dumps(e.metadata).decode(),
-        at=at,
-        hash=h,
-        lh="0" * 64,
-    )
+        disable = f"ALTER TABLE events DROP CONSTRAINT IF EXISTS {_CHECK}"
+    with sql.begin() as conn:
+        conn.execute(sa.text(disable))
+        conn.execute(
+            sa.text(
+                "INSERT INTO events (position, stream_id, version, type, schema_version, data, meta, "
+                "occurred_at, hash, log_hash) "
+                f"VALUES (:position, :sid, :version, :type, :sv, {json_cast}, :at, :hash, :lh)"
+            ),
+            {
+                "position": position,
+                "sid": sid,
+                "version": version,
+                "type": e.type,
+                "sv": e.schema_version,
+                "data": orjson.dumps(e.data).decode(),
+                "meta": orjson.dumps(e.metadata).decode(),
+                "at": at,
+                "hash": h,
+                "lh": "0" * 64,
+            },
+        )
 
 
 def _forge_suspension(sql: sa.Engine, sid: str, positions: tuple[int, int]) -> None:
@@ -245,7 +266,9 @@ def test_forged_events_at_position_zero_pass_the_cli_with_a_signed_head(
     kept.write_text(out)
 
     _forge_suspension(sql, a, (-1, 0))
-    assert _cli(capsys, "replay", "--rebuild")[0] == 0
+    # The attacker's rebuild, so the read model agrees. It rebuilds whatever it reports: since the
+    # log's pass reads every position, `replay --rebuild` itself names the forgery (exit 1).
+    _cli(capsys, "replay", "--rebuild")
     code, out, _ = _cli(capsys, "audit", "verify", "--head", str(kept), "--json")
     verdict = json.loads(out)
     code_replay = _cli(capsys, "replay", "--verify")[0]
