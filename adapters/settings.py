@@ -73,7 +73,14 @@ DEFAULT_EGRESS_ALLOW: dict[str, tuple[str, ...]] = {
 # Envs of this process handed to every E2B sandbox (the agent needs its API key); values are secrets.
 SANDBOX_ENV_PASSTHROUGH = ("ANTHROPIC_API_KEY",)
 # Variables whose values must never be shown, whatever they hold.
-SECRET_ENV = ("E2B_API_KEY", "ANTHROPIC_API_KEY", "S3_SECRET_KEY", "SANDBOX_WEBHOOK_SECRET")
+# SANDBOX_AUDIT_SIGNING_KEY names a key file, but a deployment may put the PEM key itself there.
+SECRET_ENV = (
+    "E2B_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "S3_SECRET_KEY",
+    "SANDBOX_WEBHOOK_SECRET",
+    "SANDBOX_AUDIT_SIGNING_KEY",
+)
 
 # The model API the gateway forwards to when the backend's ANTHROPIC_BASE_URL is unset.
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -702,6 +709,9 @@ def scrub(text: str, secrets: tuple[str, ...] | list[str]) -> str:
 def environ_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
     """The secrets of an environment that may not parse as Settings (for the CLI's last-resort errors)."""
     values = [environ.get(name, "") for name in SECRET_ENV]
+    # A multi-line secret (a PEM key) reaches a message joined onto one line or quoted with its "\n"
+    # escaped, where the whole value no longer matches: each line is scrubbed on its own too.
+    values += [line.strip() for v in values if "\n" in v for line in v.splitlines()]
     values.append(url_password(environ.get("SANDBOX_DATABASE_URL", "")))
     return tuple(v for v in values if v)
 

@@ -13,6 +13,12 @@ chain over the global position does (events/chain.py ``log_link``): it is recomp
 and the first position that does not chain to the event before it is named. The head row (the position
 and log hash of the last event, written by every append) shows events cut from the end of the log; a
 head signed and kept outside the database (``anchor``) shows them even when the head row was rewritten.
+
+The two passes must cover the same rows: the log's pass reads every row whatever its position (one at
+0 or below, which the schema refuses but an attacker can write after dropping the CHECK, is named), and
+the count of the rows the streams' pass read up to the log's last position must equal the log's. A row
+that cannot be read as an event (crafted types, text that is not UTF-8, JSON the parser refuses) is
+named with its stream and version, and every other row is still checked.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.events.chain import event_hash, log_link
-from sandbox_lifecycle.events.records import ChainedEvent, CorruptStream
+from sandbox_lifecycle.events.records import ChainedEvent
 
 PAGE = 1000
 
@@ -69,6 +75,9 @@ class AuditReport:
     # With an anchor: None when the log holds everything up to it unchanged, else why not.
     anchor_problem: str | None = None
 
+    # How many rows, and the sum of their positions, the log's pass read: the streams' pass must match.
+    log_rows: tuple[int, int] = (0, 0)
+
     @property
     def ok(self) -> bool:
         return not self.broken and self.log is None and self.anchor_problem is None
@@ -84,8 +93,16 @@ class _Stream:
         self.broken = False
 
 
+def _shown(value: object) -> str:
+    """A stream id as it can be printed and put in JSON, whatever a crafted row holds."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    text = value if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _check(stream: _Stream, item: ChainedEvent) -> BrokenChain | None:
-    event, stored = item
+    event, stored, _ = item
     expected = stream.next_version
     stream.next_version = event.version + 1
     if event.version != expected:
@@ -119,39 +136,43 @@ def verify_chains(
     """
     report = AuditReport()
     verify_log(store, report, page, anchor)
+    last_position = report.head[0]
     last_versions: dict[str, int] = {}
     stream: _Stream | None = None
-    after: tuple[str, int] = ("", 0)
-    size = page
-    while True:
-        try:
-            items = store.read_chain(after, size)
-        except CorruptStream as exc:
-            if size > 1:
-                size = 1  # read up to the unreadable row one at a time, so no other row is skipped
-                continue
-            if stream is None or stream.id != exc.stream_id:
-                stream = _Stream(exc.stream_id)
-                report.streams += 1
-            if not stream.broken:
-                report.broken.append(BrokenChain(exc.stream_id, exc.version, f"unreadable: {exc.detail}"))
-                stream.broken = True
-            last_versions[exc.stream_id] = exc.version
-            after, size = (exc.stream_id, exc.version), page
-            continue
-        if not items:
-            break
+    after: tuple[object, object] = ("", 0)
+    # The rows up to the log pass's last position: an append committed since is in this pass only.
+    covered, position_sum = 0, 0
+    while items := store.read_chain(after, page):
         for item in items:
             event = item.event
             if stream is None or stream.id != event.stream_id:
                 stream = _Stream(event.stream_id)
                 report.streams += 1
-            report.events += 1
+            if event.position <= last_position:
+                covered += 1
+                position_sum += event.position
+            if item.problem is not None:
+                if type(event.version) is int:
+                    last_versions[event.stream_id] = event.version
+                if not stream.broken:
+                    version = event.version if type(event.version) is int else stream.next_version
+                    report.broken.append(
+                        BrokenChain(_shown(event.stream_id), version, f"unreadable: {item.problem}")
+                    )
+                    stream.broken = True
+                continue
+            report.events += 1  # the events checked: an unreadable row is named, not counted
             last_versions[event.stream_id] = event.version
             if not stream.broken and (problem := _check(stream, item)) is not None:
                 report.broken.append(problem)
                 stream.broken = True
         after = (items[-1].event.stream_id, items[-1].event.version)
+    if (covered, position_sum) != report.log_rows and report.log is None:
+        report.log = LogBreak(
+            last_position,
+            f"the streams hold {covered} event(s) up to position {last_position}, the log's chain "
+            f"{report.log_rows[0]}: rows outside the log's chain (written behind the store's back)",
+        )
     if ends:
         _check_ends(store, last_versions, report)
     report.broken.sort(key=lambda b: b.stream_id)
@@ -180,18 +201,28 @@ def verify_log(
     """The log's chain in position order, its head row and, with one, a head kept elsewhere."""
     previous: str | None = None
     last = 0
+    rows, position_sum = 0, 0
     anchored = anchor is None or anchor.position == 0
     if anchor is not None and anchor.position == 0 and anchor.log_hash:
         report.anchor_problem = "an anchor at position 0 must have an empty hash"
-    while links := store.read_links(last, page):
-        for position, stream_hash, log_hash in links:
-            expected = log_link(previous, position, stream_hash or "")
-            if report.log is None and log_hash != expected:
+    after: int | None = None  # the first page starts at the first row, whatever its position
+    while links := store.read_links(after, page):
+        for position, stream_hash, log_hash, key in links:
+            rows += 1
+            position_sum += position
+            if report.log is None and position <= 0:
+                report.log = LogBreak(
+                    position,
+                    "an event at a position below 1, where the store never writes and the feed never "
+                    "shows one: written behind the store's back (after dropping the position CHECK)",
+                )
+            if report.log is None and log_hash != _expected_link(previous, position, stream_hash, key):
                 detail = (
                     "the event has no log hash (written behind the store's back)"
                     if log_hash is None
                     else f"the event does not chain to the one before it (position {last}): an event "
-                    "before it was deleted, inserted or edited, or this one was edited or moved"
+                    "before it was deleted, inserted or edited, or this one (or its idempotency key) "
+                    "was edited or moved"
                 )
                 report.log = LogBreak(position, detail)
             if anchor is not None and not anchored and position >= anchor.position:
@@ -208,13 +239,25 @@ def verify_log(
                         else "does not hash to the anchor's hash"
                     )
             previous, last = log_hash, position
+        after = last
     report.head = (last, previous or "")
+    report.log_rows = (rows, position_sum)
     if not anchored and anchor is not None:
         report.anchor_problem = (
             f"the log ends at position {last}, before the anchor's position {anchor.position}: "
             "events were cut from its end"
         )
     _check_head_row(store, report)
+
+
+def _expected_link(
+    previous: str | None, position: int, stream_hash: str | None, key: str | None
+) -> str | None:
+    """The log hash the event should have; None when a crafted row's text cannot even be hashed."""
+    try:
+        return log_link(previous, position, stream_hash or "", key)
+    except UnicodeEncodeError:  # text that was not UTF-8 (SQLite keeps what it is given)
+        return None
 
 
 def _check_head_row(store: EventStore, report: AuditReport) -> None:

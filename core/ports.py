@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from sandbox_lifecycle.events.records import (
     AppendResult,
@@ -78,14 +78,16 @@ class EventStore(Protocol):
         """
         ...
 
-    def read_chain(self, after: tuple[str, int] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
+    def read_chain(self, after: tuple[Any, Any] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
         """Like ``read_streams`` (same order and paging) with each event's stored chain hash, and no
-        error on a missing version: what the audit verifier reads (core/audit.py)."""
+        error on a missing version nor on a row that cannot be read (its ``problem`` says why): what
+        the audit verifier reads (core/audit.py). ``after`` is the last item's (stream id, version)."""
         ...
 
-    def read_links(self, after_position: int = 0, limit: int = 1000) -> list[LogLink]:
-        """The log's chain in position order after ``after_position``: each event's position, stream
-        hash and log hash (events/chain.py ``log_link``), for the audit verifier."""
+    def read_links(self, after_position: int | None = None, limit: int = 1000) -> list[LogLink]:
+        """The log's chain in position order after ``after_position`` (None: from the first row,
+        whatever its position): each event's position, stream hash, log hash and idempotency key
+        (events/chain.py ``log_link``), for the audit verifier."""
         ...
 
     def log_head(self) -> tuple[int, str] | None:

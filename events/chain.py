@@ -18,8 +18,9 @@ an append stays one statement; a contract test checks both against this module.
 The streams' chains cannot show what needs no hash work: a whole stream deleted, a stream cut short
 (its read-model row set to match), a stream's last event edited with its own hash recomputed. So the
 log is chained as a whole too: each event's ``log_hash`` is SHA-256 over the text
-``<log hash of the event before it in position order>:<position>:<its stream hash>`` (ASCII; the
-previous log hash is empty for the first event). Deleting, inserting, moving or editing any event
+``<log hash of the event before it in position order>:<position>:<its stream hash>``, followed by
+``:<idempotency key>`` when the event has one (UTF-8; the previous log hash is empty for the first
+event). Deleting, inserting, moving or editing any event
 breaks the log chain at the first position after it; only the log's last events can be cut or
 rewritten without a break, which a head kept outside the database (``sandboxctl audit head``) shows.
 """
@@ -90,7 +91,19 @@ def hashes(
     return out
 
 
-def log_link(previous: str | None, position: int, stream_hash: str) -> str:
-    """The log hash of the event at ``position`` whose stream hash is ``stream_hash``, after the event
-    of log hash ``previous`` (None: the first event of the log). Postgres computes the same in SQL."""
-    return sha256(f"{previous or ''}:{position}:{stream_hash}".encode("ascii")).hexdigest()
+def log_link(
+    previous: str | None, position: int, stream_hash: str, idempotency_key: str | None = None
+) -> str:
+    """The log hash of the event at ``position`` whose stream hash is ``stream_hash`` and idempotency
+    key ``idempotency_key``, after the event of log hash ``previous`` (None: the first event of the
+    log). Postgres computes the same in SQL.
+
+    The key is not event content (the stream hash, released with revision 0002, leaves it out), but a
+    rewritten key makes a retried request append again, so the log's chain covers it: a keyless event's
+    text has three fields, a keyed one's a fourth after another ``:`` (the stream hash is hex, so the
+    split is unambiguous and an empty key differs from none). UTF-8, as Postgres's ``convert_to``.
+    """
+    text = f"{previous or ''}:{position}:{stream_hash}"
+    if idempotency_key is not None:
+        text += f":{idempotency_key}"
+    return sha256(text.encode("utf-8")).hexdigest()

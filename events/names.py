@@ -5,6 +5,7 @@ from __future__ import annotations
 # Names of the constraints the store recognises in driver errors, so each one maps to the right
 # StoreError whatever the backend says in its message.
 UQ_STREAM_VERSION = "uq_events_stream_version"
+CK_POSITION_POSITIVE = "ck_events_position_positive"
 UQ_STREAM_IDEMPOTENCY_KEY = "uq_events_stream_idempotency_key"
 UQ_LIVE_CONVERSATION = "uq_sandboxes_live_conversation"
 

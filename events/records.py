@@ -162,6 +162,8 @@ class LogLink(NamedTuple):
     position: int
     hash: str | None
     log_hash: str | None
+    # Covered by the log hash (events/chain.py ``log_link``), not by the stream hash.
+    idempotency_key: str | None = None
 
 
 class SandboxLeased(StoreError):
@@ -175,7 +177,13 @@ class SandboxLeased(StoreError):
 
 
 class ChainedEvent(NamedTuple):
-    """An event with the chain hash the store holds for it (None when the row has none)."""
+    """An event with the chain hash the store holds for it (None when the row has none).
+
+    ``problem`` says why a row could not be read as an event (a column of the wrong type, text that is
+    not UTF-8, JSON the parser refuses): then ``event`` holds only its position, stream id and version
+    as found (the rest are placeholders), so the verifier names it and goes on with the other rows.
+    """
 
     event: RecordedEvent
     hash: str | None
+    problem: str | None = None

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from sandbox_lifecycle.events.names import (
+    CK_POSITION_POSITIVE,
     EXPIRED_STATE,
     UQ_LIVE_CONVERSATION,
     UQ_STREAM_IDEMPOTENCY_KEY,
@@ -20,6 +21,7 @@ from sandbox_lifecycle.events.names import (
 )
 
 __all__ = [
+    "CK_POSITION_POSITIVE",
     "EXPIRED_STATE",
     "UQ_LIVE_CONVERSATION",
     "UQ_STREAM_IDEMPOTENCY_KEY",
@@ -86,6 +88,9 @@ events = sa.Table(
     # hash (events/chain.py ``log_link``): the chain over the whole log. NULL only behind the store's back.
     sa.Column("log_hash", sa.Text(), nullable=True),
     sa.UniqueConstraint("stream_id", "version", name=UQ_STREAM_VERSION),
+    # Positions start at 1 (identity, or max + 1 on SQLite): a row at 0 or below was written behind the
+    # store's back, where the feed (``position > after``) never shows it. Revision 0004.
+    sa.CheckConstraint("position > 0", name=CK_POSITION_POSITIVE),
 )
 
 # Partial, because almost no event carries a key: the index then costs nothing on the hot path.

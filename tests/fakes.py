@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.core.errors import ConcurrencyError, ForeignSandbox, ProviderLost
@@ -73,6 +73,8 @@ class InMemoryEventStore:
         self.hashes: dict[tuple[str, int], str] = {}
         # The log's chain (events/chain.py log_link): log hash by position, and the head row.
         self.log_hashes: dict[int, str] = {}
+        # The idempotency key by position (the first event of its append), which the log hash covers.
+        self.event_keys: dict[int, str] = {}
         self.head: tuple[int, str] = (0, "")
         # lease id -> (sandbox id, holder, expires at)
         self.leases: dict[str, tuple[str, str, datetime]] = {}
@@ -116,7 +118,10 @@ class InMemoryEventStore:
             for i, (e, at) in enumerate(zip(events, times, strict=True), start=1):
                 position = len(self.events) + 1
                 stream_hash = self.hashes[(stream_id, expected_version + i)]
-                self.head = (position, chain.log_link(self.head[1] or None, position, stream_hash))
+                key = idempotency_key if i == 1 else None
+                if key is not None:
+                    self.event_keys[position] = key
+                self.head = (position, chain.log_link(self.head[1] or None, position, stream_hash, key))
                 self.log_hashes[position] = self.head[1]
                 rec = RecordedEvent(
                     len(self.events) + 1,
@@ -217,16 +222,22 @@ class InMemoryEventStore:
             e for e in events if (e.stream_id, e.version) > after and (before is None or e.stream_id < before)
         ][:limit]
 
-    def read_chain(self, after: tuple[str, int] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
+    def read_chain(self, after: tuple[Any, Any] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
         return [
             ChainedEvent(e, self.hashes.get((e.stream_id, e.version)))
             for e in self.read_streams(after, limit=limit)
         ]
 
-    def read_links(self, after_position: int = 0, limit: int = 1000) -> list[LogLink]:
+    def read_links(self, after_position: int | None = None, limit: int = 1000) -> list[LogLink]:
+        start = after_position or 0
         return [
-            LogLink(e.position, self.hashes.get((e.stream_id, e.version)), self.log_hashes.get(e.position))
-            for e in self.events[after_position : after_position + limit]
+            LogLink(
+                e.position,
+                self.hashes.get((e.stream_id, e.version)),
+                self.log_hashes.get(e.position),
+                self.event_keys.get(e.position),
+            )
+            for e in self.events[start : start + limit]
         ]
 
     def log_head(self) -> tuple[int, str] | None:

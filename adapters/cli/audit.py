@@ -139,9 +139,9 @@ def _pinned_key(args: argparse.Namespace) -> Any:
 
 
 def _anchor(args: argparse.Namespace) -> Any:
-    """The verified anchor of ``--head FILE`` (None without one); a bad file is a usage error."""
+    """The verified head of ``--head FILE`` (None without one); a bad file, or one signed for another
+    deployment, is a usage error."""
     from sandbox_lifecycle.adapters import audit_head
-    from sandbox_lifecycle.core.audit import Anchor
 
     if args.head is None:
         return None
@@ -160,7 +160,13 @@ def _anchor(args: argparse.Namespace) -> Any:
             f"pin the deployment's key with --public-key (or set {audit_head.KEY_ENV})",
             file=sys.stderr,
         )
-    return Anchor(head.position, head.log_hash)
+    deployment = _settings(args).deployment
+    if head.deployment != deployment:
+        raise HeadFileError(
+            f"--head {args.head!r}: signed for deployment {head.deployment!r}, this is {deployment!r} "
+            "(SANDBOX_DEPLOYMENT): it says nothing about this log"
+        )
+    return head
 
 
 class HeadFileError(ConfigError):
@@ -168,9 +174,10 @@ class HeadFileError(ConfigError):
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.core.audit import verify_chains
+    from sandbox_lifecycle.core.audit import Anchor, verify_chains
 
-    anchor = _anchor(args)
+    head = _anchor(args)
+    anchor = None if head is None else Anchor(head.position, head.log_hash)
     report = verify_chains(_service(args).store, anchor=anchor)
     if args.json:
         print(
@@ -187,11 +194,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                     if report.log is None
                     else {"position": report.log.position, "detail": report.log.detail},
                     "head": {"position": report.head[0], "hash": report.head[1]},
+                    # When and by which key the head was signed: an older genuine head swapped in for
+                    # the newest one verifies, and only these tell the auditor how far it vouches.
                     "anchor": None
-                    if anchor is None
+                    if head is None
                     else {
-                        "position": anchor.position,
-                        "hash": anchor.log_hash,
+                        "position": head.position,
+                        "hash": head.log_hash,
+                        "signed_at": head.signed_at,
+                        "key_id": head.key_id,
+                        "deployment": head.deployment,
                         "intact": report.anchor_problem is None,
                         "detail": report.anchor_problem,
                     },
@@ -204,8 +216,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             print(broken)
         if report.log is not None:
             print(report.log)
-        if anchor is not None and report.anchor_problem is not None:
-            print(f"signed head at position {anchor.position}: {report.anchor_problem}")
+        if head is not None and report.anchor_problem is not None:
+            print(f"{_describe(head)}: {report.anchor_problem}")
     if not report.ok:
         problems = len(report.broken) + (report.log is not None) + (report.anchor_problem is not None)
         print(f"{problems} problem(s): the log cannot be trusted as it stands", file=sys.stderr)
@@ -215,9 +227,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             f"hash chains intact ({report.streams} streams, {report.events} events; "
             f"log head at position {report.head[0]})"
         )
-        if anchor is not None:
-            print(f"the log holds everything up to the signed head (position {anchor.position}) unchanged")
+        if head is not None:
+            print(f"the log holds everything up to the {_describe(head)} unchanged")
+            if head.position < report.head[0]:
+                print(
+                    f"events after position {head.position} (up to {report.head[0]}) are not covered by "
+                    "this head: check a newer one"
+                )
     return 0
+
+
+def _describe(head: Any) -> str:
+    return (
+        f"signed head (position {head.position}, signed at {head.signed_at} by key {head.key_id} "
+        f"for deployment {head.deployment!r})"
+    )
 
 
 def cmd_audit_head(args: argparse.Namespace) -> int:
@@ -232,14 +256,13 @@ def cmd_audit_head(args: argparse.Namespace) -> int:
     key = audit_head.load_private_key(path)
     store = _service(args).store
     position, log_hash = _current_head(store)
-    head = audit_head.sign(key, position, log_hash)
+    head = audit_head.sign(key, position, log_hash, deployment=_settings(args).deployment)
     if args.json:
         print(json.dumps(head.as_json(), indent=2))
     else:
-        data = head.as_json()
         print(
-            f"log head: position {head.position}, hash {head.log_hash}, at {head.signed_at}, "
-            f"signed by key {data['key_id']}"
+            f"log head of deployment {head.deployment!r}: position {head.position}, hash {head.log_hash}, "
+            f"at {head.signed_at}, signed by key {head.key_id}"
         )
         print(
             "keep the --json form outside the database; check it with `sandboxctl audit verify --head FILE`"

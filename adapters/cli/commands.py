@@ -707,7 +707,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _scrub(args: argparse.Namespace, text: str) -> str:
     settings = getattr(args, "settings", None)
-    return scrub(text, settings.secrets() if settings is not None else environ_secrets(os.environ))
+    # The environment's secrets always: some (the audit signing key) are read outside Settings.
+    secrets = environ_secrets(os.environ)
+    return scrub(text, (*settings.secrets(), *secrets) if settings is not None else secrets)
 
 
 def _fail(args: argparse.Namespace, message: str) -> None:

@@ -106,8 +106,19 @@ LOG_HEAD_MISSING = (
     "run `sandboxctl audit verify` and restore the database from a backup"
 )
 # The log's chain in position order: what the verifier recomputes, no event content needed (each
-# stream hash covers its event's content, and the stream chains are checked on their own).
-_READ_LINKS = "SELECT position, hash, log_hash FROM events WHERE position > ? ORDER BY position LIMIT ?"
+# stream hash covers its event's content, and the stream chains are checked on their own). The first
+# page has no lower bound: a row at position 0 or below (refused by the CHECK, which whoever can write
+# the database can drop) is still in the verifier's pass, where it is named.
+_LINK_COLUMNS = "SELECT position, hash, log_hash, idempotency_key FROM events"
+_READ_LINKS = _LINK_COLUMNS + " WHERE position > ? ORDER BY position LIMIT ?"
+_READ_FIRST_LINKS = _LINK_COLUMNS + " ORDER BY position LIMIT ?"
+# The chain reader's raw rows, for a page the fast reader could not build: every column as stored, the
+# JSON as text (a backend's ``_CHAIN_COLUMNS``), so each row is built, or found unreadable, on its own.
+READ_CHAIN_ROWS = (
+    "SELECT {columns} FROM events WHERE (stream_id, version) > ({mark}, ?) "
+    "ORDER BY stream_id, version LIMIT ?"
+)
+_PLACEHOLDER_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 _READ_LOG_HEAD = "SELECT position, hash FROM log_head WHERE id = 1"
 
 # Leases of calls in flight (core/leases.py). Taking one also drops every expired one: the table holds
@@ -403,22 +414,77 @@ class SqlEventStore:
         _check_streams(records, after)
         return records
 
-    def read_chain(self, after: tuple[str, int] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
+    def read_chain(self, after: tuple[Any, Any] = ("", 0), limit: int = 1000) -> list[ChainedEvent]:
         """Events in (stream id, version) order with their stored hashes, for the chain verifier.
 
-        Unlike ``read_streams`` a missing version is not an error here: the verifier names it.
+        Unlike ``read_streams`` a missing version is not an error here: the verifier names it. Nor is a
+        row that cannot be read as an event: it comes with its ``problem`` (see ChainedEvent), so one
+        crafted row cannot stop the audit of the others. ``after`` is the last item's (stream id,
+        version) as returned, whatever their types: a crafted row's values page on exactly.
         """
+        try:
+            # A crafted row's own values (text that is not UTF-8, a version that is not an integer)
+            # cannot be bound by the fast reader: the page after one is read row by row too.
+            clean = isinstance(after[0], str) and _utf8(after[0]) and type(after[1]) is int
+            items = self._fast_chain(after, limit) if clean else None
+        except StoreError:  # a row the fast reader could not build or decode: read the page row by row
+            items = None
+        if items is None:
+            items = [self._chain_item(row) for row in self._chain_rows(after, limit)]
+        return items
+
+    def _fast_chain(self, after: tuple[Any, Any], limit: int) -> list[ChainedEvent] | None:
+        """The page through the fast reader; None when a row is not what the store writes."""
         records = self._records(_READ_STREAMS, (*after, limit), "the event streams")
         if not records:
             return []
         last = records[-1]
         rows = self._fetch(_READ_HASHES, (*after, last.stream_id, last.version))
         hashes = {(s, v): h for s, v, h in rows}
-        return [ChainedEvent(r, hashes.get((r.stream_id, r.version))) for r in records]
+        items = [ChainedEvent(r, hashes.get((r.stream_id, r.version))) for r in records]
+        for item in items:
+            if _type_problem(item.event, item.hash) is not None:
+                return None
+        return items
 
-    def read_links(self, after_position: int = 0, limit: int = 1000) -> list[LogLink]:
-        """The log's chain in position order: (position, stream hash, log hash) of each event."""
-        return [LogLink(p, h, g) for p, h, g in self._fetch(_READ_LINKS, (after_position, limit))]
+    def _chain_rows(self, after: tuple[Any, Any], limit: int) -> list[tuple[Any, ...]]:
+        """The raw rows of a chain page (``READ_CHAIN_ROWS``), however malformed their values."""
+        raise NotImplementedError
+
+    def _chain_item(self, row: tuple[Any, ...]) -> ChainedEvent:
+        """One raw row as a ChainedEvent, or as a placeholder with the reason it cannot be read."""
+        import orjson
+
+        position, sid, version, type_, schema_version, data, meta, occurred_at, stored = row
+        placeholder = RecordedEvent(position, sid, version, "", 0, {}, {}, _PLACEHOLDER_TIME)
+        try:
+            d = orjson.loads(data) if isinstance(data, str | bytes) else data
+            m = orjson.loads(meta) if isinstance(meta, str | bytes) else meta
+        except orjson.JSONDecodeError as exc:
+            return ChainedEvent(placeholder, None, f"its data or metadata is not valid JSON ({exc})")
+        try:
+            at = self._time_out(occurred_at)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return ChainedEvent(placeholder, None, f"its occurred_at is not a timestamp ({exc})")
+        event = RecordedEvent(position, sid, version, type_, schema_version, d, m, at)
+        if (problem := _type_problem(event, stored)) is not None:
+            return ChainedEvent(placeholder, None, problem)
+        return ChainedEvent(event, stored)
+
+    def read_links(self, after_position: int | None = None, limit: int = 1000) -> list[LogLink]:
+        """The log's chain in position order: (position, stream hash, log hash, idempotency key) of each
+        event after ``after_position``; None (the default) starts at the first row, whatever its
+        position."""
+        if after_position is None:
+            rows = self._fetch_text(_READ_FIRST_LINKS, (limit,))
+        else:
+            rows = self._fetch_text(_READ_LINKS, (after_position, limit))
+        return [LogLink(p, h, g, k) for p, h, g, k in rows]
+
+    def _fetch_text(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """``_fetch`` for the verifier's reads, where a text column may hold bytes that are not UTF-8
+        (SQLite does not check): such text comes back with surrogate escapes, never as an error."""
+        return self._fetch(sql, params)
 
     def log_head(self) -> tuple[int, str] | None:
         """The position and log hash the head row holds (None when the row is gone)."""
@@ -495,6 +561,33 @@ class SqlEventStore:
 
     def stream_ids(self) -> list[str]:
         return [sid for (sid,) in self._fetch(_READ_STREAM_IDS)]
+
+
+def _type_problem(event: RecordedEvent, stored: Any) -> str | None:
+    """What in a built row is not what the store writes (SQLite keeps whatever type it is given)."""
+    for what, value, kind in (
+        ("stream id", event.stream_id, str),
+        ("version", event.version, int),
+        ("type", event.type, str),
+        ("schema version", event.schema_version, int),
+    ):
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its {what} is not {'text' if kind is str else 'an integer'} ({type(value).__name__})"
+        if isinstance(value, str) and not value.isascii() and not _utf8(value):
+            return f"its {what} is not valid UTF-8"
+    if stored is not None and not (isinstance(stored, str) and _utf8(stored)):
+        return "its hash is not UTF-8 text"
+    if not isinstance(event.occurred_at, datetime):
+        return "its occurred_at is not a timestamp"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: bytes that were not UTF-8
+        return False
+    return True
 
 
 def first_problem(checks: Iterable[tuple[str, Callable[[], object]]]) -> str | None:

@@ -28,6 +28,7 @@ from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
     ConcurrencyError,
+    CorruptStream,
     DatabaseLocked,
     NewEvent,
     Projection,
@@ -39,6 +40,7 @@ from sandbox_lifecycle.events.store.base import (
     LEASES_HELD,
     LOG_HEAD_MISSING,
     MISSING_SCHEMA,
+    READ_CHAIN_ROWS,
     REPLACE_CHUNK,
     SANDBOX_COLUMNS,
     SELECT_DUPLICATE,
@@ -131,10 +133,12 @@ def _write_sql(n_events: int, n_deadlines: int | None, hashed: bool = False) -> 
             """The log hashes of the batch after the log hash ``previous`` (events/chain.py log_link)."""
             out = []
             for i in range(1, n_events + 1):
+                # The idempotency key is the first event's: a fourth field after ':' when there is one.
+                key = " || coalesce(':' || %(key)s::text, '')" if i == 1 else ""
                 previous = (
                     f"encode(sha256(convert_to({previous} || ':' || "
                     f"(SELECT position FROM pos WHERE ord = {i})::text || ':' || "
-                    f"(SELECT hash FROM sh WHERE ord = {i}), 'UTF8')), 'hex')"
+                    f"(SELECT hash FROM sh WHERE ord = {i}){key}, 'UTF8')), 'hex')"
                 )
                 out.append(previous)
             return out
@@ -490,10 +494,28 @@ class PostgresEventStore(SqlEventStore):
                 raise StoreError(f"{MISSING_SCHEMA} ({exc})") from None
             raise StoreError(f"database error reading {what}: {exc}") from None
         new, record, loads, utc_ = tuple.__new__, RecordedEvent, orjson.loads, UTC
-        return [
-            new(record, (p, s, v, t, sv, *loads(dm), o if o.tzinfo is utc_ else o.astimezone(utc_)))
-            for p, s, v, t, sv, dm, o in rows
-        ]
+        try:
+            return [
+                new(record, (p, s, v, t, sv, *loads(dm), o if o.tzinfo is utc_ else o.astimezone(utc_)))
+                for p, s, v, t, sv, dm, o in rows
+            ]
+        except orjson.JSONDecodeError:
+            pass
+        # JSONB holds what orjson refuses (a number beyond a double, 1e400): name the row, as SQLite does,
+        # instead of ending every reader with a parse error that names nothing.
+        for _p, s, v, _t, _sv, dm, _o in rows:
+            try:
+                loads(dm)
+            except orjson.JSONDecodeError as exc:
+                raise CorruptStream(s, v, f"its data or metadata cannot be parsed ({exc})") from None
+        raise AssertionError("a page failed to build, its rows did not")  # pragma: no cover
+
+    _CHAIN_COLUMNS: ClassVar[str] = (
+        "position, stream_id, version, type, schema_version, data::text, meta::text, occurred_at, hash"
+    )
+
+    def _chain_rows(self, after: tuple[Any, Any], limit: int) -> list[tuple[Any, ...]]:
+        return self._fetch(READ_CHAIN_ROWS.format(columns=self._CHAIN_COLUMNS, mark="?"), (*after, limit))
 
     # -- reads of rows -----------------------------------------------------------------------------
 

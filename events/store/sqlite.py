@@ -35,6 +35,7 @@ from sandbox_lifecycle.events.store.base import (
     LEASES_HELD,
     LOG_HEAD_MISSING,
     MISSING_SCHEMA,
+    READ_CHAIN_ROWS,
     REPLACE_CHUNK,
     SANDBOX_COLUMNS,
     SELECT_DUPLICATE,
@@ -114,6 +115,12 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _lenient_text(raw: bytes) -> str:
+    """Text as stored even when it is not UTF-8 (SQLite does not check what it is given): surrogate
+    escapes keep the bytes, so the verifier can name the row and page on from its exact values."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _schema_missing(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
 
@@ -144,6 +151,10 @@ class SqliteEventStore(SqlEventStore):
     _EVENT_COLUMNS: ClassVar[str] = (
         "position, stream_id, version, type, schema_version, '[' || data || ',' || meta || ']', "
         "occurred_at || '+00:00'"
+    )
+
+    _CHAIN_COLUMNS: ClassVar[str] = (
+        "position, stream_id, version, type, schema_version, data, meta, occurred_at, hash"
     )
 
     def _validate_options(self) -> None:
@@ -276,6 +287,34 @@ class SqliteEventStore(SqlEventStore):
         except sqlite3.Error as exc:
             raise self._read_error(exc, "the database") from None
 
+    def _fetch_text(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._reader() as db:
+                try:
+                    return db.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "decode" not in str(exc):
+                        raise
+                # Only after a failure: a Python text factory costs on every value read.
+                db.text_factory = _lenient_text
+                try:
+                    return db.execute(sql, params).fetchall()
+                finally:
+                    db.text_factory = str
+        except sqlite3.Error as exc:
+            raise self._read_error(exc, "the database") from None
+
+    def _chain_rows(self, after: tuple[Any, Any], limit: int) -> list[tuple[Any, ...]]:
+        sid, mark = after[0], "?"
+        if isinstance(sid, str) and not sid.isascii():
+            try:
+                sid.encode("utf-8")
+            except UnicodeEncodeError:
+                # Text that was not UTF-8, as read: bound as its bytes, compared as the text it is.
+                sid, mark = sid.encode("utf-8", "surrogateescape"), "CAST(? AS TEXT)"
+        sql = READ_CHAIN_ROWS.format(columns=self._CHAIN_COLUMNS, mark=mark)
+        return self._fetch_text(sql, (sid, after[1], limit))
+
     def _read_error(self, exc: sqlite3.Error, what: str) -> StoreError:
         if _schema_missing(exc):
             return StoreError(f"{MISSING_SCHEMA} ({exc})")
@@ -386,7 +425,7 @@ class SqliteEventStore(SqlEventStore):
             last_position, log_hash = head[0] or 0, head[1]
             for i, (e, h) in enumerate(zip(new_events, hashes, strict=True), start=1):
                 position = last_position + i
-                log_hash = chain.log_link(log_hash, position, h)
+                log_hash = chain.log_link(log_hash, position, h, key if i == 1 else None)
                 values = (
                     stream_id,
                     expected_version + i,

@@ -67,7 +67,7 @@ def test_an_intact_log_chains_over_its_positions(filled: SqlEventStore) -> None:
     assert report.ok and report.log is None
     links = filled.read_links(0, 100)
     previous = None
-    for position, stream_hash, log_hash in links:
+    for position, stream_hash, log_hash, _key in links:
         assert stream_hash is not None
         previous = chain.log_link(previous, position, stream_hash)
         assert log_hash == previous
@@ -130,7 +130,7 @@ def test_an_edit_with_both_its_hashes_recomputed_is_named_at_the_next_position(
             sql,
             f"UPDATE events SET hash = '{previous}' WHERE stream_id = 'z' AND version = {item.event.version}",
         )
-    links = {p: (h, g) for p, h, g in filled.read_links(0, 100)}
+    links = {p: (h, g) for p, h, g, _k in filled.read_links(0, 100)}
     before = max(p for p in links if p < at)
     log_hash = chain.log_link(links[before][1], at, links[at][0] or "")
     _run(sql, f"UPDATE events SET log_hash = '{log_hash}' WHERE position = {at}")
@@ -146,3 +146,32 @@ def test_events_cut_from_the_end_of_the_log_are_named_by_the_head_row(
     report = verify_chains(filled, page=4)
     assert not report.ok and report.log is not None
     assert "head" in report.log.detail
+
+
+def test_the_schema_refuses_positions_below_one(store: SqlEventStore, sql: sa.Engine) -> None:
+    """Revision 0004's CHECK: the store never writes there and the feed never shows such a row."""
+    store.append("a", 0, [event()])
+    for position in (0, -1):
+        with pytest.raises(sa.exc.IntegrityError, match="ck_events_position_positive"), sql.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO events (position, stream_id, version, type, schema_version, data, meta, "
+                f"occurred_at) SELECT {position}, 'b', 1, type, schema_version, data, meta, occurred_at "
+                "FROM events WHERE position = 1"
+            )
+
+
+def test_read_links_reads_from_the_first_row_whatever_its_position(filled: SqlEventStore) -> None:
+    links = filled.read_links()
+    assert [link.position for link in links] == list(range(1, 11))
+    assert filled.read_links(None, 3) == links[:3] and filled.read_links(3, 2) == links[3:5]
+
+
+def test_the_idempotency_key_is_in_the_log_chain(store: SqlEventStore, sql: sa.Engine) -> None:
+    store.append("a", 0, [event(), event(n=1)], idempotency_key="req-1")
+    links = store.read_links()
+    assert [link.idempotency_key for link in links] == ["req-1", None]
+    assert links[0].log_hash == chain.log_link(None, 1, links[0].hash or "", "req-1")
+    assert chain.log_link(None, 1, "ab", "") != chain.log_link(None, 1, "ab", None)
+    _run(sql, "UPDATE events SET idempotency_key = NULL WHERE position = 1")
+    report = verify_chains(store)
+    assert report.log is not None and report.log.position == 1
