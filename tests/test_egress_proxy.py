@@ -161,8 +161,13 @@ def test_a_failure_inside_one_connection_does_not_stop_the_accept_loop(
         return real(address)
 
     monkeypatch.setattr(proxy.book, "for_source", flaky)
-    with pytest.raises(OSError):
-        _ask(port, _get(upstream), timeout=2)  # that one connection is dropped
+    # That one connection is dropped without an answer: a reset or a plain close, whichever the kernel
+    # delivers first (a test that expected only the reset failed one run in three).
+    try:
+        dropped = _ask(port, _get(upstream), timeout=2)
+    except OSError:
+        dropped = b""
+    assert dropped == b""
     assert _ask(port, _get(upstream)).startswith(b"HTTP/1.0 200 ")
     assert any("RuntimeError" in line for line in lines)
     proxy.close()
