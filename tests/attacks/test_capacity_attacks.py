@@ -186,7 +186,7 @@ def test_pool_recycling_never_destroys_a_sandbox_claimed_by_a_running_turn(
     def turn() -> None:
         try:
             with turner.turn("atk-pool-conv", "data-app", keep_warm=True) as t:
-                result["sandbox"] = t.sandbox_id
+                result["sandbox"] = t.id
                 done = t.exec("sleep 4; echo done", timeout=60)
                 result["exec"] = (done.exit_code, done.stdout)
         except Exception as exc:
