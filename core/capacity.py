@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
-from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused, SandboxLeased
+from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused, SandboxLeased, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
@@ -49,7 +49,13 @@ _POLL_FIRST, _POLL_MAX = 0.02, 0.25
 # meanwhile, moves on to the next least recently active), and how many one admission may suspend.
 _MAX_EVICTIONS = 5
 _FRESH = timedelta(seconds=1)
+# A sandbox whose suspend just failed (SuspendFailed: idle again, its instance kept) is left alone for
+# this long: whatever broke the suspend most likely still does, and each try writes two events to its
+# history (SuspendRequested, SuspendFailed). Without it every admission of a full fleet retried it, so
+# one broken sandbox grew the log without bound; with it, by two events a minute at most.
+SUSPEND_RETRY_AFTER = timedelta(seconds=60)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
+_WITH_REF = tuple(sorted(lc.HOLDS_COMPUTE_WITH_INSTANCE))
 
 
 @value_class
@@ -66,9 +72,9 @@ class Capacity(FieldValues):
         """What an append making a ``kind`` sandbox hold compute must keep."""
         out: list[CapacityLimit] = []
         if self.max_live is not None:
-            out.append(CapacityLimit(_ORDER, self.max_live))
+            out.append(CapacityLimit(_ORDER, self.max_live, states_with_ref=_WITH_REF))
         if (per_kind := self.max_live_per_kind.get(kind)) is not None:
-            out.append(CapacityLimit(_ORDER, per_kind, kind=kind))
+            out.append(CapacityLimit(_ORDER, per_kind, kind=kind, states_with_ref=_WITH_REF))
         return tuple(out)
 
     @property
@@ -129,7 +135,11 @@ class Admission:
         refused: CapacityRefused | None = None
         try:
             while True:
-                if self._tickets.wait_turn(ticket, give_up - time.monotonic()):
+                # The oldest waiter tries; so does any waiter whose budget ran out before its turn came
+                # (with SANDBOX_CAPACITY_WAIT_MS=0, every caller but the first): a caller is refused only
+                # after the store refused it, never for having queued behind others while there was room.
+                turn = self._tickets.wait_turn(ticket, give_up - time.monotonic())
+                if turn or time.monotonic() >= give_up:
                     try:
                         return attempt()
                     except CapacityRefused as exc:
@@ -142,14 +152,8 @@ class Admission:
                         evictions += 1
                         continue  # a slot was freed: take it before anyone polls
                 left = give_up - time.monotonic()
-                if left <= 0:
-                    limit = refused.limit if refused is not None else None
-                    raise CapacityExceeded(
-                        kind,
-                        limit.limit if limit else None,
-                        limit.kind if limit else None,
-                        budget,
-                    )
+                if left <= 0 and refused is not None:
+                    raise CapacityExceeded(kind, refused.limit.limit, refused.limit.kind, budget)
                 self._tickets.wait_change(min(pause, left))
                 pause = min(pause * 2, _POLL_MAX)
         finally:
@@ -175,7 +179,10 @@ class Admission:
         idle = [
             r
             for r in self.s.store.list_sandboxes(lc.IDLE)
-            if (kind is None or r.kind == kind) and r.state_since <= now - _FRESH and r.id not in busy
+            if (kind is None or r.kind == kind)
+            and r.state_since <= now - _FRESH
+            and r.id not in busy
+            and not suspend_failed_lately(r, now)
         ]
         idle.sort(key=lambda r: (r.last_activity_at is not None, r.last_activity_at, r.id))
         for row in idle[:_MAX_EVICTIONS]:
@@ -206,3 +213,14 @@ class Admission:
                 continue
             return True
         return False
+
+
+def suspend_failed_lately(row: SandboxRow, now: datetime) -> bool:
+    """Idle because its last suspend failed, less than ``SUSPEND_RETRY_AFTER`` ago.
+
+    Every other way into idle (created, a turn's end, resumed) records activity at that moment; only a
+    SuspendFailed returns a sandbox to idle without it, so an idle row whose state is younger than its
+    last activity came back from a failed suspend (and a call since then makes it evictable again).
+    """
+    since, active = row.state_since, row.last_activity_at
+    return active is not None and since > active and since > now - SUSPEND_RETRY_AFTER
