@@ -143,8 +143,14 @@ def capacity_count_sql(limit: CapacityLimit, stream_id: str, mark: str) -> tuple
     The appended sandbox's own row is left out: the append counts it (it is about to hold compute).
     """
     marks = ", ".join(mark for _ in limit.states)
-    sql = f"SELECT count(*) FROM sandboxes WHERE state IN ({marks}) AND id <> {mark}"
-    params: tuple[Any, ...] = (*limit.states, stream_id)
+    counted = f"state IN ({marks})"
+    params: tuple[Any, ...] = limit.states
+    if limit.states_with_ref:
+        with_ref = ", ".join(mark for _ in limit.states_with_ref)
+        counted = f"({counted} OR (state IN ({with_ref}) AND provider_ref IS NOT NULL))"
+        params = (*params, *limit.states_with_ref)
+    sql = f"SELECT count(*) FROM sandboxes WHERE {counted} AND id <> {mark}"
+    params = (*params, stream_id)
     if limit.kind is not None:
         sql += f" AND kind = {mark}"
         params = (*params, limit.kind)

@@ -60,7 +60,7 @@ def _ctl(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
 
 
 def _holding(service: SandboxService) -> int:
-    return len([r for r in service.list() if r.state in lc.HOLDS_COMPUTE])
+    return len([r for r in service.list() if lc.holds_compute(r.state, r.provider_ref)])
 
 
 # ------------------------------------------------------------------------------------------------------

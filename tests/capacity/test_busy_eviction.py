@@ -163,5 +163,5 @@ def test_concurrent_execs_at_max_live_are_never_killed(store: EventStore) -> Non
         results = list(pool.map(lambda sid: service.exec(sid, ["sh", "-c", "sleep 1.3; echo done"]), ids))
     assert provider.killed == []
     assert [(r.exit_code, r.stdout) for r in results] == [(0, "done\n")] * 6
-    assert len([r for r in service.list() if r.state in lc.HOLDS_COMPUTE]) <= 2
+    assert len([r for r in service.list() if lc.holds_compute(r.state, r.provider_ref)]) <= 2
     assert verify(service.store, service.policy) == []
