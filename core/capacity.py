@@ -10,8 +10,9 @@ recently active idle sandbox (a normal suspend, reason ``capacity``) and try aga
 idle (every live one is running a turn, or on its way in or out), wait for a slot, polling with a
 bounded backoff, up to ``Capacity.wait``, then raise ``CapacityExceeded``.
 
-Order of waiters: inside one process, waiters are served strictly in arrival order (a ticket queue:
-only the oldest waiter retries the append or evicts). Across processes there is no shared queue: each
+Order of waiters: inside one process, waiters are served in arrival order (a ticket queue: only the
+oldest waiter retries the append or evicts; a waiter whose wait ran out before its turn tries once
+before giving up, so none is refused without the store refusing it). Across processes there is no shared queue: each
 process's oldest waiter polls, so a slot goes to whichever process's head retries first after it
 frees. No waiter waits longer than ``Capacity.wait``, so none starves past that bound.
 """

@@ -110,7 +110,7 @@ LOG_HEAD_MISSING = (
 _READ_LINKS = "SELECT position, hash, log_hash FROM events WHERE position > ? ORDER BY position LIMIT ?"
 _READ_LOG_HEAD = "SELECT position, hash FROM log_head WHERE id = 1"
 
-# Leases of calls in flight (core/leases.py). Taking one also drops every expired one: the table holds
+# Leases of calls in flight (core/inflight.py). Taking one also drops every expired one: the table holds
 # about as many rows as there are calls in flight, whatever crashed holders left behind.
 PURGE_LEASES = "DELETE FROM sandbox_leases WHERE expires_at <= ?"
 INSERT_LEASE = "INSERT INTO sandbox_leases (lease_id, sandbox_id, holder, expires_at) VALUES (?, ?, ?, ?)"

@@ -1,6 +1,6 @@
 """Eviction for capacity never takes a sandbox with a call in flight (issue N, item 4).
 
-An exec, a file call or a wait on a background process holds a lease on its sandbox (core/leases.py):
+An exec, a file call or a wait on a background process holds a lease on its sandbox (core/inflight.py):
 the eviction's suspend is refused by the store while an unexpired lease exists, so the call is never
 killed; the caller short of room waits, then gets CapacityExceeded. On the fake provider and every
 event store; the Docker and PostgreSQL version through `sandboxctl exec` is test_busy_eviction_docker.py.
