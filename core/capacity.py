@@ -12,9 +12,9 @@ bounded backoff, up to ``Capacity.wait``, then raise ``CapacityExceeded``.
 
 Order of waiters: inside one process, waiters are served in arrival order (a ticket queue: only the
 oldest waiter retries the append or evicts; a waiter whose wait ran out before its turn tries once
-before giving up, so none is refused without the store refusing it). Across processes there is no shared queue: each
-process's oldest waiter polls, so a slot goes to whichever process's head retries first after it
-frees. No waiter waits longer than ``Capacity.wait``, so none starves past that bound.
+before giving up, so none is refused without the store refusing it). Across processes there is no
+shared queue: each process's oldest waiter polls, so a slot goes to whichever process's head retries
+first after it frees. No waiter waits longer than ``Capacity.wait``, so none starves past that bound.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
+from sandbox_lifecycle.core.projection import SUSPEND_RETRY_AFTER
 from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused, SandboxLeased, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
@@ -50,11 +51,6 @@ _POLL_FIRST, _POLL_MAX = 0.02, 0.25
 # meanwhile, moves on to the next least recently active), and how many one admission may suspend.
 _MAX_EVICTIONS = 5
 _FRESH = timedelta(seconds=1)
-# A sandbox whose suspend just failed (SuspendFailed: idle again, its instance kept) is left alone for
-# this long: whatever broke the suspend most likely still does, and each try writes two events to its
-# history (SuspendRequested, SuspendFailed). Without it every admission of a full fleet retried it, so
-# one broken sandbox grew the log without bound; with it, by two events a minute at most.
-SUSPEND_RETRY_AFTER = timedelta(seconds=60)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
 _WITH_REF = tuple(sorted(lc.HOLDS_COMPUTE_WITH_INSTANCE))
 
