@@ -10,10 +10,11 @@ recently active idle sandbox (a normal suspend, reason ``capacity``) and try aga
 idle (every live one is running a turn, or on its way in or out), wait for a slot, polling with a
 bounded backoff, up to ``Capacity.wait``, then raise ``CapacityExceeded``.
 
-Order of waiters: inside one process, waiters are served strictly in arrival order (a ticket queue:
-only the oldest waiter retries the append or evicts). Across processes there is no shared queue: each
-process's oldest waiter polls, so a slot goes to whichever process's head retries first after it
-frees. No waiter waits longer than ``Capacity.wait``, so none starves past that bound.
+Order of waiters: inside one process, waiters are served in arrival order (a ticket queue: only the
+oldest waiter retries the append or evicts; a waiter whose wait ran out before its turn tries once
+before giving up, so none is refused without the store refusing it). Across processes there is no
+shared queue: each process's oldest waiter polls, so a slot goes to whichever process's head retries
+first after it frees. No waiter waits longer than ``Capacity.wait``, so none starves past that bound.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConcurrencyError, SandboxError
-from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused, SandboxLeased
+from sandbox_lifecycle.core.projection import SUSPEND_RETRY_AFTER
+from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused, SandboxLeased, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ _POLL_FIRST, _POLL_MAX = 0.02, 0.25
 _MAX_EVICTIONS = 5
 _FRESH = timedelta(seconds=1)
 _ORDER = tuple(sorted(lc.HOLDS_COMPUTE))
+_WITH_REF = tuple(sorted(lc.HOLDS_COMPUTE_WITH_INSTANCE))
 
 
 @value_class
@@ -66,9 +69,9 @@ class Capacity(FieldValues):
         """What an append making a ``kind`` sandbox hold compute must keep."""
         out: list[CapacityLimit] = []
         if self.max_live is not None:
-            out.append(CapacityLimit(_ORDER, self.max_live))
+            out.append(CapacityLimit(_ORDER, self.max_live, states_with_ref=_WITH_REF))
         if (per_kind := self.max_live_per_kind.get(kind)) is not None:
-            out.append(CapacityLimit(_ORDER, per_kind, kind=kind))
+            out.append(CapacityLimit(_ORDER, per_kind, kind=kind, states_with_ref=_WITH_REF))
         return tuple(out)
 
     @property
@@ -129,7 +132,11 @@ class Admission:
         refused: CapacityRefused | None = None
         try:
             while True:
-                if self._tickets.wait_turn(ticket, give_up - time.monotonic()):
+                # The oldest waiter tries; so does any waiter whose budget ran out before its turn came
+                # (with SANDBOX_CAPACITY_WAIT_MS=0, every caller but the first): a caller is refused only
+                # after the store refused it, never for having queued behind others while there was room.
+                turn = self._tickets.wait_turn(ticket, give_up - time.monotonic())
+                if turn or time.monotonic() >= give_up:
                     try:
                         return attempt()
                     except CapacityRefused as exc:
@@ -142,14 +149,8 @@ class Admission:
                         evictions += 1
                         continue  # a slot was freed: take it before anyone polls
                 left = give_up - time.monotonic()
-                if left <= 0:
-                    limit = refused.limit if refused is not None else None
-                    raise CapacityExceeded(
-                        kind,
-                        limit.limit if limit else None,
-                        limit.kind if limit else None,
-                        budget,
-                    )
+                if left <= 0 and refused is not None:
+                    raise CapacityExceeded(kind, refused.limit.limit, refused.limit.kind, budget)
                 self._tickets.wait_change(min(pause, left))
                 pause = min(pause * 2, _POLL_MAX)
         finally:
@@ -175,7 +176,10 @@ class Admission:
         idle = [
             r
             for r in self.s.store.list_sandboxes(lc.IDLE)
-            if (kind is None or r.kind == kind) and r.state_since <= now - _FRESH and r.id not in busy
+            if (kind is None or r.kind == kind)
+            and r.state_since <= now - _FRESH
+            and r.id not in busy
+            and not suspend_failed_lately(r, now)
         ]
         idle.sort(key=lambda r: (r.last_activity_at is not None, r.last_activity_at, r.id))
         for row in idle[:_MAX_EVICTIONS]:
@@ -206,3 +210,14 @@ class Admission:
                 continue
             return True
         return False
+
+
+def suspend_failed_lately(row: SandboxRow, now: datetime) -> bool:
+    """Idle because its last suspend failed, less than ``SUSPEND_RETRY_AFTER`` ago.
+
+    Every other way into idle (created, a turn's end, resumed) records activity at that moment; only a
+    SuspendFailed returns a sandbox to idle without it, so an idle row whose state is younger than its
+    last activity came back from a failed suspend (and a call since then makes it evictable again).
+    """
+    since, active = row.state_since, row.last_activity_at
+    return active is not None and since > active and since > now - SUSPEND_RETRY_AFTER

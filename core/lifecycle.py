@@ -31,9 +31,21 @@ TRANSITIONAL: Final = frozenset({CREATING, SUSPENDING, RESUMING, DESTROYING})
 # The provider holds compute for these: the idle timer is armed.
 LIVE: Final = frozenset({IDLE, RUNNING})
 TERMINAL: Final = frozenset({EXPIRED})
-# What counts against capacity: every state in which the provider holds (or is taking or giving back)
-# compute. Only suspended and expired sandboxes hold none.
-HOLDS_COMPUTE: Final = frozenset({CREATING, IDLE, RUNNING, SUSPENDING, RESUMING, DESTROYING})
+# What counts against capacity: the states in which the provider holds (or is taking or giving back)
+# compute whatever the sandbox's past. Suspended and expired sandboxes hold none.
+HOLDS_COMPUTE: Final = frozenset({CREATING, IDLE, RUNNING, SUSPENDING, RESUMING})
+# States that hold compute only while the sandbox still has an instance (a provider ref): a destroy of
+# a live sandbox removes a running container, one of a suspended sandbox only deletes its snapshot (the
+# suspend removed the container, or paused the E2B sandbox, and recorded no ref). Counting the latter
+# would refuse a create for compute nobody holds, and break the ceiling's own count (N+1 "live").
+HOLDS_COMPUTE_WITH_INSTANCE: Final = frozenset({DESTROYING})
+
+
+def holds_compute(state: str, provider_ref: str | None) -> bool:
+    """Whether a sandbox in ``state`` with this provider ref counts against capacity (the stores count
+    the same rows in the append's transaction; see ``CapacityLimit``)."""
+    return state in HOLDS_COMPUTE or (state in HOLDS_COMPUTE_WITH_INSTANCE and provider_ref is not None)
+
 
 _ALIVE = [CREATING, IDLE, RUNNING, SUSPENDING, SUSPENDED, RESUMING, DESTROYING]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxError, StoreError
-from sandbox_lifecycle.events.records import CapacityRefused, SandboxRow
+from sandbox_lifecycle.events.records import CapacityRefused, SandboxLeased, SandboxRow
 
 if TYPE_CHECKING:
     from sandbox_lifecycle.core.service import SandboxService
@@ -115,19 +115,12 @@ class WarmPool:
             # sandbox past its timeout, which outlasts the idle timeout): recycled once it has waited
             # an idle timeout, it is always fresh when claimed.
             stale_before = self.s.clock() - self.s.policy.idle_timeout
-            for state in [p for p in pooled if p.state_since is not None and p.state_since < stale_before]:
-                try:
-                    self.s.destroy(state.id, reason=RECYCLE_REASON, actor=POOL_ACTOR)
-                    done.append(f"{state.id}: recycled from the {kind} pool")
-                except SandboxError as exc:
-                    done.append(f"{state.id}: recycling failed: {exc}")
+            stale = [p for p in pooled if p.state_since is not None and p.state_since < stale_before]
+            for state in stale:
                 pooled.remove(state)
+                done.append(self._retire(state, RECYCLE_REASON, f"recycled from the {kind} pool"))
             for state in pooled[want:] if len(pooled) > want else ():
-                try:
-                    self.s.destroy(state.id, reason=DRAIN_REASON, actor=POOL_ACTOR)
-                    done.append(f"{state.id}: drained from the {kind} pool")
-                except SandboxError as exc:
-                    done.append(f"{state.id}: drain failed: {exc}")
+                done.append(self._retire(state, DRAIN_REASON, f"drained from the {kind} pool"))
             for _ in range(want - len(pooled)):
                 try:
                     sid = self._add(kind)
@@ -138,6 +131,19 @@ class WarmPool:
                     break
                 done.append(f"{sid}: joined the {kind} pool")
         return done
+
+    def _retire(self, state: sb.Sandbox, reason: str, what: str) -> str:
+        """Destroy a pooled sandbox as ``_pooled`` loaded it: at that version (a claim since then wins, and
+        the turn that claimed it keeps it) and with no call in flight on it (a lease). A sweep's pass
+        destroys its stale sandboxes one after the other, about a second each on Docker: a turn claims
+        the oldest pooled sandbox, the very one recycling takes, in that gap."""
+        try:
+            self.s.destroy(state.id, reason=reason, actor=POOL_ACTOR, version=state.version)
+        except (ConcurrencyError, SandboxLeased):
+            return f"{state.id}: left alone, claimed or in use since the pool looked at it"
+        except SandboxError as exc:
+            return f"{state.id}: {reason} failed: {exc}"
+        return f"{state.id}: {what}"
 
     def _add(self, kind: str) -> str:
         row = self.s.create(kind, None, actor=POOL_ACTOR, reason=POOL_REASON, admit=False)

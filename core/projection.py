@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 IDLE = "idle"
 RETENTION = "retention"
 LEASE = "lease"
+# A sandbox whose suspend just failed (SuspendFailed: idle again, its instance kept) is not suspended
+# again, by the idle timer or an eviction for capacity (core/capacity.py), for this long: whatever broke
+# the suspend most likely still does, and each try writes two events (SuspendRequested, SuspendFailed).
+# Retried at every sweep or admission, one broken sandbox grew the log without bound; this bounds it.
+SUSPEND_RETRY_AFTER = timedelta(seconds=60)
 
 
 @value_class
@@ -57,9 +62,12 @@ def project(state: Sandbox, policy: Policy) -> Projection:
     # A pooled sandbox waits for a claim, not for activity: the pool's size, not the idle timer,
     # decides how long it lives (lowering the size drains it).
     if state.status in lc.LIVE and state.last_activity_at is not None and not state.pooled:
-        deadlines.append(
-            Deadline(state.id, IDLE, state.last_activity_at + policy.idle_timeout, state.version)
-        )
+        due = state.last_activity_at + policy.idle_timeout
+        if state.state_since > state.last_activity_at:
+            # Idle again after a failed suspend (the only way into idle without activity): the idle
+            # timer's retry waits SUSPEND_RETRY_AFTER too, or every sweep would append two more events.
+            due = max(due, state.state_since + SUSPEND_RETRY_AFTER)
+        deadlines.append(Deadline(state.id, IDLE, due, state.version))
     if state.status == lc.SUSPENDED and state.suspended_at is not None:
         deadlines.append(Deadline(state.id, RETENTION, state.suspended_at + policy.retention, state.version))
     if state.status in lc.TRANSITIONAL:

@@ -170,11 +170,9 @@ class SandboxService:
         unleased: bool = False,
     ) -> sb.Sandbox:
         """Decide and append at the version ``state`` was loaded at. ConcurrencyError if a racer won.
-
         ``at`` is a floor for the event time: a sweep run for a moment in the future (``--now``) stamps
         its outcomes no earlier than its triggers, so a history never runs backwards. ``unleased``: the
-        store refuses (SandboxLeased) while a call in flight holds a lease on the sandbox.
-        """
+        store refuses (SandboxLeased) while a call in flight holds a lease on the sandbox."""
         now = self.clock()
         events = sb.decide(state, cmd, now if at is None else max(at, now))
         if not events:
@@ -247,11 +245,9 @@ class SandboxService:
         sandbox_id: str | None = None,
         stop: threading.Event | None = None,
     ) -> Iterator[RecordedEvent]:
-        """The log in commit order, from just after ``after_position`` (see core/feed.py).
-
-        With ``follow`` it waits for new events until ``stop`` is set or the iterator is closed; each
-        event's ``position`` is where to resume from.
-        """
+        """The log in commit order, from just after ``after_position`` (see core/feed.py). With
+        ``follow`` it waits for new events until ``stop`` is set or the iterator is closed; each event's
+        ``position`` is where to resume from."""
         return feed.tail(self.store, after_position, follow, stream_id=sandbox_id, stop=stop)
 
     # ------------------------------------------------------------------ driving a side effect (once)
@@ -506,12 +502,22 @@ class SandboxService:
         self._live(sandbox_id, reason=reason, actor=actor or self.actor)
         return self.get(sandbox_id)
 
-    def destroy(self, sandbox_id: str, *, reason: str = "user", actor: str | None = None) -> SandboxRow:
+    def destroy(
+        self, sandbox_id: str, *, reason: str = "user", actor: str | None = None, version: int | None = None
+    ) -> SandboxRow:
+        """``version`` (the warm pool's): only the sandbox as it was seen at that version, with no call in
+        flight on it; else ConcurrencyError or SandboxLeased, and nothing written (a claim wins)."""
         cid, who = random_id(), actor or self.actor
         state = self.load(sandbox_id)
+        if version is not None and state.version != version:
+            raise ConcurrencyError(sandbox_id, version, "it changed since it was seen")
         if state.status == lc.EXPIRED:
             return self.get(sandbox_id)
-        if state.status != lc.DESTROYING:
+        if version is not None:
+            state = self._apply(
+                state, sb.Destroy(actor=who, reason=reason), correlation_id=cid, unleased=True
+            )
+        elif state.status != lc.DESTROYING:
             _, state = self._run(sandbox_id, lambda s: sb.Destroy(actor=who, reason=reason), cid)
         self.drive(state, cid, reason, actor=who)
         return self.get(sandbox_id)
@@ -585,11 +591,9 @@ class SandboxService:
         busy_for: float = _FILE_CALL_BEAT_S,
     ) -> T:
         """Record activity, then run ``call(provider_ref)`` on the live sandbox, recording activity
-        while it runs (a heartbeat, for at most ``busy_for`` seconds).
-
-        If the provider says the sandbox is gone (a container removed behind our back), the sandbox is
-        marked lost at once instead of pretending to be idle until a timer trips over it.
-        """
+        while it runs (a heartbeat, for at most ``busy_for`` seconds). If the provider says the sandbox is
+        gone (a container removed behind our back), the sandbox is marked lost at once instead of
+        pretending to be idle until a timer trips over it."""
         # The lease (taken first, so a capacity eviction either is seen by the load below or waits for
         # the call to end) keeps the sandbox from being evicted under the call (core/inflight.py).
         before_call = (self.busy_wait if wait is None else timedelta(seconds=wait)) + self.capacity.wait
@@ -835,13 +839,9 @@ class SandboxService:
     def _stopping_processes(self, state: sb.Sandbox) -> builtins.list[dict[str, Any]] | None:
         """The running background processes a suspend of ``state`` would stop, as recorded on the
         suspend's events; None where the provider's pause keeps them (E2B) or nothing can be asked.
-
         A failure to list them never blocks the suspend (it is logged, and nothing is recorded)."""
-        if (
-            self.capabilities.pause_keeps_processes
-            or state.provider_ref is None
-            or state.status not in lc.LIVE
-        ):
+        keeps = self.capabilities.pause_keeps_processes
+        if keeps or state.provider_ref is None or state.status not in lc.LIVE:
             return None
         try:
             running = [as_record(p) for p in self.provider.processes(state.provider_ref) if p.running]

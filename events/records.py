@@ -142,6 +142,8 @@ class CapacityLimit(FieldValues):
     states: tuple[str, ...]
     limit: int
     kind: str | None = None
+    # States counted only for rows with a provider ref (an instance the provider still holds).
+    states_with_ref: tuple[str, ...] = ()
 
 
 class CapacityRefused(StoreError):

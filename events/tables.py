@@ -180,7 +180,7 @@ sa.event.listen(
     sa.DDL("INSERT INTO log_head (id, position, hash, previous_hash) VALUES (1, 0, '', '')"),  # type: ignore[no-untyped-call]
 )
 # Calls in flight on a sandbox (an exec, a file call, a wait on a background process): while one of its
-# leases is unexpired, an eviction for capacity may not suspend it (core/leases.py). Not history, so not
+# leases is unexpired, an eviction for capacity may not suspend it (core/inflight.py). Not history, so not
 # events: a lease is taken and dropped around every call, and a crashed holder's row simply expires.
 sandbox_leases = sa.Table(
     "sandbox_leases",

@@ -177,7 +177,10 @@ class InMemoryEventStore:
                 1
                 for row in self.rows.values()
                 if row.id != stream_id
-                and row.state in limit.states
+                and (
+                    row.state in limit.states
+                    or (row.state in limit.states_with_ref and row.provider_ref is not None)
+                )
                 and (limit.kind is None or row.kind == limit.kind)
             )
             if (refused := capacity_refusal(stream_id, limit, others)) is not None:

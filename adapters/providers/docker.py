@@ -217,14 +217,16 @@ class DockerProvider:
         return self._reuse(sandbox_id, kind, existing)
 
     def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
-        # The archive and tree modules (zstandard, tarfile) load for the calls that move workspaces only.
-        from sandbox_lifecycle.adapters.snapshots.archive import pack_workspace
+        # Archived with the container's processes frozen, so none changes the files under the tar (see
+        # docker_snapshot); the module (and zstandard, tarfile) loads for the calls that move workspaces.
+        from sandbox_lifecycle.adapters.providers.docker_snapshot import frozen, store_snapshot
 
-        workspace = kind_spec(kind).workspace
         try:
             self._owned(ref, sandbox_id)
-            with self._errors(f"snapshot sandbox {sandbox_id}", ref):
-                chunks, _ = self.client.api.get_archive(ref, workspace.root)
+            with frozen(self, ref, f"snapshot sandbox {sandbox_id}"):
+                info = store_snapshot(self, sandbox_id, ref, kind_spec(kind).workspace, snapshot_key)
+                # Only now, the snapshot stored and verified, is it safe to release the workspace.
+                self._remove(ref, sandbox_id)
         except ProviderLost:
             # A retry of a suspend that already stored this key and removed the container (the process
             # died before recording the outcome): the stored snapshot is the outcome.
@@ -232,22 +234,6 @@ class DockerProvider:
             if stored_before is None:
                 raise
             return stored_before
-        # The docker stream is read while the store consumes `packed`, so its errors surface from put.
-        with self._errors(f"snapshot sandbox {sandbox_id}", ref):
-            packed = pack_workspace(chunks, workspace)
-            try:
-                info = self._snapshots.put(snapshot_key, packed)
-            finally:
-                packed.close()
-        stored = self._snapshots.stat(snapshot_key)
-        if info.bytes is None or stored != info.bytes:
-            raise ProviderError(
-                f"snapshot {snapshot_key!r} of sandbox {sandbox_id} did not verify after storing "
-                f"(store reports {stored} bytes, {info.bytes} were written); the container was kept, "
-                "retry the suspend"
-            )
-        # Only now is it safe to release the workspace.
-        self._remove(ref, sandbox_id)
         return info
 
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:

@@ -121,7 +121,7 @@ READ_CHAIN_ROWS = (
 _PLACEHOLDER_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 _READ_LOG_HEAD = "SELECT position, hash FROM log_head WHERE id = 1"
 
-# Leases of calls in flight (core/leases.py). Taking one also drops every expired one: the table holds
+# Leases of calls in flight (core/inflight.py). Taking one also drops every expired one: the table holds
 # about as many rows as there are calls in flight, whatever crashed holders left behind.
 PURGE_LEASES = "DELETE FROM sandbox_leases WHERE expires_at <= ?"
 INSERT_LEASE = "INSERT INTO sandbox_leases (lease_id, sandbox_id, holder, expires_at) VALUES (?, ?, ?, ?)"
@@ -154,8 +154,14 @@ def capacity_count_sql(limit: CapacityLimit, stream_id: str, mark: str) -> tuple
     The appended sandbox's own row is left out: the append counts it (it is about to hold compute).
     """
     marks = ", ".join(mark for _ in limit.states)
-    sql = f"SELECT count(*) FROM sandboxes WHERE state IN ({marks}) AND id <> {mark}"
-    params: tuple[Any, ...] = (*limit.states, stream_id)
+    counted = f"state IN ({marks})"
+    params: tuple[Any, ...] = limit.states
+    if limit.states_with_ref:
+        with_ref = ", ".join(mark for _ in limit.states_with_ref)
+        counted = f"({counted} OR (state IN ({with_ref}) AND provider_ref IS NOT NULL))"
+        params = (*params, *limit.states_with_ref)
+    sql = f"SELECT count(*) FROM sandboxes WHERE {counted} AND id <> {mark}"
+    params = (*params, stream_id)
     if limit.kind is not None:
         sql += f" AND kind = {mark}"
         params = (*params, limit.kind)

@@ -1,6 +1,6 @@
 """Eviction for capacity never takes a sandbox with a call in flight (issue N, item 4).
 
-An exec, a file call or a wait on a background process holds a lease on its sandbox (core/leases.py):
+An exec, a file call or a wait on a background process holds a lease on its sandbox (core/inflight.py):
 the eviction's suspend is refused by the store while an unexpired lease exists, so the call is never
 killed; the caller short of room waits, then gets CapacityExceeded. On the fake provider and every
 event store; the Docker and PostgreSQL version through `sandboxctl exec` is test_busy_eviction_docker.py.
@@ -163,5 +163,5 @@ def test_concurrent_execs_at_max_live_are_never_killed(store: EventStore) -> Non
         results = list(pool.map(lambda sid: service.exec(sid, ["sh", "-c", "sleep 1.3; echo done"]), ids))
     assert provider.killed == []
     assert [(r.exit_code, r.stdout) for r in results] == [(0, "done\n")] * 6
-    assert len([r for r in service.list() if r.state in lc.HOLDS_COMPUTE]) <= 2
+    assert len([r for r in service.list() if lc.holds_compute(r.state, r.provider_ref)]) <= 2
     assert verify(service.store, service.policy) == []

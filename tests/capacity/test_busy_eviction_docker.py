@@ -66,7 +66,7 @@ def test_concurrent_sandboxctl_execs_at_max_live_are_never_killed(
                 assert "capacity" in err.lower() and err.strip(), err
         assert sum(1 for o in outcomes if o[0] == 0) >= LIMIT * ROUNDS
         service = build_service(env)
-        assert len([r for r in service.list() if r.state in lc.HOLDS_COMPUTE]) <= LIMIT
+        assert len([r for r in service.list() if lc.holds_compute(r.state, r.provider_ref)]) <= LIMIT
         # Every capacity suspend in the log came while no exec held the sandbox: none was killed above.
         verified = _ctl(env, "replay", "--verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr

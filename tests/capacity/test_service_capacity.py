@@ -45,7 +45,7 @@ def make(store: EventStore, clock: Clock, **capacity: object) -> SandboxService:
 
 
 def live(service: SandboxService) -> list[str]:
-    return sorted(r.id for r in service.list() if r.state in lc.HOLDS_COMPUTE)
+    return sorted(r.id for r in service.list() if lc.holds_compute(r.state, r.provider_ref))
 
 
 def reasons(service: SandboxService, sid: str) -> list[tuple[str, str]]:

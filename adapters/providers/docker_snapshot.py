@@ -1,0 +1,89 @@
+"""A Docker sandbox's suspend: its workspace archived with every process of the container frozen.
+
+Docker's archive endpoint tars a live filesystem. A file that shrinks while the tar is written (a process
+truncating a log, a build rewriting its output) leaves the stream shorter than its header says, and the
+archive is refused as malformed; a process churning files could make every suspend of its sandbox fail,
+and so its sandbox impossible to evict or to time out. A suspend stops the sandbox's processes anyway
+(the container is removed once the snapshot is stored; the running ones are recorded as stopped), so
+they are frozen first (``docker pause``, the cgroup freezer): the archive then reads a filesystem nobody
+writes. If anything fails before the container is released, the processes are thawed and the sandbox
+is exactly as it was (idle, the container and its workspace kept, nothing stored under the key that is
+not a whole, verified snapshot).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from sandbox_lifecycle.core.errors import ProviderError, ProviderLost
+from sandbox_lifecycle.core.ports import SnapshotInfo, WorkspaceSpec
+
+if TYPE_CHECKING:
+    from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+
+log = logging.getLogger("sandbox_lifecycle")
+
+
+@contextmanager
+def frozen(p: DockerProvider, ref: str, action: str) -> Iterator[None]:
+    """Every process of container ``ref`` frozen while the block runs; thawed again if it raises (on
+    success the block has removed the container, so there is nothing to thaw).
+
+    A container already paused (a suspend that died mid-way) is taken as it is. An engine that cannot
+    pause it (a runtime without the freezer) is logged and the archive runs unfrozen, as before: a
+    suspend that may fail is better than none.
+    """
+    api = p.client.api
+    with p._errors(action, ref):
+        paused = bool(api.inspect_container(ref)["State"].get("Paused"))
+    if not paused:
+        try:
+            with p._errors(f"freeze the processes of container {ref[:12]}", ref):
+                api.pause(ref)
+        except ProviderLost:
+            raise
+        except ProviderError as exc:
+            log.warning("archiving container %s unfrozen: %s", ref[:12], exc)
+    try:
+        yield
+    except BaseException:
+        try:
+            with p._errors(f"thaw the processes of container {ref[:12]}", ref):
+                if api.inspect_container(ref)["State"].get("Paused"):
+                    api.unpause(ref)
+        except ProviderError as exc:
+            log.warning("could not thaw container %s after a failed suspend: %s", ref[:12], exc)
+        raise
+
+
+def store_snapshot(
+    p: DockerProvider, sandbox_id: str, ref: str, workspace: WorkspaceSpec, key: str
+) -> SnapshotInfo:
+    """Archive ``workspace`` of container ``ref``, store it under ``key`` and verify what was stored.
+
+    A stream that ends early or is malformed fails the store's put, which removes its partial upload; a
+    stored size that differs from what was written is refused. Either way the caller keeps the container.
+    """
+    # The archive module (zstandard, tarfile) loads for the calls that move workspaces only.
+    from sandbox_lifecycle.adapters.snapshots.archive import pack_workspace
+
+    action = f"snapshot sandbox {sandbox_id}"
+    with p._errors(action, ref):
+        chunks, _ = p.client.api.get_archive(ref, workspace.root)
+    # The docker stream is read while the store consumes `packed`, so its errors surface from put.
+    with p._errors(action, ref):
+        packed = pack_workspace(chunks, workspace)
+        try:
+            info = p._snapshots.put(key, packed)
+        finally:
+            packed.close()
+    stored = p._snapshots.stat(key)
+    if info.bytes is None or stored != info.bytes:
+        raise ProviderError(
+            f"snapshot {key!r} of sandbox {sandbox_id} did not verify after storing (store reports "
+            f"{stored} bytes, {info.bytes} were written); the container was kept, retry the suspend"
+        )
+    return info
