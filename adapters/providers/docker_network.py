@@ -329,6 +329,24 @@ class SandboxNetworks:
                     try:
                         with self._errors("start the egress container"):
                             self.api.start(found["Id"])
+                    except ProviderLost:
+                        # A stopped container keeps its endpoints, but a network inspect does not list
+                        # them, so a suspend that released its sandbox's network while the egress point
+                        # was down (killed, crashed) left it attached to a network that is gone, and the
+                        # engine will never start it again. Replace it on the networks still there; never
+                        # let this reach the caller as a lost sandbox (a resume would expire it).
+                        if self._removing(found["Id"]):
+                            self._await_gone(found["Id"])
+                            continue
+                        networks = set((found.get("NetworkSettings") or {}).get("Networks") or {})
+                        self._remove_container(found["Id"])
+                        created = self._create_egress(want)
+                        if created is None:
+                            continue
+                        for net in sorted(networks - {OUTSIDE_NETWORK}):
+                            with suppress(docker.errors.NotFound):
+                                self._connect(created, net, alias=EGRESS_ALIAS)
+                        return created
                     except ProviderError:
                         if not self._removing(found["Id"]):
                             raise
