@@ -133,6 +133,10 @@ class EgressProxy:
         try:
             while not self._closed.is_set():
                 await self._accept_one(self._server)
+                # sock_accept returns at once while connections wait in the queue, so without this a
+                # flood of connections from one sandbox would keep the loop accepting and starve every
+                # open connection's pumps; one accept per turn of the loop keeps them in step.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             if not self._closed.is_set():
                 raise
