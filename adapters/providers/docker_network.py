@@ -313,14 +313,9 @@ class SandboxNetworks:
                     )
                 if labels.get(LABEL_CONFIG) != want:
                     # Another version of the egress program or settings: replace it, keeping its networks.
-                    networks = set((found.get("NetworkSettings") or {}).get("Networks") or {})
-                    self._remove_container(found["Id"])
-                    created = self._create_egress(want)
+                    created = self._replace_egress(found, want)
                     if created is None:
                         continue
-                    for net in sorted(networks - {OUTSIDE_NETWORK}):
-                        with suppress(docker.errors.NotFound):
-                            self._connect(created, net)
                     return created
                 if found["State"].get("Status") == "removing":
                     self._await_gone(found["Id"])  # a sweep found it idle a moment ago: make a new one
@@ -338,14 +333,9 @@ class SandboxNetworks:
                         if self._removing(found["Id"]):
                             self._await_gone(found["Id"])
                             continue
-                        networks = set((found.get("NetworkSettings") or {}).get("Networks") or {})
-                        self._remove_container(found["Id"])
-                        created = self._create_egress(want)
+                        created = self._replace_egress(found, want)
                         if created is None:
                             continue
-                        for net in sorted(networks - {OUTSIDE_NETWORK}):
-                            with suppress(docker.errors.NotFound):
-                                self._connect(created, net, alias=EGRESS_ALIAS)
                         return created
                     except ProviderError:
                         if not self._removing(found["Id"]):
@@ -460,6 +450,20 @@ class SandboxNetworks:
                     raise ProviderError(
                         f"the egress container went away while attaching {network}; retry"
                     ) from exc
+
+    def _replace_egress(self, found: Mapping[str, Any], want: str) -> str | None:
+        """A new egress container in place of ``found``, on the sandbox networks it was on and under the
+        alias sandboxes know it by (without it their proxy settings name a host that does not resolve);
+        None when another process took the name meanwhile."""
+        networks = set((found.get("NetworkSettings") or {}).get("Networks") or {})
+        self._remove_container(found["Id"])
+        created = self._create_egress(want)
+        if created is None:
+            return None
+        for net in sorted(networks - {OUTSIDE_NETWORK}):
+            with suppress(docker.errors.NotFound):
+                self._connect(created, net, alias=EGRESS_ALIAS)
+        return created
 
     def _connect(self, container: str, network: str, alias: str | None = None) -> None:
         try:

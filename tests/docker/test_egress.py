@@ -410,3 +410,20 @@ def test_concurrent_creates_keep_the_token_their_container_holds(
     assert stored.read_text().strip() == hashlib.sha256(env["ANTHROPIC_API_KEY"].encode()).hexdigest()
     net.destroy(sid, None)
     assert not stored.exists()  # a destroyed sandbox's token is revoked
+
+
+def test_a_replaced_egress_point_keeps_its_name_on_every_sandbox_network(
+    net: DockerProvider, new_id: Callable[[], str], allowed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another version of the egress program replaces the egress container; the new one must be
+    `egress` on the networks of the sandboxes already running, or their proxy settings name nothing."""
+    sid = new_id()
+    ref = net.create(sid, "data-app")
+    url = f"http://{ALLOWED}:{allowed_port}/again"
+    assert fetch(net, ref, url) == "200 hello /again"
+    before = net.network.ensure_egress()
+    # What an upgrade of adapters/egress looks like to the provider: another digest of what it runs.
+    monkeypatch.setattr(net.network, "_egress_config", lambda: "another-version")
+    assert net.network.ensure_egress() != before  # replaced
+    assert fetch(net, ref, url) == "200 hello /again"
+    net.destroy(sid, ref)
