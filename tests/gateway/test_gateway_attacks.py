@@ -500,3 +500,28 @@ def test_head_faults_are_refused_with_their_status(head: bytes, status: int, wor
     with pytest.raises(BadRequest) as refused:
         parse_request_head(head)
     assert refused.value.status == status and words in refused.value.message
+
+
+def test_the_header_count_bound_is_exact() -> None:
+    from sandbox_lifecycle.adapters.egress.http1 import MAX_HEADERS
+
+    parse_request_head(
+        b"GET /v1/models HTTP/1.1\r\n" + b"host: h\r\n" + b"x: 1\r\n" * (MAX_HEADERS - 1) + b"\r\n"
+    )
+    with pytest.raises(BadRequest) as refused:
+        parse_request_head(
+            b"GET /v1/models HTTP/1.1\r\n" + b"host: h\r\n" + b"x: 1\r\n" * MAX_HEADERS + b"\r\n"
+        )
+    assert refused.value.status == 431
+
+
+def test_a_head_too_large_cut_short_or_absent(gw: RunningGateway, upstream: FakeUpstream) -> None:
+    from sandbox_lifecycle.adapters.egress.http1 import MAX_HEAD_BYTES
+
+    huge = b"GET /v1/models HTTP/1.1\r\nhost: h\r\nx-pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    assert status_of(exchange(gw, huge)) == 431
+    cut = exchange(gw, b"GET /v1/models HTTP/1.1\r\nhost")
+    assert status_of(cut) == 400 and b"ended early" in cut
+    assert exchange(gw, b"") == b""  # a connection that closes at once gets no answer
+    assert exchange(gw, b"\r\n") == b""
+    assert upstream.seen == []
