@@ -21,6 +21,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.egress.bodies import RETRY_BODY_BYTES, SANDBOX_BUFFER_BYTES
 from sandbox_lifecycle.adapters.egress.gateway import MAX_CONNECTIONS_PER_SOURCE
+from sandbox_lifecycle.adapters.egress.http1 import BadRequest, parse_request_head
 from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
 from sandbox_lifecycle.adapters.egress.routes import MAX_GIT_SEGMENTS, git_route
 from sandbox_lifecycle.adapters.egress.tokens import check_token, issue_token
@@ -468,3 +469,59 @@ def test_an_e2b_sandbox_s_git_reaches_only_granted_hosts_at_public_addresses(tmp
     for bad in ("ftp://h.test", "https://", "https://h.test:99999"):
         unusable = outbound.git_target("s", "h.test", 443, {"url": bad})
         assert isinstance(unusable, Refusal) and unusable.status == 503, bad
+
+
+_OK_HEAD = b"POST /v1/messages HTTP/1.1\r\nhost: h\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "words"),
+    [
+        (_OK_HEAD + b"x: 1\r\n" * 101 + b"\r\n", 431, "header lines"),
+        (_OK_HEAD + b"host: h2\r\n\r\n", 400, "exactly one Host"),
+        (b"POST /v1/messages HTTP/1.1\r\n\r\n", 400, "exactly one Host"),
+        (_OK_HEAD + b"transfer-encoding: gzip, chunked\r\n\r\n", 501, "chunked"),
+        (_OK_HEAD + b"transfer-encoding: chunked\r\ncontent-length: 0\r\n\r\n", 400, "both"),
+        (b"POST /v1/messages HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n", 400, "HTTP/1.0"),
+        (_OK_HEAD + b"content-length: 5\r\ncontent-length: 5\r\n\r\n", 400, "Content-Length"),
+        (_OK_HEAD + b"content-length: +5\r\n\r\n", 400, "Content-Length"),
+        (_OK_HEAD + b"x-a: 1\r\n", 400, "empty line"),
+        (b"POST /v1/messages HTTP/1.1\rhost: h\r\n\r\n", 400, "bare CR"),
+        (b"POST  /v1/messages HTTP/1.1\r\nhost: h\r\n\r\n", 400, "request line"),
+        (b"POST http://h/v1/messages HTTP/1.1\r\nhost: h\r\n\r\n", 400, "request line"),
+        (_OK_HEAD + b"x0-9: 1\r\n\r\n", 0, ""),
+        (b"GET /v1/models HTTP/1.0\r\n\r\n", 0, ""),
+    ],
+)
+def test_head_faults_are_refused_with_their_status(head: bytes, status: int, words: str) -> None:
+    if not status:
+        parse_request_head(head)  # accepted
+        return
+    with pytest.raises(BadRequest) as refused:
+        parse_request_head(head)
+    assert refused.value.status == status and words in refused.value.message
+
+
+def test_the_header_count_bound_is_exact() -> None:
+    from sandbox_lifecycle.adapters.egress.http1 import MAX_HEADERS
+
+    parse_request_head(
+        b"GET /v1/models HTTP/1.1\r\n" + b"host: h\r\n" + b"x: 1\r\n" * (MAX_HEADERS - 1) + b"\r\n"
+    )
+    with pytest.raises(BadRequest) as refused:
+        parse_request_head(
+            b"GET /v1/models HTTP/1.1\r\n" + b"host: h\r\n" + b"x: 1\r\n" * MAX_HEADERS + b"\r\n"
+        )
+    assert refused.value.status == 431
+
+
+def test_a_head_too_large_cut_short_or_absent(gw: RunningGateway, upstream: FakeUpstream) -> None:
+    from sandbox_lifecycle.adapters.egress.http1 import MAX_HEAD_BYTES
+
+    huge = b"GET /v1/models HTTP/1.1\r\nhost: h\r\nx-pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    assert status_of(exchange(gw, huge)) == 431
+    cut = exchange(gw, b"GET /v1/models HTTP/1.1\r\nhost")
+    assert status_of(cut) == 400 and b"ended early" in cut
+    assert exchange(gw, b"") == b""  # a connection that closes at once gets no answer
+    assert exchange(gw, b"\r\n") == b""
+    assert upstream.seen == []
