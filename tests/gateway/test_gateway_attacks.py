@@ -21,7 +21,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.egress.bodies import RETRY_BODY_BYTES, SANDBOX_BUFFER_BYTES
 from sandbox_lifecycle.adapters.egress.gateway import MAX_CONNECTIONS_PER_SOURCE
-from sandbox_lifecycle.adapters.egress.http1 import BadRequest, parse_request_head
+from sandbox_lifecycle.adapters.egress.gateway_http import BadRequest, parse_request_head
 from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
 from sandbox_lifecycle.adapters.egress.routes import MAX_GIT_SEGMENTS, git_route
 from sandbox_lifecycle.adapters.egress.tokens import check_token, issue_token
@@ -503,7 +503,7 @@ def test_head_faults_are_refused_with_their_status(head: bytes, status: int, wor
 
 
 def test_the_header_count_bound_is_exact() -> None:
-    from sandbox_lifecycle.adapters.egress.http1 import MAX_HEADERS
+    from sandbox_lifecycle.adapters.egress.gateway_http import MAX_HEADERS
 
     parse_request_head(
         b"GET /v1/models HTTP/1.1\r\n" + b"host: h\r\n" + b"x: 1\r\n" * (MAX_HEADERS - 1) + b"\r\n"
@@ -516,7 +516,7 @@ def test_the_header_count_bound_is_exact() -> None:
 
 
 def test_a_head_too_large_cut_short_or_absent(gw: RunningGateway, upstream: FakeUpstream) -> None:
-    from sandbox_lifecycle.adapters.egress.http1 import MAX_HEAD_BYTES
+    from sandbox_lifecycle.adapters.egress.gateway_http import MAX_HEAD_BYTES
 
     huge = b"GET /v1/models HTTP/1.1\r\nhost: h\r\nx-pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
     assert status_of(exchange(gw, huge)) == 431
