@@ -74,6 +74,8 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "mark_failed", "source": SUSPENDING, "dest": IDLE},
     {"trigger": "mark_failed", "source": RESUMING, "dest": SUSPENDED},
     {"trigger": "mark_lost", "source": _ALIVE, "dest": EXPIRED},
+    # A sweep taking over an intent past its lease: same state, the lease restarted (RecoveryStarted).
+    {"trigger": "recover", "source": sorted(TRANSITIONAL), "dest": "="},
 ]
 
 

@@ -176,8 +176,13 @@ class Sweeper:
         if now - state.state_since < self.s.policy.lease:
             return False
         log.info("recovering sandbox %s stuck in %s since %s", sid, state.status, state.state_since)
+        cid = random_id()
         try:
-            self.s.drive(state, random_id(), "recovery", at=now, recovery=True)
+            # Claimed in the log first, at the version loaded: of two sweeps (two processes, or a timer and
+            # the interval job of one) only one re-drives the side effect. Two resumes re-driven at once
+            # each replace the other's container, and the loser's replacement outlives the winner's record.
+            state = self.s._apply(state, sb.Recover(), correlation_id=cid, at=now)
+            self.s.drive(state, cid, "recovery", at=now, recovery=True)
         except ConcurrencyError:
             return False  # its owner (or another sweep) recorded the outcome meanwhile
         return True

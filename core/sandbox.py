@@ -227,6 +227,15 @@ class MarkLost(Command):
     TRIGGER = "mark_lost"
 
 
+@value_class(kw_only=True)
+class Recover(Command):
+    """A sweep takes over an intent whose lease ran out (see ev.RecoveryStarted)."""
+
+    actor: str = "reconciler"
+    reason: str = "recovery"
+    TRIGGER = "recover"
+
+
 # ------------------------------------------------------------------------------------------- decide
 
 
@@ -360,6 +369,8 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             return [ev.ResumeFailed(**base, error=cmd.error)]
         case MarkLost():
             return [ev.ProviderLost(**base, detail=cmd.detail)]
+        case Recover():
+            return [ev.RecoveryStarted(**base, status=state.status)]
     raise TypeError(f"unknown command {type(cmd).__name__}")
 
 
@@ -486,6 +497,9 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 expired_at=at,
                 expired_reason=state.destroy_reason or event.reason,
             )
+        case ev.RecoveryStarted():
+            # Same status; the lease runs from the takeover, so no other sweep re-drives it meanwhile.
+            return _next(s, state_since=at)
         case ev.Pooled():
             return _next(s, pooled=True)
         case ev.Claimed():

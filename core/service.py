@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sandbox_lifecycle.core import feed, inflight
+from sandbox_lifecycle.core import feed, inflight, outcomes
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.capacity import Admission, Capacity
@@ -329,9 +329,7 @@ class SandboxService:
     ) -> sb.Sandbox:
         assert state.kind and state.pending_snapshot_key
         with self._failure_recorded(state, cid, reason, at, actor, "suspend"):
-            info = self.provider.suspend(
-                state.id, state.provider_ref or "", state.kind, state.pending_snapshot_key
-            )
+            info = outcomes.suspend_or_stored(self, state)  # a snapshot stored before a failure counts
         previous = state.snapshot_key
         after = self._apply(
             state,
@@ -395,7 +393,8 @@ class SandboxService:
 
         * another deployment's instance (ForeignSandbox): this record is expired with reason
           ``foreign_deployment``; the instance is theirs and was not touched (see docs/design-notes.md);
-        * the provider lost the sandbox: expired with ``provider_lost``, raised as SandboxExpired;
+        * the provider lost the sandbox: expired (``provider_lost``, SandboxExpired) unless a resume's
+          snapshot verifies (then suspended again);
         * any other error (a ProviderError, or anything else: an OSError from an unusable snapshot
           directory): back to the stable state the intent left (a destroy has none: it stays leased and
           the sweep retries it), raised as a SandboxError with one line.
@@ -407,9 +406,10 @@ class SandboxService:
         except ForeignSandbox as exc:
             self._record_failure(state, sb.MarkLost(detail=str(exc), actor=actor, reason=FOREIGN), cid, at)
             raise
-        except ProviderLost as exc:
-            self._record_failure(state, sb.MarkLost(detail=str(exc), actor=actor), cid, at)
-            raise SandboxExpired(state.id, self.clock(), "provider_lost") from exc
+        except ProviderLost as exc:  # expired only if the snapshot is gone too (core/outcomes.py)
+            lost = outcomes.resume_loss(self, state, exc, actor, reason)
+            self._record_failure(state, lost, cid, at)
+            raise outcomes.loss_error(state, lost, exc, self.clock()) from exc
         except Exception as exc:
             back = lc.destination("mark_failed", state.status)
             recorded = back is not None and self._record_failure(

@@ -175,6 +175,16 @@ class ProviderLost(Event):
 
 
 @value_class(kw_only=True)
+class RecoveryStarted(Event):
+    """A sweep takes over the side effect of the ``status`` intent whose lease ran out. Appended at the
+    version the sweep loaded, before any provider call, so of two sweeps only one re-drives it (the other
+    loses the append); it restarts the lease."""
+
+    TYPE = "RecoveryStarted"
+    status: str
+
+
+@value_class(kw_only=True)
 class Pooled(Event):
     """A created, unassigned sandbox joined its kind's warm pool: a new conversation's turn may claim it."""
 
@@ -212,5 +222,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ProviderLost,
         Pooled,
         Claimed,
+        RecoveryStarted,
     )
 }

@@ -38,6 +38,7 @@ COMMANDS: dict[type[sb.Command], st.SearchStrategy[sb.Command]] = {
         bytes=st.none() | st.integers(0, 10**9),
     ),
     sb.RequestResume: st.builds(sb.RequestResume),
+    sb.Recover: st.builds(sb.Recover),
     sb.MarkResumed: st.builds(sb.MarkResumed, provider_ref=st.just("r2")),
     sb.FireIdleTimeout: st.builds(sb.FireIdleTimeout, timeout=st.just(TIMEOUT)),
     sb.FireRetention: st.builds(sb.FireRetention, retention=st.just(RETENTION)),
