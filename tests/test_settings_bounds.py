@@ -1,0 +1,60 @@
+"""Settings' bounds and defaults, exactly at their edges (issue 20: gaps targeted mutation testing found)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.core.errors import ConfigError
+
+
+def problems(environ: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(environ)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SANDBOX_IDLE_TIMEOUT_MS",
+        "SANDBOX_SNAPSHOT_RETENTION_MS",
+        "SANDBOX_LEASE_MS",
+        "E2B_SANDBOX_TIMEOUT_MS",
+    ],
+)
+def test_a_timer_exactly_at_the_maximum_is_accepted(name: str) -> None:
+    # The bound is inclusive: ten years is allowed, one millisecond more is not.
+    Settings.from_env({name: "315360000000"})
+    assert name in problems({name: "315360000001"})
+
+
+def test_a_sweep_interval_of_exactly_a_day_is_accepted() -> None:
+    assert Settings.from_env({"SANDBOX_SWEEP_INTERVAL_MS": "86400000"}).sweep_interval == timedelta(days=1)
+    assert "86400000" in problems({"SANDBOX_SWEEP_INTERVAL_MS": "86400001"})
+
+
+def test_the_default_lease_is_the_documented_ten_minutes(tmp_path: Path) -> None:
+    # docs/operations.md and the README: SANDBOX_LEASE_MS defaults to 600000.
+    assert Settings.from_env({"HOME": str(tmp_path)}).policy.lease == timedelta(milliseconds=600_000)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost.example.com", "http://127.0.0.1.example.com/v1", "http://api.example.com"]
+)
+def test_a_clear_text_model_url_to_a_host_that_only_looks_local_is_refused(url: str) -> None:
+    assert "clear text" in problems({"ANTHROPIC_BASE_URL": url})
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8080", "http://127.0.0.1:9/", "http://[::1]:8080"])
+def test_a_clear_text_model_url_to_loopback_is_accepted(url: str) -> None:
+    assert Settings.from_env({"ANTHROPIC_BASE_URL": url}).anthropic_base_url == url.rstrip("/")
+
+
+def test_a_slash_28_network_pool_is_accepted() -> None:
+    # The smallest pool the bridge allocator can carve per-sandbox networks from.
+    chosen = Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": "10.9.0.0/28"})
+    assert chosen.egress.network_pool == "10.9.0.0/28"
