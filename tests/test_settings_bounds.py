@@ -58,3 +58,11 @@ def test_a_slash_28_network_pool_is_accepted() -> None:
     # The smallest pool the bridge allocator can carve per-sandbox networks from.
     chosen = Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": "10.9.0.0/28"})
     assert chosen.egress.network_pool == "10.9.0.0/28"
+
+
+def test_the_e2b_transfer_bounds_are_the_documented_ones() -> None:
+    # README: an exec's output is bounded per stream by the provider's bound, 1 MiB by default; a file
+    # read through the E2B API by 64 MiB (past it, a clear error rather than an unbounded download).
+    e2b = Settings.from_env({}).e2b
+    assert e2b.max_output_bytes == 1024**2
+    assert e2b.max_file_bytes == 64 * 1024**2
