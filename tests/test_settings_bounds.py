@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.adapters.settings import Settings, first_line, scrub
 from sandbox_lifecycle.core.errors import ConfigError
 
 
@@ -66,3 +66,34 @@ def test_the_e2b_transfer_bounds_are_the_documented_ones() -> None:
     e2b = Settings.from_env({}).e2b
     assert e2b.max_output_bytes == 1024**2
     assert e2b.max_file_bytes == 64 * 1024**2
+
+
+def test_the_disk_limit_is_bounded_at_16_tib_inclusive() -> None:
+    top = 16 * 1024 * 1024  # MB
+    assert Settings.from_env({"SANDBOX_DISK_LIMIT_MB": str(top)}).disk_limit_mb == top
+    assert f"0 to {top}" in problems({"SANDBOX_DISK_LIMIT_MB": str(top + 1)})
+
+
+def test_only_a_plain_postgresql_url_gets_the_psycopg2_hint() -> None:
+    assert "psycopg2" in problems({"SANDBOX_DATABASE_URL": "postgresql://u@db/x"})
+    assert "psycopg2" in problems({"SANDBOX_DATABASE_URL": "postgres://u@db/x"})
+    assert "psycopg2" not in problems({"SANDBOX_DATABASE_URL": "mysql://u@db/x"})
+
+
+def test_a_long_bad_value_is_shown_cut_at_40_characters() -> None:
+    # Echoed so the operator recognises it, but bounded: a pasted blob must not flood the error.
+    assert repr("x" * 40) in problems({"SANDBOX_LEASE_MS": "x" * 40})
+    message = problems({"SANDBOX_LEASE_MS": "x" * 41})
+    assert repr("x" * 40 + "...") in message and "x" * 41 not in message
+
+
+def test_scrub_replaces_every_secret_plain_and_url_quoted() -> None:
+    assert scrub("key hunter22 and again hunter22", ["hunter22"]) == "key *** and again ***"
+    assert scrub("url u:p%40ssw0rd@db", ["p@ssw0rd"]) == "url u:***@db"
+    assert scrub("short abc stays", ["abc"]) == "short abc stays"  # too short to be a secret worth it
+
+
+def test_first_line_is_the_first_non_blank_line_bounded() -> None:
+    assert first_line("\n  boom: the first\nsecond\n") == "boom: the first"
+    assert first_line("   ") == ""
+    assert first_line("y" * 401) == "y" * 400 + "..."
