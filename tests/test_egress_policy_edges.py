@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sandbox_lifecycle.adapters.egress.policy import PolicyBook, load_policy, policy_document, write_policy
+from sandbox_lifecycle.adapters.egress.policy import (
+    PolicyBook,
+    load_policy,
+    policy_document,
+    system_resolver,
+    write_policy,
+)
 
 
 def _no_resolver(host: str, port: int) -> list[str]:
@@ -47,3 +53,14 @@ def test_an_address_outside_every_subnet_has_no_policy(tmp_path: Path) -> None:
     book = PolicyBook(str(tmp_path))
     assert book.for_source("10.1.0.16") is None
     assert book.for_source("::ffff:10.1.0.2") is not None  # an IPv4-mapped source is its IPv4 address
+
+
+def test_an_allowed_decision_is_a_200_to_the_checked_address() -> None:
+    rules = load_policy(policy_document("s1", "data-app", "10.0.0.0/28", ["ok.test"], [], "V"))
+    allowed = rules.decide("ok.test", 443, lambda host, port: ["1.1.1.1"])
+    assert (allowed.status, allowed.address, allowed.reason) == (200, "1.1.1.1", "")
+
+
+def test_the_system_resolver_returns_the_addresses_of_a_name() -> None:
+    # localhost resolves from /etc/hosts: no query leaves the machine.
+    assert "127.0.0.1" in system_resolver("localhost", 80)
