@@ -100,3 +100,16 @@ def test_a_body_sent_after_the_head_is_streamed_to_the_upstream(proxy_port: int,
     head = f"POST http://up.test:{upstream}/ HTTP/1.1\r\nHost: up.test\r\nContent-Length: 10\r\n\r\n"
     answer = _ask(proxy_port, head.encode() + b"hello", later=b"world")
     assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"\r\n\r\nhelloworld")
+
+
+def test_a_body_larger_than_the_socket_buffers_goes_through_whole_both_ways(
+    proxy_port: int, upstream: int
+) -> None:
+    # 8 MiB fills the kernel's buffers on the way up and down, so each pump must wait for its
+    # destination to become writable again (and not for something else) to finish.
+    size = 8 * 1024 * 1024
+    head = f"POST http://up.test:{upstream}/ HTTP/1.1\r\nHost: up.test\r\nContent-Length: {size}\r\n\r\n"
+    body = bytes(range(256)) * (size // 256)
+    answer = _ask(proxy_port, head.encode() + body)
+    assert answer.startswith(b"HTTP/1.0 200 ")
+    assert answer.partition(b"\r\n\r\n")[2] == body
