@@ -3,7 +3,7 @@ fakes: no Docker, no sleeps longer than the short wait below."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.capacity import Capacity
@@ -37,20 +37,23 @@ class _SuspendFails(FakeProvider):
 
 def test_an_eviction_tries_up_to_five_idle_sandboxes_before_it_gives_up() -> None:
     clock = Clock()
+
+    def ticking() -> datetime:
+        # Two seconds a read: a sandbox whose suspend just failed is not "fresh" (idle under a second)
+        # on the next try, so a try that stopped short of the fifth would keep picking the same four.
+        return clock.advance(seconds=2)
+
     provider = _SuspendFails()
     provider.broken, provider.tried = set(), []
     service = SandboxService(
         InMemoryEventStore(),
         provider,
         policy=POLICY,
-        clock=clock,
-        capacity=Capacity(max_live=5, wait=timedelta(milliseconds=200)),
+        clock=ticking,
+        capacity=Capacity(max_live=5, wait=timedelta(milliseconds=300)),
     )
-    ids = []
-    for _ in range(5):
-        ids.append(service.create("data-app").id)
-        clock.advance(seconds=10)  # each less recently active than the next
-    # The four least recently active cannot be suspended: the fifth makes the room.
+    ids = [service.create("data-app").id for _ in range(5)]  # each less recently active than the next
+    # The four least recently active cannot be suspended: the fifth makes the room, in the first try.
     provider.broken = set(ids[:4])
     newcomer = service.create("data-app").id
     assert service.get(newcomer).state in lc.HOLDS_COMPUTE
