@@ -128,6 +128,9 @@ def test_well_formed_heads_are_accepted_as_h11_accepts_them(
         (b"GET http://a/ HTTP/1.1\r\n\r\n", 400),
         (b"GET http://a/ HTTP/2.0\r\nHost: a\r\n\r\n", 505),
         (b"\r\nGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n", 400),
+        (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     ],
 )
 def test_each_smuggling_shape_is_refused_with_its_status(head: bytes, status: int) -> None:

@@ -190,3 +190,5 @@ def test_an_unreadable_event_is_named_and_the_others_are_still_verified(
     report = verify_chains(filled, page=4)
     assert [(b.stream_id, b.version) for b in report.broken] == [("bad", 3), ("z", 1)]
     assert report.events == 14  # every readable event was still checked
+    # Named as unreadable, not as the gap it leaves for the versions read after it.
+    assert "unreadable" in report.broken[0].detail
