@@ -4,6 +4,7 @@ the real Docker engine with the local sandbox images."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -74,6 +75,23 @@ def _component_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     if request.node.get_closest_marker("docker") is None:
         monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
     monkeypatch.setenv("SANDBOX_DEPLOYMENT", session.new_deployment())
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`sandboxctl` (run in-process by CLI tests) replaces the root logger's handlers with its own, whose
+    filter scrubs secrets in the record itself; left in place, it rewrote later tests' captured logs
+    (the test database's password is the word "sandbox")."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session", autouse=True)
