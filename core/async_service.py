@@ -218,7 +218,9 @@ class AsyncSandboxService:
     async def destroy(
         self, sandbox_id: str, *, reason: str = "user", actor: str | None = None, version: int | None = None
     ) -> SandboxRow:
-        return await self._call(self._service.destroy, sandbox_id, reason=reason, actor=actor, version=version)
+        return await self._call(
+            self._service.destroy, sandbox_id, reason=reason, actor=actor, version=version
+        )
 
     async def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
         return await self._call(self._service.touch, sandbox_id, actor=actor, count=count)
