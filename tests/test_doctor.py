@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -265,7 +264,7 @@ def test_an_e2b_gateway_that_does_not_answer_fails_with_what_to_run(
 def test_docker_egress_point_absent_running_and_its_state_dir(
     env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], docker_engine: Any
 ) -> None:
-    deployment = f"doctor-{uuid.uuid4().hex[:8]}"
+    deployment = session.new_deployment("doctor")
     state_dir = env / "egress"
     monkeypatch.setenv("SANDBOX_PROVIDER", "docker")
     monkeypatch.setenv("SANDBOX_DEPLOYMENT", deployment)

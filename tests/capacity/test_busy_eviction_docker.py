@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.core import lifecycle as lc
 from tests.capacity.test_fleet import SANDBOXCTL, docker_fleet
 from tests.providers.conftest import remove_docker_sandboxes
+from tests.session import new_deployment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.docker, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def _ctl(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
 def test_concurrent_sandboxctl_execs_at_max_live_are_never_killed(
     docker_engine: Any, clean_pg_url: str, tmp_path: Path
 ) -> None:
-    deployment = "cx" + uuid.uuid4().hex[:8]
+    deployment = new_deployment("cx")
     env, live_containers = docker_fleet(docker_engine, deployment, clean_pg_url, tmp_path)
     env["SANDBOX_MAX_LIVE"] = str(LIMIT)
     try:

@@ -28,15 +28,18 @@ from tests.conftest import DOCKER_IMAGES
 from tests.e2b.conftest import API_KEY, fake_env
 from tests.e2b.fake_e2b import FakeE2B
 from tests.providers.conftest import LABEL_DEPLOYMENT, remove_docker_sandboxes
+from tests.session import new_deployment
 
 SANDBOXCTL = str(Path(sys.executable).with_name("sandboxctl"))
+# The session-prefixed deployment tests/conftest.py gives each test: what the CLI makes carries it.
+KEEP = "SANDBOX_DEPLOYMENT"
 PROCESSES, TURNS, LIMIT = 8, 2, 3
 WAIT_MS = 4000
 
 
 def _clean_env() -> dict[str, str]:
     dropped = ("SANDBOX_", "S3_", "E2B_", "NODE_ENV")
-    return {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    return {k: v for k, v in os.environ.items() if not k.startswith(dropped) or k == KEEP}
 
 
 @pytest.fixture
@@ -137,7 +140,7 @@ def test_e2b_fleet_never_exceeds_max_live(fake: FakeE2B, clean_pg_url: str, tmp_
 @pytest.mark.slow
 @pytest.mark.docker
 def test_docker_fleet_never_exceeds_max_live(docker_engine: Any, clean_pg_url: str, tmp_path: Path) -> None:
-    deployment = "cap" + uuid.uuid4().hex[:8]
+    deployment = new_deployment("cap")
     env, sample = docker_fleet(docker_engine, deployment, clean_pg_url, tmp_path)
     try:
         outcomes, samples = run_fleet(env, sample)

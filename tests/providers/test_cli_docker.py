@@ -24,6 +24,8 @@ from tests.providers.conftest import deployment_of_env, remove_docker_sandboxes
 pytestmark = pytest.mark.docker
 
 SANDBOXCTL = str(Path(sys.executable).with_name("sandboxctl"))
+# The session-prefixed deployment tests/conftest.py gives each test: what the CLI makes carries it.
+KEEP = "SANDBOX_DEPLOYMENT"
 # The shape `create`/`show` promise (DESIGN.md §5) and `history` entries' exact keys.
 ROW_KEYS = {"id", "kind", "state", "provider", "conversation_id", "version"}
 HISTORY_KEYS = {"version", "type", "occurred_at", "from_state", "to_state", "reason", "actor"}
@@ -32,7 +34,7 @@ HISTORY_KEYS = {"version", "type", "occurred_at", "from_state", "to_state", "rea
 def base_env(data_dir: Path) -> dict[str, str]:
     # Nothing of the calling shell may pick another database, bucket or environment for the CLI.
     dropped = ("SANDBOX_", "S3_", "E2B_", "NODE_ENV")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped) or k == KEEP}
     env.update(
         SANDBOX_PROVIDER="docker",
         SANDBOX_DATA_DIR=str(data_dir),

@@ -16,7 +16,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.bootstrap import build_service
 from sandbox_lifecycle.core.errors import ForeignSandbox, SandboxError
-from tests.providers.conftest import deployment_of_env, remove_docker_sandboxes
+from tests.providers.conftest import deployment_of_env, new_deployment, remove_docker_sandboxes
 from tests.providers.test_cli_docker import base_env
 
 pytestmark = pytest.mark.docker
@@ -31,6 +31,8 @@ def _copy_sqlite(source: Path, target: Path) -> None:
 
 def test_a_copied_database_never_touches_the_originals_sandbox(docker_client: Any, tmp_path: Path) -> None:
     env_a, env_b = base_env(tmp_path / "a"), base_env(tmp_path / "b")
+    # Two deployments, as a copy's other database URL would derive (named with this run's prefix).
+    env_a["SANDBOX_DEPLOYMENT"], env_b["SANDBOX_DEPLOYMENT"] = new_deployment(), new_deployment()
     original = build_service(env_a)
     row = original.create("data-app", "conv-1")
     created = [row.id]

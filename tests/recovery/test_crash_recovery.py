@@ -37,6 +37,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
             "SANDBOX_DATA_DIR": str(tmp_path / "data"),
             "SANDBOX_LEASE_MS": str(LEASE_MS),
             "SANDBOX_SNAPSHOT_RETENTION_MS": "60000",
+            # This run's prefix: what the deployment leaves on the host is this session's to clean.
+            "SANDBOX_DEPLOYMENT": os.environ["SANDBOX_DEPLOYMENT"],
         }
     )
     if request.param == "e2b":
