@@ -35,7 +35,7 @@ from examples.jobs.scripted import SAMPLE_PROJECT  # noqa: E402
 from sandbox_lifecycle.adapters.agent.claude_code import AgentError, run_agent  # noqa: E402
 from sandbox_lifecycle.adapters.agent.events import AgentEvent, SessionStarted  # noqa: E402
 from sandbox_lifecycle.adapters.agent.scripted_model import Reply, ScriptedModel  # noqa: E402
-from sandbox_lifecycle.adapters.bootstrap import build_service  # noqa: E402
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service  # noqa: E402
 from sandbox_lifecycle.core.kinds import HOME  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "agent" / "fixtures" / "turn1_write_and_bash.jsonl"

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from e2b import E2B, AsyncSandbox  # noqa: E402
 
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings  # noqa: E402
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings  # noqa: E402
 from sandbox_lifecycle.core.async_service import AsyncSandboxService  # noqa: E402
 from sandbox_lifecycle.core.service import SandboxService  # noqa: E402
 from sandbox_lifecycle.events.migrate import upgrade  # noqa: E402

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.service import SandboxService

@@ -97,7 +97,7 @@ def fill(url: str, n: int) -> None:
 def remove_egress(env: dict[str, str]) -> None:
     """The bench deployment's egress container, networks and state, which outlive its last sandbox
     until a sweep finds them idle."""
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     provider = build_service(env).provider
     provider.remove_unused_network(datetime.now(UTC))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import docker
 
-from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.core.kinds import DATA_APP
 

@@ -37,7 +37,7 @@ from _fill import memory_mib
 from docker.types import Mount
 from snapshot_bench import start_moto
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.service import SandboxService
 
 IMAGE = os.environ.get("SANDBOX_DOCKER_IMAGE", "lightdash-sandbox:local")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from e2b import ALL_TRAFFIC, E2B  # noqa: E402
 
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings, idempotency_key  # noqa: E402
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings, idempotency_key  # noqa: E402
 from sandbox_lifecycle.core.kinds import DATA_APP, KINDS  # noqa: E402
 from sandbox_lifecycle.core.service import SandboxService  # noqa: E402
 from sandbox_lifecycle.events.migrate import upgrade  # noqa: E402

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sandbox_lifecycle.adapters.gateway_state import GatewayState  # noqa: E402
+from sandbox_lifecycle.adapters.gateway.state import GatewayState  # noqa: E402
 from tests.gateway.fake_upstream import REAL_KEY, fake_upstream  # noqa: E402
 
 BODY = json.dumps({"model": "claude-x", "max_tokens": 16, "stream": True, "messages": []}).encode()

@@ -6,7 +6,7 @@ The log is realistic: each sandbox lives create → turns (activity, suspend, re
 decider emits it. Events are bulk-inserted (that part is not timed); the rebuild reads the streams in
 (stream id, version) order through the store, decodes, folds and projects, exactly as
 `sandboxctl replay --rebuild` does: in one process, then in parallel (this process and spawned workers
-claiming ranges of stream ids, see adapters/rebuild.py).
+claiming ranges of stream ids, see adapters/entrypoints/rebuild.py).
 Target: >= 200,000 events/s on a 2-core machine.
 """
 
@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from _fill import bulk_insert, private_pg_schema
 
-from sandbox_lifecycle.adapters.rebuild import default_workers, parallel_rebuild
+from sandbox_lifecycle.adapters.entrypoints.rebuild import default_workers, parallel_rebuild
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.events import migrate

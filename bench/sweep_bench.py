@@ -94,9 +94,9 @@ def fill(url: str, n: int, due: int) -> None:
 def sweep_only(url: str) -> None:
     """Runs in a fresh process built like `sandboxctl scheduler`: the same modules, the same bootstrap
     (with the production default provider's SDK loaded), only the provider's calls stubbed."""
-    import sandbox_lifecycle.adapters.providers.e2b  # noqa: F401 - the SDK a production scheduler holds in memory
-    from sandbox_lifecycle.adapters.bootstrap import build_service
-    from sandbox_lifecycle.adapters.scheduler import Ticker
+    import sandbox_lifecycle.adapters.providers.e2b.provider  # noqa: F401 - the SDK a production scheduler holds in memory
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
+    from sandbox_lifecycle.adapters.entrypoints.scheduler import Ticker
 
     provider = CountingProvider()
     service = build_service({"SANDBOX_DATABASE_URL": url, "SANDBOX_PROVIDER": "e2b"}, provider=provider)

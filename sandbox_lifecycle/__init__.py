@@ -71,9 +71,9 @@ if TYPE_CHECKING:
     )
     from sandbox_lifecycle.adapters.agent.claude_code import describe as describe_agent_event
     from sandbox_lifecycle.adapters.agent.events import AgentEvent
-    from sandbox_lifecycle.adapters.cli.render import print_history
-    from sandbox_lifecycle.adapters.providers.docker_bridge import docker_host_address
-    from sandbox_lifecycle.adapters.scheduler import Scheduler
+    from sandbox_lifecycle.adapters.entrypoints.cli.render import print_history
+    from sandbox_lifecycle.adapters.entrypoints.scheduler import Scheduler
+    from sandbox_lifecycle.adapters.providers.docker.bridge import docker_host_address
     from sandbox_lifecycle.core.async_service import (
         AsyncProcess,
         AsyncSandboxService,
@@ -98,14 +98,14 @@ if TYPE_CHECKING:
 _LAZY = {
     "AgentEvent": "sandbox_lifecycle.adapters.agent.events",
     "describe_agent_event": "sandbox_lifecycle.adapters.agent.claude_code:describe",
-    "print_history": "sandbox_lifecycle.adapters.cli.render",
+    "print_history": "sandbox_lifecycle.adapters.entrypoints.cli.render",
     "Author": "sandbox_lifecycle.core.git",
     "AgentError": "sandbox_lifecycle.adapters.agent.claude_code",
     "AgentResult": "sandbox_lifecycle.adapters.agent.claude_code",
     "AgentTimeout": "sandbox_lifecycle.adapters.agent.claude_code",
     "ModelUnreachable": "sandbox_lifecycle.adapters.agent.claude_code",
     "run_agent": "sandbox_lifecycle.adapters.agent.claude_code",
-    "docker_host_address": "sandbox_lifecycle.adapters.providers.docker_bridge",
+    "docker_host_address": "sandbox_lifecycle.adapters.providers.docker.bridge",
     "run_agent_async": "sandbox_lifecycle.adapters.agent.claude_code",
     "AsyncProcess": "sandbox_lifecycle.core.async_service",
     "ProcessInfo": "sandbox_lifecycle.core.ports",
@@ -157,7 +157,7 @@ def connect(environ: Mapping[str, str] | None = None) -> SandboxService:
     Every setting, the chosen provider's included, is read and validated here: a missing credential or
     a malformed value raises ``ConfigError`` naming the variable before anything is written to the log.
     """
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     return build_service(environ)
 
@@ -187,7 +187,7 @@ def run_scheduler(
     ``SANDBOX_SWEEP_INTERVAL_MS``; leaving the block waits at most ``stop_timeout`` s for a sweep in
     flight. Every replica may run one: the log makes each timer transition happen exactly once.
     """
-    from sandbox_lifecycle.adapters.scheduler import run_scheduler as make
+    from sandbox_lifecycle.adapters.entrypoints.scheduler import run_scheduler as make
 
     return make(service, interval=interval, stop_timeout=stop_timeout)
 
@@ -198,7 +198,7 @@ def verify_webhook(
     """A webhook receiver's check of a `sandboxctl relay` delivery: the signature header
     (``t=…,v1=…``) must sign the raw body, the event id and position headers, and a timestamp within
     ``tolerance`` seconds of now. Returns (event id, position); raises ValueError otherwise."""
-    from sandbox_lifecycle.adapters.relay import verify_delivery
+    from sandbox_lifecycle.adapters.entrypoints.relay import verify_delivery
 
     return verify_delivery(secret, body, headers, tolerance=tolerance)
 

@@ -23,7 +23,7 @@ from types import ModuleType
 from e2b import Template, default_build_logger
 from e2b.template.main import TemplateBuilder
 
-from sandbox_lifecycle.adapters.providers.e2b import E2BSettings
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BSettings
 from sandbox_lifecycle.core.errors import ConfigError
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 

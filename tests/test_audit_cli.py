@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import sandbox_lifecycle.adapters.cli.commands as cli
-from sandbox_lifecycle.adapters import audit_head
-from sandbox_lifecycle.adapters.bootstrap import build_service
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
+from sandbox_lifecycle.adapters.audit import signed_head as audit_head
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.service import SandboxService
 from tests.fakes import FakeProvider
 

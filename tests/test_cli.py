@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-import sandbox_lifecycle.adapters.bootstrap as bootstrap
-import sandbox_lifecycle.adapters.cli.commands as cli
-from sandbox_lifecycle.adapters.bootstrap import build_service
+import sandbox_lifecycle.adapters.composition.bootstrap as bootstrap
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.ports import ExecResult
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.store.sqlite import SqliteEventStore

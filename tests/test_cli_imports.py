@@ -18,7 +18,7 @@ UNUSED = ("alembic", "e2b", "boto3", "botocore", "psycopg", "prometheus_client",
 
 _MODULES_PROBE = """
 import json, sys
-from sandbox_lifecycle.adapters.cli.commands import main
+from sandbox_lifecycle.adapters.entrypoints.cli.commands import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
 """
@@ -74,7 +74,7 @@ def test_a_docker_command_loads_docker_and_nothing_else(tmp_path: Path, docker_e
 
     import shutil
 
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
     from tests.docker.conftest import DEFAULT_EGRESS_DIR, remove_network_leftovers
 
     env = {**os.environ, "SANDBOX_PROVIDER": "docker", "SANDBOX_DATA_DIR": str(tmp_path)}
@@ -123,10 +123,10 @@ LAZY = (
     "transitions",
     "concurrent.futures.thread",
     "sandbox_lifecycle.adapters.agent",
-    "sandbox_lifecycle.adapters.cli.agent",
-    "sandbox_lifecycle.adapters.cli.audit",
-    "sandbox_lifecycle.adapters.cli.gateway",
-    "sandbox_lifecycle.adapters.cli.processes",
+    "sandbox_lifecycle.adapters.entrypoints.cli.agent",
+    "sandbox_lifecycle.adapters.entrypoints.cli.audit",
+    "sandbox_lifecycle.adapters.entrypoints.cli.gateway",
+    "sandbox_lifecycle.adapters.entrypoints.cli.processes",
     "sandbox_lifecycle.core.git",
     "sandbox_lifecycle.core.replay",
 )
@@ -158,9 +158,9 @@ def test_the_exec_path_of_our_own_code_loads_none_of_them() -> None:
     # loads them, without the provider and the store (which bring their own libraries).
     probe = """
 import json, os, sys
-from sandbox_lifecycle.adapters.cli.commands import parse_args
+from sandbox_lifecycle.adapters.entrypoints.cli.commands import parse_args
 from sandbox_lifecycle.adapters.observability.logs import configure_logging
-from sandbox_lifecycle.adapters.settings import Settings, environ_secrets
+from sandbox_lifecycle.adapters.composition.settings import Settings, environ_secrets
 from sandbox_lifecycle.core import service
 from sandbox_lifecycle.events import codec
 args = parse_args(["exec", "0000000000000000", "--timeout", "5", "--env", "A=1", "--", "true"])
@@ -188,7 +188,7 @@ def test_exec_loads_no_other_verbs_module(tmp_path: Path, docker_engine: object)
 
 
 def test_a_verb_parses_as_it_did_when_every_verb_was_built() -> None:
-    from sandbox_lifecycle.adapters.cli import commands
+    from sandbox_lifecycle.adapters.entrypoints.cli import commands
 
     full = commands.build_parser()
     for argv in (

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters import bootstrap
-from sandbox_lifecycle.adapters.cli import commands as cli
+from sandbox_lifecycle.adapters.composition import bootstrap
+from sandbox_lifecycle.adapters.entrypoints.cli import commands as cli
 from tests.fakes import FakeProvider
 
 E2B_KEY = "e2b-key-never-logged-5d0c"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import sandbox_lifecycle.adapters.bootstrap as bootstrap
-import sandbox_lifecycle.adapters.cli.commands as cli
-import sandbox_lifecycle.adapters.cli.pretty as pretty
-import sandbox_lifecycle.adapters.cli.render as render
-from sandbox_lifecycle.adapters import progress
+import sandbox_lifecycle.adapters.composition.bootstrap as bootstrap
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
+import sandbox_lifecycle.adapters.entrypoints.cli.pretty as pretty
+import sandbox_lifecycle.adapters.entrypoints.cli.render as render
+from sandbox_lifecycle.adapters.observability import progress
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from tests.fakes import FakeProvider
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import sandbox_lifecycle.adapters.bootstrap as bootstrap
-import sandbox_lifecycle.adapters.cli.commands as cli
+import sandbox_lifecycle.adapters.composition.bootstrap as bootstrap
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
 from tests.fakes import FakeProvider
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sandbox_lifecycle.adapters.cli.render import print_row, print_rows, row_json
+from sandbox_lifecycle.adapters.entrypoints.cli.render import print_row, print_rows, row_json
 from sandbox_lifecycle.events.records import SandboxRow
 
 ROW = SandboxRow(

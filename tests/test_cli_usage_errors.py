@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import sandbox_lifecycle.adapters.cli.commands as cli
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
 from sandbox_lifecycle.events.store import SqlEventStore
 from tests.store.helpers import event
 

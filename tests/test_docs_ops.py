@@ -11,7 +11,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def test_every_variable_of_the_settings_is_documented() -> None:
-    source = (ROOT / "adapters" / "settings.py").read_text()
+    source = (ROOT / "adapters" / "composition" / "settings.py").read_text()
     names = set(re.findall(r'"((?:SANDBOX|E2B|S3|NODE|ANTHROPIC)_[A-Z0-9_]*[A-Z0-9])"', source))
     docs = (ROOT / "docs" / "operations.md").read_text() + (ROOT / "README.md").read_text()
     missing = sorted(name for name in names if f"`{name}`" not in docs)

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-import sandbox_lifecycle.adapters.cli.commands as cli
-import sandbox_lifecycle.adapters.cli.doctor as doctor
-from sandbox_lifecycle.adapters.bootstrap import build_service
-from sandbox_lifecycle.adapters.gateway_state import GatewayState
-from sandbox_lifecycle.adapters.providers.docker_bridge import bridge_host_address
-from sandbox_lifecycle.adapters.settings import Settings
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
+import sandbox_lifecycle.adapters.entrypoints.cli.doctor as doctor
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.settings import Settings
+from sandbox_lifecycle.adapters.gateway.state import GatewayState
+from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
 from tests import session
 from tests.docker.conftest import LABEL_DEPLOYMENT, remove_network_leftovers
 from tests.e2b.fake_e2b import FakeE2B
@@ -183,7 +183,7 @@ def test_docker_names_the_engine_facts_it_relies_on(
 def test_an_unknown_bridge_address_fails_only_when_a_loopback_model_needs_it(
     env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sandbox_lifecycle.adapters.cli import doctor
+    from sandbox_lifecycle.adapters.entrypoints.cli import doctor
 
     class Api:
         def info(self) -> dict[str, Any]:
@@ -281,7 +281,7 @@ def test_docker_egress_point_absent_running_and_its_state_dir(
         assert "is created on first need" in found["detail"]
 
         # The first sandbox's network starts the egress container and writes upstream.json.
-        from sandbox_lifecycle.adapters.bootstrap import build_provider
+        from sandbox_lifecycle.adapters.composition.bootstrap import build_provider
 
         network = build_provider(Settings.from_env()).network
         sid = f"{deployment}-sbx"

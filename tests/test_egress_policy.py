@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox_lifecycle.adapters.composition.settings import EgressSettings, Settings
 from sandbox_lifecycle.adapters.egress.policy import (
     Policy,
     PolicyBook,
@@ -32,7 +33,6 @@ from sandbox_lifecycle.adapters.egress.policy import (
     write_policy,
 )
 from sandbox_lifecycle.adapters.egress.proxy import EgressProxy
-from sandbox_lifecycle.adapters.settings import EgressSettings, Settings
 from sandbox_lifecycle.core.errors import ConfigError
 
 

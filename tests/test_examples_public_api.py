@@ -73,7 +73,7 @@ def test_the_checker_finds_each_way_of_reaching_an_internal_module() -> None:
         "import sandbox_lifecycle.core.kinds",
         "from sandbox_lifecycle import make_it_up",
         "import sandbox_lifecycle\nsandbox_lifecycle.core.kinds.HOME",
-        "import importlib\nimportlib.import_module('sandbox_lifecycle.adapters.cli.demo')",
+        "import importlib\nimportlib.import_module('sandbox_lifecycle.adapters.entrypoints.cli.demo')",
         "from unittest import mock\nmock.patch('sandbox_lifecycle.core.service.utcnow')",
     ):
         assert internal_uses(bad), bad
@@ -116,7 +116,7 @@ def test_importing_the_package_loads_none_of_the_lazy_names() -> None:
         "sandbox_lifecycle.adapters.agent.claude_code",
         "sandbox_lifecycle.adapters.agent.events",
         "sandbox_lifecycle.adapters.agent.scripted_model",
-        "sandbox_lifecycle.adapters.cli.render",
+        "sandbox_lifecycle.adapters.entrypoints.cli.render",
         "sandbox_lifecycle.core.git",
         "sandbox_lifecycle.core.service",
     }

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-import sandbox_lifecycle.adapters.cli.commands as cli
-from sandbox_lifecycle.adapters.bootstrap import build_service
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.async_service import AsyncSandboxService
 from sandbox_lifecycle.core.feed import Backoff, tail
 from sandbox_lifecycle.core.service import SandboxService

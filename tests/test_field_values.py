@@ -97,7 +97,7 @@ def _same_as_generated(obj: Any) -> None:
 
 
 def test_the_records_of_the_ports_settings_and_policy_are_values_too(tmp_path: Any) -> None:
-    from sandbox_lifecycle.adapters.settings import Settings
+    from sandbox_lifecycle.adapters.composition.settings import Settings
     from sandbox_lifecycle.core.capacity import Capacity
     from sandbox_lifecycle.core.kinds import KINDS
     from sandbox_lifecycle.core.ports import ExecResult, ProviderCapabilities, SnapshotInfo

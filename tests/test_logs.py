@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.adapters.observability.logs import configure_logging
-from sandbox_lifecycle.adapters.settings import Settings
 from sandbox_lifecycle.core.errors import ConfigError
 from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.service import SandboxService

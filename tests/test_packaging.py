@@ -233,12 +233,12 @@ def test_the_wheel_holds_sandbox_lifecycle_only_and_ships_its_types_and_migratio
         "sandbox_lifecycle/core/async_service.py",
         "sandbox_lifecycle/events/store/postgres.py",
         "sandbox_lifecycle/events/migrations/env.py",
-        "sandbox_lifecycle/adapters/scheduler.py",
+        "sandbox_lifecycle/adapters/entrypoints/scheduler.py",
     ):
         assert member in names, member
     assert any(n.startswith("sandbox_lifecycle/events/migrations/versions/") for n in names)
     entry_points = zipfile.ZipFile(installed.wheel).read(f"{info}/entry_points.txt").decode()
-    assert "sandboxctl = sandbox_lifecycle.adapters.cli:main" in entry_points
+    assert "sandboxctl = sandbox_lifecycle.adapters.entrypoints.cli:main" in entry_points
 
     # Installed, it added nothing else to site-packages either (every file it owns, per RECORD).
     list_files = (

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from sandbox_lifecycle.adapters import rebuild as rebuild_module
-from sandbox_lifecycle.adapters.rebuild import Range, parallel_rebuild
+from sandbox_lifecycle.adapters.entrypoints import rebuild as rebuild_module
+from sandbox_lifecycle.adapters.entrypoints.rebuild import Range, parallel_rebuild
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import fold_streams, iter_streams, rebuild, verify
 from sandbox_lifecycle.core.service import SandboxService

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from sandbox_lifecycle import verify_webhook
-from sandbox_lifecycle.adapters.bootstrap import build_service
-from sandbox_lifecycle.adapters.relay import (
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
+from sandbox_lifecycle.adapters.entrypoints.relay import (
     EVENT_ID_HEADER,
     POSITION_HEADER,
     SIGNATURE_HEADER,

@@ -10,7 +10,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from sandbox_lifecycle.adapters.scheduler import Ticker
+from sandbox_lifecycle.adapters.entrypoints.scheduler import Ticker
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.store import SqlEventStore

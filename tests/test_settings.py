@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.core.errors import ConfigError, StoreError
 from sandbox_lifecycle.events.names import redact_url
 
@@ -230,7 +230,7 @@ def log_bytes(data_dir: Path) -> dict[str, bytes]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """An embedded log with one sandbox in it, written by a service that had a working provider."""
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
     from tests.fakes import FakeProvider
 
     data = tmp_path / "data"
@@ -241,7 +241,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def test_a_missing_credential_fails_before_the_log_is_touched(data_dir: Path) -> None:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     before = log_bytes(data_dir)
     with pytest.raises(ConfigError, match="E2B_API_KEY"):
@@ -250,7 +250,7 @@ def test_a_missing_credential_fails_before_the_log_is_touched(data_dir: Path) ->
 
 
 def test_reading_needs_no_credential_and_a_write_through_it_still_refuses(data_dir: Path) -> None:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     service = build_service({"SANDBOX_DATA_DIR": str(data_dir)}, require_provider=False)
     (row,) = service.list()
@@ -267,7 +267,7 @@ def test_reading_needs_no_credential_and_a_write_through_it_still_refuses(data_d
 
 
 def test_an_unsafe_deployment_fails_before_the_log_is_touched(data_dir: Path) -> None:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     before = log_bytes(data_dir)
     env = {"SANDBOX_DATA_DIR": str(data_dir), "SANDBOX_PROVIDER": "docker", "SANDBOX_DEPLOYMENT": "../evil"}
@@ -289,7 +289,7 @@ def test_an_unsafe_deployment_fails_before_the_log_is_touched(data_dir: Path) ->
 def test_a_missing_extra_is_named(
     module: str, extra: str, env: dict[str, str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     monkeypatch.setitem(sys.modules, module, None)
     before = log_bytes(data_dir)
@@ -299,7 +299,7 @@ def test_a_missing_extra_is_named(
 
 
 def test_a_postgres_url_without_its_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
     from tests.fakes import FakeProvider
 
     monkeypatch.setitem(sys.modules, "psycopg", None)
@@ -310,7 +310,7 @@ def test_a_postgres_url_without_its_extra_is_named(monkeypatch: pytest.MonkeyPat
 
 
 def test_an_unreachable_database_is_one_error_naming_its_host_not_its_password() -> None:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
     from tests.fakes import FakeProvider
 
     # Port 1 on loopback: nothing listens there, the connection is refused at once.
@@ -322,7 +322,7 @@ def test_an_unreachable_database_is_one_error_naming_its_host_not_its_password()
 
 
 def test_the_docker_provider_gets_the_disk_limit(tmp_path: Path) -> None:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     env = {"SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_PROVIDER": "docker", "SANDBOX_DISK_LIMIT_MB": "2048"}
     service = build_service(env)
@@ -331,8 +331,8 @@ def test_the_docker_provider_gets_the_disk_limit(tmp_path: Path) -> None:
 
 def test_the_default_allow_lists_are_valid_rules() -> None:
     # Settings check the allow-lists only when the environment changes them: the defaults must parse.
+    from sandbox_lifecycle.adapters.composition.settings import DEFAULT_EGRESS_ALLOW
     from sandbox_lifecycle.adapters.egress.policy import parse_rules
-    from sandbox_lifecycle.adapters.settings import DEFAULT_EGRESS_ALLOW
 
     for entries in DEFAULT_EGRESS_ALLOW.values():
         parse_rules(entries)
@@ -358,7 +358,7 @@ def test_template_tags_default_to_the_package_version() -> None:
 
 
 def test_the_default_network_pool_is_valid_and_a_bad_one_is_named() -> None:
-    from sandbox_lifecycle.adapters.settings import DEFAULT_NETWORK_POOL, _network_pool_ok
+    from sandbox_lifecycle.adapters.composition.settings import DEFAULT_NETWORK_POOL, _network_pool_ok
 
     assert _network_pool_ok(DEFAULT_NETWORK_POOL)
     for bad in ("10.0.0.0/29", "fd00::/64", "nonsense"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.settings import Settings, first_line, scrub
+from sandbox_lifecycle.adapters.composition.settings import Settings, first_line, scrub
 from sandbox_lifecycle.core.errors import ConfigError
 
 

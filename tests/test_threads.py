@@ -214,7 +214,7 @@ def test_stopping_the_scheduler_waits_for_a_sweep_in_flight_only_as_long_as_told
 
 
 def test_a_lazily_built_provider_is_built_once_however_many_threads_ask() -> None:
-    from sandbox_lifecycle.adapters.bootstrap import LazyProvider
+    from sandbox_lifecycle.adapters.composition.bootstrap import LazyProvider
 
     calls: list[int] = []
     release = threading.Barrier(THREADS)

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sandbox_lifecycle.adapters.bootstrap import require_extra
-from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.adapters.composition.bootstrap import require_extra
+from sandbox_lifecycle.adapters.composition.settings import Settings
 
 log = logging.getLogger("sandbox_lifecycle.metrics")
 

@@ -27,7 +27,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from sandbox_lifecycle.adapters import progress
+from sandbox_lifecycle.adapters.observability import progress
 from sandbox_lifecycle.adapters.snapshots.archive import (
     CHUNK,
     _ancestors,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 import zstandard
 
-from sandbox_lifecycle.adapters import progress
+from sandbox_lifecycle.adapters.observability import progress
 from sandbox_lifecycle.core.errors import ProviderError, SnapshotCorrupt, UnsafeArchive
 from sandbox_lifecycle.core.ports import SnapshotInfo, SnapshotStore, WorkspaceSpec
 

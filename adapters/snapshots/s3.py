@@ -14,7 +14,7 @@ import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sandbox_lifecycle.adapters.settings import S3Settings, Settings
+from sandbox_lifecycle.adapters.composition.settings import S3Settings, Settings
 from sandbox_lifecycle.adapters.snapshots.archive import HashingReader
 from sandbox_lifecycle.core.errors import ConfigError, ProviderError, SnapshotNotFound
 from sandbox_lifecycle.core.ports import SnapshotInfo

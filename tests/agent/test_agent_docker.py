@@ -22,8 +22,8 @@ import pytest
 
 from sandbox_lifecycle.adapters.agent.claude_code import run_agent
 from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
-from sandbox_lifecycle.adapters.bootstrap import build_service
-from sandbox_lifecycle.adapters.providers.docker_bridge import bridge_host_address
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
+from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
 from sandbox_lifecycle.core.service import SandboxService
 from tests import session
 from tests.agent.scripts import first_turn, second_turn

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_lifecycle.adapters.agent.claude_code import run_agent
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.service import SandboxService
 from tests import session
 

@@ -20,7 +20,7 @@ import pytest
 from sandbox_lifecycle.adapters.agent import events as ev
 from sandbox_lifecycle.adapters.agent.claude_code import AgentTimeout, ModelUnreachable, run_agent
 from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.service import SandboxService
 from tests.agent.providers import AgentReadyProvider
 from tests.agent.scripts import first_turn, second_turn

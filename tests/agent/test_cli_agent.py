@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters import bootstrap
 from sandbox_lifecycle.adapters.agent import events as ev
 from sandbox_lifecycle.adapters.agent.scripted_model import Fail, Reply, ScriptedModel
-from sandbox_lifecycle.adapters.cli import commands as cli
+from sandbox_lifecycle.adapters.composition import bootstrap
+from sandbox_lifecycle.adapters.entrypoints.cli import commands as cli
 from tests.agent.providers import AgentReadyProvider
 from tests.agent.scripts import first_turn
 

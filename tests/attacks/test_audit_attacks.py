@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import sandbox_lifecycle
-import sandbox_lifecycle.adapters.cli.commands as cli
-from sandbox_lifecycle.adapters import audit_head
-from sandbox_lifecycle.adapters.relay import signature
+import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
+from sandbox_lifecycle.adapters.audit import signed_head as audit_head
+from sandbox_lifecycle.adapters.entrypoints.relay import signature
 from sandbox_lifecycle.core.audit import Anchor, verify_chains
 from sandbox_lifecycle.core.replay import rebuild, verify
 from sandbox_lifecycle.core.service import SandboxService

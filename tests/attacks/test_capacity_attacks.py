@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from sandbox_lifecycle import CapacityExceeded
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.service import SandboxService
 from tests.capacity.test_fleet import SANDBOXCTL, docker_fleet

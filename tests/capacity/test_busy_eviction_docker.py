@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core import lifecycle as lc
 from tests.capacity.test_fleet import SANDBOXCTL, docker_fleet
 from tests.providers.conftest import remove_docker_sandboxes

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from sandbox_lifecycle.adapters.cli import commands as cli
-from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.adapters.composition.settings import Settings
+from sandbox_lifecycle.adapters.entrypoints.cli import commands as cli
 from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.errors import CapacityExceeded, ConfigError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.providers import e2b as e2b_module
+from sandbox_lifecycle.adapters.providers.e2b import provider as e2b_module
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded
 from sandbox_lifecycle.core.replay import verify

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
-from sandbox_lifecycle.adapters.providers.docker import LABEL_MANAGED
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
+from sandbox_lifecycle.adapters.providers.docker.provider import LABEL_MANAGED
 from sandbox_lifecycle.core import lifecycle as lc
 from tests.capacity.workers import claim_worker, fleet_worker
 from tests.conftest import DOCKER_IMAGES

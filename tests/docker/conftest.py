@@ -18,7 +18,12 @@ import docker
 import docker.errors
 import pytest
 
-from sandbox_lifecycle.adapters.providers.docker import LABEL_ID, LABEL_MANAGED, DockerLimits, DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.provider import (
+    LABEL_ID,
+    LABEL_MANAGED,
+    DockerLimits,
+    DockerProvider,
+)
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests import session
 from tests.conftest import DOCKER_IMAGES

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.core.kinds import DATA_APP
 from tests.docker.conftest import TEST_LIMITS
 from tests.providers.conftest import deployment_of_env, remove_docker_sandboxes

@@ -14,7 +14,7 @@ import docker
 import pytest
 import zstandard
 
-from sandbox_lifecycle.adapters.providers.docker import LABEL_DISK, DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.provider import LABEL_DISK, DockerProvider
 from sandbox_lifecycle.adapters.snapshots.archive import WorkspaceTooLarge
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost

@@ -12,7 +12,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.providers.docker import (
+from sandbox_lifecycle.adapters.composition.settings import EgressSettings
+from sandbox_lifecycle.adapters.providers.docker.provider import (
     LABEL_DEPLOYMENT,
     LABEL_DISK,
     LABEL_ID,
@@ -20,7 +21,6 @@ from sandbox_lifecycle.adapters.providers.docker import (
     LABEL_MANAGED,
     DockerProvider,
 )
-from sandbox_lifecycle.adapters.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.core.errors import (
     ExecTimeout,

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.service import SandboxService
 from tests import session

@@ -1,4 +1,4 @@
-"""The exec path on the stdlib engine client (adapters/providers/docker_engine.py), against the real engine.
+"""The exec path on the stdlib engine client (adapters/providers/docker/engine.py), against the real engine.
 
 Each behaviour is checked on both transports (``either_provider``: the engine client, and the SDK when a
 client is handed in), so the two give the same results; the rest is the client's own HTTP and framing.
@@ -22,9 +22,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.providers import docker_engine
-from sandbox_lifecycle.adapters.providers.docker import DockerProvider
-from sandbox_lifecycle.adapters.providers.docker_engine import (
+from sandbox_lifecycle.adapters.providers.docker import engine as docker_engine
+from sandbox_lifecycle.adapters.providers.docker.engine import (
     API_VERSION,
     DEFAULT_SOCKET,
     DockerEngine,
@@ -33,6 +32,7 @@ from sandbox_lifecycle.adapters.providers.docker_engine import (
     EngineUnreachable,
     engine_from_environ,
 )
+from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.core.errors import ExecTimeout, ProviderError, ProviderLost
 from sandbox_lifecycle.core.kinds import DATA_APP
@@ -288,7 +288,7 @@ def test_the_exec_path_loads_no_sdk(provider: DockerProvider, new_id: NewId, tmp
     ref = provider.create(new_id(), DATA_APP)
     probe = f"""
 import json, sys
-from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 store = LocalSnapshotStore({str(tmp_path)!r})
 p = DockerProvider({DOCKER_IMAGES!r}, store, environ={{}}, deployment={DEPLOYMENT!r})

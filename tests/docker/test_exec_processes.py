@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.core.errors import ExecTimeout
 from sandbox_lifecycle.core.kinds import DATA_APP
 

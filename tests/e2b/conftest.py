@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 from tests.e2b.fake_e2b import FakeE2B
 
 API_KEY = "e2b_test_key_0123456789"

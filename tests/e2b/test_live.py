@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 from sandbox_lifecycle.core.errors import ExecTimeout
 from sandbox_lifecycle.core.kinds import DATA_APP
 

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 import pytest
 from e2b import E2B
 
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings, idempotency_key
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings, idempotency_key
 from sandbox_lifecycle.core.errors import (
     ConfigError,
     ExecTimeout,

@@ -17,7 +17,7 @@ import pytest
 from examples.jobs.data_app import data_app_turn
 from examples.jobs.scripted import DATA_APP_PROMPTS, data_app_turns
 from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.service import TurnHandle
 from tests.agent.providers import AgentReadyProvider
 

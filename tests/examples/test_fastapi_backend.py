@@ -23,7 +23,7 @@ import uvicorn
 from examples.fastapi_backend.app import create_app
 from sandbox_lifecycle import AsyncSandboxService
 from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from tests.agent.providers import AgentReadyProvider
 from tests.agent.scripts import first_turn, second_turn
 

@@ -12,7 +12,7 @@ from examples.jobs.git_server import GitServer
 from examples.jobs.scripted import SAMPLE_PROJECT, WRITEBACK_PROMPTS, writeback_turns
 from examples.jobs.writeback import writeback_turn
 from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from tests.agent.providers import AgentReadyProvider
 
 TOKEN = "git-token-for-the-test"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from sandbox_lifecycle.adapters.egress.tokens import token_owner
-from sandbox_lifecycle.adapters.gateway_state import GatewayState
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+from sandbox_lifecycle.adapters.gateway.state import GatewayState
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 from sandbox_lifecycle.core.ports import SnapshotInfo
 from tests.e2b.conftest import AGENT_SECRET, fake_env
 from tests.e2b.fake_e2b import FakeE2B

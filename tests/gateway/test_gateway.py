@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from sandbox_lifecycle.adapters.egress.tokens import issue_token, revoke_token, token_owner
-from sandbox_lifecycle.adapters.gateway_state import GatewayState
+from sandbox_lifecycle.adapters.gateway.state import GatewayState
 from tests.gateway.fake_upstream import (
     EVENTS,
     REAL_KEY,

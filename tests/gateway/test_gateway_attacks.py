@@ -25,7 +25,7 @@ from sandbox_lifecycle.adapters.egress.gateway_http import BadRequest, parse_req
 from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
 from sandbox_lifecycle.adapters.egress.routes import MAX_GIT_SEGMENTS, git_route
 from sandbox_lifecycle.adapters.egress.tokens import check_token, issue_token
-from sandbox_lifecycle.adapters.gateway_state import GatewayState
+from sandbox_lifecycle.adapters.gateway.state import GatewayState
 from tests.gateway.fake_upstream import (
     REAL_KEY,
     WAIT_S,

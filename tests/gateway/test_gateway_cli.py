@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.gateway_state import GatewayState
-from sandbox_lifecycle.adapters.settings import DEFAULT_ANTHROPIC_BASE_URL, Settings
+from sandbox_lifecycle.adapters.composition.settings import DEFAULT_ANTHROPIC_BASE_URL, Settings
+from sandbox_lifecycle.adapters.gateway.state import GatewayState
 from sandbox_lifecycle.core.errors import ConfigError
 from tests.gateway.fake_upstream import REAL_KEY, WAIT_S, fake_upstream
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sandbox_lifecycle.adapters.egress.routes import parse_git_route
-from sandbox_lifecycle.adapters.gateway_state import GatewayState, git_env
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+from sandbox_lifecycle.adapters.gateway.state import GatewayState, git_env
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 from tests.e2b.conftest import fake_env
 from tests.e2b.fake_e2b import FakeE2B
 from tests.gateway.fake_upstream import REAL_KEY, RunningGateway, running_gateway

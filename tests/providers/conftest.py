@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotInfo
 from tests import session
 from tests.conftest import DOCKER_IMAGES
@@ -144,7 +144,7 @@ def remove_docker_sandboxes(
 
 
 def docker_provider(client: Any, snapshot_dir: Path, deployment: str) -> SandboxProvider:
-    from sandbox_lifecycle.adapters.providers.docker import DockerLimits, DockerProvider
+    from sandbox_lifecycle.adapters.providers.docker.provider import DockerLimits, DockerProvider
     from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
     # A small memory cap: this machine has two cores and runs other suites next to this one.
@@ -214,6 +214,6 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 def deployment_of_env(env: dict[str, str]) -> str:
     """The deployment a CLI or service run with this environment labels its objects with (its egress
     container and networks included, which outlive the sandboxes a test names one by one)."""
-    from sandbox_lifecycle.adapters.settings import Settings
+    from sandbox_lifecycle.adapters.composition.settings import Settings
 
     return Settings.from_env(env).deployment

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from tests.conftest import DOCKER_IMAGES
 from tests.providers.conftest import deployment_of_env, remove_docker_sandboxes
 

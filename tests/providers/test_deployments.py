@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.errors import ForeignSandbox, SandboxError
 from tests.providers.conftest import deployment_of_env, new_deployment, remove_docker_sandboxes
 from tests.providers.test_cli_docker import base_env

@@ -29,7 +29,7 @@ def _provider(config: dict[str, Any]) -> Any:
         return docker_provider(docker.from_env(), config["snapshot_dir"], config["deployment"])
     import dataclasses
 
-    from sandbox_lifecycle.adapters.providers.e2b import E2BProvider, E2BSettings
+    from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 
     settings = E2BSettings.from_env(config["env"])
     return E2BProvider(dataclasses.replace(settings, request_timeout=60.0), deployment=config["deployment"])

@@ -16,7 +16,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
 INTENT = {
     "create": "CreationRequested",

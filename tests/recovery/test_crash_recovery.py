@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
 from tests.e2b.conftest import fake_env

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.replay import verify
 from tests import session
 from tests.e2b.conftest import fake_env

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sandbox_lifecycle.adapters.bootstrap import build_service
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.core.errors import SandboxBusy
 
 

@@ -45,20 +45,20 @@ import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, Mount
 
 from sandbox_lifecycle.adapters import egress as egress_package
+from sandbox_lifecycle.adapters.composition.settings import EgressSettings, egress_env_name
 from sandbox_lifecycle.adapters.egress import policy as egress_policy
 from sandbox_lifecycle.adapters.egress import probe as egress_probe
 from sandbox_lifecycle.adapters.egress import tokens as egress_tokens
 from sandbox_lifecycle.adapters.egress.forward import LISTEN_PORT as FORWARD_PORT
 from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT, PROXY_PORT, READY
-from sandbox_lifecycle.adapters.providers.docker_bridge import (
+from sandbox_lifecycle.adapters.providers.docker.bridge import (
     DEFAULT_BRIDGE,
     BridgeAddressUnknown,
     bridge_host_address,
 )
-from sandbox_lifecycle.adapters.settings import EgressSettings, egress_env_name
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost, ProviderRefused
 
-# The provider's own labels (adapters/providers/docker.py), repeated: that module imports this one.
+# The provider's own labels (adapters/providers/docker/provider.py), repeated: that module imports this one.
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_DEPLOYMENT = "sandbox-lifecycle.deployment"
 # What a network or helper container is for; helpers carry no "managed" label, so they are never

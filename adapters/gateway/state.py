@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.adapters.egress.routes import parse_git_route
 from sandbox_lifecycle.adapters.egress.tokens import check_sandbox_id, issue_token, revoke_token
-from sandbox_lifecycle.adapters.settings import Settings
 
 # The variables a sandbox's agent reads for its model (the product interface).
 BASE_URL_VARIABLE = "ANTHROPIC_BASE_URL"

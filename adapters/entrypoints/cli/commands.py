@@ -16,15 +16,20 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox_lifecycle.adapters.cli.render import print_history, print_report, print_row, print_rows
-from sandbox_lifecycle.adapters.observability.logs import log_change
-from sandbox_lifecycle.adapters.settings import (
+from sandbox_lifecycle.adapters.composition.settings import (
     Settings,
     environ_secrets,
     first_line,
     parse_log_format,
     scrub,
 )
+from sandbox_lifecycle.adapters.entrypoints.cli.render import (
+    print_history,
+    print_report,
+    print_row,
+    print_rows,
+)
+from sandbox_lifecycle.adapters.observability.logs import log_change
 from sandbox_lifecycle.core.errors import (
     CapacityExceeded,
     ConfigError,
@@ -62,7 +67,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _service(args: argparse.Namespace) -> Any:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     return build_service(settings=_settings(args), require_provider=args.cmd not in READ_ONLY)
 
@@ -107,7 +112,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise _Usage("exec needs a command after --, e.g. sandboxctl exec ID --timeout 60 -- ls -la")
     if args.detach:
-        from sandbox_lifecycle.adapters.cli.processes import cmd_exec_detached
+        from sandbox_lifecycle.adapters.entrypoints.cli.processes import cmd_exec_detached
 
         return cmd_exec_detached(args)
     env = dict(args.env or [])
@@ -238,7 +243,7 @@ def _progress(args: argparse.Namespace, label: str, total: int | None) -> Any:
 
     if getattr(args, "json", False) or not sys.stderr.isatty():
         return nullcontext()
-    from sandbox_lifecycle.adapters.cli import pretty
+    from sandbox_lifecycle.adapters.entrypoints.cli import pretty
 
     return pretty.bar(label, total)
 
@@ -289,7 +294,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _reader(args: argparse.Namespace) -> Any:
     """`ls` and `show` read rows straight from an up-to-date SQLite file; None: ask the service."""
-    from sandbox_lifecycle.adapters.cli.fast_read import rows_reader
+    from sandbox_lifecycle.adapters.entrypoints.cli.fast_read import rows_reader
 
     return rows_reader(_settings(args))
 
@@ -320,8 +325,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.cli import audit as audit_cli
-    from sandbox_lifecycle.adapters.rebuild import parallel_rebuild
+    from sandbox_lifecycle.adapters.entrypoints.cli import audit as audit_cli
+    from sandbox_lifecycle.adapters.entrypoints.rebuild import parallel_rebuild
     from sandbox_lifecycle.core.replay import verify
 
     service = _service(args)
@@ -364,7 +369,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.scheduler import run_forever
+    from sandbox_lifecycle.adapters.entrypoints.scheduler import run_forever
 
     service = _service(args)
     if args.metrics_port is not None:
@@ -376,7 +381,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.bootstrap import build_store
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_store
     from sandbox_lifecycle.events import migrate
 
     settings = _settings(args)
@@ -396,13 +401,13 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.cli.doctor import run_doctor
+    from sandbox_lifecycle.adapters.entrypoints.cli.doctor import run_doctor
 
     return run_doctor(args, _settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.cli.demo import run_demo
+    from sandbox_lifecycle.adapters.entrypoints.cli.demo import run_demo
 
     return run_demo(_service(args), kind=args.kind)
 
@@ -534,7 +539,7 @@ def _db_verb(add: AddVerb, sub: Any) -> None:
 
 
 def _process_verbs(add: AddVerb, sub: Any) -> None:
-    from sandbox_lifecycle.adapters.cli import processes
+    from sandbox_lifecycle.adapters.entrypoints.cli import processes
 
     processes.register(add)
 
@@ -548,7 +553,7 @@ def _doctor_verb(add: AddVerb, sub: Any) -> None:
 
 
 def _agent_verb(add: AddVerb, sub: Any) -> None:
-    from sandbox_lifecycle.adapters.cli import agent
+    from sandbox_lifecycle.adapters.entrypoints.cli import agent
 
     agent.register(add, _service)
 
@@ -559,13 +564,13 @@ def _demo_verb(add: AddVerb, sub: Any) -> None:
 
 
 def _gateway_verb(add: AddVerb, sub: Any) -> None:
-    from sandbox_lifecycle.adapters.cli import gateway
+    from sandbox_lifecycle.adapters.entrypoints.cli import gateway
 
     gateway.register(add)
 
 
 def _audit_verbs(add: AddVerb, sub: Any) -> None:
-    from sandbox_lifecycle.adapters.cli import audit
+    from sandbox_lifecycle.adapters.entrypoints.cli import audit
 
     audit.register(add, sub)
 

@@ -16,13 +16,13 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox_lifecycle.adapters.cli.doctor import FAIL, NOT_CONFIGURED, OK, WARN, Check, Context
+from sandbox_lifecycle.adapters.composition.settings import first_line
 from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT
 from sandbox_lifecycle.adapters.egress.tokens import issue_token, revoke_token
-from sandbox_lifecycle.adapters.settings import first_line
+from sandbox_lifecycle.adapters.entrypoints.cli.doctor import FAIL, NOT_CONFIGURED, OK, WARN, Check, Context
 
 if TYPE_CHECKING:
-    from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
+    from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
 
 _PROBE_TIMEOUT_S = 5.0
 # Statuses our gateway gives a request without a usable token, or a path it does not forward: it is up.
@@ -91,7 +91,7 @@ def check_gateway(ctx: Context) -> Check:
 
 
 def _egress_container(networks: SandboxNetworks, found: dict[str, Any] | None) -> Check:
-    from sandbox_lifecycle.adapters.providers.docker_network import LABEL_DEPLOYMENT, LABEL_ROLE, ROLE_EGRESS
+    from sandbox_lifecycle.adapters.providers.docker.network import LABEL_DEPLOYMENT, LABEL_ROLE, ROLE_EGRESS
 
     name, deployment = networks.egress_name, networks.deployment
     if found is None:

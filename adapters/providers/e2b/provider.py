@@ -76,12 +76,8 @@ from e2b import (
 )
 from e2b.sandbox.filesystem.filesystem import SyncWriteEntry
 
-from sandbox_lifecycle.adapters.gateway_state import GatewayState, git_env
-from sandbox_lifecycle.adapters.providers.e2b_processes import E2BProcesses
-from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
-
 # Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
-from sandbox_lifecycle.adapters.settings import (
+from sandbox_lifecycle.adapters.composition.settings import (
     DEFAULT_EGRESS_ALLOW,
     DEFAULT_TEMPLATE_NAMES,
     DEPLOYMENT_NAME,
@@ -91,6 +87,9 @@ from sandbox_lifecycle.adapters.settings import (
     egress_env_name,
     package_version,
 )
+from sandbox_lifecycle.adapters.gateway.state import GatewayState, git_env
+from sandbox_lifecycle.adapters.providers.e2b.processes import E2BProcesses
+from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.core.errors import (
     CapacityExceeded,
     ForeignSandbox,

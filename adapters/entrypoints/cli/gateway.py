@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sandbox_lifecycle.adapters.settings import Settings
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         raise ConfigError("the gateway needs ANTHROPIC_API_KEY (the real key it adds to model calls)")
     try:
         # Loaded by this verb only: every other command would pay for asyncio and ssl at start-up.
-        from sandbox_lifecycle.adapters.gateway_state import prepare_gateway
+        from sandbox_lifecycle.adapters.gateway.state import prepare_gateway
 
         state = prepare_gateway(settings)
     except OSError as exc:

@@ -7,7 +7,7 @@ upgrades the embedded log or names what to run.
 
 from __future__ import annotations
 
-from sandbox_lifecycle.adapters.settings import Settings, sqlite_path
+from sandbox_lifecycle.adapters.composition.settings import Settings, sqlite_path
 from sandbox_lifecycle.events import revision
 from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 

@@ -22,7 +22,7 @@ from sandbox_lifecycle.core.errors import ProcessNotFound, ProviderError
 from sandbox_lifecycle.core.ports import ProcessInfo
 
 if TYPE_CHECKING:
-    from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+    from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 
 # On the container's tmpfs: never part of a snapshot, gone with the container.
 ROOT = "/tmp/.sandbox-lifecycle/processes"
@@ -42,7 +42,7 @@ class DockerProcesses:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> ProcessInfo:
-        from sandbox_lifecycle.adapters.providers.docker import SANDBOX_USER
+        from sandbox_lifecycle.adapters.providers.docker.provider import SANDBOX_USER
 
         if not command:
             raise ValueError("start needs a command")

@@ -33,7 +33,7 @@ def _print_json(value: Any) -> None:
 
 
 def for_a_person() -> bool:
-    """Output goes to a terminal: rich tables (adapters/cli/pretty.py) instead of the plain text that
+    """Output goes to a terminal: rich tables (cli/pretty.py) instead of the plain text that
     scripts and pipes get unchanged."""
     return sys.stdout.isatty()
 
@@ -43,7 +43,7 @@ def print_rows(rows: Sequence[SandboxRow], as_json: bool) -> None:
         _print_json([row_json(r) for r in rows])
         return
     if for_a_person():
-        from sandbox_lifecycle.adapters.cli import pretty
+        from sandbox_lifecycle.adapters.entrypoints.cli import pretty
 
         pretty.print_rows(rows)
         return
@@ -58,7 +58,7 @@ def print_row(row: SandboxRow, as_json: bool) -> None:
         _print_json(row_json(row))
         return
     if for_a_person():
-        from sandbox_lifecycle.adapters.cli import pretty
+        from sandbox_lifecycle.adapters.entrypoints.cli import pretty
 
         pretty.print_row(row)
         return
@@ -68,7 +68,7 @@ def print_row(row: SandboxRow, as_json: bool) -> None:
 
 def print_history(entries: Sequence[Any]) -> None:
     if for_a_person():
-        from sandbox_lifecycle.adapters.cli import pretty
+        from sandbox_lifecycle.adapters.entrypoints.cli import pretty
 
         pretty.print_history(entries)
         return

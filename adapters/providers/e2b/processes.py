@@ -28,7 +28,7 @@ from sandbox_lifecycle.core.kinds import HOME, KINDS
 from sandbox_lifecycle.core.ports import ProcessInfo
 
 if TYPE_CHECKING:
-    from sandbox_lifecycle.adapters.providers.e2b import E2BProvider
+    from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider
 
 # Relative to HOME. In the home, so a pause keeps it with the processes.
 ROOT = ".sandbox-lifecycle/processes"

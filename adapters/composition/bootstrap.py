@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sandbox_lifecycle.adapters.settings import Settings, first_line, scrub, sqlite_path
+from sandbox_lifecycle.adapters.composition.settings import Settings, first_line, scrub, sqlite_path
 from sandbox_lifecycle.core.errors import ConfigError, StoreError
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotStore
 from sandbox_lifecycle.core.service import SandboxService
@@ -151,7 +151,7 @@ def build_provider(settings: Settings) -> SandboxProvider:
     """The configured provider; ConfigError when its credential or its library is missing."""
     if settings.provider == "docker":
         require_extra("docker")
-        from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+        from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 
         return DockerProvider(
             settings.docker_images,
@@ -165,7 +165,7 @@ def build_provider(settings: Settings) -> SandboxProvider:
     require_extra("e2b")
     if settings.e2b.gateway_url:
         _prepare_gateway(settings)
-    from sandbox_lifecycle.adapters.providers.e2b import E2BProvider
+    from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider
 
     return E2BProvider(settings.e2b, deployment=settings.deployment)
 
@@ -242,7 +242,7 @@ def build_service(
 
 def _prepare_gateway(settings: Settings) -> None:
     """Write the gateway's upstream.json before any sandbox is handed a token it would forward with."""
-    from sandbox_lifecycle.adapters.gateway_state import prepare_gateway
+    from sandbox_lifecycle.adapters.gateway.state import prepare_gateway
 
     try:
         prepare_gateway(settings)

@@ -22,7 +22,7 @@ from sandbox_lifecycle.core.errors import ProviderError, ProviderLost
 from sandbox_lifecycle.core.ports import SnapshotInfo, WorkspaceSpec
 
 if TYPE_CHECKING:
-    from sandbox_lifecycle.adapters.providers.docker import DockerProvider
+    from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 
 log = logging.getLogger("sandbox_lifecycle")
 

@@ -35,7 +35,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from sandbox_lifecycle.adapters.providers.docker_engine import (
+from sandbox_lifecycle.adapters.composition.settings import EgressSettings
+from sandbox_lifecycle.adapters.composition.settings import refuse_production as _refuse_production
+from sandbox_lifecycle.adapters.providers.docker.engine import (
     DockerEngine,
     EngineAPIError,
     EngineTimeout,
@@ -44,8 +46,6 @@ from sandbox_lifecycle.adapters.providers.docker_engine import (
 )
 from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER as _EXEC_MARKER
 from sandbox_lifecycle.adapters.providers.reap import REAP_FUNCTION as _REAP_FUNCTION
-from sandbox_lifecycle.adapters.settings import EgressSettings
-from sandbox_lifecycle.adapters.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.core.errors import (
     ForeignSandbox,
     ProviderError,
@@ -73,8 +73,8 @@ if TYPE_CHECKING:
     import docker
     import docker.errors
 
-    from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
-    from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
+    from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
+    from sandbox_lifecycle.adapters.providers.docker.processes import DockerProcesses
 
 LABEL_ID = "sandbox-lifecycle.id"
 LABEL_KIND = "sandbox-lifecycle.kind"
@@ -197,7 +197,7 @@ class DockerProvider:
         Built on first use: its module loads the SDK, which an exec does not need."""
         with self._network_lock:
             if self._network is None:
-                from sandbox_lifecycle.adapters.providers.docker_network import SandboxNetworks
+                from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
 
                 self._network = SandboxNetworks(
                     lambda: self.client, self._deployment, self._egress, self._images[DATA_APP]
@@ -219,7 +219,7 @@ class DockerProvider:
     def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
         # Archived with the container's processes frozen, so none changes the files under the tar (see
         # docker_snapshot); the module (and zstandard, tarfile) loads for the calls that move workspaces.
-        from sandbox_lifecycle.adapters.providers.docker_snapshot import frozen, store_snapshot
+        from sandbox_lifecycle.adapters.providers.docker.snapshot import frozen, store_snapshot
 
         try:
             self._owned(ref, sandbox_id)
@@ -855,7 +855,7 @@ class DockerProvider:
     @property
     def _processes(self) -> DockerProcesses:
         # Background processes load their module (and its supervisor script) with the first one.
-        from sandbox_lifecycle.adapters.providers.docker_processes import DockerProcesses
+        from sandbox_lifecycle.adapters.providers.docker.processes import DockerProcesses
 
         return DockerProcesses(self)
 

@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 
-from sandbox_lifecycle.adapters.cli.render import print_history
+from sandbox_lifecycle.adapters.entrypoints.cli.render import print_history
 from sandbox_lifecycle.core.kinds import HOME, kind_spec
 from sandbox_lifecycle.core.service import SandboxService
 

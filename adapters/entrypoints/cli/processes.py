@@ -14,7 +14,7 @@ AddVerb = Callable[..., argparse.ArgumentParser]
 
 
 def _service(args: argparse.Namespace) -> Any:
-    from sandbox_lifecycle.adapters.cli.commands import _service as build
+    from sandbox_lifecycle.adapters.entrypoints.cli.commands import _service as build
 
     return build(args)
 

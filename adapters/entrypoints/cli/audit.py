@@ -26,7 +26,7 @@ AddVerb = Callable[..., argparse.ArgumentParser]
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from sandbox_lifecycle.adapters.settings import Settings
+    from sandbox_lifecycle.adapters.composition.settings import Settings
 
     if getattr(args, "settings", None) is None:
         args.settings = Settings.from_env()
@@ -34,7 +34,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _service(args: argparse.Namespace) -> Any:
-    from sandbox_lifecycle.adapters.bootstrap import build_service
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     return build_service(settings=_settings(args), require_provider=False)
 
@@ -101,8 +101,8 @@ def _print_events(args: argparse.Namespace) -> None:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.bootstrap import build_store
-    from sandbox_lifecycle.adapters.relay import RetryPolicy, WebhookRelay
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_store
+    from sandbox_lifecycle.adapters.entrypoints.relay import RetryPolicy, WebhookRelay
     from sandbox_lifecycle.events.checkpoints import Checkpoints
 
     settings = _settings(args)
@@ -129,7 +129,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def _pinned_key(args: argparse.Namespace) -> Any:
     """The key a head must be signed by: --public-key, else the deployment's signing key, else None."""
-    from sandbox_lifecycle.adapters import audit_head
+    from sandbox_lifecycle.adapters.audit import signed_head as audit_head
 
     if args.public_key:
         return audit_head.load_public_key(args.public_key)
@@ -141,7 +141,7 @@ def _pinned_key(args: argparse.Namespace) -> Any:
 def _anchor(args: argparse.Namespace) -> Any:
     """The verified head of ``--head FILE`` (None without one); a bad file, or one signed for another
     deployment, is a usage error."""
-    from sandbox_lifecycle.adapters import audit_head
+    from sandbox_lifecycle.adapters.audit import signed_head as audit_head
 
     if args.head is None:
         return None
@@ -245,7 +245,7 @@ def _describe(head: Any) -> str:
 
 
 def cmd_audit_head(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters import audit_head
+    from sandbox_lifecycle.adapters.audit import signed_head as audit_head
 
     path = os.environ.get(audit_head.KEY_ENV)
     if not path:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sandbox_lifecycle.adapters.settings import Settings, first_line, scrub
+from sandbox_lifecycle.adapters.composition.settings import Settings, first_line, scrub
 from sandbox_lifecycle.core.kinds import KINDS
 
 OK, FAIL, WARN, NOT_CONFIGURED = "ok", "fail", "warn", "not configured"
@@ -53,8 +53,8 @@ def register_check(name: str, check: CheckFn) -> None:
 
 
 def check_database(ctx: Context) -> Check:
-    from sandbox_lifecycle.adapters.bootstrap import _head_revision, database_unreachable
-    from sandbox_lifecycle.adapters.settings import sqlite_path
+    from sandbox_lifecycle.adapters.composition.bootstrap import _head_revision, database_unreachable
+    from sandbox_lifecycle.adapters.composition.settings import sqlite_path
     from sandbox_lifecycle.events import revision
     from sandbox_lifecycle.events.names import redact_url
 
@@ -85,7 +85,7 @@ def check_database(ctx: Context) -> Check:
 
 
 def check_provider(ctx: Context) -> Check:
-    from sandbox_lifecycle.adapters.bootstrap import build_provider
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_provider
 
     s = ctx.settings
     what = "Docker engine" if s.provider == "docker" else "E2B"
@@ -143,7 +143,7 @@ def check_snapshots(ctx: Context) -> Check:
     s = ctx.settings
     if s.provider == "e2b":
         return Check("snapshot store", OK, "kept by E2B (native pause)")
-    from sandbox_lifecycle.adapters.bootstrap import build_snapshot_store
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_snapshot_store
 
     where = f"s3://{s.s3_bucket}" if s.s3_bucket else str(s.snapshot_dir)
     try:
@@ -193,7 +193,7 @@ def check_engine(ctx: Context) -> Check | None:
         return Check("engine", FAIL, "skipped: the Docker engine is unreachable", "fix the provider first")
     import docker
 
-    from sandbox_lifecycle.adapters.providers.docker_bridge import (
+    from sandbox_lifecycle.adapters.providers.docker.bridge import (
         DEFAULT_BRIDGE,
         BridgeAddressUnknown,
         bridge_host_address,
@@ -258,7 +258,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _slot_checks() -> list[CheckFn]:
-    from sandbox_lifecycle.adapters.cli.doctor_network import SLOT_CHECKS
+    from sandbox_lifecycle.adapters.entrypoints.cli.doctor_network import SLOT_CHECKS
 
     out: list[CheckFn] = []
     for name, fn in _PLUGGED.items():

@@ -25,8 +25,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from sandbox_lifecycle.adapters import progress
-from sandbox_lifecycle.adapters.cli.render import row_json
+from sandbox_lifecycle.adapters.entrypoints.cli.render import row_json
+from sandbox_lifecycle.adapters.observability import progress
 from sandbox_lifecycle.events.records import SandboxRow
 
 # State colours: live ones green, in-between ones yellow, suspended blue, gone dim.
@@ -108,7 +108,7 @@ def print_history(entries: Sequence[Any]) -> None:
 
 @contextmanager
 def bar(label: str, total: int | None) -> Iterator[None]:
-    """A transient progress bar on stderr, fed by sandbox_lifecycle.adapters.progress."""
+    """A transient progress bar on stderr, fed by sandbox_lifecycle.adapters.observability.progress."""
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),

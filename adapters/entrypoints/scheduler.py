@@ -213,7 +213,7 @@ def run_scheduler(
         # The ticker runs in its own threads: it drives the sync service directly.
         service = service.sync
     if interval is None:
-        from sandbox_lifecycle.adapters.settings import Settings
+        from sandbox_lifecycle.adapters.composition.settings import Settings
 
         interval = Settings.from_env(environ).sweep_interval
     return Scheduler(service, interval, stop_timeout=stop_timeout)
