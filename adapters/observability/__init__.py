@@ -1,1 +1,4 @@
-"""Metrics (Prometheus) and structured logs: adapters of core/observe.py."""
+"""Metrics (Prometheus), structured logs and transfer progress: adapters of core/observe.py.
+
+May import ``core`` and ``events``; imported by providers, snapshot stores and entry points.
+"""
