@@ -15,6 +15,9 @@ egress container already running.
 Then B's request latency at rest and while A attacks (goal: <= 1.5x): A and B are two sandboxes
 (127.0.0.2 and 127.0.0.3, each a /32 policy); A holds 300 half-open connections (half a request line
 each; its share is 128, the rest are refused) and runs 4 big downloads through tunnels in a loop.
+On a small machine A's downloads alone keep the cores busy, so the same four downloads are also run
+straight to the origin (not through the proxy) while B is measured: that row is the machine's share of
+B's slowdown, and the ratio of the two rows the proxy's own.
 """
 
 from __future__ import annotations
@@ -182,6 +185,13 @@ def main() -> None:
         attacked = b_latency(origin_port, proxy_port, args.requests)
         stop.set()
         attacker.join(30)
+        stop = multiprocessing.Event()
+        loader = multiprocessing.Process(target=load_directly, args=(origin_port, stop), daemon=True)
+        loader.start()
+        time.sleep(2)
+        loaded = b_latency(origin_port, proxy_port, args.requests)
+        stop.set()
+        loader.join(30)
         for p in procs:
             p.terminate()
     direct = statistics.median(rates["direct"])
@@ -198,6 +208,9 @@ def main() -> None:
     print(f"sandbox B, plain HTTP request, median of {args.requests} (ms):")
     print(f"  at rest        {rest:7.3f}")
     print(f"  A attacking    {under:7.3f}  {under / rest:4.2f}x  (max {max(attacked):.1f} ms)")
+    machine = statistics.median(loaded)
+    print(f"  A's load, not proxied {machine:7.3f}  {machine / rest:4.2f}x  (the machine's share)")
+    print(f"  proxy's own share: attacking / not proxied = {under / machine:4.2f}x")
 
 
 def b_latency(origin_port: int, proxy_port: int, count: int) -> list[float]:
@@ -233,6 +246,22 @@ def attack(origin_port: int, proxy_port: int, stop: Any) -> None:
         worker.join(30)
     for sock in held:
         sock.close()
+
+
+def load_directly(origin_port: int, stop: Any) -> None:
+    """A's four big downloads in a loop, straight to the origin: the attack's CPU load without the proxy."""
+
+    def download() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError, AssertionError, RuntimeError):
+                get("direct", origin_port, 0, "/big", source="127.0.0.2")
+
+    workers = [threading.Thread(target=download, daemon=True) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    stop.wait(120)
+    for worker in workers:
+        worker.join(30)
 
 
 def network_cost(rounds: int) -> None:
