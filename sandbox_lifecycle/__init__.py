@@ -32,9 +32,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox_lifecycle.core.errors import (
+# pyproject.toml maps core/, events/ and adapters/ under this name (package-dir): a wheel holds them in
+# this folder, an editable install's import hook finds them at the root. A checkout used without an
+# install (PYTHONPATH, or a venv that installed another clone) finds them here, in the same real folders
+# of this clone, so that no module is ever loaded from two places.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if not (Path(__file__).parent / "core").is_dir() and (_CHECKOUT / "core" / "__init__.py").is_file():
+    __path__.append(str(_CHECKOUT))
+
+# After the lines above, which they need in a checkout.
+from sandbox_lifecycle.core.errors import (  # noqa: E402
     CapacityExceeded,
     CommandFailed,
     ConcurrencyError,
@@ -56,7 +66,7 @@ from sandbox_lifecycle.core.errors import (
     UnsafeArchive,
     Unsupported,
 )
-from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, KINDS  # noqa: E402
 
 if TYPE_CHECKING:
     from sandbox_lifecycle import scripted_model

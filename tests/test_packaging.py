@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from importlib.metadata import Distribution, distribution
 from pathlib import Path
@@ -31,6 +32,7 @@ from packaging.utils import canonicalize_name
 
 from tests.conftest import DOCKER_IMAGES
 from tests.providers.conftest import new_deployment, remove_docker_sandboxes
+from tests.unit import architecture_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 PIP = [sys.executable, "-m", "pip"]
@@ -237,6 +239,17 @@ def test_the_wheel_holds_sandbox_lifecycle_only_and_ships_its_types_and_migratio
     ):
         assert member in names, member
     assert any(n.startswith("sandbox_lifecycle/events/migrations/versions/") for n in names)
+    # Every module of the source tree, each once under its import name (Alembic's folder included),
+    # and no other module: package-dir mapped every folder, and nothing came in twice.
+    expected = {
+        "/".join(m.name.split(".") + (["__init__.py"] if m.is_package else []))
+        + ("" if m.is_package else ".py")
+        for m in architecture_rules.discover().values()
+    }
+    assert any("/migrations/versions/" in n for n in expected)
+    assert sorted(expected - set(names)) == []
+    assert sorted({n for n in names if n.endswith(".py")} - expected) == []
+    assert "sandbox_lifecycle/events/migrations/script.py.mako" in names
     entry_points = zipfile.ZipFile(installed.wheel).read(f"{info}/entry_points.txt").decode()
     assert "sandboxctl = sandbox_lifecycle.adapters.entrypoints.cli:main" in entry_points
 
@@ -367,11 +380,9 @@ def test_no_module_imports_our_folders_by_their_bare_names() -> None:
         p
         for p in ROOT.rglob("*.py")
         if not skip & set(p.relative_to(ROOT).parts)
-        and "sandbox_lifecycle" not in p.relative_to(ROOT).parts
         # This file, whose samples of bad imports are checked above.
         and p.resolve() != Path(__file__).resolve()
     ]
-    sources.append(ROOT / "sandbox_lifecycle" / "__init__.py")
     assert len(sources) > 50, "the scan found too few files to be looking in the right place"
     offenders = []
     for path in sources:
@@ -379,3 +390,35 @@ def test_no_module_imports_our_folders_by_their_bare_names() -> None:
         for pattern in (BARE_IMPORT, BARE_DOTTED):
             offenders += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in pattern.finditer(text)]
     assert offenders == []
+
+
+def test_the_package_is_real_folders_and_pyproject_lists_each_of_them() -> None:
+    # No links: every module has one path (tests/unit/test_architecture.py checks the folders too).
+    assert [p.name for p in (ROOT / "sandbox_lifecycle").iterdir() if p.is_symlink()] == []
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    # pyproject lists packages by hand (find cannot prefix the names): a new folder must be added there,
+    # or the wheel would silently leave it out.
+    folders = {m.name for m in architecture_rules.discover().values() if m.is_package}
+    assert sorted(folders ^ set(config["packages"])) == []
+    for name, folder in config["package-dir"].items():
+        assert (ROOT / folder / "__init__.py").is_file(), name
+
+
+def test_a_checkout_imports_each_module_from_its_one_real_file(tmp_path: Path) -> None:
+    """Through the editable install, from anywhere; and from a clone on PYTHONPATH with no install."""
+    modules = ["core/service.py", "events/store/base.py", "adapters/entrypoints/cli/commands.py"]
+    names = ["sandbox_lifecycle." + m.removesuffix(".py").replace("/", ".") for m in modules]
+    probe = (
+        f"import importlib, sys\nprint(*(importlib.import_module(n).__file__ for n in {names!r}))\n"
+        "assert not {'core', 'events', 'adapters'} & set(sys.modules), 'a bare name was imported'\n"
+    )
+    # -S skips site-packages' .pth files, the editable install's hook among them; the dependencies stay.
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    without_install = [sys.executable, "-S", "-c", f"import sys; sys.path += {site!r}\n{probe}"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for command, extra in (([sys.executable, "-c", probe], {}), (without_install, {"PYTHONPATH": str(ROOT)})):
+        run = subprocess.run(
+            command, env={**env, **extra}, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split() == [str(ROOT / m) for m in modules], command
