@@ -1,13 +1,16 @@
 """The settings read from the environment: the product's interface. Names are fixed; values are validated.
 
 :meth:`Settings.from_env` parses every variable and raises one ``ConfigError`` naming every bad variable
-and what would be valid. The common ones are read here; each registered provider parses its own
-(``providers/<name>/settings.py``, through its registry entry) with the same reader, whichever provider
+and what would be valid. The common ones are read here (with the reader and the shared values of
+``composition.environ``); each registered provider parses its own in its folder
+(``providers/<name>/settings.py``, through its registry entry), with the same reader and whichever provider
 is chosen, so a bad value of any of them is named at once. The adapters receive typed values
-(``E2BSettings``, ``S3Settings``) and do not look at the environment themselves, with two exceptions: the
-Docker provider refuses ``NODE_ENV=production`` from the environment it is given (``os.environ`` when
-built directly), and ``events/migrations/env.py`` reads ``SANDBOX_DATABASE_URL`` when alembic runs
-without a URL.
+(``E2BSettings``, ``S3Settings``) and do not parse the environment themselves. Elsewhere the environment
+is read only where a library's own convention is kept: the providers' SDKs read their own variables
+(``DOCKER_HOST`` and the TLS ones, which the Docker provider's stdlib engine client reads as
+``docker.from_env()`` does; ``E2B_DEBUG`` and the like), a ``DockerProvider`` built without an
+``environ`` checks ``NODE_ENV`` of ``os.environ``, and ``events/migrations/env.py`` reads
+``SANDBOX_DATABASE_URL`` when alembic runs without a URL.
 
 Hand-written rather than on pydantic-settings: importing pydantic-settings costs ~0.3 s of CPU on the
 machines we measured, which every `sandboxctl` call would pay; this module costs a few milliseconds.
