@@ -37,10 +37,10 @@ from typing import Any
 
 import docker
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.egress.policy import PolicyBook, policy_document, write_policy
 from sandbox_lifecycle.adapters.egress.proxy import EgressProxy, wait_listening
 from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 
 CHUNK = 1 << 20
 

@@ -160,7 +160,8 @@ def test_the_exec_path_of_our_own_code_loads_none_of_them() -> None:
 import json, os, sys
 from sandbox_lifecycle.adapters.entrypoints.cli.commands import parse_args
 from sandbox_lifecycle.adapters.observability.logs import configure_logging
-from sandbox_lifecycle.adapters.composition.settings import Settings, environ_secrets
+from sandbox_lifecycle.adapters.composition.scrubbing import environ_secrets
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.core import service
 from sandbox_lifecycle.events import codec
 args = parse_args(["exec", "0000000000000000", "--timeout", "5", "--env", "A=1", "--", "true"])

@@ -184,6 +184,7 @@ def test_an_unknown_bridge_address_fails_only_when_a_loopback_model_needs_it(
     env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from sandbox_lifecycle.adapters.entrypoints.cli import doctor
+    from sandbox_lifecycle.adapters.providers.docker.doctor import check_engine
 
     class Api:
         def info(self) -> dict[str, Any]:
@@ -205,7 +206,7 @@ def test_an_unknown_bridge_address_fails_only_when_a_loopback_model_needs_it(
         monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
         ctx = doctor.Context(Settings.from_env())
         ctx.provider = object()
-        found = doctor.check_engine(ctx)
+        found = check_engine(ctx)
         assert found.status == expected, found
         assert "no interface nosuch0" in found.detail and "storage overlay2" in found.detail
         assert found.fix and "network namespace" in found.fix

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings, Settings
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.adapters.egress.policy import (
     Policy,
     PolicyBook,
@@ -33,6 +33,7 @@ from sandbox_lifecycle.adapters.egress.policy import (
     write_policy,
 )
 from sandbox_lifecycle.adapters.egress.proxy import EgressProxy
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.core.errors import ConfigError
 
 
@@ -234,18 +235,20 @@ def test_settings_parse_the_egress_variables(tmp_path: Path) -> None:
         "SANDBOX_EGRESS_STATE_DIR": str(tmp_path / "egress"),
         "ANTHROPIC_BASE_URL": "https://model.test:9000",
     }
-    egress = Settings.from_env(env).egress
+    egress = Settings.from_env(env).provider_settings["docker"].egress
     assert egress.allow["data-app"] == ("a.test", "*.b.test:8443", "lightdash.test:8080")
     assert (
         "lightdash.test:8080" in egress.allow["ai-writeback"] and "github.com" in egress.allow["ai-writeback"]
     )
     assert egress.resolve == ("a.test:443:172.17.0.1",)
     assert egress.state_dir == tmp_path / "egress" and egress.upstream_url == "https://model.test:9000"
-    assert Settings.from_env(env).e2b.egress_allow["data-app"][-1] == "lightdash.test:8080"
+    assert (
+        Settings.from_env(env).provider_settings["e2b"].egress_allow["data-app"][-1] == "lightdash.test:8080"
+    )
     defaults = Settings.from_env({"SANDBOX_DATA_DIR": str(tmp_path)})
     # One state dir for the egress point and the gateway: the deployment's, read once.
-    assert defaults.egress == EgressSettings(
-        allow=defaults.e2b.egress_allow, state_dir=defaults.egress_state_dir
+    assert defaults.provider_settings["docker"].egress == EgressSettings(
+        allow=defaults.provider_settings["e2b"].egress_allow, state_dir=defaults.egress_state_dir
     )
 
 

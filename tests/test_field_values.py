@@ -114,8 +114,8 @@ def test_the_records_of_the_ports_settings_and_policy_are_values_too(tmp_path: A
         ProviderCapabilities(isolation="vm", pause_keeps_processes=True, egress_allow_list=True, ports=True),
         ExecResult(0, b"out", b"err"),
         settings,
-        settings.e2b,
-        settings.egress,
+        settings.provider_settings["e2b"],
+        settings.provider_settings["docker"].egress,
     ):
         _same_as_generated(obj)
     assert "sqlite:///x.db" not in repr(settings)  # a field kept out of repr stays out

@@ -19,7 +19,7 @@ def test_defaults_are_the_documented_ones(tmp_path) -> None:  # type: ignore[no-
     assert s.policy.retention == timedelta(days=7)
     assert s.database_url == f"sqlite:///{tmp_path}/.local/share/sandbox-lifecycle/sandbox.db"
     assert s.snapshot_dir == tmp_path / ".local/share/sandbox-lifecycle/snapshots"
-    assert s.docker_images == {
+    assert s.provider_settings["docker"].images == {
         "data-app": "lightdash-sandbox:local",
         "ai-writeback": "lightdash-ai-writeback:local",
     }
@@ -106,10 +106,12 @@ def test_every_bad_value_is_named_in_one_error() -> None:
 
 
 def test_disk_limit_default_and_value() -> None:
-    assert Settings.from_env({}).disk_limit_mb == 10240
-    assert Settings.from_env({"SANDBOX_DISK_LIMIT_MB": "2048"}).disk_limit_mb == 2048
+    assert Settings.from_env({}).provider_settings["docker"].disk_limit_mb == 10240
+    assert (
+        Settings.from_env({"SANDBOX_DISK_LIMIT_MB": "2048"}).provider_settings["docker"].disk_limit_mb == 2048
+    )
     # 0 is off (a rootless or remote engine cannot loop-mount a disk per sandbox).
-    assert Settings.from_env({"SANDBOX_DISK_LIMIT_MB": "0"}).disk_limit_mb == 0
+    assert Settings.from_env({"SANDBOX_DISK_LIMIT_MB": "0"}).provider_settings["docker"].disk_limit_mb == 0
     for bad in ("-1", "lots", "1.5", "16777217"):
         assert "SANDBOX_DISK_LIMIT_MB" in problems({"SANDBOX_DISK_LIMIT_MB": bad})
 
@@ -183,9 +185,9 @@ def test_provider_settings_are_parsed_with_the_rest() -> None:
             "S3_ENDPOINT": "http://127.0.0.1:9000",
         }
     )
-    assert s.e2b.templates["data-app"] == "acme/app:v7"
-    assert s.e2b.egress_allow["data-app"] == ("pypi.org", "files.pythonhosted.org")
-    assert s.e2b.sandbox_timeout == 60 + 600  # behind our idle timer
+    assert s.provider_settings["e2b"].templates["data-app"] == "acme/app:v7"
+    assert s.provider_settings["e2b"].egress_allow["data-app"] == ("pypi.org", "files.pythonhosted.org")
+    assert s.provider_settings["e2b"].sandbox_timeout == 60 + 600  # behind our idle timer
     assert s.s3 is not None and (s.s3.bucket, s.s3.endpoint_url) == ("snaps", "http://127.0.0.1:9000")
     assert s.s3_bucket == "snaps"
 
@@ -213,10 +215,12 @@ def test_no_secret_in_any_repr_or_description() -> None:
         "ANTHROPIC_API_KEY": "sk-ant-xyz",
     }
     s = Settings.from_env(env)
-    shown = repr(s) + str(s.describe()) + repr(s.e2b) + repr(s.s3) + str(s)
+    shown = repr(s) + str(s.describe()) + repr(s.provider_settings["e2b"]) + repr(s.s3) + str(s)
     for secret in ("hunter2", "s3cr3t", "e2b_key_123", "sk-ant-xyz"):
         assert secret not in shown
-    assert s.e2b.api_key == "e2b_key_123" and s.e2b.sandbox_envs == {"ANTHROPIC_API_KEY": "sk-ant-xyz"}
+    assert s.provider_settings["e2b"].api_key == "e2b_key_123" and s.provider_settings[
+        "e2b"
+    ].sandbox_envs == {"ANTHROPIC_API_KEY": "sk-ant-xyz"}
     assert set(s.secrets()) >= {"hunter2", "s3cr3t", "e2b_key_123", "sk-ant-xyz"}
 
 
@@ -331,7 +335,7 @@ def test_the_docker_provider_gets_the_disk_limit(tmp_path: Path) -> None:
 
 def test_the_default_allow_lists_are_valid_rules() -> None:
     # Settings check the allow-lists only when the environment changes them: the defaults must parse.
-    from sandbox_lifecycle.adapters.composition.settings import DEFAULT_EGRESS_ALLOW
+    from sandbox_lifecycle.adapters.composition.environ import DEFAULT_EGRESS_ALLOW
     from sandbox_lifecycle.adapters.egress.policy import parse_rules
 
     for entries in DEFAULT_EGRESS_ALLOW.values():
@@ -349,20 +353,22 @@ def test_template_tags_default_to_the_package_version() -> None:
 
     release = version("sandbox-lifecycle")
     s = Settings.from_env({"E2B_TEMPLATE_TAG": "v7"})
-    assert s.e2b.templates["data-app"] == "lightdash/lightdash-data-app:v7"
-    assert s.e2b.templates["ai-writeback"] == f"lightdash/lightdash-ai-writeback:{release}"
-    assert dict(s.e2b.templates) == {
+    assert s.provider_settings["e2b"].templates["data-app"] == "lightdash/lightdash-data-app:v7"
+    assert (
+        s.provider_settings["e2b"].templates["ai-writeback"] == f"lightdash/lightdash-ai-writeback:{release}"
+    )
+    assert dict(s.provider_settings["e2b"].templates) == {
         "data-app": "lightdash/lightdash-data-app:v7",
         "ai-writeback": f"lightdash/lightdash-ai-writeback:{release}",
     }
 
 
 def test_the_default_network_pool_is_valid_and_a_bad_one_is_named() -> None:
-    from sandbox_lifecycle.adapters.composition.settings import DEFAULT_NETWORK_POOL, _network_pool_ok
+    from sandbox_lifecycle.adapters.providers.docker.settings import DEFAULT_NETWORK_POOL, network_pool_ok
 
-    assert _network_pool_ok(DEFAULT_NETWORK_POOL)
+    assert network_pool_ok(DEFAULT_NETWORK_POOL)
     for bad in ("10.0.0.0/29", "fd00::/64", "nonsense"):
         with pytest.raises(ConfigError, match="SANDBOX_DOCKER_NETWORK_POOL"):
             Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": bad})
     chosen = Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": "10.9.0.0/24"})
-    assert chosen.egress.network_pool == "10.9.0.0/24"
+    assert chosen.provider_settings["docker"].egress.network_pool == "10.9.0.0/24"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import Settings, first_line, scrub
+from sandbox_lifecycle.adapters.composition.scrubbing import first_line, scrub
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.core.errors import ConfigError
 
 
@@ -57,20 +58,23 @@ def test_a_clear_text_model_url_to_loopback_is_accepted(url: str) -> None:
 def test_a_slash_28_network_pool_is_accepted() -> None:
     # The smallest pool the bridge allocator can carve per-sandbox networks from.
     chosen = Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": "10.9.0.0/28"})
-    assert chosen.egress.network_pool == "10.9.0.0/28"
+    assert chosen.provider_settings["docker"].egress.network_pool == "10.9.0.0/28"
 
 
 def test_the_e2b_transfer_bounds_are_the_documented_ones() -> None:
     # README: an exec's output is bounded per stream by the provider's bound, 1 MiB by default; a file
     # read through the E2B API by 64 MiB (past it, a clear error rather than an unbounded download).
-    e2b = Settings.from_env({}).e2b
+    e2b = Settings.from_env({}).provider_settings["e2b"]
     assert e2b.max_output_bytes == 1024**2
     assert e2b.max_file_bytes == 64 * 1024**2
 
 
 def test_the_disk_limit_is_bounded_at_16_tib_inclusive() -> None:
     top = 16 * 1024 * 1024  # MB
-    assert Settings.from_env({"SANDBOX_DISK_LIMIT_MB": str(top)}).disk_limit_mb == top
+    assert (
+        Settings.from_env({"SANDBOX_DISK_LIMIT_MB": str(top)}).provider_settings["docker"].disk_limit_mb
+        == top
+    )
     assert f"0 to {top}" in problems({"SANDBOX_DISK_LIMIT_MB": str(top + 1)})
 
 

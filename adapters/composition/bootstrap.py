@@ -15,7 +15,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sandbox_lifecycle.adapters.composition.settings import Settings, first_line, scrub, sqlite_path
+from sandbox_lifecycle.adapters.composition.environ import Shared
+from sandbox_lifecycle.adapters.composition.scrubbing import first_line, scrub
+from sandbox_lifecycle.adapters.composition.settings import Settings, sqlite_path
+from sandbox_lifecycle.adapters.providers import registry
 from sandbox_lifecycle.core.errors import ConfigError, StoreError
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotStore
 from sandbox_lifecycle.core.service import SandboxService
@@ -23,10 +26,8 @@ from sandbox_lifecycle.events.names import redact_url
 
 log = logging.getLogger("sandbox_lifecycle")
 
-# module to import -> (extra that installs it, what needs it)
+# module to import -> (extra that installs it, what needs it); a provider's is in its registry entry.
 _EXTRAS = {
-    "docker": ("docker", "SANDBOX_PROVIDER=docker"),
-    "e2b": ("e2b", "SANDBOX_PROVIDER=e2b"),
     "boto3": ("s3", "S3_BUCKET (snapshots in S3)"),
     "psycopg": ("postgres", "a postgresql+psycopg:// SANDBOX_DATABASE_URL"),
     "prometheus_client": ("metrics", "sandboxctl scheduler --metrics-port"),
@@ -34,11 +35,16 @@ _EXTRAS = {
 
 
 def require_extra(module: str) -> None:
-    """ConfigError naming the extra to install when ``module`` (a provider library) is not installed.
+    """ConfigError naming the extra to install when ``module`` (a backing service's library) is missing."""
+    extra, needed_by = _EXTRAS[module]
+    require_library(module, extra, needed_by)
+
+
+def require_library(module: str, extra: str, needed_by: str) -> None:
+    """ConfigError naming ``extra`` when ``module`` is not installed.
 
     Found, not imported: the library is loaded where it is used, and a short command may not use it at
     all (an exec on Docker goes through the stdlib engine client)."""
-    extra, needed_by = _EXTRAS[module]
     try:
         found = importlib.util.find_spec(module) is not None
         reason = f"No module named {module!r}"
@@ -66,12 +72,12 @@ def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
             if path is not None and path.parent == settings.data_dir:
                 path.parent.mkdir(parents=True, exist_ok=True)
             # One query decides; alembic (0.2 s of imports) only loads when there is something to do.
-            if migrate_embedded and revision.current_revision(url, path) != _head_revision():
+            if migrate_embedded and revision.current_revision(url, path) != head_revision():
                 from sandbox_lifecycle.events import migrate
 
                 migrate.upgrade(url)
         else:
-            current, head = revision.current_revision(url), _head_revision()
+            current, head = revision.current_revision(url), head_revision()
             if current != head:
                 raise ConfigError(
                     f"the database is at schema revision {current or 'none'}, this release needs {head}: "
@@ -86,7 +92,7 @@ def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
     return SqlEventStore(url)
 
 
-def _head_revision() -> str | None:
+def head_revision() -> str | None:
     from sandbox_lifecycle.events import revision
 
     head = revision.head_revision()
@@ -149,25 +155,19 @@ def build_snapshot_store(settings: Settings) -> SnapshotStore:
 
 def build_provider(settings: Settings) -> SandboxProvider:
     """The configured provider; ConfigError when its credential or its library is missing."""
-    if settings.provider == "docker":
-        require_extra("docker")
-        from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
-
-        return DockerProvider(
-            settings.docker_images,
-            build_snapshot_store(settings),
-            environ={"NODE_ENV": settings.node_env},
-            deployment=settings.deployment,
-            disk_limit_mb=settings.disk_limit_mb,
-            egress=settings.egress,
-        )
-    settings.e2b.require_key()
-    require_extra("e2b")
-    if settings.e2b.gateway_url:
-        _prepare_gateway(settings)
-    from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider
-
-    return E2BProvider(settings.e2b, deployment=settings.deployment)
+    entry = registry.entry(settings.provider)
+    own = settings.provider_settings[settings.provider]
+    entry.require(own)
+    require_library(entry.library, entry.extra, f"SANDBOX_PROVIDER={entry.name}")
+    shared = Shared(
+        idle_timeout=settings.policy.idle_timeout,
+        deployment=settings.deployment,
+        anthropic_base_url=settings.anthropic_base_url,
+        anthropic_api_key=settings.anthropic_api_key,
+        egress_state_dir=settings.egress_state_dir,
+    )
+    host = registry.Host(shared=shared, snapshot_store=lambda: build_snapshot_store(settings))
+    return entry.build(own, host)
 
 
 class LazyProvider:
@@ -238,18 +238,3 @@ def build_service(
     store: Any = _ProviderFirst(build_store(settings), lazy)
     placeholder: Any = lazy
     return SandboxService(store, placeholder, policy=settings.policy, capacity=settings.capacity)
-
-
-def _prepare_gateway(settings: Settings) -> None:
-    """Write the gateway's upstream.json before any sandbox is handed a token it would forward with."""
-    from sandbox_lifecycle.adapters.gateway.state import prepare_gateway
-
-    try:
-        prepare_gateway(settings)
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ConfigError(
-            f"SANDBOX_GATEWAY_PUBLIC_URL is set, but the gateway state directory "
-            f"{settings.egress_state_dir} is not usable ({reason}): set SANDBOX_EGRESS_STATE_DIR to a "
-            "directory this user may write, shared with `sandboxctl gateway`"
-        ) from None

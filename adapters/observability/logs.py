@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from sandbox_lifecycle.adapters.composition.settings import scrub
+from sandbox_lifecycle.adapters.composition.scrubbing import scrub
 from sandbox_lifecycle.core.observe import log_context, log_fields
 
 FIELDS = ("sandbox_id", "correlation_id")

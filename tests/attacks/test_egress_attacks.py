@@ -15,9 +15,9 @@ from typing import Any
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests import session
 from tests.conftest import DOCKER_IMAGES

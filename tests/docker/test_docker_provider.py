@@ -12,7 +12,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.docker.provider import (
     LABEL_DEPLOYMENT,
     LABEL_DISK,
@@ -21,6 +20,7 @@ from sandbox_lifecycle.adapters.providers.docker.provider import (
     LABEL_MANAGED,
     DockerProvider,
 )
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.core.errors import (
     ExecTimeout,

@@ -22,10 +22,10 @@ import docker
 import docker.errors
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
 from sandbox_lifecycle.adapters.providers.docker.network import network_name
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests.conftest import DOCKER_IMAGES
 from tests.docker.conftest import NET_DEPLOYMENT, TEST_LIMITS

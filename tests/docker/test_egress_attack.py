@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests.conftest import DOCKER_IMAGES
 from tests.docker.conftest import LABEL_DEPLOYMENT, RUN_PREFIX, TEST_LIMITS, remove_network_leftovers

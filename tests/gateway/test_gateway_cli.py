@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import DEFAULT_ANTHROPIC_BASE_URL, Settings
+from sandbox_lifecycle.adapters.composition.environ import DEFAULT_ANTHROPIC_BASE_URL
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.adapters.gateway.state import GatewayState
 from sandbox_lifecycle.core.errors import ConfigError
 from tests.gateway.fake_upstream import REAL_KEY, WAIT_S, fake_upstream
@@ -72,17 +73,20 @@ def test_gateway_settings_defaults_and_parsing() -> None:
     s = settings(SANDBOX_DEPLOYMENT="prod")
     assert s.anthropic_base_url == DEFAULT_ANTHROPIC_BASE_URL
     assert s.egress_state_dir == Path("/var/lib/sandbox-lifecycle/egress/prod")
-    assert s.e2b.gateway_url is None and s.e2b.gateway_state_dir is None
+    assert (
+        s.provider_settings["e2b"].gateway_url is None
+        and s.provider_settings["e2b"].gateway_state_dir is None
+    )
     s = settings(
         ANTHROPIC_API_KEY="sk-ant-x",
         SANDBOX_GATEWAY_PUBLIC_URL="https://gw.example.com/",
         SANDBOX_EGRESS_STATE_DIR="/srv/egress",
         ANTHROPIC_BASE_URL="https://llm.corp.example/anthropic",
     )
-    assert s.e2b.gateway_url == "https://gw.example.com"
-    assert s.e2b.gateway_state_dir == Path("/srv/egress") == s.egress_state_dir
-    assert s.e2b.sandbox_envs == {}
-    assert "gw.example.com" in s.e2b.egress_allow["data-app"]
+    assert s.provider_settings["e2b"].gateway_url == "https://gw.example.com"
+    assert s.provider_settings["e2b"].gateway_state_dir == Path("/srv/egress") == s.egress_state_dir
+    assert s.provider_settings["e2b"].sandbox_envs == {}
+    assert "gw.example.com" in s.provider_settings["e2b"].egress_allow["data-app"]
     assert s.anthropic_base_url == "https://llm.corp.example/anthropic"
     assert "sk-ant-x" in s.secrets() and "sk-ant-x" not in repr(s)
 
@@ -108,7 +112,10 @@ def test_loopback_plain_http_is_allowed_for_tests() -> None:
         SANDBOX_GATEWAY_PUBLIC_URL="http://127.0.0.1:8081",
         ANTHROPIC_BASE_URL="http://localhost:9",
     )
-    assert s.e2b.gateway_url == "http://127.0.0.1:8081" and s.anthropic_base_url == "http://localhost:9"
+    assert (
+        s.provider_settings["e2b"].gateway_url == "http://127.0.0.1:8081"
+        and s.anthropic_base_url == "http://localhost:9"
+    )
 
 
 def test_doctor_says_whether_e2b_sandboxes_hold_the_key() -> None:

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.docker.bridge import (
     BridgeAddressUnknown,
     bridge_host_address,
     interface_address,
 )
 from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.core.errors import ProviderRefused
 
 NAME = "com.docker.network.bridge.name"

@@ -16,13 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox_lifecycle.adapters.composition.settings import (
-    Settings,
-    environ_secrets,
-    first_line,
-    parse_log_format,
-    scrub,
-)
+from sandbox_lifecycle.adapters.composition.scrubbing import environ_secrets, first_line, scrub
+from sandbox_lifecycle.adapters.composition.settings import Settings, parse_log_format
 from sandbox_lifecycle.adapters.entrypoints.cli.render import (
     print_history,
     print_report,

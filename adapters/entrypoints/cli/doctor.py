@@ -1,49 +1,59 @@
 """`sandboxctl doctor [--json]`: is everything this deployment needs there, and what to do when not.
 
-Each check returns one :class:`Check`; a failing one says what to do. The egress point and the model
-gateway are checked by ``doctor_network``; :func:`register_check` replaces a slot's check or adds one.
-Exit 1 when any check fails.
+Each check returns one :class:`Check`; a failing one says what to do. The checks every deployment needs
+are here; the chosen provider brings its own (its registry entry's ``doctor`` module: ``CHECKS`` run after
+the provider check, ``SLOTS`` fill the named slots below). :func:`register_check` replaces a slot's
+check or adds one. Exit 1 when any check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
 
-from sandbox_lifecycle.adapters.composition.settings import Settings, first_line, scrub
-from sandbox_lifecycle.core.kinds import KINDS
+from sandbox_lifecycle.adapters.composition.bootstrap import (
+    build_provider,
+    build_snapshot_store,
+    database_unreachable,
+    head_revision,
+)
+from sandbox_lifecycle.adapters.composition.scrubbing import first_line, scrub
+from sandbox_lifecycle.adapters.composition.settings import Settings, sqlite_path
+from sandbox_lifecycle.adapters.observability.health import (
+    FAIL,
+    NOT_CONFIGURED,
+    OK,
+    WARN,
+    Check,
+    CheckFn,
+    Context,
+)
+from sandbox_lifecycle.adapters.providers import registry
+from sandbox_lifecycle.core.errors import ConfigError
+from sandbox_lifecycle.events import revision
+from sandbox_lifecycle.events.names import redact_url
+from sandbox_lifecycle.events.store import SqlEventStore
 
-OK, FAIL, WARN, NOT_CONFIGURED = "ok", "fail", "warn", "not configured"
+__all__ = [
+    "FAIL",
+    "NOT_CONFIGURED",
+    "OK",
+    "WARN",
+    "Check",
+    "CheckFn",
+    "Context",
+    "register_check",
+    "run_doctor",
+]
 
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    detail: str
-    fix: str | None = None
-
-
-@dataclass
-class Context:
-    """What the checks share: settings, and what earlier checks built (so later ones can skip)."""
-
-    settings: Settings
-    store: Any = None
-    provider: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-CheckFn = Callable[[Context], Check | None]  # None: the check does not apply here
-
-# Slots whose check lives elsewhere; None: doctor_network's (imported when the checks run, it needs Check).
+# The sandboxes' way out, which every provider answers for (its entry's SLOTS); a check registered here
+# replaces the provider's.
 _PLUGGED: dict[str, CheckFn | None] = {"egress point": None, "gateway": None}
 
 
@@ -53,11 +63,6 @@ def register_check(name: str, check: CheckFn) -> None:
 
 
 def check_database(ctx: Context) -> Check:
-    from sandbox_lifecycle.adapters.composition.bootstrap import _head_revision, database_unreachable
-    from sandbox_lifecycle.adapters.composition.settings import sqlite_path
-    from sandbox_lifecycle.events import revision
-    from sandbox_lifecycle.events.names import redact_url
-
     url = ctx.settings.database_url
     where = redact_url(url)
     try:
@@ -69,7 +74,7 @@ def check_database(ctx: Context) -> Check:
             database_unreachable(ctx.settings, exc),
             "check SANDBOX_DATABASE_URL, that the server is up and that this host may connect",
         )
-    head = _head_revision()
+    head = head_revision()
     if current != head:
         return Check(
             "database",
@@ -77,74 +82,30 @@ def check_database(ctx: Context) -> Check:
             f"{where} is at schema revision {current or 'none'}, this release needs {head}",
             "run `sandboxctl db upgrade`",
         )
-    from sandbox_lifecycle.events.store import SqlEventStore
-
     ctx.store = SqlEventStore(url)
     count = len(ctx.store.list_sandboxes())
     return Check("database", OK, f"{where} at revision {head}, {count} sandboxes")
 
 
 def check_provider(ctx: Context) -> Check:
-    from sandbox_lifecycle.adapters.composition.bootstrap import build_provider
-
     s = ctx.settings
-    what = "Docker engine" if s.provider == "docker" else "E2B"
+    entry = registry.entry(s.provider)
     try:
         provider = build_provider(s)
         instances = provider.list_instances()
     except Exception as exc:
-        fix = (
-            "start the Docker engine (or point DOCKER_HOST at one) and make sure this user may use it"
-            if s.provider == "docker"
-            else "set E2B_API_KEY to a valid key (https://e2b.dev/dashboard?tab=keys); check E2B_API_URL"
-        )
-        return Check("provider", FAIL, f"{what}: {first_line(str(exc))}", fix)
+        return Check("provider", FAIL, f"{entry.label}: {first_line(str(exc))}", entry.unreachable_fix)
     ctx.provider = provider
-    return Check("provider", OK, f"{what} reachable, {len(instances)} instances of deployment {s.deployment}")
-
-
-def check_images(ctx: Context) -> Check:
-    s = ctx.settings
-    if s.provider != "docker":
-        templates = ", ".join(f"{k}={t}" for k, t in sorted(s.e2b.templates.items()))
-        return Check(
-            "templates",
-            WARN,
-            f"not looked up ({templates}); a missing template fails the first create naming it",
-            "build them with the E2B CLI if a create reports the template missing",
-        )
-    if ctx.provider is None:
-        return Check("images", FAIL, "skipped: the Docker engine is unreachable", "fix the provider first")
-    import docker
-    import docker.errors
-
-    client = docker.from_env()
-    missing = []
-    try:
-        for kind in sorted(KINDS):
-            image = s.docker_images[kind]
-            try:
-                client.images.get(image)
-            except docker.errors.ImageNotFound:
-                missing.append(f"{image} ({kind})")
-    finally:
-        client.close()
-    if missing:
-        return Check(
-            "images",
-            FAIL,
-            f"missing: {', '.join(missing)}",
-            "build or pull them, or point SANDBOX_DOCKER_IMAGE / SANDBOX_AI_WRITEBACK_DOCKER_IMAGE elsewhere",
-        )
-    return Check("images", OK, ", ".join(f"{k}={s.docker_images[k]}" for k in sorted(KINDS)))
+    return Check(
+        "provider", OK, f"{entry.label} reachable, {len(instances)} instances of deployment {s.deployment}"
+    )
 
 
 def check_snapshots(ctx: Context) -> Check:
     s = ctx.settings
-    if s.provider == "e2b":
-        return Check("snapshot store", OK, "kept by E2B (native pause)")
-    from sandbox_lifecycle.adapters.composition.bootstrap import build_snapshot_store
-
+    kept_by_provider = registry.entry(s.provider).native_snapshots
+    if kept_by_provider:
+        return Check("snapshot store", OK, kept_by_provider)
     where = f"s3://{s.s3_bucket}" if s.s3_bucket else str(s.snapshot_dir)
     try:
         store = build_snapshot_store(s)
@@ -183,64 +144,21 @@ def check_scheduler(ctx: Context) -> Check:
     )
 
 
-def check_engine(ctx: Context) -> Check | None:
-    """The engine facts the Docker provider relies on, read as a first-start engine reports them (None:
-    no engine is used, so there is nothing to say)."""
-    s = ctx.settings
-    if s.provider != "docker":
-        return None
-    if ctx.provider is None:
-        return Check("engine", FAIL, "skipped: the Docker engine is unreachable", "fix the provider first")
-    import docker
-
-    from sandbox_lifecycle.adapters.providers.docker.bridge import (
-        DEFAULT_BRIDGE,
-        BridgeAddressUnknown,
-        bridge_host_address,
-    )
-
-    client = docker.from_env()
-    try:
-        info = client.api.info()
-        bridge = client.api.inspect_network(DEFAULT_BRIDGE)
-    finally:
-        client.close()
-    runtimes = ", ".join(sorted(info.get("Runtimes") or {})) or "none reported"
-    facts = (
-        f"docker {info.get('ServerVersion', '?')}, storage {info.get('Driver', '?')}, "
-        f"runtime {info.get('DefaultRuntime', '?')} (available: {runtimes})"
-    )
-    reported = any(c.get("Gateway") for c in (bridge.get("IPAM") or {}).get("Config") or [])
-    try:
-        address = bridge_host_address(bridge)
-    except BridgeAddressUnknown as exc:
-        # Only a model or git server on this host needs it (a loopback ANTHROPIC_BASE_URL, the demo).
-        loopback = urlsplit(s.anthropic_base_url).hostname in ("127.0.0.1", "localhost", "::1")
-        return Check(
-            "engine",
-            FAIL if loopback else WARN,
-            f"{facts}; host address on the default bridge unknown: {exc}",
-            "run the backend on the engine's host, in its network namespace; or point ANTHROPIC_BASE_URL "
-            "at a server sandboxes reach without it",
-        )
-    source = "reported by the engine" if reported else "read from the bridge interface (a first-start engine)"
-    return Check("engine", OK, f"{facts}; host address on the default bridge {address}, {source}")
-
-
-CHECKS: tuple[CheckFn, ...] = (
-    check_database,
-    check_provider,
-    check_engine,
-    check_images,
-    check_snapshots,
-    check_scheduler,
-)
+def provider_checks(settings: Settings) -> tuple[tuple[CheckFn, ...], dict[str, CheckFn]]:
+    """The chosen provider's own checks and slot checks, from its registry entry."""
+    name = registry.entry(settings.provider).doctor_module
+    if name is None:
+        return (), {}
+    module = importlib.import_module(name)
+    return tuple(getattr(module, "CHECKS", ())), dict(getattr(module, "SLOTS", {}))
 
 
 def run_checks(settings: Settings) -> list[Check]:
     ctx = Context(settings)
+    own, slots = provider_checks(settings)
     results = []
-    for fn in (*CHECKS, *_slot_checks()):
+    checks = (check_database, check_provider, *own, check_snapshots, check_scheduler, *_slot_checks(slots))
+    for fn in checks:
         try:
             found = fn(ctx)
             if found is not None:
@@ -257,12 +175,10 @@ def run_checks(settings: Settings) -> list[Check]:
     ]
 
 
-def _slot_checks() -> list[CheckFn]:
-    from sandbox_lifecycle.adapters.entrypoints.cli.doctor_network import SLOT_CHECKS
-
+def _slot_checks(provided: dict[str, CheckFn]) -> list[CheckFn]:
     out: list[CheckFn] = []
     for name, fn in _PLUGGED.items():
-        found = fn or SLOT_CHECKS.get(name)
+        found = fn or provided.get(name)
         if found is None:
 
             def absent(ctx: Context, name: str = name) -> Check:
@@ -275,8 +191,6 @@ def _slot_checks() -> list[CheckFn]:
 
 
 def run_doctor(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Settings]) -> int:
-    from sandbox_lifecycle.core.errors import ConfigError
-
     try:
         settings = settings_of(args)
     except ConfigError as exc:

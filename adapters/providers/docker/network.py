@@ -45,7 +45,7 @@ import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, Mount
 
 from sandbox_lifecycle.adapters import egress as egress_package
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings, egress_env_name
+from sandbox_lifecycle.adapters.composition.environ import egress_env_name
 from sandbox_lifecycle.adapters.egress import policy as egress_policy
 from sandbox_lifecycle.adapters.egress import probe as egress_probe
 from sandbox_lifecycle.adapters.egress import tokens as egress_tokens
@@ -56,6 +56,7 @@ from sandbox_lifecycle.adapters.providers.docker.bridge import (
     BridgeAddressUnknown,
     bridge_host_address,
 )
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost, ProviderRefused
 
 # The provider's own labels (adapters/providers/docker/provider.py), repeated: that module imports this one.

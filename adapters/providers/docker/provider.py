@@ -35,8 +35,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
-from sandbox_lifecycle.adapters.composition.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.providers.docker.engine import (
     DockerEngine,
     EngineAPIError,
@@ -44,6 +42,8 @@ from sandbox_lifecycle.adapters.providers.docker.engine import (
     EngineUnreachable,
     engine_from_environ,
 )
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
+from sandbox_lifecycle.adapters.providers.docker.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER as _EXEC_MARKER
 from sandbox_lifecycle.adapters.providers.reap import REAP_FUNCTION as _REAP_FUNCTION
 from sandbox_lifecycle.core.errors import (

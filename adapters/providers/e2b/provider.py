@@ -76,19 +76,21 @@ from e2b import (
 )
 from e2b.sandbox.filesystem.filesystem import SyncWriteEntry
 
-# Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
-from sandbox_lifecycle.adapters.composition.settings import (
+# Parsed with every other setting (composition.settings); re-exported where the provider's users look.
+from sandbox_lifecycle.adapters.composition.environ import (
     DEFAULT_EGRESS_ALLOW,
-    DEFAULT_TEMPLATE_NAMES,
     DEPLOYMENT_NAME,
+    egress_env_name,
+)
+from sandbox_lifecycle.adapters.composition.version import package_version
+from sandbox_lifecycle.adapters.gateway.state import GatewayState, git_env
+from sandbox_lifecycle.adapters.providers.e2b.processes import E2BProcesses
+from sandbox_lifecycle.adapters.providers.e2b.settings import (
+    DEFAULT_TEMPLATE_NAMES,
     SANDBOX_ENV_PASSTHROUGH,
     TEMPLATE_ENV,
     E2BSettings,
-    egress_env_name,
-    package_version,
 )
-from sandbox_lifecycle.adapters.gateway.state import GatewayState, git_env
-from sandbox_lifecycle.adapters.providers.e2b.processes import E2BProcesses
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.core.errors import (
     CapacityExceeded,

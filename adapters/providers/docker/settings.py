@@ -1,0 +1,129 @@
+"""The Docker provider's settings: its images, the disk limit, the sandboxes' network, and its refusal.
+
+Parsed from the environment by ``PROVIDER.parse`` (this folder's ``__init__``) with every other setting,
+so one ``ConfigError`` names every bad variable; stdlib only (every command imports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import field
+from pathlib import Path
+
+from sandbox_lifecycle.adapters.composition.environ import (
+    DEFAULT_ANTHROPIC_BASE_URL,
+    DEFAULT_EGRESS_ALLOW,
+    EnvReader,
+    Shared,
+    egress_allow,
+    egress_env_name,
+)
+from sandbox_lifecycle.core.errors import ProviderRefused
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
+from sandbox_lifecycle.events.values import FieldValues, value_class
+
+DEFAULT_DOCKER_IMAGES = {DATA_APP: "lightdash-sandbox:local", AI_WRITEBACK: "lightdash-ai-writeback:local"}
+DOCKER_IMAGE_ENV = {DATA_APP: "SANDBOX_DOCKER_IMAGE", AI_WRITEBACK: "SANDBOX_AI_WRITEBACK_DOCKER_IMAGE"}
+DEFAULT_DISK_LIMIT_MB = 10_240
+MAX_DISK_LIMIT_MB = 16 * 1024 * 1024  # 16 TiB
+DEFAULT_NETWORK_POOL = "10.213.0.0/16"
+
+
+def refuse_production(node_env: str | None) -> None:
+    """Raise ProviderRefused for the Docker provider under NODE_ENV=production."""
+    if node_env == "production":
+        raise ProviderRefused(
+            "the Docker provider refuses NODE_ENV=production: the Docker socket is root-equivalent and "
+            "a container is not an isolation boundary for untrusted, agent-written code; "
+            "use SANDBOX_PROVIDER=e2b in production"
+        )
+
+
+@value_class
+class EgressSettings(FieldValues):
+    """The network of Docker sandboxes (see docs/network.md): what each kind may reach through the
+    egress point, names pinned to addresses, where the egress state lives, which addresses the
+    per-sandbox networks take, and the model API the gateway forwards to."""
+
+    allow: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_EGRESS_ALLOW))
+    # host:port:address entries (curl's --resolve form)
+    resolve: tuple[str, ...] = ()
+    # None: /var/lib/sandbox-lifecycle/egress/<deployment>
+    state_dir: Path | None = None
+    network_pool: str = DEFAULT_NETWORK_POOL
+    upstream_url: str = DEFAULT_ANTHROPIC_BASE_URL
+    api_key: str = field(default="", repr=False)
+
+
+@value_class
+class DockerSettings(FieldValues):
+    """What the Docker provider is built with."""
+
+    # kind -> image
+    images: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_DOCKER_IMAGES))
+    # Per-container writable-layer limit; 0 is off.
+    disk_limit_mb: int = DEFAULT_DISK_LIMIT_MB
+    egress: EgressSettings = field(default_factory=EgressSettings)
+    node_env: str = ""
+
+
+def docker_settings(reader: EnvReader, shared: Shared) -> DockerSettings:
+    return DockerSettings(
+        images={
+            kind: reader.text(name) or DEFAULT_DOCKER_IMAGES[kind] for kind, name in DOCKER_IMAGE_ENV.items()
+        },
+        disk_limit_mb=reader.integer(
+            # 0 turns the limit off: it needs root on the Docker host (a loop-mounted disk per sandbox),
+            # which a rootless or remote engine does not give.
+            "SANDBOX_DISK_LIMIT_MB",
+            DEFAULT_DISK_LIMIT_MB,
+            MAX_DISK_LIMIT_MB,
+            "megabytes",
+            minimum=0,
+        ),
+        egress=_egress_settings(reader, shared),
+        node_env=reader.text("NODE_ENV") or "",
+    )
+
+
+def _egress_settings(reader: EnvReader, shared: Shared) -> EgressSettings:
+    allow = egress_allow(reader)
+    resolve = tuple(e.strip() for e in (reader.text("SANDBOX_EGRESS_RESOLVE") or "").split(",") if e.strip())
+    if allow != DEFAULT_EGRESS_ALLOW or resolve:
+        # The policy parser (with socket and json) is loaded to check what the environment changed; the
+        # defaults are valid (a test parses them), and every command reads these settings.
+        from sandbox_lifecycle.adapters.egress.policy import PolicyError, parse_pin, parse_rules
+
+        for kind, entries in allow.items():
+            try:
+                parse_rules(entries)
+            except PolicyError as exc:
+                reader.bad(f"{egress_env_name(kind)}: {exc}")
+        for entry in resolve:
+            try:
+                parse_pin(entry)
+            except PolicyError as exc:
+                reader.bad(f"SANDBOX_EGRESS_RESOLVE: {exc}")
+    pool = reader.text("SANDBOX_DOCKER_NETWORK_POOL") or DEFAULT_NETWORK_POOL
+    if pool != DEFAULT_NETWORK_POOL and not network_pool_ok(pool):
+        reader.bad(f"SANDBOX_DOCKER_NETWORK_POOL must be an IPv4 network of /28 or larger, got {pool!r}")
+    return EgressSettings(
+        allow=allow,
+        resolve=resolve,
+        state_dir=shared.egress_state_dir,
+        network_pool=pool,
+        upstream_url=shared.anthropic_base_url,
+        api_key=shared.anthropic_api_key,
+    )
+
+
+def network_pool_ok(pool: str) -> bool:
+    """An IPv4 network of /28 or larger. Asked of a pool the environment sets only (the default is one):
+    ipaddress is loaded here, for the few commands that need it."""
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(pool)
+    except ValueError:
+        return False
+    return network.version == 4 and network.prefixlen <= 28
