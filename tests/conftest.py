@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.events.migrate import upgrade
-from tests import session
-from tests.store.helpers import pg_schema
+from tests.support import session
+from tests.support.store_helpers import pg_schema
 
 PG_ENV = "SANDBOX_TEST_PG_URL"
 DOCKER_IMAGES = {
@@ -131,7 +131,7 @@ def _remove_session_leftovers(api: docker.APIClient | None) -> None:
                     api.remove_network(net["Id"])
         shutil.rmtree(os.path.join(EGRESS_STATE_ROOT, deployment), ignore_errors=True)
     # Disk images and their loop devices: a host resource no engine removes.
-    from tests.docker.conftest import DEFAULT_DISK_DIR, release_disks
+    from tests.support.fixtures.docker import DEFAULT_DISK_DIR, release_disks
 
     with contextlib.suppress(OSError):
         for entry in os.scandir(DEFAULT_DISK_DIR):
