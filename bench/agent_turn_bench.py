@@ -191,7 +191,7 @@ def main() -> int:
             f"{[round(x, 2) for x in lat]}"
         )
     else:
-        print("model latency: no host copy of the agent CLI (run tests/agent once to extract it)")
+        print("model latency: no host copy of the agent CLI (run tests/integration/adapters/agent once)")
     return 0
 
 

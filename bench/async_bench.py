@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/async_bench.py [--concurrency 20] [--rounds 5] [--sleep 1]
 
-The E2B side is the loopback E2B server of the tests (tests/e2b/fake_e2b.py), run in a child process so
+The E2B side is the loopback E2B server of the tests (tests/support/fake_e2b.py), run in a child process so
 that the numbers below are this process's own: wall time of a round of ``concurrency`` concurrent execs,
 and the CPU time this process spent on it (the client's cost; the server's is not counted).
 
@@ -53,7 +53,7 @@ _SERVER = """
 import sys
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from tests.e2b.fake_e2b import FakeE2B
+from tests.support.fake_e2b import FakeE2B
 # The stdlib's listen backlog of 5 resets a burst of 20 new connections; E2B's front end has no such
 # limit, and the burst is what is measured here.
 ThreadingHTTPServer.request_queue_size = 128

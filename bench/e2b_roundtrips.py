@@ -10,7 +10,7 @@ how many calls it makes. The conversation: create, exec, suspend, resume, exec, 
 * ``provider``: ``E2BProvider`` (what the service calls for each side effect);
 * ``service``: ``SandboxService`` on SQLite over that provider (the log's appends included).
 
-Against the loopback E2B server of the tests (tests/e2b/fake_e2b.py), in this process, with ``latency``
+Against the loopback E2B server of the tests (tests/support/fake_e2b.py), in this process, with ``latency``
 seconds injected before every answer. The ways alternate within each round so drift hits all alike.
 Prints the calls of one conversation per way (REST and envd apart, REST by method and path) and the
 median wall time of each way with its ratio to the raw SDK, as JSON lines.
@@ -40,7 +40,7 @@ from sandbox_lifecycle.core.kinds import DATA_APP, KINDS  # noqa: E402
 from sandbox_lifecycle.core.service import SandboxService  # noqa: E402
 from sandbox_lifecycle.events.migrate import upgrade  # noqa: E402
 from sandbox_lifecycle.events.store import SqlEventStore  # noqa: E402
-from tests.e2b.fake_e2b import FakeE2B  # noqa: E402
+from tests.support.fake_e2b import FakeE2B  # noqa: E402
 
 API_KEY = "e2b_bench_key_0123456789"
 DEPLOYMENT = "bench"

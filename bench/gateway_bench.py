@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gateway_bench.py [--rounds 200]
 
-The upstream is a loopback stand-in for the Messages API (tests/gateway/fake_upstream.py) that answers
+The upstream is a loopback stand-in for the Messages API (tests/support/fake_upstream.py) that answers
 every POST with a chunked server-sent event stream. The gateway runs in a process of its own (as it does
 in the egress container or under `sandboxctl gateway`), so it competes with the client for no lock.
 For each round the client sends one streaming request and times the moment the first ``event:`` line
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sandbox_lifecycle.adapters.gateway.state import GatewayState  # noqa: E402
-from tests.gateway.fake_upstream import REAL_KEY, fake_upstream  # noqa: E402
+from tests.support.fake_upstream import REAL_KEY, fake_upstream  # noqa: E402
 
 BODY = json.dumps({"model": "claude-x", "max_tokens": 16, "stream": True, "messages": []}).encode()
 GATEWAY_PROCESS = """

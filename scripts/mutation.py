@@ -3,7 +3,7 @@
 Usage (from the repository root, inside .venv)::
 
     python scripts/mutation.py core/capacity.py                  # the module's default tests (TARGETS below)
-    python scripts/mutation.py core/capacity.py tests/capacity/test_eviction_rules.py   # your own tests
+    python scripts/mutation.py core/capacity.py tests/unit/core/test_pool.py   # your own tests
     python scripts/mutation.py --all                             # every module in TARGETS, one after another
     python scripts/mutation.py core/pool.py --list               # print the mutants, run nothing
 
@@ -12,7 +12,8 @@ never written to disk. Each run starts ``pytest -x`` in a fresh interpreter whos
 temporary directory put first on PYTHONPATH) installs an import hook that compiles the mutated syntax tree
 in place of the module, so the work tree is never touched (an interrupted run leaves nothing to restore,
 and other engineers' runs on this machine never import a mutant), stale bytecode cannot mask a mutant,
-and subprocesses the tests start (``sandboxctl`` in tests/test_relay.py) inherit the mutant too.
+and subprocesses the tests start (``sandboxctl`` in tests/unit/adapters/entrypoints/test_relay.py)
+inherit the mutant too.
 
 One process at a time, one mutant at a time: the machine is shared, so no parallel workers. A mutant
 whose tests run past the timeout (a few times the clean run) counts as killed: an infinite loop is a
@@ -40,27 +41,36 @@ ROOT = Path(__file__).resolve().parent.parent
 # PostgreSQL tests are deselected by MARKERS: a mutation run is hundreds of test runs on a shared machine.
 TARGETS: dict[str, list[str]] = {
     "core/capacity.py": [
-        "tests/capacity/test_capacity_edges.py",
-        "tests/capacity/test_eviction_rules.py",
-        "tests/capacity/test_service_capacity.py",
-        "tests/capacity/test_busy_eviction.py",
+        "tests/unit/core/test_capacity_edges.py",
+        "tests/unit/core/test_capacity_eviction_rules.py",
+        "tests/contract/core/test_service_capacity.py",
+        "tests/contract/core/test_capacity_busy_eviction.py",
     ],
-    "core/pool.py": ["tests/capacity/test_pool.py", "tests/capacity/test_service_capacity.py"],
-    "events/chain.py": ["tests/store/test_chain.py", "tests/store/test_log_chain.py"],
+    "core/pool.py": ["tests/unit/core/test_pool.py", "tests/contract/core/test_service_capacity.py"],
+    "events/chain.py": ["tests/contract/events/test_chain.py", "tests/contract/events/test_log_chain.py"],
     "core/audit.py": [
-        "tests/store/test_chain.py",
-        "tests/store/test_log_chain.py",
-        "tests/test_audit_cli.py",
+        "tests/contract/events/test_chain.py",
+        "tests/contract/events/test_log_chain.py",
+        "tests/unit/adapters/entrypoints/cli/test_audit.py",
     ],
-    "adapters/entrypoints/relay.py": ["tests/test_relay.py"],
-    "adapters/composition/settings.py": ["tests/test_settings_bounds.py", "tests/test_settings.py"],
-    "adapters/egress/http1.py": ["tests/test_egress_http1.py"],
-    "adapters/egress/policy.py": ["tests/test_egress_policy_edges.py", "tests/test_egress_policy.py"],
-    "adapters/egress/proxy.py": ["tests/test_egress_proxy_edges.py", "tests/test_egress_proxy.py"],
+    "adapters/entrypoints/relay.py": ["tests/unit/adapters/entrypoints/test_relay.py"],
+    "adapters/composition/settings.py": [
+        "tests/unit/adapters/composition/test_settings_bounds.py",
+        "tests/unit/adapters/composition/test_settings.py",
+    ],
+    "adapters/egress/http1.py": ["tests/unit/adapters/egress/test_http1.py"],
+    "adapters/egress/policy.py": [
+        "tests/unit/adapters/egress/test_policy_edges.py",
+        "tests/unit/adapters/egress/test_policy.py",
+    ],
+    "adapters/egress/proxy.py": [
+        "tests/unit/adapters/egress/test_proxy_edges.py",
+        "tests/unit/adapters/egress/test_proxy.py",
+    ],
     "adapters/egress/relay.py": [
-        "tests/test_egress_relay.py",
-        "tests/test_egress_proxy_edges.py",
-        "tests/test_egress_proxy.py",
+        "tests/unit/adapters/egress/test_relay.py",
+        "tests/unit/adapters/egress/test_proxy_edges.py",
+        "tests/unit/adapters/egress/test_proxy.py",
     ],
 }
 SEED = "2026-12-07"

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP
 from sandbox_lifecycle.events.migrate import upgrade
-from tests import session
-from tests.store.helpers import pg_schema
+from tests.support import session, tiers
+from tests.support.store_helpers import pg_schema
 
 PG_ENV = "SANDBOX_TEST_PG_URL"
 DOCKER_IMAGES = {
@@ -38,32 +38,22 @@ EGRESS_STATE_ROOT = "/var/lib/sandbox-lifecycle/egress"
 # another run beside this one on the same machine is never touched.
 SESSION_PREFIX = session.PREFIX
 
-# The fixtures that reach a real component, by the marker a test using them must carry, so that
-# `-m "not docker"` (and the other tiers) can never run a test against a component it does not name.
-COMPONENT_FIXTURES = {
-    "docker": frozenset({"docker_engine"}),
-    "postgres": frozenset({"shared_pg_url", "pg_base_url", "pg_migrated_url"}),
-    "s3": frozenset({"moto_endpoint"}),
-}
 # Where an unmarked test finds the Docker engine: nowhere, with a name that says why.
 NO_ENGINE = "unix:///nonexistent/this-test-has-no-docker-marker.sock"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    missing = [
-        f"{item.nodeid} uses {', '.join(sorted(used))} without @pytest.mark.{marker}"
-        for item in items
-        for marker, fixtures in COMPONENT_FIXTURES.items()
-        if (used := fixtures & set(getattr(item, "fixturenames", ()))) and not item.get_closest_marker(marker)
-    ]
-    if missing:
-        raise pytest.UsageError(
-            "tests that use a real component must carry its marker:\n  " + "\n  ".join(missing)
-        )
+    """The folder decides the tier: a test whose markers or fixtures reach beyond its tier fails the
+    collection, whatever `-m` or path selected (tests/support/tiers.py says what each tier may reach)."""
+    problems = [problem for item in items for problem in tiers.misplaced(item)]
+    if problems:
+        raise pytest.UsageError("tests outside their tier:\n  " + "\n  ".join(problems))
 
 
 def require_marker(request: pytest.FixtureRequest, marker: str) -> None:
     """For a component reached through getfixturevalue (invisible to the collection check above)."""
+    if tiers.tier_of(request.node.path) == "unit":
+        pytest.fail(f"{request.node.nodeid} is in tests/unit, which reaches no {marker}", pytrace=False)
     if request.node.get_closest_marker(marker) is None:
         pytest.fail(f"{request.node.nodeid} uses {marker} without @pytest.mark.{marker}", pytrace=False)
 
@@ -71,9 +61,14 @@ def require_marker(request: pytest.FixtureRequest, marker: str) -> None:
 @pytest.fixture(autouse=True)
 def _component_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A test without the docker marker finds no engine, however it looks for one (the SDK, the CLI in
-    a subprocess); and whatever deployment it makes by default carries this run's prefix."""
+    a subprocess); a unit test finds no test database either; a live test without its key skips; and
+    whatever deployment a test makes by default carries this run's prefix."""
     if request.node.get_closest_marker("docker") is None:
         monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    if tiers.tier_of(request.node.path) == "unit":
+        monkeypatch.delenv(PG_ENV, raising=False)
+    if key := tiers.missing_live_key(request.node, dict(os.environ)):
+        pytest.skip(f"{key} is not set")
     monkeypatch.setenv("SANDBOX_DEPLOYMENT", session.new_deployment())
 
 
@@ -131,7 +126,7 @@ def _remove_session_leftovers(api: docker.APIClient | None) -> None:
                     api.remove_network(net["Id"])
         shutil.rmtree(os.path.join(EGRESS_STATE_ROOT, deployment), ignore_errors=True)
     # Disk images and their loop devices: a host resource no engine removes.
-    from tests.docker.conftest import DEFAULT_DISK_DIR, release_disks
+    from tests.support.fixtures.docker import DEFAULT_DISK_DIR, release_disks
 
     with contextlib.suppress(OSError):
         for entry in os.scandir(DEFAULT_DISK_DIR):

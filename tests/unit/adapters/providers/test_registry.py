@@ -54,7 +54,7 @@ class ToyEntry(ProviderEntry[ToySettings]):
             raise ProviderRefused("the toy refuses to play while grumpy")
 
     def build(self, own, host):
-        from tests.fakes import FakeProvider
+        from tests.support.fakes import FakeProvider
 
         provider = FakeProvider(deployment=host.deployment)
         provider.toy_size = own.size

@@ -1,3 +1,0 @@
-"""The attack suites reuse the Docker fixtures (the engine, fresh sandbox ids and their clean-up)."""
-
-from tests.docker.conftest import docker_client, new_id  # noqa: F401

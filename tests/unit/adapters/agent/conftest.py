@@ -1,0 +1,3 @@
+"""The fixtures of this folder's tests, from tests.support.fixtures.agent."""
+
+from tests.support.fixtures.agent import model  # noqa: F401
