@@ -37,7 +37,7 @@ from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.events import migrate
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import NewEvent, Projection
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 
 SANDBOXCTL = str(Path(sys.executable).with_name("sandboxctl"))
 
@@ -89,7 +89,7 @@ def fill(url: str, n: int) -> None:
             yield sid, [encode(e) for e in evs + more]
 
     bulk_insert(url, streams())
-    store = SqlEventStore(url)
+    store = open_store(url)
     store.replace_all_projections(projections)
     store.close()
 

@@ -172,7 +172,7 @@ class SqliteEventStore(SqlEventStore):
         self._path = sqlite_path(url)
         if self._path is None and not isinstance(url_or_engine, str):
             # The engine's database lives in its own connections: a new one here would be another.
-            raise StoreError("an in-memory SQLite engine cannot be shared; use SqlEventStore.scratch()")
+            raise StoreError("an in-memory SQLite engine cannot be shared; use SqliteEventStore.scratch()")
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._pool_lock = threading.Lock()

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from sandbox_lifecycle.events.migrate import upgrade
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from tests.conftest import require_marker
 from tests.store.helpers import pg_schema
 
@@ -78,7 +78,7 @@ def db_url(backend: str, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store(db_url: str) -> Iterator[SqlEventStore]:
-    s = SqlEventStore(db_url)
+    s = open_store(db_url)
     yield s
     s.close()
 

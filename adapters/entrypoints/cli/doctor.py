@@ -77,9 +77,9 @@ def check_database(ctx: Context) -> Check:
             f"{where} is at schema revision {current or 'none'}, this release needs {head}",
             "run `sandboxctl db upgrade`",
         )
-    from sandbox_lifecycle.events.store import SqlEventStore
+    from sandbox_lifecycle.events.store import open_store
 
-    ctx.store = SqlEventStore(url)
+    ctx.store = open_store(url)
     count = len(ctx.store.list_sandboxes())
     return Check("database", OK, f"{where} at revision {head}, {count} sandboxes")
 
