@@ -424,6 +424,7 @@ class SqlEventStore:
 
     def _chain_item(self, row: tuple[Any, ...]) -> ChainedEvent:
         """One raw row as a ChainedEvent, or as a placeholder with the reason it cannot be read."""
+        # Imported here: orjson loads uuid and platform, which `ls` and `show` on SQLite do not need.
         import orjson
 
         position, sid, version, type_, schema_version, data, meta, occurred_at, stored = row
