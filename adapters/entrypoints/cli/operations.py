@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox_lifecycle.adapters.composition.bootstrap import build_store
 from sandbox_lifecycle.adapters.entrypoints.cli.audit import chain_problems
 from sandbox_lifecycle.adapters.entrypoints.cli.context import Usage, service_of, settings_of
 from sandbox_lifecycle.adapters.entrypoints.cli.doctor import run_doctor
@@ -79,7 +80,6 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     # Imported here: alembic takes about 0.3 s to load, for this verb alone.
-    from sandbox_lifecycle.adapters.composition.bootstrap import build_store
     from sandbox_lifecycle.events import migrate
 
     settings = settings_of(args)
