@@ -46,7 +46,7 @@ from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSe
 from sandbox_lifecycle.core.async_service import AsyncSandboxService  # noqa: E402
 from sandbox_lifecycle.core.service import SandboxService  # noqa: E402
 from sandbox_lifecycle.events.migrate import upgrade  # noqa: E402
-from sandbox_lifecycle.events.store import SqlEventStore  # noqa: E402
+from sandbox_lifecycle.events.store import open_store  # noqa: E402
 
 API_KEY = "e2b_bench_key_0123456789"
 _SERVER = """
@@ -104,7 +104,7 @@ async def main() -> None:
             provider = E2BProvider(settings, deployment="bench")
             db = f"sqlite:///{tmp}/bench.db"
             upgrade(db)
-            service = SandboxService(SqlEventStore(db), provider)
+            service = SandboxService(open_store(db), provider)
             rows = [service.create("data-app") for _ in range(n)]
             refs = [row.provider_ref or "" for row in rows]
             client = E2B(api_key=API_KEY, api_url=url, sandbox_url=url, request_timeout=30.0)

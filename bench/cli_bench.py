@@ -9,7 +9,12 @@
 4. with --baseline, the same commands by another checkout's sandboxctl (e.g. the main branch), interleaved,
    in wall and CPU time: on a loaded machine CPU time compares the two more fairly than wall time.
 
-Goal (issue K): exec <= 3x docker exec; ls on 1,000 sandboxes under 0.3 s.
+Every command runs with Python's bytecode cache, as an installed CLI does (pip compiles a wheel's modules
+when it installs them; a checkout's first run writes them): with PYTHONDONTWRITEBYTECODE set in a checkout
+without __pycache__, each run compiled the package's modules from source, about 0.3 s of the 0.4 s an
+exec took on 12-07. ``--no-bytecode-cache`` measures that case.
+
+Goal (issue O): exec <= 2.5x docker exec; ls on 1,000 sandboxes under 0.3 s.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.events import migrate
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import NewEvent, Projection
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 
 SANDBOXCTL = str(Path(sys.executable).with_name("sandboxctl"))
 
@@ -89,7 +94,7 @@ def fill(url: str, n: int) -> None:
             yield sid, [encode(e) for e in evs + more]
 
     bulk_insert(url, streams())
-    store = SqlEventStore(url)
+    store = open_store(url)
     store.replace_all_projections(projections)
     store.close()
 
@@ -125,6 +130,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--baseline", help="another sandboxctl to compare with (e.g. main's)")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE as set (a checkout without __pycache__ then compiles every run)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cli-bench-") as tmp:
         env = {
@@ -133,6 +143,10 @@ def main() -> None:
             "SANDBOX_DATA_DIR": tmp,
             "SANDBOX_DEPLOYMENT": f"clibench{uuid.uuid4().hex[:6]}",
         }
+        if not args.no_bytecode_cache:
+            # The first (warm-up) run writes the cache the measured runs read, as on a user's machine.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        print(f"bytecode cache: {'as the environment says' if args.no_bytecode_cache else 'on'}")
         created = subprocess.run(
             [SANDBOXCTL, "create", "--kind", "data-app", "--json"],
             env=env,
@@ -149,7 +163,7 @@ def main() -> None:
                 ours.append(wall([SANDBOXCTL, "exec", sandbox_id, "--", "true"], env))
             d, s = statistics.median(theirs), statistics.median(ours)
             print(f"docker exec true          median {d * 1000:7.1f} ms")
-            print(f"sandboxctl exec -- true   median {s * 1000:7.1f} ms   ratio {s / d:.2f}x (goal <= 3x)")
+            print(f"sandboxctl exec -- true   median {s * 1000:7.1f} ms   ratio {s / d:.2f}x (goal <= 2.5x)")
             print("exec path imports (s, cumulative per top-level package):")
             for name, seconds in top_imports(env, sandbox_id):
                 print(f"  {name:28} {seconds:.3f}")

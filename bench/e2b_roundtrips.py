@@ -39,7 +39,7 @@ from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSe
 from sandbox_lifecycle.core.kinds import DATA_APP, KINDS  # noqa: E402
 from sandbox_lifecycle.core.service import SandboxService  # noqa: E402
 from sandbox_lifecycle.events.migrate import upgrade  # noqa: E402
-from sandbox_lifecycle.events.store import SqlEventStore  # noqa: E402
+from sandbox_lifecycle.events.store import open_store  # noqa: E402
 from tests.support.fake_e2b import FakeE2B  # noqa: E402
 
 API_KEY = "e2b_bench_key_0123456789"
@@ -127,7 +127,7 @@ def main() -> None:
             provider = E2BProvider(settings, deployment=DEPLOYMENT)
             db = f"sqlite:///{tmp}/bench.db"
             upgrade(db)
-            service = SandboxService(SqlEventStore(db), E2BProvider(settings, deployment=DEPLOYMENT))
+            service = SandboxService(open_store(db), E2BProvider(settings, deployment=DEPLOYMENT))
             ways: dict[str, Callable[[int], Callable[[], None]]] = {
                 "raw-sdk": lambda i: lambda: raw_sdk(sdk, settings, f"raw-{i}"),
                 "provider": lambda i: lambda: provider_conversation(provider, f"prov-{i}"),

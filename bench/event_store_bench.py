@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox_lifecycle.events.migrate import upgrade
 from sandbox_lifecycle.events.records import NewEvent
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from sandbox_lifecycle.events.store.postgres import PostgresEventStore
 from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
@@ -71,7 +71,7 @@ def _rate(n: int, append: Callable[[str, int], None]) -> float:
 
 def ours(url: str, n: int, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> float:
     upgrade(url)
-    store = SqlEventStore(url, sqlite_synchronous=synchronous)
+    store = open_store(url, sqlite_synchronous=synchronous)
     now = datetime.now(UTC)
     try:
         return _rate(n, lambda s, v: store.append(s, v - 1, [NewEvent("SandboxTouched", DATA, now)]) and None)

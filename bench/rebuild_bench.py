@@ -28,7 +28,7 @@ from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.events import migrate
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import NewEvent, Projection
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 
 
 def lifecycle_template(turns: int) -> list[sb.ev.Event]:
@@ -102,7 +102,7 @@ def measure(label: str, url: str, n_events: int) -> float:
         )
     one, many = results[1], results[default_workers()]
     assert sorted(one, key=lambda p: p.row.id) == sorted(many, key=lambda p: p.row.id), "partitions disagree"
-    store = SqlEventStore(url)
+    store = open_store(url)
     t0 = time.perf_counter()
     store.replace_all_projections(many)
     print(f"[{label}] wrote them back in {time.perf_counter() - t0:.2f}s")

@@ -28,7 +28,7 @@ from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.events import migrate
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import NewEvent, Projection
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = Policy()
@@ -86,7 +86,7 @@ def fill(url: str, n: int, due: int) -> None:
             yield sid, evs
 
     bulk_insert(url, events_only())
-    store = SqlEventStore(url)
+    store = open_store(url)
     store.replace_all_projections(projections)
     store.close()
 

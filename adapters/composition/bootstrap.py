@@ -62,7 +62,7 @@ def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
     if not url.startswith("sqlite"):
         require_extra("psycopg")
     from sandbox_lifecycle.events import revision
-    from sandbox_lifecycle.events.store import SqlEventStore
+    from sandbox_lifecycle.events.store import open_store
 
     try:
         if url.startswith("sqlite"):
@@ -89,7 +89,7 @@ def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
         if not _is_database_error(exc):
             raise
         raise StoreError(database_unreachable(settings, exc)) from None
-    return SqlEventStore(url)
+    return open_store(url)
 
 
 def head_revision() -> str | None:

@@ -1,15 +1,11 @@
-"""Strict HTTP/1.1 message heads and chunked framing for the gateway (RFC 9112), standard library only.
+"""The gateway's side of HTTP/1.1 (RFC 9112), standard library only: its requests as text, and the
+asyncio readers of heads and chunked framing.
 
-The gateway forwards what a sandbox sends to an upstream that may parse more leniently than we do: a
-bare CR inside a header value, which we would copy, becomes a line break there (a second ``x-api-key``
-next to the real one). So anything a strict parser would not accept is refused here, never repaired:
-lines end in CRLF only, names are tokens, values hold no control character, no obsolete line folding,
-exactly one ``Host``, one whole-number ``Content-Length`` or ``Transfer-Encoding: chunked`` and never
-both. ``tests/gateway/test_gateway_properties.py`` checks against h11 that whatever this accepts, h11
-accepts too and reads the same way.
-
-The proxy has its own head parser (``http1``) and pumps (``relay``): two strict readers of one grammar,
-kept apart this round because they were written side by side; one of them should go (a known debt).
+The grammar itself is ``http1``'s, the one strict parser the proxy uses too: whatever the gateway
+forwards, an upstream that parses more leniently must read the same way (a bare CR inside a header value,
+copied on, becomes a second ``x-api-key`` there). The gateway narrows it further: its request targets are
+origin-form paths only. ``tests/gateway/test_gateway_properties.py`` checks against h11 that whatever
+this accepts, h11 accepts too and reads the same way.
 """
 
 from __future__ import annotations
@@ -18,28 +14,36 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_HEADERS = 100
+from . import http1
+from .http1 import MAX_HEADERS, split_lines
+
+# One refusal type for the proxy's and the gateway's faults: a status and a one-line message.
+BadRequest = http1.HeadError
+
+MAX_HEAD_BYTES = http1.MAX_HEAD
 MAX_TRAILER_LINES = 32
 
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-# A field value: visible characters and obs-text, single spaces or tabs only between them (RFC 9110 5.5).
-_VALUE = re.compile(rb"[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*|")
 # origin-form (RFC 9112 3.2.1): an absolute path of RFC 3986 pchars, an optional query; '%' only as %XX.
 _TARGET = re.compile(
     rb"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?"
 )
-_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[\x21-\x7e \t]*)?\r\n")
 
-
-class BadRequest(Exception):
-    """A request (or an upstream's answer) that is refused with ``status`` and ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEAD_BYTES",
+    "BadRequest",
+    "Request",
+    "content_length",
+    "is_chunked",
+    "parse_headers",
+    "parse_request_head",
+    "read_chunk_end",
+    "read_chunk_size",
+    "read_head",
+    "read_trailers",
+    "split_lines",
+]
 
 
 @dataclass
@@ -68,75 +72,35 @@ class Request:
         return self.chunked or self.length > 0
 
 
-def split_lines(head: bytes) -> list[bytes]:
-    """The lines of a head ending in CRLF CRLF; a CR or LF anywhere but in a CRLF is refused."""
-    if head.find(b"\r\n\r\n") != len(head) - 4:
-        raise BadRequest(400, "the message head does not end with its first empty line")
-    lines = head[:-4].split(b"\r\n")
-    if any(b"\r" in line or b"\n" in line for line in lines):
-        raise BadRequest(400, "a bare CR or LF in the message head (lines end in CRLF only)")
-    return lines
-
-
 def parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
-    """``name: value`` lines: a token name, no space before the colon, a value without controls."""
-    if len(lines) > MAX_HEADERS:
-        raise BadRequest(431, f"more than {MAX_HEADERS} header lines")
-    headers = []
-    for line in lines:
-        name, sep, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not sep or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
-            # A leading space or tab (obsolete line folding) fails the token check too.
-            raise BadRequest(400, "a header line is malformed")
-        headers.append((name.decode("ascii"), value.decode("latin-1")))
-    return headers
+    """``name: value`` lines as text: names as sent, values as latin-1 (every byte kept)."""
+    return [(name.decode("ascii"), value.decode("latin-1")) for name, value in http1.parse_fields(lines)]
 
 
 def parse_request_head(head: bytes) -> Request:
     """The request a head (through its blank line) describes, or BadRequest."""
-    lines = split_lines(head)
-    parts = lines[0].split(b" ")
-    if (
-        len(parts) != 3
-        or not _TOKEN.fullmatch(parts[0])
-        or not _TARGET.fullmatch(parts[1])
-        or parts[2] not in _VERSIONS
-    ):
-        raise BadRequest(400, "the request line is not METHOD /path HTTP/1.1")
-    headers = parse_headers(lines[1:])
-    request = Request(parts[0].decode(), parts[1].decode(), parts[2].decode(), headers)
-    hosts = [v for k, v in headers if k.lower() == "host"]
-    if len(hosts) > 1 or (not hosts and request.version == "HTTP/1.1"):
-        raise BadRequest(400, "an HTTP/1.1 request carries exactly one Host header")
-    request.chunked = is_chunked(headers)
-    length = content_length(headers)
-    if request.chunked and length is not None:
-        raise BadRequest(400, "a request may not carry both Content-Length and Transfer-Encoding")
-    if request.chunked and request.version == "HTTP/1.0":
-        raise BadRequest(400, "HTTP/1.0 has no Transfer-Encoding")
-    request.length = length or 0
+    parsed = http1.parse_request(head)
+    if not _TARGET.fullmatch(parsed.target):
+        raise BadRequest(400, "the request line is not METHOD /path HTTP/1.1 (origin-form targets only)")
+    headers = [(name.decode("ascii"), value.decode("latin-1")) for name, value in parsed.fields]
+    request = Request(parsed.method.decode(), parsed.target.decode(), parsed.version.decode(), headers)
+    request.chunked = parsed.content_length is None
+    request.length = parsed.content_length or 0
     return request
 
 
+def _values(headers: list[tuple[str, str]], name: str) -> list[bytes]:
+    return [v.encode("latin-1") for k, v in headers if k.lower() == name]
+
+
 def content_length(headers: list[tuple[str, str]]) -> int | None:
-    values = [v for k, v in headers if k.lower() == "content-length"]
-    if not values:
-        return None
-    if len(values) != 1 or not re.fullmatch(r"[0-9]{1,18}", values[0]):
-        raise BadRequest(400, "Content-Length is not one whole number")
-    return int(values[0])
+    """An answer's ``Content-Length``, None when it has none (``http1.declared_length``)."""
+    return http1.declared_length(_values(headers, "content-length"))
 
 
 def is_chunked(headers: list[tuple[str, str]]) -> bool:
-    codings = [
-        c.strip().lower() for k, v in headers if k.lower() == "transfer-encoding" for c in v.split(",")
-    ]
-    if not codings:
-        return False
-    if codings != ["chunked"]:
-        raise BadRequest(501, "only the chunked transfer coding is supported")
-    return True
+    """Whether an answer is chunked, the one transfer coding accepted (``http1.is_chunked``)."""
+    return http1.is_chunked(_values(headers, "transfer-encoding"))
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes | None:

@@ -26,7 +26,7 @@ from typing import Any
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import rebuild
 from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 
 _ROW_FIELDS = tuple(f.name for f in fields(SandboxRow))
 # Ranges per process: more ranges balance better (a process finishes at most one range after the
@@ -78,7 +78,7 @@ def _fold_claimed(
     url: str, policy: Policy, ranges: list[Range], counter: Synchronized[int]
 ) -> dict[int, list[Projection]]:
     """Fold ranges claimed from ``counter`` until none is left: {range index: its projections}."""
-    store = SqlEventStore(url)
+    store = open_store(url)
     try:
         with _without_gc():
             return {index: rebuild(store, policy, *ranges[index]) for index in _claimed(counter, len(ranges))}
@@ -124,7 +124,7 @@ def parallel_rebuild(url: str, policy: Policy, workers: int | None = None) -> li
     Projections come ordered by stream id (in the database's order), whatever the number of workers.
     """
     count = workers or default_workers()
-    store = SqlEventStore(url)
+    store = open_store(url)
     try:
         bounds = store.split_streams(count * _RANGES_PER_PROCESS) if count > 1 else []
         if not bounds:  # one process asked for, or at most one stream: nothing to share out

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-from sandbox_lifecycle.events.names import EXPIRED_STATE, redact_url
+from sandbox_lifecycle.events.names import EXPIRED_STATE
 from sandbox_lifecycle.events.records import (
     AppendResult,
     CapacityLimit,
@@ -34,8 +34,6 @@ from sandbox_lifecycle.events.records import (
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-    from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 # How long a Postgres append waits for the append lock before giving up with DatabaseLocked: a writer
@@ -193,37 +191,12 @@ def live_conflict(stream_id: str, expected_version: int, projection: Projection 
     return ConcurrencyError(stream_id, expected_version, detail)
 
 
-def _backend_of(url_or_engine: str | Engine) -> type[SqlEventStore]:
-    """The store class for a URL or engine; each backend's module is imported only when chosen."""
-    url: object
-    if isinstance(url_or_engine, str):
-        scheme = url_or_engine.partition("://")[0] if "://" in url_or_engine else ""
-        name, _, driver = scheme.partition("+")
-        url = redact_url(url_or_engine)
-    else:
-        url = url_or_engine.url  # its repr hides the password
-        name, driver = url_or_engine.dialect.name, url_or_engine.dialect.driver
-    if name == "sqlite" and driver in ("", "pysqlite"):
-        from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
-
-        return SqliteEventStore
-    if name == "postgresql":
-        if driver != "psycopg":
-            raise StoreError(f"Postgres needs the psycopg 3 driver (postgresql+psycopg://), not {url!r}")
-        try:
-            from sandbox_lifecycle.events.store.postgres import PostgresEventStore
-        except ImportError as exc:
-            raise StoreError(f"Postgres needs psycopg ({exc}): install sandbox-lifecycle[postgres]") from None
-        return PostgresEventStore
-    raise StoreError(f"unsupported database {url!r}: use sqlite:/// or postgresql+psycopg://")
-
-
 class SqlEventStore:
     """The EventStore port on SQL: ``sqlite:///path`` (embedded) or ``postgresql+psycopg://``.
 
-    ``SqlEventStore(url)`` opens the store of the URL's backend (``SqliteEventStore`` or
-    ``PostgresEventStore``); every option is accepted by both, each uses its own: ``busy_timeout`` and
-    ``sqlite_synchronous`` on SQLite, ``lock_timeout`` on Postgres.
+    The shared base of ``SqliteEventStore`` and ``PostgresEventStore``: ``open_store(url)`` (the package's
+    factory) opens the one of the URL's backend. Every option is accepted by both, each uses its own:
+    ``busy_timeout`` and ``sqlite_synchronous`` on SQLite, ``lock_timeout`` on Postgres.
 
     Thread-safe; one instance per process is enough. The schema must exist already (``events.migrate``).
     """
@@ -235,11 +208,13 @@ class SqlEventStore:
     # The driver's parameter mark, for the few statements built at run time.
     _MARK: ClassVar[str]
 
-    def __new__(cls, url_or_engine: str | Engine, **_options: Any) -> Self:
-        # Called on the base class, pick the backend: ``SqlEventStore(url)`` keeps working for every
-        # caller, and only the chosen backend's driver is imported.
-        backend = _backend_of(url_or_engine) if cls is SqlEventStore else cls
-        return cast(Self, super().__new__(backend))
+    def __new__(cls, *_args: Any, **_options: Any) -> Self:
+        if cls is SqlEventStore:
+            raise TypeError(
+                "SqlEventStore is the backends' shared base: open a store with "
+                "sandbox_lifecycle.events.store.open_store(url)"
+            )
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -254,16 +229,6 @@ class SqlEventStore:
         self._sqlite_synchronous = sqlite_synchronous
         self._validate_options()
         self._open(url_or_engine)
-
-    @classmethod
-    def scratch(cls) -> SqliteEventStore:
-        """A private in-memory store with the schema created, e.g. to rebuild projections and compare.
-
-        Its one connection is shared by reads and writes: use it from one thread at a time.
-        """
-        from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
-
-        return SqliteEventStore.scratch()
 
     @property
     def engine(self) -> Engine:
@@ -459,6 +424,7 @@ class SqlEventStore:
 
     def _chain_item(self, row: tuple[Any, ...]) -> ChainedEvent:
         """One raw row as a ChainedEvent, or as a placeholder with the reason it cannot be read."""
+        # Imported here: orjson loads uuid and platform, which `ls` and `show` on SQLite do not need.
         import orjson
 
         position, sid, version, type_, schema_version, data, meta, occurred_at, stored = row

@@ -110,6 +110,7 @@ def _parse_time(value: str) -> datetime:
 def _json_text(value: Any) -> str:
     """Event data and metadata as stored: written by orjson, which reads them back (several times
     cheaper than json.dumps, which pays for the hash chain's own encoding and digest)."""
+    # Imported here: orjson loads uuid and platform, which `ls` and `show` do not need.
     import orjson
 
     return orjson.dumps(value).decode()
@@ -127,6 +128,7 @@ def _schema_missing(exc: BaseException) -> bool:
 
 def _checks(dm: str, occurred_at: str) -> list[tuple[str, Callable[[], object]]]:
     def two_values() -> None:
+        # Imported here: orjson loads uuid and platform, which `ls` and `show` do not need.
         import orjson
 
         _d, _m = orjson.loads(dm)
@@ -172,7 +174,7 @@ class SqliteEventStore(SqlEventStore):
         self._path = sqlite_path(url)
         if self._path is None and not isinstance(url_or_engine, str):
             # The engine's database lives in its own connections: a new one here would be another.
-            raise StoreError("an in-memory SQLite engine cannot be shared; use SqlEventStore.scratch()")
+            raise StoreError("an in-memory SQLite engine cannot be shared; use SqliteEventStore.scratch()")
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._pool_lock = threading.Lock()
@@ -188,6 +190,7 @@ class SqliteEventStore(SqlEventStore):
     @classmethod
     def scratch(cls) -> SqliteEventStore:
         store = cls("sqlite://")
+        # Imported here: the tables are SQLAlchemy's (about 0.4 s), which a file store never loads.
         from sandbox_lifecycle.events.tables import metadata
 
         metadata.create_all(store.engine)
@@ -197,6 +200,7 @@ class SqliteEventStore(SqlEventStore):
     def engine(self) -> Engine:
         with self._pool_lock:
             if self._engine is None:
+                # Imported here: SQLAlchemy takes about 0.4 s to load; a short CLI command never needs it.
                 import sqlalchemy as sa
 
                 if self._path is None:
@@ -520,6 +524,7 @@ class SqliteEventStore(SqlEventStore):
                 rows = db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._read_error(exc, what) from None
+        # Imported here: orjson loads uuid and platform, which `ls` and `show` do not need.
         import orjson
 
         new, record, loads, parse = tuple.__new__, RecordedEvent, orjson.loads, datetime.fromisoformat

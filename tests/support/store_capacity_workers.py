@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused, ConcurrencyError
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.store_helpers import event, projection, row
 
 LIVE_STATES = ("creating", "idle", "running", "suspending", "resuming", "destroying")
@@ -14,7 +14,7 @@ LIVE_STATES = ("creating", "idle", "running", "suspending", "resuming", "destroy
 
 def churn(url: str, worker: int, rounds: int, limit: int, barrier: Any, results: Any) -> None:
     """Make one sandbox live under the limit, then suspend it, ``rounds`` times; report the counts."""
-    store = SqlEventStore(url)
+    store = open_store(url)
     sid, version, won, refused = f"w{worker}", 0, 0, 0
     cap = (CapacityLimit(LIVE_STATES, limit),)
     try:

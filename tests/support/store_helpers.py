@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sandbox_lifecycle.events.records import ConcurrencyError, Deadline, NewEvent, Projection, SandboxRow
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -74,7 +74,7 @@ def pg_schema(base_url: str) -> Iterator[str]:
 
 def race_append(url: str, stream_id: str, expected_version: int, barrier: Any, results: Any, n: int) -> None:
     """Process worker: wait for every racer, append once, report ``won`` / ``conflict`` / an error."""
-    store = SqlEventStore(url)
+    store = open_store(url)
     try:
         store.read_stream(stream_id)  # connect before the start line, so the race is about the append
         barrier.wait(timeout=60)

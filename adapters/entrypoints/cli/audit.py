@@ -16,27 +16,23 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sandbox_lifecycle.adapters.audit import signed_head as audit_head
+from sandbox_lifecycle.adapters.composition.bootstrap import build_store
+from sandbox_lifecycle.adapters.entrypoints.cli.context import EXIT_USAGE, service_of, settings_of
+from sandbox_lifecycle.core.audit import Anchor, verify_chains
 from sandbox_lifecycle.core.errors import ConfigError
+from sandbox_lifecycle.core.feed import event_json
+from sandbox_lifecycle.events.records import StoreError
 
 MAX_POSITION = 2**63 - 1
-EXIT_USAGE = 2  # commands.EXIT_USAGE (not imported: commands imports this module)
 
 # The `add` helper of commands.build_parser: (name, fn, help, json_flag) -> the verb's parser.
 AddVerb = Callable[..., argparse.ArgumentParser]
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from sandbox_lifecycle.adapters.composition.settings import Settings
-
-    if getattr(args, "settings", None) is None:
-        args.settings = Settings.from_env()
-    return args.settings
-
-
 def _service(args: argparse.Namespace) -> Any:
-    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
-
-    return build_service(settings=_settings(args), require_provider=False)
+    """The audit trail is read (and relayed) without the provider's credentials."""
+    return service_of(args, read_only=True)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -83,8 +79,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def _print_events(args: argparse.Namespace) -> None:
-    from sandbox_lifecycle.core.feed import event_json
-
     service = _service(args)
     stop = _stop_on_signals() if args.follow else None
     for event in service.events(args.after, args.follow, sandbox_id=args.sandbox, stop=stop):
@@ -101,11 +95,12 @@ def _print_events(args: argparse.Namespace) -> None:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.composition.bootstrap import build_store
+    # Imported here: the checkpoints' SQLAlchemy and the relay's urllib.request take 0.1-0.4 s to load,
+    # which `events`, `audit` and `replay` (that load this module) do not need.
     from sandbox_lifecycle.adapters.entrypoints.relay import RetryPolicy, WebhookRelay
     from sandbox_lifecycle.events.checkpoints import Checkpoints
 
-    settings = _settings(args)
+    settings = settings_of(args)
     if not settings.webhook_secret:
         raise ConfigError("SANDBOX_WEBHOOK_SECRET is not set: the relay signs every delivery with it")
     store = build_store(settings)
@@ -129,8 +124,6 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def _pinned_key(args: argparse.Namespace) -> Any:
     """The key a head must be signed by: --public-key, else the deployment's signing key, else None."""
-    from sandbox_lifecycle.adapters.audit import signed_head as audit_head
-
     if args.public_key:
         return audit_head.load_public_key(args.public_key)
     if path := os.environ.get(audit_head.KEY_ENV):
@@ -141,8 +134,6 @@ def _pinned_key(args: argparse.Namespace) -> Any:
 def _anchor(args: argparse.Namespace) -> Any:
     """The verified head of ``--head FILE`` (None without one); a bad file, or one signed for another
     deployment, is a usage error."""
-    from sandbox_lifecycle.adapters.audit import signed_head as audit_head
-
     if args.head is None:
         return None
     try:
@@ -160,7 +151,7 @@ def _anchor(args: argparse.Namespace) -> Any:
             f"pin the deployment's key with --public-key (or set {audit_head.KEY_ENV})",
             file=sys.stderr,
         )
-    deployment = _settings(args).deployment
+    deployment = settings_of(args).deployment
     if head.deployment != deployment:
         raise HeadFileError(
             f"--head {args.head!r}: signed for deployment {head.deployment!r}, this is {deployment!r} "
@@ -174,8 +165,6 @@ class HeadFileError(ConfigError):
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.core.audit import Anchor, verify_chains
-
     head = _anchor(args)
     anchor = None if head is None else Anchor(head.position, head.log_hash)
     report = verify_chains(_service(args).store, anchor=anchor)
@@ -245,8 +234,6 @@ def _describe(head: Any) -> str:
 
 
 def cmd_audit_head(args: argparse.Namespace) -> int:
-    from sandbox_lifecycle.adapters.audit import signed_head as audit_head
-
     path = os.environ.get(audit_head.KEY_ENV)
     if not path:
         raise ConfigError(
@@ -256,7 +243,7 @@ def cmd_audit_head(args: argparse.Namespace) -> int:
     key = audit_head.load_private_key(path)
     store = _service(args).store
     position, log_hash = _current_head(store)
-    head = audit_head.sign(key, position, log_hash, deployment=_settings(args).deployment)
+    head = audit_head.sign(key, position, log_hash, deployment=settings_of(args).deployment)
     if args.json:
         print(json.dumps(head.as_json(), indent=2))
     else:
@@ -272,8 +259,6 @@ def cmd_audit_head(args: argparse.Namespace) -> int:
 
 def _current_head(store: Any) -> tuple[int, str]:
     """The head row, checked against the log's last event: a head the log does not end at is not signed."""
-    from sandbox_lifecycle.events.records import StoreError
-
     row = store.log_head()
     if row is None:
         raise StoreError("the log's head row is gone: run `sandboxctl audit verify`")
@@ -292,8 +277,6 @@ def _current_head(store: Any) -> tuple[int, str]:
 def chain_problems(store: Any) -> list[str]:
     """What `replay --verify` adds to its projection check: each stream whose chain is broken, and
     where the log's chain over positions breaks (a deleted sandbox leaves every stream whole)."""
-    from sandbox_lifecycle.core.audit import verify_chains
-
     report = verify_chains(store, ends=False)
     return [str(b) for b in report.broken] + ([] if report.log is None else [str(report.log)])
 

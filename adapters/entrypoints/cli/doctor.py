@@ -38,7 +38,7 @@ from sandbox_lifecycle.adapters.providers import registry
 from sandbox_lifecycle.core.errors import ConfigError
 from sandbox_lifecycle.events import revision
 from sandbox_lifecycle.events.names import redact_url
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 
 __all__ = [
     "FAIL",
@@ -82,7 +82,7 @@ def check_database(ctx: Context) -> Check:
             f"{where} is at schema revision {current or 'none'}, this release needs {head}",
             "run `sandboxctl db upgrade`",
         )
-    ctx.store = SqlEventStore(url)
+    ctx.store = open_store(url)
     count = len(ctx.store.list_sandboxes())
     return Check("database", OK, f"{where} at revision {head}, {count} sandboxes")
 

@@ -3,20 +3,21 @@
 Docker sandboxes reach a gateway inside their egress container, started by the Docker provider. E2B
 sandboxes run in E2B's cloud, so their gateway runs here (behind whatever gives it the public HTTPS
 address in ``SANDBOX_GATEWAY_PUBLIC_URL``), sharing the state directory with the backend on this host.
+Loaded when this verb runs only (``commands.VERBS``): no other command pays for asyncio and ssl.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sandbox_lifecycle.adapters.composition.settings import Settings
+from sandbox_lifecycle.adapters.egress.gateway import Gateway
+from sandbox_lifecycle.adapters.gateway.state import prepare_gateway
 from sandbox_lifecycle.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.adapters.egress.gateway import Gateway
 
 DEFAULT_PORT = 8081
 
@@ -38,26 +39,17 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not settings.anthropic_api_key:
         raise ConfigError("the gateway needs ANTHROPIC_API_KEY (the real key it adds to model calls)")
     try:
-        # Loaded by this verb only: every other command would pay for asyncio and ssl at start-up.
-        from sandbox_lifecycle.adapters.gateway.state import prepare_gateway
-
         state = prepare_gateway(settings)
     except OSError as exc:
         raise ConfigError(
             f"SANDBOX_EGRESS_STATE_DIR={settings.egress_state_dir} is not usable "
             f"({exc.strerror or type(exc).__name__}): point it at a directory this user may write"
         ) from None
-    import asyncio
-
-    from sandbox_lifecycle.adapters.egress.gateway import Gateway
-
     asyncio.run(_serve(Gateway(state.state_dir), args.host, args.port))
     return 0
 
 
 async def _serve(gateway: Gateway, host: str, port: int) -> None:
-    import asyncio
-
     server = await gateway.start(host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from sandbox_lifecycle.adapters.entrypoints.cli.render import row_json
+from sandbox_lifecycle.adapters.entrypoints.cli.row_values import row_json
 from sandbox_lifecycle.adapters.observability import progress
 from sandbox_lifecycle.events.records import SandboxRow
 

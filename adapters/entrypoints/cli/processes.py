@@ -8,20 +8,16 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
 
+from sandbox_lifecycle.adapters.entrypoints.cli.context import service_of
+
+# The `add` helper of commands.build_parser: (name, fn, help, json_flag=True) -> the verb's parser.
 AddVerb = Callable[..., argparse.ArgumentParser]
-
-
-def _service(args: argparse.Namespace) -> Any:
-    from sandbox_lifecycle.adapters.entrypoints.cli.commands import _service as build
-
-    return build(args)
 
 
 def cmd_exec_detached(args: argparse.Namespace) -> int:
     """`exec --detach ID -- CMD`: start it in the background and print its process id."""
-    process = _service(args).start(
+    process = service_of(args).start(
         args.id, list(args.command), env=dict(args.env or []) or None, cwd=args.cwd
     )
     print(process.id)
@@ -29,7 +25,7 @@ def cmd_exec_detached(args: argparse.Namespace) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    found = _service(args).processes(args.id)
+    found = service_of(args).processes(args.id)
     if args.json:
         print(json.dumps([{**asdict(p), "command": list(p.command)} for p in found], indent=2))
         return 0
@@ -42,7 +38,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """What the process printed so far: its stdout to stdout, its stderr to stderr, bytes untouched."""
-    logs = _service(args).process_logs(args.id, args.pid)
+    logs = service_of(args).process_logs(args.id, args.pid)
     sys.stdout.buffer.write(logs.stdout_bytes)
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(logs.stderr_bytes)
@@ -51,12 +47,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    _service(args).kill_process(args.id, args.pid)
+    service_of(args).kill_process(args.id, args.pid)
     return 0
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    print(_service(args).url(args.id, args.port))
+    print(service_of(args).url(args.id, args.port))
     return 0
 
 

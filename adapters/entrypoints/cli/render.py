@@ -5,28 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, fields
-from datetime import datetime
+from dataclasses import asdict
 from typing import Any
 
+from sandbox_lifecycle.adapters.entrypoints.cli.row_values import row_json
 from sandbox_lifecycle.events.records import SandboxRow
 
-_ROW_FIELDS = tuple(f.name for f in fields(SandboxRow))
-
-
-def row_json(row: SandboxRow) -> dict[str, Any]:
-    # Field by field rather than asdict(), whose deep copy of every value was most of `ls` on many rows.
-    out = {name: getattr(row, name) for name in _ROW_FIELDS}
-    for key, value in out.items():
-        if isinstance(value, datetime):
-            out[key] = value.isoformat()
-    return out
+__all__ = ["for_a_person", "print_history", "print_report", "print_row", "print_rows", "row_json"]
 
 
 def _print_json(value: Any) -> None:
     """json.dumps(value, indent=2)'s layout, by orjson: the json module indents in pure Python, which
-    was a third of `ls --json` on a thousand rows. Text outside ASCII is written as UTF-8, not escaped.
-    orjson is imported here: it loads uuid and platform, which a table or an exec does not need."""
+    was a third of `ls --json` on a thousand rows. Text outside ASCII is written as UTF-8, not escaped."""
+    # Imported here: orjson loads uuid and platform, which a table or an exec does not need
+    # (tests/test_cli_imports.py).
     import orjson
 
     print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
@@ -43,7 +35,8 @@ def print_rows(rows: Sequence[SandboxRow], as_json: bool) -> None:
         _print_json([row_json(r) for r in rows])
         return
     if for_a_person():
-        from sandbox_lifecycle.adapters.entrypoints.cli import pretty
+        # Imported here: rich costs tens of milliseconds, paid only when a person reads a terminal.
+        import sandbox_lifecycle.adapters.entrypoints.cli.pretty as pretty
 
         pretty.print_rows(rows)
         return
@@ -58,7 +51,8 @@ def print_row(row: SandboxRow, as_json: bool) -> None:
         _print_json(row_json(row))
         return
     if for_a_person():
-        from sandbox_lifecycle.adapters.entrypoints.cli import pretty
+        # Imported here: rich costs tens of milliseconds, paid only when a person reads a terminal.
+        import sandbox_lifecycle.adapters.entrypoints.cli.pretty as pretty
 
         pretty.print_row(row)
         return
@@ -68,7 +62,8 @@ def print_row(row: SandboxRow, as_json: bool) -> None:
 
 def print_history(entries: Sequence[Any]) -> None:
     if for_a_person():
-        from sandbox_lifecycle.adapters.entrypoints.cli import pretty
+        # Imported here: rich costs tens of milliseconds, paid only when a person reads a terminal.
+        import sandbox_lifecycle.adapters.entrypoints.cli.pretty as pretty
 
         pretty.print_history(entries)
         return

@@ -30,7 +30,7 @@ from sandbox_lifecycle.core.ports import SandboxProvider
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fake_e2b import FakeE2B
 from tests.support.fixtures.e2b import API_KEY, fake_env
 from tests.support.fixtures.providers import (
@@ -120,7 +120,7 @@ class World:
 @pytest.fixture(params=PROVIDER_PARAMS)
 def world(request: pytest.FixtureRequest, tmp_path: Path, clean_sqlite_url: str) -> Iterator[World]:
     deployment = new_deployment()
-    store = SqlEventStore(clean_sqlite_url)
+    store = open_store(clean_sqlite_url)
     if request.param == "e2b":
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
         for name in ("E2B_DEBUG", "E2B_HTTP_VERSION", "E2B_DOMAIN", "E2B_API_URL", "E2B_SANDBOX_URL"):
@@ -220,7 +220,7 @@ def test_a_turn_with_a_three_second_exec_never_blocks_the_loop(world: World) -> 
 
 def test_the_tick_measure_sees_a_blocked_loop(fake_e2b: FakeE2B, clean_sqlite_url: str) -> None:
     """The control: the same measure, with the sync exec called on the loop, must fail the bar above."""
-    service = SandboxService(SqlEventStore(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()))
+    service = SandboxService(open_store(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()))
     row = service.create("data-app")
 
     async def blocking() -> Any:
@@ -231,7 +231,7 @@ def test_the_tick_measure_sees_a_blocked_loop(fake_e2b: FakeE2B, clean_sqlite_ur
 
 
 def test_execs_of_many_tasks_run_at_once(fake_e2b: FakeE2B, clean_sqlite_url: str) -> None:
-    sync = SandboxService(SqlEventStore(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()))
+    sync = SandboxService(open_store(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()))
     rows = [sync.create("data-app") for _ in range(8)]
 
     async def main() -> float:
@@ -276,7 +276,7 @@ def test_a_cancelled_turn_still_suspends_and_its_exec_ends_with_it(world: World)
 def test_execs_still_running_never_delay_a_turns_suspend(fake_e2b: FakeE2B, clean_sqlite_url: str) -> None:
     """One thread per pool: a cancelled exec holds the exec pool's, the suspend must not wait for it."""
     sync = SandboxService(
-        SqlEventStore(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()), policy=POLICY
+        open_store(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()), policy=POLICY
     )
 
     async def main() -> tuple[str, float]:
@@ -327,7 +327,7 @@ def test_a_turn_cancelled_while_it_opens_is_closed_before_the_cancellation_propa
     fake_e2b: FakeE2B, clean_sqlite_url: str
 ) -> None:
     provider = GatedCreate(e2b_provider(fake_e2b, new_deployment()))
-    sync = SandboxService(SqlEventStore(clean_sqlite_url), provider, policy=POLICY)
+    sync = SandboxService(open_store(clean_sqlite_url), provider, policy=POLICY)
     body_ran = False
     conv = conversation()
 
@@ -360,7 +360,7 @@ def test_a_turn_cancelled_while_it_opens_is_closed_before_the_cancellation_propa
 def test_an_error_in_the_body_propagates_and_the_turn_suspends(
     fake_e2b: FakeE2B, clean_sqlite_url: str
 ) -> None:
-    sync = SandboxService(SqlEventStore(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()))
+    sync = SandboxService(open_store(clean_sqlite_url), e2b_provider(fake_e2b, new_deployment()))
     seen: list[str] = []
 
     async def main() -> None:
@@ -436,7 +436,7 @@ def test_connect_async_runs_every_verb_from_the_environment(
 
 def test_the_scheduler_runs_in_an_asyncio_lifespan(fake_e2b: FakeE2B, clean_sqlite_url: str) -> None:
     sync = SandboxService(
-        SqlEventStore(clean_sqlite_url),
+        open_store(clean_sqlite_url),
         e2b_provider(fake_e2b, new_deployment()),
         policy=Policy(idle_timeout=timedelta(seconds=1)),
     )

@@ -17,7 +17,7 @@ from sandbox_lifecycle.core.git import Author, GitError
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, HOME
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fake_e2b import FakeE2B
 from tests.support.fixtures.providers import Harness
 from tests.support.git_server import GitHTTPServer
@@ -28,7 +28,7 @@ AGENT = Author("Agent Smith", "agent@example.invalid")
 
 @pytest.fixture
 def service(harness: Harness, clean_sqlite_url: str) -> SandboxService:
-    return SandboxService(SqlEventStore(clean_sqlite_url), harness.provider)
+    return SandboxService(open_store(clean_sqlite_url), harness.provider)
 
 
 def test_every_verb_against_a_bare_repository_in_the_sandbox(service: SandboxService) -> None:

@@ -32,7 +32,7 @@ from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import FOREIGN, SandboxService, SweepReport
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import Projection
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import Clock, FakeEngine, FakeProvider, InMemoryEventStore
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
@@ -50,7 +50,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
         yield InMemoryEventStore()
         return
     url = request.getfixturevalue("clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url")
-    real = SqlEventStore(url)
+    real = open_store(url)
     yield real
     real.close()
 
@@ -457,14 +457,14 @@ def test_a_copied_database_never_acts_on_the_original_deployments_instances(
 ) -> None:
     engine = FakeEngine(tmp_path / "engine")
     prod_provider = FakeProvider(engine, deployment="prod")
-    prod = SandboxService(SqlEventStore(clean_sqlite_url), prod_provider, policy=POLICY, clock=clock)
+    prod = SandboxService(open_store(clean_sqlite_url), prod_provider, policy=POLICY, clock=clock)
     parked = prod.create("data-app")
     used = prod.create("data-app")
     prod.write_file(parked.id, "main.py", b"prod's work")
     # A staging stack started from a restored backup of prod's log, on the same engine.
     staging_provider = FakeProvider(engine, deployment="staging")
     staging = SandboxService(
-        SqlEventStore(copy_sqlite(clean_sqlite_url, tmp_path / "copy.db")),
+        open_store(copy_sqlite(clean_sqlite_url, tmp_path / "copy.db")),
         staging_provider,
         policy=POLICY,
         clock=clock,
@@ -499,12 +499,12 @@ def test_a_create_that_meets_another_deployments_instance_expires_and_leaves_it(
 ) -> None:
     engine = FakeEngine(tmp_path / "engine")
     prod = SandboxService(
-        SqlEventStore(clean_sqlite_url), FakeProvider(engine, deployment="prod"), policy=POLICY, clock=clock
+        open_store(clean_sqlite_url), FakeProvider(engine, deployment="prod"), policy=POLICY, clock=clock
     )
     other_db = tmp_path / "other.db"
     shutil.copyfile(migrated_sqlite_template, other_db)
     staging = SandboxService(
-        SqlEventStore(f"sqlite:///{other_db}"),
+        open_store(f"sqlite:///{other_db}"),
         FakeProvider(engine, deployment="staging"),
         policy=POLICY,
         clock=clock,

@@ -17,7 +17,7 @@ from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import Clock, FakeProvider, InMemoryEventStore
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
@@ -30,7 +30,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
         yield InMemoryEventStore()
         return
     url = request.getfixturevalue("clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url")
-    real = SqlEventStore(url)
+    real = open_store(url)
     yield real
     real.close()
 

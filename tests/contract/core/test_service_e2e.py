@@ -31,7 +31,7 @@ from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService, utcnow
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.records import SandboxRow
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from tests.support.fake_e2b import FakeE2B
 from tests.support.fixtures.providers import (
     PROVIDER_PARAMS,
@@ -67,11 +67,11 @@ class World:
     def neighbour(self, url: str) -> SandboxService:
         """Another stack: its own event log at ``url`` and its own deployment, sharing the provider."""
         self.deployments.append(new_deployment())
-        return SandboxService(SqlEventStore(url), self.make(self.deployments[-1]), policy=POLICY)
+        return SandboxService(open_store(url), self.make(self.deployments[-1]), policy=POLICY)
 
     def replica(self) -> SandboxService:
         """Another process's service on the same database and provider (its own store connection pool)."""
-        return SandboxService(SqlEventStore(self.url), self.service.provider, policy=POLICY)
+        return SandboxService(open_store(self.url), self.service.provider, policy=POLICY)
 
     def snapshot(self, row: SandboxRow) -> SnapshotInfo:
         assert row.snapshot_key is not None, row
@@ -93,7 +93,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(params=PROVIDER_PARAMS)
 def world(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[World]:
-    store = SqlEventStore(db_url)
+    store = open_store(db_url)
     # A deployment of the test's own: its reconcile cannot reap other runs' sandboxes on a shared engine.
     deployment = new_deployment()
     if request.param == "e2b":

@@ -18,7 +18,7 @@ from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.projection import IDLE, RETENTION, Policy, project
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events import types as ev
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import Clock, FakeProvider, InMemoryEventStore
 
 TIMEOUT = timedelta(minutes=30)
@@ -116,7 +116,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
         yield InMemoryEventStore()
         return
     url = request.getfixturevalue("clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url")
-    real = SqlEventStore(url)
+    real = open_store(url)
     yield real
     real.close()
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sandbox_lifecycle.core.audit import verify_chains
 from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events.records import NewEvent
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from tests.support.store_helpers import T0, event, projection, row
 
 STREAMS = ("a", "bad", "z")
@@ -57,7 +57,7 @@ def test_every_append_stores_the_chain_hash_a_reader_recomputes(store: SqlEventS
     )
     store.append("s", 0, [event(n=1)])
     store.append("s", 1, [event(n=2), odd, event(n=3)])  # a batch chains inside itself
-    other = SqlEventStore(db_url)  # another process: no remembered head, reads the previous hash
+    other = open_store(db_url)  # another process: no remembered head, reads the previous hash
     try:
         other.append("s", 4, [event(n=4)])
     finally:

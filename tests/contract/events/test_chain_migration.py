@@ -14,7 +14,7 @@ from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events import types as ev
 from sandbox_lifecycle.events.codec import encode
 from sandbox_lifecycle.events.migrate import _config, current, upgrade
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.store_helpers import T0
 
 # What revision 0001's store wrote: no hash column.
@@ -65,7 +65,7 @@ def test_the_migration_backfills_a_log_written_before_it(empty_db_url: str) -> N
     upgrade(empty_db_url)
 
     assert current(empty_db_url) == "0005"
-    store = SqlEventStore(empty_db_url)
+    store = open_store(empty_db_url)
     try:
         report = verify_chains(store)
         assert (report.ok, report.streams, report.events) == (True, 7, 5600)

@@ -34,7 +34,7 @@ from sandbox_lifecycle.core.replay import rebuild, verify
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events.records import NewEvent
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import FakeProvider
 from tests.support.session import new_deployment
 
@@ -69,7 +69,7 @@ _CHECK = "ck_events_position_positive"
 
 @pytest.fixture
 def service(db_url: str) -> Iterator[SandboxService]:
-    store = SqlEventStore(db_url)
+    store = open_store(db_url)
     yield SandboxService(store, FakeProvider(deployment=new_deployment("atk")))
     store.close()
 
@@ -329,7 +329,7 @@ def test_a_crafted_row_is_reported_not_fatal(clean_sqlite_url: str, tamper: str)
     raise instead (TypeError in ``_check`` / ``chain.content``, or StoreError "Could not decode to UTF-8"
     from the reader): `audit verify` prints one error line (`--json` prints no JSON at all), names no
     stream and checks nothing else, so one row blinds the auditor to every other tampering."""
-    store = SqlEventStore(clean_sqlite_url)
+    store = open_store(clean_sqlite_url)
     service = SandboxService(store, FakeProvider(deployment=new_deployment("atk")))
     _fill(service)
     db = sqlite3.connect(clean_sqlite_url.removeprefix("sqlite:///"))
@@ -353,7 +353,7 @@ def test_an_unparsable_jsonb_row_is_reported_not_fatal_on_postgres(clean_pg_url:
     ("number is infinity when parsed as double"). The Postgres reader has no CorruptStream path at all
     (events/store/postgres.py ``_event_rows``): the JSONDecodeError ends `audit verify` (and `replay`,
     `events`, `history`, the relay) with one line, naming no stream and checking nothing else."""
-    store = SqlEventStore(clean_pg_url)
+    store = open_store(clean_pg_url)
     service = SandboxService(store, FakeProvider(deployment=new_deployment("atk")))
     _fill(service)
     engine = sa.create_engine(clean_pg_url, poolclass=sa.pool.NullPool)
@@ -543,7 +543,7 @@ def test_webhook_replays_and_header_swaps_are_refused() -> None:
 def test_concurrent_appends_on_postgres_chain_in_commit_order(clean_pg_url: str) -> None:
     """Many writers at once (threads, each its own connection pool): the log chain stays whole and the
     head row names the last event; a reader never sees a hole that fills in later."""
-    stores = [SqlEventStore(clean_pg_url) for _ in range(6)]
+    stores = [open_store(clean_pg_url) for _ in range(6)]
     at = datetime.now(UTC)
     errors: list[BaseException] = []
 

@@ -24,7 +24,7 @@ from sandbox_lifecycle.core.ports import SandboxProvider
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.conftest import DOCKER_IMAGES
 from tests.support.fake_e2b import FakeE2B
 from tests.support.fixtures.e2b import API_KEY
@@ -160,7 +160,7 @@ def e2b_service(fake: FakeE2B, url: str, idle: timedelta, wrap: Any = None) -> S
     provider: Any = e2b_provider(fake, new_deployment())
     if wrap is not None:
         provider = wrap(provider)
-    return SandboxService(SqlEventStore(url), provider, policy=Policy(idle_timeout=idle))
+    return SandboxService(open_store(url), provider, policy=Policy(idle_timeout=idle))
 
 
 def scheduler_threads() -> list[threading.Thread]:

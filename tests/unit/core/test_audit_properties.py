@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sandbox_lifecycle.core.audit import Anchor, verify_chains
 from sandbox_lifecycle.events import chain
 from sandbox_lifecycle.events.records import NewEvent
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 
 _COLUMNS = (
     "stream_id",
@@ -39,7 +39,7 @@ _AT = datetime(2026, 12, 1, tzinfo=UTC)
 
 def _log(path: Path, streams: list[int]) -> SqlEventStore:
     """A log of len(streams) appends: append i goes to stream s{streams[i]}, the first with a key."""
-    store = SqlEventStore(f"sqlite:///{path}")
+    store = open_store(f"sqlite:///{path}")
     versions: dict[str, int] = {}
     for i, s in enumerate(streams):
         sid = f"s{s}"

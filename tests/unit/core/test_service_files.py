@@ -13,7 +13,7 @@ from pathlib import Path
 from sandbox_lifecycle import AsyncSandboxService
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fake_e2b import FakeE2B
 from tests.support.fixtures.providers import e2b_provider, new_deployment
 
@@ -21,7 +21,7 @@ POLICY = Policy(idle_timeout=timedelta(minutes=10))
 
 
 def _service(url: str, fake: FakeE2B) -> SandboxService:
-    return SandboxService(SqlEventStore(url), e2b_provider(fake, new_deployment()), policy=POLICY)
+    return SandboxService(open_store(url), e2b_provider(fake, new_deployment()), policy=POLICY)
 
 
 def test_turn_handle_file_verbs(clean_sqlite_url: str, fake_e2b: FakeE2B, tmp_path: Path) -> None:

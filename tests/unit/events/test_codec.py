@@ -12,7 +12,7 @@ from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events import types as ev
 from sandbox_lifecycle.events.codec import EventDecodeError, decode, encode
 from sandbox_lifecycle.events.records import NewEvent, RecordedEvent
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import FakeProvider
 
 T = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -43,7 +43,7 @@ def test_v1_activity_is_upcast_to_v2() -> None:
 
 
 def test_v1_event_in_a_real_log_replays(clean_sqlite_url: str) -> None:
-    store = SqlEventStore(clean_sqlite_url)
+    store = open_store(clean_sqlite_url)
     service = SandboxService(store, FakeProvider())
     row = service.create("data-app")
     store.append(

@@ -16,7 +16,7 @@ from sandbox_lifecycle.core.replay import fold_streams, iter_streams, rebuild, v
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.codec import EventDecodeError
 from sandbox_lifecycle.events.records import NewEvent
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from tests.support.fakes import Clock, FakeProvider, InMemoryEventStore
 
 T = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -70,7 +70,7 @@ def test_parallel_rebuild_equals_single_process_and_the_stored_projections(
 ) -> None:
     if worker:
         request.getfixturevalue("worker_first")
-    store = SqlEventStore(url)
+    store = open_store(url)
     populate(store, 40)
     policy = Policy()
     single = parallel_rebuild(url, policy, 1)
@@ -85,7 +85,7 @@ def test_parallel_rebuild_equals_single_process_and_the_stored_projections(
 
 
 def test_ranges_cover_every_stream_once_and_never_split_one(url: str) -> None:
-    store = SqlEventStore(url)
+    store = open_store(url)
     service = populate(store, 12)
     # One long stream among short ones: sampled many times, it must still be cut around, never through.
     long_id = service.create("data-app", "long").id
@@ -110,7 +110,7 @@ def test_ranges_cover_every_stream_once_and_never_split_one(url: str) -> None:
 
 
 def test_streams_spanning_pages_fold_as_a_whole(url: str) -> None:
-    store = SqlEventStore(url)
+    store = open_store(url)
     populate(store, 6)
     policy = Policy()
     whole = rebuild(store, policy)
@@ -122,7 +122,7 @@ def test_streams_spanning_pages_fold_as_a_whole(url: str) -> None:
 
 
 def test_empty_log(url: str) -> None:
-    store = SqlEventStore(url)
+    store = open_store(url)
     assert store.split_streams(4) == []
     assert store.read_streams() == []
     assert rebuild(store, Policy()) == []
@@ -132,7 +132,7 @@ def test_empty_log(url: str) -> None:
 
 
 def test_one_stream(url: str) -> None:
-    store = SqlEventStore(url)
+    store = open_store(url)
     service = SandboxService(store, FakeProvider())
     with service.turn("conv", "data-app"):
         pass
@@ -144,7 +144,7 @@ def test_one_stream(url: str) -> None:
 
 
 def test_a_bad_event_fails_the_parallel_rebuild_naming_it(url: str, worker_first: None) -> None:
-    store = SqlEventStore(url)
+    store = open_store(url)
     service = populate(store, 10)
     # In the first range, which the worker claims first: its error must reach the caller intact.
     victim = min(service.list(), key=lambda row: row.id)
@@ -159,7 +159,7 @@ def test_a_bad_event_fails_the_parallel_rebuild_naming_it(url: str, worker_first
 
 
 def test_the_fake_store_reads_streams_like_the_real_one(clean_sqlite_url: str) -> None:
-    real, fake = SqlEventStore(clean_sqlite_url), InMemoryEventStore()
+    real, fake = open_store(clean_sqlite_url), InMemoryEventStore()
     for store in (real, fake):
         for sid, n in (("b", 3), ("a", 2), ("c", 1), ("b2", 2)):
             for v in range(n):

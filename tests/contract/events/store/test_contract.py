@@ -16,7 +16,8 @@ from sandbox_lifecycle.core.audit import verify_chains
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.events.chain import event_hash, log_link
 from sandbox_lifecycle.events.records import ConcurrencyError, Deadline, NewEvent, Projection, StoreError
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
+from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 from tests.support.fakes import InMemoryEventStore
 from tests.support.fixtures.store import real_db_url
 from tests.support.store_helpers import T0, event, projection, row
@@ -28,7 +29,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     if request.param == "memory":
         yield InMemoryEventStore()
         return
-    s = SqlEventStore(real_db_url(request.param, request))
+    s = open_store(real_db_url(request.param, request))
     yield s
     s.close()
 
@@ -307,7 +308,7 @@ def test_replace_all_projections_swaps_the_whole_read_model(store: EventStore) -
 
 
 def test_missing_schema_is_reported_with_the_fix(empty_db_url: str) -> None:
-    store = SqlEventStore(empty_db_url)
+    store = open_store(empty_db_url)
     try:
         with pytest.raises(StoreError, match="db upgrade"):
             store.read_all()
@@ -318,7 +319,7 @@ def test_missing_schema_is_reported_with_the_fix(empty_db_url: str) -> None:
 
 
 def test_scratch_store_is_private_and_has_the_schema() -> None:
-    one, two = SqlEventStore.scratch(), SqlEventStore.scratch()
+    one, two = SqliteEventStore.scratch(), SqliteEventStore.scratch()
     try:
         one.append("s1", 0, [event()], projection=projection(row("s1"), ("idle", T0)))
         assert len(one.read_all()) == 1 and one.get_sandbox("s1") == row("s1")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.events.records import ConcurrencyError, SandboxLeased
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import InMemoryEventStore
 from tests.support.fixtures.store import real_db_url
 from tests.support.store_helpers import T0, event, projection, row
@@ -32,7 +32,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     if request.param == "memory":
         yield InMemoryEventStore()
         return
-    s = SqlEventStore(real_db_url(request.param, request))
+    s = open_store(real_db_url(request.param, request))
     yield s
     s.close()
 

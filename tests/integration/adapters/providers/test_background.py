@@ -20,7 +20,7 @@ from sandbox_lifecycle.core.kinds import DATA_APP
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fixtures.providers import docker_provider, new_deployment, remove_docker_sandboxes
 
 IDLE = timedelta(seconds=3)
@@ -30,7 +30,7 @@ POLICY = Policy(idle_timeout=IDLE, retention=timedelta(hours=1), lease=timedelta
 @pytest.fixture
 def docker_service(docker_client: Any, clean_sqlite_url: str, tmp_path: Path) -> Iterator[SandboxService]:
     deployment = new_deployment()
-    store = SqlEventStore(clean_sqlite_url)
+    store = open_store(clean_sqlite_url)
     try:
         yield SandboxService(
             store, docker_provider(docker_client, tmp_path / "snapshots", deployment), policy=POLICY
@@ -79,7 +79,7 @@ def test_on_e2b_a_process_survives_the_turns_pause_and_serves_through_its_url(
 
     from tests.support.fixtures.providers import e2b_provider
 
-    store = SqlEventStore(clean_sqlite_url)
+    store = open_store(clean_sqlite_url)
     service = SandboxService(store, e2b_provider(fake_e2b, new_deployment()), policy=POLICY)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_lifecycle.events.records import StoreError
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from sandbox_lifecycle.events.store.sqlite import SqliteEventStore
 
 
@@ -24,13 +24,13 @@ def test_sqlite_store_works_without_psycopg_installed(tmp_path: Path, sqlite_tem
         sys.modules["psycopg"] = None
         from datetime import UTC, datetime
         from sandbox_lifecycle.events.records import NewEvent, StoreError
-        from sandbox_lifecycle.events.store import SqlEventStore
-        store = SqlEventStore({f"sqlite:///{db}"!r})
+        from sandbox_lifecycle.events.store import open_store
+        store = open_store({f"sqlite:///{db}"!r})
         store.append("s", 0, [NewEvent("Touched", {{}}, datetime.now(UTC))])
         assert [e.version for e in store.read_stream("s")] == [1]
         store.close()
         try:
-            SqlEventStore("postgresql+psycopg://u@127.0.0.1/db")
+            open_store("postgresql+psycopg://u@127.0.0.1/db")
         except StoreError as exc:
             assert "sandbox-lifecycle[postgres]" in str(exc), exc
         else:
@@ -43,22 +43,27 @@ def test_sqlite_store_works_without_psycopg_installed(tmp_path: Path, sqlite_tem
 
 
 def test_the_factory_picks_the_backend_of_the_url(tmp_path: Path) -> None:
-    store = SqlEventStore(f"sqlite:///{tmp_path / 'x.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
     try:
         assert type(store) is SqliteEventStore and isinstance(store, SqlEventStore)
     finally:
         store.close()
     with pytest.raises(StoreError, match="unsupported database"):
-        SqlEventStore("mysql://u@localhost/db")
+        open_store("mysql://u@localhost/db")
     with pytest.raises(StoreError, match="psycopg 3"):
-        SqlEventStore("postgresql+psycopg2://u@localhost/db")
+        open_store("postgresql+psycopg2://u@localhost/db")
+
+
+def test_the_shared_base_names_the_factory_instead_of_picking_a_backend(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="open_store"):
+        SqlEventStore(f"sqlite:///{tmp_path / 'x.db'}")
 
 
 @pytest.mark.postgres
 def test_postgres_urls_open_the_postgres_backend(pg_migrated_url: str) -> None:
     from sandbox_lifecycle.events.store.postgres import PostgresEventStore
 
-    store = SqlEventStore(pg_migrated_url, lock_timeout=1.0)
+    store = open_store(pg_migrated_url, lock_timeout=1.0)
     try:
         assert type(store) is PostgresEventStore
         with pytest.raises(StoreError, match="cannot open"):
@@ -76,11 +81,11 @@ def test_a_sqlite_store_works_without_importing_sqlalchemy(tmp_path: Path, sqlit
         import sys
         from datetime import UTC, datetime, timedelta
         from sandbox_lifecycle.events.records import Deadline, NewEvent, Projection, SandboxRow
-        from sandbox_lifecycle.events.store import SqlEventStore
+        from sandbox_lifecycle.events.store import open_store
         now = datetime.now(UTC)
         row = SandboxRow("s", "data-app", "docker", "ready", 1, "c", "ref", None, None, None, now, now, now)
         due = Deadline("s", "idle", now + timedelta(minutes=5), 1)
-        store = SqlEventStore({f"sqlite:///{db}"!r})
+        store = open_store({f"sqlite:///{db}"!r})
         store.append("s", 0, [NewEvent("Touched", {{}}, now)], projection=Projection(row, (due,)))
         assert [e.version for e in store.read_stream("s")] == [1]
         assert store.get_sandbox("s") == row and store.list_sandboxes() == [row]
@@ -104,7 +109,7 @@ def test_sqlite_urls_name_a_file_or_memory_and_nothing_else() -> None:
     assert sqlite_path("sqlite://") is None and sqlite_path("sqlite:///:memory:") is None
     # SQLAlchemy would turn a query into driver options; this store takes none, so none is ignored.
     with pytest.raises(StoreError, match="no query parameters"):
-        SqlEventStore("sqlite:///log.db?timeout=30")
+        open_store("sqlite:///log.db?timeout=30")
 
 
 def test_an_in_memory_engine_is_refused_rather_than_opened_as_another_database() -> None:

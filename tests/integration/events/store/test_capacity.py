@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import InMemoryEventStore
 from tests.support.fixtures.store import real_db_url
 from tests.support.store_capacity_workers import LIVE_STATES, churn
@@ -31,7 +31,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     if request.param == "memory":
         yield InMemoryEventStore()
         return
-    s = SqlEventStore(real_db_url(request.param, request))
+    s = open_store(real_db_url(request.param, request))
     yield s
     s.close()
 

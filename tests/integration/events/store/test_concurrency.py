@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from sandbox_lifecycle.events.records import ConcurrencyError, DatabaseLocked, RecordedEvent
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from sandbox_lifecycle.events.store.postgres import PG_LOCK
 from tests.support.store_helpers import event, projection, race_append, row
 
@@ -143,7 +143,7 @@ def _hold_write_lock(url: str) -> sqlite3.Connection:
 
 
 def test_sqlite_second_writer_gives_up_with_database_locked_and_corrupts_nothing(sqlite_url: str) -> None:
-    store = SqlEventStore(sqlite_url, busy_timeout=0.3)
+    store = open_store(sqlite_url, busy_timeout=0.3)
     holder = _hold_write_lock(sqlite_url)
     try:
         started = time.monotonic()
@@ -166,7 +166,7 @@ def test_sqlite_second_writer_gives_up_with_database_locked_and_corrupts_nothing
 
 
 def test_sqlite_second_writer_waits_for_the_first(sqlite_url: str) -> None:
-    store = SqlEventStore(sqlite_url, busy_timeout=10)
+    store = open_store(sqlite_url, busy_timeout=10)
     holder = _hold_write_lock(sqlite_url)
     releaser = threading.Timer(0.4, lambda: holder.execute("COMMIT"))
     releaser.start()
@@ -183,7 +183,7 @@ def test_sqlite_second_writer_waits_for_the_first(sqlite_url: str) -> None:
 
 @pytest.mark.postgres
 def test_postgres_append_gives_up_with_database_locked_when_the_lock_is_held(pg_migrated_url: str) -> None:
-    store = SqlEventStore(pg_migrated_url, lock_timeout=0.3)
+    store = open_store(pg_migrated_url, lock_timeout=0.3)
     conninfo = sa.make_url(pg_migrated_url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo) as stuck:
         stuck.execute(PG_LOCK)  # an append that never commits
@@ -200,7 +200,7 @@ def test_postgres_append_gives_up_with_database_locked_when_the_lock_is_held(pg_
 
 def _append_many(url: str, prefix: str, rounds: int) -> None:
     """Process worker: ``rounds`` appends to a stream of its own, each with its projection."""
-    store = SqlEventStore(url)
+    store = open_store(url)
     try:
         for version in range(rounds):
             store.append(

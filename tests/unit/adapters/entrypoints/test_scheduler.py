@@ -13,7 +13,7 @@ from pathlib import Path
 from sandbox_lifecycle.adapters.entrypoints.scheduler import Ticker
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import FakeProvider
 
 
@@ -28,7 +28,7 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyp
 
 def test_a_near_deadline_fires_on_time_not_at_the_next_sweep(clean_sqlite_url: str) -> None:
     service = SandboxService(
-        SqlEventStore(clean_sqlite_url), FakeProvider(), policy=Policy(idle_timeout=timedelta(seconds=1))
+        open_store(clean_sqlite_url), FakeProvider(), policy=Policy(idle_timeout=timedelta(seconds=1))
     )
     row = service.create("data-app")
     # The interval sweep is an hour away: only the exact date job can suspend the sandbox in time.
@@ -49,7 +49,7 @@ def test_a_near_deadline_fires_on_time_not_at_the_next_sweep(clean_sqlite_url: s
 
 def test_activity_postpones_the_timer(clean_sqlite_url: str) -> None:
     service = SandboxService(
-        SqlEventStore(clean_sqlite_url), FakeProvider(), policy=Policy(idle_timeout=timedelta(seconds=1.5))
+        open_store(clean_sqlite_url), FakeProvider(), policy=Policy(idle_timeout=timedelta(seconds=1.5))
     )
     row = service.create("data-app")
     ticker = Ticker(service, timedelta(milliseconds=200))

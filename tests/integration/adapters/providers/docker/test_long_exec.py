@@ -22,7 +22,7 @@ from sandbox_lifecycle.core.kinds import DATA_APP
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import HEARTBEAT_REASON, SandboxService, SweepReport
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import SqlEventStore, open_store
 from tests.support.fixtures.providers import docker_provider, new_deployment, remove_docker_sandboxes
 
 pytestmark = pytest.mark.docker
@@ -40,7 +40,7 @@ class Stack:
 @pytest.fixture
 def stack(docker_client: Any, clean_sqlite_url: str, tmp_path: Path) -> Iterator[Stack]:
     deployment = new_deployment()
-    store = SqlEventStore(clean_sqlite_url)
+    store = open_store(clean_sqlite_url)
     provider = docker_provider(docker_client, tmp_path / "snapshots", deployment)
     try:
         yield Stack(store, SandboxService(store, provider, policy=POLICY))

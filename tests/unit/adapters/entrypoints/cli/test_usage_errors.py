@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_lifecycle.adapters.entrypoints.cli.commands as cli
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.store_helpers import event
 
 SANDBOXCTL = str(Path(sys.executable).parent / "sandboxctl")
@@ -50,7 +50,7 @@ def test_a_relative_or_climbing_exec_cwd_is_a_usage_error_before_any_sandbox_is_
 
 
 def test_events_into_a_closed_pipe_stops_with_one_line(env: Path) -> None:
-    store = SqlEventStore(f"sqlite:///{env / 'sandbox.db'}")
+    store = open_store(f"sqlite:///{env / 'sandbox.db'}")
     try:
         from sandbox_lifecycle.events.migrate import upgrade
 

@@ -13,7 +13,7 @@ from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.errors import CapacityExceeded
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import SqlEventStore
+from sandbox_lifecycle.events.store import open_store
 from tests.support.fake_e2b import FakeE2B
 from tests.support.fixtures.e2b import API_KEY
 from tests.support.fixtures.providers import e2b_provider
@@ -31,7 +31,7 @@ def test_a_create_past_e2bs_limit_is_retried_then_capacity_exceeded(
     fake: FakeE2B, clean_sqlite_url: str
 ) -> None:
     fake.max_running = 1
-    service = SandboxService(SqlEventStore(clean_sqlite_url), e2b_provider(fake, "cap429"))
+    service = SandboxService(open_store(clean_sqlite_url), e2b_provider(fake, "cap429"))
     first = service.create("data-app", "c1")
 
     with pytest.raises(CapacityExceeded, match="provider refused") as info:
@@ -50,7 +50,7 @@ def test_a_create_past_e2bs_limit_is_retried_then_capacity_exceeded(
 
 def test_a_slot_freed_during_the_retries_is_taken(fake: FakeE2B, clean_sqlite_url: str) -> None:
     fake.max_running = 1
-    service = SandboxService(SqlEventStore(clean_sqlite_url), e2b_provider(fake, "cap429b"))
+    service = SandboxService(open_store(clean_sqlite_url), e2b_provider(fake, "cap429b"))
     first = service.create("data-app", "c1")
     # The first one pauses while the second create is being retried: the retry gets the slot.
     threading.Timer(0.15, lambda: service.suspend(first.id)).start()
