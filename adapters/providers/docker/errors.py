@@ -9,6 +9,7 @@ an exec on the stdlib client never loads it just to look at an error.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from sandbox_lifecycle.adapters.providers.docker.engine import (
     EngineAPIError,
@@ -38,45 +39,32 @@ def is_engine_error(exc: BaseException) -> bool:
     """An error of either transport (which ``mapped`` turns into a ProviderError)."""
     if isinstance(exc, EngineUnreachable | EngineTimeout | EngineAPIError):
         return True
-    if not _sdk_loaded():
-        return False
-    import docker.errors  # why: already in sys.modules (checked above); never loads the SDK
-    import requests.exceptions
-
-    return isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException)
+    sdk = _sdk_errors()
+    return sdk is not None and isinstance(exc, sdk.DockerException | sdk.RequestException)
 
 
 def is_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, EngineUnreachable):
         return True
-    if not _sdk_loaded():
-        return False
-    import docker.errors  # why: already in sys.modules (checked above); never loads the SDK
-    import requests.exceptions
-
-    return isinstance(exc, requests.exceptions.ConnectionError) or (
-        isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
+    sdk = _sdk_errors()
+    return sdk is not None and (
+        isinstance(exc, sdk.ConnectionError)
+        or (isinstance(exc, sdk.DockerException) and not isinstance(exc, sdk.APIError))
     )
 
 
 def is_not_found(exc: BaseException) -> bool:
     if isinstance(exc, EngineAPIError):
         return exc.status_code == 404
-    if not _sdk_loaded():
-        return False
-    import docker.errors  # why: already in sys.modules (checked above); never loads the SDK
-
-    return isinstance(exc, docker.errors.NotFound)
+    sdk = _sdk_errors()
+    return sdk is not None and isinstance(exc, sdk.NotFound)
 
 
 def is_api_error(exc: BaseException) -> bool:
     if isinstance(exc, EngineAPIError):
         return True
-    if not _sdk_loaded():
-        return False
-    import docker.errors  # why: already in sys.modules (checked above); never loads the SDK
-
-    return isinstance(exc, docker.errors.APIError)
+    sdk = _sdk_errors()
+    return sdk is not None and isinstance(exc, sdk.APIError)
 
 
 def is_enospc(exc: BaseException) -> bool:
@@ -87,5 +75,22 @@ def explain(exc: BaseException) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
 
-def _sdk_loaded() -> bool:
-    return sys.modules.get("docker") is not None
+class _SdkErrors:
+    """The SDK's error types (a plain class: a dataclass would cost every exec's start its creation)."""
+
+    def __init__(self, docker_errors: Any, requests_exceptions: Any) -> None:
+        self.DockerException = docker_errors.DockerException
+        self.APIError = docker_errors.APIError
+        self.NotFound = docker_errors.NotFound
+        self.RequestException = requests_exceptions.RequestException
+        self.ConnectionError = requests_exceptions.ConnectionError
+
+
+def _sdk_errors() -> _SdkErrors | None:
+    """The SDK's error types once it is loaded; None before (nothing can have raised them yet)."""
+    if sys.modules.get("docker") is None:
+        return None
+    import docker.errors  # why: already loaded (checked above); a top-level import would load the SDK
+    import requests.exceptions
+
+    return _SdkErrors(docker.errors, requests.exceptions)
