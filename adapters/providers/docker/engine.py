@@ -8,8 +8,10 @@ on the SDK, imported when first used.
 
 It only handles what it can do exactly like the SDK would: ``engine_from_environ`` returns None for a
 configuration it does not speak (TLS, ssh://, a path under tcp://...), and the provider then runs the same
-calls through the SDK. Its errors carry the engine's status and message, which the provider maps the way
-it maps the SDK's (404: ProviderLost; no engine: the start-the-engine hint).
+calls through the SDK with ``SdkExecCalls``, the one other implementation of ``ExecCalls``: a thin shim
+over the SDK's low-level client, kept because TLS and ssh:// engines (and a client handed in) must still
+work. Its errors carry the engine's status and message, which the provider maps the way it maps the
+SDK's (404: ProviderLost; no engine: the start-the-engine hint).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 # Docker 20.10's API version: every engine since serves it, so there is no version round trip per process
 # (the SDK asks the engine first); what the exec calls send and read is the same in every later version.
@@ -34,6 +36,39 @@ _MAX_HEAD = 64 * 1024
 _FRAME_HEADER = 8
 _STDOUT, _STDERR = 1, 2
 _PATH_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+class OutputStream(Protocol):
+    """An attached exec's demultiplexed output, ``(stdout, None)`` or ``(None, stderr)`` chunks."""
+
+    def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+
+    def __next__(self) -> tuple[bytes | None, bytes | None]: ...
+
+    def close(self) -> None: ...
+
+
+class ExecCalls(Protocol):
+    """The engine calls of an exec: DockerEngine makes them on the standard library, SdkExecCalls with
+    the SDK (same calls, same results)."""
+
+    def inspect_container(self, ref: str) -> dict[str, Any]: ...
+
+    def exec_create(
+        self,
+        ref: str,
+        cmd: Sequence[str],
+        *,
+        user: str = "",
+        environment: Sequence[str] | None = None,
+        workdir: str | None = None,
+    ) -> str: ...
+
+    def exec_stream(self, exec_id: str) -> OutputStream: ...
+
+    def exec_run(self, exec_id: str) -> None: ...
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]: ...
 
 
 class EngineUnreachable(Exception):
@@ -376,3 +411,38 @@ def _quote(segment: str) -> str:
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+class SdkExecCalls:
+    """The exec calls through the SDK's low-level client (``APIClient``, passed in so that this module
+    never imports the SDK): for what DockerEngine does not speak (TLS, ssh://) and for a client handed in."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def inspect_container(self, ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._api.inspect_container(ref)
+        return found
+
+    def exec_create(
+        self,
+        ref: str,
+        cmd: Sequence[str],
+        *,
+        user: str = "",
+        environment: Sequence[str] | None = None,
+        workdir: str | None = None,
+    ) -> str:
+        created = self._api.exec_create(ref, cmd, user=user, environment=environment, workdir=workdir)
+        return str(created["Id"])
+
+    def exec_stream(self, exec_id: str) -> OutputStream:
+        stream: OutputStream = self._api.exec_start(exec_id, stream=True, demux=True)
+        return stream
+
+    def exec_run(self, exec_id: str) -> None:
+        self._api.exec_start(exec_id)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        state: dict[str, Any] = self._api.exec_inspect(exec_id)
+        return state

@@ -16,19 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
+from sandbox_lifecycle.adapters.providers.docker.containers import Containers
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost
-from sandbox_lifecycle.core.ports import SnapshotInfo, WorkspaceSpec
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
+from sandbox_lifecycle.core.ports import SnapshotInfo, SnapshotStore, WorkspaceSpec
 
 log = logging.getLogger("sandbox_lifecycle")
 
 
 @contextmanager
-def frozen(p: DockerProvider, ref: str, action: str) -> Iterator[None]:
+def frozen(containers: Containers, ref: str, action: str) -> Iterator[None]:
     """Every process of container ``ref`` frozen while the block runs; thawed again if it raises (on
     success the block has removed the container, so there is nothing to thaw).
 
@@ -36,12 +33,12 @@ def frozen(p: DockerProvider, ref: str, action: str) -> Iterator[None]:
     pause it (a runtime without the freezer) is logged and the archive runs unfrozen, as before: a
     suspend that may fail is better than none.
     """
-    api = p.client.api
-    with p._errors(action, ref):
+    api = containers.client.api
+    with containers.errors(action, ref):
         paused = bool(api.inspect_container(ref)["State"].get("Paused"))
     if not paused:
         try:
-            with p._errors(f"freeze the processes of container {ref[:12]}", ref):
+            with containers.errors(f"freeze the processes of container {ref[:12]}", ref):
                 api.pause(ref)
         except ProviderLost:
             raise
@@ -51,7 +48,7 @@ def frozen(p: DockerProvider, ref: str, action: str) -> Iterator[None]:
         yield
     except BaseException:
         try:
-            with p._errors(f"thaw the processes of container {ref[:12]}", ref):
+            with containers.errors(f"thaw the processes of container {ref[:12]}", ref):
                 if api.inspect_container(ref)["State"].get("Paused"):
                     api.unpause(ref)
         except ProviderError as exc:
@@ -60,27 +57,32 @@ def frozen(p: DockerProvider, ref: str, action: str) -> Iterator[None]:
 
 
 def store_snapshot(
-    p: DockerProvider, sandbox_id: str, ref: str, workspace: WorkspaceSpec, key: str
+    containers: Containers,
+    store: SnapshotStore,
+    sandbox_id: str,
+    ref: str,
+    workspace: WorkspaceSpec,
+    key: str,
 ) -> SnapshotInfo:
     """Archive ``workspace`` of container ``ref``, store it under ``key`` and verify what was stored.
 
     A stream that ends early or is malformed fails the store's put, which removes its partial upload; a
     stored size that differs from what was written is refused. Either way the caller keeps the container.
     """
-    # The archive module (zstandard, tarfile) loads for the calls that move workspaces only.
+    # why: archive (zstandard, tarfile) costs every exec's start ~18 ms (measured); only suspends use it
     from sandbox_lifecycle.adapters.snapshots.archive import pack_workspace
 
     action = f"snapshot sandbox {sandbox_id}"
-    with p._errors(action, ref):
-        chunks, _ = p.client.api.get_archive(ref, workspace.root)
+    with containers.errors(action, ref):
+        chunks, _ = containers.client.api.get_archive(ref, workspace.root)
     # The docker stream is read while the store consumes `packed`, so its errors surface from put.
-    with p._errors(action, ref):
+    with containers.errors(action, ref):
         packed = pack_workspace(chunks, workspace)
         try:
-            info = p._snapshots.put(key, packed)
+            info = store.put(key, packed)
         finally:
             packed.close()
-    stored = p._snapshots.stat(key)
+    stored = store.stat(key)
     if info.bytes is None or stored != info.bytes:
         raise ProviderError(
             f"snapshot {key!r} of sandbox {sandbox_id} did not verify after storing (store reports "

@@ -16,19 +16,18 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from e2b import CommandExitException, SandboxException, TimeoutException
 
 from sandbox_lifecycle.adapters.providers import background as bg
+from sandbox_lifecycle.adapters.providers.e2b.exec import E2BExec
+from sandbox_lifecycle.adapters.providers.e2b.gateway import ModelGateway
+from sandbox_lifecycle.adapters.providers.e2b.sandboxes import E2BSandboxes
 from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER, KILL_MARKED_SCRIPT
 from sandbox_lifecycle.core.errors import ProcessNotFound, ProviderError
-from sandbox_lifecycle.core.kinds import HOME, KINDS
+from sandbox_lifecycle.core.kinds import HOME
 from sandbox_lifecycle.core.ports import ProcessInfo
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider
 
 # Relative to HOME. In the home, so a pause keeps it with the processes.
 ROOT = ".sandbox-lifecycle/processes"
@@ -36,8 +35,11 @@ _SCRIPT_TIMEOUT_S = 30.0
 
 
 class E2BProcesses:
-    def __init__(self, provider: E2BProvider) -> None:
-        self._p = provider
+    def __init__(self, sandboxes: E2BSandboxes, gateway: ModelGateway, execs: E2BExec) -> None:
+        self._sandboxes = sandboxes
+        self._gateway = gateway
+        self._exec = execs
+        self._settings = sandboxes.settings
 
     def start(
         self,
@@ -49,8 +51,8 @@ class E2BProcesses:
     ) -> ProcessInfo:
         if not command:
             raise ValueError("start needs a command")
-        handle = self._p._handle(ref)
-        workdir = cwd or (KINDS[handle.kind].workdir if handle.kind in KINDS else HOME)
+        handle = self._sandboxes.handle(ref)
+        workdir = cwd or handle.workdir or HOME
         pid = bg.new_process_id()
         # Its marker lets kill_process reap everything it started, whatever envd's kill reaches.
         envs = {k: v for k, v in (env or {}).items() if k != EXEC_MARKER}
@@ -64,9 +66,9 @@ class E2BProcesses:
             started = handle.sandbox.commands.run(
                 line,
                 background=True,
-                envs=self._p.command_env(ref, envs),
+                envs=self._gateway.command_env(ref, envs),
                 cwd=workdir,
-                user=self._p._settings.user,
+                user=self._settings.user,
                 timeout=0,
                 retain_output=False,
             )
@@ -85,14 +87,14 @@ class E2BProcesses:
         return [found[k] for k in sorted(found)]
 
     def process_output(self, ref: str, pid: str) -> tuple[bytes, bytes]:
-        limit = self._p._settings.max_output_bytes
+        limit = self._settings.max_output_bytes
         return bg.parse_output(self._script(ref, bg.OUTPUT, self._rel(pid), str(limit), pid=pid))
 
     def wait_process(self, ref: str, pid: str, timeout: float) -> int:
         envd_pid = self._running(ref).get(pid, (None, (), ""))[0]
         if envd_pid is None:
             return self._status(ref, pid, timeout)
-        handle = self._p._handle(ref)
+        handle = self._sandboxes.handle(ref)
         try:
             waited = handle.sandbox.commands.connect(envd_pid, timeout=timeout, retain_output=False)
             waited.wait()
@@ -108,8 +110,10 @@ class E2BProcesses:
     def kill_process(self, ref: str, pid: str) -> None:
         envd_pid = self._running(ref).get(pid, (None, (), ""))[0]
         if envd_pid is not None:
-            handle = self._p._handle(ref)
-            self._p._retrying(f"kill process {pid} in {ref}", lambda: handle.sandbox.commands.kill(envd_pid))
+            handle = self._sandboxes.handle(ref)
+            self._sandboxes.retrying(
+                f"kill process {pid} in {ref}", lambda: handle.sandbox.commands.kill(envd_pid)
+            )
         # envd signals the supervisor; what the command started (a server's workers) goes by its marker.
         self._script(ref, KILL_MARKED_SCRIPT, f"proc-{pid}")
         self._script(ref, bg.MARK_KILLED, self._rel(pid), pid=pid)
@@ -120,10 +124,10 @@ class E2BProcesses:
     def url(self, ref: str, port: int) -> str:
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1-65535, got {port!r}")
-        host = self._p._handle(ref).sandbox.get_host(port)
+        host = self._sandboxes.handle(ref).sandbox.get_host(port)
         # E2B serves sandbox ports over TLS; a custom envd endpoint (E2B_SANDBOX_URL, a self-hosted or
         # loopback one) sets the scheme its proxy speaks.
-        custom = self._p._settings.sandbox_url
+        custom = self._settings.sandbox_url
         scheme = urlsplit(custom).scheme if custom else "https"
         return f"{scheme or 'https'}://{host}"
 
@@ -137,8 +141,8 @@ class E2BProcesses:
 
     def _running(self, ref: str) -> dict[str, tuple[int, tuple[str, ...], str]]:
         """Our running supervisors by process id: (envd pid, command, cwd), from ``commands.list()``."""
-        handle = self._p._handle(ref)
-        listed = self._p._retrying(f"list processes in {ref}", lambda: handle.sandbox.commands.list())
+        handle = self._sandboxes.handle(ref)
+        listed = self._sandboxes.retrying(f"list processes in {ref}", lambda: handle.sandbox.commands.list())
         running: dict[str, tuple[int, tuple[str, ...], str]] = {}
         for proc in listed:
             line = proc.args[-1] if proc.args else ""
@@ -155,7 +159,7 @@ class E2BProcesses:
 
     def _status(self, ref: str, pid: str, timeout: float) -> int:
         """The status recorded in the process's directory, waiting up to ``timeout`` for it."""
-        done = self._p.exec(
+        done = self._exec.run(
             ref,
             ["bash", "-c", bg.WAIT, "wait", self._rel(pid), str(max(0, int(timeout * 10)))],
             timeout=timeout + _SCRIPT_TIMEOUT_S,
@@ -168,8 +172,8 @@ class E2BProcesses:
         return int(done.stdout.strip())
 
     def _script(self, ref: str, script: str, *args: str, pid: str | None = None) -> bytes:
-        bound = 2 * self._p._settings.max_output_bytes + 1024
-        done = self._p.exec(
+        bound = 2 * self._settings.max_output_bytes + 1024
+        done = self._exec.run(
             ref,
             ["bash", "-c", script, "script", *args],
             timeout=_SCRIPT_TIMEOUT_S,

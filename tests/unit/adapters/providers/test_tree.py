@@ -110,7 +110,7 @@ def test_a_forged_staged_tar_on_e2b_is_neutralised(
 ) -> None:
     """On E2B the download reads a tar file the sandbox wrote: a compromised sandbox (its own `tar`)
     can put anything there. Here its "tar" copies a crafted archive into place, through the real SDK."""
-    from sandbox_lifecycle.adapters.providers.e2b import provider as e2b_module
+    from sandbox_lifecycle.adapters.providers.e2b import files as e2b_files
     from sandbox_lifecycle.core.kinds import DATA_APP
     from tests.support.fixtures.providers import e2b_provider, new_deployment, new_sandbox_id
 
@@ -128,7 +128,7 @@ def test_a_forged_staged_tar_on_e2b_is_neutralised(
     provider.write_file(ref, "crafted.tar", crafted)
     provider.write_file(ref, "dir/real.txt", b"real")
     # The forging sandbox: whatever tar was asked to write, the crafted archive is what it gets.
-    monkeypatch.setattr(e2b_module, "_TAR_SCRIPT", 'cp app/crafted.tar "$1"')
+    monkeypatch.setattr(e2b_files, "_TAR_SCRIPT", 'cp app/crafted.tar "$1"')
     out = tmp_path / "deep" / "out"
 
     report = provider.download_dir(ref, "dir", str(out))

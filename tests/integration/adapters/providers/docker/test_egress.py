@@ -423,7 +423,7 @@ def test_a_replaced_egress_point_keeps_its_name_on_every_sandbox_network(
     assert fetch(net, ref, url) == "200 hello /again"
     before = net.network.ensure_egress()
     # What an upgrade of adapters/egress looks like to the provider: another digest of what it runs.
-    monkeypatch.setattr(net.network, "_egress_config", lambda: "another-version")
+    monkeypatch.setattr(net.network.egress, "_config", lambda: "another-version")
     assert net.network.ensure_egress() != before  # replaced
     assert fetch(net, ref, url) == "200 hello /again"
     net.destroy(sid, ref)

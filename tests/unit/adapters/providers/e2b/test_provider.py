@@ -308,7 +308,7 @@ def test_suspend_then_resume_keeps_files(provider: E2BProvider, fake_e2b: FakeE2
 
 def test_paused_sandbox_refuses_envd_calls(provider: E2BProvider, fake_e2b: FakeE2B) -> None:
     ref = provider.create("sbx-1", DATA_APP)
-    handle = provider._handle(ref).sandbox
+    handle = provider._sandboxes.handle(ref).sandbox
     provider.suspend("sbx-1", ref, DATA_APP, "k")
 
     with pytest.raises(Exception, match="was not found"):
