@@ -29,8 +29,7 @@ from contextlib import suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sandbox_lifecycle.adapters.composition.settings import DEPLOYMENT_NAME, EgressSettings
-from sandbox_lifecycle.adapters.composition.settings import refuse_production as _refuse_production
+from sandbox_lifecycle.adapters.composition.environ import DEPLOYMENT_NAME
 from sandbox_lifecycle.adapters.providers.docker.containers import (
     LABEL_DEPLOYMENT,
     LABEL_DISK,
@@ -49,6 +48,8 @@ from sandbox_lifecycle.adapters.providers.docker.errors import is_enospc, mapped
 from sandbox_lifecycle.adapters.providers.docker.exec import ContainerExec
 from sandbox_lifecycle.adapters.providers.docker.files import DockerFiles
 from sandbox_lifecycle.adapters.providers.docker.processes import DockerProcesses
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
+from sandbox_lifecycle.adapters.providers.docker.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.providers.docker.snapshot import frozen, store_snapshot
 from sandbox_lifecycle.adapters.providers.docker.snapshot_namespace import NamespacedStore
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost, ProviderRefused

@@ -17,10 +17,10 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime
 
-from sandbox_lifecycle.adapters.composition.settings import E2BSettings
 from sandbox_lifecycle.adapters.gateway.state import GatewayState, git_env
 from sandbox_lifecycle.adapters.providers.e2b.retry import describe
 from sandbox_lifecycle.adapters.providers.e2b.sandboxes import E2BSandboxes, remember_bounded
+from sandbox_lifecycle.adapters.providers.e2b.settings import E2BSettings
 
 log = logging.getLogger(__name__)
 

@@ -40,17 +40,13 @@ from typing import TypeVar
 
 from e2b import ALL_TRAFFIC, RateLimitException, SandboxInfo, SandboxNotFoundException, SandboxState
 
-# Parsed with every other setting (adapters.settings); re-exported where the provider's users look.
-from sandbox_lifecycle.adapters.composition.settings import (
+# Parsed by the folder's settings module; re-exported where the provider's users look.
+from sandbox_lifecycle.adapters.composition.environ import (
     DEFAULT_EGRESS_ALLOW,
-    DEFAULT_TEMPLATE_NAMES,
     DEPLOYMENT_NAME,
-    SANDBOX_ENV_PASSTHROUGH,
-    TEMPLATE_ENV,
-    E2BSettings,
     egress_env_name,
-    package_version,
 )
+from sandbox_lifecycle.adapters.composition.version import package_version
 from sandbox_lifecycle.adapters.providers.e2b.exec import E2BExec
 from sandbox_lifecycle.adapters.providers.e2b.files import E2BFiles
 from sandbox_lifecycle.adapters.providers.e2b.gateway import ModelGateway
@@ -63,6 +59,12 @@ from sandbox_lifecycle.adapters.providers.e2b.sandboxes import (
     META_MANAGED,
     E2BSandboxes,
     Owner,
+)
+from sandbox_lifecycle.adapters.providers.e2b.settings import (
+    DEFAULT_TEMPLATE_NAMES,
+    SANDBOX_ENV_PASSTHROUGH,
+    TEMPLATE_ENV,
+    E2BSettings,
 )
 from sandbox_lifecycle.core.errors import CapacityExceeded, ProviderLost
 from sandbox_lifecycle.core.kinds import kind_spec

@@ -24,7 +24,7 @@ from e2b import (
     ServiceBusyException,
 )
 
-from sandbox_lifecycle.adapters.composition.settings import E2BSettings
+from sandbox_lifecycle.adapters.providers.e2b.settings import E2BSettings
 from sandbox_lifecycle.core.errors import ProviderError
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from e2b import (
     SandboxState,
 )
 
-from sandbox_lifecycle.adapters.composition.settings import E2BSettings
 from sandbox_lifecycle.adapters.providers.e2b.retry import retrying
+from sandbox_lifecycle.adapters.providers.e2b.settings import E2BSettings
 from sandbox_lifecycle.core.errors import ForeignSandbox, ProviderError, ProviderLost
 from sandbox_lifecycle.core.kinds import KINDS
 
