@@ -28,14 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import InvalidTransition, SandboxExpired, SandboxNotFound
 from sandbox_lifecycle.core.ids import random_id
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.core.kernel import Kernel
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -53,9 +50,9 @@ _RENEWALS_PER_TTL = 3
 _JOIN_S = 10.0
 
 
-def heartbeat_interval(service: SandboxService) -> float:
+def heartbeat_interval(kernel: Kernel) -> float:
     """Seconds between the activity records of a call in flight."""
-    return max(HEARTBEAT_MIN_S, service.policy.idle_timeout.total_seconds() / 3)
+    return max(HEARTBEAT_MIN_S, kernel.policy.idle_timeout.total_seconds() / 3)
 
 
 def _holder() -> str:
@@ -64,7 +61,7 @@ def _holder() -> str:
 
 
 @contextmanager
-def heartbeat(service: SandboxService, sandbox_id: str, bound: float) -> Iterator[None]:
+def heartbeat(kernel: Kernel, sandbox_id: str, bound: float) -> Iterator[None]:
     """While the block runs, record activity every ``heartbeat_interval``, for at most ``bound`` s.
 
     A long exec is not idleness: without this, an idle timer armed at the exec's start fires while the
@@ -73,13 +70,13 @@ def heartbeat(service: SandboxService, sandbox_id: str, bound: float) -> Iterato
     gets at most one ActivityRecorded per interval. The beats live in this process: if it dies, they stop
     and the idle timer takes over. The thread is stopped (and joined) as soon as the block is left.
     """
-    interval = heartbeat_interval(service)
-    window = service.policy.activity_window
+    interval = heartbeat_interval(kernel)
+    window = kernel.policy.activity_window
 
     def beat() -> bool:
         try:
-            service._run(
-                sandbox_id, lambda s: sb.Touch(window=window, actor=service.actor, reason=HEARTBEAT_REASON)
+            kernel.run(
+                sandbox_id, lambda s: sb.Touch(window=window, actor=kernel.actor, reason=HEARTBEAT_REASON)
             )
         except (InvalidTransition, SandboxExpired, SandboxNotFound):
             return False  # suspended, destroyed or lost meanwhile: nothing left to keep awake
@@ -92,21 +89,21 @@ def heartbeat(service: SandboxService, sandbox_id: str, bound: float) -> Iterato
 
 
 @contextmanager
-def lease(service: SandboxService, sandbox_id: str, bound: float) -> Iterator[None]:
+def lease(kernel: Kernel, sandbox_id: str, bound: float) -> Iterator[None]:
     """Hold a lease on the sandbox while the block runs (renewed for at most ``bound`` s), when the
     service has a capacity limit; see the module's doc. Taken before the block, so take it before
     loading the sandbox: a suspend committed before it is then seen by the load, and none after it."""
-    if not service.capacity.bounded:
+    if not kernel.capacity.bounded:
         yield
         return
-    store, ttl = service.store, LEASE_TTL
+    store, ttl = kernel.store, LEASE_TTL
     lease_id, holder = random_id(), _holder()
-    now = service.clock()
+    now = kernel.clock()
     store.take_lease(lease_id, sandbox_id, holder, now, now + ttl)
 
     def renew() -> bool:
         try:
-            now = service.clock()
+            now = kernel.clock()
             if not store.renew_lease(lease_id, now + ttl):
                 # Purged once expired (renewals failed for a whole TTL): take it again for the rest.
                 store.take_lease(lease_id, sandbox_id, holder, now, now + ttl)

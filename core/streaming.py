@@ -210,7 +210,7 @@ class AsyncExecStream:
                 return
 
     def _start(self) -> None:
-        import asyncio
+        import asyncio  # why here: a sync caller never loads asyncio (tests/test_cli_imports.py)
 
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
