@@ -52,7 +52,7 @@ class LiveCalls:
         the in-flight step's lease: beyond it the other caller is presumed dead and the sweep takes over,
         so SandboxBusy says to come back later.
         """
-        state = self.k.load(sandbox_id)
+        state = self.k.load_latest(sandbox_id)
         if state.status not in (lc.CREATING, lc.RESUMING, lc.SUSPENDING):
             return state  # the common case: nothing in flight, no clock to read
         budget = self.busy_wait.total_seconds() if wait is None else wait
@@ -69,7 +69,7 @@ class LiveCalls:
                 raise SandboxBusy(state.id, state.status, "another caller's operation is still in flight")
             time.sleep(min(pause, left))
             pause = min(pause * 2, _POLL_MAX)
-            state = self.k.load(sandbox_id)
+            state = self.k.load_latest(sandbox_id)
             if state.status not in (lc.CREATING, lc.RESUMING, lc.SUSPENDING):
                 return state
 
