@@ -141,6 +141,19 @@ class SandboxService:
     def load(self, sandbox_id: str) -> sb.Sandbox:
         return self.kernel.load(sandbox_id)
 
+    def drive(
+        self,
+        state: sb.Sandbox,
+        cid: str,
+        reason: str,
+        at: datetime | None = None,
+        *,
+        actor: str | None = None,
+        recovery: bool = False,
+    ) -> sb.Sandbox:
+        """Take a transitional state to its outcome (``Kernel.drive``, the one place that does)."""
+        return self.kernel.drive(state, cid, reason, at, actor=actor, recovery=recovery)
+
     # ------------------------------------------------------------------------------------- queries
 
     def get(self, sandbox_id: str) -> SandboxRow:

@@ -45,6 +45,12 @@ TARGETS: dict[str, list[str]] = {
         "tests/capacity/test_service_capacity.py",
         "tests/capacity/test_busy_eviction.py",
     ],
+    "core/admission.py": [
+        "tests/capacity/test_capacity_edges.py",
+        "tests/capacity/test_eviction_rules.py",
+        "tests/capacity/test_service_capacity.py",
+        "tests/capacity/test_busy_eviction.py",
+    ],
     "core/pool.py": ["tests/capacity/test_pool.py", "tests/capacity/test_service_capacity.py"],
     "events/chain.py": ["tests/store/test_chain.py", "tests/store/test_log_chain.py"],
     "core/audit.py": [
