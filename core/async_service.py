@@ -43,14 +43,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, assert_never
 
 from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, ProcessInfo, TransferReport
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
 from sandbox_lifecycle.core.replay import HistoryEntry
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
-from sandbox_lifecycle.core.streaming import STDOUT, AsyncExecStream
+from sandbox_lifecycle.core.streaming import AsyncExecStream
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
 
 log = logging.getLogger("sandbox_lifecycle")
@@ -72,7 +72,14 @@ async def _deliver(
     callback is awaited before the next chunk (it paces the command's output, never the loop)."""
     async with stream:
         async for name, chunk in stream:
-            callback = on_stdout if name == STDOUT else on_stderr
+            callback: AsyncOutputCallback | None
+            match name:
+                case "stdout":
+                    callback = on_stdout
+                case "stderr":
+                    callback = on_stderr
+                case _:
+                    assert_never(name)
             if callback is not None:
                 returned = callback(chunk)
                 if inspect.isawaitable(returned):

@@ -98,6 +98,7 @@ _DESTINATIONS: Final = _index(TRANSITIONS)
 @functools.cache
 def machine() -> Machine:
     """The table loaded into one ``transitions.Machine`` with no model (never one per sandbox)."""
+    # why here: measured in a short command's start-up (tests/test_cli_imports.py)
     from transitions import Machine
 
     return Machine(
@@ -131,7 +132,7 @@ def edges() -> list[tuple[str, str, str]]:
 
 def mermaid() -> str:
     """The table as a Mermaid state diagram (drawn by transitions' GraphMachine)."""
-    from transitions.extensions import GraphMachine
+    from transitions.extensions import GraphMachine  # why here: only the docs draw the diagram
 
     class _Canvas:
         pass

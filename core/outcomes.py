@@ -2,7 +2,7 @@
 
 The design rule: never lose a workspace whose snapshot is stored and verified. A provider error in the
 middle of a resume or a suspend says what went wrong with the *instance*; the workspace may be safe in a
-snapshot all the same, so before the service records a failure it asks here which outcome is true:
+snapshot all the same, so before the kernel records a failure it asks here which outcome is true:
 
 * a resume whose instance was lost (its container or its network removed under it, docker's 404s) while
   the snapshot it resumes from is still stored and verifies: the resume failed, the sandbox is
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
@@ -31,19 +30,16 @@ from sandbox_lifecycle.core.errors import (
     SandboxExpired,
     SnapshotNotFound,
 )
-from sandbox_lifecycle.core.ports import SnapshotInfo
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotInfo
 
 __all__ = ["loss_error", "resume_loss", "suspend_or_stored"]
 
 log = logging.getLogger("sandbox_lifecycle")
 
 
-def _snapshot_ok(service: SandboxService, snapshot: SnapshotInfo) -> bool:
+def _snapshot_ok(provider: SandboxProvider, snapshot: SnapshotInfo) -> bool:
     try:
-        return service.provider.snapshot_ok(snapshot)
+        return provider.snapshot_ok(snapshot)
     except Exception as exc:
         # Cannot tell: assume the snapshot is there. A wrong "intact" costs one more failed resume; a
         # wrong "lost" would give up a workspace for good.
@@ -52,13 +48,13 @@ def _snapshot_ok(service: SandboxService, snapshot: SnapshotInfo) -> bool:
 
 
 def resume_loss(
-    service: SandboxService, state: sb.Sandbox, exc: ProviderLost, actor: str, reason: str
+    provider: SandboxProvider, state: sb.Sandbox, exc: ProviderLost, actor: str, reason: str
 ) -> sb.Command:
     """The outcome of a resume that raised ProviderLost: MarkFailed (back to suspended, snapshot kept)
     unless the snapshot itself is missing or fails verification, then MarkLost."""
     snapshot = SnapshotInfo(state.snapshot_key or "", state.snapshot_sha256, state.snapshot_bytes)
     resuming = state.status == lc.RESUMING and state.snapshot_key is not None
-    if resuming and not isinstance(exc, SnapshotNotFound) and _snapshot_ok(service, snapshot):
+    if resuming and not isinstance(exc, SnapshotNotFound) and _snapshot_ok(provider, snapshot):
         error = f"instance lost during the resume, snapshot kept: {exc}"
         return sb.MarkFailed(error=error, actor=actor, reason=reason)
     return sb.MarkLost(detail=str(exc), actor=actor)
@@ -74,20 +70,20 @@ def loss_error(state: sb.Sandbox, outcome: sb.Command, exc: ProviderLost, now: d
     )
 
 
-def suspend_or_stored(service: SandboxService, state: sb.Sandbox) -> SnapshotInfo:
+def suspend_or_stored(provider: SandboxProvider, state: sb.Sandbox) -> SnapshotInfo:
     """Run the suspend's provider call; if it fails after the intent's snapshot was stored (the
     container gone, or its removal already under way), the stored snapshot is the outcome: the compute
     is released (idempotent) and its SnapshotInfo returned. Otherwise the call's error is raised."""
     key = state.pending_snapshot_key
     assert state.kind and key
     try:
-        return service.provider.suspend(state.id, state.provider_ref or "", state.kind, key)
+        return provider.suspend(state.id, state.provider_ref or "", state.kind, key)
     except Exception as exc:
         try:
-            stored = service.provider.snapshot_ok(SnapshotInfo(key, None, None))
+            stored = provider.snapshot_ok(SnapshotInfo(key, None, None))
             if stored:
                 # The workspace is stored: releasing the compute is safe now (and a no-op if it is gone).
-                service.provider.destroy(state.id, state.provider_ref)
+                provider.destroy(state.id, state.provider_ref)
         except Exception as check:
             log.warning("suspend of %s failed; its snapshot %s cannot be checked: %s", state.id, key, check)
             stored = False

@@ -16,15 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxError, StoreError
+from sandbox_lifecycle.core.kernel import Kernel
 from sandbox_lifecycle.events.records import CapacityRefused, SandboxLeased, SandboxRow
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.core.service import SandboxService
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -39,22 +37,43 @@ _MAX_CLAIMS = 5
 REFILL_DELAY_S = 1.0
 
 
+class Lifecycle(Protocol):
+    """The service's create and destroy (``SandboxService`` is one): a pool adds and retires sandboxes
+    as any caller does, with their admission and side effects."""
+
+    def create(
+        self,
+        kind: str,
+        conversation_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        reason: str = "user",
+        admit: bool = True,
+    ) -> SandboxRow: ...
+
+    def destroy(
+        self, sandbox_id: str, *, reason: str = "user", actor: str | None = None, version: int | None = None
+    ) -> SandboxRow: ...
+
+
 class WarmPool:
-    def __init__(self, service: SandboxService) -> None:
-        self.s = service
+    def __init__(self, kernel: Kernel, lifecycle: Lifecycle) -> None:
+        self.k = kernel
+        self.lifecycle = lifecycle
         self._refilling = threading.Lock()
         self._refill: threading.Thread | None = None
 
     def _candidates(self, kind: str) -> list[SandboxRow]:
         """Idle sandboxes of ``kind`` with no conversation, oldest first (pooled or not: the stream says)."""
-        rows = self.s.store.list_sandboxes(lc.IDLE)
+        rows = self.k.store.list_sandboxes(lc.IDLE)
         return [r for r in rows if r.kind == kind and r.conversation_id is None]
 
     def _pooled(self, kind: str) -> list[sb.Sandbox]:
         out = []
         for row in self._candidates(kind):
             try:
-                state = self.s.load(row.id)
+                state = self.k.load(row.id)
             except (SandboxError, StoreError):
                 continue
             if state.pooled and state.status == lc.IDLE:
@@ -63,11 +82,11 @@ class WarmPool:
 
     def claim(self, kind: str, conversation_id: str, *, actor: str, correlation_id: str) -> str | None:
         """The id of a pooled ``kind`` sandbox now claimed for ``conversation_id``, or None (pool empty)."""
-        if not self.s.capacity.warm_pool.get(kind):
+        if not self.k.capacity.warm_pool.get(kind):
             return None
         for state in self._pooled(kind)[:_MAX_CLAIMS]:
             try:
-                self.s._apply(
+                self.k.apply(
                     state,
                     sb.Claim(conversation_id=conversation_id, actor=actor),
                     correlation_id=correlation_id,
@@ -104,9 +123,9 @@ class WarmPool:
     def maintain(self) -> list[str]:
         """Create what each kind's pool lacks (while there is room), drain what exceeds its size."""
         done: list[str] = []
-        sizes = dict(self.s.capacity.warm_pool)
+        sizes = dict(self.k.capacity.warm_pool)
         kinds = set(sizes) | {
-            r.kind for r in self.s.store.list_sandboxes(lc.IDLE) if r.conversation_id is None
+            r.kind for r in self.k.store.list_sandboxes(lc.IDLE) if r.conversation_id is None
         }
         for kind in sorted(kinds):
             want = sizes.get(kind, 0)
@@ -114,7 +133,7 @@ class WarmPool:
             # A pooled sandbox carries no idle timer, but the provider may have its own (E2B pauses a
             # sandbox past its timeout, which outlasts the idle timeout): recycled once it has waited
             # an idle timeout, it is always fresh when claimed.
-            stale_before = self.s.clock() - self.s.policy.idle_timeout
+            stale_before = self.k.clock() - self.k.policy.idle_timeout
             stale = [p for p in pooled if p.state_since is not None and p.state_since < stale_before]
             for state in stale:
                 pooled.remove(state)
@@ -138,7 +157,7 @@ class WarmPool:
         destroys its stale sandboxes one after the other, about a second each on Docker: a turn claims
         the oldest pooled sandbox, the very one recycling takes, in that gap."""
         try:
-            self.s.destroy(state.id, reason=reason, actor=POOL_ACTOR, version=state.version)
+            self.lifecycle.destroy(state.id, reason=reason, actor=POOL_ACTOR, version=state.version)
         except (ConcurrencyError, SandboxLeased):
             return f"{state.id}: left alone, claimed or in use since the pool looked at it"
         except SandboxError as exc:
@@ -146,9 +165,9 @@ class WarmPool:
         return f"{state.id}: {what}"
 
     def _add(self, kind: str) -> str:
-        row = self.s.create(kind, None, actor=POOL_ACTOR, reason=POOL_REASON, admit=False)
-        state = self.s.load(row.id)
+        row = self.lifecycle.create(kind, None, actor=POOL_ACTOR, reason=POOL_REASON, admit=False)
+        state = self.k.load(row.id)
         if state.status != lc.IDLE:
             raise SandboxError(f"sandbox {row.id} for the {kind} pool is {state.status}, not idle")
-        self.s._apply(state, sb.Pool(actor=POOL_ACTOR), correlation_id=f"pool-{row.id}")
+        self.k.apply(state, sb.Pool(actor=POOL_ACTOR), correlation_id=f"pool-{row.id}")
         return row.id

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from sandbox_lifecycle.core.errors import ProcessNotFound
 from sandbox_lifecycle.core.ports import ProcessInfo
 from sandbox_lifecycle.events.values import FieldValues, value_class
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.core.service import SandboxService
 
 # Process/handle calls wait this long by default (an exec's default timeout).
 DEFAULT_WAIT_S = 300.0
@@ -31,12 +29,25 @@ class ProcessLogs(FieldValues):
         return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
+class ProcessCalls(Protocol):
+    """What a handle asks of the service (``SandboxService`` is one), named here so this module does not
+    import the service that hands the handles out."""
+
+    def processes(self, sandbox_id: str) -> list[ProcessInfo]: ...
+
+    def process_logs(self, sandbox_id: str, pid: str) -> ProcessLogs: ...
+
+    def wait_process(self, sandbox_id: str, pid: str, timeout: float = ...) -> int: ...
+
+    def kill_process(self, sandbox_id: str, pid: str) -> None: ...
+
+
 @value_class
 class Process(FieldValues):
     """A background process of a sandbox. Every call goes through the service, so it resumes a suspended
     sandbox like any call does (where the suspend stopped the process, it is then gone: ProcessNotFound)."""
 
-    service: SandboxService
+    service: ProcessCalls
     sandbox_id: str
     info: ProcessInfo
 
@@ -62,8 +73,6 @@ class Process(FieldValues):
         for found in self.service.processes(self.sandbox_id):
             if found.id == self.id:
                 return found
-        from sandbox_lifecycle.core.errors import ProcessNotFound
-
         raise ProcessNotFound(self.sandbox_id, self.id)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.events.records import Deadline, Projection, SandboxRow
@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     # a large share of a short command's start-up.
     from sandbox_lifecycle.core.sandbox import Sandbox
 
-IDLE = "idle"
-RETENTION = "retention"
-LEASE = "lease"
+# The kinds of deadline a projection arms; every dispatch on one matches this Literal exhaustively.
+TimerKind = Literal["idle", "retention", "lease"]
+IDLE: Final = "idle"
+RETENTION: Final = "retention"
+LEASE: Final = "lease"
+TIMER_KINDS: Final[tuple[TimerKind, ...]] = get_args(TimerKind)
 # A sandbox whose suspend just failed (SuspendFailed: idle again, its instance kept) is not suspended
 # again, by the idle timer or an eviction for capacity (core/capacity.py), for this long: whatever broke
 # the suspend most likely still does, and each try writes two events (SuspendRequested, SuspendFailed).
@@ -37,6 +40,14 @@ class Policy(FieldValues):
     def activity_window(self) -> timedelta:
         """Activity closer together than this is recorded once: durable, but not one event per exec."""
         return min(timedelta(seconds=60), self.idle_timeout / 10)
+
+
+def timer_kind(kind: str) -> TimerKind:
+    """A deadline's kind as read from the store, checked: ValueError for one this release does not know."""
+    for known in TIMER_KINDS:
+        if kind == known:
+            return known
+    raise ValueError(f"unknown timer kind {kind!r}")
 
 
 def project(state: Sandbox, policy: Policy) -> Projection:

@@ -3,7 +3,7 @@
 The sweep runs unattended (cron, the scheduler), so it works sandbox by sandbox: whatever one sandbox
 does wrong — a corrupt stream, a provider error, a bug — is reported with its id and the sweep goes on
 to the others. It never decides an outcome itself: it hands a transitional state to
-``SandboxService.drive``, the same code a command runs.
+``Kernel.drive``, the same code a command runs.
 """
 
 from __future__ import annotations
@@ -13,19 +13,17 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import Literal, TypeVar, assert_never
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.errors import ConcurrencyError
 from sandbox_lifecycle.core.ids import random_id
+from sandbox_lifecycle.core.kernel import RECONCILER, Kernel
 from sandbox_lifecycle.core.observe import log_context
-from sandbox_lifecycle.core.projection import IDLE, LEASE, project
+from sandbox_lifecycle.core.projection import IDLE, project, timer_kind
 from sandbox_lifecycle.events.records import CorruptStream, Deadline
 from sandbox_lifecycle.events.values import FieldValues, value_class
-
-if TYPE_CHECKING:
-    from sandbox_lifecycle.core.service import SandboxService
 
 __all__ = ["RECONCILER", "SweepReport", "Sweeper"]
 
@@ -33,9 +31,6 @@ log = logging.getLogger("sandbox_lifecycle")
 
 T = TypeVar("T")
 
-# The actor of the outcomes the sweep appends for side effects whose lease ran out: it decided them
-# from provider reality, not on behalf of whoever appended the intent (that actor is on the intent).
-RECONCILER = "reconciler"
 # The reason of the activity recorded when the idle timer finds a background process's output moving.
 PROCESS_OUTPUT_REASON = "process_output"
 # A model call through the gateway: the agent is thinking, not idle.
@@ -63,13 +58,15 @@ def _describe(sandbox_id: str, exc: BaseException) -> str:
 class Sweeper:
     """The sweep side of a SandboxService (its ``fire_due``, ``reconcile`` and ``sweep``)."""
 
-    def __init__(self, service: SandboxService) -> None:
-        self.s = service
+    def __init__(self, kernel: Kernel, workers: int = 8) -> None:
+        self.k = kernel
+        # Sandboxes handled at once by one ``fire_due`` (side effects take seconds each).
+        self.workers = workers
 
     # -------------------------------------------------------------------------------------- timers
 
     def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
-        when = now or self.s.clock()
+        when = now or self.k.clock()
         report = SweepReport()
 
         def one(deadline: Deadline) -> None:
@@ -79,61 +76,72 @@ class Sweeper:
         def handle(deadline: Deadline) -> None:
             sid = deadline.sandbox_id
             try:
-                if deadline.kind == LEASE:
-                    if self._recover(sid, when):
-                        report.recovered.append(sid)
-                        self._lag(deadline)
-                elif self._fire(sid, deadline.kind, deadline.version, when):
-                    report.fired.append(f"{sid}:{deadline.kind}")
-                    self._lag(deadline)
+                # Exhaustive over the timer kinds: a new kind fails mypy here (and an unknown one read
+                # from the log raises), never fires as another.
+                kind = timer_kind(deadline.kind)
+                match kind:
+                    case "lease":
+                        if self._recover(sid, when):
+                            report.recovered.append(sid)
+                            self._lag(deadline)
+                    case "idle" | "retention":
+                        if self._fire(sid, kind, deadline.version, when):
+                            report.fired.append(f"{sid}:{deadline.kind}")
+                            self._lag(deadline)
+                    case _:
+                        assert_never(kind)
             except Exception as exc:
                 # One sandbox's failure must not starve the others; its lease re-drives it later.
                 report.errors.append(_describe(sid, exc))
                 log.warning("timer %s of %s failed: %s", deadline.kind, sid, exc)
 
-        due = self.s.store.due_deadlines(when, limit=limit)
-        if self.s.sweep_workers <= 1 or len(due) <= 1:
+        due = self.k.store.due_deadlines(when, limit=limit)
+        if self.workers <= 1 or len(due) <= 1:
             for deadline in due:
                 one(deadline)
         else:
             # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
-            # sandboxes must not do them one after another. (The pool module is loaded here, by a sweep.)
+            # sandboxes must not do them one after another.
+            # why here: `sandboxctl exec` loads this module and never sweeps (tests/test_cli_imports.py).
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(self.s.sweep_workers, thread_name_prefix="sweep") as pool:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="sweep") as pool:
                 list(pool.map(one, due))
         return report
 
     def _lag(self, deadline: Deadline) -> None:
         # The service clock, not the sweep's `now`: a sweep run for a later moment (--now) is not late.
-        late = (self.s.clock() - deadline.due_at).total_seconds()
-        self.s.observer.timer_fired(deadline.kind, max(late, 0.0))
+        late = (self.k.clock() - deadline.due_at).total_seconds()
+        self.k.observer.timer_fired(deadline.kind, max(late, 0.0))
 
-    def _fire(self, sid: str, kind: str, seen_version: int, now: datetime) -> bool:
-        state = self.s.load(sid)
+    def _fire(self, sid: str, kind: Literal["idle", "retention"], seen_version: int, now: datetime) -> bool:
+        state = self.k.load(sid)
         if state.version != seen_version:
             return False  # moved on since the deadline was read; its new deadline is armed
-        cmd: sb.Command = (
-            sb.FireIdleTimeout(timeout=self.s.policy.idle_timeout)
-            if kind == IDLE
-            else sb.FireRetention(retention=self.s.policy.retention)
-        )
+        cmd: sb.Command
+        match kind:
+            case "idle":
+                cmd = sb.FireIdleTimeout(timeout=self.k.policy.idle_timeout)
+            case "retention":
+                cmd = sb.FireRetention(retention=self.k.policy.retention)
+            case _:
+                assert_never(kind)
         if not sb.decide(state, cmd, now):
             # A stale timer (settings changed): re-arm from the current policy.
-            self.s.store.write_projection(project(state, self.s.policy))
+            self.k.store.write_projection(project(state, self.k.policy))
             return False
         if kind == IDLE:
             if self._output_moved(state, now):
                 return False
             cmd = sb.FireIdleTimeout(
-                timeout=self.s.policy.idle_timeout, running_processes=self.s._stopping_processes(state)
+                timeout=self.k.policy.idle_timeout, running_processes=self.k.stopping_processes(state)
             )
         cid = random_id()
         try:
-            after = self.s._apply(state, cmd, correlation_id=cid, at=now)
+            after = self.k.apply(state, cmd, correlation_id=cid, at=now)
         except ConcurrencyError:
             return False  # another scheduler won; exactly one transition happens
-        self.s.drive(after, cid, cmd.reason, at=now, actor=cmd.actor)
+        self.k.drive(after, cid, cmd.reason, at=now, actor=cmd.actor)
         return True
 
     def _output_moved(self, state: sb.Sandbox, now: datetime) -> bool:
@@ -144,12 +152,12 @@ class Sweeper:
         is taken at its log."""
         if state.provider_ref is None:
             return False
-        cutoff = now - self.s.policy.idle_timeout
+        cutoff = now - self.k.policy.idle_timeout
         for method, reason in (
             ("last_activity", PROCESS_OUTPUT_REASON),
             ("model_activity", MODEL_CALL_REASON),
         ):
-            ask = getattr(self.s.provider, method, None)
+            ask = getattr(self.k.provider, method, None)
             if ask is None:
                 continue
             try:
@@ -162,7 +170,7 @@ class Sweeper:
             # Window 0: this Touch must land, or the due timer would stay armed and fire again at once. A
             # lost race means something else was recorded meanwhile, which armed its own deadline.
             with suppress(ConcurrencyError):
-                self.s._apply(state, sb.Touch(window=timedelta(0), actor="scheduler", reason=reason), at=now)
+                self.k.apply(state, sb.Touch(window=timedelta(0), actor="scheduler", reason=reason), at=now)
             return True
         return False
 
@@ -170,10 +178,10 @@ class Sweeper:
 
     def _recover(self, sid: str, now: datetime) -> bool:
         """Re-drive a side effect whose lease ran out, from what the provider really holds."""
-        state = self.s.load(sid)
+        state = self.k.load(sid)
         if state.status not in lc.TRANSITIONAL or state.state_since is None:
             return False
-        if now - state.state_since < self.s.policy.lease:
+        if now - state.state_since < self.k.policy.lease:
             return False
         log.info("recovering sandbox %s stuck in %s since %s", sid, state.status, state.state_since)
         cid = random_id()
@@ -181,16 +189,16 @@ class Sweeper:
             # Claimed in the log first, at the version loaded: of two sweeps (two processes, or a timer and
             # the interval job of one) only one re-drives the side effect. Two resumes re-driven at once
             # each replace the other's container, and the loser's replacement outlives the winner's record.
-            state = self.s._apply(state, sb.Recover(), correlation_id=cid, at=now)
-            self.s.drive(state, cid, "recovery", at=now, recovery=True)
+            state = self.k.apply(state, sb.Recover(), correlation_id=cid, at=now)
+            self.k.drive(state, cid, "recovery", at=now, recovery=True)
         except ConcurrencyError:
             return False  # its owner (or another sweep) recorded the outcome meanwhile
         return True
 
     def reconcile(self, now: datetime | None = None) -> SweepReport:
-        when = now or self.s.clock()
+        when = now or self.k.clock()
         report = SweepReport()
-        for row in self.s.store.list_sandboxes():
+        for row in self.k.store.list_sandboxes():
             if row.state in lc.TRANSITIONAL:
                 try:
                     if self._recover(row.id, when):
@@ -224,7 +232,7 @@ class Sweeper:
             return []
 
     def _remove_orphans(self, report: SweepReport) -> None:
-        provider, store = self.s.provider, self.s.store
+        provider, store = self.k.provider, self.k.store
         # Listings are of this deployment only: another stack's instances never show up here, and a
         # provider refuses (ForeignSandbox) to act on one that does under our name.
         for inst in self._listed(report, "instances", lambda: provider.list_instances()):
@@ -241,12 +249,12 @@ class Sweeper:
                     msg = f"removed orphan instance {inst.ref} of sandbox {inst.sandbox_id} ({was})"
                     log.info(msg)
                     report.removed.append(msg)
-                    self.s.observer.orphan_removed("instance")
+                    self.k.observer.orphan_removed("instance")
             except Exception as exc:
                 report.errors.append(_describe(inst.sandbox_id, exc))
         for sid, snap in self._listed(report, "snapshots", lambda: provider.list_snapshots()):
             try:
-                state = self.s.load(sid) if store.get_sandbox(sid) is not None else None
+                state = self.k.load(sid) if store.get_sandbox(sid) is not None else None
                 keep = (
                     state is not None
                     and state.status != lc.EXPIRED
@@ -258,14 +266,14 @@ class Sweeper:
                     msg = f"removed orphan snapshot {snap.key} of sandbox {sid} ({was})"
                     log.info(msg)
                     report.removed.append(msg)
-                    self.s.observer.orphan_removed("snapshot")
+                    self.k.observer.orphan_removed("snapshot")
             except Exception as exc:
                 # A sandbox whose stream cannot be read keeps its snapshot: it may be the only copy.
                 report.errors.append(_describe(sid, exc))
 
     def _still_orphan(self, sid: str) -> bool:
         # Re-read right before removing: a create or resume may have committed since the listing.
-        row = self.s.store.get_sandbox(sid)
+        row = self.k.store.get_sandbox(sid)
         return row is None or row.state in (lc.EXPIRED, lc.SUSPENDED)
 
     def _remove_stale_uploads(self, report: SweepReport) -> None:
@@ -278,10 +286,10 @@ class Sweeper:
         """
         try:
             # Looking the method up may build a lazily built provider, which can fail like any call.
-            remove = getattr(self.s.provider, "remove_stale_uploads", None)
+            remove = getattr(self.k.provider, "remove_stale_uploads", None)
             if remove is None:
                 return  # this provider keeps no uploads of its own (E2B pauses the instance itself)
-            removed = remove(self.s.clock() - self.s.policy.lease)
+            removed = remove(self.k.clock() - self.k.policy.lease)
         except Exception as exc:
             report.errors.append(f"stale uploads: {exc}")
             return
@@ -289,16 +297,16 @@ class Sweeper:
             msg = f"removed stale upload {name}"
             log.info(msg)
             report.removed.append(msg)
-            self.s.observer.orphan_removed("upload")
+            self.k.observer.orphan_removed("upload")
 
     def _remove_unused_network(self, report: SweepReport) -> None:
         """Remove the provider's network leftovers no sandbox needs (Docker: per-sandbox networks whose
         container is gone, port forwarders, an idle egress container), once older than the lease."""
         try:
-            remove = getattr(self.s.provider, "remove_unused_network", None)
+            remove = getattr(self.k.provider, "remove_unused_network", None)
             if remove is None:
                 return  # this provider's sandboxes bring their own network (E2B)
-            removed = remove(self.s.clock() - self.s.policy.lease)
+            removed = remove(self.k.clock() - self.k.policy.lease)
         except Exception as exc:
             report.errors.append(f"unused network: {exc}")
             return

@@ -6,7 +6,7 @@ total (it never raises and never reads a clock), so replaying a log always gives
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any, ClassVar, NamedTuple, TypedDict
@@ -362,16 +362,21 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
                 raise InvalidTransition(state.id, state.status, "claim (it is not in a warm pool)")
             return [ev.Claimed(**base, conversation_id=cmd.conversation_id)]
         case MarkFailed():
-            if state.status == lc.CREATING:
-                return [ev.CreationFailed(**base, error=cmd.error)]
-            if state.status == lc.SUSPENDING:
-                return [ev.SuspendFailed(**base, error=cmd.error)]
-            return [ev.ResumeFailed(**base, error=cmd.error)]
+            return [FAILED_EVENTS[state.status](**base, error=cmd.error)]
         case MarkLost():
             return [ev.ProviderLost(**base, detail=cmd.detail)]
         case Recover():
             return [ev.RecoveryStarted(**base, status=state.status)]
     raise TypeError(f"unknown command {type(cmd).__name__}")
+
+
+# The outcome of a failed side effect, by the transitional state it failed in (``_ensure`` has checked the
+# table allows ``mark_failed`` there). A test checks it names every source of ``mark_failed``.
+FAILED_EVENTS: dict[str, Callable[..., ev.Event]] = {
+    lc.CREATING: ev.CreationFailed,
+    lc.SUSPENDING: ev.SuspendFailed,
+    lc.RESUMING: ev.ResumeFailed,
+}
 
 
 def _ms(delta: timedelta) -> int:

@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from sandbox_lifecycle.core.errors import ExecTimeout
 from sandbox_lifecycle.core.ports import ExecResult, OutputCallback
@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     import asyncio
     from concurrent.futures import Future
 
-__all__ = ["STDERR", "STDOUT", "AsyncExecStream", "ExecStream", "OutputCollector"]
+__all__ = ["STDERR", "STDOUT", "AsyncExecStream", "ExecStream", "OutputCollector", "StreamName"]
 
+# Which stream a chunk came from; a consumer matches it exhaustively (a third name fails mypy there).
+StreamName = Literal["stdout", "stderr"]
 STDOUT: Final = "stdout"
 STDERR: Final = "stderr"
 # Chunks in flight between a command and a consumer of an iterator form; a chunk is one read of the
@@ -113,14 +115,14 @@ class ExecStream:
 
     def __init__(self, run: Run, *, max_chunks: int = DEFAULT_MAX_CHUNKS) -> None:
         self._run = run
-        self._queue: queue.Queue[tuple[str, bytes] | _End] = queue.Queue(max(1, max_chunks))
+        self._queue: queue.Queue[tuple[StreamName, bytes] | _End] = queue.Queue(max(1, max_chunks))
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._result: ExecResult | None = None
         self._error: BaseException | None = None
         self._done = False
 
-    def _put(self, item: tuple[str, bytes] | _End) -> None:
+    def _put(self, item: tuple[StreamName, bytes] | _End) -> None:
         while not self._closed.is_set():
             try:
                 self._queue.put(item, timeout=_POLL_S)
@@ -136,10 +138,10 @@ class ExecStream:
         finally:
             self._put(_END)
 
-    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+    def __iter__(self) -> Iterator[tuple[StreamName, bytes]]:
         return self
 
-    def __next__(self) -> tuple[str, bytes]:
+    def __next__(self) -> tuple[StreamName, bytes]:
         if self._done:
             raise StopIteration
         if self._closed.is_set():
@@ -193,12 +195,12 @@ class AsyncExecStream:
         self._submit = submit
         self._slots = threading.Semaphore(max(1, max_chunks))
         self._closed = threading.Event()
-        self._queue: asyncio.Queue[tuple[str, bytes] | _End] | None = None
+        self._queue: asyncio.Queue[tuple[StreamName, bytes] | _End] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._future: asyncio.Future[ExecResult] | None = None
         self._done = False
 
-    def _post(self, item: tuple[str, bytes]) -> None:
+    def _post(self, item: tuple[StreamName, bytes]) -> None:
         """In the worker thread: wait for a free slot (or the consumer's leaving), then hand over."""
         assert self._loop is not None and self._queue is not None
         while not self._closed.is_set():
@@ -210,7 +212,7 @@ class AsyncExecStream:
                 return
 
     def _start(self) -> None:
-        import asyncio
+        import asyncio  # why here: a sync caller never loads asyncio (tests/test_cli_imports.py)
 
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
@@ -227,7 +229,7 @@ class AsyncExecStream:
     def __aiter__(self) -> AsyncExecStream:
         return self
 
-    async def __anext__(self) -> tuple[str, bytes]:
+    async def __anext__(self) -> tuple[StreamName, bytes]:
         if self._done:
             raise StopAsyncIteration
         if self._closed.is_set():

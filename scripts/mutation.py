@@ -46,6 +46,12 @@ TARGETS: dict[str, list[str]] = {
         "tests/contract/core/test_service_capacity.py",
         "tests/contract/core/test_capacity_busy_eviction.py",
     ],
+    "core/admission.py": [
+        "tests/unit/core/test_capacity_edges.py",
+        "tests/unit/core/test_capacity_eviction_rules.py",
+        "tests/contract/core/test_service_capacity.py",
+        "tests/contract/core/test_capacity_busy_eviction.py",
+    ],
     "core/pool.py": ["tests/unit/core/test_pool.py", "tests/contract/core/test_service_capacity.py"],
     "events/chain.py": ["tests/contract/events/test_chain.py", "tests/contract/events/test_log_chain.py"],
     "core/audit.py": [

@@ -1,9 +1,7 @@
 """The house rules that keep the package navigable, checked on the source (tests/unit/architecture_rules.py).
 
 No import cycle, no module over 700 lines, the layers (events/ <- core/ <- adapters/), no link in the
-package. What exists today and is being taken apart is listed in KNOWN_CYCLES and KNOWN_OVERSIZED: the
-test tolerates those, and fails when one no longer occurs, so the lists can only shrink. When you break a
-cycle or split a module, delete its entry (or write the smaller cycle that remains).
+package. No exceptions are listed: a cycle or a large module is split before it lands.
 """
 
 from __future__ import annotations
@@ -13,43 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.unit import architecture_rules as rules
-
-# Each a set of modules that import one another in a circle (without the `sandbox_lifecycle.` prefix).
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"adapters.entrypoints.cli.commands", "adapters.entrypoints.cli.processes"}),
-    frozenset({"adapters.entrypoints.cli.doctor", "adapters.entrypoints.cli.doctor_network"}),
-    frozenset({"adapters.entrypoints.cli.pretty", "adapters.entrypoints.cli.render"}),
-    frozenset(
-        {
-            "adapters.providers.docker.processes",
-            "adapters.providers.docker.provider",
-            "adapters.providers.docker.snapshot",
-        }
-    ),
-    frozenset({"adapters.providers.e2b.processes", "adapters.providers.e2b.provider"}),
-    frozenset(
-        {
-            "core.capacity",
-            "core.inflight",
-            "core.outcomes",
-            "core.pool",
-            "core.processes",
-            "core.recovery",
-            "core.service",
-        }
-    ),
-    frozenset({"events.store.base", "events.store.postgres", "events.store.sqlite"}),
-}
-
-# Files over rules.MAX_LINES lines, relative to the repository root.
-KNOWN_OVERSIZED: set[str] = {
-    "adapters/composition/settings.py",
-    "adapters/entrypoints/cli/commands.py",
-    "adapters/providers/docker/network.py",
-    "adapters/providers/docker/provider.py",
-    "adapters/providers/e2b/provider.py",
-    "core/service.py",
-}
 
 
 @pytest.fixture(scope="module")
@@ -110,26 +71,13 @@ def test_cycles_are_found_and_told_as_a_chain(tmp_path: Path) -> None:
     assert rules.chain(graph, cycle) == "x.a -> x.b -> x.c -> x.a"
 
 
-def test_no_new_import_cycle_and_the_known_ones_still_exist(graph: rules.Graph) -> None:
-    found = {frozenset(rules.short(n) for n in group) for group in rules.cycles(graph)}
-    new = [
-        rules.chain(graph, group)
-        for group in rules.cycles(graph)
-        if not any({rules.short(n) for n in group} <= known for known in KNOWN_CYCLES)
-    ]
-    assert new == [], "import cycles (count every import, TYPE_CHECKING and function-level too)"
-    gone = sorted(sorted(known) for known in KNOWN_CYCLES - found)
-    assert gone == [], "these known cycles are gone or smaller: update KNOWN_CYCLES to what remains"
+def test_no_import_cycle(graph: rules.Graph) -> None:
+    found = [rules.chain(graph, group) for group in rules.cycles(graph)]
+    assert found == [], "import cycles (count every import, TYPE_CHECKING and function-level too)"
 
 
-def test_no_new_oversized_module_and_the_known_ones_still_are(graph: rules.Graph) -> None:
-    over = rules.oversized(graph)
-    assert {p: n for p, n in over.items() if p not in KNOWN_OVERSIZED} == {}, (
-        f"modules over {rules.MAX_LINES} lines: split them by concern"
-    )
-    assert sorted(KNOWN_OVERSIZED - set(over)) == [], (
-        f"these are no longer over {rules.MAX_LINES} lines (or gone): delete them from KNOWN_OVERSIZED"
-    )
+def test_no_module_over_the_line_limit(graph: rules.Graph) -> None:
+    assert rules.oversized(graph) == {}, f"modules over {rules.MAX_LINES} lines: split them by concern"
 
 
 def test_layers_events_then_core_then_adapters(graph: rules.Graph) -> None:

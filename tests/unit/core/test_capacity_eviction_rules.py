@@ -219,6 +219,6 @@ def test_an_exec_in_flight_beats_every_interval_and_stops_when_it_returns() -> N
 def test_a_heartbeat_stops_recording_at_its_bound() -> None:
     service = make(utcnow, FAST)
     sid = service.create("data-app").id
-    with inflight.heartbeat(service, sid, bound=1.2):
+    with inflight.heartbeat(service.kernel, sid, bound=1.2):
         time.sleep(3.0)  # unbounded, this would be five or six beats
     assert 1 <= _beats(service, sid) <= 2

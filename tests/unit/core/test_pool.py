@@ -99,7 +99,7 @@ def test_a_claim_that_loses_the_race_for_one_pooled_sandbox_takes_the_next(
     service = make(clock, warm_pool={"data-app": 2})
     service.maintain_pools()
     pooled = {r.id for r in service.list(lc.IDLE)}
-    apply = service._apply
+    apply = service.kernel.apply
     lost: list[str] = []
 
     def first_claim_loses(state: sb.Sandbox, command: sb.Command, **kw: Any) -> Any:
@@ -109,7 +109,7 @@ def test_a_claim_that_loses_the_race_for_one_pooled_sandbox_takes_the_next(
             raise ConcurrencyError(state.id, state.version, "claimed by another turn")
         return apply(state, command, **kw)
 
-    monkeypatch.setattr(service, "_apply", first_claim_loses)
+    monkeypatch.setattr(service.kernel, "apply", first_claim_loses)
     with service.turn("conv-a", "data-app") as sbx:
         claimed = sbx.id
     service.pools.settle()
