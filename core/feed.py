@@ -114,7 +114,7 @@ async def atail(
 ) -> AsyncIterator[RecordedEvent]:
     """``tail`` for asyncio: ``read_all`` runs the store's read off the loop; setting ``stop``,
     cancelling the task or closing the iterator stops following."""
-    import asyncio  # why here: a sync caller never loads asyncio (tests/test_cli_imports.py)
+    import asyncio  # why here: a sync caller never loads asyncio (tests/**/test_imports.py)
 
     if after_position < 0:
         raise ValueError(f"after_position must be >= 0, not {after_position}")

@@ -98,7 +98,7 @@ _DESTINATIONS: Final = _index(TRANSITIONS)
 @functools.cache
 def machine() -> Machine:
     """The table loaded into one ``transitions.Machine`` with no model (never one per sandbox)."""
-    # why here: measured in a short command's start-up (tests/test_cli_imports.py)
+    # why here: measured in a short command's start-up (tests/**/test_imports.py)
     from transitions import Machine
 
     return Machine(

@@ -102,7 +102,7 @@ class Sweeper:
         else:
             # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
             # sandboxes must not do them one after another.
-            # why here: `sandboxctl exec` loads this module and never sweeps (tests/test_cli_imports.py).
+            # why here: `sandboxctl exec` loads this module and never sweeps (tests/**/test_imports.py).
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(self.workers, thread_name_prefix="sweep") as pool:

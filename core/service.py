@@ -166,7 +166,7 @@ class SandboxService:
         return self.store.list_sandboxes(state)
 
     def history(self, sandbox_id: str) -> builtins.list[HistoryEntry]:
-        # why here: a short command never reads a history (tests/test_cli_imports.py)
+        # why here: a short command never reads a history (tests/**/test_imports.py)
         from sandbox_lifecycle.core.replay import history
 
         records = self.store.read_stream(sandbox_id)
@@ -240,7 +240,7 @@ class SandboxService:
     @staticmethod
     def sandbox_id_for_key(idempotency_key: str) -> str:
         """The sandbox id a create with this idempotency key gets (every retry lands on it)."""
-        import hashlib  # why here: an exec or an ls hashes nothing of its own (tests/test_cli_imports.py)
+        import hashlib  # why here: an exec or an ls hashes nothing of its own (tests/**/test_imports.py)
 
         return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
 
@@ -665,7 +665,7 @@ class TurnHandle(FieldValues):
     @property
     def git(self) -> Git:
         """Git in the kind's workdir; ``sbx.git.at(path)`` for another repository."""
-        # why here: a short command never runs git (tests/test_cli_imports.py)
+        # why here: a short command never runs git (tests/**/test_imports.py)
         from sandbox_lifecycle.core.git import Git
 
         return Git(self)

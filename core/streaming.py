@@ -212,7 +212,7 @@ class AsyncExecStream:
                 return
 
     def _start(self) -> None:
-        import asyncio  # why here: a sync caller never loads asyncio (tests/test_cli_imports.py)
+        import asyncio  # why here: a sync caller never loads asyncio (tests/**/test_imports.py)
 
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()

@@ -4,7 +4,7 @@ asyncio readers of heads and chunked framing.
 The grammar itself is ``http1``'s, the one strict parser the proxy uses too: whatever the gateway
 forwards, an upstream that parses more leniently must read the same way (a bare CR inside a header value,
 copied on, becomes a second ``x-api-key`` there). The gateway narrows it further: its request targets are
-origin-form paths only. ``tests/gateway/test_gateway_properties.py`` checks against h11 that whatever
+origin-form paths only. ``tests/**/test_gateway_properties.py`` checks against h11 that whatever
 this accepts, h11 accepts too and reads the same way.
 """
 

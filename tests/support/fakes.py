@@ -60,7 +60,7 @@ from tests.support.fake_processes import FakeProcesses
 
 class InMemoryEventStore:
     """The EventStore port in memory. It runs the same contract suite as the real stores
-    (tests/store/test_contract.py), so the service suite that drives it tests a faithful double."""
+    (tests/**/test_contract.py), so the service suite that drives it tests a faithful double."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -357,7 +357,7 @@ class FakeProvider(FakeProcesses):
     sandbox home, commands run in it as subprocesses (so exec output, exit codes, env, cwd and timeouts
     are real), suspend copies the kind's workspace paths to a snapshot directory and drops the instance.
 
-    It passes the same contract suite as the Docker and E2B providers (tests/providers/test_contract.py),
+    It passes the same contract suite as the Docker and E2B providers (tests/**/test_contract.py),
     so the service suite that runs on it does not test a drifting double. Test knobs: ``calls`` (what was
     called, in order), ``fail`` (the next call of an operation raises this), and ``instances`` /
     ``snapshots``, which a test may change behind the provider's back.

@@ -82,7 +82,7 @@ AddVerb = Callable[..., argparse.ArgumentParser]
 Registrar = Callable[[AddVerb, Any], None]
 
 # The verbs' modules below are imported when their verb runs, not with this module: each cost a short
-# command more than its own work (tests/test_cli_imports.py holds the list). Times measured 12-07 on a
+# command more than its own work (tests/**/test_imports.py holds the list). Times measured 12-07 on a
 # loaded 2-core machine, with `import` after this module's own.
 
 
@@ -97,7 +97,7 @@ def _operations_verb(name: str) -> Registrar:
 
 
 def _process_verbs(add: AddVerb, sub: Any) -> None:
-    # Imported here: cheap (under 1 ms), but tests/test_cli_imports.py keeps it out of other verbs.
+    # Imported here: cheap (under 1 ms), but tests/**/test_imports.py keeps it out of other verbs.
     from sandbox_lifecycle.adapters.entrypoints.cli.processes import register
 
     register(add)

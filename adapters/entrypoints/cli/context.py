@@ -41,7 +41,7 @@ def service_of(args: argparse.Namespace, *, read_only: bool | None = None) -> Sa
     """The service the command runs on; ``read_only`` (default: the verb is in READ_ONLY) builds it
     without requiring the provider's credentials."""
     # Imported here: `ls` and `show` read rows without the service, and the composition root loads the
-    # service and its decider (tests/test_cli_imports.py holds them to that).
+    # service and its decider (tests/integration/adapters/entrypoints/cli/test_imports.py holds them to that).
     from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     if read_only is None:

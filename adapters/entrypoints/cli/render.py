@@ -18,7 +18,7 @@ def _print_json(value: Any) -> None:
     """json.dumps(value, indent=2)'s layout, by orjson: the json module indents in pure Python, which
     was a third of `ls --json` on a thousand rows. Text outside ASCII is written as UTF-8, not escaped."""
     # Imported here: orjson loads uuid and platform, which a table or an exec does not need
-    # (tests/test_cli_imports.py).
+    # (tests/integration/adapters/entrypoints/cli/test_imports.py).
     import orjson
 
     print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())

@@ -66,7 +66,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise Usage("exec needs a command after --, e.g. sandboxctl exec ID --timeout 60 -- ls -la")
     if args.detach:
         # Imported here: the background-process verbs' module is loaded only when one of them runs
-        # (tests/test_cli_imports.py).
+        # (tests/integration/adapters/entrypoints/cli/test_imports.py).
         from sandbox_lifecycle.adapters.entrypoints.cli.processes import cmd_exec_detached
 
         return cmd_exec_detached(args)

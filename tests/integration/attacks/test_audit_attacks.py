@@ -1,7 +1,7 @@
 """Red-team attacks on the integrity of the audit trail (docs/audit.md), on real SQLite files and a real
 PostgreSQL schema. Events are made through the product (SandboxService on the real store, the fake
-provider of tests/fakes.py), then tampered with in SQL, as an attacker with write access to the database
-would.
+provider of tests/support/fakes.py), then tampered with in SQL, as an attacker with write access to
+the database would.
 
 Tests named ``test_*_is_found`` / ``*_never_*`` that fail today are attacks that succeed: each one's
 docstring says what the attacker does and what docs/audit.md claims. The others are attacks that failed

@@ -229,7 +229,7 @@ def test_the_compute_count_never_exceeds_max_live_while_a_suspended_sandbox_is_d
     suspended → destroying without any limit (service._apply: "a destroy of a suspended sandbox ...
     is never refused"), so with SANDBOX_MAX_LIVE=1, one idle sandbox and a suspended one being
     destroyed, the read model holds 2 sandboxes in HOLDS_COMPUTE states: the very count the doc's
-    sampler (tests/store/test_capacity.py) checks. On Docker the destroy of a suspended sandbox holds
+    sampler (tests/**/test_capacity.py) checks. On Docker the destroy of a suspended sandbox holds
     no container, so this is the doc's (and HOLDS_COMPUTE's) claim that is wrong rather than a real
     second container; either the definition or the admission has to change.
     """

@@ -58,7 +58,7 @@ def docker_service(
     if caps is None or not getattr(caps, "egress_allow_list", False):
         pytest.skip(
             "the Docker provider has no egress point and gateway yet (capabilities.egress_allow_list is "
-            "off): a Docker sandbox cannot reach a model; tests/agent/test_agent_turns.py runs the same "
+            "off): a Docker sandbox cannot reach a model; tests/**/test_agent_turns.py runs the same "
             "turns with the CLI on the host"
         )
     yield service

@@ -3,7 +3,7 @@
 This tier runs the CLI on the host through the FakeProvider (whose commands run in a directory standing
 for the sandbox home, and whose suspend keeps only the kind's workspace paths, as Docker's does), so it
 needs neither a Docker sandbox that can reach a model nor the network: the model is on loopback.
-The Docker tier (tests/agent/test_agent_docker.py) runs the same turns in a real sandbox.
+The Docker tier (tests/integration/adapters/agent/test_agent_docker.py) runs the same turns in a real sandbox.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run inside a sandbox image with no network: a Messages-API stand-in, the gateway, and the real
 ``claude`` CLI talking to its model through the gateway, all on the container's own loopback.
 
-Usage (by tests/gateway/test_agent_cli.py): ``python3 agent_in_container.py EGRESS_PARENT_DIR``, where
+Usage (by tests/**/test_gateway_agent_cli.py): ``python3 agent_in_container.py EGRESS_PARENT_DIR``, where
 ``EGRESS_PARENT_DIR/egress`` is the gateway package; prints one JSON line describing what happened.
 Standard library only (the image's python3), like the gateway itself.
 """

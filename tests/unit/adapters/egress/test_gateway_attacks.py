@@ -2,7 +2,7 @@
 from another sandbox's network, and the git route asked to reach what no policy allows.
 
 The loopback stands in for a sandbox network here: a policy whose subnet is 127.0.0.0/8 makes the test
-client "that sandbox". tests/docker/test_gateway_attacks.py makes the same attacks from real sandboxes.
+client "that sandbox". tests/**/test_gateway_attacks.py makes the same attacks from real sandboxes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Git through the gateway: the sandbox's git talks to the gateway, which adds the granted credential.
 
-A real ``git http-backend`` behind Basic authentication on loopback (tests/providers/git_server.py)
+A real ``git http-backend`` behind Basic authentication on loopback (tests/support/git_server.py)
 stands in for the git host; the sandbox's git is configured only from the environment (``git_env``),
 so no file and no argument holds the credential, and the environment holds only the sandbox's token.
 """

@@ -1,6 +1,6 @@
 """The proxy's shares and its survival, on loopback (127.0.0.0/8 stands in for one sandbox network).
 
-The attacks themselves, from inside real sandboxes, are in tests/docker/test_egress_attack.py; these are
+The attacks themselves, from inside real sandboxes, are in tests/**/test_egress_attack.py; these are
 the same rules, fast, with small limits so nothing here holds many descriptors or waits long.
 """
 

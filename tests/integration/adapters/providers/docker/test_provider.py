@@ -113,7 +113,7 @@ def test_create_is_hardened(
     assert host["PidsLimit"] == TEST_LIMITS.pids
     assert host["Memory"] == TEST_LIMITS.memory_bytes
     assert host["NanoCpus"] == TEST_LIMITS.nano_cpus
-    # Its own network, internal, where the host has no address (docs/network.md; tests/docker/test_egress.py).
+    # Its own network, internal, where the host has no address (docs/network.md; tests/**/test_egress.py).
     assert host["NetworkMode"] == f"sbx-net-{sandbox_id}"
     network = docker_client.api.inspect_network(host["NetworkMode"])
     assert network["Internal"] and network["Options"]["com.docker.network.bridge.inhibit_ipv4"] == "true"
