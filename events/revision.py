@@ -54,6 +54,7 @@ def current_revision(url: str, sqlite_file: Path | None = None) -> str | None:
             return str(row[0]) if row else None
         finally:
             conn.close()
+    # why here: a SQLite store answers from sqlite3 alone; SQLAlchemy loads only for another URL
     import sqlalchemy as sa
 
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)

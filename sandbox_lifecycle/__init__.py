@@ -144,6 +144,7 @@ _MODULES = {
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
+        # why here: `import sandbox_lifecycle` stays cheap; __version__ is looked up when read
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -167,6 +168,7 @@ def connect(environ: Mapping[str, str] | None = None) -> SandboxService:
     Every setting, the chosen provider's included, is read and validated here: a missing credential or
     a malformed value raises ``ConfigError`` naming the variable before anything is written to the log.
     """
+    # why here: the public API imports no adapter until a service is asked for
     from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 
     return build_service(environ)
@@ -179,6 +181,7 @@ def connect_async(environ: Mapping[str, str] | None = None, *, max_workers: int 
     up to date) before returning, so it does block briefly; ``await asyncio.to_thread(connect_async)``
     if even that must stay off the loop. ``await service.aclose()`` at shutdown.
     """
+    # why here: asyncio loads only for the async face
     from sandbox_lifecycle.core.async_service import AsyncSandboxService
 
     return AsyncSandboxService(connect(environ), max_workers=max_workers)
@@ -197,6 +200,7 @@ def run_scheduler(
     ``SANDBOX_SWEEP_INTERVAL_MS``; leaving the block waits at most ``stop_timeout`` s for a sweep in
     flight. Every replica may run one: the log makes each timer transition happen exactly once.
     """
+    # why here: APScheduler loads only when a scheduler runs
     from sandbox_lifecycle.adapters.entrypoints.scheduler import run_scheduler as make
 
     return make(service, interval=interval, stop_timeout=stop_timeout)
@@ -208,6 +212,7 @@ def verify_webhook(
     """A webhook receiver's check of a `sandboxctl relay` delivery: the signature header
     (``t=…,v1=…``) must sign the raw body, the event id and position headers, and a timestamp within
     ``tolerance`` seconds of now. Returns (event id, position); raises ValueError otherwise."""
+    # why here: a receiver checking a signature needs nothing else of the package
     from sandbox_lifecycle.adapters.entrypoints.relay import verify_delivery
 
     return verify_delivery(secret, body, headers, tolerance=tolerance)

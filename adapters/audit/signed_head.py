@@ -49,6 +49,7 @@ class HeadInvalid(ValueError):
 
 def _serialization() -> Any:
     try:
+        # why here: the optional `audit` extra; the verbs that sign or verify name it when missing
         from cryptography.hazmat.primitives import serialization
     except ImportError:
         raise ConfigError(_MISSING) from None
@@ -153,6 +154,7 @@ def load_private_key(value: str) -> Ed25519PrivateKey:
 
 def _private_key(pem: bytes, what: str) -> Ed25519PrivateKey:
     serialization = _serialization()
+    # why here: the optional `audit` extra (see _serialization)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
@@ -171,6 +173,7 @@ def _private_key(pem: bytes, what: str) -> Ed25519PrivateKey:
 def load_public_key(path: str) -> Ed25519PublicKey:
     """A PEM public key (``openssl pkey -in key.pem -pubout``), or the public half of a private key."""
     serialization = _serialization()
+    # why here: the optional `audit` extra (see _serialization)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
@@ -215,7 +218,10 @@ def sign(
 def check(head: SignedHead, pinned: Ed25519PublicKey | None) -> bool:
     """Raise HeadInvalid unless the signature verifies; True when it was checked against ``pinned``,
     False when only against the key the head carries (which proves nothing about who signed it)."""
+    # why here: the optional `audit` extra (see _serialization)
     from cryptography.exceptions import InvalidSignature
+
+    # why here: the optional `audit` extra (see _serialization)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:

@@ -22,7 +22,9 @@ from sandbox_lifecycle.adapters.providers import registry
 from sandbox_lifecycle.core.errors import ConfigError, StoreError
 from sandbox_lifecycle.core.ports import SandboxProvider, SnapshotStore
 from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events import revision
 from sandbox_lifecycle.events.names import redact_url
+from sandbox_lifecycle.events.store import open_store
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -61,9 +63,6 @@ def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
     url = settings.database_url
     if not url.startswith("sqlite"):
         require_extra("psycopg")
-    from sandbox_lifecycle.events import revision
-    from sandbox_lifecycle.events.store import open_store
-
     try:
         if url.startswith("sqlite"):
             # The embedded default is ours to manage: its directory is made and its schema brought up to
@@ -93,8 +92,6 @@ def build_store(settings: Settings, *, migrate_embedded: bool = True) -> Any:
 
 
 def head_revision() -> str | None:
-    from sandbox_lifecycle.events import revision
-
     head = revision.head_revision()
     if head is None:  # scripts the scan cannot read: alembic decides
         from sandbox_lifecycle.events import migrate
@@ -104,6 +101,7 @@ def head_revision() -> str | None:
 
 
 def _is_database_error(exc: BaseException) -> bool:
+    # why here: only an error path inspects the driver's exception types
     import sqlite3
 
     import sqlalchemy.exc
@@ -121,6 +119,7 @@ def database_unreachable(settings: Settings, exc: BaseException) -> str:
 def _where(url: str) -> str:
     if url.startswith("sqlite"):
         return str(sqlite_path(url) or ":memory:")
+    # why here: only error messages name the database's host
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -132,12 +131,14 @@ def _where(url: str) -> str:
 def build_snapshot_store(settings: Settings) -> SnapshotStore:
     if settings.s3 is not None:
         require_extra("boto3")
+        # why here: boto3 (the optional s3 extra) loads only with S3_BUCKET set
         from sandbox_lifecycle.adapters.snapshots.s3 import S3SnapshotStore
 
         store = S3SnapshotStore.from_settings(settings.s3)
         # A fresh MinIO or test endpoint has no bucket yet; an existing one is left as it is.
         store.ensure_bucket()
         return store
+    # why here: only the configured store's module (and library: boto3 for S3) is loaded
     from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 
     # The directory is ours; Settings checked that its parent exists when it was set explicitly.

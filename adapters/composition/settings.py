@@ -267,6 +267,7 @@ def kind_env(prefix: str, kind: str) -> str:
 
 
 def _no_limits() -> Capacity:
+    # why here: `ls` reads settings but never the capacity rules (tests/**/cli/test_imports.py)
     from sandbox_lifecycle.core.capacity import Capacity
 
     return Capacity()
@@ -274,6 +275,7 @@ def _no_limits() -> Capacity:
 
 def _capacity(reader: EnvReader) -> Capacity:
     """SANDBOX_MAX_LIVE (unset: no limit), per-kind limits, the wait when full, the warm pool sizes."""
+    # why here: `ls` reads settings but never the capacity rules (tests/**/cli/test_imports.py)
     from sandbox_lifecycle.core.capacity import Capacity
 
     def limit(name: str) -> int | None:

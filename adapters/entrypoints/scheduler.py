@@ -213,6 +213,7 @@ def run_scheduler(
         # The ticker runs in its own threads: it drives the sync service directly.
         service = service.sync
     if interval is None:
+        # why here: a caller that passes its own settings never parses the environment
         from sandbox_lifecycle.adapters.composition.settings import Settings
 
         interval = Settings.from_env(environ).sweep_interval

@@ -183,6 +183,7 @@ def instrument(
 
 def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> Any:
     """Serve ``registry`` at http://host:port/metrics from a daemon thread; returns the server."""
+    # why here: the metrics extra is optional; only a process that serves metrics needs it
     from prometheus_client import start_http_server
 
     server, _thread = start_http_server(port, addr=host, registry=registry)

@@ -23,6 +23,7 @@ def gateway_state_dir(settings: Settings) -> Path:
 def serve_metrics(service: Any, settings: Settings, port: int, host: str = "127.0.0.1") -> Any:
     """Instrument ``service`` and serve its metrics at http://host:port/metrics; returns the server."""
     require_extra("prometheus_client")
+    # why here: prometheus_client (an optional extra) loads only when metrics are served
     from sandbox_lifecycle.adapters.observability.metrics import instrument, serve
 
     observer = instrument(service, gateway_state_dir=gateway_state_dir(settings))

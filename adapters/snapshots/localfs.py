@@ -90,6 +90,7 @@ class LocalSnapshotStore:
             for _ in range(3):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.suppress(FileNotFoundError):
+                    # why here: only a write needs it; reads and `ls` never do
                     import tempfile
 
                     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL)
@@ -121,6 +122,7 @@ class LocalSnapshotStore:
         except OSError as exc:
             raise ProviderError(f"cannot read snapshot {key!r}: {exc.strerror}") from exc
         with f:
+            # why here: short commands never hash (tests/**/cli/test_imports.py)
             import hashlib
 
             digest = hashlib.file_digest(f, "sha256")

@@ -120,6 +120,7 @@ def _egress_settings(reader: EnvReader, shared: Shared) -> EgressSettings:
 def network_pool_ok(pool: str) -> bool:
     """An IPv4 network of /28 or larger. Asked of a pool the environment sets only (the default is one):
     ipaddress is loaded here, for the few commands that need it."""
+    # why here: only a configured network pool is checked; every command imports this entry
     import ipaddress
 
     try:
