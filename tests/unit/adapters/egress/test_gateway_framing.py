@@ -208,27 +208,27 @@ def copied(
 
 def test_an_exact_copy_takes_its_length_in_bounded_pieces() -> None:
     body = bytes(range(256)) * 1024  # 256 KiB: several pieces
-    writer, progress, left = copied(lambda r, w, p: streams.copy_exact(r, w, len(body), p), body + b"next")  # type: ignore[arg-type]
+    writer, progress, left = copied(lambda r, w, p: streams.copy_exact(r, w, len(body), p), body + b"next")
     assert writer.data == body and left == b"next" and progress.sent == len(body)
     assert max(len(w) for w in writer.writes) <= streams.PIECE
     with pytest.raises(asyncio.IncompleteReadError):
-        copied(lambda r, w, p: streams.copy_exact(r, w, 10, p), b"short")  # type: ignore[arg-type]
+        copied(lambda r, w, p: streams.copy_exact(r, w, 10, p), b"short")
 
 
 def test_copying_until_close_reframes_as_chunks() -> None:
-    writer, progress, _ = copied(streams.copy_until_close, b"abc")  # type: ignore[arg-type]
+    writer, progress, _ = copied(streams.copy_until_close, b"abc")
     assert writer.data == b"3\r\nabc\r\n0\r\n\r\n" and progress.sent == 3
 
 
 def test_a_chunked_copy_is_reframed_and_keeps_or_drops_trailers() -> None:
     sent = b"5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\nnext"
-    writer, progress, left = copied(streams.copy_chunked, sent)  # type: ignore[arg-type]
+    writer, progress, left = copied(streams.copy_chunked, sent)
     assert writer.data == b"5\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n"
     assert progress.sent == 6 and left == b"next"
-    dropped, _, _ = copied(lambda r, w, p: streams.copy_chunked(r, w, p, keep_trailers=False), sent)  # type: ignore[arg-type]
+    dropped, _, _ = copied(lambda r, w, p: streams.copy_chunked(r, w, p, keep_trailers=False), sent)
     assert dropped.data == b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n"
     with pytest.raises(BadRequest):
-        copied(streams.copy_chunked, b"5\r\nhelloXX0\r\n\r\n")  # type: ignore[arg-type]
+        copied(streams.copy_chunked, b"5\r\nhelloXX0\r\n\r\n")
 
 
 def test_progress_pushes_its_deadline_back() -> None:
@@ -285,8 +285,8 @@ def test_the_pool_gives_back_the_newest_live_connection_of_its_upstream() -> Non
     pool = streams.Pool()
     assert pool.take(KEY) is None
     older, newer = connection(), connection()
-    pool.give(KEY, *older)  # type: ignore[arg-type]
-    pool.give(KEY, *newer)  # type: ignore[arg-type]
+    pool.give(KEY, *older)
+    pool.give(KEY, *newer)
     assert pool.take(("https", "h.example", 443, "192.0.2.2")) is None
     assert pool.take(KEY) == newer
     assert pool.take(KEY) == older
@@ -297,13 +297,13 @@ def test_the_pool_drops_ended_closing_and_old_connections(monkeypatch: pytest.Mo
     pool = streams.Pool()
     ended, closing, live = connection(eof=True), connection(), connection()
     closing[1].close()
-    pool.give(KEY, *live)  # type: ignore[arg-type]
-    pool.give(KEY, *closing)  # type: ignore[arg-type]
-    pool.give(KEY, *ended)  # type: ignore[arg-type]
+    pool.give(KEY, *live)
+    pool.give(KEY, *closing)
+    pool.give(KEY, *ended)
     assert pool.take(KEY) == live
     assert ended[1].closed
     now = streams.time.monotonic()
-    pool.give(KEY, *live)  # type: ignore[arg-type]
+    pool.give(KEY, *live)
     monkeypatch.setattr(streams.time, "monotonic", lambda: now + streams.POOL_IDLE_SECONDS + 1)
     assert pool.take(KEY) is None and live[1].closed
 
@@ -312,9 +312,9 @@ def test_the_pool_keeps_a_bounded_number_per_upstream_and_closes_all_at_the_end(
     pool = streams.Pool()
     kept = [connection() for _ in range(streams.POOL_PER_UPSTREAM)]
     for reader, writer in kept:
-        pool.give(KEY, reader, writer)  # type: ignore[arg-type]
+        pool.give(KEY, reader, writer)
     extra = connection()
-    pool.give(KEY, *extra)  # type: ignore[arg-type]
+    pool.give(KEY, *extra)
     assert extra[1].closed and not any(w.closed for _, w in kept)
     pool.close()
     assert all(w.closed for _, w in kept)
