@@ -41,6 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 _GATEWAY_TESTS = [
     "tests/unit/adapters/egress/test_gateway_parts.py",
     "tests/unit/adapters/egress/test_gateway_framing.py",
+    "tests/unit/adapters/egress/test_gateway_bodies.py",
+    "tests/unit/adapters/egress/test_gateway_outbound.py",
+    "tests/unit/adapters/egress/test_gateway_relay.py",
     "tests/gateway/test_gateway.py",
     "tests/gateway/test_gateway_attacks.py",
     "tests/gateway/test_gateway_properties.py",

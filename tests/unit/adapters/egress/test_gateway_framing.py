@@ -169,14 +169,16 @@ def test_chunk_sizes_are_hex_with_an_optional_extension() -> None:
     for bad in (b"g\r\n", b"1" * 17 + b"\r\n", b" 1\r\n", b"1\n\r\n", b"\r\n"):
         with pytest.raises(BadRequest):
             run(read_chunk_size, bad)
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest) as too_long:
         run(read_chunk_size, b"1" * 200, eof=False, limit=100)
+    assert too_long.value.status == 400
 
 
 def test_a_chunk_ends_in_crlf_only() -> None:
     assert run(read_chunk_end, b"\r\nmore") == b"\r\n"
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest) as refused:
         run(read_chunk_end, b"\n\r")
+    assert refused.value.status == 400
 
 
 def test_trailers_are_strict_header_lines_and_bounded() -> None:
