@@ -255,6 +255,14 @@ def test_discard_reads_at_most_what_it_may_and_stops_at_its_time() -> None:
 
     assert asyncio.run(main()) == b"456789"
 
+    async def several_pieces() -> bytes:
+        reader = asyncio.StreamReader(limit=4 * streams.PIECE)
+        reader.feed_data(b"x" * (2 * streams.PIECE) + b"after")
+        await streams.discard(reader, 2 * streams.PIECE, 1.0)
+        return await reader.read(100)
+
+    assert asyncio.run(several_pieces()) == b"after"
+
     async def silent() -> float:
         loop = asyncio.get_running_loop()
         started = loop.time()

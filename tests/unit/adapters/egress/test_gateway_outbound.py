@@ -98,3 +98,10 @@ def test_without_a_policy_git_needs_a_grant_a_usable_url_and_a_public_address(tm
         assert outbound.git_target("e2b1", "git.test", 443, {"url": bad}) == Refusal(
             503, "the git credential for git.test names no usable URL"
         )
+
+
+def test_a_granted_host_that_does_not_resolve_is_a_502(tmp_path: Path) -> None:
+    outbound = Outbound(tmp_path, resolver)
+    assert outbound.git_target("e2b1", "unknown.test", 443, {"token": "t"}) == Refusal(
+        502, "cannot resolve unknown.test"
+    )

@@ -227,6 +227,9 @@ def test_a_git_route_names_host_port_and_the_path_on_it() -> None:
         "/repo/git-upload-pack",
     )
     assert routes.git_route("POST", "/git/h.example:65535/repo/git-upload-pack") is not None
+    for repo in ("r", "a/b/r"):
+        refs = f"/{repo}/info/refs?service=git-receive-pack"
+        assert routes.git_route("GET", f"/git/h.example{refs}") == routes.GitRoute("h.example", 443, refs)
     assert routes.git_route("POST", "/git/h.example:1/repo/git-upload-pack") == routes.GitRoute(
         "h.example", 1, "/repo/git-upload-pack"
     )
