@@ -178,3 +178,15 @@ def test_a_refused_call_names_its_reason_phrase(tmp_path: Path) -> None:
     assert second.startswith(b"401 Unauthorized\r\n")
     body = json.loads(second.partition(b"\r\n\r\n")[2])
     assert body["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 200 OK", b"HTTP/1.1 200"])
+def test_an_answer_cut_short_is_counted_with_its_status_and_what_it_carried(
+    tmp_path: Path, status_line: bytes
+) -> None:
+    upstream = Upstream([status_line + b"\r\ncontent-length: 10\r\n\r\nabc"])  # then the upstream closes
+    answer = through_gateway(tmp_path, upstream, one_call)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nabc")
+    counters = GatewayState(tmp_path / "egress").counters("sbx1")
+    assert counters["status"] == {"200": 1}
+    assert (counters["requests"], counters["bytes_in"], counters["bytes_out"]) == (1, 2, 3)
