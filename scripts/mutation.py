@@ -65,11 +65,23 @@ TARGETS: dict[str, list[str]] = {
     ],
     "adapters/entrypoints/relay.py": ["tests/test_relay.py"],
     "adapters/composition/settings.py": ["tests/test_settings_bounds.py", "tests/test_settings.py"],
-    "adapters/egress/http1.py": ["tests/test_egress_http1.py"],
-    "adapters/egress/policy.py": ["tests/test_egress_policy_edges.py", "tests/test_egress_policy.py"],
-    "adapters/egress/proxy.py": ["tests/test_egress_proxy_edges.py", "tests/test_egress_proxy.py"],
+    "adapters/egress/http1.py": [
+        "tests/test_egress_http1.py",
+        "tests/unit/adapters/egress/test_egress_parts.py",
+    ],
+    "adapters/egress/policy.py": [
+        "tests/test_egress_policy_edges.py",
+        "tests/test_egress_policy.py",
+        "tests/unit/adapters/egress/test_egress_parts.py",
+    ],
+    "adapters/egress/proxy.py": [
+        "tests/test_egress_proxy_edges.py",
+        "tests/test_egress_proxy.py",
+        "tests/unit/adapters/egress/test_proxy_answers.py",
+    ],
     "adapters/egress/relay.py": [
         "tests/test_egress_relay.py",
+        "tests/unit/adapters/egress/test_egress_parts.py",
         "tests/test_egress_proxy_edges.py",
         "tests/test_egress_proxy.py",
     ],
