@@ -64,7 +64,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_audit_cli.py",
     ],
     "adapters/entrypoints/relay.py": ["tests/test_relay.py"],
-    "adapters/composition/settings.py": ["tests/test_settings_bounds.py", "tests/test_settings.py"],
+    "adapters/composition/settings.py": [
+        "tests/test_settings_bounds.py",
+        "tests/test_settings.py",
+        "tests/unit/adapters/composition/test_settings_lightdash.py",
+    ],
     "adapters/egress/http1.py": [
         "tests/test_egress_http1.py",
         "tests/unit/adapters/egress/test_egress_parts.py",

@@ -190,3 +190,32 @@ def test_an_answer_cut_short_is_counted_with_its_status_and_what_it_carried(
     counters = GatewayState(tmp_path / "egress").counters("sbx1")
     assert counters["status"] == {"200": 1}
     assert (counters["requests"], counters["bytes_in"], counters["bytes_out"]) == (1, 2, 3)
+
+
+class Swallowing(Upstream):
+    """Reads whatever comes until the gateway closes the connection, and never answers."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+
+def test_a_streamed_body_with_broken_chunk_framing_is_the_clients_400(tmp_path: Path) -> None:
+    size = 1024 * 1024 + 1  # past what is held whole: the chunk streams to the upstream
+
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str) -> bytes:
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nhost: gw\r\nx-api-key: %s\r\ntransfer-encoding: chunked\r\n\r\n"
+            % token.encode()
+        )
+        writer.write(b"%x\r\n" % size + b"x" * size + b"XX")  # no CRLF after the chunk's data
+        await writer.drain()
+        return await reader.read()
+
+    upstream = Swallowing([])
+    answer = through_gateway(tmp_path, upstream, broken)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "invalid_request_error"
+    assert upstream.connections == 1
