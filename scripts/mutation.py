@@ -55,6 +55,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/capacity/test_eviction_rules.py",
         "tests/capacity/test_service_capacity.py",
         "tests/capacity/test_busy_eviction.py",
+        "tests/unit/core/test_capacity_eviction_bound.py",
     ],
     "core/pool.py": ["tests/capacity/test_pool.py", "tests/capacity/test_service_capacity.py"],
     "events/chain.py": ["tests/store/test_chain.py", "tests/store/test_log_chain.py"],
