@@ -57,14 +57,25 @@ TARGETS: dict[str, list[str]] = {
         "tests/capacity/test_busy_eviction.py",
         "tests/unit/core/test_capacity_eviction_bound.py",
     ],
-    "core/pool.py": ["tests/capacity/test_pool.py", "tests/capacity/test_service_capacity.py"],
-    "events/chain.py": ["tests/store/test_chain.py", "tests/store/test_log_chain.py"],
+    "core/pool.py": [
+        "tests/capacity/test_pool.py",
+        "tests/capacity/test_service_capacity.py",
+        "tests/unit/core/test_pool_refill_failure.py",
+    ],
+    "events/chain.py": [
+        "tests/store/test_chain.py",
+        "tests/store/test_log_chain.py",
+        "tests/unit/events/test_log_link.py",
+    ],
     "core/audit.py": [
         "tests/store/test_chain.py",
         "tests/store/test_log_chain.py",
         "tests/test_audit_cli.py",
     ],
-    "adapters/entrypoints/relay.py": ["tests/test_relay.py"],
+    "adapters/entrypoints/relay.py": [
+        "tests/test_relay.py",
+        "tests/unit/adapters/entrypoints/test_relay_retry_policy.py",
+    ],
     "adapters/composition/settings.py": [
         "tests/test_settings_bounds.py",
         "tests/test_settings.py",
