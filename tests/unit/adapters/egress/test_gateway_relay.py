@@ -219,3 +219,19 @@ def test_a_streamed_body_with_broken_chunk_framing_is_the_clients_400(tmp_path: 
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:200]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "invalid_request_error"
     assert upstream.connections == 1
+
+
+def test_a_body_declared_over_64_mib_is_refused_on_its_head(tmp_path: Path) -> None:
+    async def too_large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str) -> bytes:
+        over = 64 * 1024 * 1024 + 1
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nhost: gw\r\nx-api-key: %s\r\ncontent-length: %d\r\n\r\n"
+            % (token.encode(), over)
+        )
+        return await reader.read()
+
+    upstream = Upstream([])
+    answer = through_gateway(tmp_path, upstream, too_large)
+    assert answer.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), answer[:100]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "request_too_large"
+    assert upstream.connections == 0
