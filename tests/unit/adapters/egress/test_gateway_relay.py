@@ -16,6 +16,7 @@ import pytest
 
 from sandbox_lifecycle.adapters.egress.gateway import Gateway, presented_token
 from sandbox_lifecycle.adapters.egress.gateway_http import Request
+from sandbox_lifecycle.adapters.egress.policy import policy_document, write_policy
 from sandbox_lifecycle.adapters.gateway.state import GatewayState
 
 KEY = "sk-ant-real-key-for-the-relay-tests"
@@ -235,3 +236,35 @@ def test_a_body_declared_over_64_mib_is_refused_on_its_head(tmp_path: Path) -> N
     assert answer.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), answer[:100]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "request_too_large"
     assert upstream.connections == 0
+
+
+def test_one_sandbox_network_holds_64_connections_and_the_65th_is_refused(tmp_path: Path) -> None:
+    """docs/gateway.md: at most 64 open at once from one sandbox's network."""
+    state_dir = tmp_path / "egress"
+    write_policy(str(state_dir), policy_document("here", "data-app", "127.0.0.0/8", [], [], "V"))
+    healthz = b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n"
+
+    async def main() -> tuple[bytes, bytes]:
+        gateway = Gateway(state_dir)
+        server = await gateway.start("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        held: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(63):
+                held.append((await asyncio.open_connection("127.0.0.1", port))[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            held.append(writer)
+            writer.write(healthz)  # the 64th is served (and stays open: keep-alive)
+            sixty_fourth = await asyncio.wait_for(reader.readuntil(b'{"ok":true}'), WAIT_S)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            held.append(writer)
+            sixty_fifth = await asyncio.wait_for(reader.read(), WAIT_S)
+            return sixty_fourth, sixty_fifth
+        finally:
+            for writer in held:
+                writer.close()
+            await gateway.aclose(server)
+
+    sixty_fourth, sixty_fifth = asyncio.run(main())
+    assert sixty_fourth.startswith(b"HTTP/1.1 200 OK")
+    assert sixty_fifth.startswith(b"HTTP/1.1 503 Service Unavailable")
