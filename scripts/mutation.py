@@ -3,7 +3,7 @@
 Usage (from the repository root, inside .venv)::
 
     python scripts/mutation.py core/capacity.py                  # the module's default tests (TARGETS below)
-    python scripts/mutation.py core/capacity.py tests/unit/core/test_pool.py   # your own tests
+    python scripts/mutation.py core/capacity.py tests/capacity/test_eviction_rules.py   # your own tests
     python scripts/mutation.py --all                             # every module in TARGETS, one after another
     python scripts/mutation.py core/pool.py --list               # print the mutants, run nothing
 
@@ -12,8 +12,7 @@ never written to disk. Each run starts ``pytest -x`` in a fresh interpreter whos
 temporary directory put first on PYTHONPATH) installs an import hook that compiles the mutated syntax tree
 in place of the module, so the work tree is never touched (an interrupted run leaves nothing to restore,
 and other engineers' runs on this machine never import a mutant), stale bytecode cannot mask a mutant,
-and subprocesses the tests start (``sandboxctl`` in tests/unit/adapters/entrypoints/test_relay.py)
-inherit the mutant too.
+and subprocesses the tests start (``sandboxctl`` in the relay tests) inherit the mutant too.
 
 One process at a time, one mutant at a time: the machine is shared, so no parallel workers. A mutant
 whose tests run past the timeout (a few times the clean run) counts as killed: an infinite loop is a
@@ -39,45 +38,91 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The modules issue 20 asks about and the fast, non-Docker tests that cover each. Docker, S3 and
 # PostgreSQL tests are deselected by MARKERS: a mutation run is hundreds of test runs on a shared machine.
+_GATEWAY_TESTS = [
+    "tests/unit/adapters/egress/test_gateway_parts.py",
+    "tests/unit/adapters/egress/test_gateway_framing.py",
+    "tests/unit/adapters/egress/test_gateway_bodies.py",
+    "tests/unit/adapters/egress/test_gateway_outbound.py",
+    "tests/unit/adapters/egress/test_gateway_relay.py",
+    "tests/unit/adapters/egress/test_gateway.py",
+    "tests/unit/adapters/egress/test_gateway_attacks.py",
+    "tests/unit/adapters/egress/test_gateway_properties.py",
+    "tests/unit/adapters/egress/test_gateway_git.py",
+]
 TARGETS: dict[str, list[str]] = {
     "core/capacity.py": [
         "tests/unit/core/test_capacity_edges.py",
         "tests/unit/core/test_capacity_eviction_rules.py",
         "tests/contract/core/test_service_capacity.py",
         "tests/contract/core/test_capacity_busy_eviction.py",
+        "tests/unit/core/test_capacity_eviction_bound.py",
     ],
     "core/admission.py": [
         "tests/unit/core/test_capacity_edges.py",
         "tests/unit/core/test_capacity_eviction_rules.py",
         "tests/contract/core/test_service_capacity.py",
         "tests/contract/core/test_capacity_busy_eviction.py",
+        "tests/unit/core/test_capacity_eviction_bound.py",
     ],
-    "core/pool.py": ["tests/unit/core/test_pool.py", "tests/contract/core/test_service_capacity.py"],
-    "events/chain.py": ["tests/contract/events/test_chain.py", "tests/contract/events/test_log_chain.py"],
+    "core/pool.py": [
+        "tests/unit/core/test_pool.py",
+        "tests/contract/core/test_service_capacity.py",
+        "tests/unit/core/test_pool_refill_failure.py",
+    ],
+    "events/chain.py": [
+        "tests/contract/events/test_chain.py",
+        "tests/contract/events/test_log_chain.py",
+        "tests/unit/events/test_log_link.py",
+    ],
     "core/audit.py": [
         "tests/contract/events/test_chain.py",
         "tests/contract/events/test_log_chain.py",
         "tests/unit/adapters/entrypoints/cli/test_audit.py",
     ],
-    "adapters/entrypoints/relay.py": ["tests/unit/adapters/entrypoints/test_relay.py"],
+    "adapters/entrypoints/relay.py": [
+        "tests/unit/adapters/entrypoints/test_relay.py",
+        "tests/unit/adapters/entrypoints/test_relay_retry_policy.py",
+    ],
     "adapters/composition/settings.py": [
         "tests/unit/adapters/composition/test_settings_bounds.py",
         "tests/unit/adapters/composition/test_settings.py",
+        "tests/unit/adapters/composition/test_settings_lightdash.py",
     ],
-    "adapters/egress/http1.py": ["tests/unit/adapters/egress/test_http1.py"],
+    "adapters/egress/http1.py": [
+        "tests/test_egress_http1.py",
+        "tests/unit/adapters/egress/test_egress_parts.py",
+    ],
     "adapters/egress/policy.py": [
         "tests/unit/adapters/egress/test_policy_edges.py",
         "tests/unit/adapters/egress/test_policy.py",
+        "tests/unit/adapters/egress/test_egress_parts.py",
     ],
     "adapters/egress/proxy.py": [
         "tests/unit/adapters/egress/test_proxy_edges.py",
         "tests/unit/adapters/egress/test_proxy.py",
+        "tests/unit/adapters/egress/test_proxy_answers.py",
     ],
     "adapters/egress/relay.py": [
         "tests/unit/adapters/egress/test_relay.py",
+        "tests/unit/adapters/egress/test_egress_parts.py",
         "tests/unit/adapters/egress/test_proxy_edges.py",
         "tests/unit/adapters/egress/test_proxy.py",
     ],
+    # The model-API gateway: one set of fast tests drives all its modules through the public gateway.
+    **dict.fromkeys(
+        [
+            "adapters/egress/gateway.py",
+            "adapters/egress/gateway_http.py",
+            "adapters/egress/gateway_streams.py",
+            "adapters/egress/bodies.py",
+            "adapters/egress/outbound.py",
+            "adapters/egress/routes.py",
+            "adapters/egress/upstream.py",
+            "adapters/egress/bookkeeping.py",
+            "adapters/egress/tokens.py",
+        ],
+        _GATEWAY_TESTS,
+    ),
 }
 SEED = "2026-12-07"
 MARKERS = "not docker and not s3 and not postgres and not e2b_live and not anthropic_live"
@@ -406,6 +451,14 @@ def mutate_module(
         return killed, total
 
 
+def locate_default_test(test: str) -> str | None:
+    """A TARGETS test file where it is now: its own path, or the one file of that name under tests/."""
+    if (ROOT / test).exists():
+        return test
+    moved = sorted((ROOT / "tests").rglob(Path(test).name))
+    return str(moved[0].relative_to(ROOT)) if len(moved) == 1 else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("module", nargs="?", help="a module path relative to the root, e.g. core/pool.py")
@@ -421,8 +474,10 @@ def main() -> None:
     jobs = list(TARGETS.items()) if args.all else [(args.module, args.tests or TARGETS.get(args.module, []))]
     summary = []
     for path, tests in jobs:
-        # A default test file may not exist yet in an older tree; a file the user named must.
-        tests = [t for t in tests if args.tests or (ROOT / t.split("::")[0]).exists()]
+        # A default test file may not exist yet in an older tree, or may have moved into a tier folder
+        # (tests/unit/..., tests/integration/...); a file the user named must be where they said.
+        if not args.tests:
+            tests = [found for t in tests if (found := locate_default_test(t))]
         if not tests:
             parser.error(f"no tests known for {path}: name them after the module")
         summary.append(
