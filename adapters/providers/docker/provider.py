@@ -160,6 +160,7 @@ class DockerProvider:
         disk_limit_mb: int = 10240,
         disk_dir: str | os.PathLike[str] | None = None,
         egress: EgressSettings | None = None,
+        runtime: str | None = None,
     ) -> None:
         refuse_production(environ)
         self.disk_limit_mb = disk_limit_mb
@@ -188,6 +189,9 @@ class DockerProvider:
         # so one check per container holds): an exec's default cwd and ownership without an inspect per call.
         self._kinds: dict[str, str] = {}
         self._egress = egress or EgressSettings()
+        # The OCI runtime the sandbox containers run under (None: the engine's default, runc); the egress
+        # point and port forwarders, our own code, always run under the default.
+        self._runtime = runtime
         self._network: SandboxNetworks | None = None
         self._network_lock = threading.Lock()
 
@@ -641,6 +645,7 @@ class DockerProvider:
                 mounts=[home],
                 # docker-init as PID 1 reaps processes orphaned by killed commands.
                 init=True,
+                runtime=self._runtime,
             )
         except BaseException:
             if disk is not None:
