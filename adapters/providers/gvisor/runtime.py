@@ -88,6 +88,18 @@ def preflight(engine: docker.DockerClient | str | None = None) -> None:
         )
 
 
+def doctor_check(engine: docker.DockerClient | str | None = None) -> tuple[str, str, str | None]:
+    """``sandboxctl doctor``'s runtime line as (status, detail, fix), status one of doctor's "ok", "warn",
+    "fail": fail without runsc or without an engine to ask, warn when registered without --network=host."""
+    try:
+        status = runtime_status(engine)
+    except ProviderError as exc:
+        return "fail", str(exc), "start the Docker engine, or point DOCKER_HOST at one"
+    if not status.present:
+        return "fail", status.detail, status.fix
+    return ("ok" if status.fix is None else "warn"), status.detail, status.fix
+
+
 def binary_version(path: str) -> str | None:
     """The first line of ``<path> --version`` (``runsc version release-20240807.0``), or None when the
     binary is not on this host or does not answer."""
