@@ -13,16 +13,21 @@ code, never the sandbox's, and gVisor would only slow every proxied byte.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.adapters.composition.settings import EgressSettings, Settings
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerLimits, DockerProvider
 from sandbox_lifecycle.adapters.providers.gvisor.runtime import RUNTIME, preflight
+from sandbox_lifecycle.core.errors import ProviderError
 from sandbox_lifecycle.core.ports import ProviderCapabilities, SnapshotStore
 
 if TYPE_CHECKING:
     import docker
+
+_REMOVE_ATTEMPTS = 3
+_REMOVE_RETRY_DELAY_S = 0.2
 
 
 class GVisorProvider(DockerProvider):
@@ -59,6 +64,19 @@ class GVisorProvider(DockerProvider):
             egress=egress,
             runtime=RUNTIME,
         )
+
+    def _remove_container(self, ref: str) -> None:
+        # Removing a frozen runsc sandbox (what a suspend does once its archive is stored) fails now and
+        # then (2 in 10 here): the engine kills it, then finds its init a zombie it "can not kill". The
+        # sandbox is dead by then, and the next removal succeeds.
+        for attempt in range(_REMOVE_ATTEMPTS):
+            try:
+                super()._remove_container(ref)
+                return
+            except ProviderError as exc:
+                if "is zombie" not in str(exc) or attempt == _REMOVE_ATTEMPTS - 1:
+                    raise
+                time.sleep(_REMOVE_RETRY_DELAY_S)
 
 
 def build(settings: Settings, snapshots: SnapshotStore) -> GVisorProvider:

@@ -22,9 +22,10 @@ from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider
 from sandbox_lifecycle.core.errors import ProviderError
 from sandbox_lifecycle.core.kinds import DATA_APP
+from tests import session
 from tests.docker.test_egress import ALLOWED, fetch
 from tests.integration.adapters.providers.gvisor.conftest import gvisor_provider
-from tests.providers.conftest import Harness, new_deployment, remove_docker_sandboxes
+from tests.providers.conftest import Harness, remove_docker_sandboxes
 
 pytestmark = pytest.mark.docker
 
@@ -61,7 +62,9 @@ def test_the_sandbox_runs_under_runsc_on_gvisors_kernel_not_the_hosts(
     assert egress.attrs["HostConfig"]["Runtime"] == "runc"
 
 
-def test_the_docker_providers_hardening_holds_inside(harness: Harness) -> None:
+def test_the_docker_providers_hardening_holds_inside(
+    harness: Harness, docker_client: docker.DockerClient
+) -> None:
     p = harness.provider
     ref = p.create(harness.new_id(), DATA_APP)
     p.write_files(ref, {"deep/new/blob.bin": b"x"})
@@ -71,7 +74,9 @@ def test_the_docker_providers_hardening_holds_inside(harness: Harness) -> None:
     assert _sh(p, ref, "find deep -printf '%U:%G\\n'").split() == ["1000:1000"] * 3
     status = dict(line.split(":\t", 1) for line in _sh(p, ref, "cat /proc/self/status").splitlines())
     assert status["CapEff"].strip() == status["CapPrm"].strip() == "0000000000000000"
-    assert status["NoNewPrivs"].strip() == "1"
+    # gVisor's /proc has no NoNewPrivs line: ask prctl(PR_GET_NO_NEW_PRIVS), and the engine.
+    assert _sh(p, ref, "python3 -c 'import ctypes; print(ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))'") == "1\n"
+    assert "no-new-privileges:true" in docker_client.api.inspect_container(ref)["HostConfig"]["SecurityOpt"]
     # The root filesystem is read-only; the engine's socket is not there to reach.
     assert p.exec(ref, ["touch", "/usr/escape"], timeout=30).exit_code != 0
     assert p.exec(ref, ["sh", "-c", "ls /var/run/docker.sock"], timeout=30).exit_code != 0
@@ -81,7 +86,7 @@ def test_the_docker_providers_hardening_holds_inside(harness: Harness) -> None:
 def egress_provider(
     docker_client: docker.DockerClient, tmp_path: Path, egress_settings: EgressSettings
 ) -> Iterator[GVisorProvider]:
-    deployment = new_deployment("gvnet")
+    deployment = session.new_deployment("gvnet")
     try:
         yield gvisor_provider(docker_client, tmp_path / "snapshots", deployment, egress_settings)
     finally:
