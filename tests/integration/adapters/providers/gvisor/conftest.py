@@ -34,8 +34,8 @@ def docker_client(docker_engine: docker.DockerClient) -> docker.DockerClient:
     """The engine, once it is known to have runsc (a skip naming what to do when it has not)."""
     if not runtime_status(docker_engine).present:
         pytest.skip(
-            f"the Docker engine has no {RUNTIME!r} runtime (the machine's engine has none): scripts/test "
-            "runs these on a fresh engine that registers it (scripts/fresh-engine.sh)"
+            f"the Docker engine has no {RUNTIME!r} runtime: scripts/test runs these on a fresh engine "
+            "that registers it (scripts/fresh-engine.sh)"
         )
     return docker_engine
 
