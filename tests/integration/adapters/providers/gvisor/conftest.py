@@ -41,7 +41,11 @@ def docker_client(docker_engine: docker.DockerClient) -> docker.DockerClient:
 
 
 def gvisor_provider(
-    client: docker.DockerClient, snapshot_dir: Path, deployment: str, egress: EgressSettings | None = None
+    client: docker.DockerClient,
+    snapshot_dir: Path,
+    deployment: str,
+    egress: EgressSettings | None = None,
+    disk_limit_mb: int = 10240,
 ) -> GVisorProvider:
     return GVisorProvider(
         DOCKER_IMAGES,
@@ -50,6 +54,7 @@ def gvisor_provider(
         limits=LIMITS,
         deployment=deployment,
         egress=egress,
+        disk_limit_mb=disk_limit_mb,
     )
 
 

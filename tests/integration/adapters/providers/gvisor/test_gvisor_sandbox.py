@@ -135,3 +135,49 @@ def test_a_bomb_stops_its_own_sandbox_and_nothing_else(
         time.sleep(0.1)
     assert not docker_client.api.inspect_container(ref)["State"]["Running"]
     assert p.exec(neighbour, ["echo", "alive"], timeout=30).stdout == "alive\n"
+
+
+SMALL_DISK_MB = 64
+INODE_FILL = """
+import os
+made = 0
+try:
+    while True:
+        open(f"many/{made}", "x").close()
+        made += 1
+except OSError as exc:
+    print(made, exc.strerror)
+"""
+
+
+@pytest.fixture
+def small_disk(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[GVisorProvider]:
+    deployment = session.new_deployment("gvdisk")
+    try:
+        yield gvisor_provider(docker_client, tmp_path / "snapshots", deployment, disk_limit_mb=SMALL_DISK_MB)
+    finally:
+        remove_docker_sandboxes(docker_client, deployments=[deployment])
+
+
+def test_a_full_disk_and_exhausted_inodes_are_enospc_and_the_sandbox_lives_on(
+    small_disk: GVisorProvider,
+) -> None:
+    p = small_disk
+    ref = p.create(Harness.new_id(), DATA_APP)
+
+    filled = p.exec(ref, ["dd", "if=/dev/zero", "of=big", "bs=1M", f"count={2 * SMALL_DISK_MB}"], timeout=120)
+    assert filled.exit_code != 0 and "No space left on device" in filled.stderr
+    assert _sh(p, ref, "rm big && echo ok > x && cat x") == "ok\n"
+    made, reason = _sh(p, ref, f"mkdir many && python3 -c '{INODE_FILL}'").split(" ", 1)
+    assert int(made) > 1000 and reason.strip() == "No space left on device"
+    assert _sh(p, ref, "rm -r many && echo ok > y && cat y") == "ok\n"
+
+
+def test_huge_output_is_cut_at_the_limit(harness: Harness) -> None:
+    p = harness.provider
+    ref = p.create(harness.new_id(), DATA_APP)
+
+    done = p.exec(ref, ["head", "-c", str(64 * 1024**2), "/dev/zero"], timeout=120)
+    assert done.exit_code == 0 and done.truncated
+    assert len(done.stdout_bytes) <= 1024**2  # the provider's per-stream default
+    assert _sh(p, ref, "echo alive") == "alive\n"
