@@ -9,8 +9,10 @@ from unittest import mock
 import docker
 import pytest
 
+from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
-from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider
+from sandbox_lifecycle.adapters.providers.gvisor import provider as gvisor_provider
+from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider, build
 from sandbox_lifecycle.adapters.providers.gvisor.runtime import (
     binary_version,
     doctor_check,
@@ -96,3 +98,18 @@ def test_the_doctor_line_says_what_is_wrong_and_what_to_do() -> None:
     assert "no 'runsc' runtime" in detail
     assert doctor_check(engine(RUNC_ONLY | {"runsc": {"path": "/usr/bin/runsc"}}))[0] == "warn"
     assert doctor_check("unix:///nonexistent/engine.sock")[0] == "fail"
+
+
+def test_build_checks_the_engine_before_building_the_provider(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    settings = Settings.from_env(
+        {"SANDBOX_PROVIDER": "docker", "SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_DEPLOYMENT": "gvunit"}
+    )
+    store = LocalSnapshotStore(tmp_path / "snapshots")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/engine.sock")
+    with pytest.raises(ProviderError, match="unreachable"):
+        build(settings, store)
+    monkeypatch.setattr(gvisor_provider, "preflight", lambda: None)
+    built = build(settings, store)
+    assert (built.name, built.network.deployment) == ("gvisor", "gvunit")
