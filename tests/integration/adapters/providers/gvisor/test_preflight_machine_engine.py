@@ -21,5 +21,9 @@ def test_an_engine_without_runsc_refuses_the_gvisor_provider() -> None:
         pytest.skip(f"no engine at {MACHINE_ENGINE}: {exc}")
     if status.present:
         pytest.skip(f"the engine at {MACHINE_ENGINE} has runsc registered: nothing to refuse")
-    with pytest.raises(ProviderRefused, match=r"apt-get install runsc.*runtimeArgs.*restart the engine"):
-        preflight(docker.DockerClient(base_url=MACHINE_ENGINE))
+    client = docker.DockerClient(base_url=MACHINE_ENGINE)
+    try:
+        with pytest.raises(ProviderRefused, match=r"apt-get install runsc.*runtimeArgs.*restart the engine"):
+            preflight(client)
+    finally:
+        client.close()
