@@ -18,15 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider
 from sandbox_lifecycle.adapters.providers.gvisor.runtime import preflight, runtime_status
@@ -84,9 +87,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="gvisor-bench-"))
     deployment = f"gvbench-{uuid.uuid4().hex[:6]}"
     store = LocalSnapshotStore(work / "snapshots")
+    egress = EgressSettings(state_dir=work / "egress")
     sides = [
-        Side("runc", DockerProvider(IMAGES, store, environ={}, deployment=f"{deployment}-runc")),
-        Side("runsc", GVisorProvider(IMAGES, store, deployment=f"{deployment}-runsc")),
+        Side(
+            "runc", DockerProvider(IMAGES, store, environ={}, deployment=f"{deployment}-runc", egress=egress)
+        ),
+        Side("runsc", GVisorProvider(IMAGES, store, deployment=f"{deployment}-runsc", egress=egress)),
     ]
     tree = work / "tree"
     tree.mkdir()
@@ -121,9 +127,9 @@ def main() -> None:
     finally:
         for side in sides:
             side.destroy_all()
-        for path in sorted(work.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        work.rmdir()
+            # The deployment's egress container and networks: nothing of the benchmark outlives it.
+            side.provider.remove_unused_network(datetime.now(UTC))
+        shutil.rmtree(work, ignore_errors=True)
 
     runc, runsc = sides
     report = {}
