@@ -11,7 +11,13 @@
 # Whatever must talk to the engine's containers from this host (the test suite: it serves models and git
 # repositories on the bridge address) runs in the same namespace: `nsenter --net=/var/run/netns/NAME`.
 # `ip netns exec` will not do: it remounts /sys, which hides the cgroup mounts dockerd needs.
-# Run as root on Debian, after scripts/start-docker.sh (which installs dockerd and builds the images).
+# Run as root on Debian, after scripts/start-docker.sh (which installs dockerd and runsc and builds the images).
+#
+# gVisor's runsc is registered here as the runtime `runsc` (what SANDBOX_PROVIDER=gvisor runs sandboxes
+# under), and only here: registering a runtime takes an engine start, and the machine's long-lived engine
+# runs containers this script did not start. `--network=host` is runsc's own flag: its netstack cannot run
+# on this kernel, so it uses the network namespace the engine made for the container (still the
+# sandbox's internal network behind the egress point, never the host's).
 # Env: SANDBOX_DOCKER_IMAGE, SANDBOX_AI_WRITEBACK_DOCKER_IMAGE (the images to load), DOCKER_WAIT_SECONDS.
 set -euo pipefail
 
@@ -67,8 +73,24 @@ start=$SECONDS
 ip netns add "$netns"
 ip -n "$netns" link set lo up
 mkdir -p "$data_root" "$exec_root"
+# The machine's daemon.json (what dockerd reads without --config-file), plus the runsc runtime if installed.
+config="$exec_root/daemon.json"
+RUNSC="$(command -v runsc || true)" python3 - "$config" <<'PY'
+import json, os, sys
+
+try:
+    with open("/etc/docker/daemon.json") as machine:
+        config = json.load(machine)
+except FileNotFoundError:
+    config = {}
+if os.environ["RUNSC"]:
+    runtimes = config.setdefault("runtimes", {})
+    runtimes["runsc"] = {"path": os.environ["RUNSC"], "runtimeArgs": ["--network=host"]}
+with open(sys.argv[1], "w") as out:
+    json.dump(config, out)
+PY
 echo "=== $(date -u +%FT%TZ) fresh engine $name" >>"$logfile"
-nsenter --net="/var/run/netns/$netns" setsid dockerd \
+nsenter --net="/var/run/netns/$netns" setsid dockerd --config-file "$config" \
     --data-root "$data_root" --exec-root "$exec_root" -H "unix://$socket" --pidfile "$pidfile" \
     >>"$logfile" 2>&1 </dev/null &
 export DOCKER_HOST="unix://$socket"

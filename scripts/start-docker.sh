@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Make a Docker engine answer on this machine and make sure the local sandbox images exist, idempotently.
-# Run as root on Debian. A no-op (beyond two quick checks) when both are already true.
+# Run as root on Debian. A no-op (beyond three quick checks) when that, and runsc, is already there.
 #
-# Installs Debian's docker.io when dockerd is missing; starts the engine with systemd where systemd runs,
-# otherwise as a background dockerd logging to $DOCKERD_LOG. Images are built by the sandboxes/ scripts,
-# from a local debootstrapped base: no container registry is needed.
+# Installs Debian's docker.io when dockerd is missing, and Debian's runsc (gVisor, which
+# SANDBOX_PROVIDER=gvisor runs sandboxes under) when runsc is missing; starts the engine with systemd where
+# systemd runs, otherwise as a background dockerd logging to $DOCKERD_LOG. runsc is installed here, not
+# registered: registering a runtime takes an engine restart, and this engine may run containers this
+# script did not start; scripts/fresh-engine.sh registers it in the engines it starts. Images are built
+# by the sandboxes/ scripts, from a local debootstrapped base: no container registry is needed.
 #
 # Env: DOCKERD_LOG (default /var/log/sandbox-dockerd.log), DOCKER_WAIT_SECONDS (default 60),
 #      SANDBOX_DOCKER_IMAGE, SANDBOX_AI_WRITEBACK_DOCKER_IMAGE (the tags to ensure), SANDBOX_SKIP_IMAGES=1.
@@ -75,6 +78,17 @@ else
         tail -n 30 "$LOG" >&2 || true
         log "dockerd did not answer within ${WAIT_SECONDS}s with either flag set; its log is $LOG"
         exit 1
+    fi
+fi
+
+if ! command -v runsc >/dev/null 2>&1; then
+    if [[ $EUID -eq 0 ]]; then
+        log "installing runsc (gVisor)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq runsc >&2
+    else
+        log "runsc (gVisor) is missing and installing it needs root: the gvisor tests will skip"
     fi
 fi
 

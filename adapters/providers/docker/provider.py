@@ -122,6 +122,7 @@ class DockerProvider:
         disk_limit_mb: int = 10240,
         disk_dir: str | os.PathLike[str] | None = None,
         egress: EgressSettings | None = None,
+        runtime: str | None = None,
     ) -> None:
         """``environ`` gives NODE_ENV (the production refusal); ``engine_env`` the variables that name the
         engine (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), as ``docker.from_env()`` reads them.
@@ -149,6 +150,9 @@ class DockerProvider:
         self._files = DockerFiles(self._containers, self._exec, self._limits, disk_limit_mb)
         self._processes = DockerProcesses(self._containers, self._exec, self._limits)
         self._egress = egress or EgressSettings()
+        # The OCI runtime the sandbox containers run under (None: the engine's default, runc); the egress
+        # point and port forwarders, our own code, always run under the default.
+        self._runtime = runtime
         self._network: SandboxNetworks | None = None
         self._network_lock = threading.Lock()
 
@@ -459,6 +463,7 @@ class DockerProvider:
                 mounts=[home],
                 # docker-init as PID 1 reaps processes orphaned by killed commands.
                 init=True,
+                runtime=self._runtime,
             )
         except BaseException:
             if disk is not None:

@@ -165,7 +165,8 @@ def test_upload_then_download_round_trips_a_tree(harness: Harness, tmp_path: Pat
     assert _sh(harness, ref, "proj/run.sh") == "ran\n"
     assert not harness.provider.exists(ref, "proj/outside")
     # No setuid bit survives, whoever extracts.
-    assert _sh(harness, ref, "stat -c %a proj/suid").strip() == "755"
+    # find, not stat: the Debian package of runsc refuses the statx call of coreutils 9 (docs/gvisor.md).
+    assert _sh(harness, ref, "find proj/suid -printf %m").strip() == "755"
     if harness.name == "docker":
         owners = set(_sh(harness, ref, "find proj -printf '%U:%G\\n'").split())
         assert owners == {"1000:1000"}
