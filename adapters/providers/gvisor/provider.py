@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings, Settings
-from sandbox_lifecycle.adapters.providers.docker.provider import DockerLimits, DockerProvider
-from sandbox_lifecycle.adapters.providers.gvisor.runtime import RUNTIME, preflight
+from sandbox_lifecycle.adapters.providers.docker.containers import DockerLimits
+from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
+from sandbox_lifecycle.adapters.providers.gvisor.runtime import RUNTIME
 from sandbox_lifecycle.core.errors import ProviderError
 from sandbox_lifecycle.core.ports import ProviderCapabilities, SnapshotStore
 
@@ -66,32 +67,19 @@ class GVisorProvider(DockerProvider):
             runtime=RUNTIME,
         )
 
-    def _remove_container(self, ref: str) -> None:
+    def _remove(self, ref: str, sandbox_id: str) -> None:
         # A suspend removes the sandbox frozen (its archive stored). The engine's kill cannot reach a
         # frozen runsc sandbox: the removal then took 10 s here, against 0.3 s thawed first, and now
         # and then (2 in 10) failed with its init "a zombie" it can not kill (the next removal works).
         # Thawed, its processes run for the moment the removal takes; the archive is already stored.
-        with suppress(ProviderError), self._errors(f"thaw container {ref[:12]}", ref):
+        with suppress(ProviderError), self._containers.errors(f"thaw container {ref[:12]}", ref):
             if self.client.api.inspect_container(ref)["State"].get("Paused"):
                 self.client.api.unpause(ref)
         for attempt in range(_REMOVE_ATTEMPTS):
             try:
-                super()._remove_container(ref)
+                super()._remove(ref, sandbox_id)
                 return
             except ProviderError as exc:
                 if "is zombie" not in str(exc) or attempt == _REMOVE_ATTEMPTS - 1:
                     raise
                 time.sleep(_REMOVE_RETRY_DELAY_S)
-
-
-def build(settings: Settings, snapshots: SnapshotStore) -> GVisorProvider:
-    """The provider of ``SANDBOX_PROVIDER=gvisor``, after checking that the engine has runsc (ProviderRefused
-    naming how to install and register it, before the service writes anything)."""
-    preflight()
-    return GVisorProvider(
-        settings.docker_images,
-        snapshots,
-        deployment=settings.deployment,
-        disk_limit_mb=settings.disk_limit_mb,
-        egress=settings.egress,
-    )

@@ -105,15 +105,15 @@ def toybox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_the_shipped_providers_are_registered_by_their_folders() -> None:
-    assert list(registry.registered()) == ["docker", "e2b"]
+    assert list(registry.registered()) == ["docker", "e2b", "gvisor"]
     assert registry.entry("docker").extra == "docker" and registry.entry("e2b").library == "e2b"
 
 
 def test_an_unknown_provider_is_a_config_error_listing_the_registered_ones() -> None:
     with pytest.raises(ConfigError) as raised:
         registry.entry("podman")
-    assert "docker, e2b" in str(raised.value) and "'podman'" in str(raised.value)
-    with pytest.raises(ConfigError, match="SANDBOX_PROVIDER must be one of docker, e2b"):
+    assert "docker, e2b, gvisor" in str(raised.value) and "'podman'" in str(raised.value)
+    with pytest.raises(ConfigError, match="SANDBOX_PROVIDER must be one of docker, e2b, gvisor"):
         Settings.from_env({"SANDBOX_PROVIDER": "podman"})
 
 

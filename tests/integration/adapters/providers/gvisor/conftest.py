@@ -14,16 +14,21 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerLimits
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider
 from sandbox_lifecycle.adapters.providers.gvisor.runtime import RUNTIME, runtime_status
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from tests.conftest import DOCKER_IMAGES
 
 # The egress suite's servers on the engine's bridge address and its allow-list, for this folder's tests.
-from tests.docker.test_egress import allowed_port, bridge_address, egress_settings, other_port  # noqa: F401
-from tests.providers.conftest import Harness, new_deployment, remove_docker_sandboxes, unlink_snapshot
+from tests.integration.adapters.providers.docker.test_egress import (  # noqa: F401
+    allowed_port,
+    bridge_address,
+    egress_settings,
+    other_port,
+)
+from tests.support.fixtures.providers import Harness, new_deployment, remove_docker_sandboxes, unlink_snapshot
 
 # The Docker contract's limits: this machine has two cores and runs other suites beside this one.
 LIMITS = DockerLimits(memory_bytes=512 * 1024**2, pids=256)

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.providers import test_files_contract as files_contract
-from tests.providers.conftest import Harness
-from tests.providers.test_contract import *  # noqa: F403
-from tests.providers.test_files_contract import *  # noqa: F403
-from tests.providers.test_processes_contract import *  # noqa: F403
+from tests.contract.adapters.providers import test_files_contract as files_contract
+from tests.contract.adapters.providers.test_contract import *  # noqa: F403
+from tests.contract.adapters.providers.test_files_contract import *  # noqa: F403
+from tests.contract.adapters.providers.test_processes_contract import *  # noqa: F403
+from tests.support.fixtures.providers import Harness
 
 
 # The one contract case runsc breaks, kept visible: a FIFO made inside the sandbox lives in gVisor's

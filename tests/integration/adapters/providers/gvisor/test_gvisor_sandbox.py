@@ -22,10 +22,10 @@ from sandbox_lifecycle.adapters.composition.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider
 from sandbox_lifecycle.core.errors import ProviderError
 from sandbox_lifecycle.core.kinds import DATA_APP
-from tests import session
-from tests.docker.test_egress import ALLOWED, fetch
+from tests.integration.adapters.providers.docker.test_egress import ALLOWED, fetch
 from tests.integration.adapters.providers.gvisor.conftest import gvisor_provider
-from tests.providers.conftest import Harness, remove_docker_sandboxes
+from tests.support import session
+from tests.support.fixtures.providers import Harness, remove_docker_sandboxes
 
 pytestmark = pytest.mark.docker
 

@@ -9,10 +9,11 @@ from unittest import mock
 import docker
 import pytest
 
+from sandbox_lifecycle.adapters.composition.bootstrap import build_provider
 from sandbox_lifecycle.adapters.composition.settings import Settings
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
-from sandbox_lifecycle.adapters.providers.gvisor import provider as gvisor_provider
-from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider, build
+from sandbox_lifecycle.adapters.providers.gvisor import runtime as gvisor_runtime
+from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider
 from sandbox_lifecycle.adapters.providers.gvisor.runtime import (
     binary_version,
     doctor_check,
@@ -100,16 +101,19 @@ def test_the_doctor_line_says_what_is_wrong_and_what_to_do() -> None:
     assert doctor_check("unix:///nonexistent/engine.sock")[0] == "fail"
 
 
-def test_build_checks_the_engine_before_building_the_provider(
+def test_the_registry_builds_it_after_checking_the_engine(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    settings = Settings.from_env(
-        {"SANDBOX_PROVIDER": "docker", "SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_DEPLOYMENT": "gvunit"}
-    )
-    store = LocalSnapshotStore(tmp_path / "snapshots")
+    env = {"SANDBOX_PROVIDER": "gvisor", "SANDBOX_DATA_DIR": str(tmp_path), "SANDBOX_DEPLOYMENT": "gvunit"}
+    settings = Settings.from_env(env)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/engine.sock")
     with pytest.raises(ProviderError, match="unreachable"):
-        build(settings, store)
-    monkeypatch.setattr(gvisor_provider, "preflight", lambda: None)
-    built = build(settings, store)
+        build_provider(settings)
+    monkeypatch.setattr(gvisor_runtime, "preflight", lambda: None)
+    built = build_provider(settings)
+    assert isinstance(built, GVisorProvider)
     assert (built.name, built.network.deployment) == ("gvisor", "gvunit")
+    # Allowed in production, unlike the docker provider (whose refusal is unchanged).
+    assert Settings.from_env({**env, "NODE_ENV": "production"}).provider == "gvisor"
+    with pytest.raises(ProviderRefused, match="NODE_ENV=production"):
+        Settings.from_env({**env, "SANDBOX_PROVIDER": "docker", "NODE_ENV": "production"})
