@@ -22,7 +22,7 @@ from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.kernel import RECONCILER, Kernel
 from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.projection import IDLE, project, timer_kind
-from sandbox_lifecycle.events.records import CorruptStream, Deadline
+from sandbox_lifecycle.events.records import CorruptStream, Deadline, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 __all__ = ["RECONCILER", "SweepReport", "Sweeper"]
@@ -243,7 +243,7 @@ class Sweeper:
                     or owner.state == lc.EXPIRED
                     or (owner.state == lc.SUSPENDED and inst.status == "running")
                 )
-                if orphan and self._still_orphan(inst.sandbox_id):
+                if orphan and self._unchanged(inst.sandbox_id, owner):
                     provider.destroy(inst.sandbox_id, inst.ref)
                     was = owner.state if owner else "unknown"
                     msg = f"removed orphan instance {inst.ref} of sandbox {inst.sandbox_id} ({was})"
@@ -254,13 +254,17 @@ class Sweeper:
                 report.errors.append(_describe(inst.sandbox_id, exc))
         for sid, snap in self._listed(report, "snapshots", lambda: provider.list_snapshots()):
             try:
-                state = self.k.load(sid) if store.get_sandbox(sid) is not None else None
+                row = store.get_sandbox(sid)
+                state = self.k.load(sid) if row is not None else None
                 keep = (
                     state is not None
                     and state.status != lc.EXPIRED
                     and snap.key in {state.snapshot_key, state.pending_snapshot_key}
                 )
-                if not keep:
+                # Decided on the log at the row's version: a stream that moved since is left to a sweep
+                # that sees it as it is.
+                moved = row is not None and (state is None or state.version != row.version)
+                if not keep and not moved and self._unchanged(sid, row):
                     provider.delete_snapshot(snap)
                     was = state.status if state else "unknown"
                     msg = f"removed orphan snapshot {snap.key} of sandbox {sid} ({was})"
@@ -271,10 +275,15 @@ class Sweeper:
                 # A sandbox whose stream cannot be read keeps its snapshot: it may be the only copy.
                 report.errors.append(_describe(sid, exc))
 
-    def _still_orphan(self, sid: str) -> bool:
-        # Re-read right before removing: a create or resume may have committed since the listing.
+    def _unchanged(self, sid: str, listed: SandboxRow | None) -> bool:
+        """Whether the sandbox is still at the version the removal was decided on (still no row, if it had
+        none), re-read right before removing: the optimistic check ``Kernel.apply`` makes with its
+        expected version. The state alone is not enough: a sandbox resumed and suspended again since the
+        listing is back in the same state, yet what was listed is no longer what is there."""
         row = self.k.store.get_sandbox(sid)
-        return row is None or row.state in (lc.EXPIRED, lc.SUSPENDED)
+        if listed is None or row is None:
+            return row is None and listed is None
+        return row.version == listed.version
 
     def _remove_stale_uploads(self, report: SweepReport) -> None:
         """Remove what killed suspends left in the snapshot store (partial files, incomplete multipart

@@ -21,6 +21,7 @@ under its own ``<deployment>/`` prefix of the store (snapshot_namespace.py).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -70,6 +71,8 @@ if TYPE_CHECKING:
     import docker
 
     from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
+
+log = logging.getLogger("sandbox_lifecycle")
 
 # Where the provider's users have always imported them from.
 __all__ = [
@@ -218,29 +221,43 @@ class DockerProvider:
         spec = kind_spec(kind)
         # Verification comes first: a missing or corrupt snapshot must not leave a container behind.
         with fetch_verified(self._snapshots, snapshot) as archive:
-            # Checks every member, and the total size against the disk limit, now: an unsafe or oversized
-            # archive is refused before a container exists. Every restored file is the sandbox user's.
-            tar_chunks = restore_stream(
-                archive,
-                spec.workspace,
-                max_bytes=self.disk_limit_mb * 1024**2 or None,
-                owner=(SANDBOX_UID, SANDBOX_GID),
-            )
-            self.destroy(sandbox_id, None)  # a stale container from an interrupted resume
-            ref = self._start_new(sandbox_id, kind)
-            try:
-                with self._containers.errors(f"restore sandbox {sandbox_id}"):
-                    self.client.api.put_archive(ref, spec.workspace.root, tar_chunks)
-            except BaseException as exc:
-                self._remove(ref, sandbox_id)
-                if is_enospc(exc):
+            start = archive.tell()
+            for attempt in (1, 2):
+                # Checks every member, and the total size against the disk limit, now: an unsafe or
+                # oversized archive is refused before a container exists. Every restored file is the
+                # sandbox user's.
+                archive.seek(start)
+                tar_chunks = restore_stream(
+                    archive,
+                    spec.workspace,
+                    max_bytes=self.disk_limit_mb * 1024**2 or None,
+                    owner=(SANDBOX_UID, SANDBOX_GID),
+                )
+                self.destroy(sandbox_id, None)  # a stale container from an interrupted resume (or try)
+                ref = self._start_new(sandbox_id, kind)
+                try:
+                    with self._containers.errors(f"restore sandbox {sandbox_id}"):
+                        self.client.api.put_archive(ref, spec.workspace.root, tar_chunks)
+                    return ref
+                except BaseException as exc:
+                    self._remove(ref, sandbox_id)
+                    if not is_enospc(exc):
+                        raise
+                    if attempt == 1:
+                        # A workspace that filled its disk when suspended was refused 2 in 5 times and fit
+                        # on an immediate retry (issue N): what fit once gets a fresh container and disk.
+                        log.warning(
+                            "restoring sandbox %s ran out of space, retrying once: %s",
+                            sandbox_id,
+                            exc,
+                        )
+                        continue
                     # The sizes fit but the filesystem's own overhead did not: still a refusal, not a loss.
                     raise WorkspaceTooLarge(
                         f"the workspace of sandbox {sandbox_id} does not fit its {self.disk_limit_mb} MB "
                         "disk; nothing was restored, the snapshot is kept"
                     ) from exc
-                raise
-        return ref
+        raise AssertionError("unreachable: the second try returns or raises")
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         found = self._containers.find(sandbox_id)

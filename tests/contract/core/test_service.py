@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from sandbox_lifecycle.core.projection import Policy, project
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import FOREIGN, SandboxService, SweepReport
 from sandbox_lifecycle.events.codec import encode
-from sandbox_lifecycle.events.records import Projection
+from sandbox_lifecycle.events.records import Projection, SandboxRow
 from sandbox_lifecycle.events.store import open_store
 from tests.support.fakes import Clock, FakeEngine, FakeProvider, InMemoryEventStore
 
@@ -234,6 +234,79 @@ def test_orphans_are_removed(service: SandboxService, provider: FakeProvider) ->
     assert len(report.removed) == 2
     assert list(provider.instances) == [keep.id]
     assert provider.snapshots == {}
+
+
+def _changed_after_listing(
+    store: EventStore,
+    monkeypatch: pytest.MonkeyPatch,
+    sid: str,
+    change: Callable[[], object],
+    *,
+    skip: int = 0,
+) -> None:
+    """The sweep reads ``sid``'s row as it was, and ``change`` commits right after that read (after the
+    first ``skip`` reads): the race between the sweep's listing and its removal, made deterministic."""
+    real = store.get_sandbox
+    reads: list[str] = []
+
+    def hooked(sandbox_id: str) -> SandboxRow | None:
+        row = real(sandbox_id)
+        if sandbox_id == sid and len(reads) <= skip:
+            reads.append(sandbox_id)
+            if len(reads) == skip + 1:
+                change()
+        return row
+
+    monkeypatch.setattr(store, "get_sandbox", hooked)
+
+
+def test_an_orphan_sweep_removes_nothing_of_a_sandbox_that_changed_since_it_listed(
+    service: SandboxService, store: EventStore, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue N: the sweep checked a sandbox's state, not its version, before removing what looked
+    orphaned. A sandbox resumed and suspended again between the listing and the removal is back in the
+    same state, but what was listed is no longer what is there: the removal waits for the next sweep."""
+    row = service.create("data-app")
+    service.suspend(row.id)
+    provider.create(row.id, "data-app")  # a running instance of a suspended sandbox: looks orphaned
+    listed_ref = provider.instances[row.id].ref
+
+    def resume_and_suspend() -> None:
+        service.resume(row.id)
+        service.suspend(row.id)
+
+    _changed_after_listing(store, monkeypatch, row.id, resume_and_suspend)
+    report = service.reconcile()
+    assert report.removed == [] and report.errors == []
+    assert ("destroy", row.id) not in provider.calls
+    assert service.get(row.id).state == lc.SUSPENDED
+    monkeypatch.undo()
+    # Unchanged since, a leftover is removed by the next sweep.
+    provider.create(row.id, "data-app")
+    assert listed_ref != provider.instances[row.id].ref
+    assert len(service.reconcile().removed) == 1
+    assert row.id not in provider.instances
+
+
+def test_an_orphan_sweep_keeps_a_snapshot_the_sandbox_took_since_it_listed(
+    service: SandboxService, store: EventStore, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listed as unused (the sandbox is running, its snapshot spent), then the sandbox changed: the
+    snapshot is left for a sweep that sees the sandbox as it is."""
+    row = service.create("data-app")
+    service.suspend(row.id)
+    service.resume(row.id)
+    stray = f"snapshots/{row.id}/99.tar.zst"
+    provider.snapshots[stray] = provider.engine.root / "stray"
+    # The first read is the instance sweep's (the sandbox's running instance is no orphan).
+    _changed_after_listing(store, monkeypatch, row.id, lambda: service.suspend(row.id), skip=1)
+    report = service.reconcile()
+    assert report.removed == [] and report.errors == []
+    assert stray in provider.snapshots
+    monkeypatch.undo()
+    assert service.reconcile().removed == [f"removed orphan snapshot {stray} of sandbox {row.id} (suspended)"]
+    assert service.get(row.id).state == lc.SUSPENDED
+    assert service.get(row.id).snapshot_key in provider.snapshots
 
 
 def test_destroy_is_idempotent_and_removes_everything(

@@ -254,3 +254,50 @@ def test_a_workspace_filled_to_the_limit_resumes_every_time(
             ref = small.resume(sandbox_id, DATA_APP, info)
     assert failures == []
     assert sh(small, ref, f"ls {HOME}/app | wc -l")[1].strip() == "201"
+
+
+def test_a_restore_that_hits_a_passing_enospc_is_retried_on_a_fresh_disk(
+    small: DockerProvider, docker_client: docker.DockerClient, new_id: NewId, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue N (LOW): a full workspace failed to resume 2 in 5 times and resumed on an immediate retry. A
+    restore refused once for space it had when suspended gets one more try on a fresh container and disk
+    before the workspace is called too large; only a second refusal is WorkspaceTooLarge."""
+    sandbox_id = new_id()
+    ref = small.create(sandbox_id, DATA_APP)
+    small.write_file(ref, "app/kept.txt", b"kept")
+    info = small.suspend(sandbox_id, ref, DATA_APP, f"snapshots/{sandbox_id}/2.tar.zst")
+    real = docker_client.api.put_archive
+    calls: list[str] = []
+
+    def enospc_once(container: str, path: str, data: object) -> bool:
+        calls.append(container)
+        if len(calls) == 1:
+            for _ in data:  # type: ignore[attr-defined]  # the engine read the stream, then ran out
+                pass
+            raise docker.errors.APIError("write /home/sandbox/app/fill: no space left on device")
+        return bool(real(container, path, data))
+
+    monkeypatch.setattr(docker_client.api, "put_archive", enospc_once)
+    ref = small.resume(sandbox_id, DATA_APP, info)
+    assert len(calls) == 2 and calls[0] != calls[1]  # the second try ran in a fresh container
+    assert small.read_file(ref, "app/kept.txt") == b"kept"
+    assert [inst.ref for inst in small.list_instances() if inst.sandbox_id == sandbox_id] == [ref]
+
+
+def test_a_restore_refused_for_space_twice_is_too_large_and_leaves_nothing(
+    small: DockerProvider, docker_client: docker.DockerClient, new_id: NewId, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox_id = new_id()
+    ref = small.create(sandbox_id, DATA_APP)
+    info = small.suspend(sandbox_id, ref, DATA_APP, f"snapshots/{sandbox_id}/2.tar.zst")
+    calls: list[str] = []
+
+    def always_enospc(container: str, path: str, data: object) -> bool:
+        calls.append(container)
+        raise docker.errors.APIError("no space left on device")
+
+    monkeypatch.setattr(docker_client.api, "put_archive", always_enospc)
+    with pytest.raises(WorkspaceTooLarge, match="does not fit its 64 MB disk"):
+        small.resume(sandbox_id, DATA_APP, info)
+    assert len(calls) == 2
+    assert small.instance(sandbox_id) is None
