@@ -1,7 +1,9 @@
-"""Rewind and fork on the real Docker engine with SQLite: whole-archive checkpoints restore exactly."""
+"""Rewind and fork on the real Docker engine with SQLite: whole-archive checkpoints restore exactly; on
+E2B (the loopback server) they are refused as a missing capability."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core.errors import Unsupported
 from sandbox_lifecycle.core.kinds import DATA_APP
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
@@ -65,3 +68,26 @@ def test_rewind_and_fork_restore_the_first_checkpoint(docker_service: SandboxSer
     snapshots = tmp_path / "snapshots"
     assert not [p for p in snapshots.rglob("*") if p.is_file() and f"/{sid}/" in p.as_posix()]
     assert verify(service.store, service.policy) == []
+
+
+def test_on_e2b_rewind_and_fork_are_refused_as_a_missing_capability(
+    fake_e2b: Any, clean_sqlite_url: str
+) -> None:
+    from tests.support.fixtures.providers import e2b_provider
+
+    store = open_store(clean_sqlite_url)
+    service = SandboxService(store, e2b_provider(fake_e2b, new_deployment()), policy=POLICY)
+    try:
+        with service.turn("conv-e2b-ckpt", DATA_APP) as sbx:
+            sbx.write_file("a.txt", "A")
+        (only,) = service.checkpoints(sbx.id)  # the paused sandbox, listed while it is current
+        with pytest.raises(Unsupported, match="e2b provider does not support rewinding"):
+            service.rewind(sbx.id, only.version)
+        with pytest.raises(Unsupported, match="e2b provider does not support forking"):
+            service.fork(sbx.id)
+        assert service.read_file(sbx.id, "a.txt") == b"A"  # nothing was touched
+        assert service.checkpoints(sbx.id) == []  # resumed: the pause was the only copy
+    finally:
+        with contextlib.suppress(Exception):
+            service.destroy(sbx.id)
+        store.close()
