@@ -16,6 +16,7 @@ from sandbox_lifecycle.core.errors import (
     CheckpointNotFound,
     ConcurrencyError,
     SandboxBusy,
+    SandboxExpired,
     SandboxNotFound,
     Unsupported,
 )
@@ -83,6 +84,8 @@ class Checkpoints:
     def rewind(self, sandbox_id: str, to_version: int, *, reason: str, actor: str) -> sb.Sandbox:
         self._require("rewinding a sandbox to a checkpoint")
         state = self.k.load(sandbox_id)
+        if state.status == lc.EXPIRED:
+            raise SandboxExpired(sandbox_id, state.expired_at, state.expired_reason)
         sb.find_checkpoint(state, to_version)  # refuse an unknown version before suspending anything
         if state.status in lc.LIVE:
             # Suspended first: that suspend is a checkpoint too, so the rewind can be undone.
@@ -103,7 +106,7 @@ class Checkpoints:
         source = self.k.load(sandbox_id)
         if lc.destination("record_fork", source.status) is None:
             if source.status == lc.EXPIRED:
-                raise CheckpointNotFound(sandbox_id, at_version or 0)
+                raise SandboxExpired(sandbox_id, source.expired_at, source.expired_reason)
             raise SandboxBusy(sandbox_id, source.status)
         if not source.checkpoints:
             raise CheckpointNotFound(sandbox_id, at_version if at_version is not None else 0)

@@ -341,7 +341,7 @@ def _ensure(state: Sandbox, cmd: Command) -> None:
         raise SandboxExpired(state.id, state.expired_at, state.expired_reason)
     # Someone else holds the sandbox (an open turn or an in-flight side effect): a retry later
     # may succeed, which is what SandboxBusy tells the caller.
-    if isinstance(cmd, StartTurn | RequestSuspend | RequestResume | Destroy) and (
+    if isinstance(cmd, StartTurn | RequestSuspend | RequestResume | Destroy | Rewind | RecordFork) and (
         state.status in lc.TRANSITIONAL or state.status == lc.RUNNING
     ):
         raise SandboxBusy(state.id, state.status)

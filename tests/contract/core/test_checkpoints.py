@@ -12,7 +12,7 @@ from sandbox_lifecycle import AsyncSandboxService
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.checkpoints import listed
-from sandbox_lifecycle.core.errors import CheckpointNotFound, Unsupported
+from sandbox_lifecycle.core.errors import CheckpointNotFound, SandboxBusy, SandboxExpired, Unsupported
 from sandbox_lifecycle.core.ports import EventStore, ProviderCapabilities
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
@@ -215,3 +215,22 @@ def test_the_async_service_lists_rewinds_and_forks_alike(service: SandboxService
     versions, state, fork_state = asyncio.run(run())
     assert versions[0] == v1 and state == fork_state == lc.SUSPENDED
     assert not service.exists(sid, "app/b.txt")
+
+
+def test_an_expired_sandbox_has_nothing_to_rewind_or_fork(service: SandboxService) -> None:
+    sid, v1, _ = two_turns(service)
+    service.destroy(sid)
+    with pytest.raises(SandboxExpired):
+        service.rewind(sid, v1)
+    with pytest.raises(SandboxExpired):
+        service.fork(sid)
+
+
+def test_a_rewind_while_a_side_effect_is_in_flight_is_busy(
+    service: SandboxService, store: EventStore
+) -> None:
+    sid, v1, _ = two_turns(service)
+    state = service.load(sid)
+    service.kernel.apply(state, sb.RequestResume())  # a resume whose outcome is not recorded yet
+    with pytest.raises(SandboxBusy):
+        service.rewind(sid, v1)
