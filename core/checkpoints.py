@@ -8,6 +8,7 @@ log (``Sandbox.checkpoints``), so listing them reads nothing but the stream. See
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime
 
 from sandbox_lifecycle.core import lifecycle as lc
@@ -26,7 +27,10 @@ from sandbox_lifecycle.core.ports import SnapshotInfo
 from sandbox_lifecycle.events.records import SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
-__all__ = ["Checkpoint", "CheckpointCalls", "Checkpoints"]
+__all__ = ["FORK_FAILED", "Checkpoint", "CheckpointCalls", "Checkpoints"]
+
+# The expiry reason of a fork whose snapshot could not be copied.
+FORK_FAILED = "fork_failed"
 
 
 @value_class
@@ -135,8 +139,15 @@ class Checkpoints:
                     live.id, live.state, f"conversation {conversation_id} already has it"
                 ) from None
             raise
-        # The provider verifies the copy (Docker: the source's sha256 before, the stored size after).
-        self.k.provider.copy_snapshot(SnapshotInfo(cp.snapshot_key, cp.sha256, cp.bytes), key)
+        try:
+            # The provider verifies the copy (Docker: the source's sha256 before, the stored size after).
+            self.k.provider.copy_snapshot(SnapshotInfo(cp.snapshot_key, cp.sha256, cp.bytes), key)
+        except Exception:
+            # A fork with no snapshot is no use: it expires (reason fork_failed), deleting a partial copy.
+            with suppress(Exception):
+                _, doomed = self.k.run(fork_id, lambda s: sb.Destroy(actor=actor, reason=FORK_FAILED), cid)
+                self.k.drive(doomed, cid, FORK_FAILED, actor=actor)
+            raise
         self.k.run(
             sandbox_id, lambda s: sb.RecordFork(fork_id=fork_id, at_version=cp.version, actor=actor), cid
         )

@@ -12,7 +12,13 @@ from sandbox_lifecycle import AsyncSandboxService
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.checkpoints import listed
-from sandbox_lifecycle.core.errors import CheckpointNotFound, SandboxBusy, SandboxExpired, Unsupported
+from sandbox_lifecycle.core.errors import (
+    CheckpointNotFound,
+    ProviderError,
+    SandboxBusy,
+    SandboxExpired,
+    Unsupported,
+)
 from sandbox_lifecycle.core.ports import EventStore, ProviderCapabilities
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
@@ -234,3 +240,16 @@ def test_a_rewind_while_a_side_effect_is_in_flight_is_busy(
     service.kernel.apply(state, sb.RequestResume())  # a resume whose outcome is not recorded yet
     with pytest.raises(SandboxBusy):
         service.rewind(sid, v1)
+
+
+def test_a_fork_whose_copy_fails_expires_and_the_source_records_nothing(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    sid, _, _ = two_turns(service)
+    provider.fail["copy_snapshot"] = ProviderError("the store refused")
+    with pytest.raises(ProviderError, match="the store refused"):
+        service.fork(sid)
+    (fork,) = [r for r in service.list() if r.id != sid]
+    assert (fork.state, fork.expired_reason) == (lc.EXPIRED, "fork_failed")
+    assert "Forked" not in [h.type for h in service.history(sid)]
+    assert not [k for k in provider.snapshots if k.startswith(f"snapshots/{fork.id}/")]
