@@ -7,6 +7,8 @@ log (``Sandbox.checkpoints``), so listing them reads nothing but the stream. See
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
@@ -29,6 +31,10 @@ from sandbox_lifecycle.events.values import FieldValues, value_class
 
 __all__ = ["FORK_FAILED", "Checkpoint", "CheckpointCalls", "Checkpoints"]
 
+log = logging.getLogger("sandbox_lifecycle")
+
+# How long a fork waits for a side effect in flight on its source before it gives up recording it there.
+_RECORD_WAIT_S = 30.0
 # The expiry reason of a fork whose snapshot could not be copied.
 FORK_FAILED = "fork_failed"
 
@@ -105,7 +111,7 @@ class Checkpoints:
     ) -> str:
         """The new sandbox's id. Its stream is written first (suspended, naming its own snapshot key), then
         the archive is copied: the reconciler never sees the copy without an owner, and a copy that fails
-        leaves a fork whose resume fails clearly (its source is untouched)."""
+        expires the fork (``fork_failed``); the source is untouched, then records the fork."""
         self._require("forking a sandbox from a checkpoint")
         source = self.k.load(sandbox_id)
         if lc.destination("record_fork", source.status) is None:
@@ -148,10 +154,29 @@ class Checkpoints:
                 _, doomed = self.k.run(fork_id, lambda s: sb.Destroy(actor=actor, reason=FORK_FAILED), cid)
                 self.k.drive(doomed, cid, FORK_FAILED, actor=actor)
             raise
-        self.k.run(
-            sandbox_id, lambda s: sb.RecordFork(fork_id=fork_id, at_version=cp.version, actor=actor), cid
-        )
+        self._record_fork(sandbox_id, fork_id, cp.version, actor, cid)
         return fork_id
+
+    def _record_fork(self, sandbox_id: str, fork_id: str, version: int, actor: str, cid: str) -> None:
+        """``Forked`` on the source. A side effect in flight there (a suspend takes seconds) is waited
+        out, for a bounded time; past it the fork stands and its own stream names its source."""
+        give_up = time.monotonic() + _RECORD_WAIT_S
+        while True:
+            try:
+                self.k.run(
+                    sandbox_id, lambda s: sb.RecordFork(fork_id=fork_id, at_version=version, actor=actor), cid
+                )
+                return
+            except SandboxExpired as exc:
+                log.warning("sandbox %s: fork %s not recorded on the source: %s", sandbox_id, fork_id, exc)
+                return
+            except SandboxBusy as exc:
+                if time.monotonic() > give_up:
+                    log.warning(
+                        "sandbox %s: fork %s not recorded on the source: %s", sandbox_id, fork_id, exc
+                    )
+                    return
+                time.sleep(0.2)
 
 
 class CheckpointCalls:
