@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, assert_never
 
 from sandbox_lifecycle.core import feed
+from sandbox_lifecycle.core.checkpoints import Checkpoint
 from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, ProcessInfo, TransferReport
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
 from sandbox_lifecycle.core.replay import HistoryEntry
@@ -231,6 +232,27 @@ class AsyncSandboxService:
 
     async def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
         return await self._call(self._service.touch, sandbox_id, actor=actor, count=count)
+
+    async def checkpoints(self, sandbox_id: str) -> builtins.list[Checkpoint]:
+        return await self._call(self._service.checkpoints, sandbox_id)
+
+    async def rewind(
+        self, sandbox_id: str, to_version: int, *, reason: str = "user", actor: str | None = None
+    ) -> SandboxRow:
+        return await self._call(self._service.rewind, sandbox_id, to_version, reason=reason, actor=actor)
+
+    async def fork(
+        self,
+        sandbox_id: str,
+        at_version: int | None = None,
+        conversation_id: str | None = None,
+        *,
+        reason: str = "fork",
+        actor: str | None = None,
+    ) -> SandboxRow:
+        return await self._call(
+            self._service.fork, sandbox_id, at_version, conversation_id, reason=reason, actor=actor
+        )
 
     async def exec(
         self,

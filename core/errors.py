@@ -8,6 +8,7 @@ from sandbox_lifecycle.events.records import ConcurrencyError, DatabaseLocked, S
 
 __all__ = [
     "CapacityExceeded",
+    "CheckpointNotFound",
     "CommandFailed",
     "ConcurrencyError",
     "ConfigError",
@@ -59,6 +60,19 @@ class SandboxNotFound(SandboxError):
     def __init__(self, sandbox_id: str) -> None:
         self.sandbox_id = sandbox_id
         super().__init__(f"no sandbox with id {sandbox_id!r}")
+
+
+class CheckpointNotFound(SandboxError):
+    """No checkpoint of the sandbox at that version: never taken, or collected by retention."""
+
+    def __init__(self, sandbox_id: str, version: int, known: tuple[int, ...] = ()) -> None:
+        self.sandbox_id = sandbox_id
+        self.version = version
+        have = ", ".join(map(str, known)) or "none"
+        super().__init__(
+            f"sandbox {sandbox_id} has no checkpoint at version {version} (never taken, or collected by "
+            f"retention); its checkpoints: {have} (sandboxctl checkpoints {sandbox_id})"
+        )
 
 
 class SandboxExpired(SandboxError):

@@ -333,13 +333,14 @@ class Kernel:
                 actor=actor,
                 reason=reason,
                 running_processes=list(state.stopped_processes) or None,
+                kept=self.capabilities.checkpoints,
             ),
             correlation_id=cid,
             at=at,
         )
-        # The superseded snapshot goes only once the new one is recorded; a failure here leaves an
-        # orphan for the reconciler, never a lost workspace.
-        if previous and previous != info.key:
+        # The superseded snapshot goes only once the new one is recorded (unless it is a checkpoint
+        # retention keeps); a failure here leaves an orphan for the reconciler, never a lost workspace.
+        if previous and previous != info.key and not _kept(after, previous):
             self._delete_snapshot_quietly(SnapshotInfo(previous, state.snapshot_sha256, state.snapshot_bytes))
         return after
 
@@ -354,8 +355,9 @@ class Kernel:
             state, sb.MarkResumed(provider_ref=ref, actor=actor, reason=reason), correlation_id=cid, at=at
         )
         # The snapshot is spent once the resume is recorded (a crash before this leaves an orphan the
-        # reconciler removes). E2B resumes the paused sandbox itself: that "snapshot" is the instance.
-        if snapshot.key != ref:
+        # reconciler removes), unless it is a checkpoint retention keeps. E2B resumes the paused sandbox
+        # itself: that "snapshot" is the instance.
+        if snapshot.key != ref and not _kept(after, snapshot.key):
             self._delete_snapshot_quietly(snapshot)
         return after
 
@@ -364,10 +366,16 @@ class Kernel:
     ) -> sb.Sandbox:
         with self._failure_recorded(state, cid, reason, at, actor, "destroy"):
             self.provider.destroy(state.id, state.provider_ref)
+            # The current snapshot and every checkpoint go with the sandbox (a fork has its own copy).
+            snapshots = {
+                c.snapshot_key: SnapshotInfo(c.snapshot_key, c.sha256, c.bytes) for c in state.checkpoints
+            }
             if state.snapshot_key:
-                self.provider.delete_snapshot(
-                    SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
+                snapshots[state.snapshot_key] = SnapshotInfo(
+                    state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes
                 )
+            for snapshot in snapshots.values():
+                self.provider.delete_snapshot(snapshot)
         return self.apply(state, sb.MarkDestroyed(actor=actor, reason=reason), correlation_id=cid, at=at)
 
     def _delete_snapshot_quietly(self, snapshot: SnapshotInfo) -> None:
@@ -431,6 +439,11 @@ DRIVERS: dict[str, _Driver] = {
     lc.RESUMING: Kernel._drive_resume,
     lc.DESTROYING: Kernel._drive_destroy,
 }
+
+
+def _kept(state: sb.Sandbox, key: str) -> bool:
+    """Whether ``key`` is a checkpoint of ``state`` that retention keeps (not deleted on a resume)."""
+    return any(c.kept and c.snapshot_key == key for c in state.checkpoints)
 
 
 def one_line(exc: BaseException) -> str:

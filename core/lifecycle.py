@@ -74,6 +74,14 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "mark_failed", "source": SUSPENDING, "dest": IDLE},
     {"trigger": "mark_failed", "source": RESUMING, "dest": SUSPENDED},
     {"trigger": "mark_lost", "source": _ALIVE, "dest": EXPIRED},
+    # Checkpoints (docs/checkpoints.md). A rewind points a suspended sandbox's next resume at an earlier
+    # checkpoint; a fork starts a new stream suspended on a copy of one; the source records the fork, and
+    # retention collects old checkpoints, only in a stable state (an append while a side effect is in
+    # flight would make its outcome lose the race).
+    {"trigger": "rewind", "source": SUSPENDED, "dest": "="},
+    {"trigger": "fork", "source": NEW, "dest": SUSPENDED},
+    {"trigger": "record_fork", "source": [IDLE, RUNNING, SUSPENDED], "dest": "="},
+    {"trigger": "collect_checkpoint", "source": [IDLE, RUNNING, SUSPENDED], "dest": "="},
     # A sweep taking over an intent past its lease: same state, the lease restarted (RecoveryStarted).
     {"trigger": "recover", "source": sorted(TRANSITIONAL), "dest": "="},
 ]

@@ -209,12 +209,15 @@ class ProviderCapabilities(FieldValues):
     inside a backend. ``isolation``: "container" (shares the host kernel), "microvm", or "none" (a test
     double running on the host). ``pause_keeps_processes``: a suspend keeps background processes running
     across the resume (E2B's memory snapshot); otherwise they are stopped and recorded on the events.
-    ``egress_allow_list``: outbound traffic is limited to the kind's allow-list. ``ports``: ``url`` works."""
+    ``egress_allow_list``: outbound traffic is limited to the kind's allow-list. ``ports``: ``url`` works.
+    ``checkpoints``: every suspend's snapshot stays restorable after a resume, and ``copy_snapshot`` works,
+    so rewind and fork do (docs/checkpoints.md)."""
 
     isolation: str
     pause_keeps_processes: bool
     egress_allow_list: bool
     ports: bool
+    checkpoints: bool = False
 
 
 @value_class
@@ -359,6 +362,11 @@ class SandboxProvider(ProcessProvider, Protocol):
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         """Idempotent."""
+        ...
+
+    def copy_snapshot(self, snapshot: SnapshotInfo, key: str) -> SnapshotInfo:
+        """Store a copy of ``snapshot`` under ``key`` (a fork's own), verified; SnapshotNotFound when it is
+        gone. Unsupported where ``capabilities.checkpoints`` is False."""
         ...
 
     def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:

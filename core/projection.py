@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     from sandbox_lifecycle.core.sandbox import Sandbox
 
 # The kinds of deadline a projection arms; every dispatch on one matches this Literal exhaustively.
-TimerKind = Literal["idle", "retention", "lease"]
+TimerKind = Literal["idle", "retention", "lease", "checkpoint"]
 IDLE: Final = "idle"
 RETENTION: Final = "retention"
 LEASE: Final = "lease"
+# The next checkpoint retention collects (docs/checkpoints.md).
+CHECKPOINT: Final = "checkpoint"
 TIMER_KINDS: Final[tuple[TimerKind, ...]] = get_args(TimerKind)
 # A sandbox whose suspend just failed (SuspendFailed: idle again, its instance kept) is not suspended
 # again, by the idle timer or an eviction for capacity (core/capacity.py), for this long: whatever broke
@@ -83,4 +85,10 @@ def project(state: Sandbox, policy: Policy) -> Projection:
         deadlines.append(Deadline(state.id, RETENTION, state.suspended_at + policy.retention, state.version))
     if state.status in lc.TRANSITIONAL:
         deadlines.append(Deadline(state.id, LEASE, state.state_since + policy.lease, state.version))
+    elif state.checkpoints and state.status != lc.EXPIRED:
+        # why here: the decider's module is a large share of a short command's start-up (see above)
+        from sandbox_lifecycle.core.sandbox import checkpoint_due
+
+        if (collect_at := checkpoint_due(state, policy.retention)) is not None:
+            deadlines.append(Deadline(state.id, CHECKPOINT, collect_at, state.version))
     return Projection(row=row, deadlines=tuple(deadlines))

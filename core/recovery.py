@@ -21,6 +21,7 @@ from sandbox_lifecycle.core.errors import ConcurrencyError
 from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.kernel import RECONCILER, Kernel
 from sandbox_lifecycle.core.observe import log_context
+from sandbox_lifecycle.core.ports import SnapshotInfo
 from sandbox_lifecycle.core.projection import IDLE, project, timer_kind
 from sandbox_lifecycle.events.records import CorruptStream, Deadline, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
@@ -84,6 +85,10 @@ class Sweeper:
                         if self._recover(sid, when):
                             report.recovered.append(sid)
                             self._lag(deadline)
+                    case "checkpoint":
+                        if self._collect(sid, deadline.version, when):
+                            report.fired.append(f"{sid}:{deadline.kind}")
+                            self._lag(deadline)
                     case "idle" | "retention":
                         if self._fire(sid, kind, deadline.version, when):
                             report.fired.append(f"{sid}:{deadline.kind}")
@@ -142,6 +147,31 @@ class Sweeper:
         except ConcurrencyError:
             return False  # another scheduler won; exactly one transition happens
         self.k.drive(after, cid, cmd.reason, at=now, actor=cmd.actor)
+        return True
+
+    def _collect(self, sid: str, seen_version: int, now: datetime) -> bool:
+        """Collect the checkpoints retention no longer keeps: ``CheckpointCollected`` is recorded first,
+        then each snapshot is deleted. A crash between leaves an orphan the reconciler removes, never a
+        checkpoint the log lists whose snapshot is gone."""
+        state = self.k.load(sid)
+        if state.version != seen_version:
+            return False
+        cmd = sb.CollectCheckpoints(retention=self.k.policy.retention)
+        try:
+            after = self.k.apply(state, cmd, at=now)
+        except ConcurrencyError:
+            return False
+        gone = [c for c in state.checkpoints if c not in after.checkpoints]
+        if not gone:
+            self.k.store.write_projection(project(state, self.k.policy))  # stale: re-arm from the policy
+            return False
+        for cp in gone:
+            try:
+                self.k.provider.delete_snapshot(SnapshotInfo(cp.snapshot_key, cp.sha256, cp.bytes))
+            except Exception as exc:
+                log.warning(
+                    "could not delete collected checkpoint %s (the reconciler will): %s", cp.snapshot_key, exc
+                )
         return True
 
     def _output_moved(self, state: sb.Sandbox, now: datetime) -> bool:
@@ -259,7 +289,12 @@ class Sweeper:
                 keep = (
                     state is not None
                     and state.status != lc.EXPIRED
-                    and snap.key in {state.snapshot_key, state.pending_snapshot_key}
+                    and snap.key
+                    in {
+                        state.snapshot_key,
+                        state.pending_snapshot_key,
+                        *(c.snapshot_key for c in state.checkpoints),
+                    }
                 )
                 # Decided on the log at the row's version: a stream that moved since is left to a sweep
                 # that sees it as it is.

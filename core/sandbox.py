@@ -12,11 +12,25 @@ from functools import reduce
 from typing import Any, ClassVar, NamedTuple, TypedDict
 
 from sandbox_lifecycle.core import lifecycle as lc
-from sandbox_lifecycle.core.errors import InvalidTransition, SandboxBusy, SandboxExpired
+from sandbox_lifecycle.core.errors import CheckpointNotFound, InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events import types as ev
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 # --------------------------------------------------------------------------------------------- state
+
+
+class Checkpoint(NamedTuple):
+    """A stored snapshot a resume can restore: the one a suspend took at ``version`` of the stream (a
+    fork's first one is its version 1). ``kept``: retained after a resume until retention collects it;
+    one that is not (an earlier release's, or E2B's paused instance) lives only while it is current."""
+
+    version: int
+    at: datetime
+    reason: str
+    snapshot_key: str
+    sha256: str | None
+    bytes: int | None
+    kept: bool
 
 
 class Sandbox(NamedTuple):
@@ -53,6 +67,8 @@ class Sandbox(NamedTuple):
     stopped_processes: tuple[dict[str, Any], ...] = ()
     # In its kind's warm pool: created for no conversation yet, claimable by a new one's turn.
     pooled: bool = False
+    # The checkpoints retention has not collected, oldest first (docs/checkpoints.md).
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -140,6 +156,8 @@ class MarkSuspended(Command):
     sha256: str | None = None
     bytes: int | None = None
     running_processes: list[dict[str, Any]] | None = None
+    # The provider can restore this snapshot later (capabilities.checkpoints): it is kept as a checkpoint.
+    kept: bool = False
     TRIGGER = "mark_suspended"
 
 
@@ -228,6 +246,70 @@ class MarkLost(Command):
 
 
 @value_class(kw_only=True)
+class Rewind(Command):
+    """Point the suspended sandbox's next resume at its checkpoint of ``to_version``."""
+
+    to_version: int
+    TRIGGER = "rewind"
+
+
+@value_class(kw_only=True)
+class Fork(Command):
+    """Start a new stream, suspended on ``snapshot`` (a copy of a checkpoint of ``source_id``)."""
+
+    source_id: str
+    source_version: int
+    kind: str
+    provider: str
+    conversation_id: str | None = None
+    snapshot_key: str
+    sha256: str | None = None
+    bytes: int | None = None
+    reason: str = "fork"
+    TRIGGER = "fork"
+
+
+@value_class(kw_only=True)
+class RecordFork(Command):
+    """Record on the source that ``fork_id`` was forked from its checkpoint of ``at_version``."""
+
+    fork_id: str
+    at_version: int
+    reason: str = "fork"
+    TRIGGER = "record_fork"
+
+
+@value_class(kw_only=True)
+class CollectCheckpoints(Command):
+    """The checkpoint timer: collect every checkpoint taken ``retention`` ago or more, except the
+    snapshot the sandbox resumes from (that one keeps the sandbox's own retention)."""
+
+    retention: timedelta
+    actor: str = "scheduler"
+    reason: str = "retention"
+    TRIGGER = "collect_checkpoint"
+
+
+def checkpoint_due(state: Sandbox, retention: timedelta) -> datetime | None:
+    """When the next checkpoint falls due for collection (None: none will)."""
+    due = [c.at + retention for c in state.checkpoints if _collectible(state, c)]
+    return min(due) if due else None
+
+
+def _collectible(state: Sandbox, cp: Checkpoint) -> bool:
+    return cp.kept and cp.snapshot_key not in (state.snapshot_key, state.pending_snapshot_key)
+
+
+def find_checkpoint(state: Sandbox, version: int) -> Checkpoint:
+    """The checkpoint taken at ``version``; CheckpointNotFound when the log holds none (never taken, or
+    collected)."""
+    for cp in state.checkpoints:
+        if cp.version == version:
+            return cp
+    raise CheckpointNotFound(state.id, version, tuple(c.version for c in state.checkpoints))
+
+
+@value_class(kw_only=True)
 class Recover(Command):
     """A sweep takes over an intent whose lease ran out (see ev.RecoveryStarted)."""
 
@@ -259,7 +341,7 @@ def _ensure(state: Sandbox, cmd: Command) -> None:
         raise SandboxExpired(state.id, state.expired_at, state.expired_reason)
     # Someone else holds the sandbox (an open turn or an in-flight side effect): a retry later
     # may succeed, which is what SandboxBusy tells the caller.
-    if isinstance(cmd, StartTurn | RequestSuspend | RequestResume | Destroy) and (
+    if isinstance(cmd, StartTurn | RequestSuspend | RequestResume | Destroy | Rewind | RecordFork) and (
         state.status in lc.TRANSITIONAL or state.status == lc.RUNNING
     ):
         raise SandboxBusy(state.id, state.status)
@@ -293,6 +375,15 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
         return [
             ev.RetentionElapsed(**base, suspended_since=state.suspended_at, retention_ms=_ms(cmd.retention)),
             ev.DestroyRequested(**base),
+        ]
+
+    if isinstance(cmd, CollectCheckpoints):
+        if lc.destination(cmd.TRIGGER, state.status) is None:
+            return []  # in flight or expired: the timer stays armed, or the destroy deletes them all
+        return [
+            ev.CheckpointCollected(**base, checkpoint_version=c.version, snapshot_key=c.snapshot_key)
+            for c in state.checkpoints
+            if _collectible(state, c) and now - c.at >= cmd.retention
         ]
 
     _ensure(state, cmd)
@@ -343,6 +434,7 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
                     sha256=cmd.sha256,
                     bytes=cmd.bytes,
                     running_processes=cmd.running_processes,
+                    kept=cmd.kept,
                 )
             ]
         case RequestResume():
@@ -367,6 +459,25 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             return [ev.ProviderLost(**base, detail=cmd.detail)]
         case Recover():
             return [ev.RecoveryStarted(**base, status=state.status)]
+        case Rewind():
+            cp = find_checkpoint(state, cmd.to_version)
+            return [ev.Rewound(**base, to_version=cp.version, snapshot_key=cp.snapshot_key)]
+        case Fork():
+            return [
+                ev.ForkedFrom(
+                    **base,
+                    source_id=cmd.source_id,
+                    source_version=cmd.source_version,
+                    kind=cmd.kind,
+                    provider=cmd.provider,
+                    conversation_id=cmd.conversation_id,
+                    snapshot_key=cmd.snapshot_key,
+                    sha256=cmd.sha256,
+                    bytes=cmd.bytes,
+                )
+            ]
+        case RecordFork():
+            return [ev.Forked(**base, fork_id=cmd.fork_id, at_version=cmd.at_version)]
     raise TypeError(f"unknown command {type(cmd).__name__}")
 
 
@@ -437,6 +548,25 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
             return _moved(
                 s, lc.EXPIRED, at, expired_at=at, expired_reason=event.reason, last_error=event.error
             )
+        case ev.ForkedFrom():
+            cp = Checkpoint(
+                s.version + 1, at, event.reason, event.snapshot_key, event.sha256, event.bytes, True
+            )
+            return _moved(
+                s,
+                lc.SUSPENDED,
+                at,
+                kind=event.kind,
+                provider=event.provider,
+                conversation_id=event.conversation_id,
+                created_at=at,
+                last_activity_at=at,
+                snapshot_key=event.snapshot_key,
+                snapshot_sha256=event.sha256,
+                snapshot_bytes=event.bytes,
+                suspended_at=at,
+                checkpoints=(cp,),
+            )
         case ev.TurnStarted():
             # Leaving idle in any way (a turn, a suspend, a destroy, a loss) leaves the pool too.
             return _moved(s, lc.RUNNING, at, turn_id=event.turn_id, last_activity_at=at, pooled=False)
@@ -458,6 +588,12 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 pooled=False,
             )
         case ev.Suspended():
+            taken = Checkpoint(
+                s.version + 1, at, event.reason, event.snapshot_key, event.sha256, event.bytes, event.kept
+            )
+            # A checkpoint that is not kept lives only while it is current; a key written again (E2B's
+            # paused instance is the same sandbox every time) is one checkpoint, the newest.
+            kept = tuple(c for c in s.checkpoints if c.kept and c.snapshot_key != event.snapshot_key)
             return _moved(
                 s,
                 lc.SUSPENDED,
@@ -469,6 +605,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 pending_snapshot_key=None,
                 suspended_at=at,
                 stopped_processes=tuple(event.running_processes or ()),
+                checkpoints=(*kept, taken),
             )
         case ev.SuspendFailed():
             return _moved(
@@ -487,6 +624,8 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 snapshot_key=None,
                 snapshot_sha256=None,
                 snapshot_bytes=None,
+                # A snapshot that is not kept is spent by the resume (deleted after this event).
+                checkpoints=tuple(c for c in s.checkpoints if c.kept),
             )
         case ev.ResumeFailed():
             return _moved(s, lc.SUSPENDED, at, last_error=event.error)
@@ -501,6 +640,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 snapshot_key=None,
                 expired_at=at,
                 expired_reason=state.destroy_reason or event.reason,
+                checkpoints=(),
             )
         case ev.RecoveryStarted():
             # Same status; the lease runs from the takeover, so no other sweep re-drives it meanwhile.
@@ -519,7 +659,24 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 expired_reason=event.reason,
                 last_error=event.detail,
                 pooled=False,
+                checkpoints=(),
             )
+        case ev.Rewound():
+            target = next((c for c in s.checkpoints if c.version == event.to_version), None)
+            if target is None:  # never decided so; a hand-edited log changes nothing but the version
+                return _next(s)
+            return _next(
+                s,
+                snapshot_key=target.snapshot_key,
+                snapshot_sha256=target.sha256,
+                snapshot_bytes=target.bytes,
+            )
+        case ev.CheckpointCollected():
+            return _next(
+                s, checkpoints=tuple(c for c in s.checkpoints if c.version != event.checkpoint_version)
+            )
+        case ev.Forked():
+            return _next(s)
     # An event type this fold does not know changes nothing but the version (decoding already
     # refuses types this release cannot read, so this is only reached by subclasses).
     return _next(s)

@@ -23,6 +23,7 @@ from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.admission import Admission
 from sandbox_lifecycle.core.capacity import Capacity
+from sandbox_lifecycle.core.checkpoints import CheckpointCalls, Checkpoints
 from sandbox_lifecycle.core.errors import (
     CommandFailed,
     ConcurrencyError,
@@ -79,7 +80,7 @@ def new_sandbox_id() -> str:
     return random_id()[:16]
 
 
-class SandboxService:
+class SandboxService(CheckpointCalls):
     def __init__(
         self,
         store: EventStore,
@@ -106,6 +107,8 @@ class SandboxService:
         waits = policy.lease if busy_wait is None else busy_wait
         self._calls = LiveCalls(self.kernel, self._admission, waits)
         self.pools = WarmPool(self.kernel, self)
+        # Rewind, fork and the checkpoints' list (CheckpointCalls); a rewind suspends a live sandbox first.
+        self._checkpoints = Checkpoints(self.kernel, lambda i, r, a: self.suspend(i, reason=r, actor=a))
 
     def attach_observer(self, observer: Observer) -> None:
         """Report to ``observer`` (metrics and the like, core/observe.py) from now on; every provider

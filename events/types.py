@@ -110,6 +110,10 @@ class Suspended(Event):
     bytes: int | None = None
     # The background processes the suspend stopped (as on SuspendRequested); None: not recorded.
     running_processes: list[dict[str, Any]] | None = None
+    # The snapshot is kept as a checkpoint after a resume, until SANDBOX_SNAPSHOT_RETENTION_MS after it
+    # was taken (docs/checkpoints.md). False (events written before checkpoints, or a provider that
+    # cannot restore an earlier snapshot): it lives only while it is the sandbox's current snapshot.
+    kept: bool = False
 
 
 @value_class(kw_only=True)
@@ -200,6 +204,51 @@ class Claimed(Event):
     conversation_id: str
 
 
+@value_class(kw_only=True)
+class CheckpointCollected(Event):
+    """Retention collected the checkpoint taken at ``checkpoint_version`` (its snapshot is deleted after
+    this event is recorded, so the log never lists a checkpoint whose snapshot is already gone)."""
+
+    TYPE = "CheckpointCollected"
+    checkpoint_version: int
+    snapshot_key: str
+
+
+@value_class(kw_only=True)
+class Rewound(Event):
+    """The sandbox's next resume restores the checkpoint taken at ``to_version`` (stored at
+    ``snapshot_key``); later checkpoints stay, so a rewind can itself be undone."""
+
+    TYPE = "Rewound"
+    to_version: int
+    snapshot_key: str
+
+
+@value_class(kw_only=True)
+class Forked(Event):
+    """A fork of this sandbox was made from its checkpoint at ``at_version``: sandbox ``fork_id``."""
+
+    TYPE = "Forked"
+    fork_id: str
+    at_version: int
+
+
+@value_class(kw_only=True)
+class ForkedFrom(Event):
+    """The first event of a fork: a new sandbox, suspended, whose first resume restores a copy of the
+    checkpoint of ``source_id`` taken at ``source_version`` (stored for it at ``snapshot_key``)."""
+
+    TYPE = "ForkedFrom"
+    source_id: str
+    source_version: int
+    kind: str
+    provider: str
+    conversation_id: str | None = None
+    snapshot_key: str
+    sha256: str | None = None
+    bytes: int | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -223,5 +272,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Pooled,
         Claimed,
         RecoveryStarted,
+        CheckpointCollected,
+        Rewound,
+        Forked,
+        ForkedFrom,
     )
 }

@@ -46,6 +46,7 @@ if not (Path(__file__).parent / "core").is_dir() and (_CHECKOUT / "core" / "__in
 # After the lines above, which they need in a checkout.
 from sandbox_lifecycle.core.errors import (  # noqa: E402
     CapacityExceeded,
+    CheckpointNotFound,
     CommandFailed,
     ConcurrencyError,
     ConfigError,
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
         AsyncTurn,
         AsyncTurnHandle,
     )
+    from sandbox_lifecycle.core.checkpoints import Checkpoint
     from sandbox_lifecycle.core.git import Author
     from sandbox_lifecycle.core.ports import (
         ExecResult,
@@ -120,6 +122,7 @@ _LAZY = {
     "AsyncProcess": "sandbox_lifecycle.core.async_service",
     "ProcessInfo": "sandbox_lifecycle.core.ports",
     "ProviderCapabilities": "sandbox_lifecycle.core.ports",
+    "Checkpoint": "sandbox_lifecycle.core.checkpoints",
     "Process": "sandbox_lifecycle.core.processes",
     "ProcessLogs": "sandbox_lifecycle.core.processes",
     "AsyncSandboxService": "sandbox_lifecycle.core.async_service",
@@ -233,6 +236,8 @@ __all__ = [
     "AsyncTurnHandle",
     "Author",
     "CapacityExceeded",
+    "Checkpoint",
+    "CheckpointNotFound",
     "CommandFailed",
     "ConcurrencyError",
     "ConfigError",

@@ -67,7 +67,7 @@ def _kill_marked(marker: bytes) -> None:
 
 class FakeProcesses:
     capabilities = ProviderCapabilities(
-        isolation="none", pause_keeps_processes=False, egress_allow_list=False, ports=True
+        isolation="none", pause_keeps_processes=False, egress_allow_list=False, ports=True, checkpoints=True
     )
 
     # Provided by FakeProvider.

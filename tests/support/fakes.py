@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
-from sandbox_lifecycle.core.errors import ConcurrencyError, ForeignSandbox, ProviderLost
+from sandbox_lifecycle.core.errors import ConcurrencyError, ForeignSandbox, ProviderLost, SnapshotNotFound
 from sandbox_lifecycle.core.kinds import HOME, kind_spec
 from sandbox_lifecycle.core.ports import (
     ExecResult,
@@ -466,6 +466,17 @@ class FakeProvider(FakeProcesses):
         stored = self.snapshots.pop(snapshot.key, None)
         if stored is not None:
             shutil.rmtree(stored, ignore_errors=True)
+
+    def copy_snapshot(self, snapshot: SnapshotInfo, key: str) -> SnapshotInfo:
+        self._call("copy_snapshot", snapshot.key)
+        stored = self.snapshots.get(snapshot.key)
+        if stored is None or not stored.is_dir():
+            raise SnapshotNotFound(f"snapshot {snapshot.key} is gone")
+        target = self._snapshot_dir(key)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(stored, target)
+        self.snapshots[key] = target
+        return self._info(key)
 
     def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
         stored = self.snapshots.get(snapshot.key)

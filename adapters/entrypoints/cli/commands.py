@@ -37,6 +37,7 @@ from sandbox_lifecycle.adapters.entrypoints.cli.transfer import register_cp
 from sandbox_lifecycle.adapters.observability.logs import configure_logging
 from sandbox_lifecycle.core.errors import (
     CapacityExceeded,
+    CheckpointNotFound,
     ConfigError,
     ExecTimeout,
     ProcessNotFound,
@@ -66,6 +67,8 @@ __all__ = [
 # First match wins: the specific errors before the families they belong to.
 _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (Usage, EXIT_USAGE),
+    # An unknown or collected checkpoint version: the command line named what is not there.
+    (CheckpointNotFound, EXIT_USAGE),
     (SandboxNotFound, EXIT_NOT_FOUND),
     (ProcessNotFound, EXIT_NOT_FOUND),
     (SandboxBusy, EXIT_BUSY),
@@ -103,6 +106,13 @@ def _process_verbs(add: AddVerb, sub: Any) -> None:
     register(add)
 
 
+def _checkpoint_verbs(add: AddVerb, sub: Any) -> None:
+    # Imported here: only its own verbs need it (tests/**/test_imports.py keeps it out of the others).
+    from sandbox_lifecycle.adapters.entrypoints.cli.checkpoints import register
+
+    register(add, sub)
+
+
 def _agent_verb(add: AddVerb, sub: Any) -> None:
     # Imported here: the agent's module and its stream parser load in about 7 ms.
     from sandbox_lifecycle.adapters.entrypoints.cli.agent import register
@@ -132,6 +142,7 @@ VERBS: dict[str, Registrar] = {
     "cp": register_cp,
     **{name: SANDBOX_VERBS[name] for name in ("suspend", "resume", "destroy", "touch")},
     **{name: SANDBOX_VERBS[name] for name in ("ls", "show", "history")},
+    **dict.fromkeys(("checkpoints", "rewind", "fork"), _checkpoint_verbs),
     **{name: _operations_verb(name) for name in ("replay", "sweep", "reconcile", "scheduler", "db")},
     **dict.fromkeys(("ps", "logs", "kill", "url"), _process_verbs),
     **{name: _operations_verb(name) for name in ("diagram", "doctor")},

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from sandbox_lifecycle.adapters.entrypoints.cli.row_values import row_json
+from sandbox_lifecycle.adapters.entrypoints.cli.row_values import event_label, row_json
 from sandbox_lifecycle.adapters.observability import progress
 from sandbox_lifecycle.events.records import SandboxRow
 
@@ -98,7 +98,7 @@ def print_history(entries: Sequence[Any]) -> None:
             "●" if moved else "│",
             e.occurred_at.isoformat(timespec="milliseconds"),
             gap,
-            e.type,
+            event_label(e),
             move,
             e.reason,
             e.actor,

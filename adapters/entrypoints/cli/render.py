@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sandbox_lifecycle.adapters.entrypoints.cli.row_values import row_json
+from sandbox_lifecycle.adapters.entrypoints.cli.row_values import event_label, row_json
 from sandbox_lifecycle.events.records import SandboxRow
 
 __all__ = ["for_a_person", "print_history", "print_report", "print_row", "print_rows", "row_json"]
@@ -71,7 +71,7 @@ def print_history(entries: Sequence[Any]) -> None:
     for e in entries:
         move = f"{e.from_state} → {e.to_state}" if e.from_state != e.to_state else e.to_state
         when = e.occurred_at.isoformat(timespec="milliseconds")
-        print(f"{e.version:>4}  {when:29}  {e.type:20}  {move:26}  {e.reason:14}  {e.actor}")
+        print(f"{e.version:>4}  {when:29}  {event_label(e):20}  {move:26}  {e.reason:14}  {e.actor}")
 
 
 def print_report(report: Any, as_json: bool) -> None:

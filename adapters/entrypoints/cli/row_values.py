@@ -19,3 +19,19 @@ def row_json(row: SandboxRow) -> dict[str, Any]:
         if isinstance(value, datetime):
             out[key] = value.isoformat()
     return out
+
+
+def event_label(entry: Any) -> str:
+    """An event's type, with the lineage it records (a fork's source and version, a source's fork, a
+    rewind's target), so `history` shows both ends of a fork."""
+    data = entry.data
+    match entry.type:
+        case "ForkedFrom":
+            return f"ForkedFrom {data.get('source_id')}@{data.get('source_version')}"
+        case "Forked":
+            return f"Forked {data.get('fork_id')}@{data.get('at_version')}"
+        case "Rewound":
+            return f"Rewound to {data.get('to_version')}"
+        case "CheckpointCollected":
+            return f"CheckpointCollected {data.get('checkpoint_version')}"
+    return str(entry.type)

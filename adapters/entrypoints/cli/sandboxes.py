@@ -14,6 +14,7 @@ from typing import Any
 from sandbox_lifecycle.adapters.entrypoints.cli.context import Usage, service_of, settings_of
 from sandbox_lifecycle.adapters.entrypoints.cli.fast_read import rows_reader
 from sandbox_lifecycle.adapters.entrypoints.cli.render import print_history, print_row, print_rows
+from sandbox_lifecycle.adapters.entrypoints.cli.row_values import event_label
 from sandbox_lifecycle.adapters.entrypoints.cli.transfer import snapshot_progress
 from sandbox_lifecycle.adapters.observability.logs import log_change
 from sandbox_lifecycle.core import lifecycle
@@ -142,6 +143,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                         "to_state": e.to_state,
                         "reason": e.reason,
                         "actor": e.actor,
+                        **({"detail": event_label(e)} if event_label(e) != e.type else {}),
                     }
                     for e in entries
                 ],

@@ -108,8 +108,13 @@ class DockerProvider:
     name = "docker"
     # A container shares the host kernel; a suspend removes it, so its background processes stop. Its
     # network is its own internal one behind the egress point; url(port) forwards from host loopback.
+    # Every suspend writes its own archive, so any of them can be restored (rewind, fork).
     capabilities = ProviderCapabilities(
-        isolation="container", pause_keeps_processes=False, egress_allow_list=True, ports=True
+        isolation="container",
+        pause_keeps_processes=False,
+        egress_allow_list=True,
+        ports=True,
+        checkpoints=True,
     )
 
     def __init__(
@@ -284,6 +289,18 @@ class DockerProvider:
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         self._snapshots.delete(snapshot.key)
+
+    def copy_snapshot(self, snapshot: SnapshotInfo, key: str) -> SnapshotInfo:
+        # A whole copy, streamed through this host: the fork's archive then lives and dies with the fork
+        # alone (no reference count shared across streams); the store's put verifies the size.
+        from sandbox_lifecycle.adapters.snapshots.archive import fetch_verified  # why: as in resume
+
+        with fetch_verified(self._snapshots, snapshot) as archive:
+            info = self._snapshots.put(key, archive)
+        if snapshot.sha256 is not None and info.sha256 != snapshot.sha256:
+            self._snapshots.delete(key)
+            raise ProviderError(f"the copy of snapshot {snapshot.key!r} at {key!r} did not verify; retry")
+        return info
 
     def remove_stale_uploads(self, older_than: datetime) -> list[str]:
         """What killed suspends of this deployment left in the snapshot store, removed (the sweep calls

@@ -66,7 +66,7 @@ from sandbox_lifecycle.adapters.providers.e2b.settings import (
     TEMPLATE_ENV,
     E2BSettings,
 )
-from sandbox_lifecycle.core.errors import CapacityExceeded, ProviderLost
+from sandbox_lifecycle.core.errors import CapacityExceeded, ProviderLost, Unsupported
 from sandbox_lifecycle.core.kinds import kind_spec
 from sandbox_lifecycle.core.ports import (
     ExecResult,
@@ -127,7 +127,9 @@ def _rate_limited(kind: str, create: Callable[[], T]) -> T:
 
 class E2BProvider:
     name = "e2b"
-    # A microVM; pause is a memory snapshot, so background processes run on after a resume.
+    # A microVM; pause is a memory snapshot, so background processes run on after a resume. Every pause
+    # overwrites the one paused sandbox, so an earlier one cannot be restored: no checkpoints (rewind and
+    # fork are refused; the SDK's own snapshots could provide them, docs/checkpoints.md).
     capabilities = ProviderCapabilities(
         isolation="microvm", pause_keeps_processes=True, egress_allow_list=True, ports=True
     )
@@ -248,6 +250,9 @@ class E2BProvider:
             refs = [info.sandbox_id for info in self._sandboxes.find(sandbox_id)]  # the listing is ours only
         for each in refs:
             self._kill(each, sandbox_id)
+
+    def copy_snapshot(self, snapshot: SnapshotInfo, key: str) -> SnapshotInfo:
+        raise Unsupported(self.name, "copying a snapshot (fork)", "a paused E2B sandbox is its only copy")
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         # The key is a sandbox id that a resume brings back to life under the same id, so killing it is

@@ -101,12 +101,15 @@ def test_kill_at_every_boundary_then_sweep(env: dict[str, str], op: str, boundar
     suspended = {r.id: r for r in rows if r.state == "suspended"}
     assert all(r.state in ("idle", "suspended", "expired") for r in rows), [(r.id, r.state) for r in rows]
 
-    # No orphans: every provider instance belongs to a live sandbox, every snapshot to a suspended one.
+    # No orphans: every provider instance belongs to a live sandbox, every snapshot to a checkpoint of a
+    # sandbox that is not expired (each suspend's snapshot is kept as one, docs/checkpoints.md), and a
+    # suspended sandbox's own snapshot is there.
     instances = {i.sandbox_id for i in service.provider.list_instances() if i.status == "running"}
     assert instances == live
     snapshots = service.provider.list_snapshots()
-    assert {sid for sid, _ in snapshots} == set(suspended)
-    assert all(suspended[sid].snapshot_key == snap.key for sid, snap in snapshots)
+    named = {(r.id, c.snapshot_key) for r in rows if r.state != "expired" for c in service.checkpoints(r.id)}
+    assert {(sid, snap.key) for sid, snap in snapshots} == named
+    assert all((sid, row.snapshot_key) in named for sid, row in suspended.items())
 
     # No data lost: a sandbox that survives still has the file written before the crash.
     for row in rows:

@@ -92,8 +92,9 @@ def test_turns_keep_the_workspace_across_suspend(service: SandboxService, provid
         "SuspendRequested",
         "Suspended",
     ]
-    # The superseded snapshot is gone once the new one is recorded.
-    assert list(provider.snapshots) == [service.get(sbx.id).snapshot_key]
+    # Each suspend's snapshot is a checkpoint: kept until retention collects it (docs/checkpoints.md).
+    assert list(provider.snapshots) == [c.snapshot_key for c in service.checkpoints(sbx.id)]
+    assert service.checkpoints(sbx.id)[-1].snapshot_key == service.get(sbx.id).snapshot_key
 
 
 def test_turn_suspends_when_the_body_raises(service: SandboxService) -> None:

@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
-from sandbox_lifecycle.core.errors import InvalidTransition, SandboxBusy, SandboxExpired
+from sandbox_lifecycle.core.errors import CheckpointNotFound, InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events.codec import decode, encode
 from sandbox_lifecycle.events.records import RecordedEvent
 
@@ -33,10 +33,22 @@ COMMANDS: dict[type[sb.Command], st.SearchStrategy[sb.Command]] = {
     sb.RequestSuspend: st.builds(sb.RequestSuspend),
     sb.MarkSuspended: st.builds(
         sb.MarkSuspended,
-        snapshot_key=st.just("k"),
+        snapshot_key=st.sampled_from(["k", "k2", "k3"]),
         sha256=st.none() | st.just("ab"),
         bytes=st.none() | st.integers(0, 10**9),
+        kept=st.booleans(),
     ),
+    sb.Rewind: st.builds(sb.Rewind, to_version=st.integers(1, 30)),
+    sb.Fork: st.builds(
+        sb.Fork,
+        source_id=st.just("src"),
+        source_version=st.integers(1, 9),
+        kind=st.just("data-app"),
+        provider=st.just("docker"),
+        snapshot_key=st.just("f"),
+    ),
+    sb.RecordFork: st.builds(sb.RecordFork, fork_id=st.just("f1"), at_version=st.integers(1, 9)),
+    sb.CollectCheckpoints: st.builds(sb.CollectCheckpoints, retention=st.just(RETENTION)),
     sb.RequestResume: st.builds(sb.RequestResume),
     sb.Recover: st.builds(sb.Recover),
     sb.MarkResumed: st.builds(sb.MarkResumed, provider_ref=st.just("r2")),
@@ -92,6 +104,11 @@ class DeciderMachine(RuleBasedStateMachine):
     def allowed_command(self, data: st.DataObject) -> None:
         """Bias towards commands the table allows, so deep states (resuming, destroying) are reached."""
         allowed = set(lc.allowed_triggers(self.state.status)) | {"idle_timeout", "retention_elapsed"}
+        if self.state.status == lc.SUSPENDED and self.state.checkpoints:
+            # A rewind to a checkpoint the sandbox has, not only to random versions.
+            versions = [c.version for c in self.state.checkpoints]
+            self.command(sb.Rewind(to_version=data.draw(st.sampled_from(versions))))
+            return
         choices = [strategy for cls, strategy in COMMANDS.items() if triggers(cls) & allowed]
         self.command(data.draw(st.one_of(choices)))
 
@@ -101,6 +118,11 @@ class DeciderMachine(RuleBasedStateMachine):
         dest = lc.destination(trigger, before.status)
         try:
             events = sb.decide(before, cmd, self.now)
+        except CheckpointNotFound:
+            # Only a rewind to a version the state holds no checkpoint of.
+            assert isinstance(cmd, sb.Rewind)
+            assert cmd.to_version not in {c.version for c in before.checkpoints}
+            return
         except (InvalidTransition, SandboxBusy, SandboxExpired) as exc:
             # (5) refused commands raise a typed error; only a table miss or the wrong turn may refuse.
             wrong_turn = isinstance(cmd, sb.EndTurn) and cmd.turn_id != before.turn_id
@@ -137,6 +159,26 @@ class DeciderMachine(RuleBasedStateMachine):
         assert claimed <= pooled
         if self.state.pooled:
             assert self.state.status == lc.IDLE
+
+    @invariant()
+    def checkpoints_are_the_suspends_not_collected(self) -> None:
+        """The fold's checkpoints are a subset of the suspends (and a fork's start), none collected, none
+        left once expired, and the snapshot a suspended sandbox resumes from is never collected."""
+        taken: set[int] = set()
+        collected: set[int] = set()
+        for version, e in enumerate(self.log, start=1):
+            if isinstance(e, sb.ev.Suspended | sb.ev.ForkedFrom):
+                taken.add(version)
+            if isinstance(e, sb.ev.CheckpointCollected):
+                collected.add(e.checkpoint_version)
+                assert e.snapshot_key != self.state_at(version - 1).snapshot_key
+        versions = {c.version for c in self.state.checkpoints}
+        assert versions <= taken - collected
+        if self.state.status == lc.EXPIRED:
+            assert versions == set()
+
+    def state_at(self, version: int) -> sb.Sandbox:
+        return sb.replay("s1", self.log[:version])
 
     @invariant()
     def replay_equals_live(self) -> None:

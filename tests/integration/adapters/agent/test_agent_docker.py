@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from sandbox_lifecycle.adapters.agent.claude_code import run_agent
-from sandbox_lifecycle.adapters.agent.scripted_model import ScriptedModel
+from sandbox_lifecycle.adapters.agent.scripted_model import Reply, ScriptedModel, working_directory, write
 from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
 from sandbox_lifecycle.core.service import SandboxService
@@ -93,3 +93,36 @@ def test_two_agent_turns_in_a_docker_sandbox_through_the_gateway(
     assert {r.api_key_sha256 for r in bridge_model.requests} == {
         hashlib.sha256(BACKEND_KEY.encode()).hexdigest()
     }
+
+
+def test_after_a_rewind_continue_resumes_from_that_turn(
+    docker_service: SandboxService, bridge_model: ScriptedModel
+) -> None:
+    """docs/checkpoints.md: the agent's state lives in the workspace (~/.claude), so rewinding the
+    sandbox to turn 1's checkpoint rewinds the conversation `--continue` continues too."""
+    conv = "conv-docker-rewind"
+    bridge_model.extend(first_turn())
+    with docker_service.turn(conv, "data-app") as sbx:
+        assert run_agent(sbx, "write hello.txt and run it", timeout=300).ok
+    (turn1,) = docker_service.checkpoints(sbx.id)
+
+    bridge_model.extend(
+        [
+            lambda body: Reply("Writing b.", [write(f"{working_directory(body)}/b.txt", "B\n")]),
+            Reply("Done with b."),
+        ]
+    )
+    with docker_service.turn(conv, "data-app") as again:
+        assert run_agent(again, "write b.txt TURN-TWO-MARKER", continue_=True, timeout=300).ok
+        assert again.read_file("b.txt") == b"B\n"
+
+    docker_service.rewind(sbx.id, turn1.version)
+    bridge_model.extend(second_turn())
+    with docker_service.turn(conv, "data-app") as third:
+        resumed = run_agent(third, "what did you do?", continue_=True, timeout=300)
+        assert not third.exists("b.txt")
+        assert third.read_file("hello.txt") == b"hello from turn 1\n"
+    assert resumed.ok and resumed.text == "Turn 2: I remember turn 1 (hello.txt seen)."
+    sent = json.dumps(bridge_model.agent_requests()[-1]["messages"])
+    assert "ran-ok" in sent and "what did you do?" in sent
+    assert "TURN-TWO-MARKER" not in sent and "b.txt" not in sent

@@ -234,3 +234,30 @@ def test_sandboxctl_exec_streams_live_and_a_timeout_keeps_the_output(ctl: Ctl) -
     assert b"timed out after 2s" in b"".join(line for _, line in lines[1:])
     # Printed as the command wrote it, not when the call ended: well before the 2 s timeout fired.
     assert ended - lines[0][0] >= 1.5
+
+
+def test_sandboxctl_checkpoints_rewind_and_fork(ctl: Ctl) -> None:
+    sid = ctl.json("create", "--kind", "data-app")["id"]
+    ctl.created.append(sid)
+    ctl.ok("exec", sid, "--", "sh", "-c", "echo A > a.txt")
+    ctl.ok("suspend", sid)
+    ctl.ok("exec", sid, "--", "sh", "-c", "echo B > b.txt")
+    ctl.ok("suspend", sid)
+    first, second = ctl.json("checkpoints", sid)
+    assert first["reason"] == "user" and first["bytes"] > 0 and first["bytes_new"] is None
+    assert (first["current"], second["current"]) == (False, True)
+    assert ctl.ok("checkpoints", sid).count("\n") == 3  # header + one line each
+
+    # An unknown version is a usage error, and nothing is written.
+    done = ctl.run("rewind", sid, "--to", "999")
+    assert done.returncode == 2 and "no checkpoint at version 999" in done.stderr
+    assert ctl.json("rewind", sid, "--to", str(first["version"]))["state"] == "suspended"
+    done = ctl.run("exec", sid, "--", "sh", "-c", "cat a.txt; ls b.txt")
+    assert done.stdout == "A\n" and done.returncode != 0
+
+    fork = ctl.json("fork", sid, "--at", str(first["version"]), "--conversation", "forked")
+    ctl.created.append(fork["id"])
+    assert (fork["state"], fork["kind"], fork["conversation_id"]) == ("suspended", "data-app", "forked")
+    assert f"ForkedFrom {sid}@{first['version']}" in ctl.ok("history", fork["id"])
+    assert any(e.get("detail") == f"Forked {fork['id']}@{first['version']}" for e in ctl.json("history", sid))
+    assert ctl.run("replay", "--verify").returncode == 0
