@@ -53,6 +53,8 @@ class Sandbox(NamedTuple):
     stopped_processes: tuple[dict[str, Any], ...] = ()
     # In its kind's warm pool: created for no conversation yet, claimable by a new one's turn.
     pooled: bool = False
+    # The allow-list the last EgressChanged set, replacing the kind's; None: the kind's own.
+    egress_allow: tuple[str, ...] | None = None
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -211,6 +213,15 @@ class Claim(Command):
 
 
 @value_class(kw_only=True)
+class SetEgress(Command):
+    """Replace what the sandbox may reach with ``allow`` (entries already checked by the provider), or
+    return to its kind's allow-list (None)."""
+
+    allow: tuple[str, ...] | None = None
+    TRIGGER = "set_egress"
+
+
+@value_class(kw_only=True)
 class MarkFailed(Command):
     """Record a failed create, suspend or resume."""
 
@@ -361,6 +372,10 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             if not state.pooled:
                 raise InvalidTransition(state.id, state.status, "claim (it is not in a warm pool)")
             return [ev.Claimed(**base, conversation_id=cmd.conversation_id)]
+        case SetEgress():
+            if cmd.allow == state.egress_allow:
+                return []  # already the sandbox's policy: nothing new to record
+            return [ev.EgressChanged(**base, allow=None if cmd.allow is None else list(cmd.allow))]
         case MarkFailed():
             return [FAILED_EVENTS[state.status](**base, error=cmd.error)]
         case MarkLost():
@@ -509,6 +524,8 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
             return _next(s, pooled=True)
         case ev.Claimed():
             return _next(s, pooled=False, conversation_id=event.conversation_id, last_activity_at=at)
+        case ev.EgressChanged():
+            return _next(s, egress_allow=None if event.allow is None else tuple(event.allow))
         case ev.ProviderLost():
             return _moved(
                 s,

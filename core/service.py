@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sandbox_lifecycle.core import feed, inflight
+from sandbox_lifecycle.core import egress, feed, inflight
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.admission import Admission
@@ -286,6 +286,12 @@ class SandboxService:
         window = self.policy.activity_window
         self.kernel.run(sandbox_id, lambda s: sb.Touch(window=window, count=count, actor=actor or self.actor))
         return self.get(sandbox_id)
+
+    def set_egress(
+        self, sandbox_id: str, allow: Sequence[str] | None, *, reason: str = "user", actor: str | None = None
+    ) -> SandboxRow:
+        """Replace what the sandbox may reach with ``allow`` (None: its kind's allow-list): core/egress.py."""
+        return self.get(egress.set_egress(self.kernel, sandbox_id, allow, reason, actor or self.actor).id)
 
     # ----------------------------------------------------------------------------------- data plane
 
