@@ -113,7 +113,9 @@ def simple(method: str) -> Callable[[argparse.Namespace], int]:
 
 def cmd_egress(args: argparse.Namespace) -> int:
     """Replace what the sandbox may reach (``--allow``; none: nothing), or go back to its kind's list."""
-    allow = None if args.reset else [h for group in args.allow for h in group.split(",") if h.strip()]
+    # --allow may repeat, each with any number of hosts, comma-separated or not.
+    given = [text for group in args.allow or [] for text in group]
+    allow = None if args.reset else [h for text in given for h in text.split(",") if h.strip()]
     row = service_of(args).set_egress(args.id, allow, reason=args.reason)
     log_change("egress", row)
     print_row(row, args.json)
