@@ -36,7 +36,20 @@ def set_egress(
         sandbox_id, lambda _: sb.SetEgress(allow=checked, actor=actor, reason=reason), random_id()
     )
     # Applied even when nothing new was recorded: a retry after a failed apply puts the log's policy
-    # in force.
-    if state.status in lc.LIVE and state.provider_ref is not None and state.kind is not None:
+    # in force. Two callers may apply in the other order than they recorded; so each one, once it has
+    # applied, reads the log again and applies what it says now, until that is what it applied: the last
+    # apply in time is then the log's latest.
+    for _ in range(MAX_APPLIES):
+        if state.status not in lc.LIVE or state.provider_ref is None or state.kind is None:
+            return state
         kernel.provider.set_egress(state.id, state.provider_ref, state.kind, state.egress_allow)
+        now = kernel.load(sandbox_id)
+        if (now.egress_allow, now.provider_ref) == (state.egress_allow, state.provider_ref):
+            return now
+        state = now
     return state
+
+
+# How many times one call re-applies a policy changed under it before it leaves the rest to that change's
+# own caller (who applies and checks after it).
+MAX_APPLIES = 5

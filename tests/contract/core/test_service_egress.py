@@ -147,3 +147,24 @@ def test_the_async_service_sets_egress_alike(service: SandboxService, provider: 
 
     sid = asyncio.run(main())
     assert _changes(service, sid) == [(["pypi.org"], "async", "pip install"), (None, "api", "user")]
+
+
+def test_two_callers_applying_out_of_order_leave_the_logs_latest_in_force(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    sid = service.create("data-app").id
+    original = provider.set_egress
+    raced = []
+
+    def late(sandbox_id: str, ref: str, kind: str, allow: object) -> None:
+        # The first caller recorded its list; before it applies, a second caller records and applies its
+        # own. The first then applies its (older) list last.
+        if not raced:
+            raced.append(True)
+            service.set_egress(sid, None, reason="close", actor="second")
+        original(sandbox_id, ref, kind, allow)  # type: ignore[arg-type]
+
+    provider.set_egress = late  # type: ignore[method-assign]
+    service.set_egress(sid, ["pypi.org"], reason="open", actor="first")
+    assert service.load(sid).egress_allow is None
+    assert provider.instances[sid].egress_allow is None
