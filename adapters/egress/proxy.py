@@ -149,7 +149,12 @@ class EgressProxy:
             watch.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            await asyncio.gather(watch, *self._tasks, return_exceptions=True)
+            try:
+                await asyncio.gather(watch, *self._tasks, return_exceptions=True)
+            except asyncio.CancelledError:
+                # close() ended the loop and its cancel landed while this waited: the end it asked for.
+                if not self._closed.is_set():
+                    raise
 
     async def _watch_policies(self) -> None:
         """Cut open connections to a destination their sandbox's policy no longer allows, within
