@@ -230,6 +230,11 @@ class AsyncSandboxService:
             self._service.destroy, sandbox_id, reason=reason, actor=actor, version=version
         )
 
+    async def set_egress(
+        self, sandbox_id: str, allow: Sequence[str] | None, *, reason: str = "user", actor: str | None = None
+    ) -> SandboxRow:
+        return await self._call(self._service.set_egress, sandbox_id, allow, reason=reason, actor=actor)
+
     async def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
         return await self._call(self._service.touch, sandbox_id, actor=actor, count=count)
 

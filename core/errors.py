@@ -251,3 +251,12 @@ class CapacityExceeded(SandboxError):
             f"no capacity for a {kind!r} sandbox after waiting {waited:g}s: {what}, all busy; retry "
             "later, or raise the limit (or SANDBOX_CAPACITY_WAIT_MS)"
         )
+
+
+class EgressRefused(SandboxError, ValueError):
+    """An allow-list entry given to ``set_egress`` was refused (a raw IP, a private or metadata name, an
+    unsupported wildcard, not a host); nothing was recorded. Retrying the same list will not help."""
+
+    def __init__(self, sandbox: str, detail: str) -> None:
+        self.sandbox = sandbox
+        super().__init__(f"egress of sandbox {sandbox} not changed: {detail}")

@@ -60,6 +60,8 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     # turn claims it (still idle, then starts its turn as on any other).
     {"trigger": "pool", "source": IDLE, "dest": "="},
     {"trigger": "claim", "source": IDLE, "dest": "="},
+    # The network policy changes in place; a suspended sandbox gets it when it resumes.
+    {"trigger": "set_egress", "source": [IDLE, RUNNING, SUSPENDED], "dest": "="},
     {"trigger": "request_suspend", "source": [IDLE, RUNNING], "dest": SUSPENDING},
     {"trigger": "idle_timeout", "source": [IDLE, RUNNING], "dest": SUSPENDING},
     {"trigger": "mark_suspended", "source": SUSPENDING, "dest": SUSPENDED},

@@ -356,6 +356,17 @@ class SandboxProvider(ProcessProvider, Protocol):
         """Bring the workspace back; returns the new provider ref. ProviderLost if it cannot."""
         ...
 
+    def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
+        """``allow`` as a sandbox's allow-list would keep it (normalized), or ValueError naming the first
+        refused entry: checked by the rules the kinds' allow-lists are parsed with, before anything is
+        recorded."""
+        ...
+
+    def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
+        """Put ``allow`` (checked by ``check_egress``; None: the kind's allow-list) in force for the live
+        sandbox ``ref``: its new connections see it within a second. Idempotent."""
+        ...
+
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         """Remove the compute. Idempotent: gone already is success."""
         ...

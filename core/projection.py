@@ -87,8 +87,9 @@ def project(state: Sandbox, policy: Policy) -> Projection:
         deadlines.append(Deadline(state.id, LEASE, state.state_since + policy.lease, state.version))
     elif state.checkpoints and state.status != lc.EXPIRED:
         # why here: the decider's module is a large share of a short command's start-up (see above)
-        from sandbox_lifecycle.core.sandbox import checkpoint_due
+        from sandbox_lifecycle.core.sandbox import collectible
 
-        if (collect_at := checkpoint_due(state, policy.retention)) is not None:
-            deadlines.append(Deadline(state.id, CHECKPOINT, collect_at, state.version))
+        collect = [c.at + policy.retention for c in state.checkpoints if collectible(state, c)]
+        if collect:  # the next checkpoint retention collects
+            deadlines.append(Deadline(state.id, CHECKPOINT, min(collect), state.version))
     return Projection(row=row, deadlines=tuple(deadlines))

@@ -69,6 +69,8 @@ class Sandbox(NamedTuple):
     pooled: bool = False
     # The checkpoints retention has not collected, oldest first (docs/checkpoints.md).
     checkpoints: tuple[Checkpoint, ...] = ()
+    # The allow-list the last EgressChanged set, replacing the kind's; None: the kind's own.
+    egress_allow: tuple[str, ...] | None = None
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -229,6 +231,15 @@ class Claim(Command):
 
 
 @value_class(kw_only=True)
+class SetEgress(Command):
+    """Replace what the sandbox may reach with ``allow`` (entries already checked by the provider), or
+    return to its kind's allow-list (None)."""
+
+    allow: tuple[str, ...] | None = None
+    TRIGGER = "set_egress"
+
+
+@value_class(kw_only=True)
 class MarkFailed(Command):
     """Record a failed create, suspend or resume."""
 
@@ -290,13 +301,8 @@ class CollectCheckpoints(Command):
     TRIGGER = "collect_checkpoint"
 
 
-def checkpoint_due(state: Sandbox, retention: timedelta) -> datetime | None:
-    """When the next checkpoint falls due for collection (None: none will)."""
-    due = [c.at + retention for c in state.checkpoints if _collectible(state, c)]
-    return min(due) if due else None
-
-
-def _collectible(state: Sandbox, cp: Checkpoint) -> bool:
+def collectible(state: Sandbox, cp: Checkpoint) -> bool:
+    """Retention may collect it: kept after a resume, and not the snapshot the sandbox resumes from."""
     return cp.kept and cp.snapshot_key not in (state.snapshot_key, state.pending_snapshot_key)
 
 
@@ -383,7 +389,7 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
         return [
             ev.CheckpointCollected(**base, checkpoint_version=c.version, snapshot_key=c.snapshot_key)
             for c in state.checkpoints
-            if _collectible(state, c) and now - c.at >= cmd.retention
+            if collectible(state, c) and now - c.at >= cmd.retention
         ]
 
     _ensure(state, cmd)
@@ -453,6 +459,10 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             if not state.pooled:
                 raise InvalidTransition(state.id, state.status, "claim (it is not in a warm pool)")
             return [ev.Claimed(**base, conversation_id=cmd.conversation_id)]
+        case SetEgress():
+            if cmd.allow == state.egress_allow:
+                return []  # already the sandbox's policy: nothing new to record
+            return [ev.EgressChanged(**base, allow=None if cmd.allow is None else list(cmd.allow))]
         case MarkFailed():
             return [FAILED_EVENTS[state.status](**base, error=cmd.error)]
         case MarkLost():
@@ -649,6 +659,8 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
             return _next(s, pooled=True)
         case ev.Claimed():
             return _next(s, pooled=False, conversation_id=event.conversation_id, last_activity_at=at)
+        case ev.EgressChanged():
+            return _next(s, egress_allow=None if event.allow is None else tuple(event.allow))
         case ev.ProviderLost():
             return _moved(
                 s,

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sandbox_lifecycle.core import feed, inflight
+from sandbox_lifecycle.core import egress, feed, inflight
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.admission import Admission
@@ -51,7 +51,7 @@ from sandbox_lifecycle.core.ports import (
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, Process, ProcessLogs, from_record
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.recovery import Sweeper, SweepReport
-from sandbox_lifecycle.core.streaming import ExecStream
+from sandbox_lifecycle.core.streaming import ExecStream, argv_of
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
@@ -290,6 +290,12 @@ class SandboxService(CheckpointCalls):
         self.kernel.run(sandbox_id, lambda s: sb.Touch(window=window, count=count, actor=actor or self.actor))
         return self.get(sandbox_id)
 
+    def set_egress(
+        self, sandbox_id: str, allow: Sequence[str] | None, *, reason: str = "user", actor: str | None = None
+    ) -> SandboxRow:
+        """Replace what the sandbox may reach with ``allow`` (None: its kind's allow-list): core/egress.py."""
+        return self.get(egress.set_egress(self.kernel, sandbox_id, allow, reason, actor or self.actor).id)
+
     # ----------------------------------------------------------------------------------- data plane
 
     def _on_live(
@@ -332,7 +338,7 @@ class SandboxService(CheckpointCalls):
         raises ExecTimeout carrying the output printed until the kill; ``check=True`` raises
         CommandFailed for a non-zero exit.
         """
-        argv = _argv(command)
+        argv = argv_of(command)
         # Only the options asked for reach the provider: one written against the port before streaming
         # keeps working for callers who do not stream.
         stream: dict[str, Any] = {}
@@ -527,7 +533,7 @@ class SandboxService(CheckpointCalls):
                 "background processes that survive a suspend",
                 "a suspend stops them; the next turn's stopped_processes lists them to restart",
             )
-        argv = _argv(command)
+        argv = argv_of(command)
         info = self._on_live(
             sandbox_id, lambda ref: self.provider.start(ref, argv, env=env, cwd=cwd), wait, busy_for=60.0
         )
@@ -577,11 +583,6 @@ class SandboxService(CheckpointCalls):
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1-65535, got {port!r}")
         return self._on_live(sandbox_id, lambda ref: self.provider.url(ref, port))
-
-
-def _argv(command: Sequence[str] | str) -> list[str]:
-    # A string is a shell command line, as an agent writes one; a list is an argv, run as it is.
-    return ["bash", "-lc", command] if isinstance(command, str) else list(command)
 
 
 @value_class

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -273,3 +273,9 @@ class AsyncExecStream:
 def _retrieve(future: asyncio.Future[ExecResult] | Future[ExecResult]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def argv_of(command: Sequence[str] | str) -> list[str]:
+    """The argv an exec runs: a string is a shell command line, as an agent writes one; a list is an argv,
+    run as it is."""
+    return ["bash", "-lc", command] if isinstance(command, str) else list(command)

@@ -249,6 +249,16 @@ class ForkedFrom(Event):
     bytes: int | None = None
 
 
+@value_class(kw_only=True)
+class EgressChanged(Event):
+    """Who changed what the sandbox may reach, and why: ``allow`` replaces its kind's allow-list (hosts,
+    ``*.domain`` or ``host:port``, checked before this was recorded); None returns to the kind's list.
+    The last one in the log is the sandbox's policy, through suspends and resumes."""
+
+    TYPE = "EgressChanged"
+    allow: list[str] | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -276,5 +286,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Rewound,
         Forked,
         ForkedFrom,
+        EgressChanged,
     )
 }

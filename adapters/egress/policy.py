@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ _HOST = re.compile(
 # Ports a rule without ``:port`` allows: the web's.
 DEFAULT_PORTS = (80, 443)
 POLICY_DIR = "policies"
+# See PolicyBook._reload: how long after a change the folder is read again, and how often meanwhile.
+_RACY_WINDOW_NS = 2_000_000_000
+_RACY_REREAD_NS = 50_000_000
 
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -114,6 +118,34 @@ def parse_rules(entries: Iterable[str]) -> tuple[Rule, ...]:
             continue
         rules.append(parse_rule(entry))
     return tuple(rules)
+
+
+# Names that are loopback by definition (RFC 6761) or a cloud's metadata service: never worth allowing.
+_NEVER = ("localhost", "metadata.google.internal", "metadata", "instance-data")
+
+
+def check_allow(entries: Iterable[str]) -> tuple[str, ...]:
+    """An allow-list a caller sets on a running sandbox, as its entries will be kept (normalized, in
+    order, once each), or PolicyError naming the first refused entry. Each entry is parsed as the kinds'
+    lists are (:func:`parse_rule`), and stricter: a raw IP or CIDR, which a kind's list may hold for E2B,
+    is refused here (sandboxes reach hosts by name), as are loopback and metadata names, ``*``, and a
+    wildcard over a whole top-level domain."""
+    kept: list[str] = []
+    for entry in entries:
+        text = str(entry).strip()
+        host = normalize_host(_split_port(text)[0]) if text else ""
+        if is_raw_ip(host) or "/" in host:
+            raise PolicyError(f"{entry!r} is an IP address or a network; allow hosts by name")
+        rule = parse_rule(text)
+        name = rule.host.removeprefix("*.")
+        if name in _NEVER or name.endswith(".localhost"):
+            raise PolicyError(f"{entry!r} names a loopback or metadata host, which sandboxes may not reach")
+        if rule.host.startswith("*.") and "." not in name:
+            raise PolicyError(f"{entry!r} is a wildcard over a whole top-level domain; name a domain")
+        form = rule.host if rule.port is None else f"{rule.host}:{rule.port}"
+        if form not in kept:
+            kept.append(form)
+    return tuple(kept)
 
 
 def parse_pin(entry: str) -> tuple[str, int, str]:
@@ -258,7 +290,10 @@ class PolicyBook:
         self.folder = os.path.join(state_dir, POLICY_DIR)
         self._lock = threading.Lock()
         self._seen: int | None = None
+        self._read_ns = 0  # when the folder was last read (time.time_ns, the clock mtimes come from)
         self._policies: list[tuple[float, Policy]] = []
+        # Bumped on every read that changed what is loaded: the proxy re-checks its open tunnels then.
+        self.generation = 0
 
     def for_source(self, address: str) -> Policy | None:
         ip = ipaddress.ip_address(address)
@@ -279,7 +314,13 @@ class PolicyBook:
         except FileNotFoundError:
             stamp = -1
         with self._lock:
-            if stamp == self._seen and not force:
+            now = time.time_ns()
+            # A change within the same tick of the file system's clock as the last read leaves the
+            # folder's mtime as it was (racy-git's problem): while the last read is that recent after
+            # the stamp, read again, at most every _RACY_REREAD_NS. So a policy rewritten on a live
+            # sandbox (set_egress) is in force for the next connection within that, never missed.
+            racy = self._read_ns - stamp < _RACY_WINDOW_NS and now - self._read_ns >= _RACY_REREAD_NS
+            if stamp == self._seen and not force and not racy:
                 return
             loaded: list[tuple[float, Policy]] = []
             names = os.listdir(self.folder) if stamp != -1 else []
@@ -292,4 +333,11 @@ class PolicyBook:
                         loaded.append((os.fstat(file.fileno()).st_mtime, load_policy(json.load(file))))
                 except (OSError, ValueError, KeyError, AssertionError) as exc:
                     print(f"egress: ignoring unreadable policy {name}: {exc}", flush=True)
-            self._policies, self._seen = loaded, stamp
+            if [p for _, p in loaded] != [p for _, p in self._policies]:
+                self.generation += 1
+            self._policies, self._seen, self._read_ns = loaded, stamp, now
+
+    def refresh(self) -> int:
+        """Re-read the folder if it changed; the generation (the proxy's watch calls this)."""
+        self._reload(False)
+        return self.generation

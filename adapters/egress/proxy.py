@@ -21,7 +21,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,6 +30,8 @@ from .policy import Decision, Policy, PolicyBook, Resolver, is_raw_ip, normalize
 from .relay import BufferPool, pump
 
 CONNECT_TIMEOUT_S = 10.0
+# How often the proxy looks for changed policies to cut open connections they no longer allow.
+POLICY_WATCH_S = 0.25
 # Refused connections linger this long (reading what they sent), at most this many at once.
 _REFUSE_LINGER_S = 1.0
 _REFUSING_MAX = 256
@@ -102,6 +104,8 @@ class EgressProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = threading.Event()
         self._refusing = 0
+        # Open connections by their task: (source, host, port), re-checked when the policies change.
+        self._tunnels: dict[asyncio.Task[None], tuple[str, str, int]] = {}
 
     def bind(self, host: str, port: int) -> socket.socket:
         server = socket.create_server((host, port), reuse_port=False, backlog=1024)
@@ -130,6 +134,7 @@ class EgressProxy:
         assert self._server is not None, "bind first"
         self._loop = asyncio.get_running_loop()
         self._accepting = asyncio.current_task()
+        watch = asyncio.create_task(self._watch_policies())
         try:
             while not self._closed.is_set():
                 await self._accept_one(self._server)
@@ -141,9 +146,37 @@ class EgressProxy:
             if not self._closed.is_set():
                 raise
         finally:
+            watch.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            try:
+                await asyncio.gather(watch, *self._tasks, return_exceptions=True)
+            except asyncio.CancelledError:
+                # close() ended the loop and its cancel landed while this waited: the end it asked for.
+                if not self._closed.is_set():
+                    raise
+
+    async def _watch_policies(self) -> None:
+        """Cut open connections to a destination their sandbox's policy no longer allows, within
+        POLICY_WATCH_S of the change (a set_egress that closes a host closes its open tunnels too)."""
+        seen = self.book.refresh()
+        while True:
+            await asyncio.sleep(POLICY_WATCH_S)
+            try:
+                generation = self.book.refresh()
+                if generation != seen:
+                    seen = generation
+                    self._cut_disallowed()
+            except Exception as exc:  # the watch outlives a bad moment of the folder
+                self.log(f"egress: re-reading policies failed: {type(exc).__name__}: {exc}")
+
+    def _cut_disallowed(self) -> None:
+        for task, (source, host, port) in list(self._tunnels.items()):
+            policy = self.book.for_source(source)
+            if policy is None or not any(rule.matches(host, port) for rule in policy.rules):
+                who = policy.sandbox_id if policy is not None else source
+                self.log(f"egress cut sandbox={who} {host}:{port}: no longer in its allow-list")
+                task.cancel()
 
     async def _accept_one(self, server: socket.socket) -> None:
         assert self._loop is not None
@@ -244,7 +277,10 @@ class EgressProxy:
             return
         self.log(f"egress allow sandbox={policy.sandbox_id} {verb} {host}:{port} -> {decision.address}")
         loop = asyncio.get_running_loop()
-        with upstream:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tunnels[task] = (source, normalize_host(host), port)
+        with upstream, _forgotten(self._tunnels, task):
             if head.method == b"CONNECT":
                 await loop.sock_sendall(client, head.version + b" 200 Connection established\r\n\r\n")
                 if rest:
@@ -305,6 +341,16 @@ class EgressProxy:
             for task in (up, down):
                 task.cancel()
             await asyncio.gather(up, down, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _forgotten(
+    tunnels: dict[asyncio.Task[None], tuple[str, str, int]], task: asyncio.Task[None]
+) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        tunnels.pop(task, None)
 
 
 async def _read_head(client: socket.socket) -> tuple[bytes, bytes] | None:

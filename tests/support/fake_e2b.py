@@ -137,6 +137,9 @@ class FakeSandbox:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     end_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     processes: dict[int, _Process] = field(default_factory=dict)
+    # The egress configuration in force, as the API takes it (allowOut, denyOut, ...): the create's
+    # "network", replaced whole by PUT /sandboxes/{id}/network.
+    network: dict[str, Any] = field(default_factory=dict)
 
     def kill_processes(self) -> None:
         for proc in list(self.processes.values()):
@@ -332,6 +335,7 @@ class FakeE2B:
                 template_id=str(body["templateID"]),
                 metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
                 env_vars={str(k): str(v) for k, v in (body.get("envVars") or {}).items()},
+                network=dict(body.get("network") or {}),
                 root=root,
                 access_token=uuid.uuid4().hex,
                 started_at=now,
@@ -505,6 +509,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch()
 
+    def do_PUT(self) -> None:
+        self._dispatch()
+
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
@@ -631,7 +638,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._list(query)
             return
-        match = re.fullmatch(r"/(?:v2/)?sandboxes/([^/]+)(?:/(pause|connect|timeout))?", path)
+        match = re.fullmatch(r"/(?:v2/)?sandboxes/([^/]+)(?:/(pause|connect|timeout|network))?", path)
         if match is None:
             raise _HTTPError(404, f"no route {self.command} {path}")
         sandbox_id, action = match.group(1), match.group(2)
@@ -665,12 +672,31 @@ class _Handler(BaseHTTPRequestHandler):
                 # Like E2B: a connect only ever extends a running sandbox's life.
                 sbx.end_at = deadline if resumed else max(sbx.end_at, deadline)
             self._send_json(201 if resumed else 200, sbx.created())
+        elif action == "network" and self.command == "PUT" and not path.startswith("/v2/"):
+            self._update_network(sbx, body)
         elif action == "timeout":
             with self.fake._lock:
                 sbx.end_at = datetime.now(UTC) + timedelta(seconds=int((body or {})["timeout"]))
             self._send_empty(204)
         else:
             raise _HTTPError(404, f"no route {self.command} {path}")
+
+    def _update_network(self, sbx: FakeSandbox, body: Any) -> None:
+        """PUT /sandboxes/{id}/network: the whole egress configuration replaced (what is omitted is
+        cleared, as E2B documents); only a running sandbox's, domains never in denyOut."""
+        if not isinstance(body, dict):
+            raise _HTTPError(400, "a JSON object is required")
+        known = {"allowOut", "denyOut", "dnsServers", "egressProxy", "rules", "allow_internet_access"}
+        if set(body) - known:
+            raise _HTTPError(400, f"unknown fields {sorted(set(body) - known)}")
+        for entry in body.get("denyOut") or []:
+            if any(c.isalpha() for c in str(entry)) and ":" not in str(entry):
+                raise _HTTPError(400, f"denyOut takes CIDR blocks or IP addresses, not {entry!r}")
+        with self.fake._lock:
+            if sbx.state != "running":
+                raise _HTTPError(409, f"sandbox {sbx.sandbox_id} is not running")
+            sbx.network = dict(body)
+        self._send_empty(204)
 
     def _create(self, body: dict[str, Any]) -> None:
         if not body.get("templateID"):

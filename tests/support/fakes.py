@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from sandbox_lifecycle.adapters.egress.policy import check_allow
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.core.errors import ConcurrencyError, ForeignSandbox, ProviderLost, SnapshotNotFound
 from sandbox_lifecycle.core.kinds import HOME, kind_spec
@@ -334,6 +335,8 @@ class FakeInstance:
     ref: str
     # Where the sandbox's home lives on the host; commands run in it for real.
     home: Path
+    # The allow-list set on this instance (set_egress); None: its kind's, as any new instance starts.
+    egress_allow: tuple[str, ...] | None = None
 
 
 class FakeEngine:
@@ -449,6 +452,13 @@ class FakeProvider(FakeProcesses):
         inst = self._new(sandbox_id, kind)
         shutil.copytree(stored, inst.home, dirs_exist_ok=True)
         return inst.ref
+
+    def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
+        return check_allow(allow)  # the Docker provider's check: the rules of the kinds' lists
+
+    def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
+        self._call("set_egress", sandbox_id)
+        self._inst(ref).egress_allow = None if allow is None else tuple(allow)
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         self._call("destroy", sandbox_id)

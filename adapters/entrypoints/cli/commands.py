@@ -140,7 +140,7 @@ def _audit_verbs(add: AddVerb, sub: Any) -> None:
 VERBS: dict[str, Registrar] = {
     **{name: SANDBOX_VERBS[name] for name in ("create", "exec")},
     "cp": register_cp,
-    **{name: SANDBOX_VERBS[name] for name in ("suspend", "resume", "destroy", "touch")},
+    **{name: SANDBOX_VERBS[name] for name in ("suspend", "resume", "destroy", "touch", "egress")},
     **{name: SANDBOX_VERBS[name] for name in ("ls", "show", "history")},
     **dict.fromkeys(("checkpoints", "rewind", "fork"), _checkpoint_verbs),
     **{name: _operations_verb(name) for name in ("replay", "sweep", "reconcile", "scheduler", "db")},

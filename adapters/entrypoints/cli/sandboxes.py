@@ -1,5 +1,5 @@
 """The verbs on one sandbox or the fleet's rows: `create`, `exec`, `suspend`, `resume`, `destroy`,
-`touch`, `ls`, `show`, `history`."""
+`touch`, `egress`, `ls`, `show`, `history`."""
 
 from __future__ import annotations
 
@@ -112,6 +112,17 @@ def simple(method: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def cmd_egress(args: argparse.Namespace) -> int:
+    """Replace what the sandbox may reach (``--allow``; none: nothing), or go back to its kind's list."""
+    # --allow may repeat, each with any number of hosts, comma-separated or not.
+    given = [text for group in args.allow or [] for text in group]
+    allow = None if args.reset else [h for text in given for h in text.split(",") if h.strip()]
+    row = service_of(args).set_egress(args.id, allow, reason=args.reason)
+    log_change("egress", row)
+    print_row(row, args.json)
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.state and args.state not in lifecycle.STATES[1:]:
         raise Usage(f"unknown state {args.state!r}; states are: {', '.join(lifecycle.STATES[1:])}")
@@ -196,6 +207,21 @@ def _simple_verb(name: str, help: str) -> Callable[[AddVerb, Any], None]:
     return register
 
 
+def _egress_verb(add: AddVerb, sub: Any) -> None:
+    sp = add("egress", cmd_egress, "change what a sandbox may reach while it lives (recorded in its log)")
+    sp.add_argument("id")
+    which = sp.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--allow",
+        nargs="*",
+        action="append",
+        metavar="HOST",
+        help="the hosts (name, *.domain or host:port) it may reach instead of its kind's; none: nothing",
+    )
+    which.add_argument("--reset", action="store_true", help="back to the kind's allow-list")
+    sp.add_argument("--reason", default="user", help="why, as recorded with the change (default: user)")
+
+
 def _ls_verb(add: AddVerb, sub: Any) -> None:
     add("ls", cmd_ls, "list sandboxes").add_argument("--state")
 
@@ -216,6 +242,7 @@ VERBS: dict[str, Callable[[AddVerb, Any], None]] = {
     "resume": _simple_verb("resume", "bring a suspended sandbox back"),
     "destroy": _simple_verb("destroy", "remove the sandbox and its snapshot"),
     "touch": _simple_verb("touch", "record activity (postpones the idle timeout)"),
+    "egress": _egress_verb,
     "ls": _ls_verb,
     "show": _show_verb,
     "history": _history_verb,

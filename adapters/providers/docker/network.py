@@ -28,7 +28,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,19 +162,26 @@ class SandboxNetworks:
         self.egress.ensure()  # first: a missing image or engine fails before anything is made
         with self._network_lock():
             network, subnet = self._network(sandbox_id)
-        egress_policy.write_policy(
-            self.state_dir,
-            egress_policy.policy_document(
-                sandbox_id,
-                kind,
-                subnet,
-                self.settings.allow.get(kind, ()),
-                self.settings.resolve,
-                egress_env_name(kind),
-            ),
-        )
+        self._write_policy(sandbox_id, kind, subnet, None)
         self.egress.attach(network)
         return Attachment(network, sandbox_environment(self._issue_token(sandbox_id)))
+
+    def set_policy(self, sandbox_id: str, kind: str, allow: Sequence[str] | None) -> None:
+        """Rewrite the policy of the sandbox's network: ``allow`` (None: the kind's allow-list). The
+        proxy reads it for the next connection and cuts open ones it no longer allows (egress/proxy.py)."""
+        found = self._calls.inspect_network(network_name(sandbox_id))
+        if found is None or labels_of(found).get(LABEL_ID) != sandbox_id:
+            raise ProviderLost(f"sandbox {sandbox_id} has no network to set the egress of")
+        self._write_policy(sandbox_id, kind, str(found["IPAM"]["Config"][0]["Subnet"]), allow)
+
+    def _write_policy(self, sandbox_id: str, kind: str, subnet: str, allow: Sequence[str] | None) -> None:
+        rules = self.settings.allow.get(kind, ()) if allow is None else allow
+        # What a refusal tells the sandbox to change: the kind's variable, or the list set on it.
+        variable = egress_env_name(kind) if allow is None else "the allow-list set on this sandbox"
+        egress_policy.write_policy(
+            self.state_dir,
+            egress_policy.policy_document(sandbox_id, kind, subnet, rules, self.settings.resolve, variable),
+        )
 
     def adopt(self, sandbox_id: str, container: Mapping[str, Any]) -> None:
         """Make an existing container's way out whole again (a create that found it: a retry, or the loser

@@ -287,6 +287,16 @@ class DockerProvider:
                 with suppress(docker.errors.NotFound):
                     self.client.api.remove_volume(volume["Name"], force=True)
 
+    def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
+        # why here: the policy parser (ipaddress, socket, json) is for a change of egress, not an exec
+        from sandbox_lifecycle.adapters.egress.policy import check_allow
+
+        return check_allow(allow)
+
+    def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
+        self._containers.owned(ref, sandbox_id)
+        self.network.set_policy(sandbox_id, kind, allow)
+
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         self._snapshots.delete(snapshot.key)
 

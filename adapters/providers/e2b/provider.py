@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from e2b import ALL_TRAFFIC, RateLimitException, SandboxInfo, SandboxNotFoundException, SandboxState
 
@@ -47,6 +48,7 @@ from sandbox_lifecycle.adapters.composition.environ import (
     egress_env_name,
 )
 from sandbox_lifecycle.adapters.composition.version import package_version
+from sandbox_lifecycle.adapters.egress.policy import check_allow
 from sandbox_lifecycle.adapters.providers.e2b.exec import E2BExec
 from sandbox_lifecycle.adapters.providers.e2b.files import E2BFiles
 from sandbox_lifecycle.adapters.providers.e2b.gateway import ModelGateway
@@ -235,6 +237,30 @@ class E2BProvider:
         self._gateway.keep(sandbox.sandbox_id, self._gateway.issue(sandbox_id))
         log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)
         return sandbox.sandbox_id
+
+    def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
+        return check_allow(allow)  # the rules the Docker proxy keeps, so a list means the same on both
+
+    def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
+        hosts = list(self._settings.egress_allow.get(kind, ()) if allow is None else allow)
+        gateway = urlsplit(self._settings.gateway_url).hostname if self._settings.gateway_url else None
+        if gateway and gateway not in hosts:
+            hosts.append(gateway)  # the model's way out stays open, as Docker's gateway is not the proxy's
+        self._sandboxes.check_owned(ref, sandbox_id)
+        # The update replaces the whole egress configuration (what is omitted is cleared), so it is the
+        # create's network again with another allow-list.
+        try:
+            self._sandboxes.retrying(
+                f"update the network of {ref}",
+                lambda: self._sandboxes.sdk.update_network(
+                    ref, {"allow_out": hosts, "deny_out": [ALL_TRAFFIC]}
+                ),
+                (SandboxNotFoundException,),
+            )
+        except SandboxNotFoundException as e:
+            self._sandboxes.lost(ref)
+            raise ProviderLost(f"E2B sandbox {ref} of {sandbox_id} is gone; its network cannot change") from e
+        log.info("e2b: egress of E2B sandbox %s of %s set to %d hosts", ref, sandbox_id, len(hosts))
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         self._gateway.revoke(sandbox_id, ref)

@@ -60,6 +60,9 @@ COMMANDS: dict[type[sb.Command], st.SearchStrategy[sb.Command]] = {
     sb.MarkLost: st.builds(sb.MarkLost, detail=st.just("gone")),
     sb.Pool: st.builds(sb.Pool),
     sb.Claim: st.builds(sb.Claim, conversation_id=text),
+    sb.SetEgress: st.builds(
+        sb.SetEgress, allow=st.none() | st.sampled_from([(), ("pypi.org",), ("pypi.org", "*.example.test")])
+    ),
 }
 commands = st.one_of(list(COMMANDS.values()))
 
@@ -151,6 +154,12 @@ class DeciderMachine(RuleBasedStateMachine):
             assert roundtrip(before.id, i, e) == e
         self.log.extend(events)
         self.state = after
+
+    @invariant()
+    def the_egress_policy_is_the_last_change_in_the_log(self) -> None:
+        changes = [e for e in self.log if isinstance(e, sb.ev.EgressChanged)]
+        last = changes[-1].allow if changes else None
+        assert self.state.egress_allow == (None if last is None else tuple(last))
 
     @invariant()
     def a_pooled_sandbox_is_claimed_at_most_once_per_pooling(self) -> None:

@@ -471,3 +471,22 @@ def test_another_deployment_cannot_act_on_our_sandbox(harness: Harness) -> None:
     assert _released(harness, sid)
     new_ref = harness.provider.resume(sid, DATA_APP, snap)
     assert harness.provider.read_file(new_ref, "main.py") == b"mine"
+
+
+# ---------------------------------------------------------------------------------------------- egress
+
+
+def test_set_egress_checks_alike_applies_idempotently_and_loses_a_gone_sandbox(harness: Harness) -> None:
+    provider = harness.provider
+    # One check on every provider: a list means the same on each.
+    assert provider.check_egress(["PyPI.org", "*.example.com:8443"]) == ("pypi.org", "*.example.com:8443")
+    for refused in ("10.0.0.1", "169.254.169.254", "localhost", "*", "10.0.0.0/8"):
+        with pytest.raises(ValueError):
+            provider.check_egress([refused])
+    sid = harness.new_id()
+    ref = _running(harness, sid)
+    for allow in (("pypi.org",), ("pypi.org",), (), None):
+        provider.set_egress(sid, ref, DATA_APP, allow)
+    provider.destroy(sid, ref)
+    with pytest.raises(ProviderLost):
+        provider.set_egress(sid, ref, DATA_APP, ("pypi.org",))
