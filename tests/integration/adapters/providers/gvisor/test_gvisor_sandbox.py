@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.composition.settings import EgressSettings
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.providers.gvisor.provider import GVisorProvider
 from sandbox_lifecycle.core.errors import ProviderError
 from sandbox_lifecycle.core.kinds import DATA_APP
