@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sandbox_lifecycle.adapters.composition.environ import DEPLOYMENT_NAME
+from sandbox_lifecycle.adapters.providers.delegating import DelegatingCalls
 from sandbox_lifecycle.adapters.providers.docker.containers import (
     LABEL_DEPLOYMENT,
     LABEL_DISK,
@@ -56,15 +57,10 @@ from sandbox_lifecycle.adapters.providers.docker.snapshot_namespace import Names
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost, ProviderRefused
 from sandbox_lifecycle.core.kinds import AI_WRITEBACK, DATA_APP, HOME, kind_spec
 from sandbox_lifecycle.core.ports import (
-    ExecResult,
-    FileEntry,
-    OutputCallback,
-    ProcessInfo,
     ProviderCapabilities,
     ProviderInstance,
     SnapshotInfo,
     SnapshotStore,
-    TransferReport,
 )
 
 if TYPE_CHECKING:
@@ -104,7 +100,7 @@ def refuse_production(environ: Mapping[str, str]) -> None:
     _refuse_production(environ.get("NODE_ENV"))
 
 
-class DockerProvider:
+class DockerProvider(DelegatingCalls):
     name = "docker"
     # A container shares the host kernel; a suspend removes it, so its background processes stop. Its
     # network is its own internal one behind the egress point; url(port) forwards from host loopback.
@@ -374,80 +370,8 @@ class DockerProvider:
                 found.append((parts[1], SnapshotInfo(key=key, sha256=None, bytes=None)))
         return found
 
-    # ------------------------------------------------------------------ exec and files
-    def exec(
-        self,
-        ref: str,
-        command: Sequence[str],
-        *,
-        timeout: float,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
-        max_output_bytes: int | None = None,
-    ) -> ExecResult:
-        return self._exec.run(
-            ref,
-            command,
-            timeout=timeout,
-            env=env,
-            cwd=cwd,
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-            max_output_bytes=max_output_bytes,
-        )
-
-    def write_file(self, ref: str, path: str, data: bytes) -> None:
-        self._files.write_file(ref, path, data)
-
-    def read_file(self, ref: str, path: str) -> bytes:
-        return self._files.read_file(ref, path)
-
-    def write_files(self, ref: str, files: Mapping[str, bytes]) -> None:
-        self._files.write_files(ref, files)
-
-    def remove(self, ref: str, path: str) -> None:
-        self._files.remove(ref, path)
-
-    def list_dir(self, ref: str, path: str) -> list[FileEntry]:
-        return self._files.list_dir(ref, path)
-
-    def exists(self, ref: str, path: str) -> bool:
-        return self._files.exists(ref, path)
-
-    def upload_dir(self, ref: str, local_dir: str, remote_dir: str) -> TransferReport:
-        return self._files.upload_dir(ref, local_dir, remote_dir)
-
-    def download_dir(self, ref: str, remote_dir: str, local_dir: str) -> TransferReport:
-        return self._files.download_dir(ref, remote_dir, local_dir)
-
-    # ------------------------------------------------------------------ background processes and ports
-
-    def start(
-        self,
-        ref: str,
-        command: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-    ) -> ProcessInfo:
-        return self._processes.start(ref, command, env=env, cwd=cwd)
-
-    def processes(self, ref: str) -> list[ProcessInfo]:
-        return self._processes.processes(ref)
-
-    def process_output(self, ref: str, pid: str) -> tuple[bytes, bytes]:
-        return self._processes.process_output(ref, pid)
-
-    def wait_process(self, ref: str, pid: str, timeout: float) -> int:
-        return self._processes.wait_process(ref, pid, timeout)
-
-    def kill_process(self, ref: str, pid: str) -> None:
-        self._processes.kill_process(ref, pid)
-
-    def last_activity(self, ref: str) -> datetime | None:
-        return self._processes.last_activity(ref)
+    # ------------------------------------------------------------------ exec, files, processes
+    # (forwarded to this folder's exec, files and processes parts: providers/delegating.py)
 
     def model_activity(self, ref: str) -> datetime | None:
         """When the gateway last relayed a model call of this sandbox (None: never)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -49,6 +49,7 @@ from sandbox_lifecycle.adapters.composition.environ import (
 )
 from sandbox_lifecycle.adapters.composition.version import package_version
 from sandbox_lifecycle.adapters.egress.policy import check_allow
+from sandbox_lifecycle.adapters.providers.delegating import DelegatingCalls
 from sandbox_lifecycle.adapters.providers.e2b.exec import E2BExec
 from sandbox_lifecycle.adapters.providers.e2b.files import E2BFiles
 from sandbox_lifecycle.adapters.providers.e2b.gateway import ModelGateway
@@ -71,14 +72,9 @@ from sandbox_lifecycle.adapters.providers.e2b.settings import (
 from sandbox_lifecycle.core.errors import CapacityExceeded, ProviderLost, Unsupported
 from sandbox_lifecycle.core.kinds import kind_spec
 from sandbox_lifecycle.core.ports import (
-    ExecResult,
-    FileEntry,
-    OutputCallback,
-    ProcessInfo,
     ProviderCapabilities,
     ProviderInstance,
     SnapshotInfo,
-    TransferReport,
 )
 
 __all__ = [
@@ -127,7 +123,7 @@ def _rate_limited(kind: str, create: Callable[[], T]) -> T:
     raise CapacityExceeded(kind, None, None, waited)
 
 
-class E2BProvider:
+class E2BProvider(DelegatingCalls):
     name = "e2b"
     # A microVM; pause is a memory snapshot, so background processes run on after a resume. Every pause
     # overwrites the one paused sandbox, so an earlier one cannot be restored: no checkpoints (rewind and
@@ -135,6 +131,8 @@ class E2BProvider:
     capabilities = ProviderCapabilities(
         isolation="microvm", pause_keeps_processes=True, egress_allow_list=True, ports=True
     )
+
+    _processes: E2BProcesses  # narrower than the shared part: it also answers url()
 
     def __init__(self, settings: E2BSettings, *, deployment: str = "default") -> None:
         # The same names the Docker provider accepts, so one SANDBOX_DEPLOYMENT works for either provider.
@@ -307,81 +305,7 @@ class E2BProvider:
             and self._sandboxes.foreign(info, None) is None
         )
 
-    # --- inside a running sandbox --------------------------------------------------------------------------
-
-    def exec(
-        self,
-        ref: str,
-        command: Sequence[str],
-        *,
-        timeout: float,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
-        max_output_bytes: int | None = None,
-    ) -> ExecResult:
-        return self._exec.run(
-            ref,
-            command,
-            timeout=timeout,
-            env=env,
-            cwd=cwd,
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-            max_output_bytes=max_output_bytes,
-        )
-
-    def write_file(self, ref: str, path: str, data: bytes) -> None:
-        self._files.write_file(ref, path, data)
-
-    def read_file(self, ref: str, path: str) -> bytes:
-        return self._files.read_file(ref, path)
-
-    def write_files(self, ref: str, files: Mapping[str, bytes]) -> None:
-        self._files.write_files(ref, files)
-
-    def remove(self, ref: str, path: str) -> None:
-        self._files.remove(ref, path)
-
-    def list_dir(self, ref: str, path: str) -> list[FileEntry]:
-        return self._files.list_dir(ref, path)
-
-    def exists(self, ref: str, path: str) -> bool:
-        return self._files.exists(ref, path)
-
-    def upload_dir(self, ref: str, local_dir: str, remote_dir: str) -> TransferReport:
-        return self._files.upload_dir(ref, local_dir, remote_dir)
-
-    def download_dir(self, ref: str, remote_dir: str, local_dir: str) -> TransferReport:
-        return self._files.download_dir(ref, remote_dir, local_dir)
-
-    # --- background processes and ports (see processes.py) --------------------------------------------------
-
-    def start(
-        self,
-        ref: str,
-        command: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-    ) -> ProcessInfo:
-        return self._processes.start(ref, command, env=env, cwd=cwd)
-
-    def processes(self, ref: str) -> list[ProcessInfo]:
-        return self._processes.processes(ref)
-
-    def process_output(self, ref: str, pid: str) -> tuple[bytes, bytes]:
-        return self._processes.process_output(ref, pid)
-
-    def wait_process(self, ref: str, pid: str, timeout: float) -> int:
-        return self._processes.wait_process(ref, pid, timeout)
-
-    def kill_process(self, ref: str, pid: str) -> None:
-        self._processes.kill_process(ref, pid)
-
-    def last_activity(self, ref: str) -> datetime | None:
-        return self._processes.last_activity(ref)
+    # --- inside a running sandbox: exec, files and processes are forwarded (providers/delegating.py) ------
 
     def url(self, ref: str, port: int) -> str:
         return self._processes.url(ref, port)
