@@ -17,26 +17,9 @@ from sandbox_lifecycle.core.errors import ProcessNotFound, Unsupported
 from sandbox_lifecycle.core.ports import EventStore, ProviderCapabilities
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
-from sandbox_lifecycle.events.store import open_store
-from tests.support.fakes import Clock, FakeProvider, InMemoryEventStore
+from tests.support.fakes import Clock, FakeProvider
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
-    if request.param == "memory":
-        yield InMemoryEventStore()
-        return
-    url = request.getfixturevalue("clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url")
-    real = open_store(url)
-    yield real
-    real.close()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -45,11 +28,6 @@ def provider() -> Iterator[FakeProvider]:
     yield fake
     for ref in list(fake.background):
         fake._stop_processes(ref)
-
-
-@pytest.fixture
-def service(store: EventStore, provider: FakeProvider, clock: Clock) -> SandboxService:
-    return SandboxService(store, provider, policy=POLICY, clock=clock)
 
 
 def test_a_turn_starts_waits_for_and_reads_a_background_process(service: SandboxService) -> None:

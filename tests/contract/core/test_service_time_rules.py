@@ -6,7 +6,6 @@ agrees: idle for exactly the timeout is idle-expired, suspended for exactly the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +17,7 @@ from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.projection import IDLE, RETENTION, Policy, project
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events import types as ev
-from sandbox_lifecycle.events.store import open_store
-from tests.support.fakes import Clock, FakeProvider, InMemoryEventStore
+from tests.support.fakes import Clock, FakeProvider
 
 TIMEOUT = timedelta(minutes=30)
 RETENTION_TIME = timedelta(days=7)
@@ -108,17 +106,6 @@ def test_a_stale_retention_timer_decides_nothing() -> None:
 
 
 # ----------------------------------------------------------------------------------- the service
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
-    if request.param == "memory":
-        yield InMemoryEventStore()
-        return
-    url = request.getfixturevalue("clean_sqlite_url" if request.param == "sqlite" else "clean_pg_url")
-    real = open_store(url)
-    yield real
-    real.close()
 
 
 @pytest.fixture
