@@ -272,8 +272,9 @@ def test_an_orphan_sweep_keeps_a_snapshot_the_sandbox_took_since_it_listed(
     service.resume(row.id)
     stray = f"snapshots/{row.id}/99.tar.zst"
     provider.snapshots[stray] = provider.engine.root / "stray"
-    # The first read is the instance sweep's (the sandbox's running instance is no orphan), the second the
-    # snapshot sweep's of the checkpoint the first suspend kept (docs/checkpoints.md); the third is the stray's.
+    # The first read is the instance sweep's (the sandbox's running instance is no orphan), the second
+    # the snapshot sweep's of the checkpoint the first suspend kept (docs/checkpoints.md), the third the
+    # stray's.
     kept = service.checkpoints(row.id)[0].snapshot_key
     listed = [snap.key for sid, snap in provider.list_snapshots() if sid == row.id]
     assert listed.index(kept) < listed.index(stray)
