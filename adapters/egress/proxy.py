@@ -34,6 +34,8 @@ CONNECT_TIMEOUT_S = 10.0
 POLICY_WATCH_S = 0.25
 # Refused connections linger this long (reading what they sent), at most this many at once.
 _REFUSE_LINGER_S = 1.0
+# Connections taken from the listen queue per wake-up of the accept loop, beyond the first.
+_ACCEPT_BATCH = 64
 _REFUSING_MAX = 256
 _HOP_BY_HOP = {
     b"connection",
@@ -108,7 +110,7 @@ class EgressProxy:
         self._tunnels: dict[asyncio.Task[None], tuple[str, str, int]] = {}
 
     def bind(self, host: str, port: int) -> socket.socket:
-        server = socket.create_server((host, port), reuse_port=False, backlog=1024)
+        server = socket.create_server((host, port), reuse_port=False, backlog=4096)
         server.setblocking(False)
         self._server = server
         return server
@@ -140,7 +142,8 @@ class EgressProxy:
                 await self._accept_one(self._server)
                 # sock_accept returns at once while connections wait in the queue, so without this a
                 # flood of connections from one sandbox would keep the loop accepting and starve every
-                # open connection's pumps; one accept per turn of the loop keeps them in step.
+                # open connection's pumps; one batch (at most 1 + _ACCEPT_BATCH) per turn of the loop
+                # keeps them in step.
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             if not self._closed.is_set():
@@ -189,10 +192,22 @@ class EgressProxy:
             self.log(f"egress accept failed ({exc}); retrying")
             await asyncio.sleep(0.1)
             return
+        self._admit_safely(client, str(peer[0]))
+        # Then whatever else is already queued, without waiting: under a connection flood the listen
+        # queue must drain faster than it fills, or the kernel drops other sandboxes' SYNs (a 1 s
+        # retransmit for their next request). Bounded, so the loop's other tasks still run between.
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                client, peer = server.accept()
+            except OSError:  # nothing queued (BlockingIOError), or a moment out of descriptors
+                return
+            self._admit_safely(client, str(peer[0]))
+
+    def _admit_safely(self, client: socket.socket, source: str) -> None:
         try:
-            self._admit(client, str(peer[0]))
+            self._admit(client, source)
         except Exception as exc:  # one connection never ends the accept loop
-            self.log(f"egress: dropped a connection from {peer[0]}: {type(exc).__name__}: {exc}")
+            self.log(f"egress: dropped a connection from {source}: {type(exc).__name__}: {exc}")
             client.close()
 
     def _admit(self, client: socket.socket, source: str) -> None:
