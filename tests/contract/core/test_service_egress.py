@@ -32,15 +32,13 @@ def test_set_egress_is_recorded_with_who_what_and_why_then_applied(
     service: SandboxService, provider: FakeProvider
 ) -> None:
     sid = service.create("data-app").id
-    row = service.set_egress(
-        sid, ["PyPI.org", "files.pythonhosted.org"], reason="pip install", actor="agent-7"
-    )
+    row = service.set_egress(sid, ["PKGS.test", "files.pkgs.test"], reason="pip install", actor="agent-7")
     assert row.state == lc.IDLE
-    assert provider.instances[sid].egress_allow == ("pypi.org", "files.pythonhosted.org")
+    assert provider.instances[sid].egress_allow == ("pkgs.test", "files.pkgs.test")
     service.set_egress(sid, None, reason="run generated code", actor="agent-7")
     assert provider.instances[sid].egress_allow is None
     assert _changes(service, sid) == [
-        (["pypi.org", "files.pythonhosted.org"], "agent-7", "pip install"),
+        (["pkgs.test", "files.pkgs.test"], "agent-7", "pip install"),
         (None, "agent-7", "run generated code"),
     ]
     entry = next(h for h in service.history(sid) if h.type == "EgressChanged")
@@ -59,9 +57,9 @@ def test_a_refused_entry_records_nothing_and_applies_nothing(
     sid = service.create("data-app").id
     version = service.get(sid).version
     with pytest.raises(EgressRefused, match="not changed"):
-        service.set_egress(sid, ["pypi.org", entry])
+        service.set_egress(sid, ["pkgs.test", entry])
     with pytest.raises(EgressRefused):
-        service.set_egress(sid, "pypi.org")  # type: ignore[arg-type]  # a string is not a list of hosts
+        service.set_egress(sid, "pkgs.test")  # type: ignore[arg-type]  # a string is not a list of hosts
     assert service.get(sid).version == version
     assert ("set_egress", sid) not in provider.calls
 
@@ -70,21 +68,21 @@ def test_the_policy_survives_a_suspend_and_a_resume_as_the_log_says(
     service: SandboxService, provider: FakeProvider
 ) -> None:
     sid = service.create("data-app").id
-    service.set_egress(sid, ["pypi.org"], reason="pip install")
+    service.set_egress(sid, ["pkgs.test"], reason="pip install")
     service.suspend(sid)
     assert sid not in provider.instances
     service.resume(sid)
     # A new instance starts with its kind's list; the resume put the log's policy on it before it was
     # recorded as resumed.
-    assert provider.instances[sid].egress_allow == ("pypi.org",)
-    assert service.load(sid).egress_allow == ("pypi.org",)
+    assert provider.instances[sid].egress_allow == ("pkgs.test",)
+    assert service.load(sid).egress_allow == ("pkgs.test",)
 
 
 def test_a_suspended_sandbox_may_be_changed_and_gets_the_change_when_it_resumes(
     service: SandboxService, provider: FakeProvider
 ) -> None:
     sid = service.create("data-app").id
-    service.set_egress(sid, ["pypi.org"])
+    service.set_egress(sid, ["pkgs.test"])
     service.suspend(sid)
     calls = len(provider.calls)
     assert service.set_egress(sid, ["example.com"], reason="next step").state == lc.SUSPENDED
@@ -105,31 +103,31 @@ def test_a_failed_apply_leaves_the_log_as_the_truth_and_a_retry_applies_it(
     sid = service.create("data-app").id
     provider.fail["set_egress"] = ProviderError("engine hiccup")
     with pytest.raises(ProviderError, match="hiccup"):
-        service.set_egress(sid, ["pypi.org"])
-    assert service.load(sid).egress_allow == ("pypi.org",)
+        service.set_egress(sid, ["pkgs.test"])
+    assert service.load(sid).egress_allow == ("pkgs.test",)
     assert provider.instances[sid].egress_allow is None
-    service.set_egress(sid, ["pypi.org"])
-    assert provider.instances[sid].egress_allow == ("pypi.org",)
+    service.set_egress(sid, ["pkgs.test"])
+    assert provider.instances[sid].egress_allow == ("pkgs.test",)
 
 
 def test_an_expired_sandbox_refuses_a_change(service: SandboxService) -> None:
     sid = service.create("data-app").id
     service.destroy(sid)
     with pytest.raises(SandboxExpired):
-        service.set_egress(sid, ["pypi.org"])
+        service.set_egress(sid, ["pkgs.test"])
 
 
 def test_the_async_service_sets_egress_alike(service: SandboxService, provider: FakeProvider) -> None:
     async def main() -> str:
         async with AsyncSandboxService(service) as aservice:
             sid = (await aservice.create("data-app")).id
-            await aservice.set_egress(sid, ["pypi.org"], reason="pip install", actor="async")
-            assert provider.instances[sid].egress_allow == ("pypi.org",)
+            await aservice.set_egress(sid, ["pkgs.test"], reason="pip install", actor="async")
+            assert provider.instances[sid].egress_allow == ("pkgs.test",)
             await aservice.set_egress(sid, None)
             return sid
 
     sid = asyncio.run(main())
-    assert _changes(service, sid) == [(["pypi.org"], "async", "pip install"), (None, "api", "user")]
+    assert _changes(service, sid) == [(["pkgs.test"], "async", "pip install"), (None, "api", "user")]
 
 
 def test_two_callers_applying_out_of_order_leave_the_logs_latest_in_force(
@@ -148,6 +146,6 @@ def test_two_callers_applying_out_of_order_leave_the_logs_latest_in_force(
         original(sandbox_id, ref, kind, allow)  # type: ignore[arg-type]
 
     provider.set_egress = late  # type: ignore[method-assign]
-    service.set_egress(sid, ["pypi.org"], reason="open", actor="first")
+    service.set_egress(sid, ["pkgs.test"], reason="open", actor="first")
     assert service.load(sid).egress_allow is None
     assert provider.instances[sid].egress_allow is None

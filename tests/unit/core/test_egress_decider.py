@@ -25,11 +25,11 @@ def _idle() -> sb.Sandbox:
 
 def test_set_egress_records_who_what_and_why_and_the_fold_keeps_the_last() -> None:
     state = _idle()
-    cmd = sb.SetEgress(allow=("pypi.org",), actor="agent-7", reason="pip install")
+    cmd = sb.SetEgress(allow=("pkgs.test",), actor="agent-7", reason="pip install")
     [event] = sb.decide(state, cmd, NOW)
-    assert event == ev.EgressChanged(at=NOW, actor="agent-7", reason="pip install", allow=["pypi.org"])
+    assert event == ev.EgressChanged(at=NOW, actor="agent-7", reason="pip install", allow=["pkgs.test"])
     state = sb.evolve(state, event)
-    assert (state.status, state.egress_allow) == (lc.IDLE, ("pypi.org",))
+    assert (state.status, state.egress_allow) == (lc.IDLE, ("pkgs.test",))
     assert sb.decide(state, cmd, NOW) == []  # the same list again: nothing new
     [reset] = sb.decide(state, sb.SetEgress(allow=None, reason="done"), NOW)
     assert reset.allow is None and sb.evolve(state, reset).egress_allow is None
@@ -38,7 +38,7 @@ def test_set_egress_records_who_what_and_why_and_the_fold_keeps_the_last() -> No
 
 
 def test_egress_changed_survives_the_codec() -> None:
-    event = ev.EgressChanged(at=NOW, actor="a", reason="r", allow=["pypi.org", "*.example.com:8443"])
+    event = ev.EgressChanged(at=NOW, actor="a", reason="r", allow=["pkgs.test", "*.example.com:8443"])
     new = encode(event)
     record = RecordedEvent(1, "s1", 3, new.type, new.schema_version, new.data, new.metadata, new.occurred_at)
     assert decode(record) == event
@@ -48,4 +48,4 @@ def test_set_egress_is_refused_while_a_side_effect_is_in_flight() -> None:
     state = sb.evolve(_idle(), sb.decide(_idle(), sb.RequestSuspend(), NOW)[0])
     assert state.status == lc.SUSPENDING
     with pytest.raises((InvalidTransition, SandboxBusy)):
-        sb.decide(state, sb.SetEgress(allow=("pypi.org",)), NOW)
+        sb.decide(state, sb.SetEgress(allow=("pkgs.test",)), NOW)

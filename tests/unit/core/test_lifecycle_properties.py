@@ -61,7 +61,7 @@ COMMANDS: dict[type[sb.Command], st.SearchStrategy[sb.Command]] = {
     sb.Pool: st.builds(sb.Pool),
     sb.Claim: st.builds(sb.Claim, conversation_id=text),
     sb.SetEgress: st.builds(
-        sb.SetEgress, allow=st.none() | st.sampled_from([(), ("pypi.org",), ("pypi.org", "*.example.test")])
+        sb.SetEgress, allow=st.none() | st.sampled_from([(), ("pkgs.test",), ("pkgs.test", "*.example.test")])
     ),
 }
 commands = st.one_of(list(COMMANDS.values()))

@@ -479,14 +479,14 @@ def test_another_deployment_cannot_act_on_our_sandbox(harness: Harness) -> None:
 def test_set_egress_checks_alike_applies_idempotently_and_loses_a_gone_sandbox(harness: Harness) -> None:
     provider = harness.provider
     # One check on every provider: a list means the same on each.
-    assert provider.check_egress(["PyPI.org", "*.example.com:8443"]) == ("pypi.org", "*.example.com:8443")
+    assert provider.check_egress(["PKGS.test", "*.example.com:8443"]) == ("pkgs.test", "*.example.com:8443")
     for refused in ("10.0.0.1", "169.254.169.254", "localhost", "*", "10.0.0.0/8"):
         with pytest.raises(ValueError):
             provider.check_egress([refused])
     sid = harness.new_id()
     ref = _running(harness, sid)
-    for allow in (("pypi.org",), ("pypi.org",), (), None):
+    for allow in (("pkgs.test",), ("pkgs.test",), (), None):
         provider.set_egress(sid, ref, DATA_APP, allow)
     provider.destroy(sid, ref)
     with pytest.raises(ProviderLost):
-        provider.set_egress(sid, ref, DATA_APP, ("pypi.org",))
+        provider.set_egress(sid, ref, DATA_APP, ("pkgs.test",))

@@ -179,14 +179,14 @@ def test_provider_settings_are_parsed_with_the_rest() -> None:
             "E2B_API_KEY": "k-123",
             "E2B_TEMPLATE_NAME": "acme/app",
             "E2B_TEMPLATE_TAG": "v7",
-            "SANDBOX_EGRESS_ALLOW_DATA_APP": " pypi.org, ,files.pythonhosted.org ",
+            "SANDBOX_EGRESS_ALLOW_DATA_APP": " pkgs.test, ,files.pkgs.test ",
             "SANDBOX_IDLE_TIMEOUT_MS": "60000",
             "S3_BUCKET": "snaps",
             "S3_ENDPOINT": "http://127.0.0.1:9000",
         }
     )
     assert s.provider_settings["e2b"].templates["data-app"] == "acme/app:v7"
-    assert s.provider_settings["e2b"].egress_allow["data-app"] == ("pypi.org", "files.pythonhosted.org")
+    assert s.provider_settings["e2b"].egress_allow["data-app"] == ("pkgs.test", "files.pkgs.test")
     assert s.provider_settings["e2b"].sandbox_timeout == 60 + 600  # behind our idle timer
     assert s.s3 is not None and (s.s3.bucket, s.s3.endpoint_url) == ("snaps", "http://127.0.0.1:9000")
     assert s.s3_bucket == "snaps"

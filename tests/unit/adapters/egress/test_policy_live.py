@@ -53,8 +53,8 @@ def test_a_live_allow_list_refuses_addresses_loopback_metadata_and_broad_wildcar
 
 
 def test_a_live_allow_list_keeps_names_as_the_kind_lists_parse_them() -> None:
-    assert check_allow(["PyPI.org.", "*.Example.com", "files.example.com:8443", "pypi.org"]) == (
-        "pypi.org",
+    assert check_allow(["PKGS.test.", "*.Example.com", "files.example.com:8443", "pkgs.test"]) == (
+        "pkgs.test",
         "*.example.com",
         "files.example.com:8443",
     )

@@ -20,10 +20,10 @@ def test_egress_allows_hosts_then_resets_and_the_log_says_who_and_why(
     assert code == 0
     sid = json.loads(out)["id"]
     code, _, err = run(
-        capsys, "egress", sid, "--allow", "pypi.org", "files.pythonhosted.org", "--reason", "pip install"
+        capsys, "egress", sid, "--allow", "pkgs.test", "files.pkgs.test", "--reason", "pip install"
     )
     assert code == 0, err
-    assert fake.instances[sid].egress_allow == ("pypi.org", "files.pythonhosted.org")
+    assert fake.instances[sid].egress_allow == ("pkgs.test", "files.pkgs.test")
     code, _, err = run(capsys, "egress", sid, "--allow", "example.com,example.org")
     assert code == 0, err
     assert fake.instances[sid].egress_allow == ("example.com", "example.org")

@@ -23,10 +23,10 @@ def test_update_network_carries_the_rules_and_a_reset_the_kinds(
     provider: E2BProvider, fake_e2b: FakeE2B, settings: E2BSettings
 ) -> None:
     ref = provider.create("sbx-1", DATA_APP)
-    provider.set_egress("sbx-1", ref, DATA_APP, provider.check_egress(["PyPI.org", "files.pythonhosted.org"]))
+    provider.set_egress("sbx-1", ref, DATA_APP, provider.check_egress(["PKGS.test", "files.pkgs.test"]))
     [put] = fake_e2b.requests("PUT", NETWORK)
     assert put.path == f"/sandboxes/{ref}/network" and put.status == 204
-    assert put.body == {"allowOut": ["pypi.org", "files.pythonhosted.org"], "denyOut": ["0.0.0.0/0"]}
+    assert put.body == {"allowOut": ["pkgs.test", "files.pkgs.test"], "denyOut": ["0.0.0.0/0"]}
     assert fake_e2b.sandbox(ref).network == put.body
     provider.set_egress("sbx-1", ref, DATA_APP, None)
     kinds = list(settings.egress_allow[DATA_APP])
@@ -39,7 +39,7 @@ def test_a_gone_sandbox_is_lost(provider: E2BProvider, fake_e2b: FakeE2B) -> Non
     ref = provider.create("sbx-1", DATA_APP)
     fake_e2b.lose(ref)
     with pytest.raises(ProviderLost):
-        provider.set_egress("sbx-1", ref, DATA_APP, ("pypi.org",))
+        provider.set_egress("sbx-1", ref, DATA_APP, ("pkgs.test",))
 
 
 def test_the_service_records_applies_and_reapplies_after_a_resume(
@@ -55,10 +55,10 @@ def test_the_service_records_applies_and_reapplies_after_a_resume(
     with pytest.raises(EgressRefused):
         service.set_egress(sid, ["8.8.8.8"])  # E2B would take it; the one check refuses it on both
     assert fake_e2b.requests("PUT", NETWORK) == []
-    service.set_egress(sid, ["pypi.org"], reason="pip install", actor="agent")
+    service.set_egress(sid, ["pkgs.test"], reason="pip install", actor="agent")
     service.suspend(sid)
     service.resume(sid)
     puts = fake_e2b.requests("PUT", NETWORK)
-    assert [p.body["allowOut"] for p in puts] == [["pypi.org"], ["pypi.org"]]
+    assert [p.body["allowOut"] for p in puts] == [["pkgs.test"], ["pkgs.test"]]
     assert puts[-1].status == 204  # applied to the running, resumed sandbox
-    assert fake_e2b.sandbox(ref).network["allowOut"] == ["pypi.org"]
+    assert fake_e2b.sandbox(ref).network["allowOut"] == ["pkgs.test"]
