@@ -134,6 +134,13 @@ def _audit_verbs(add: AddVerb, sub: Any) -> None:
     register(add, sub)
 
 
+def _console_verb(add: AddVerb, sub: Any) -> None:
+    # Imported here: only its own verb needs it; Starlette and uvicorn load when it runs.
+    from sandbox_lifecycle.adapters.entrypoints.cli.console import register
+
+    register(add, sub)
+
+
 # Every verb and what adds it to the parser, in the order `sandboxctl --help` lists them. A command
 # builds its own verb's parser only: building every verb's parser cost a short command more than its
 # own work. A new verb is one line here (its module's register function adds its arguments).
@@ -150,6 +157,7 @@ VERBS: dict[str, Registrar] = {
     "demo": _operations_verb("demo"),
     "gateway": _gateway_verb,
     **dict.fromkeys(("events", "relay", "audit"), _audit_verbs),
+    "console": _console_verb,
 }
 
 
