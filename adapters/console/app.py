@@ -34,7 +34,11 @@ from sandbox_lifecycle.core.errors import ConfigError, SandboxNotFound
 
 # The live page starts with this many of the latest events, then follows the feed.
 RECENT = 50
-STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
+STATIC = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,10 @@ class Console:
             events(), media_type="text/event-stream", headers={"x-accel-buffering": "no"}
         )
 
+    def favicon(self, request: Request) -> Response:
+        """Browsers ask for /favicon.ico whatever the page links (Chromium does, after a navigation)."""
+        return Response(self.files["favicon.svg"], media_type=STATIC["favicon.svg"])
+
     def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in self.files:
@@ -192,6 +200,7 @@ def create_app(
         Route("/live", console.live, methods=["GET"]),
         Route("/live/events", console.stream, methods=["GET"]),
         Route("/static/{name}", console.static, methods=["GET"]),
+        Route("/favicon.ico", console.favicon, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.console = console
