@@ -53,7 +53,7 @@ def page(browser: Any) -> Iterator[Any]:
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
     p.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    p.on("console", lambda m: errors.append(f"{m.text} at {m.location['url']}") if m.type == "error" else None)
+    p.on("console", lambda m: errors.append(f"{m.text} {m.location['url']}") if m.type == "error" else None)
     yield p
     context.close()
     assert errors == [], f"the page's script failed: {errors}"
