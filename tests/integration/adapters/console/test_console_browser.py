@@ -125,3 +125,24 @@ def test_a_tampered_log_turns_the_audit_page_red(fleet: tuple[Deployment, str], 
     assert "FAILED" in verdict.inner_text()
     assert verdict.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(179, 38, 30)"
     assert page.locator(f'table.broken a[href="sandboxes/{victim}"]').count() == 1
+
+
+def test_a_token_signs_the_browser_in_once_and_is_never_shown(
+    fleet: tuple[Deployment, str], page: Any
+) -> None:
+    d, _url = fleet
+    token = "console-token-" + "0123456789abcdef"
+    proc, url = d.serve(env=d.env | {"SANDBOX_CONSOLE_TOKEN": token})
+    try:
+        assert page.request.get(url).status == 401
+        page.goto(url + "live?token=" + token)
+        assert page.url == url + "live"  # the token left the address (and the history)
+        page.wait_for_selector("#live-status.on", timeout=5000)
+        page.goto(url + "audit")
+        assert page.locator("#verdict").count() == 1
+        cookies = page.context.cookies()
+        assert [c["httpOnly"] for c in cookies] == [True] and token not in cookies[0]["value"]
+        assert token not in page.content()
+    finally:
+        err = stop(proc)
+    assert token not in err
