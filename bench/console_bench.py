@@ -83,7 +83,7 @@ def measure(n: int) -> dict[str, float]:
 
         def get(path: str) -> None:
             answer = client.get(path)
-            assert answer.status_code == 200 and "table class=\"fleet\"" in answer.text, path
+            assert answer.status_code == 200 and 'table class="fleet"' in answer.text, path
 
         out = {
             "first page": timed(lambda: get("/")),

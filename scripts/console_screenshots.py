@@ -51,16 +51,22 @@ def demo(data_dir: Path) -> tuple[object, str]:
     later(20)
     turn("checkout-redesign", "data-app", 9)
     later(15)
-    fork = service.fork(main, service.checkpoints(main)[0].version, conversation_id="checkout-redesign-b", actor="ops")
+    fork = service.fork(
+        main, service.checkpoints(main)[0].version, conversation_id="checkout-redesign-b", actor="ops"
+    )
     later(5)
-    service.fork(main, service.checkpoints(main)[-1].version, conversation_id="checkout-redesign-c", actor="ops")
+    service.fork(
+        main, service.checkpoints(main)[-1].version, conversation_id="checkout-redesign-c", actor="ops"
+    )
     later(10)
     turn("checkout-redesign-b", "data-app", 7)
     later(3)
     service.fork(fork.id, service.checkpoints(fork.id)[-1].version, conversation_id="checkout-redesign-b2")
     for i in range(6):
         later(4)
-        sid = service.create("data-app" if i % 2 else "ai-writeback", f"ticket-{4100 + i}", actor="backend").id
+        sid = service.create(
+            "data-app" if i % 2 else "ai-writeback", f"ticket-{4100 + i}", actor="backend"
+        ).id
         if i % 3 == 0:
             later(6)
             service.suspend(sid, reason="idle", actor="scheduler")
@@ -95,7 +101,9 @@ def main() -> int:
         app = create_app(service, capacity=capacity, deployment="demo", stop=stop)
         port = free_port()
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app, host="127.0.0.1", port=port, access_log=False, log_level="warning", lifespan="off"
+            )
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -26,7 +26,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("bind", ["0.0.0.0", "::", "10.1.2.3", "console.test"])
-def test_a_non_loopback_bind_without_a_token_is_refused(capsys: pytest.CaptureFixture[str], bind: str) -> None:
+def test_a_non_loopback_bind_without_a_token_is_refused(
+    capsys: pytest.CaptureFixture[str], bind: str
+) -> None:
     code, text = run(capsys, "--bind", bind, "--port", "1")
     assert code == cli.EXIT_USAGE
     assert TOKEN_ENV in text and "loopback" in text
