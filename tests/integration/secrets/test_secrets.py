@@ -9,7 +9,9 @@ loopback E2B server, and afterwards everything a person or the sandbox could rea
 * `docker inspect` of every container of the deployment, taken while they run;
 * the sandbox's own environment (`exec -- env`, and for E2B the create-time envs the fake holds) and
   its files (copied out with `sandboxctl cp`, or the fake's directory for E2B);
-* the gateway's state directory, except `upstream.json`, the one file that must hold the key.
+* the gateway's state directory, except `upstream.json`, the one file that must hold the key;
+* on Docker, every page of `sandboxctl console` (served with a planted `SANDBOX_CONSOLE_TOKEN`), their
+  headers, its live feed and what it printed: neither a credential nor the console's own token shows.
 
 The Anthropic key must appear in none of them; on E2B with `SANDBOX_GATEWAY_PUBLIC_URL` the sandbox's
 model calls still work (the upstream sees the real key, the sandbox only its token). The E2B key, the S3
@@ -41,11 +43,13 @@ ANTHROPIC_KEY = "sk-ant-api03-PLANTED-anthropic-" + uuid.uuid4().hex
 E2B_KEY = "e2b_PLANTED_" + uuid.uuid4().hex
 S3_SECRET = "PLANTED-s3-secret-" + uuid.uuid4().hex
 GIT_TOKEN = "ghp_PLANTED" + uuid.uuid4().hex
+CONSOLE_TOKEN = "PLANTED-console-" + uuid.uuid4().hex
 PLANTED = {
     "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
     "E2B_API_KEY": E2B_KEY,
     "S3_SECRET_KEY": S3_SECRET,
     "git": GIT_TOKEN,
+    "SANDBOX_CONSOLE_TOKEN": CONSOLE_TOKEN,
 }
 
 ENV_MARK = "--- env ---"
@@ -150,6 +154,65 @@ def conversation(
     return sid, env
 
 
+def read_console(ctl: Ctl, sid: str) -> None:
+    """Every page of `sandboxctl console` over the scenario's log, as its token's holder sees them (the
+    headers too), a moment of its live feed, the sign-in redirect, and what the console printed."""
+    import contextlib
+    import http.client
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = ctl.env | {"SANDBOX_CONSOLE_TOKEN": CONSOLE_TOKEN}
+    proc = subprocess.Popen(
+        [SANDBOXCTL, "-v", "console", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        bearer = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
+        paths = [
+            "/",
+            f"/sandboxes/{sid}",
+            "/audit",
+            "/live",
+            "/static/console.js",
+            f"/?token={CONSOLE_TOKEN}",
+        ]
+        for path in [*paths, "/live/events?after=0"]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path, headers=bearer if "token=" not in path else {})
+            answer = conn.getresponse()
+            lines: list[bytes] = []
+            if path.startswith("/live/events"):
+                # The feed never ends: what arrives in 2 s (the whole log, from position 0) is enough.
+                with contextlib.suppress(TimeoutError):
+                    while line := answer.readline():
+                        lines.append(line)
+                assert any(b"Destroyed" in line for line in lines), "the feed sent the log"
+            else:
+                lines.append(answer.read())
+            body = b"".join(lines)
+            conn.close()
+            assert answer.status in (200, 303), (path, answer.status)
+            ctl.evidence.add(f"console {path.split('?')[0]}", body + str(answer.getheaders()).encode())
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    ctl.evidence.add("sandboxctl console stdout", out)
+    ctl.evidence.add("sandboxctl console stderr", err)
+
+
 def collect_database(evidence: Evidence, data_dir: Path) -> None:
     for path in data_dir.glob("sandbox.db*"):
         evidence.add(f"database {path.name}", path.read_bytes())
@@ -206,7 +269,8 @@ def test_no_secret_leaks_on_docker(tmp_path: Path, docker_engine: Any, moto_endp
             evidence.add(f"docker inspect {container.name}", json.dumps(container.attrs))
 
     try:
-        _sid, sandbox_env = conversation(ctl, tmp_path, model_calls=False, during=inspect_containers)
+        sid, sandbox_env = conversation(ctl, tmp_path, model_calls=False, during=inspect_containers)
+        read_console(ctl, sid)
     finally:
         remove_docker_sandboxes(docker_engine, deployments=[deployment])
     collect_database(evidence, tmp_path / "data")
