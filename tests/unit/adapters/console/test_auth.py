@@ -36,6 +36,7 @@ def test_every_method_but_get_and_head_is_refused_before_auth(method: str) -> No
         answer = client.request(method, "/")
         assert answer.status_code == 405
         assert answer.headers["allow"] == "GET, HEAD"
+        assert answer.text == "the console is read-only"
 
 
 def test_without_a_token_only_loopback_clients_are_served() -> None:
@@ -48,6 +49,7 @@ def test_without_a_token_only_loopback_clients_are_served() -> None:
 def test_a_token_is_needed_even_from_loopback() -> None:
     answer = guarded(TOKEN).get("/")
     assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+    assert "needs its token" in answer.text and answer.headers["content-length"] == str(len(answer.content))
     assert TOKEN not in answer.text
 
 
@@ -156,3 +158,22 @@ def test_lifespan_and_other_scopes_pass_through() -> None:
 
     asyncio.run(ConsoleGuard(app, TOKEN)({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+def test_the_session_cookie_is_the_tokens_hmac_of_a_fixed_label() -> None:
+    # Keyed by the token: nobody without the token can make a session, and it changes with the token.
+    expected = hmac.new(TOKEN.encode(), b"sandbox-console-session/1", "sha256").hexdigest()
+    assert session_value(TOKEN) == expected
+    assert session_value(TOKEN + "x") != expected
+
+
+def test_the_admitted_request_reaches_the_app_whole() -> None:
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        body = f"{scope['method']} {scope['path']} {message['type']}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"1")]})
+        await send({"type": "http.response.body", "body": body})
+
+    answer = TestClient(ConsoleGuard(echo, None), client=LOOPBACK).get("/sandboxes/a")
+    assert answer.text == "GET /sandboxes/a http.request"
+    assert answer.headers["x-app"] == "1" and "content-security-policy" in answer.headers
