@@ -305,6 +305,18 @@ def audit(
             f"by key {head['key_id']} for deployment {head['deployment']}: {covered}",
             class_="anchor ok" if report.anchor_problem is None else "anchor failed",
         )
+        if not head.get("pinned"):
+            anchor = join(
+                [
+                    anchor,
+                    tag(
+                        "p",
+                        "its signature was checked only against the key it carries, which proves nothing "
+                        "about who signed it: pin the deployment's key (sandboxctl console --public-key)",
+                        class_="unpinned",
+                    ),
+                ]
+            )
     body = join([verdict, stats, anchor, log_break, broken])
     return page("Audit", body, current="audit", deployment=deployment, base=base)
 

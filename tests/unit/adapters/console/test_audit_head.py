@@ -35,7 +35,9 @@ def test_a_log_that_still_reaches_the_head_is_green(service: SandboxService, tmp
     head, public = _head(service, tmp_path)
     html = client_of(service, deployment="d", head=HeadSource(str(head), str(public))).get("/audit").text
     assert 'data-ok="true"' in html and "the log holds everything up to it unchanged" in html
-    assert 'class="anchor ok"' in html
+    assert 'class="anchor ok"' in html and "unpinned" not in html
+    unpinned = client_of(service, deployment="d", head=HeadSource(str(head))).get("/audit").text
+    assert 'data-ok="true"' in unpinned and 'class="unpinned"' in unpinned
 
 
 def test_a_log_cut_below_the_head_is_red(service: SandboxService, tmp_path: Path) -> None:
