@@ -30,7 +30,7 @@ from sandbox_lifecycle.adapters.console.fleet import FleetQuery, bounded_int, fl
 from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core.audit import Anchor, verify_chains
 from sandbox_lifecycle.core.capacity import Capacity
-from sandbox_lifecycle.core.errors import ConfigError, SandboxNotFound
+from sandbox_lifecycle.core.errors import ConfigError, SandboxNotFound, StoreError
 
 # The live page starts with this many of the latest events, then follows the feed.
 RECENT = 50
@@ -89,11 +89,14 @@ class Console:
     def base(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
-    def checkpoint_count(self, sandbox_id: str) -> int:
+    def checkpoint_count(self, sandbox_id: str) -> int | None:
+        """None for a stream the log cannot read (the audit page says why)."""
         try:
             return len(self.service.load(sandbox_id).checkpoints)
         except SandboxNotFound:
             return 0
+        except StoreError:
+            return None
 
     def fleet(self, request: Request) -> Response:
         query = FleetQuery.parse(request.query_params)
@@ -108,19 +111,27 @@ class Console:
             return HTMLResponse(
                 pages.not_found(f"no sandbox {sandbox_id} in the log", self.deployment, base), 404
             )
-        entries = self.service.history(sandbox_id)
-        checkpoints = self.service.checkpoints(sandbox_id)
+        try:
+            entries = self.service.history(sandbox_id)
+            checkpoints = self.service.checkpoints(sandbox_id)
+        except StoreError as exc:  # a stream the log cannot read as written (tampered, or cut)
+            return HTMLResponse(
+                pages.not_found(
+                    f"the log cannot show this sandbox: {exc} (see Audit)", self.deployment, base
+                ),
+                500,
+            )
 
         def history_of(sid: str) -> Any:
             try:
                 return self.service.history(sid)
-            except SandboxNotFound:
+            except (SandboxNotFound, StoreError):
                 return None
 
         def checkpoints_of(sid: str) -> list[int]:
             try:
                 return [c.version for c in self.service.checkpoints(sid)]
-            except SandboxNotFound:
+            except (SandboxNotFound, StoreError):
                 return []
 
         tree = pages.lineage(sandbox_id, history_of, checkpoints_of)

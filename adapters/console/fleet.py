@@ -93,7 +93,7 @@ class Counts:
 @dataclass(frozen=True, slots=True)
 class FleetPage:
     rows: list[SandboxRow]
-    checkpoints: Mapping[str, int]
+    checkpoints: Mapping[str, int | None]  # None: the stream cannot be read
     matching: int  # rows matching the filters, over every page
     query: FleetQuery
     counts: Counts
@@ -144,7 +144,7 @@ def fleet_page(
     engine: sa.Engine,
     query: FleetQuery,
     capacity: Capacity,
-    checkpoint_count: Callable[[str], int],
+    checkpoint_count: Callable[[str], int | None],
 ) -> FleetPage:
     """The page ``query`` asks for, newest activity first (then id, so pages never overlap)."""
     c = sandboxes.c

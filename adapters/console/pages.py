@@ -44,6 +44,10 @@ def _options(name: str, values: Sequence[str], chosen: str) -> Markup:
     return tag("label", join([f"{name} ", tag("select", join(opts), name=name)]))
 
 
+def _count(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
 def fleet(view: FleetPage, deployment: str, base: str = "/") -> str:
     counts, cap, q = view.counts, view.capacity, view.query
     kinds = sorted(set(counts.kinds) | set(cap.max_live_per_kind))
@@ -100,7 +104,7 @@ def fleet(view: FleetPage, deployment: str, base: str = "/") -> str:
             r.conversation_id or "-",
             r.provider,
             when(r.last_activity_at or r.created_at),
-            view.checkpoints.get(r.id, 0),
+            _count(view.checkpoints.get(r.id, 0)),
         ]
         for r in view.rows
     ]
@@ -143,7 +147,8 @@ def lineage(
     def origin(sid: str) -> tuple[str | None, int | None]:
         for e in history(sid):
             if e.type == "ForkedFrom":
-                return str(e.data.get("source_id")), int(str(e.data.get("source_version")))
+                version = e.data.get("source_version")
+                return str(e.data.get("source_id")), version if isinstance(version, int) else None
         return None, None
 
     root, seen = sandbox_id, {sandbox_id}

@@ -208,3 +208,16 @@ def test_a_bad_stream_position_starts_from_the_beginning(service: SandboxService
                 assert json.loads(line[6:])["position"] == 1
                 stop.set()
                 break
+
+
+def test_a_stream_the_log_cannot_read_is_reported_not_a_crash(
+    client: TestClient, service: SandboxService, tmp_path: Path
+) -> None:
+    sid = service.create("data-app", "c").id
+    service.touch(sid)
+    _tamper(tmp_path, f"DELETE FROM events WHERE stream_id = '{sid}' AND version = 1")
+    answer = client.get(f"/sandboxes/{sid}")
+    assert answer.status_code == 500 and "cannot show this sandbox" in answer.text
+    fleet = client.get("/")
+    assert fleet.status_code == 200 and "<td>?</td>" in fleet.text
+    assert 'data-ok="false"' in client.get("/audit").text
