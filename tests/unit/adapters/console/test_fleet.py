@@ -43,6 +43,7 @@ def _rows() -> list[SandboxRow]:
             r = replace(r, provider_ref=None)  # a destroy of a suspended sandbox holds no compute
         out.append(r)
     out.append(replace(row("odd_%-id", conversation_id="c%_x"), last_activity_at=None))
+    out.append(replace(row("back\\slash", state="expired"), last_activity_at=None))
     return out
 
 
@@ -64,10 +65,10 @@ def test_pages_cover_the_fleet_once_newest_activity_first(engine: sa.Engine) -> 
     seen: list[str] = []
     for n in range(1, 5):
         seen += page(engine, page=str(n), size="20")
-    assert len(seen) == 76 == len(set(seen))
+    assert len(seen) == 77 == len(set(seen))
     # No activity: its creation time counts (T0, the oldest), then id breaks the tie.
     assert seen[:3] == ["sbx-074", "sbx-073", "sbx-072"]
-    assert seen[-2:] == ["odd_%-id", "sbx-000"]
+    assert seen[-3:] == ["back\\slash", "odd_%-id", "sbx-000"]
     assert page(engine, page="5", size="20") == []
 
 
@@ -97,11 +98,12 @@ def test_wildcards_in_a_prefix_filter_are_literal(engine: sa.Engine) -> None:
     assert page(engine, id="odd_%") == ["odd_%-id"]
     assert page(engine, conversation="c%_") == ["odd_%-id"]
     assert page(engine, id="odd\\") == []
+    assert page(engine, id="back\\") == ["back\\slash"]
 
 
 def test_counts_follow_holds_compute_and_group_by_kind(engine: sa.Engine) -> None:
     c = counts(engine)
-    assert c.total == 76
+    assert c.total == 77
     assert c.by_state["idle"] == 13 and c.by_state["running"] == 13 + 1
     rows = _rows()
     live = [
@@ -114,6 +116,20 @@ def test_counts_follow_holds_compute_and_group_by_kind(engine: sa.Engine) -> Non
     assert c.suspended == 13 == sum(r.state == "suspended" for r in rows)
     assert c.suspended_by_kind == {"data-app": 13}
     assert c.kinds == ("ai-writeback", "data-app") and c.providers == ("docker", "e2b")
+
+
+def test_an_empty_fleet_counts_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    migrate.upgrade(url)
+    c = counts(open_store(url).engine)
+    assert (c.total, c.live, c.suspended, c.by_state, c.live_by_kind, c.suspended_by_kind) == (
+        0,
+        0,
+        0,
+        {},
+        {},
+        {},
+    )
 
 
 def test_the_query_is_parsed_bounded() -> None:
