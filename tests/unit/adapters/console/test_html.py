@@ -5,7 +5,18 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandbox_lifecycle.adapters.console.html import Markup, esc, join, link, page, query, sandbox_href, tag
+from sandbox_lifecycle.adapters.console.html import (
+    Markup,
+    esc,
+    join,
+    link,
+    page,
+    query,
+    sandbox_href,
+    table,
+    tag,
+    when,
+)
 
 
 def test_esc_escapes_markup_and_both_quotes() -> None:
@@ -63,3 +74,19 @@ def test_page_escapes_title_and_deployment() -> None:
     assert '<base href="/c/">' in html and "<p>body</p>" in html
     assert '<script src="static/console.js"' not in html
     assert '<script src="static/console.js"' in page("t", Markup(""), current="", deployment="d", script=True)
+
+
+def test_when_shows_utc_to_the_second_in_a_time_element() -> None:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
+    assert when(at) == '<time datetime="2026-01-02T03:04:05.000678+00:00">2026-01-02 03:04:05</time>'
+    assert when(None) == "-"
+
+
+def test_table_escapes_headers_and_cells() -> None:
+    out = table(["<h>"], [["<c>", Markup("<b>ok</b>")]], class_="t")
+    assert out == (
+        '<table class="t"><thead><tr><th>&lt;h&gt;</th></tr></thead>'
+        "<tbody><tr><td>&lt;c&gt;</td><td><b>ok</b></td></tr></tbody></table>"
+    )
