@@ -72,6 +72,8 @@ def test_page_escapes_title_and_deployment() -> None:
     html = page("<x>", Markup("<p>body</p>"), current="./", deployment="<d>", base="/c/")
     assert "<x>" not in html and "&lt;x&gt;" in html and "&lt;d&gt;" in html
     assert '<base href="/c/">' in html and "<p>body</p>" in html
+    assert '<a href="audit">Audit</a>' in html and '<a href="live">Live</a>' in html
+    assert '<a href="./" class="current" aria-current="page">Fleet</a>' in html
     assert '<script src="static/console.js"' not in html
     assert '<script src="static/console.js"' in page("t", Markup(""), current="", deployment="d", script=True)
 
