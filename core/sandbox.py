@@ -31,6 +31,10 @@ class Checkpoint(NamedTuple):
     sha256: str | None
     bytes: int | None
     kept: bool
+    # The workspace's size, and the bytes this checkpoint added to the store (pieces it uploaded); None
+    # when the provider did not say (whole archives, E2B, events of earlier releases).
+    workspace_bytes: int | None = None
+    bytes_new: int | None = None
 
 
 class Sandbox(NamedTuple):
@@ -71,6 +75,9 @@ class Sandbox(NamedTuple):
     checkpoints: tuple[Checkpoint, ...] = ()
     # The allow-list the last EgressChanged set, replacing the kind's; None: the kind's own.
     egress_allow: tuple[str, ...] | None = None
+    # The snapshot the live workspace was restored from, until its next suspend: its pieces are what
+    # that suspend reuses, so retention keeps it meanwhile (docs/checkpoints.md, collection).
+    resumed_from: str | None = None
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -160,6 +167,8 @@ class MarkSuspended(Command):
     running_processes: list[dict[str, Any]] | None = None
     # The provider can restore this snapshot later (capabilities.checkpoints): it is kept as a checkpoint.
     kept: bool = False
+    workspace_bytes: int | None = None
+    bytes_new: int | None = None
     TRIGGER = "mark_suspended"
 
 
@@ -303,7 +312,11 @@ class CollectCheckpoints(Command):
 
 def collectible(state: Sandbox, cp: Checkpoint) -> bool:
     """Retention may collect it: kept after a resume, and not the snapshot the sandbox resumes from."""
-    return cp.kept and cp.snapshot_key not in (state.snapshot_key, state.pending_snapshot_key)
+    return cp.kept and cp.snapshot_key not in (
+        state.snapshot_key,
+        state.pending_snapshot_key,
+        state.resumed_from,
+    )
 
 
 def find_checkpoint(state: Sandbox, version: int) -> Checkpoint:
@@ -441,6 +454,8 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
                     bytes=cmd.bytes,
                     running_processes=cmd.running_processes,
                     kept=cmd.kept,
+                    workspace_bytes=cmd.workspace_bytes,
+                    bytes_new=cmd.bytes_new,
                 )
             ]
         case RequestResume():
@@ -599,7 +614,15 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
             )
         case ev.Suspended():
             taken = Checkpoint(
-                s.version + 1, at, event.reason, event.snapshot_key, event.sha256, event.bytes, event.kept
+                s.version + 1,
+                at,
+                event.reason,
+                event.snapshot_key,
+                event.sha256,
+                event.bytes,
+                event.kept,
+                event.workspace_bytes,
+                event.bytes_new,
             )
             # A checkpoint that is not kept lives only while it is current; a key written again (E2B's
             # paused instance is the same sandbox every time) is one checkpoint, the newest.
@@ -616,6 +639,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 suspended_at=at,
                 stopped_processes=tuple(event.running_processes or ()),
                 checkpoints=(*kept, taken),
+                resumed_from=None,
             )
         case ev.SuspendFailed():
             return _moved(
@@ -634,6 +658,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 snapshot_key=None,
                 snapshot_sha256=None,
                 snapshot_bytes=None,
+                resumed_from=s.snapshot_key,
                 # A snapshot that is not kept is spent by the resume (deleted after this event).
                 checkpoints=tuple(c for c in s.checkpoints if c.kept),
             )

@@ -225,3 +225,19 @@ def test_a_fork_whose_copy_fails_expires_and_the_source_records_nothing(
     assert (fork.state, fork.expired_reason) == (lc.EXPIRED, "fork_failed")
     assert "Forked" not in [h.type for h in service.history(sid)]
     assert not [k for k in provider.snapshots if k.startswith(f"snapshots/{fork.id}/")]
+
+
+def test_retention_keeps_the_checkpoint_a_live_sandbox_resumed_from_until_its_next_suspend(
+    service: SandboxService,
+) -> None:
+    # Its next suspend reuses that checkpoint's pieces: the piece collection must still see them named.
+    sid, _, _ = two_turns(service)
+    service.resume(sid)  # from v2
+    live = service.load(sid)
+    first, second = live.checkpoints
+    assert live.resumed_from == second.snapshot_key
+    assert sb.collectible(live, first) and not sb.collectible(live, second)
+    service.suspend(sid)
+    after = service.load(sid)
+    assert after.resumed_from is None
+    assert sb.collectible(after, after.checkpoints[1])
