@@ -12,29 +12,12 @@ from functools import reduce
 from typing import Any, ClassVar, NamedTuple, TypedDict
 
 from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core.checkpoint_record import Checkpoint
 from sandbox_lifecycle.core.errors import CheckpointNotFound, InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events import types as ev
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 # --------------------------------------------------------------------------------------------- state
-
-
-class Checkpoint(NamedTuple):
-    """A stored snapshot a resume can restore: the one a suspend took at ``version`` of the stream (a
-    fork's first one is its version 1). ``kept``: retained after a resume until retention collects it;
-    one that is not (an earlier release's, or E2B's paused instance) lives only while it is current."""
-
-    version: int
-    at: datetime
-    reason: str
-    snapshot_key: str
-    sha256: str | None
-    bytes: int | None
-    kept: bool
-    # The workspace's size, and the bytes this checkpoint added to the store (pieces it uploaded); None
-    # when the provider did not say (whole archives, E2B, events of earlier releases).
-    workspace_bytes: int | None = None
-    bytes_new: int | None = None
 
 
 class Sandbox(NamedTuple):
@@ -75,8 +58,7 @@ class Sandbox(NamedTuple):
     checkpoints: tuple[Checkpoint, ...] = ()
     # The allow-list the last EgressChanged set, replacing the kind's; None: the kind's own.
     egress_allow: tuple[str, ...] | None = None
-    # The snapshot the live workspace was restored from, until its next suspend: its pieces are what
-    # that suspend reuses, so retention keeps it meanwhile (docs/checkpoints.md, collection).
+    # What the live workspace was restored from: its next suspend reuses its pieces (docs/checkpoints.md).
     resumed_from: str | None = None
 
 
@@ -312,11 +294,8 @@ class CollectCheckpoints(Command):
 
 def collectible(state: Sandbox, cp: Checkpoint) -> bool:
     """Retention may collect it: kept after a resume, and not the snapshot the sandbox resumes from."""
-    return cp.kept and cp.snapshot_key not in (
-        state.snapshot_key,
-        state.pending_snapshot_key,
-        state.resumed_from,
-    )
+    keep = (state.snapshot_key, state.pending_snapshot_key, state.resumed_from)
+    return cp.kept and cp.snapshot_key not in keep
 
 
 def find_checkpoint(state: Sandbox, version: int) -> Checkpoint:
@@ -614,16 +593,8 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
             )
         case ev.Suspended():
             taken = Checkpoint(
-                s.version + 1,
-                at,
-                event.reason,
-                event.snapshot_key,
-                event.sha256,
-                event.bytes,
-                event.kept,
-                event.workspace_bytes,
-                event.bytes_new,
-            )
+                s.version + 1, at, event.reason, event.snapshot_key, event.sha256, event.bytes, event.kept
+            )._replace(workspace_bytes=event.workspace_bytes, bytes_new=event.bytes_new)
             # A checkpoint that is not kept lives only while it is current; a key written again (E2B's
             # paused instance is the same sandbox every time) is one checkpoint, the newest.
             kept = tuple(c for c in s.checkpoints if c.kept and c.snapshot_key != event.snapshot_key)
