@@ -114,32 +114,37 @@ def write_checkpoint(
     started = clock()
     known = base_pieces(store, base_key)
     step("base read")
-    mine: dict[str, Future[tuple[str, int]]] = {}
-    entries: list[tuple[Entry, list[tuple[str | Future[tuple[str, int]], int]]]] = []
-    window: deque[Future[tuple[str, int]]] = deque()
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="pieces") as pool:
+    # Pieces this suspend uploaded, by sha256: a second copy of new content within one workspace is
+    # referenced, not stored again (two copies hashed at the same moment may both be: harmless).
+    mine: dict[str, str] = {}
+    uploaded: list[int] = []
+    # Each member with the pieces of its content, named once their futures resolve.
+    members: list[tuple[tarfile.TarInfo, list[tuple[Future[str], int]]]] = []
+    window: deque[Future[str]] = deque()
 
-        def upload(sha: str, data: bytes) -> tuple[str, int]:
+    def piece_of(chunk: bytes) -> str:
+        # On a worker: hashing (which releases the GIL) runs on every core, not the reader's alone.
+        sha = hashlib.sha256(chunk).hexdigest()
+        name = known.get(sha) or mine.get(sha)
+        if name is None:
             step("piece put")
-            return pieces.put(sha, data)
+            name, stored = pieces.put(sha, chunk)
+            mine[sha] = name
+            uploaded.append(stored)
+        return name
 
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="pieces") as pool:
         for member, data in tar_entries(filtered_tar(tar_chunks, spec)):
-            refs: list[tuple[str | Future[tuple[str, int]], int]] = []
+            refs: list[tuple[Future[str], int]] = []
             if data is not None:
                 while chunk := data.read(PIECE_SIZE):
-                    sha = hashlib.sha256(chunk).hexdigest()
-                    ref: str | Future[tuple[str, int]] | None = known.get(sha) or mine.get(sha)
-                    if ref is None:
-                        ref = mine[sha] = pool.submit(upload, sha, chunk)
-                        window.append(ref)
-                        while len(window) > _WINDOW:
-                            window.popleft().result()
-                    refs.append((ref, len(chunk)))
-            entries.append((Entry.of(member, []), refs))
-        uploaded = [f.result() for f in mine.values()]
-    for entry, refs in entries:
-        entry.pieces = [(r if isinstance(r, str) else r.result()[0], size) for r, size in refs]
-    manifest = Manifest([e for e, _ in entries])
+                    future = pool.submit(piece_of, chunk)
+                    refs.append((future, len(chunk)))
+                    window.append(future)
+                    while len(window) > _WINDOW:
+                        window.popleft().result()
+            members.append((member, refs))
+    manifest = Manifest([Entry.of(m, [(f.result(), size) for f, size in refs]) for m, refs in members])
     elapsed = clock() - started
     if elapsed > grace_s / 2:
         raise SuspendTooSlow(
@@ -161,7 +166,7 @@ def write_checkpoint(
             raise ProviderError(
                 f"checkpoint base {base_key!r} was deleted during the suspend; nothing was recorded, retry"
             )
-    return Written(info, manifest.workspace_bytes, sum(stored for _, stored in uploaded))
+    return Written(info, manifest.workspace_bytes, sum(uploaded))
 
 
 def restore_checkpoint(
