@@ -41,11 +41,11 @@ __all__ = [
     "coalesce",
     "extract_to_dir",
     "fetch_verified",
+    "filtered_members",
     "filtered_tar",
     "pack_workspace",
     "reserialize_members",
     "restore_stream",
-    "tar_entries",
 ]
 
 log = logging.getLogger(__name__)
@@ -339,10 +339,6 @@ def _clean_info(member: tarfile.TarInfo, name: str, linkname: str = "") -> tarfi
     return info
 
 
-def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo, info: tarfile.TarInfo) -> Iterator[bytes]:
-    return _info_bytes(info, _file_data(tar, member) if info.type == tarfile.REGTYPE else ())
-
-
 def _file_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
     data = tar.extractfile(member)
     if data is None:
@@ -385,14 +381,6 @@ def _open_stream(fileobj: BinaryIO) -> tarfile.TarFile:
     return tarfile.open(fileobj=fileobj, mode="r|", bufsize=CHUNK)
 
 
-def tar_entries(tar_chunks: Iterable[bytes]) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]:
-    """The members of an uncompressed tar stream (``filtered_tar``'s), each regular file with a reader
-    of its data, valid until the next member is asked for."""
-    with _open_stream(_reader(tar_chunks)) as tar:
-        for member in _members(tar):
-            yield member, cast(BinaryIO, tar.extractfile(member)) if member.isreg() else None
-
-
 # --- pack -----------------------------------------------------------------------------------------
 
 
@@ -427,6 +415,18 @@ def _compress(cctx: zstandard.ZstdCompressor, chunks: Iterable[bytes]) -> Iterat
 
 
 def filtered_tar(tar_chunks: Iterable[bytes], spec: WorkspaceSpec) -> Iterator[bytes]:
+    """The members ``filtered_members`` keeps, as a tar stream."""
+    for info, data in filtered_members(tar_chunks, spec):
+        yield from _info_bytes(info, data)
+    yield _END_OF_ARCHIVE
+
+
+def filtered_members(
+    tar_chunks: Iterable[bytes], spec: WorkspaceSpec
+) -> Iterator[tuple[tarfile.TarInfo, Iterator[bytes]]]:
+    """Docker's ``get_archive(spec.root)`` stream reduced to what a snapshot keeps: each member as a clean
+    header (relative name) with its data (empty but for regular files), which must be read before the
+    next member is asked for."""
     paths = _Paths.of(spec)
     top = posixpath.basename(spec.root.rstrip("/"))
     # Symlinks and special files seen so far: nothing may be written beneath them, and a hardlink to
@@ -478,10 +478,17 @@ def filtered_tar(tar_chunks: Iterable[bytes], spec: WorkspaceSpec) -> Iterator[b
                     not_regular.add(rel)
                     log.warning("snapshot of %s leaves out %r: special file", spec.root, rel)
                     continue
-                yield from _member_bytes(tar, member, _clean_info(member, rel, linkname))
+                data = _file_data(tar, member) if member.isreg() else iter(())
+                yield _clean_info(member, rel, linkname), _malformed_as(spec, data)
     except (tarfile.TarError, EOFError) as exc:
         raise ProviderError(f"archive of {spec.root} from the provider is malformed: {exc}") from exc
-    yield _END_OF_ARCHIVE
+
+
+def _malformed_as(spec: WorkspaceSpec, data: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from data
+    except (tarfile.TarError, EOFError) as exc:
+        raise ProviderError(f"archive of {spec.root} from the provider is malformed: {exc}") from exc
 
 
 # --- restore --------------------------------------------------------------------------------------

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from sandbox_lifecycle.adapters.snapshots.archive import (
     check_members,
     coalesce,
-    filtered_tar,
+    filtered_members,
     reserialize_members,
-    tar_entries,
 )
 from sandbox_lifecycle.adapters.snapshots.manifest import Entry, Manifest, is_manifest
 from sandbox_lifecycle.adapters.snapshots.pieces import PIECE_SIZE, PieceStore, Steps
@@ -134,15 +133,14 @@ def write_checkpoint(
         return name
 
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="pieces") as pool:
-        for member, data in tar_entries(filtered_tar(tar_chunks, spec)):
+        for member, data in filtered_members(tar_chunks, spec):
             refs: list[tuple[Future[str], int]] = []
-            if data is not None:
-                while chunk := data.read(PIECE_SIZE):
-                    future = pool.submit(piece_of, chunk)
-                    refs.append((future, len(chunk)))
-                    window.append(future)
-                    while len(window) > _WINDOW:
-                        window.popleft().result()
+            for chunk in _rechunked(data, PIECE_SIZE):
+                future = pool.submit(piece_of, chunk)
+                refs.append((future, len(chunk)))
+                window.append(future)
+                while len(window) > _WINDOW:
+                    window.popleft().result()
             members.append((member, refs))
     manifest = Manifest([Entry.of(m, [(f.result(), size) for f, size in refs]) for m, refs in members])
     elapsed = clock() - started
@@ -167,6 +165,21 @@ def write_checkpoint(
                 f"checkpoint base {base_key!r} was deleted during the suspend; nothing was recorded, retry"
             )
     return Written(info, manifest.workspace_bytes, sum(uploaded))
+
+
+def _rechunked(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``chunks`` regrouped into pieces of exactly ``size`` bytes (the last one shorter)."""
+    buf = bytearray()
+    for chunk in chunks:
+        if not buf and len(chunk) == size:
+            yield chunk  # the common case (the tar reader's own chunks are a piece each): no copy
+            continue
+        buf += chunk
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
 
 
 def restore_checkpoint(
