@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_lifecycle.adapters.snapshots.archive import pack_workspace, restore_stream
+from sandbox_lifecycle.adapters.snapshots.archive import WorkspaceTooLarge, pack_workspace, restore_stream
 from sandbox_lifecycle.adapters.snapshots.checkpoint import (
     SuspendTooSlow,
     copy_checkpoint,
@@ -221,3 +221,15 @@ def test_pieces_are_stamped_with_the_writers_clock(store: LocalSnapshotStore) ->
     write(PieceStore(store, clock=Clock(1234.5)), "snapshots/s/2.tar.zst")
     assert all("-1234500-" in k for k in piece_keys(store))
     assert all(k == piece_key(k.rsplit("/", 1)[1]) for k in piece_keys(store))
+
+
+def test_a_checkpoint_past_the_disk_limit_is_refused_before_any_piece_is_read(
+    store: LocalSnapshotStore,
+) -> None:
+    pieces = PieceStore(store)
+    write(pieces, "snapshots/s/2.tar.zst")
+    manifest = Manifest.parse(read_manifest(store, "snapshots/s/2.tar.zst"), "k")
+    for key in piece_keys(store):
+        store.delete(key)  # a piece read would fail with SnapshotCorrupt instead
+    with pytest.raises(WorkspaceTooLarge):
+        restore_checkpoint(manifest, pieces, SPEC, max_bytes=len(BIG))
