@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandbox_lifecycle")
 
 LABEL_BASE = "sandbox-lifecycle.base"
+PIECES = "pieces/"  # as pieces.PIECE_PREFIX, which loads zstandard
 # Tar chunks of a restore; called again for a second try, each call validating first.
 Restore = Callable[[], Iterator[bytes]]
 
@@ -138,9 +140,10 @@ class DockerCheckpoints:
             raise ProviderError(f"the copy of snapshot {snapshot.key!r} at {key!r} did not verify; retry")
         return info
 
-    def collect(self) -> list[str]:
-        """Pieces no manifest names and older than the grace, deleted; at most every quarter grace per
-        process (a pass reads every manifest of the deployment)."""
+    def collect(self, older_than: datetime) -> list[str]:
+        """Pieces no manifest names and older than the grace deleted, and what killed piece uploads left
+        (begun before ``older_than``) removed; at most every quarter grace per process (a pass lists
+        every piece and reads every manifest of the deployment)."""
         now = time.monotonic()
         if self._collected_at is not None and now - self._collected_at < self.grace_s / 4:
             return []
@@ -150,5 +153,6 @@ class DockerCheckpoints:
 
         # An aborted pass (a manifest deleted while it read, or unreadable) is logged by collect_pieces
         # and deletes nothing; the next pass tries again.
+        stale = self.store.remove_stale_uploads(older_than, PIECES)
         done = collect_pieces(self.store, grace_s=self.grace_s)
-        return [f"{key} (a piece no checkpoint names)" for key in done.deleted]
+        return stale + [f"{key} (a piece no checkpoint names)" for key in done.deleted]

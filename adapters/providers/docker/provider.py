@@ -313,8 +313,7 @@ class DockerProvider(DelegatingCalls):
         it with the lease; see SnapshotStore.remove_stale_uploads), and the pieces no checkpoint names
         any more (docs/checkpoints.md)."""
         removed = self._snapshots.remove_stale_uploads(older_than, "snapshots/")
-        removed += self._snapshots.remove_stale_uploads(older_than, "pieces/")
-        return removed + self._checkpoints.collect()
+        return removed + self._checkpoints.collect(older_than)
 
     def remove_unused_network(self, older_than: datetime) -> list[str]:
         """Networks, port forwarders and the egress container no sandbox of this deployment needs any
