@@ -71,6 +71,11 @@ ROW = ["app/a", "f", 0o644, 0, 3, "", 0, 0, [["a" * 64 + "-1-" + "0" * 16, 3]]]
         {"format": 1, "entries": [[*ROW[:8], [["a" * 64 + "-1-" + "0" * 16, PIECE_SIZE + 1]]]]},
         {"format": 1, "entries": [["app", "d", 0o755, 0, 3, "", 0, 0, ROW[8]]]},  # a dir with content
         {"format": 1, "entries": [[*ROW[:8], "not a list"]]},
+        {"format": 1, "entries": [[*ROW[:8], 5]]},
+        {
+            "format": 1,
+            "entries": [[*ROW[:4], 0, *ROW[5:8], [["a" * 64 + "-1-" + "0" * 16, 0]]]],
+        },  # empty piece
         {"format": 1, "entries": [[1, *ROW[1:]]]},
     ],
 )

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
 from sandbox_lifecycle.adapters.snapshots.pieces import (
@@ -68,3 +69,12 @@ def test_a_bad_reference_is_refused_before_the_store_is_asked(tmp_path: Path) ->
         PieceStore(store).get("../../x", 1)
     with pytest.raises(SnapshotCorrupt, match="not a valid piece reference"):
         PieceStore(store).get(piece_name(SHA, 1), 2 << 20)
+
+
+def test_a_piece_longer_than_the_manifest_says_is_refused(tmp_path: Path) -> None:
+    store = LocalSnapshotStore(tmp_path)
+    name, _ = PieceStore(store).put(SHA, b"x")
+    # The stored piece holds "xx" under the name of "x": longer than recorded, caught before hashing.
+    store.put(piece_key(name), io.BytesIO(zstandard.ZstdCompressor().compress(b"xx")))
+    with pytest.raises(SnapshotCorrupt, match="2 bytes, expected 1"):
+        PieceStore(store).get(name, 1)
