@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import zstandard
@@ -21,6 +22,7 @@ from sandbox_lifecycle.adapters.snapshots.pieces import (
     valid_piece_name,
 )
 from sandbox_lifecycle.core.errors import SnapshotCorrupt
+from sandbox_lifecycle.core.ports import SnapshotInfo
 
 SHA = hashlib.sha256(b"x").hexdigest()
 # The largest object read as a piece: 1 MiB plus zstd's worst-case overhead and a margin.
@@ -78,3 +80,13 @@ def test_a_piece_longer_than_the_manifest_says_is_refused(tmp_path: Path) -> Non
     store.put(piece_key(name), io.BytesIO(zstandard.ZstdCompressor().compress(b"xx")))
     with pytest.raises(SnapshotCorrupt, match="2 bytes, expected 1"):
         PieceStore(store).get(name, 1)
+
+
+def test_a_piece_the_store_did_not_take_whole_fails_the_put(tmp_path: Path) -> None:
+    class Short(LocalSnapshotStore):
+        def put(self, key: str, stream: BinaryIO) -> SnapshotInfo:
+            info = super().put(key, stream)
+            return SnapshotInfo(info.key, info.sha256, (info.bytes or 0) - 1)
+
+    with pytest.raises(SnapshotCorrupt, match="stored"):
+        PieceStore(Short(tmp_path)).put(SHA, b"x")
