@@ -8,6 +8,7 @@ the pieces the manifests name.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import pytest
@@ -179,3 +180,14 @@ def test_young_unreferenced_pieces_stay_until_the_grace_is_over(store: SnapshotS
     done = collect_pieces(store, grace_s=GRACE_S, clock=clock)
     assert len(done.deleted) == len(made) and pieces(store) == set()
     assert (done.pieces, done.manifests) == (len(made), 0)
+
+
+def test_an_unreadable_manifest_aborts_the_collection_naming_it(store: SnapshotStore) -> None:
+    clock = Clock(1_000_000.0)
+    seeded(store, clock)
+    store.delete(OLD)
+    before = pieces(store)
+    store.put("snapshots/u/2.tar.zst", io.BytesIO(b"SBXPIECES1\nnot zstd"))
+    done = collect_pieces(store, grace_s=GRACE_S, clock=clock)
+    assert done.aborted is not None and "snapshots/u/2.tar.zst" in done.aborted
+    assert done.deleted == [] and pieces(store) == before
