@@ -43,8 +43,8 @@ FORK_FAILED = "fork_failed"
 class Checkpoint(FieldValues):
     """A checkpoint of a sandbox: the snapshot a suspend took at ``version`` of its stream.
 
-    ``bytes`` is the size of the stored workspace archive; ``bytes_new`` what this checkpoint added to
-    the store, None while snapshots are whole archives (every checkpoint stores the whole workspace).
+    ``bytes`` is the size of the workspace (of the stored archive, for a whole archive); ``bytes_new``
+    what this checkpoint added to the store (the pieces its suspend uploaded; None for a whole archive).
     ``current``: the snapshot the sandbox's next resume restores."""
 
     version: int
@@ -63,8 +63,8 @@ def listed(state: sb.Sandbox) -> list[Checkpoint]:
             version=c.version,
             at=c.at,
             reason=c.reason,
-            bytes=c.bytes,
-            bytes_new=None,
+            bytes=c.workspace_bytes if c.workspace_bytes is not None else c.bytes,
+            bytes_new=c.bytes_new,
             snapshot_key=c.snapshot_key,
             current=c.snapshot_key == state.snapshot_key,
         )

@@ -334,6 +334,8 @@ class Kernel:
                 reason=reason,
                 running_processes=list(state.stopped_processes) or None,
                 kept=self.capabilities.checkpoints,
+                workspace_bytes=info.workspace_bytes,
+                bytes_new=info.bytes_new,
             ),
             correlation_id=cid,
             at=at,

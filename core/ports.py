@@ -145,7 +145,11 @@ class SnapshotInfo(FieldValues):
 
     key: str
     sha256: str | None
+    # The stored object's size (what a fetch verifies).
     bytes: int | None
+    # A checkpoint of pieces: the workspace's size, and the bytes of the pieces its suspend uploaded.
+    workspace_bytes: int | None = None
+    bytes_new: int | None = None
 
 
 # Receives an exec's output as it arrives, one chunk of bytes at a time (see SandboxProvider.exec).

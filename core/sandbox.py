@@ -12,25 +12,12 @@ from functools import reduce
 from typing import Any, ClassVar, NamedTuple, TypedDict
 
 from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core.checkpoint_record import Checkpoint
 from sandbox_lifecycle.core.errors import CheckpointNotFound, InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events import types as ev
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
 # --------------------------------------------------------------------------------------------- state
-
-
-class Checkpoint(NamedTuple):
-    """A stored snapshot a resume can restore: the one a suspend took at ``version`` of the stream (a
-    fork's first one is its version 1). ``kept``: retained after a resume until retention collects it;
-    one that is not (an earlier release's, or E2B's paused instance) lives only while it is current."""
-
-    version: int
-    at: datetime
-    reason: str
-    snapshot_key: str
-    sha256: str | None
-    bytes: int | None
-    kept: bool
 
 
 class Sandbox(NamedTuple):
@@ -71,6 +58,8 @@ class Sandbox(NamedTuple):
     checkpoints: tuple[Checkpoint, ...] = ()
     # The allow-list the last EgressChanged set, replacing the kind's; None: the kind's own.
     egress_allow: tuple[str, ...] | None = None
+    # What the live workspace was restored from: its next suspend reuses its pieces (docs/checkpoints.md).
+    resumed_from: str | None = None
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -160,6 +149,8 @@ class MarkSuspended(Command):
     running_processes: list[dict[str, Any]] | None = None
     # The provider can restore this snapshot later (capabilities.checkpoints): it is kept as a checkpoint.
     kept: bool = False
+    workspace_bytes: int | None = None
+    bytes_new: int | None = None
     TRIGGER = "mark_suspended"
 
 
@@ -303,7 +294,8 @@ class CollectCheckpoints(Command):
 
 def collectible(state: Sandbox, cp: Checkpoint) -> bool:
     """Retention may collect it: kept after a resume, and not the snapshot the sandbox resumes from."""
-    return cp.kept and cp.snapshot_key not in (state.snapshot_key, state.pending_snapshot_key)
+    keep = (state.snapshot_key, state.pending_snapshot_key, state.resumed_from)
+    return cp.kept and cp.snapshot_key not in keep
 
 
 def find_checkpoint(state: Sandbox, version: int) -> Checkpoint:
@@ -441,6 +433,8 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
                     bytes=cmd.bytes,
                     running_processes=cmd.running_processes,
                     kept=cmd.kept,
+                    workspace_bytes=cmd.workspace_bytes,
+                    bytes_new=cmd.bytes_new,
                 )
             ]
         case RequestResume():
@@ -600,7 +594,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
         case ev.Suspended():
             taken = Checkpoint(
                 s.version + 1, at, event.reason, event.snapshot_key, event.sha256, event.bytes, event.kept
-            )
+            )._replace(workspace_bytes=event.workspace_bytes, bytes_new=event.bytes_new)
             # A checkpoint that is not kept lives only while it is current; a key written again (E2B's
             # paused instance is the same sandbox every time) is one checkpoint, the newest.
             kept = tuple(c for c in s.checkpoints if c.kept and c.snapshot_key != event.snapshot_key)
@@ -616,6 +610,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 suspended_at=at,
                 stopped_processes=tuple(event.running_processes or ()),
                 checkpoints=(*kept, taken),
+                resumed_from=None,
             )
         case ev.SuspendFailed():
             return _moved(
@@ -634,6 +629,7 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
                 snapshot_key=None,
                 snapshot_sha256=None,
                 snapshot_bytes=None,
+                resumed_from=s.snapshot_key,
                 # A snapshot that is not kept is spent by the resume (deleted after this event).
                 checkpoints=tuple(c for c in s.checkpoints if c.kept),
             )

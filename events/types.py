@@ -114,6 +114,10 @@ class Suspended(Event):
     # was taken (docs/checkpoints.md). False (events written before checkpoints, or a provider that
     # cannot restore an earlier snapshot): it lives only while it is the sandbox's current snapshot.
     kept: bool = False
+    # The workspace's size and the bytes this suspend added to the store (new pieces); None: not known
+    # (whole archives, E2B, earlier releases). ``bytes`` stays the size of the stored object.
+    workspace_bytes: int | None = None
+    bytes_new: int | None = None
 
 
 @value_class(kw_only=True)

@@ -125,6 +125,13 @@ def _remove_session_leftovers(api: docker.APIClient | None) -> None:
                 with contextlib.suppress(docker.errors.APIError):
                     api.remove_network(net["Id"])
         shutil.rmtree(os.path.join(EGRESS_STATE_ROOT, deployment), ignore_errors=True)
+    # The host's piece caches of this session's deployments (docs/checkpoints.md).
+    from sandbox_lifecycle.adapters.providers.docker.checkpoints import default_cache_dir
+
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(default_cache_dir(SESSION_PREFIX).parent):
+            if entry.name.startswith(SESSION_PREFIX) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
     # Disk images and their loop devices: a host resource no engine removes.
     from tests.support.fixtures.docker import DEFAULT_DISK_DIR, release_disks
 

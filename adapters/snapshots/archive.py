@@ -21,7 +21,7 @@ import posixpath
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -37,9 +37,14 @@ if TYPE_CHECKING:
 __all__ = [
     "HashingReader",
     "WorkspaceTooLarge",
+    "check_members",
+    "coalesce",
     "extract_to_dir",
     "fetch_verified",
+    "filtered_members",
+    "filtered_tar",
     "pack_workspace",
+    "reserialize_members",
     "restore_stream",
 ]
 
@@ -144,7 +149,7 @@ def _reader(chunks: Iterable[bytes]) -> BinaryIO:
     return io.BufferedReader(_IterRaw(chunks), buffer_size=CHUNK)
 
 
-def _coalesce(pieces: Iterable[bytes]) -> Iterator[bytes]:
+def coalesce(pieces: Iterable[bytes]) -> Iterator[bytes]:
     """Merge the many tiny header/padding pieces into ~CHUNK-sized chunks (one syscall each downstream)."""
     buf = bytearray()
     for piece in pieces:
@@ -334,20 +339,32 @@ def _clean_info(member: tarfile.TarInfo, name: str, linkname: str = "") -> tarfi
     return info
 
 
-def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo, info: tarfile.TarInfo) -> Iterator[bytes]:
-    yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    if info.type != tarfile.REGTYPE:
-        return
+def _file_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
     data = tar.extractfile(member)
     if data is None:
         raise tarfile.ReadError(f"no data for {member.name!r}")
-    remaining = info.size
+    remaining = member.size
     while remaining:
         chunk = data.read(min(CHUNK, remaining))
         if not chunk:
             raise tarfile.ReadError(f"{member.name!r} ends {remaining} bytes early")
         remaining -= len(chunk)
         yield chunk
+
+
+def _info_bytes(info: tarfile.TarInfo, data: Iterable[bytes]) -> Iterator[bytes]:
+    """A member's header, then (a regular file) exactly ``info.size`` bytes of ``data`` and the padding."""
+    yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    if info.type != tarfile.REGTYPE:
+        return
+    sent = 0
+    for chunk in data:
+        sent += len(chunk)
+        if sent > info.size:
+            raise tarfile.ReadError(f"{info.name!r} has more than its {info.size} bytes")
+        yield chunk
+    if sent != info.size:
+        raise tarfile.ReadError(f"{info.name!r} ends {info.size - sent} bytes early")
     if pad := -info.size % _BLOCK:
         yield b"\0" * pad
 
@@ -381,12 +398,12 @@ def pack_workspace(
     with a warning instead: a user's ``ln -s /tmp/x app/x`` must not make the whole workspace
     unrestorable.
     """
-    raw = _filtered_tar(tar_chunks, spec)
+    raw = filtered_tar(tar_chunks, spec)
     params = zstandard.ZstdCompressionParameters.from_level(
         level, threads=threads, job_size=ZSTD_JOB_SIZE if threads else 0
     )
     cctx = zstandard.ZstdCompressor(compression_params=params)
-    return _reader(_compress(cctx, _coalesce(raw)))
+    return _reader(_compress(cctx, coalesce(raw)))
 
 
 def _compress(cctx: zstandard.ZstdCompressor, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -397,7 +414,19 @@ def _compress(cctx: zstandard.ZstdCompressor, chunks: Iterable[bytes]) -> Iterat
     yield cobj.flush()
 
 
-def _filtered_tar(tar_chunks: Iterable[bytes], spec: WorkspaceSpec) -> Iterator[bytes]:
+def filtered_tar(tar_chunks: Iterable[bytes], spec: WorkspaceSpec) -> Iterator[bytes]:
+    """The members ``filtered_members`` keeps, as a tar stream."""
+    for info, data in filtered_members(tar_chunks, spec):
+        yield from _info_bytes(info, data)
+    yield _END_OF_ARCHIVE
+
+
+def filtered_members(
+    tar_chunks: Iterable[bytes], spec: WorkspaceSpec
+) -> Iterator[tuple[tarfile.TarInfo, Iterator[bytes]]]:
+    """Docker's ``get_archive(spec.root)`` stream reduced to what a snapshot keeps: each member as a clean
+    header (relative name) with its data (empty but for regular files), which must be read before the
+    next member is asked for."""
     paths = _Paths.of(spec)
     top = posixpath.basename(spec.root.rstrip("/"))
     # Symlinks and special files seen so far: nothing may be written beneath them, and a hardlink to
@@ -449,10 +478,17 @@ def _filtered_tar(tar_chunks: Iterable[bytes], spec: WorkspaceSpec) -> Iterator[
                     not_regular.add(rel)
                     log.warning("snapshot of %s leaves out %r: special file", spec.root, rel)
                     continue
-                yield from _member_bytes(tar, member, _clean_info(member, rel, linkname))
+                data = _file_data(tar, member) if member.isreg() else iter(())
+                yield _clean_info(member, rel, linkname), _malformed_as(spec, data)
     except (tarfile.TarError, EOFError) as exc:
         raise ProviderError(f"archive of {spec.root} from the provider is malformed: {exc}") from exc
-    yield _END_OF_ARCHIVE
+
+
+def _malformed_as(spec: WorkspaceSpec, data: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from data
+    except (tarfile.TarError, EOFError) as exc:
+        raise ProviderError(f"archive of {spec.root} from the provider is malformed: {exc}") from exc
 
 
 # --- restore --------------------------------------------------------------------------------------
@@ -477,6 +513,19 @@ def _validate(compressed: BinaryIO, spec: WorkspaceSpec, max_bytes: int | None =
     """One full pass over the archive; raises UnsafeArchive naming the first offending member, or
     WorkspaceTooLarge as soon as the members' sizes add up past ``max_bytes``. The pass only reads the
     sizes from the headers, so a 320 KB archive of 10 GiB of zeros is refused after reading 320 KB."""
+    with _open_stream(_decompressed(compressed)) as tar:
+        check_members(_members(tar), spec, max_bytes)
+
+
+def check_members(
+    members: Iterable[tarfile.TarInfo], spec: WorkspaceSpec, max_bytes: int | None = None
+) -> None:
+    """The safety rules of a restore, over the members' headers alone: raises UnsafeArchive naming the
+    first offending member, or WorkspaceTooLarge once the regular files' sizes pass ``max_bytes``.
+
+    One function for both forms a snapshot takes (a whole archive, or a manifest of pieces), so a
+    checkpoint of either kind is held to exactly the same rules.
+    """
     paths = _Paths.of(spec)
     total = 0
     # name -> tar type of every member: duplicates and hardlink targets are judged against it.
@@ -486,29 +535,28 @@ def _validate(compressed: BinaryIO, spec: WorkspaceSpec, max_bytes: int | None =
     def refuse(name: str, why: str) -> UnsafeArchive:
         return UnsafeArchive(f"snapshot member {name!r} is unsafe: {why}; nothing was restored")
 
-    with _open_stream(_decompressed(compressed)) as tar:
-        for member in _members(tar):
-            name = member.name
-            if problem := _name_problem(name):
-                raise refuse(name, problem)
-            if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-                raise refuse(name, "device, FIFO or other special file")
-            if not paths.included(name, is_dir=member.isdir()):
-                raise refuse(name, f"outside the include paths {', '.join(paths.include)}")
-            kind = tarfile.DIRTYPE if member.isdir() else member.type
-            if name in seen and not (kind == seen[name] == tarfile.DIRTYPE):
-                # A second member of one name replaces the first on extraction: a file turning into a
-                # symlink after its checks is exactly how write-through attacks are built.
-                raise refuse(name, "appears twice")
-            seen[name] = kind
-            if member.isreg():
-                total += member.size
-                if max_bytes is not None and total > max_bytes:
-                    raise _too_large(total, max_bytes)
-            if member.issym():
-                symlinks[name] = member.linkname
-            elif member.islnk() and seen.get(member.linkname) not in tarfile.REGULAR_TYPES:
-                raise refuse(name, f"hardlink to {member.linkname!r}, not an earlier file in the archive")
+    for member in members:
+        name = member.name
+        if problem := _name_problem(name):
+            raise refuse(name, problem)
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            raise refuse(name, "device, FIFO or other special file")
+        if not paths.included(name, is_dir=member.isdir()):
+            raise refuse(name, f"outside the include paths {', '.join(paths.include)}")
+        kind = tarfile.DIRTYPE if member.isdir() else member.type
+        if name in seen and not (kind == seen[name] == tarfile.DIRTYPE):
+            # A second member of one name replaces the first on extraction: a file turning into a
+            # symlink after its checks is exactly how write-through attacks are built.
+            raise refuse(name, "appears twice")
+        seen[name] = kind
+        if member.isreg():
+            total += member.size
+            if max_bytes is not None and total > max_bytes:
+                raise _too_large(total, max_bytes)
+        if member.issym():
+            symlinks[name] = member.linkname
+        elif member.islnk() and seen.get(member.linkname) not in tarfile.REGULAR_TYPES:
+            raise refuse(name, f"hardlink to {member.linkname!r}, not an earlier file in the archive")
     # Links may point through links that come later in the archive, so judge them with all of them known.
     for name, target in symlinks.items():
         if problem := _link_target_problem(name, target, symlinks):
@@ -543,7 +591,7 @@ def restore_stream(
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise UnsafeArchive(f"snapshot archive is malformed ({exc}); nothing was restored") from exc
     compressed.seek(start)
-    return _coalesce(_reserialize(compressed, max_bytes, owner))
+    return coalesce(_reserialize(compressed, max_bytes, owner))
 
 
 def _owned_by(info: tarfile.TarInfo, owner: tuple[int, int]) -> tarfile.TarInfo:
@@ -557,33 +605,48 @@ def _owned_by(info: tarfile.TarInfo, owner: tuple[int, int]) -> tarfile.TarInfo:
 def _reserialize(
     compressed: BinaryIO, max_bytes: int | None = None, owner: tuple[int, int] | None = None
 ) -> Iterator[bytes]:
+    try:
+        with _open_stream(_decompressed(compressed)) as tar:
+
+            def data(member: tarfile.TarInfo) -> Iterable[bytes]:
+                return _file_data(tar, member)
+
+            yield from reserialize_members(_members(tar), data, max_bytes, owner)
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        # The file was verified a moment ago; changing under us means someone else writes to it.
+        raise UnsafeArchive(f"snapshot archive changed while restoring ({exc})") from exc
+
+
+def reserialize_members(
+    members: Iterable[tarfile.TarInfo],
+    data: Callable[[tarfile.TarInfo], Iterable[bytes]],
+    max_bytes: int | None = None,
+    owner: tuple[int, int] | None = None,
+) -> Iterator[bytes]:
+    """Canonical tar bytes of members that ``check_members`` accepted, each regular file's content taken
+    from ``data(member)`` (which must give exactly ``member.size`` bytes); ends the archive."""
     total = 0
     # Directories emitted so far, to give missing parents our owner (bounded by the directories of the
     # workspace, as _validate's own bookkeeping is).
     dirs: set[str] = set()
-    try:
-        with _open_stream(_decompressed(compressed)) as tar:
-            for member in _members(tar):
-                info = _clean_info(member, member.name, member.linkname)
-                if member.isreg():
-                    total += member.size
-                    if max_bytes is not None and total > max_bytes:
-                        raise _too_large(total, max_bytes)
-                if owner is not None:
-                    info = _owned_by(info, owner)
-                    for parent in _ancestors(member.name):
-                        if parent not in dirs:
-                            dirs.add(parent)
-                            implied = tarfile.TarInfo(parent)
-                            implied.type, implied.mode, implied.mtime = tarfile.DIRTYPE, 0o755, info.mtime
-                            implied = _owned_by(implied, owner)
-                            yield implied.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-                    if member.isdir():
-                        dirs.add(member.name)
-                yield from _member_bytes(tar, member, info)
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        # The file was verified a moment ago; changing under us means someone else writes to it.
-        raise UnsafeArchive(f"snapshot archive changed while restoring ({exc})") from exc
+    for member in members:
+        info = _clean_info(member, member.name, member.linkname)
+        if member.isreg():
+            total += member.size
+            if max_bytes is not None and total > max_bytes:
+                raise _too_large(total, max_bytes)
+        if owner is not None:
+            info = _owned_by(info, owner)
+            for parent in _ancestors(member.name):
+                if parent not in dirs:
+                    dirs.add(parent)
+                    implied = tarfile.TarInfo(parent)
+                    implied.type, implied.mode, implied.mtime = tarfile.DIRTYPE, 0o755, info.mtime
+                    implied = _owned_by(implied, owner)
+                    yield implied.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            if member.isdir():
+                dirs.add(member.name)
+        yield from _info_bytes(info, data(member) if info.type == tarfile.REGTYPE else ())
     yield _END_OF_ARCHIVE
 
 

@@ -49,6 +49,7 @@ class DockerEntry(ProviderEntry[DockerSettings]):
             deployment=host.deployment,
             disk_limit_mb=own.disk_limit_mb,
             egress=own.egress,
+            pieces=own.pieces,
         )
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox_lifecycle.adapters.composition.environ import DEPLOYMENT_NAME
 from sandbox_lifecycle.adapters.providers.delegating import DelegatingCalls
+from sandbox_lifecycle.adapters.providers.docker.checkpoints import LABEL_BASE, DockerCheckpoints
 from sandbox_lifecycle.adapters.providers.docker.containers import (
     LABEL_DEPLOYMENT,
     LABEL_DISK,
@@ -50,7 +51,7 @@ from sandbox_lifecycle.adapters.providers.docker.errors import is_enospc, mapped
 from sandbox_lifecycle.adapters.providers.docker.exec import ContainerExec
 from sandbox_lifecycle.adapters.providers.docker.files import DockerFiles
 from sandbox_lifecycle.adapters.providers.docker.processes import DockerProcesses
-from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings, PieceSettings
 from sandbox_lifecycle.adapters.providers.docker.settings import refuse_production as _refuse_production
 from sandbox_lifecycle.adapters.providers.docker.snapshot import frozen, store_snapshot
 from sandbox_lifecycle.adapters.providers.docker.snapshot_namespace import NamespacedStore
@@ -127,6 +128,7 @@ class DockerProvider(DelegatingCalls):
         disk_dir: str | os.PathLike[str] | None = None,
         egress: EgressSettings | None = None,
         runtime: str | None = None,
+        pieces: PieceSettings | None = None,
     ) -> None:
         """``environ`` gives NODE_ENV (the production refusal); ``engine_env`` the variables that name the
         engine (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), as ``docker.from_env()`` reads them.
@@ -146,6 +148,7 @@ class DockerProvider(DelegatingCalls):
         self._disks = Disks(os.path.join(disk_dir or DEFAULT_DISK_DIR, deployment), disk_limit_mb)
         self._images = dict(images)
         self._snapshots: SnapshotStore = NamespacedStore(snapshots, deployment)
+        self._checkpoints = DockerCheckpoints(self._snapshots, pieces or PieceSettings(), deployment)
         self._limits = limits or DockerLimits()
         self._containers = Containers(deployment, client=client, engine_env=engine_env)
         # The stdlib engine client that exec goes through (None: the SDK's client; see containers.py).
@@ -199,7 +202,16 @@ class DockerProvider(DelegatingCalls):
             containers.owned(ref, sandbox_id)
             with frozen(containers, ref, f"snapshot sandbox {sandbox_id}"):
                 workspace = kind_spec(kind).workspace
-                info = store_snapshot(containers, self._snapshots, sandbox_id, ref, workspace, snapshot_key)
+                info = store_snapshot(
+                    containers,
+                    self._checkpoints.pieces,
+                    sandbox_id,
+                    ref,
+                    workspace,
+                    snapshot_key,
+                    base_key=self._checkpoints.base_of(containers.inspect(ref)),
+                    grace_s=self._checkpoints.grace_s,
+                )
                 # Only now, the snapshot stored and verified, is it safe to release the workspace.
                 self._remove(ref, sandbox_id)
         except ProviderLost:
@@ -213,29 +225,24 @@ class DockerProvider(DelegatingCalls):
 
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
         # why: archive (zstandard, tarfile) costs every exec's start ~18 ms (measured); only resumes use it
-        from sandbox_lifecycle.adapters.snapshots.archive import (
-            WorkspaceTooLarge,
-            fetch_verified,
-            restore_stream,
-        )
+        from sandbox_lifecycle.adapters.snapshots.archive import WorkspaceTooLarge
 
         spec = kind_spec(kind)
-        # Verification comes first: a missing or corrupt snapshot must not leave a container behind.
-        with fetch_verified(self._snapshots, snapshot) as archive:
-            start = archive.tell()
+        # Verification comes first: a missing or corrupt snapshot (or piece) must not leave a container.
+        with self._checkpoints.restorer(
+            snapshot,
+            spec.workspace,
+            max_bytes=self.disk_limit_mb * 1024**2 or None,
+            owner=(SANDBOX_UID, SANDBOX_GID),
+        ) as restore:
             for attempt in (1, 2):
                 # Checks every member, and the total size against the disk limit, now: an unsafe or
-                # oversized archive is refused before a container exists. Every restored file is the
+                # oversized snapshot is refused before a container exists. Every restored file is the
                 # sandbox user's.
-                archive.seek(start)
-                tar_chunks = restore_stream(
-                    archive,
-                    spec.workspace,
-                    max_bytes=self.disk_limit_mb * 1024**2 or None,
-                    owner=(SANDBOX_UID, SANDBOX_GID),
-                )
+                tar_chunks = restore()
                 self.destroy(sandbox_id, None)  # a stale container from an interrupted resume (or try)
-                ref = self._start_new(sandbox_id, kind)
+                # The label names the checkpoint whose pieces this workspace's next suspend may reuse.
+                ref = self._start_new(sandbox_id, kind, base=snapshot.key)
                 try:
                     with self._containers.errors(f"restore sandbox {sandbox_id}"):
                         self.client.api.put_archive(ref, spec.workspace.root, tar_chunks)
@@ -297,21 +304,16 @@ class DockerProvider(DelegatingCalls):
         self._snapshots.delete(snapshot.key)
 
     def copy_snapshot(self, snapshot: SnapshotInfo, key: str) -> SnapshotInfo:
-        # A whole copy, streamed through this host: the fork's archive then lives and dies with the fork
-        # alone (no reference count shared across streams); the store's put verifies the size.
-        from sandbox_lifecycle.adapters.snapshots.archive import fetch_verified  # why: as in resume
-
-        with fetch_verified(self._snapshots, snapshot) as archive:
-            info = self._snapshots.put(key, archive)
-        if snapshot.sha256 is not None and info.sha256 != snapshot.sha256:
-            self._snapshots.delete(key)
-            raise ProviderError(f"the copy of snapshot {snapshot.key!r} at {key!r} did not verify; retry")
-        return info
+        # A manifest is stored again under the fork's key, sharing the pieces (a fork costs no storage);
+        # the fork's manifest then lives and dies with the fork alone, as any snapshot of its stream.
+        return self._checkpoints.copy(snapshot, key)
 
     def remove_stale_uploads(self, older_than: datetime) -> list[str]:
         """What killed suspends of this deployment left in the snapshot store, removed (the sweep calls
-        it with the lease; see SnapshotStore.remove_stale_uploads)."""
-        return self._snapshots.remove_stale_uploads(older_than, "snapshots/")
+        it with the lease; see SnapshotStore.remove_stale_uploads), and the pieces no checkpoint names
+        any more (docs/checkpoints.md)."""
+        removed = self._snapshots.remove_stale_uploads(older_than, "snapshots/")
+        return removed + self._checkpoints.collect(older_than)
 
     def remove_unused_network(self, older_than: datetime) -> list[str]:
         """Networks, port forwarders and the egress container no sandbox of this deployment needs any
@@ -380,7 +382,7 @@ class DockerProvider(DelegatingCalls):
 
     # ------------------------------------------------------------------ internals
 
-    def _start_new(self, sandbox_id: str, kind: str) -> str:
+    def _start_new(self, sandbox_id: str, kind: str, base: str | None = None) -> str:
         from docker.types import DriverConfig, Mount  # why: the SDK, never loaded on the exec path
 
         spec = kind_spec(kind)
@@ -393,6 +395,8 @@ class DockerProvider(DelegatingCalls):
             LABEL_MANAGED: "1",
             LABEL_DEPLOYMENT: self._deployment,
         }
+        if base is not None:
+            labels[LABEL_BASE] = base
         limits = self._limits
         attachment = self.network.prepare(sandbox_id, kind)
         disk = self._disks.make(sandbox_id)
@@ -524,7 +528,9 @@ class DockerProvider(DelegatingCalls):
             source.close()
         if reader.bytes_read != size:
             raise ProviderError(f"snapshot {key!r} changed while being read; retry")
-        return SnapshotInfo(key=key, sha256=reader.sha256, bytes=size)
+        # What the first try uploaded is not known any more (bytes_new None); the workspace's size is.
+        workspace = self._checkpoints.workspace_bytes(key)
+        return SnapshotInfo(key=key, sha256=reader.sha256, bytes=size, workspace_bytes=workspace)
 
     def _remove(self, ref: str, sandbox_id: str) -> None:
         """Remove one of the sandbox's containers, its home volume and its disks; gone already is success."""

@@ -27,6 +27,9 @@ DOCKER_IMAGE_ENV = {DATA_APP: "SANDBOX_DOCKER_IMAGE", AI_WRITEBACK: "SANDBOX_AI_
 DEFAULT_DISK_LIMIT_MB = 10_240
 MAX_DISK_LIMIT_MB = 16 * 1024 * 1024  # 16 TiB
 DEFAULT_NETWORK_POOL = "10.213.0.0/16"
+DEFAULT_SNAPSHOT_CACHE_MB = 1024
+MAX_SNAPSHOT_CACHE_MB = 16 * 1024 * 1024
+DEFAULT_PIECE_GRACE_MS = 3_600_000
 
 
 def refuse_production(node_env: str | None) -> None:
@@ -56,6 +59,19 @@ class EgressSettings(FieldValues):
 
 
 @value_class
+class PieceSettings(FieldValues):
+    """Checkpoints of content-addressed pieces (docs/checkpoints.md): the host's piece cache and how old
+    an unreferenced piece must be before the sweep collects it."""
+
+    # SANDBOX_SNAPSHOT_CACHE_MB; 0: no cache (every resume fetches every piece).
+    cache_mb: int = DEFAULT_SNAPSHOT_CACHE_MB
+    # None: $XDG_CACHE_HOME (or ~/.cache)/sandbox-lifecycle/pieces/<deployment>
+    cache_dir: Path | None = None
+    # SANDBOX_SNAPSHOT_PIECE_GRACE_MS; a suspend that runs past half of it stores no checkpoint.
+    grace_ms: int = DEFAULT_PIECE_GRACE_MS
+
+
+@value_class
 class DockerSettings(FieldValues):
     """What the Docker provider is built with."""
 
@@ -65,6 +81,7 @@ class DockerSettings(FieldValues):
     disk_limit_mb: int = DEFAULT_DISK_LIMIT_MB
     egress: EgressSettings = field(default_factory=EgressSettings)
     node_env: str = ""
+    pieces: PieceSettings = field(default_factory=PieceSettings)
 
 
 def docker_settings(reader: EnvReader, shared: Shared) -> DockerSettings:
@@ -83,6 +100,19 @@ def docker_settings(reader: EnvReader, shared: Shared) -> DockerSettings:
         ),
         egress=_egress_settings(reader, shared),
         node_env=reader.text("NODE_ENV") or "",
+        pieces=PieceSettings(
+            cache_mb=reader.integer(
+                "SANDBOX_SNAPSHOT_CACHE_MB",
+                DEFAULT_SNAPSHOT_CACHE_MB,
+                MAX_SNAPSHOT_CACHE_MB,
+                "megabytes",
+                minimum=0,
+            ),
+            grace_ms=int(
+                reader.millis("SANDBOX_SNAPSHOT_PIECE_GRACE_MS", DEFAULT_PIECE_GRACE_MS).total_seconds()
+                * 1000
+            ),
+        ),
     )
 
 

@@ -16,10 +16,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.adapters.providers.docker.containers import Containers
 from sandbox_lifecycle.core.errors import ProviderError, ProviderLost
-from sandbox_lifecycle.core.ports import SnapshotInfo, SnapshotStore, WorkspaceSpec
+from sandbox_lifecycle.core.ports import SnapshotInfo, WorkspaceSpec
+
+if TYPE_CHECKING:
+    from sandbox_lifecycle.adapters.snapshots.pieces import PieceStore
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -58,34 +63,27 @@ def frozen(containers: Containers, ref: str, action: str) -> Iterator[None]:
 
 def store_snapshot(
     containers: Containers,
-    store: SnapshotStore,
+    pieces: PieceStore,
     sandbox_id: str,
     ref: str,
     workspace: WorkspaceSpec,
     key: str,
+    *,
+    base_key: str | None,
+    grace_s: float,
 ) -> SnapshotInfo:
-    """Archive ``workspace`` of container ``ref``, store it under ``key`` and verify what was stored.
+    """Store ``workspace`` of container ``ref`` as a checkpoint of pieces under ``key`` (only the pieces
+    its base manifest, ``base_key``, does not name are uploaded), verified after storing.
 
-    A stream that ends early or is malformed fails the store's put, which removes its partial upload; a
-    stored size that differs from what was written is refused. Either way the caller keeps the container.
+    A stream that ends early or is malformed, a suspend past half the grace, a manifest that does not
+    verify: each fails before or instead of the manifest, and the caller keeps the container.
     """
-    # why: archive (zstandard, tarfile) costs every exec's start ~18 ms (measured); only suspends use it
-    from sandbox_lifecycle.adapters.snapshots.archive import pack_workspace
+    # why: checkpoint (zstandard, tarfile) costs every exec's start ~18 ms (measured); only suspends use it
+    from sandbox_lifecycle.adapters.snapshots.checkpoint import write_checkpoint
 
     action = f"snapshot sandbox {sandbox_id}"
     with containers.errors(action, ref):
         chunks, _ = containers.client.api.get_archive(ref, workspace.root)
-    # The docker stream is read while the store consumes `packed`, so its errors surface from put.
     with containers.errors(action, ref):
-        packed = pack_workspace(chunks, workspace)
-        try:
-            info = store.put(key, packed)
-        finally:
-            packed.close()
-    stored = store.stat(key)
-    if info.bytes is None or stored != info.bytes:
-        raise ProviderError(
-            f"snapshot {key!r} of sandbox {sandbox_id} did not verify after storing (store reports "
-            f"{stored} bytes, {info.bytes} were written); the container was kept, retry the suspend"
-        )
-    return info
+        written = write_checkpoint(chunks, workspace, pieces, key, base_key=base_key, grace_s=grace_s)
+    return replace(written.info, workspace_bytes=written.workspace_bytes, bytes_new=written.bytes_new)

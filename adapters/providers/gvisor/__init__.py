@@ -45,6 +45,7 @@ class GVisorEntry(ProviderEntry[DockerSettings]):
             deployment=host.deployment,
             disk_limit_mb=own.disk_limit_mb,
             egress=own.egress,
+            pieces=own.pieces,
         )
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sandbox_lifecycle.adapters.providers.docker.containers import DockerLimits
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
-from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
+from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings, PieceSettings
 from sandbox_lifecycle.adapters.providers.gvisor.runtime import RUNTIME
 from sandbox_lifecycle.core.errors import ProviderError
 from sandbox_lifecycle.core.ports import ProviderCapabilities, SnapshotStore
@@ -51,6 +51,7 @@ class GVisorProvider(DockerProvider):
         disk_limit_mb: int = 10240,
         disk_dir: str | os.PathLike[str] | None = None,
         egress: EgressSettings | None = None,
+        pieces: PieceSettings | None = None,
     ) -> None:
         super().__init__(
             images,
@@ -65,6 +66,7 @@ class GVisorProvider(DockerProvider):
             disk_dir=disk_dir,
             egress=egress,
             runtime=RUNTIME,
+            pieces=pieces,
         )
 
     def _remove(self, ref: str, sandbox_id: str) -> None:

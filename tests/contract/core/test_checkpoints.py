@@ -73,9 +73,13 @@ def test_an_unknown_or_collected_version_is_refused(service: SandboxService, clo
         service.fork(sid, at_version=999)
     service.resume(sid)
     clock.advance(days=8)
-    service.fire_due(clock())  # the idle timer suspends it: a new checkpoint, the current one
-    report = service.fire_due(clock())
-    assert f"{sid}:checkpoint" in report.fired
+    # The idle timer suspends it (a new checkpoint, the current one) and retention collects the older
+    # ones, in whichever order the sweep's workers run them: the checkpoint it was resumed from only
+    # after that suspend.
+    fired: list[str] = []
+    for _ in range(3):
+        fired += service.fire_due(clock()).fired
+    assert f"{sid}:checkpoint" in fired and f"{sid}:idle" in fired
     assert [c.reason for c in service.checkpoints(sid)] == ["idle_timeout"]
     with pytest.raises(CheckpointNotFound):
         service.rewind(sid, v1)
@@ -225,3 +229,19 @@ def test_a_fork_whose_copy_fails_expires_and_the_source_records_nothing(
     assert (fork.state, fork.expired_reason) == (lc.EXPIRED, "fork_failed")
     assert "Forked" not in [h.type for h in service.history(sid)]
     assert not [k for k in provider.snapshots if k.startswith(f"snapshots/{fork.id}/")]
+
+
+def test_retention_keeps_the_checkpoint_a_live_sandbox_resumed_from_until_its_next_suspend(
+    service: SandboxService,
+) -> None:
+    # Its next suspend reuses that checkpoint's pieces: the piece collection must still see them named.
+    sid, _, _ = two_turns(service)
+    service.resume(sid)  # from v2
+    live = service.load(sid)
+    first, second = live.checkpoints
+    assert live.resumed_from == second.snapshot_key
+    assert sb.collectible(live, first) and not sb.collectible(live, second)
+    service.suspend(sid)
+    after = service.load(sid)
+    assert after.resumed_from is None
+    assert sb.collectible(after, after.checkpoints[1])

@@ -372,3 +372,13 @@ def test_the_default_network_pool_is_valid_and_a_bad_one_is_named() -> None:
             Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": bad})
     chosen = Settings.from_env({"SANDBOX_DOCKER_NETWORK_POOL": "10.9.0.0/24"})
     assert chosen.provider_settings["docker"].egress.network_pool == "10.9.0.0/24"
+
+
+def test_piece_cache_and_grace_defaults_and_values() -> None:
+    pieces = Settings.from_env({}).provider_settings["docker"].pieces
+    assert (pieces.cache_mb, pieces.grace_ms) == (1024, 3_600_000)
+    env = {"SANDBOX_SNAPSHOT_CACHE_MB": "0", "SANDBOX_SNAPSHOT_PIECE_GRACE_MS": "60000"}
+    pieces = Settings.from_env(env).provider_settings["docker"].pieces
+    assert (pieces.cache_mb, pieces.grace_ms) == (0, 60_000)
+    for name in ("SANDBOX_SNAPSHOT_CACHE_MB", "SANDBOX_SNAPSHOT_PIECE_GRACE_MS"):
+        assert name in problems({name: "-1"})
