@@ -25,8 +25,9 @@ from collections.abc import Callable
 
 from e2b import NotFoundException, Sandbox, SandboxException, SandboxNotFoundException
 
+from sandbox_lifecycle.adapters.providers.e2b.retry import provider_error
 from sandbox_lifecycle.adapters.providers.e2b.sandboxes import MAX_LIST_PAGES, E2BSandboxes
-from sandbox_lifecycle.core.errors import ProviderError, SnapshotNotFound
+from sandbox_lifecycle.core.errors import ProviderError, SandboxError, SnapshotNotFound
 from sandbox_lifecycle.core.ports import SnapshotInfo
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,16 @@ def template_missing(exc: Exception) -> bool:
     return isinstance(exc, NotFoundException) or (
         isinstance(exc, SandboxException) and getattr(exc, "status_code", None) == 404
     )
+
+
+def restore_error(key: str, what: str, exc: Exception) -> Exception:
+    """A failed create from a checkpoint's snapshot as the port says it: SnapshotNotFound when E2B lacks
+    the snapshot, our own error as it is, a ProviderError otherwise (a create is not retried here)."""
+    if template_missing(exc):
+        return SnapshotNotFound(key)
+    if isinstance(exc, SandboxError):  # ours already (CapacityExceeded: E2B's 429s outlasted)
+        return exc
+    return provider_error(f"E2B {what} from snapshot {key} failed", exc)
 
 
 def is_checkpoint_key(key: str) -> bool:
@@ -104,10 +115,8 @@ class E2BCheckpoints:
         owner = _CORE_KEY.fullmatch(to_key)
         try:
             helper = self._create(owner[1] if owner else "?", None, self.name(key))
-        except SandboxException as e:
-            if template_missing(e):
-                raise SnapshotNotFound(key) from e
-            raise
+        except Exception as e:
+            raise restore_error(key, "copying it", e) from e
         try:
             self.take(helper.sandbox_id, to_key)
         finally:

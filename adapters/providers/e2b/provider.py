@@ -48,7 +48,6 @@ from e2b import (
     ALL_TRAFFIC,
     RateLimitException,
     Sandbox,
-    SandboxException,
     SandboxInfo,
     SandboxNotFoundException,
     SandboxState,
@@ -66,7 +65,7 @@ from sandbox_lifecycle.adapters.providers.delegating import DelegatingCalls
 from sandbox_lifecycle.adapters.providers.e2b.checkpoints import (
     E2BCheckpoints,
     is_checkpoint_key,
-    template_missing,
+    restore_error,
 )
 from sandbox_lifecycle.adapters.providers.e2b.exec import E2BExec
 from sandbox_lifecycle.adapters.providers.e2b.files import E2BFiles
@@ -87,7 +86,7 @@ from sandbox_lifecycle.adapters.providers.e2b.settings import (
     TEMPLATE_ENV,
     E2BSettings,
 )
-from sandbox_lifecycle.core.errors import CapacityExceeded, ProviderLost, SnapshotNotFound, Unsupported
+from sandbox_lifecycle.core.errors import CapacityExceeded, ProviderLost, Unsupported
 from sandbox_lifecycle.core.kinds import kind_spec
 from sandbox_lifecycle.core.ports import (
     ProviderCapabilities,
@@ -298,10 +297,8 @@ class E2BProvider(DelegatingCalls):
         if is_checkpoint_key(snapshot.key):
             try:
                 sandbox = self._snapshots.restore(sandbox_id, kind, snapshot.key)
-            except SandboxException as e:
-                if template_missing(e):  # the checkpoint's snapshot is gone (collected, deleted)
-                    raise SnapshotNotFound(snapshot.key) from e
-                raise
+            except Exception as e:  # SnapshotNotFound when it is gone (collected, deleted)
+                raise restore_error(snapshot.key, f"resuming {sandbox_id}", e) from e
             log.info("e2b: E2B sandbox %s of %s made from %s", sandbox.sandbox_id, sandbox_id, snapshot.key)
             return sandbox.sandbox_id
         # Checked before connecting: connecting resumes a paused sandbox, another stack's included.
