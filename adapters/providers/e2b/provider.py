@@ -290,11 +290,14 @@ class E2BProvider(DelegatingCalls):
                 f"E2B sandbox {ref} of {sandbox_id} is gone; there is nothing to snapshot"
             ) from e
         self._kill(ref, sandbox_id)
+        self._sandboxes.snapshotted(sandbox_id, True)
         log.info("e2b: snapshot %s taken of E2B sandbox %s of %s", snapshot_key, ref, sandbox_id)
         return info
 
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
         if is_checkpoint_key(snapshot.key):
+            # Cleared first: a create whose answer is lost may have made an instance a destroy must find.
+            self._sandboxes.snapshotted(sandbox_id, False)
             try:
                 sandbox = self._snapshots.restore(sandbox_id, kind, snapshot.key)
             except Exception as e:  # SnapshotNotFound when it is gone (collected, deleted)
@@ -340,6 +343,8 @@ class E2BProvider(DelegatingCalls):
             if self._sandboxes.check_owned(ref, sandbox_id) is None:
                 return  # gone already
             refs = [ref]
+        elif self._sandboxes.only_snapshotted(sandbox_id):
+            refs = []  # killed at its suspend to a snapshot here: nothing of it runs (no listing needed)
         elif (known := self._sandboxes.known_ref(sandbox_id)) is not None:
             # A suspended record holds no ref, but we made or saw its sandbox: that one is the sandbox's
             # (a create of ours makes at most one per id), so no listing is needed to find it.

@@ -207,3 +207,34 @@ def test_a_fork_of_a_collected_checkpoint_fails_and_the_fork_expires(
     (fork,) = [r for r in service.list() if r.id != sid]
     assert fork.state == lc.EXPIRED
     assert [h.type for h in service.history(sid) if h.type == "Forked"] == []
+
+
+def test_a_destroy_after_a_suspend_here_lists_nothing_another_process_lists(
+    on: E2BProvider, settings: E2BSettings, fake_e2b: FakeE2B
+) -> None:
+    ref = on.create("sbx0001", DATA_APP)
+    on.suspend("sbx0001", ref, DATA_APP, snapshot_key("sbx0001", 2))
+    listings = len(fake_e2b.requests("GET", r"/v2/sandboxes"))
+    on.destroy("sbx0001", None)  # the service then deletes the snapshots
+    assert len(fake_e2b.requests("GET", r"/v2/sandboxes")) == listings
+    # Another replica never saw the suspend: it looks (an instance of a lost create may run).
+    other = E2BProvider(dataclasses.replace(settings, checkpoints=True))
+    other.destroy("sbx0001", None)
+    assert len(fake_e2b.requests("GET", r"/v2/sandboxes")) == listings + 1
+    # A resume here makes an instance again: its destroy is by ref, or looks.
+    snap = on.resume("sbx0001", DATA_APP, SnapshotInfo(snapshot_key("sbx0001", 2), None, None))
+    on.destroy("sbx0001", None)
+    assert snap not in [s.sandbox_id for s in fake_e2b.sandboxes()]
+
+
+def test_a_resume_from_a_checkpoint_gets_the_logs_egress_again(
+    service: SandboxService, fake_e2b: FakeE2B
+) -> None:
+    sid = service.create(DATA_APP).id
+    service.set_egress(sid, ["pkgs.test"], reason="pip install")
+    service.suspend(sid)
+    service.resume(sid)
+    # A new E2B sandbox (made from the snapshot with the kind's allow-list), then the log's policy on it.
+    made = fake_e2b.sandbox(service.get(sid).provider_ref or "")
+    assert made.network["allowOut"] == ["pkgs.test"]
+    assert made.traffic_token  # public traffic off on the new sandbox too
