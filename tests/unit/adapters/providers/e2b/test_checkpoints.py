@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from sandbox_lifecycle.adapters.providers.e2b.checkpoints import is_checkpoint_key, key_of, snapshot_name
 from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 from sandbox_lifecycle.core import lifecycle as lc
-from sandbox_lifecycle.core.errors import ConfigError, SandboxExpired, Unsupported
+from sandbox_lifecycle.core.errors import (
+    CapacityExceeded,
+    ConfigError,
+    ProviderError,
+    SandboxExpired,
+    Unsupported,
+)
 from sandbox_lifecycle.core.kinds import DATA_APP
 from sandbox_lifecycle.core.ports import SnapshotInfo
 from sandbox_lifecycle.core.projection import Policy
@@ -238,3 +244,21 @@ def test_a_resume_from_a_checkpoint_gets_the_logs_egress_again(
     made = fake_e2b.sandbox(service.get(sid).provider_ref or "")
     assert made.network["allowOut"] == ["pkgs.test"]
     assert made.traffic_token  # public traffic off on the new sandbox too
+
+
+def test_a_resume_e2b_refuses_is_a_provider_error_and_the_checkpoint_stays(
+    service: SandboxService, on: E2BProvider, fake_e2b: FakeE2B
+) -> None:
+    sid = service.create(DATA_APP).id
+    service.suspend(sid)
+    fake_e2b.inject_fault("POST", r"/v2/sandboxes", status=500)  # a create is never retried
+    with pytest.raises(ProviderError, match=r"E2B resuming \S+ from snapshot \S+ failed"):
+        on.resume(sid, DATA_APP, SnapshotInfo(service.checkpoints(sid)[0].snapshot_key, None, None))
+    # Past E2B's concurrency limit for longer than the retries wait: our own capacity error, as it is.
+    fake_e2b.max_running = 0
+    with pytest.raises(CapacityExceeded):
+        service.resume(sid)
+    fake_e2b.max_running = None
+    assert service.get(sid).state == lc.SUSPENDED
+    service.resume(sid)
+    assert service.get(sid).state in lc.LIVE
