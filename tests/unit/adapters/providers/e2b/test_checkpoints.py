@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sandbox_lifecycle.adapters.providers.e2b import checkpoints
 from sandbox_lifecycle.adapters.providers.e2b.checkpoints import is_checkpoint_key, key_of, snapshot_name
 from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings
 from sandbox_lifecycle.core import lifecycle as lc
@@ -262,3 +263,21 @@ def test_a_resume_e2b_refuses_is_a_provider_error_and_the_checkpoint_stays(
     assert service.get(sid).state == lc.SUSPENDED
     service.resume(sid)
     assert service.get(sid).state in lc.LIVE
+
+
+def test_copy_answers_the_forks_snapshot_and_listing_pages_are_bounded(
+    on: E2BProvider, fake_e2b: FakeE2B, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = on.create("src0001", DATA_APP)
+    on.suspend("src0001", ref, DATA_APP, snapshot_key("src0001", 2))
+    copied = on.copy_snapshot(
+        SnapshotInfo(snapshot_key("src0001", 2), None, None), snapshot_key("fork0001", 1)
+    )
+    assert copied == SnapshotInfo(snapshot_key("fork0001", 1), None, None)
+    # Listed one per page (E2B pages by its own size), every page is read ...
+    fake_e2b.max_page_size = 1
+    assert sorted(s for s, _ in on.list_snapshots()) == ["fork0001", "src0001"]
+    # ... up to a bound: a listing that never ends is an error, not a hang.
+    monkeypatch.setattr(checkpoints, "MAX_LIST_PAGES", 1)
+    with pytest.raises(ProviderError, match="did not end within 1 pages"):
+        on.list_snapshots()
