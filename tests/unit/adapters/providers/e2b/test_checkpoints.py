@@ -274,6 +274,10 @@ def test_copy_answers_the_forks_snapshot_and_listing_pages_are_bounded(
         SnapshotInfo(snapshot_key("src0001", 2), None, None), snapshot_key("fork0001", 1)
     )
     assert copied == SnapshotInfo(snapshot_key("fork0001", 1), None, None)
+    # The copy's helper sandbox is gone and known gone: the fork's destroy does not kill it again.
+    kills = len(fake_e2b.requests("DELETE", SANDBOX))
+    on.destroy("fork0001", None)
+    assert len(fake_e2b.requests("DELETE", SANDBOX)) == kills
     # Listed one per page (E2B pages by its own size), every page is read ...
     fake_e2b.max_page_size = 1
     assert sorted(s for s, _ in on.list_snapshots()) == ["fork0001", "src0001"]
