@@ -36,6 +36,7 @@ The calls inside a running sandbox are this module's neighbours': exec.py, files
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -169,13 +170,7 @@ class E2BProvider(DelegatingCalls):
         self._processes = E2BProcesses(self._sandboxes, self._gateway, self._exec)
         self._snapshots = E2BCheckpoints(self._sandboxes, self._create_from)
         if settings.checkpoints:
-            self.capabilities = ProviderCapabilities(
-                isolation="microvm",
-                pause_keeps_processes=True,
-                egress_allow_list=True,
-                ports=True,
-                checkpoints=True,
-            )
+            self.capabilities = dataclasses.replace(E2BProvider.capabilities, checkpoints=True)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
