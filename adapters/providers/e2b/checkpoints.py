@@ -137,7 +137,8 @@ class E2BCheckpoints:
         name = self.name(key)
         paginator = self._sandboxes.sdk.list_snapshots(name=name, limit=1)
         found = self._sandboxes.retrying(f"look up snapshot {name}", paginator.next_items)
-        return any(name in (info.snapshot_id.split(":", 1)[0], *_bare(info.names)) for info in found)
+        # However E2B spells it back (its id, its full names: namespaced and tagged).
+        return any(name in _bare([info.snapshot_id, *info.names]) for info in found)
 
     def listing(self) -> list[tuple[str, SnapshotInfo]]:
         """(sandbox id, snapshot) of every snapshot of this deployment E2B holds."""

@@ -41,5 +41,19 @@ def test_a_provider_without_ports_refuses(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(provider, "capabilities", ProviderCapabilities("none", False, False, False))
     service = SandboxService(InMemoryEventStore(), provider)
     sid = service.create("data-app").id
-    with pytest.raises(Unsupported, match="preview"):
+    with pytest.raises(Unsupported) as refused:
         service.preview(sid, 8000)
+    assert (refused.value.provider, refused.value.what) == (
+        "fake",
+        "reaching a port in the sandbox (preview)",
+    )
+
+
+def test_a_bad_port_is_refused_before_a_suspended_sandbox_is_resumed() -> None:
+    service = SandboxService(InMemoryEventStore(), FakeProvider())
+    sid = service.create("data-app").id
+    service.suspend(sid)
+    for bad in (0, 65536):
+        with pytest.raises(ValueError, match="port must be 1-65535"):
+            service.preview(sid, bad)
+    assert service.get(sid).state == "suspended"

@@ -274,6 +274,11 @@ def test_copy_answers_the_forks_snapshot_and_listing_pages_are_bounded(
         SnapshotInfo(snapshot_key("src0001", 2), None, None), snapshot_key("fork0001", 1)
     )
     assert copied == SnapshotInfo(snapshot_key("fork0001", 1), None, None)
+    # Through a helper sandbox of the fork's, made from the source's snapshot: no kind, nothing runs in it.
+    helper = fake_e2b.requests("POST", r"/v2/sandboxes")[-1].body
+    assert helper["templateID"] == snapshot_name("default", snapshot_key("src0001", 2))
+    assert helper["metadata"] == {"sandbox_lifecycle_id": "fork0001", "managed": "1", "deployment": "default"}
+    assert on.snapshot_ok(copied)
     # The copy's helper sandbox is gone and known gone: the fork's destroy does not kill it again.
     kills = len(fake_e2b.requests("DELETE", SANDBOX))
     on.destroy("fork0001", None)
