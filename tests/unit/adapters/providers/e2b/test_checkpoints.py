@@ -19,6 +19,7 @@ from sandbox_lifecycle.core.errors import (
     ConfigError,
     ProviderError,
     SandboxExpired,
+    SnapshotNotFound,
     Unsupported,
 )
 from sandbox_lifecycle.core.kinds import DATA_APP
@@ -209,8 +210,9 @@ def test_a_fork_of_a_collected_checkpoint_fails_and_the_fork_expires(
     sid, v1, _ = two_checkpoints(service)
     first = service.checkpoints(sid)[0]
     on.delete_snapshot(SnapshotInfo(first.snapshot_key, None, None))  # gone behind the log's back
-    with pytest.raises(Exception, match="not in the snapshot store"):
+    with pytest.raises(SnapshotNotFound) as lost:
         service.fork(sid, at_version=v1)
+    assert lost.value.key == first.snapshot_key
     (fork,) = [r for r in service.list() if r.id != sid]
     assert fork.state == lc.EXPIRED
     assert [h.type for h in service.history(sid) if h.type == "Forked"] == []
