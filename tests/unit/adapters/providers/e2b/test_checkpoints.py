@@ -255,8 +255,9 @@ def test_a_resume_e2b_refuses_is_a_provider_error_and_the_checkpoint_stays(
     sid = service.create(DATA_APP).id
     service.suspend(sid)
     fake_e2b.inject_fault("POST", r"/v2/sandboxes", status=500)  # a create is never retried
-    with pytest.raises(ProviderError, match=r"E2B resuming \S+ from snapshot \S+ failed"):
+    with pytest.raises(ProviderError, match=r"E2B resuming \S+ from snapshot \S+ failed") as refused:
         on.resume(sid, DATA_APP, SnapshotInfo(service.checkpoints(sid)[0].snapshot_key, None, None))
+    assert refused.value.retryable  # a 5xx: a later resume may work
     # Past E2B's concurrency limit for longer than the retries wait: our own capacity error, as it is.
     fake_e2b.max_running = 0
     with pytest.raises(CapacityExceeded):
