@@ -8,7 +8,11 @@ how many calls it makes. The conversation: create, exec, suspend, resume, exec, 
 * ``raw-sdk``: the e2b SDK alone, with the same template, metadata, network, lifecycle and idempotency key
   as ours, and nothing else (no ownership check, no retry layer, no event log);
 * ``provider``: ``E2BProvider`` (what the service calls for each side effect);
-* ``service``: ``SandboxService`` on SQLite over that provider (the log's appends included).
+* ``service``: ``SandboxService`` on SQLite over that provider (the log's appends included);
+* ``raw-sdk+snapshots``: the raw SDK keeping each suspend as a named snapshot (create_snapshot, kill;
+  resume = create from the snapshot; the two snapshots deleted at the end): what a checkpoint per turn
+  costs on E2B at the least;
+* ``service+checkpoints``: the service over a provider with ``E2B_CHECKPOINTS`` on (the same turns).
 
 Against the loopback E2B server of the tests (tests/support/fake_e2b.py), in this process, with ``latency``
 seconds injected before every answer. The ways alternate within each round so drift hits all alike.
@@ -35,8 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from e2b import ALL_TRAFFIC, E2B  # noqa: E402
 
+from sandbox_lifecycle.adapters.providers.e2b.checkpoints import snapshot_name  # noqa: E402
 from sandbox_lifecycle.adapters.providers.e2b.provider import E2BProvider, E2BSettings, idempotency_key  # noqa: E402
 from sandbox_lifecycle.core.kinds import DATA_APP, KINDS  # noqa: E402
+from sandbox_lifecycle.core.sandbox import snapshot_key  # noqa: E402
 from sandbox_lifecycle.core.service import SandboxService  # noqa: E402
 from sandbox_lifecycle.events.migrate import upgrade  # noqa: E402
 from sandbox_lifecycle.events.store import open_store  # noqa: E402
@@ -46,7 +52,8 @@ API_KEY = "e2b_bench_key_0123456789"
 DEPLOYMENT = "bench"
 ENVD = re.compile(r"/health|/files|/process\.Process/.*")
 # E2B ids in paths, so calls group by route.
-ID = re.compile(r"/sandboxes/[^/]+")
+ID = re.compile(r"/(sandboxes|templates)/[^/]+")
+ROUTE = r"/\1/{id}"
 
 
 def raw_sdk(sdk: type, settings: E2BSettings, sandbox_id: str) -> None:
@@ -61,7 +68,11 @@ def raw_sdk(sdk: type, settings: E2BSettings, sandbox_id: str) -> None:
             "deployment": DEPLOYMENT,
         },
         envs=dict(settings.sandbox_envs),
-        network={"allow_out": list(settings.egress_allow.get(DATA_APP, ())), "deny_out": [ALL_TRAFFIC]},
+        network={
+            "allow_out": list(settings.egress_allow.get(DATA_APP, ())),
+            "deny_out": [ALL_TRAFFIC],
+            "allow_public_traffic": False,
+        },
         lifecycle={"on_timeout": "pause", "auto_resume": False},
         idempotency_key=idempotency_key(DEPLOYMENT, sandbox_id),
     )
@@ -71,6 +82,49 @@ def raw_sdk(sdk: type, settings: E2BSettings, sandbox_id: str) -> None:
     sbx.commands.run("echo turn 2", user=settings.user, cwd=workdir, timeout=60)
     sbx.pause()
     sbx.kill()
+
+
+def raw_sdk_snapshots(sdk: type, settings: E2BSettings, sandbox_id: str) -> None:
+    """The raw SDK with one snapshot per suspend, as checkpoints need (names as the provider's)."""
+    workdir = KINDS[DATA_APP].workdir
+    metadata = {
+        "sandbox_lifecycle_id": sandbox_id,
+        "kind": DATA_APP,
+        "managed": "1",
+        "deployment": DEPLOYMENT,
+    }
+    network = {
+        "allow_out": list(settings.egress_allow.get(DATA_APP, ())),
+        "deny_out": [ALL_TRAFFIC],
+        "allow_public_traffic": False,
+    }
+    lifecycle = {"on_timeout": "pause", "auto_resume": False}
+    names = [snapshot_name(DEPLOYMENT, snapshot_key(sandbox_id, v)) for v in (3, 7)]
+    sbx = sdk.create(
+        template=settings.templates[DATA_APP],
+        timeout=settings.sandbox_timeout,
+        metadata=metadata,
+        envs=dict(settings.sandbox_envs),
+        network=network,
+        lifecycle=lifecycle,
+        idempotency_key=idempotency_key(DEPLOYMENT, sandbox_id),
+    )
+    sbx.commands.run("echo turn 1", user=settings.user, cwd=workdir, timeout=60)
+    sbx.create_snapshot(names[0])
+    sbx.kill()
+    sbx = sdk.create(
+        template=names[0],
+        timeout=settings.sandbox_timeout,
+        metadata=metadata,
+        envs=dict(settings.sandbox_envs),
+        network=network,
+        lifecycle=lifecycle,
+    )
+    sbx.commands.run("echo turn 2", user=settings.user, cwd=workdir, timeout=60)
+    sbx.create_snapshot(names[1])
+    sbx.kill()
+    for name in names:
+        sdk.delete_snapshot(name)
 
 
 def provider_conversation(provider: E2BProvider, sandbox_id: str) -> None:
@@ -99,7 +153,7 @@ def calls(fake: FakeE2B, run: Callable[[], None]) -> tuple[float, dict[str, obje
     run()
     wall = time.perf_counter() - started
     made = fake.requests()[before:]
-    rest = [f"{r.method} {ID.sub('/sandboxes/{id}', r.path)}" for r in made if not ENVD.fullmatch(r.path)]
+    rest = [f"{r.method} {ID.sub(ROUTE, r.path)}" for r in made if not ENVD.fullmatch(r.path)]
     envd = [f"{r.method} {r.path}" for r in made if ENVD.fullmatch(r.path)]
     return wall, {
         "rest": len(rest),
@@ -128,10 +182,14 @@ def main() -> None:
             db = f"sqlite:///{tmp}/bench.db"
             upgrade(db)
             service = SandboxService(open_store(db), E2BProvider(settings, deployment=DEPLOYMENT))
+            keeping = dataclasses.replace(settings, checkpoints=True)
+            service_cp = SandboxService(open_store(db), E2BProvider(keeping, deployment=DEPLOYMENT))
             ways: dict[str, Callable[[int], Callable[[], None]]] = {
                 "raw-sdk": lambda i: lambda: raw_sdk(sdk, settings, f"raw-{i}"),
                 "provider": lambda i: lambda: provider_conversation(provider, f"prov-{i}"),
                 "service": lambda i: lambda: service_conversation(service),
+                "raw-sdk+snapshots": lambda i: lambda: raw_sdk_snapshots(sdk, settings, f"rawsnap{i + 1}"),
+                "service+checkpoints": lambda i: lambda: service_conversation(service_cp),
             }
             walls: dict[str, list[float]] = {way: [] for way in ways}
             counted: dict[str, dict[str, object]] = {}

@@ -48,6 +48,7 @@ from typing import Any, ParamSpec, TypeVar, assert_never
 from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core.checkpoints import Checkpoint
 from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, ProcessInfo, TransferReport
+from sandbox_lifecycle.core.preview import Preview
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
 from sandbox_lifecycle.core.replay import HistoryEntry
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
@@ -409,6 +410,9 @@ class AsyncSandboxService:
 
     async def url(self, sandbox_id: str, port: int) -> str:
         return await self._call(self._service.url, sandbox_id, port)
+
+    async def preview(self, sandbox_id: str, port: int) -> Preview:
+        return await self._call(self._service.preview, sandbox_id, port)
 
     async def fire_due(self, now: datetime | None = None, *, limit: int = 1000) -> SweepReport:
         return await self._call(self._service.fire_due, now, limit=limit)

@@ -48,6 +48,7 @@ from sandbox_lifecycle.core.ports import (
     SandboxProvider,
     TransferReport,
 )
+from sandbox_lifecycle.core.preview import PreviewCalls
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, Process, ProcessLogs, from_record
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.recovery import Sweeper, SweepReport
@@ -80,7 +81,7 @@ def new_sandbox_id() -> str:
     return random_id()[:16]
 
 
-class SandboxService(CheckpointCalls):
+class SandboxService(CheckpointCalls, PreviewCalls):
     def __init__(
         self,
         store: EventStore,

@@ -11,7 +11,16 @@ What it speaks (exactly what the installed SDK calls, nothing more):
   ``GET /v2/sandboxes`` (metadata/state filters, ``limit`` + ``nextToken`` paging, ``x-next-token`` header),
   ``GET /sandboxes/{id}``, ``POST /sandboxes/{id}/pause`` (409 when already paused),
   ``POST /v2/sandboxes/{id}/connect`` (201 when it resumed, 200 when it was running),
-  ``POST /sandboxes/{id}/timeout``, ``DELETE /sandboxes/{id}``.
+  ``POST /sandboxes/{id}/timeout``, ``DELETE /sandboxes/{id}``, ``PUT /sandboxes/{id}/network``.
+* snapshots: ``POST /sandboxes/{id}/snapshots`` (``name`` optional; a name taken gets a new build, as E2B
+  documents), ``GET /snapshots`` (``sandboxID``/``name`` filters, paged like the listing),
+  ``DELETE /templates/{id or name}`` (404 when unknown), and a create whose ``templateID`` names a
+  snapshot (its id, its bare name or its namespaced name) starts from the snapshot's files. A snapshot
+  holds the filesystem only: a host process cannot be copied, so a sandbox made from one starts with no
+  process running, where E2B's full snapshot would restore them from memory.
+* public traffic: a create with ``network.allowPublicTraffic`` false gets a ``trafficAccessToken``
+  (in the create and connect answers only, never in a lookup or a listing, as E2B does), and the port
+  proxy then answers 403 to a request without the ``e2b-traffic-access-token`` header carrying it.
 * envd (``X-Access-Token`` must equal the sandbox's token; a paused sandbox answers 502 "was not found" like
   E2B's proxy): ``GET /health``, ``GET /files`` and ``POST /files`` (multipart, or octet-stream written
   to disk as it arrives; downloads are sent in chunks, so big transfers never sit in the fake's memory),
@@ -60,7 +69,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,9 @@ SANDBOX_HOME = "/home/sandbox"
 # What the templates' images hold before anything runs: the kinds' workdirs.
 TEMPLATE_DIRS = ("home/sandbox/app", "home/sandbox/repo")
 REDACTED = "<redacted>"
+# The namespace E2B puts before a snapshot's name in its full names (``team-slug/name:tag``).
+TEAM_SLUG = "fake-team"
+TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
 _CHUNK = 64 * 1024
 
 
@@ -140,6 +152,8 @@ class FakeSandbox:
     # The egress configuration in force, as the API takes it (allowOut, denyOut, ...): the create's
     # "network", replaced whole by PUT /sandboxes/{id}/network.
     network: dict[str, Any] = field(default_factory=dict)
+    # Set at create only (E2B cannot change it later): None when the sandbox's URLs are public.
+    traffic_token: str | None = field(default=None, repr=False)
 
     def kill_processes(self) -> None:
         for proc in list(self.processes.values()):
@@ -172,8 +186,22 @@ class FakeSandbox:
             "clientID": "fake",
             "envdVersion": ENVD_VERSION,
             "envdAccessToken": self.access_token,
+            "trafficAccessToken": self.traffic_token,
             "domain": None,
         }
+
+
+@dataclass
+class FakeSnapshot:
+    """A snapshot template: the files of its sandbox when it was taken, under ``root``."""
+
+    name: str
+    snapshot_id: str
+    sandbox_id: str
+    root: Path
+
+    def info(self) -> dict[str, Any]:
+        return {"snapshotID": self.snapshot_id, "names": [f"{TEAM_SLUG}/{self.name}:latest"]}
 
 
 class FakeE2B:
@@ -195,6 +223,10 @@ class FakeE2B:
         self.latency = latency
         self._lock = threading.Lock()
         self._sandboxes: dict[str, FakeSandbox] = {}
+        # Snapshot templates by bare name (an unnamed one is named by its generated id).
+        self._snapshots: dict[str, FakeSnapshot] = {}
+        # Names of deleted snapshots: a create from one is a 404, as from any template E2B lacks.
+        self._deleted: set[str] = set()
         self._idempotency: dict[str, str] = {}
         self._faults: list[Fault] = []
         self._requests: list[RecordedRequest] = []
@@ -295,6 +327,10 @@ class FakeE2B:
             and (path is None or re.fullmatch(path, r.path) is not None)
         ]
 
+    def snapshots(self) -> list[FakeSnapshot]:
+        with self._lock:
+            return list(self._snapshots.values())
+
     def process_count(self, sandbox_id: str) -> int:
         """Processes of the sandbox still alive."""
         with self._lock:
@@ -326,8 +362,15 @@ class FakeE2B:
                 raise _HTTPError(429, f"concurrency limit of {self.max_running} running sandboxes reached")
             sandbox_id = "i" + uuid.uuid4().hex[:19]
             root = self._workdir / sandbox_id
+            template = str(body.get("templateID"))
+            snapshot = self._snapshot_named(template)
+            if snapshot is None and _bare_name(template) in self._deleted:
+                raise _HTTPError(404, f"template '{template}' not found")
+            if snapshot is not None:
+                shutil.copytree(snapshot.root, root, symlinks=True)
             for rel in TEMPLATE_DIRS:
                 (root / rel).mkdir(parents=True, exist_ok=True)
+            network = dict(body.get("network") or {})
             timeout = int(body.get("timeout", 15))
             now = datetime.now(UTC)
             sbx = FakeSandbox(
@@ -335,9 +378,10 @@ class FakeE2B:
                 template_id=str(body["templateID"]),
                 metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
                 env_vars={str(k): str(v) for k, v in (body.get("envVars") or {}).items()},
-                network=dict(body.get("network") or {}),
+                network=network,
                 root=root,
                 access_token=uuid.uuid4().hex,
+                traffic_token=None if network.get("allowPublicTraffic", True) else uuid.uuid4().hex,
                 started_at=now,
                 end_at=now + timedelta(seconds=timeout),
             )
@@ -345,6 +389,27 @@ class FakeE2B:
             if idempotency_key is not None:
                 self._idempotency[idempotency_key] = sandbox_id
             return sbx
+
+    def _snapshot_named(self, ref: str) -> FakeSnapshot | None:
+        """The snapshot a template id or name names (its id, ``name``, ``name:tag``, ``team/name:tag``);
+        the caller holds the lock."""
+        found = self._snapshots.get(_bare_name(ref))
+        if found is None:
+            found = next((s for s in self._snapshots.values() if s.snapshot_id == ref), None)
+        return found
+
+    def _take_snapshot(self, sbx: FakeSandbox, name: str | None) -> FakeSnapshot:
+        with self._lock:
+            bare = name or "snap" + uuid.uuid4().hex[:16]
+            old = self._snapshots.get(bare)
+            root = self._workdir / "_snapshots" / (bare + "-" + uuid.uuid4().hex[:8])
+            shutil.copytree(sbx.root, root, symlinks=True)
+            # A name taken gets a new build of the same template: the id stays, the files are new.
+            snapshot = FakeSnapshot(bare, f"{bare}:latest", sbx.sandbox_id, root)
+            self._snapshots[bare] = snapshot
+        if old is not None:
+            shutil.rmtree(old.root, ignore_errors=True)
+        return snapshot
 
     def _start_process(self, sbx: FakeSandbox, config: dict[str, Any]) -> _Process:
         """Run a ``process.ProcessConfig`` (its proto-JSON form: cmd, args, envs, cwd) in the sandbox."""
@@ -395,6 +460,11 @@ class _HTTPError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _bare_name(ref: str) -> str:
+    """A template's name without its namespace and tag (``team/name:tag`` -> ``name``)."""
+    return ref.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
 def _killpg(pid: int) -> None:
@@ -638,7 +708,16 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._list(query)
             return
-        match = re.fullmatch(r"/(?:v2/)?sandboxes/([^/]+)(?:/(pause|connect|timeout|network))?", path)
+        if path == "/snapshots" and self.command == "GET":
+            self._list_snapshots(query)
+            return
+        template = re.fullmatch(r"/templates/([^/]+)", path)
+        if template is not None and self.command == "DELETE":
+            self._delete_template(unquote(template.group(1)))
+            return
+        match = re.fullmatch(
+            r"/(?:v2/)?sandboxes/([^/]+)(?:/(pause|connect|timeout|network|snapshots))?", path
+        )
         if match is None:
             raise _HTTPError(404, f"no route {self.command} {path}")
         sandbox_id, action = match.group(1), match.group(2)
@@ -674,6 +753,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(201 if resumed else 200, sbx.created())
         elif action == "network" and self.command == "PUT" and not path.startswith("/v2/"):
             self._update_network(sbx, body)
+        elif action == "snapshots" and self.command == "POST" and not path.startswith("/v2/"):
+            name = (body or {}).get("name")
+            if name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,127}", str(name)):
+                raise _HTTPError(400, f"invalid snapshot name {name!r}")
+            self._send_json(201, self.fake._take_snapshot(sbx, name).info())
         elif action == "timeout":
             with self.fake._lock:
                 sbx.end_at = datetime.now(UTC) + timedelta(seconds=int((body or {})["timeout"]))
@@ -696,6 +780,35 @@ class _Handler(BaseHTTPRequestHandler):
             if sbx.state != "running":
                 raise _HTTPError(409, f"sandbox {sbx.sandbox_id} is not running")
             sbx.network = dict(body)
+        self._send_empty(204)
+
+    def _list_snapshots(self, query: dict[str, list[str]]) -> None:
+        source = query.get("sandboxID", [None])[0]
+        name = query.get("name", [None])[0]
+        limit = min(int(query.get("limit", ["100"])[0]), self.fake.max_page_size)
+        start = int(base64.urlsafe_b64decode(query["nextToken"][0]).decode()) if "nextToken" in query else 0
+        with self.fake._lock:
+            named = self.fake._snapshot_named(name) if name else None
+            matching = [
+                s
+                for s in sorted(self.fake._snapshots.values(), key=lambda s: s.name)
+                if (source is None or s.sandbox_id == source) and (name is None or s is named)
+            ]
+            page = [s.info() for s in matching[start : start + limit]]
+        headers = {}
+        if start + limit < len(matching):
+            headers["x-next-token"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
+        self._send_json(200, page, headers)
+
+    def _delete_template(self, ref: str) -> None:
+        with self.fake._lock:
+            snapshot = self.fake._snapshot_named(ref)
+            if snapshot is not None:
+                del self.fake._snapshots[snapshot.name]
+                self.fake._deleted.add(snapshot.name)
+        if snapshot is None:
+            raise _HTTPError(404, f"template {ref} not found")
+        shutil.rmtree(snapshot.root, ignore_errors=True)
         self._send_empty(204)
 
     def _create(self, body: dict[str, Any]) -> None:
@@ -937,6 +1050,10 @@ class _PortProxy(BaseHTTPRequestHandler):
             sbx = self.fake._sandboxes.get(match.group(2)) if match else None
         if match is None or sbx is None or sbx.state != "running":
             self._answer(502, b"sandbox not found\n")
+            return
+        if sbx.traffic_token is not None and self.headers.get(TRAFFIC_TOKEN_HEADER) != sbx.traffic_token:
+            message = f"Sandbox is secured with traffic access token. Token header '{TRAFFIC_TOKEN_HEADER}'"
+            self._answer(403, message.encode() + b" is missing\n")
             return
         target = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=10)
         try:

@@ -52,7 +52,19 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    print(service_of(args).url(args.id, args.port))
+    """The port's URL; the header it needs (E2B's traffic access token, a secret) only when asked for
+    with --show-token, so a terminal log or a pasted output never holds it by accident."""
+    preview = service_of(args).preview(args.id, args.port)
+    print(preview.url)
+    if args.show_token:
+        for name, value in preview.headers.items():
+            print(f"{name}: {value}")
+    elif preview.headers:
+        print(
+            f"note: the port answers only requests carrying the header {', '.join(preview.headers)}; "
+            f"`sandboxctl url {args.id} {args.port} --show-token` prints it (a secret)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -79,3 +91,8 @@ def register(add: AddVerb) -> None:
     sp = add("url", cmd_url, "print the URL on which this host reaches a port of the sandbox", False)
     sp.add_argument("id")
     sp.add_argument("port", type=_port)
+    sp.add_argument(
+        "--show-token",
+        action="store_true",
+        help="also print the header the port needs (E2B: its traffic access token, a secret), as NAME: VALUE",
+    )

@@ -28,9 +28,12 @@ from sandbox_lifecycle.adapters.providers.reap import EXEC_MARKER, KILL_MARKED_S
 from sandbox_lifecycle.core.errors import ProcessNotFound, ProviderError
 from sandbox_lifecycle.core.kinds import HOME
 from sandbox_lifecycle.core.ports import ProcessInfo
+from sandbox_lifecycle.core.preview import Preview
 
 # Relative to HOME. In the home, so a pause keeps it with the processes.
 ROOT = ".sandbox-lifecycle/processes"
+# The header E2B's edge wants on requests to a sandbox's ports when public traffic is off.
+TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
 _SCRIPT_TIMEOUT_S = 30.0
 
 
@@ -130,6 +133,14 @@ class E2BProcesses:
         custom = self._settings.sandbox_url
         scheme = urlsplit(custom).scheme if custom else "https"
         return f"{scheme or 'https'}://{host}"
+
+    def preview(self, ref: str, port: int) -> Preview:
+        """The URL and the header E2B wants on every request to a port of a sandbox with public traffic
+        off. The token comes with the create or connect answer (a lookup never shows it), so the
+        handle holds it; a handle this process lacks is made by a connect, as for any call."""
+        url = self.url(ref, port)
+        token = self._sandboxes.handle(ref).sandbox.traffic_access_token
+        return Preview(url, {TRAFFIC_TOKEN_HEADER: token} if token else {})
 
     # --- internals ----------------------------------------------------------------------------------------
 

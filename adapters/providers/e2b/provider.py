@@ -12,6 +12,11 @@ How the port maps onto E2B:
 * E2B's own timeout pauses (never kills) a sandbox we forgot, and our idle timer should fire first: the E2B
   timeout defaults to the idle timeout plus a margin and is pushed forward while the sandbox is used.
 * Egress is denied except for the kind's allow-list (E2B enforces it in its network layer).
+* Public traffic is off: a sandbox's ports answer only requests carrying its traffic access token
+  (``preview`` gives the URL and that header; ``url`` the URL alone). E2B sets this at create only, so
+  no network update and no pause or resume changes it.
+* Checkpoints (``E2B_CHECKPOINTS=1``, off by default): each suspend is a named E2B snapshot and the
+  sandbox is killed; resume creates a sandbox from the snapshot (checkpoints.py).
 
 Retries: only calls that are safe to repeat are retried (retry.py), and ``create`` is never retried: a
 create whose answer was lost may have made a sandbox, which the next create of that id in this process
@@ -31,6 +36,7 @@ The calls inside a running sandbox are this module's neighbours': exec.py, files
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -39,7 +45,14 @@ from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from e2b import ALL_TRAFFIC, RateLimitException, SandboxInfo, SandboxNotFoundException, SandboxState
+from e2b import (
+    ALL_TRAFFIC,
+    RateLimitException,
+    Sandbox,
+    SandboxInfo,
+    SandboxNotFoundException,
+    SandboxState,
+)
 
 # Parsed by the folder's settings module; re-exported where the provider's users look.
 from sandbox_lifecycle.adapters.composition.environ import (
@@ -50,6 +63,11 @@ from sandbox_lifecycle.adapters.composition.environ import (
 from sandbox_lifecycle.adapters.composition.version import package_version
 from sandbox_lifecycle.adapters.egress.policy import check_allow
 from sandbox_lifecycle.adapters.providers.delegating import DelegatingCalls
+from sandbox_lifecycle.adapters.providers.e2b.checkpoints import (
+    E2BCheckpoints,
+    is_checkpoint_key,
+    restore_error,
+)
 from sandbox_lifecycle.adapters.providers.e2b.exec import E2BExec
 from sandbox_lifecycle.adapters.providers.e2b.files import E2BFiles
 from sandbox_lifecycle.adapters.providers.e2b.gateway import ModelGateway
@@ -76,6 +94,7 @@ from sandbox_lifecycle.core.ports import (
     ProviderInstance,
     SnapshotInfo,
 )
+from sandbox_lifecycle.core.preview import Preview
 
 __all__ = [
     "DEFAULT_EGRESS_ALLOW",
@@ -125,9 +144,10 @@ def _rate_limited(kind: str, create: Callable[[], T]) -> T:
 
 class E2BProvider(DelegatingCalls):
     name = "e2b"
-    # A microVM; pause is a memory snapshot, so background processes run on after a resume. Every pause
-    # overwrites the one paused sandbox, so an earlier one cannot be restored: no checkpoints (rewind and
-    # fork are refused; the SDK's own snapshots could provide them, docs/checkpoints.md).
+    # A microVM; pause (and a full snapshot) keeps memory, so background processes run on after a
+    # resume. Every pause overwrites the one paused sandbox, so an earlier state can be restored only
+    # with checkpoints on (each suspend a named snapshot; docs/checkpoints.md); otherwise rewind and fork
+    # are refused.
     capabilities = ProviderCapabilities(
         isolation="microvm", pause_keeps_processes=True, egress_allow_list=True, ports=True
     )
@@ -148,6 +168,9 @@ class E2BProvider(DelegatingCalls):
         self._exec = E2BExec(self._sandboxes, self._gateway)
         self._files = E2BFiles(self._sandboxes, self._exec)
         self._processes = E2BProcesses(self._sandboxes, self._gateway, self._exec)
+        self._snapshots = E2BCheckpoints(self._sandboxes, self._create_from)
+        if settings.checkpoints:
+            self.capabilities = dataclasses.replace(E2BProvider.capabilities, checkpoints=True)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -164,26 +187,10 @@ class E2BProvider(DelegatingCalls):
             log.info("e2b: sandbox %s already has E2B sandbox %s; reusing it", sandbox_id, ref)
             return ref
         template = self._settings.templates[kind]
-        allow = list(self._settings.egress_allow.get(kind, ()))
         model_env = self._gateway.issue(sandbox_id)
         try:
-            sandbox = _rate_limited(
-                kind,
-                lambda: self._sandboxes.sdk.create(
-                    template=template,
-                    timeout=self._settings.sandbox_timeout,
-                    metadata={
-                        META_ID: sandbox_id,
-                        META_KIND: kind,
-                        META_MANAGED: "1",
-                        META_DEPLOYMENT: self._deployment,
-                    },
-                    envs={**self._settings.sandbox_envs, **model_env},
-                    network={"allow_out": allow, "deny_out": [ALL_TRAFFIC]},
-                    # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
-                    lifecycle={"on_timeout": "pause", "auto_resume": False},
-                    idempotency_key=idempotency_key(self._deployment, sandbox_id),
-                ),
+            sandbox = self._sdk_create(
+                sandbox_id, kind, template, model_env, idempotency_key(self._deployment, sandbox_id)
             )
         except CapacityExceeded:
             # E2B refused it outright (429): nothing was made, and nothing is left to find.
@@ -206,7 +213,48 @@ class E2BProvider(DelegatingCalls):
         log.info("e2b: created E2B sandbox %s for %s from %s", sandbox.sandbox_id, sandbox_id, template)
         return sandbox.sandbox_id
 
+    def _sdk_create(
+        self, sandbox_id: str, kind: str | None, template: str, envs: dict[str, str], key: str | None
+    ) -> Sandbox:
+        """One create of ours (never retried here): our metadata, the kind's egress, public traffic off."""
+        allow = list(self._settings.egress_allow.get(kind, ())) if kind else []
+        meta = {META_ID: sandbox_id, META_MANAGED: "1", META_DEPLOYMENT: self._deployment}
+        return _rate_limited(
+            kind or "?",
+            lambda: self._sandboxes.sdk.create(
+                template=template,
+                timeout=self._settings.sandbox_timeout,
+                metadata={**meta, META_KIND: kind} if kind else meta,
+                envs={**self._settings.sandbox_envs, **envs},
+                # Ports answer only requests with the sandbox's traffic access token (see preview).
+                network={"allow_out": allow, "deny_out": [ALL_TRAFFIC], "allow_public_traffic": False},
+                # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
+                lifecycle={"on_timeout": "pause", "auto_resume": False},
+                idempotency_key=key,
+            ),
+        )
+
+    def _create_from(self, sandbox_id: str, kind: str | None, snapshot: str) -> Sandbox:
+        """A sandbox of ours from an E2B snapshot (checkpoints.py): a resume's (with the kind and a new
+        gateway token, as any resume) or a fork copy's helper (no kind: nothing runs in it). No
+        idempotency key: each resume of one checkpoint is a new sandbox; one whose answer was lost is
+        an instance the log does not name, which the reconciler removes."""
+        model_env = self._gateway.issue(sandbox_id) if kind else {}
+        try:
+            sandbox = self._sdk_create(sandbox_id, kind, snapshot, model_env, None)
+        except Exception:
+            if kind:
+                self._gateway.revoke(sandbox_id)
+            raise
+        self._sandboxes.verified(sandbox.sandbox_id, Owner(sandbox_id, kind))
+        if kind:
+            self._sandboxes.remember(sandbox, kind)
+            self._gateway.keep(sandbox.sandbox_id, model_env)
+        return sandbox
+
     def suspend(self, sandbox_id: str, ref: str, kind: str, snapshot_key: str) -> SnapshotInfo:
+        if self.capabilities.checkpoints:
+            return self._suspend_to_snapshot(sandbox_id, ref, snapshot_key)
         # E2B's pause persists memory and filesystem before it releases the compute, so the port's order
         # (snapshot stored, then compute released) holds inside the one call. `snapshot_key` names Docker
         # archives; the E2B snapshot is the paused sandbox itself.
@@ -226,7 +274,31 @@ class E2BProvider(DelegatingCalls):
         log.info("e2b: %s E2B sandbox %s of %s", "paused" if paused else "already paused", ref, sandbox_id)
         return SnapshotInfo(key=ref, sha256=None, bytes=None)
 
+    def _suspend_to_snapshot(self, sandbox_id: str, ref: str, snapshot_key: str) -> SnapshotInfo:
+        """The checkpoint's snapshot first, then the compute released (the port's order)."""
+        self._sandboxes.check_owned(ref, sandbox_id)
+        try:
+            info = self._snapshots.take(ref, snapshot_key)
+        except SandboxNotFoundException as e:
+            self._sandboxes.lost(ref)
+            raise ProviderLost(
+                f"E2B sandbox {ref} of {sandbox_id} is gone; there is nothing to snapshot"
+            ) from e
+        self._kill(ref, sandbox_id)
+        self._sandboxes.snapshotted(sandbox_id, True)
+        log.info("e2b: snapshot %s taken of E2B sandbox %s of %s", snapshot_key, ref, sandbox_id)
+        return info
+
     def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+        if is_checkpoint_key(snapshot.key):
+            # Cleared first: a create whose answer is lost may have made an instance a destroy must find.
+            self._sandboxes.snapshotted(sandbox_id, False)
+            try:
+                sandbox = self._snapshots.restore(sandbox_id, kind, snapshot.key)
+            except Exception as e:  # SnapshotNotFound when it is gone (collected, deleted)
+                raise restore_error(snapshot.key, f"resuming {sandbox_id}", e) from e
+            log.info("e2b: E2B sandbox %s of %s made from %s", sandbox.sandbox_id, sandbox_id, snapshot.key)
+            return sandbox.sandbox_id
         # Checked before connecting: connecting resumes a paused sandbox, another stack's included.
         self._sandboxes.check_owned(snapshot.key, sandbox_id)
         sandbox = self._sandboxes.connect(snapshot.key, f"resume {sandbox_id}")
@@ -266,6 +338,8 @@ class E2BProvider(DelegatingCalls):
             if self._sandboxes.check_owned(ref, sandbox_id) is None:
                 return  # gone already
             refs = [ref]
+        elif self._sandboxes.only_snapshotted(sandbox_id):
+            refs = []  # killed at its suspend to a snapshot here: nothing of it runs (no listing needed)
         elif (known := self._sandboxes.known_ref(sandbox_id)) is not None:
             # A suspended record holds no ref, but we made or saw its sandbox: that one is the sandbox's
             # (a create of ours makes at most one per id), so no listing is needed to find it.
@@ -276,9 +350,18 @@ class E2BProvider(DelegatingCalls):
             self._kill(each, sandbox_id)
 
     def copy_snapshot(self, snapshot: SnapshotInfo, key: str) -> SnapshotInfo:
-        raise Unsupported(self.name, "copying a snapshot (fork)", "a paused E2B sandbox is its only copy")
+        if not self.capabilities.checkpoints or not is_checkpoint_key(snapshot.key):
+            raise Unsupported(
+                self.name,
+                "copying a snapshot (fork)",
+                "a paused E2B sandbox is its only copy (E2B_CHECKPOINTS)",
+            )
+        return self._snapshots.copy(snapshot.key, key)
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
+        if is_checkpoint_key(snapshot.key):
+            self._snapshots.delete(snapshot.key)
+            return
         # The key is a sandbox id that a resume brings back to life under the same id, so killing it is
         # only deleting a snapshot while it is paused; a running one is a live workspace, left alone.
         if self._sandboxes.was_killed(snapshot.key):
@@ -294,6 +377,8 @@ class E2BProvider(DelegatingCalls):
         self._kill(snapshot.key, info.metadata.get(META_ID, "?"))
 
     def snapshot_ok(self, snapshot: SnapshotInfo) -> bool:
+        if is_checkpoint_key(snapshot.key):
+            return self._snapshots.exists(snapshot.key)
         if self._sandboxes.was_killed(snapshot.key):
             return False
         info = self._sandboxes.info(snapshot.key)
@@ -309,6 +394,9 @@ class E2BProvider(DelegatingCalls):
 
     def url(self, ref: str, port: int) -> str:
         return self._processes.url(ref, port)
+
+    def preview(self, ref: str, port: int) -> Preview:
+        return self._processes.preview(ref, port)
 
     def model_activity(self, ref: str) -> datetime | None:
         """When the gateway last relayed a model call of the sandbox behind ``ref`` (None: never, or no
@@ -327,10 +415,12 @@ class E2BProvider(DelegatingCalls):
         return [self._instance(info) for info in self._sandboxes.listing({})]
 
     def list_snapshots(self) -> list[tuple[str, SnapshotInfo]]:
-        return [
+        paused = [
             (info.metadata.get(META_ID, ""), SnapshotInfo(key=info.sandbox_id, sha256=None, bytes=None))
             for info in self._sandboxes.listing({}, [SandboxState.PAUSED])
         ]
+        # Named snapshots are listed only with checkpoints on: one more call per reconcile otherwise.
+        return paused + (self._snapshots.listing() if self.capabilities.checkpoints else [])
 
     # --- internals ------------------------------------------------------------------------------------------
 

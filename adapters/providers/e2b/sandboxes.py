@@ -97,6 +97,9 @@ class E2BSandboxes:
         self._owners: dict[str, Owner] = {}
         self._killed: dict[str, None] = {}
         self._unsure: dict[str, None] = {}
+        # Sandbox ids whose instance we killed at a suspend to a snapshot (checkpoints): until a resume
+        # makes another, nothing of theirs runs, so a destroy needs no listing to find one.
+        self._snapshotted: dict[str, None] = {}
         self.lock = threading.Lock()
 
     def retrying(self, what: str, call: Callable[[], T], passthrough: tuple[type[Exception], ...] = ()) -> T:
@@ -208,6 +211,20 @@ class E2BSandboxes:
     def settled(self, sandbox_id: str) -> None:
         with self.lock:
             self._unsure.pop(sandbox_id, None)
+
+    # --- sandboxes held in snapshots only (checkpoints) -----------------------------------------------------
+
+    def snapshotted(self, sandbox_id: str, held: bool) -> None:
+        """``sandbox_id`` is now held in a snapshot only (``held``), or runs again (not ``held``)."""
+        with self.lock:
+            if held:
+                remember_bounded(self._snapshotted, sandbox_id, None)
+            else:
+                self._snapshotted.pop(sandbox_id, None)
+
+    def only_snapshotted(self, sandbox_id: str) -> bool:
+        with self.lock:
+            return sandbox_id in self._snapshotted
 
     # --- refs gone ------------------------------------------------------------------------------------------
 

@@ -96,6 +96,9 @@ class E2BSettings(FieldValues):
     # token instead of the real key, which then stays out of `sandbox_envs`.
     gateway_url: str | None = None
     gateway_state_dir: Path | None = None
+    # E2B_CHECKPOINTS: each suspend kept as a named E2B snapshot, so rewind and fork work (two calls per
+    # suspend instead of one, and snapshot storage; docs/checkpoints.md). Off by default.
+    checkpoints: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> E2BSettings:
@@ -145,7 +148,20 @@ def e2b_settings(reader: EnvReader, idle: timedelta, deployment: str = "default"
         sandbox_timeout=max(1, timeout_ms // 1000),
         gateway_url=gateway_url,
         gateway_state_dir=egress_state_dir(reader, deployment) if gateway_url else None,
+        checkpoints=_switch(reader, "E2B_CHECKPOINTS"),
     )
+
+
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+
+
+def _switch(reader: EnvReader, name: str) -> bool:
+    """An on/off variable, off when unset; anything else is reported with the other bad values."""
+    raw = (reader.text(name) or "").lower()
+    if raw and raw not in _ON + _OFF:
+        reader.bad(f"{name} must be one of {', '.join(_ON + _OFF)}, got {raw!r}")
+    return raw in _ON
 
 
 def _gateway_url(reader: EnvReader) -> str | None:

@@ -1,13 +1,16 @@
-"""Checkpoints, rewind and fork (docs/checkpoints.md), through the fake provider on every event store."""
+"""Checkpoints, rewind and fork (docs/checkpoints.md), on every event store, through the fake provider and
+through E2B with checkpoints on (the real SDK against the loopback E2B server, each suspend a named E2B
+snapshot)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sandbox_lifecycle import AsyncSandboxService
+from sandbox_lifecycle.adapters.providers.e2b.checkpoints import is_checkpoint_key
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.checkpoints import listed
@@ -18,14 +21,41 @@ from sandbox_lifecycle.core.errors import (
     SandboxExpired,
     Unsupported,
 )
-from sandbox_lifecycle.core.ports import EventStore, ProviderCapabilities
+from sandbox_lifecycle.core.ports import EventStore, ProviderCapabilities, SandboxProvider
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.codec import decode
 from tests.support.fakes import Clock, FakeProvider
+from tests.support.fixtures.providers import e2b_provider, new_deployment
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
+
+
+@pytest.fixture(params=["fake", "e2b"])
+def provider(request: pytest.FixtureRequest) -> SandboxProvider:
+    """The provider the service of this module runs on (the folder's conftest builds the service)."""
+    if request.param == "fake":
+        return FakeProvider()
+    return e2b_provider(request.getfixturevalue("fake_e2b"), new_deployment(), checkpoints=True)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """Starting now: E2B tells a sandbox's last activity by the real clock (its processes' output), so a
+    clock in the past would see that activity in its future and never find the sandbox idle."""
+    return Clock(datetime.now(UTC))
+
+
+def stored(provider: SandboxProvider, sandbox_id: str) -> list[str]:
+    """The keys of the checkpoint snapshots the provider holds for the sandbox."""
+    if isinstance(provider, FakeProvider):
+        return [k for k in provider.snapshots if k.startswith(f"snapshots/{sandbox_id}/")]
+    return [
+        snap.key
+        for sid, snap in provider.list_snapshots()
+        if sid == sandbox_id and is_checkpoint_key(snap.key)
+    ]
 
 
 def two_turns(service: SandboxService) -> tuple[str, int, int]:
@@ -38,12 +68,17 @@ def two_turns(service: SandboxService) -> tuple[str, int, int]:
     return sbx.id, first.version, second.version
 
 
-def test_every_suspend_is_a_checkpoint_with_its_reason_and_size(service: SandboxService) -> None:
+def test_every_suspend_is_a_checkpoint_with_its_reason_and_size(
+    service: SandboxService, provider: SandboxProvider
+) -> None:
     sid, v1, v2 = two_turns(service)
     cps = service.checkpoints(sid)
     assert [c.version for c in cps] == [v1, v2]
     assert [c.reason for c in cps] == ["turn_end", "turn_end"]
-    assert all(c.bytes is not None and c.bytes > 0 for c in cps)
+    if isinstance(provider, FakeProvider):
+        assert all(c.bytes is not None and c.bytes > 0 for c in cps)
+    else:  # E2B does not say how large a snapshot is
+        assert all(c.bytes is None for c in cps)
     assert all(c.bytes_new is None for c in cps)  # whole archives: nothing incremental yet
     assert [c.current for c in cps] == [False, True]
     service.resume(sid)
@@ -86,7 +121,7 @@ def test_an_unknown_or_collected_version_is_refused(service: SandboxService, clo
 
 
 def test_retention_collects_old_checkpoints_and_records_it(
-    service: SandboxService, provider: FakeProvider, clock: Clock
+    service: SandboxService, provider: SandboxProvider, clock: Clock
 ) -> None:
     sid, v1, v2 = two_turns(service)
     clock.advance(days=5)
@@ -99,28 +134,30 @@ def test_retention_collects_old_checkpoints_and_records_it(
     collected = [h for h in service.history(sid) if h.type == "CheckpointCollected"]
     assert sorted(h.data["checkpoint_version"] for h in collected) == [v1, v2]
     assert all(h.actor == "scheduler" and h.reason == "retention" for h in collected)
-    assert len([k for k in provider.snapshots if k.startswith(f"snapshots/{sid}/")]) == 1
+    assert len(stored(provider, sid)) == 1
     # The current one keeps the sandbox's own retention: when it goes, the sandbox expires.
     clock.advance(days=5)
     service.sweep(clock())
     assert service.get(sid).state == lc.EXPIRED
-    assert not [k for k in provider.snapshots if k.startswith(f"snapshots/{sid}/")]
+    assert not stored(provider, sid)
 
 
-def test_the_reconciler_keeps_every_checkpoint(service: SandboxService, provider: FakeProvider) -> None:
+def test_the_reconciler_keeps_every_checkpoint(service: SandboxService, provider: SandboxProvider) -> None:
     sid, _, _ = two_turns(service)
     service.resume(sid)
     report = service.reconcile()
     assert report.removed == []
     assert len(service.checkpoints(sid)) == 2
+    assert len(stored(provider, sid)) == 2
 
 
-def test_destroy_deletes_every_checkpoint(service: SandboxService, provider: FakeProvider) -> None:
+def test_destroy_deletes_every_checkpoint(service: SandboxService, provider: SandboxProvider) -> None:
     sid, _, _ = two_turns(service)
+    assert len(stored(provider, sid)) == 2
     service.resume(sid)
     service.destroy(sid)
     assert service.checkpoints(sid) == []
-    assert not [k for k in provider.snapshots if k.startswith(f"snapshots/{sid}/")]
+    assert not stored(provider, sid)
 
 
 def test_fork_at_a_checkpoint_is_a_new_sandbox_with_lineage(service: SandboxService) -> None:
@@ -219,16 +256,21 @@ def test_a_rewind_while_a_side_effect_is_in_flight_is_busy(
 
 
 def test_a_fork_whose_copy_fails_expires_and_the_source_records_nothing(
-    service: SandboxService, provider: FakeProvider
+    service: SandboxService, provider: SandboxProvider, request: pytest.FixtureRequest
 ) -> None:
     sid, _, _ = two_turns(service)
-    provider.fail["copy_snapshot"] = ProviderError("the store refused")
-    with pytest.raises(ProviderError, match="the store refused"):
+    if isinstance(provider, FakeProvider):
+        provider.fail["copy_snapshot"] = ProviderError("the store refused")
+    else:  # E2B refuses the snapshot of the copy's helper sandbox, past every retry
+        request.getfixturevalue("fake_e2b").inject_fault(
+            "POST", r"/sandboxes/[^/]+/snapshots", times=99, status=500
+        )
+    with pytest.raises(ProviderError):
         service.fork(sid)
     (fork,) = [r for r in service.list() if r.id != sid]
     assert (fork.state, fork.expired_reason) == (lc.EXPIRED, "fork_failed")
     assert "Forked" not in [h.type for h in service.history(sid)]
-    assert not [k for k in provider.snapshots if k.startswith(f"snapshots/{fork.id}/")]
+    assert not stored(provider, fork.id)
 
 
 def test_retention_keeps_the_checkpoint_a_live_sandbox_resumed_from_until_its_next_suspend(

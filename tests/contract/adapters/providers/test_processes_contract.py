@@ -16,6 +16,7 @@ import pytest
 
 from sandbox_lifecycle.core.errors import ProcessNotFound, Unsupported
 from sandbox_lifecycle.core.kinds import DATA_APP
+from sandbox_lifecycle.core.preview import preview_of
 from sandbox_lifecycle.core.sandbox import snapshot_key
 from tests.support.fixtures.providers import Harness
 
@@ -128,20 +129,29 @@ def test_url_reaches_a_server_started_in_the_sandbox(
     # 0.0.0.0: on Docker the forwarder reaches the server over the sandbox's own network.
     server = p.start(ref, ["python3", "-m", "http.server", str(port), "--bind", "0.0.0.0"])
     url = p.url(ref, port)
+    preview = preview_of(p, ref, port)
+    assert preview.url == url
     # On E2B the URL names <port>-<id>.<domain>; the loopback fake's port proxy is what resolves it.
     proxies = {"http": request.getfixturevalue("fake_e2b").proxy_url} if harness.name == "e2b" else {}
     opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
 
-    def get() -> bytes | None:
+    def get(headers: dict[str, str]) -> bytes | int | None:
         try:
-            with opener.open(f"{url}/index.html", timeout=5) as answer:
+            with opener.open(
+                urllib.request.Request(f"{url}/index.html", headers=headers), timeout=5
+            ) as answer:
                 return bytes(answer.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code if refused.code == 403 else None
         except (urllib.error.URLError, OSError):
             return None
 
     try:
-        assert _wait_until(lambda: get() is not None)
-        assert get() == b"hello from the sandbox\n"
+        assert _wait_until(lambda: get(dict(preview.headers)) is not None)
+        assert get(dict(preview.headers)) == b"hello from the sandbox\n"
+        # E2B: public traffic is off, so the URL alone is refused; Docker's forwarder needs no header.
+        assert set(preview.headers) == ({"e2b-traffic-access-token"} if harness.name == "e2b" else set())
+        assert get({}) == (403 if harness.name == "e2b" else b"hello from the sandbox\n")
     finally:
         p.kill_process(ref, server.id)
 

@@ -47,7 +47,12 @@ def test_create_sends_template_metadata_lifecycle_and_egress(
     }
     assert body["autoPause"] is True and body["autoResume"] == {"enabled": False}
     assert body["timeout"] == 40 * 60
-    assert body["network"] == {"allowOut": ["api.anthropic.com"], "denyOut": ["0.0.0.0/0"]}
+    # Egress only to the allow-list; the sandbox's ports only with its traffic access token.
+    assert body["network"] == {
+        "allowOut": ["api.anthropic.com"],
+        "denyOut": ["0.0.0.0/0"],
+        "allowPublicTraffic": False,
+    }
     assert create.idempotency_key == idempotency_key("default", "sbx-1")
     assert fake_e2b.sandbox(ref).metadata["sandbox_lifecycle_id"] == "sbx-1"
     # The agent key reaches the sandbox ...
