@@ -210,10 +210,11 @@ class ProviderInstance(FieldValues):
 @value_class
 class ProviderCapabilities(FieldValues):
     """What a provider can do, so the service refuses clearly (``Unsupported``) instead of failing deep
-    inside a backend. ``isolation``: "container" (shares the host kernel), "microvm", or "none" (a test
-    double running on the host). ``pause_keeps_processes``: a suspend keeps background processes running
-    across the resume (E2B's memory snapshot); otherwise they are stopped and recorded on the events.
-    ``egress_allow_list``: outbound traffic is limited to the kind's allow-list. ``ports``: ``url`` works.
+    inside a backend. ``isolation``: "container" (shares the host kernel), "gvisor" (a user-space kernel
+    between the sandbox and the host's), "microvm", or "none" (a test double running on the host).
+    ``pause_keeps_processes``: a suspend keeps background processes running across the resume (E2B's
+    memory snapshot); otherwise they are stopped and recorded on the events. ``egress_allow_list``:
+    outbound traffic is limited to the kind's allow-list. ``ports``: ``url`` works.
     ``checkpoints``: every suspend's snapshot stays restorable after a resume, and ``copy_snapshot`` works,
     so rewind and fork do (docs/checkpoints.md)."""
 

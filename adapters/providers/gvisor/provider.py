@@ -36,8 +36,9 @@ class GVisorProvider(DockerProvider):
     name = "gvisor"
     # As the Docker provider's, but the sandbox's kernel is gVisor's, not the host's. runsc has no
     # checkpoint in the network mode it runs in here, so a suspend still ends the sandbox's processes.
+    # Every suspend writes its own archive, as on docker, so any of them can be restored (rewind, fork).
     capabilities = ProviderCapabilities(
-        isolation="gvisor", pause_keeps_processes=False, egress_allow_list=True, ports=True
+        isolation="gvisor", pause_keeps_processes=False, egress_allow_list=True, ports=True, checkpoints=True
     )
 
     def __init__(

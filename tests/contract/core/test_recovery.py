@@ -1,7 +1,8 @@
 """Fault injection: a real SIGKILL at every boundary of every side effect, then a sweep.
 
 After the sweep: no workspace data lost, no orphan instance or snapshot, and the log replays to the
-stored projections. Runs on the E2B provider (real SDK, loopback E2B) and on Docker (real engine).
+stored projections. Runs on the E2B provider (real SDK, loopback E2B), on Docker (real engine) and on
+gVisor (the same engine's runsc runtime; skipped, saying so, on an engine without it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sandbox_lifecycle.core.replay import verify
 from sandbox_lifecycle.core.service import SandboxService
 from tests.support.fake_e2b import FakeE2B
 from tests.support.fixtures.e2b import fake_env
+from tests.support.fixtures.engines import ENGINE_PARAMS, require_runtime
 
 API_KEY = "e2b_test_key_0123456789"
 OPS = ["create", "suspend", "resume", "destroy", "gc"]
@@ -29,7 +31,7 @@ LEASE_MS = 500
 PAYLOAD = b"written in the turn before the crash\n"
 
 
-@pytest.fixture(params=["e2b", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(params=["e2b", *ENGINE_PARAMS])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("E2B_", "SANDBOX_", "S3_"))}
     base.update(
@@ -49,8 +51,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
         finally:
             fake.stop()
     else:
-        request.getfixturevalue("docker_engine")
-        env = {**base, "SANDBOX_PROVIDER": "docker"}
+        require_runtime(request.getfixturevalue("docker_engine"), request.param)
+        env = {**base, "SANDBOX_PROVIDER": request.param}
         yield env
         # Whatever a failed assertion left behind goes too.
         service = build_service(env)

@@ -1,7 +1,9 @@
-"""Attacks on the egress point (proxy :3128, gateway :8081) from inside real Docker sandboxes.
+"""Attacks on the egress point (proxy :3128, gateway :8081) from inside real sandboxes, on runc (docker)
+and on runsc (gvisor).
 
 Every server here listens on this host's bridge address, under a made-up name that the allow-list
-names and ``resolve`` pins; nothing public is reached. Each test makes its own deployment.
+names and ``resolve`` pins; nothing public is reached. The provider of each runtime has a deployment
+of its own.
 """
 
 from __future__ import annotations
@@ -10,102 +12,39 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
-from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
-from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
-from tests.conftest import DOCKER_IMAGES
-from tests.support import session
-from tests.support.fake_upstream import REAL_KEY, FakeUpstream, fake_upstream
-from tests.support.fixtures.docker import LABEL_DEPLOYMENT, TEST_LIMITS, remove_network_leftovers
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.fixtures.egress_attacks import attack_provider_on, egress_container, py
 
 pytestmark = pytest.mark.docker
 
-DEPLOYMENT = session.new_deployment("atk")
 MODEL = "model.test"
 
 
 @pytest.fixture(scope="module")
-def bridge_address(docker_client: docker.DockerClient) -> str:
-    return bridge_host_address(docker_client.api.inspect_network("bridge"))
-
-
-@pytest.fixture(scope="module")
-def model(bridge_address: str) -> Iterator[FakeUpstream]:
-    """The Messages API stand-in on the host's bridge address: the gateway's upstream, and an allowed
-    (pinned) host of the proxy as well."""
-    with fake_upstream(bridge_address) as up:
-        yield up
-
-
-@pytest.fixture(scope="module")
-def model_port(model: FakeUpstream) -> int:
-    return int(model.server.server_address[1])
-
-
-@pytest.fixture(scope="module")
-def provider(
+def attack_provider(
+    engine: str,
     docker_client: docker.DockerClient,
     tmp_path_factory: pytest.TempPathFactory,
     model: FakeUpstream,
     model_port: int,
     bridge_address: str,
 ) -> Iterator[DockerProvider]:
-    egress = EgressSettings(
-        allow={"data-app": (f"{MODEL}:{model_port}",), "ai-writeback": (f"{MODEL}:{model_port}",)},
+    """The model stand-in is the gateway's upstream and the proxy's one allowed (pinned) host."""
+    with attack_provider_on(
+        engine,
+        docker_client,
+        tmp_path_factory,
+        model,
+        role="atk",
+        allow=(f"{MODEL}:{model_port}",),
         resolve=(f"{MODEL}:{model_port}:{bridge_address}",),
-        state_dir=tmp_path_factory.mktemp("atk-egress-state"),
-        upstream_url=model.url,
-        api_key=REAL_KEY,
-    )
-    store = LocalSnapshotStore(tmp_path_factory.mktemp("atk-snapshots"))
-    made = DockerProvider(
-        DOCKER_IMAGES,
-        store,
-        client=docker_client,
-        environ={},
-        limits=TEST_LIMITS,
-        deployment=DEPLOYMENT,
-        disk_limit_mb=0,
-        egress=egress,
-    )
-    try:
+    ) as made:
         yield made
-    finally:
-        remove_network_leftovers(docker_client, f"{LABEL_DEPLOYMENT}={DEPLOYMENT}")
-
-
-@pytest.fixture
-def sandboxes(provider: DockerProvider, new_id: Callable[[], str]) -> Iterator[Callable[[], str]]:
-    made: list[tuple[str, str]] = []
-
-    def make() -> str:
-        sid = new_id()
-        ref = provider.create(sid, "data-app")
-        made.append((sid, ref))
-        return ref
-
-    yield make
-    for sid, ref in made:
-        provider.destroy(sid, ref)
-
-
-def py(provider: DockerProvider, ref: str, code: str, *args: str, timeout: int = 120) -> str:
-    done = provider.exec(ref, ["python3", "-c", code, *args], timeout=timeout)
-    assert done.exit_code == 0, done.stderr
-    return done.stdout
-
-
-def egress_container(client: docker.DockerClient) -> dict[str, Any]:
-    [found] = client.api.containers(
-        filters={"label": [f"{LABEL_DEPLOYMENT}={DEPLOYMENT}", "sandbox-lifecycle.role=egress"]}
-    )
-    return dict(client.api.inspect_container(found["Id"]))
 
 
 # A bystander's allowed calls, one after another, each timed inside its sandbox: through the proxy
@@ -167,19 +106,21 @@ print(sum(int(x) for x in os.read(r, 65536).split()))
 
 @pytest.mark.slow
 def test_a_connection_flood_does_not_stall_another_sandboxs_allowed_request(
-    provider: DockerProvider,
+    attack_provider: DockerProvider,
     docker_client: docker.DockerClient,
     sandboxes: Callable[[], str],
     model_port: int,
 ) -> None:
     attackers = [sandboxes()]
     bystander = sandboxes()
-    baseline = json.loads(py(provider, bystander, TIMED, "proxy", MODEL, str(model_port), "3"))
+    baseline = json.loads(py(attack_provider, bystander, TIMED, "proxy", MODEL, str(model_port), "3"))
     assert [status for status, _ in baseline] == [200] * 3, baseline
     with ThreadPoolExecutor(len(attackers)) as pool:
-        floods = [pool.submit(py, provider, a, ACCEPT_FLOOD, "4", "20", timeout=120) for a in attackers]
+        floods = [
+            pool.submit(py, attack_provider, a, ACCEPT_FLOOD, "4", "20", timeout=120) for a in attackers
+        ]
         time.sleep(3.0)
-        latencies = json.loads(py(provider, bystander, TIMED, "proxy", MODEL, str(model_port), "10"))
+        latencies = json.loads(py(attack_provider, bystander, TIMED, "proxy", MODEL, str(model_port), "10"))
         made = [int(f.result(120)) for f in floods]
     print(f"connections made {made}; bystander baseline {baseline}; during the flood {latencies}")
     assert [status for status, _ in latencies] == [200] * len(latencies), latencies
@@ -217,20 +158,20 @@ print(sum(sent))
 
 @pytest.mark.slow
 def test_tiny_chunks_to_the_gateway_do_not_stall_another_sandboxs_model_call(
-    provider: DockerProvider,
+    attack_provider: DockerProvider,
     docker_client: docker.DockerClient,
     sandboxes: Callable[[], str],
     model_port: int,
 ) -> None:
     attacker, bystander = sandboxes(), sandboxes()
-    before = egress_container(docker_client)
+    before = egress_container(docker_client, bystander)
     with ThreadPoolExecutor(1) as pool:
-        flood = pool.submit(py, provider, attacker, TINY_CHUNKS, "32", "20", timeout=120)
+        flood = pool.submit(py, attack_provider, attacker, TINY_CHUNKS, "32", "20", timeout=120)
         time.sleep(3.0)
-        gateway = json.loads(py(provider, bystander, TIMED, "gateway", MODEL, str(model_port), "6"))
-        proxy = json.loads(py(provider, bystander, TIMED, "proxy", MODEL, str(model_port), "6"))
+        gateway = json.loads(py(attack_provider, bystander, TIMED, "gateway", MODEL, str(model_port), "6"))
+        proxy = json.loads(py(attack_provider, bystander, TIMED, "proxy", MODEL, str(model_port), "6"))
         sent = int(flood.result(120))
-    after = egress_container(docker_client)
+    after = egress_container(docker_client, bystander)
     print(f"attacker sent {sent} bytes; bystander via gateway {gateway}; via proxy {proxy}")
     assert not after["State"]["OOMKilled"] and after["RestartCount"] == before["RestartCount"]
     assert [status for status, _ in gateway + proxy] == [200] * 12, (gateway, proxy)
@@ -259,7 +200,7 @@ print(json.dumps(out))
 
 
 def test_address_and_framing_tricks_are_refused_by_the_proxy(
-    provider: DockerProvider,
+    attack_provider: DockerProvider,
     docker_client: docker.DockerClient,
     sandboxes: Callable[[], str],
     model: FakeUpstream,
@@ -303,7 +244,7 @@ def test_address_and_framing_tricks_are_refused_by_the_proxy(
         f"GET http://{m}/ HTTP/1.1\r\nHost : {m}\r\n\r\n",
     ]
     seen = len(model.seen)
-    answers = json.loads(py(provider, ref, RAW_PROXY, *(repr(r.encode()) for r in refused)))
+    answers = json.loads(py(attack_provider, ref, RAW_PROXY, *(repr(r.encode()) for r in refused)))
     wrong = {r: a for r, a in zip(refused, answers, strict=True) if not (400 <= a[0] < 600 and a[1])}
     assert wrong == {}, wrong
     assert len(model.seen) == seen
@@ -312,10 +253,10 @@ def test_address_and_framing_tricks_are_refused_by_the_proxy(
         f"GET http://{m}/v1/models HTTP/1.1\r\nHost: evil.example\r\n\r\n",
         f"GET http://{MODEL.upper()}.:{p}/v1/models HTTP/1.0\r\n\r\n",
     ]
-    statuses = json.loads(py(provider, ref, RAW_PROXY, *(repr(r.encode()) for r in ok)))
+    statuses = json.loads(py(attack_provider, ref, RAW_PROXY, *(repr(r.encode()) for r in ok)))
     assert [status for status, _ in statuses] == [200, 200]
     # The Host that arrives is the name the proxy checked (a forged Host header is replaced), at most
     # with the client's trailing dot kept.
     assert [s.headers.get("host", "").replace(".:", ":") for s in model.seen[seen:]] == [m, m]
-    logs = docker_client.api.logs(egress_container(docker_client)["Id"]).decode(errors="replace")
+    logs = docker_client.api.logs(egress_container(docker_client, ref)["Id"]).decode(errors="replace")
     assert "Traceback" not in logs and " failed: " not in logs, logs[-3000:]

@@ -1,4 +1,5 @@
-"""Attacks on the egress proxy from inside real Docker sandboxes (issue 20: N.1 and the proxy's LOW items).
+"""Attacks on the egress proxy from inside real sandboxes, on runc (docker) and runsc (gvisor) (issue 20:
+N.1 and the proxy's LOW items).
 
 Sandbox A attacks, sandbox B is the bystander whose allowed requests must keep answering. The only
 servers are the ones this module starts on the engine's default bridge address, reached by a made-up
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -20,8 +20,9 @@ import pytest
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
-from tests.conftest import DOCKER_IMAGES
 from tests.support.fixtures.docker import LABEL_DEPLOYMENT, RUN_PREFIX, TEST_LIMITS, remove_network_leftovers
+from tests.support.fixtures.egress_attacks import py
+from tests.support.fixtures.engines import engine_provider
 
 pytestmark = pytest.mark.docker
 
@@ -69,14 +70,6 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def bridge_address(docker_client: docker.DockerClient) -> str:
-    config = docker_client.api.inspect_network("bridge")["IPAM"]["Config"][0]
-    # A first-start engine's bridge has no Gateway key yet (DESIGN §10): the bridge's own address is the
-    # subnet's first host then.
-    return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
-
-
-@pytest.fixture(scope="module")
 def origin(bridge_address: str) -> Iterator[Recorder]:
     recorder = Recorder(bridge_address)
     yield recorder
@@ -85,9 +78,9 @@ def origin(bridge_address: str) -> Iterator[Recorder]:
 
 @pytest.fixture(scope="module")
 def attack_settings(
-    tmp_path_factory: pytest.TempPathFactory, bridge_address: str, origin: Recorder
+    engine: str, tmp_path_factory: pytest.TempPathFactory, bridge_address: str, origin: Recorder
 ) -> Iterator[EgressSettings]:
-    state = tmp_path_factory.mktemp("egress-attack-state")
+    state = tmp_path_factory.mktemp(f"egress-attack-state-{engine}")
     yield EgressSettings(
         allow={"data-app": (f"{ALLOWED}:{origin.port}",), "ai-writeback": ()},
         resolve=(f"{ALLOWED}:{origin.port}:{bridge_address}",),
@@ -96,32 +89,29 @@ def attack_settings(
 
 
 @pytest.fixture(scope="module")
-def net_client(docker_client: docker.DockerClient) -> Iterator[docker.DockerClient]:
+def net_client(engine: str, docker_client: docker.DockerClient) -> Iterator[docker.DockerClient]:
     yield docker_client
     # This module's deployment only: its egress container and any network a failed test left.
-    remove_network_leftovers(docker_client, f"{LABEL_DEPLOYMENT}={DEPLOYMENT}")
+    remove_network_leftovers(docker_client, f"{LABEL_DEPLOYMENT}={DEPLOYMENT}-{engine}")
 
 
 @pytest.fixture
 def net(
-    net_client: docker.DockerClient, store: LocalSnapshotStore, attack_settings: EgressSettings
+    engine: str,
+    net_client: docker.DockerClient,
+    store: LocalSnapshotStore,
+    attack_settings: EgressSettings,
 ) -> DockerProvider:
-    return DockerProvider(
-        DOCKER_IMAGES,
+    """The attacked provider on the runtime of the module's ``engine`` (runc, runsc)."""
+    return engine_provider(
+        engine,
+        net_client,
         store,
-        client=net_client,
-        environ={},
+        deployment=f"{DEPLOYMENT}-{engine}",
         limits=TEST_LIMITS,
-        deployment=DEPLOYMENT,
-        disk_limit_mb=0,
         egress=attack_settings,
+        disk_limit_mb=0,
     )
-
-
-def py(provider: DockerProvider, ref: str, code: str, timeout: int = 60) -> str:
-    done = provider.exec(ref, ["python3", "-c", code], timeout=timeout)
-    assert done.exit_code == 0, done.stderr
-    return done.stdout
 
 
 # Inside B: one allowed request through the proxy, its status and how long it took.

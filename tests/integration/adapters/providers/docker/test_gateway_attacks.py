@@ -1,4 +1,5 @@
-"""Attacks on the egress container's gateway (port 8081) from inside real Docker sandboxes.
+"""Attacks on the egress container's gateway (port 8081) from inside real sandboxes, on runc (docker) and
+on runsc (gvisor).
 
 A sandbox holds its own gateway token (``ANTHROPIC_API_KEY``) and can send the gateway anything. These
 tests make it try: the git route pointed at the host's bridge address, an open and a closed port of it,
@@ -15,36 +16,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import docker
 import pytest
 
-from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
-from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
-from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
-from tests.conftest import DOCKER_IMAGES
-from tests.support import session
-from tests.support.fake_upstream import REAL_KEY, FakeUpstream, fake_upstream
-from tests.support.fixtures.docker import LABEL_DEPLOYMENT, TEST_LIMITS, remove_network_leftovers
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.fixtures.egress_attacks import attack_provider_on, egress_container, py
 
 pytestmark = pytest.mark.docker
 
-DEPLOYMENT = session.new_deployment("gw")
 WAIT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def bridge_address(docker_client: docker.DockerClient) -> str:
-    return bridge_host_address(docker_client.api.inspect_network("bridge"))
-
-
-@pytest.fixture(scope="module")
-def model(bridge_address: str) -> Iterator[FakeUpstream]:
-    """The Messages API stand-in, where the egress container finds the host."""
-    with fake_upstream(bridge_address) as up:
-        yield up
 
 
 class Listener:
@@ -82,54 +64,15 @@ def listener(bridge_address: str) -> Iterator[Listener]:
 
 
 @pytest.fixture(scope="module")
-def gw_provider(
+def attack_provider(
+    engine: str,
     docker_client: docker.DockerClient,
     tmp_path_factory: pytest.TempPathFactory,
     model: FakeUpstream,
-    bridge_address: str,
 ) -> Iterator[DockerProvider]:
-    egress = EgressSettings(
-        allow={"data-app": (), "ai-writeback": ()},
-        state_dir=tmp_path_factory.mktemp("gw-egress-state"),
-        upstream_url=model.url,
-        api_key=REAL_KEY,
-    )
-    store = LocalSnapshotStore(tmp_path_factory.mktemp("gw-snapshots"))
-    provider = DockerProvider(
-        DOCKER_IMAGES,
-        store,
-        client=docker_client,
-        environ={},
-        limits=TEST_LIMITS,
-        deployment=DEPLOYMENT,
-        disk_limit_mb=0,
-        egress=egress,
-    )
-    try:
-        yield provider
-    finally:
-        remove_network_leftovers(docker_client, f"{LABEL_DEPLOYMENT}={DEPLOYMENT}")
-
-
-@pytest.fixture
-def sandboxes(gw_provider: DockerProvider, new_id: Callable[[], str]) -> Iterator[Callable[[], str]]:
-    made: list[tuple[str, str]] = []
-
-    def make() -> str:
-        sid = new_id()
-        ref = gw_provider.create(sid, "data-app")
-        made.append((sid, ref))
-        return ref
-
-    yield make
-    for sid, ref in made:
-        gw_provider.destroy(sid, ref)
-
-
-def py(provider: DockerProvider, ref: str, code: str, *args: str, timeout: int = 120) -> str:
-    done = provider.exec(ref, ["python3", "-c", code, *args], timeout=timeout)
-    assert done.exit_code == 0, done.stderr
-    return done.stdout
+    """The gateway forwards to the model stand-in; the proxy allows nothing."""
+    with attack_provider_on(engine, docker_client, tmp_path_factory, model, role="gw") as made:
+        yield made
 
 
 # Sends raw requests to the gateway from the sandbox; prints one JSON line [status, message] per target.
@@ -163,7 +106,7 @@ def git(authority: str) -> str:
 
 
 def test_the_git_route_reaches_nothing_the_policy_refuses(
-    gw_provider: DockerProvider, sandboxes: Callable[[], str], listener: Listener, bridge_address: str
+    attack_provider: DockerProvider, sandboxes: Callable[[], str], listener: Listener, bridge_address: str
 ) -> None:
     ref = sandboxes()
     with socket.create_server((bridge_address, 0)) as probe:
@@ -178,7 +121,7 @@ def test_the_git_route_reaches_nothing_the_policy_refuses(
         f"unlisted.test:{listener.port}",
         "egress:3128",
     ]
-    answers = dict(zip(authorities, ask(gw_provider, ref, "", *map(git, authorities)), strict=True))
+    answers = dict(zip(authorities, ask(attack_provider, ref, "", *map(git, authorities)), strict=True))
     assert {a: status for a, (status, _m) in answers.items()} == dict.fromkeys(authorities, 403), answers
     assert listener.accepted == 0
     # No port scanner: an open and a closed port of the same address answer alike.
@@ -187,16 +130,16 @@ def test_the_git_route_reaches_nothing_the_policy_refuses(
 
 
 def test_a_token_works_only_in_its_own_sandbox(
-    gw_provider: DockerProvider, sandboxes: Callable[[], str], model: FakeUpstream
+    attack_provider: DockerProvider, sandboxes: Callable[[], str], model: FakeUpstream
 ) -> None:
     a, b = sandboxes(), sandboxes()
-    token_b = py(gw_provider, b, "import os; print(os.environ['ANTHROPIC_API_KEY'])").strip()
+    token_b = py(attack_provider, b, "import os; print(os.environ['ANTHROPIC_API_KEY'])").strip()
     before = len(model.seen)
-    [(status, message)] = ask(gw_provider, a, token_b, "/v1/models")
+    [(status, message)] = ask(attack_provider, a, token_b, "/v1/models")
     assert status == 401 and "network" in message
     assert len(model.seen) == before
-    assert ask(gw_provider, a, "", "/v1/models")[0][0] == 200
-    assert ask(gw_provider, b, token_b, "/v1/models")[0][0] == 200
+    assert ask(attack_provider, a, "", "/v1/models")[0][0] == 200
+    assert ask(attack_provider, b, token_b, "/v1/models")[0][0] == 200
 
 
 # Six connections at once, each a POST declaring 60 MB, the body sent in 1 MiB pieces; with "token" the
@@ -258,13 +201,6 @@ print(json.dumps(out))
 """
 
 
-def _egress(client: docker.DockerClient) -> dict[str, Any]:
-    [found] = client.api.containers(
-        filters={"label": [f"{LABEL_DEPLOYMENT}={DEPLOYMENT}", "sandbox-lifecycle.role=egress"]}
-    )
-    return dict(client.api.inspect_container(found["Id"]))
-
-
 def _peak_memory(client: docker.DockerClient, container_id: str) -> int | None:
     """The egress container's peak memory since it started (cgroup v1's max_usage; v2 has none)."""
     stats = client.api.stats(container_id, stream=False)
@@ -274,22 +210,22 @@ def _peak_memory(client: docker.DockerClient, container_id: str) -> int | None:
 
 @pytest.mark.parametrize("who", ["no-token", "token"])
 def test_60_mb_bodies_do_not_kill_the_egress_point(
-    gw_provider: DockerProvider,
+    attack_provider: DockerProvider,
     docker_client: docker.DockerClient,
     sandboxes: Callable[[], str],
     model: FakeUpstream,
     who: str,
 ) -> None:
     attacker, bystander = sandboxes(), sandboxes()
-    before = _egress(docker_client)
+    before = egress_container(docker_client, bystander)
     seen = len(model.seen)
     with ThreadPoolExecutor(2) as pool:
-        flood = pool.submit(py, gw_provider, attacker, FLOOD, who, timeout=600)
+        flood = pool.submit(py, attack_provider, attacker, FLOOD, who, timeout=600)
         time.sleep(1.0)  # the flood is under way
         # Meanwhile another sandbox's calls, timed inside it: each answers within a second.
-        latencies = json.loads(py(gw_provider, bystander, TIMED))
+        latencies = json.loads(py(attack_provider, bystander, TIMED))
         results = json.loads(flood.result(600))
-    after = _egress(docker_client)
+    after = egress_container(docker_client, bystander)
     peak = _peak_memory(docker_client, after["Id"])
     print(f"{who}: results {results}; egress peak memory {peak} bytes; bystander latencies {latencies}")
     assert not after["State"]["OOMKilled"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
@@ -309,7 +245,7 @@ def test_60_mb_bodies_do_not_kill_the_egress_point(
     assert max(seconds for _status, seconds in latencies) < 1.0
     # Another sandbox is served at once afterwards.
     started = time.monotonic()
-    assert ask(gw_provider, bystander, "", "/v1/models")[0][0] == 200
+    assert ask(attack_provider, bystander, "", "/v1/models")[0][0] == 200
     assert time.monotonic() - started < 5.0
 
 
@@ -339,7 +275,7 @@ PATH_TRICKS = [
 
 
 def test_smuggled_headers_and_path_tricks_never_reach_the_model_with_the_key(
-    gw_provider: DockerProvider, sandboxes: Callable[[], str], model: FakeUpstream
+    attack_provider: DockerProvider, sandboxes: Callable[[], str], model: FakeUpstream
 ) -> None:
     ref = sandboxes()
     close = b"host: egress:8081\r\nx-api-key: TOKEN\r\nconnection: close\r\n"
@@ -354,7 +290,7 @@ def test_smuggled_headers_and_path_tricks_never_reach_the_model_with_the_key(
     )
     tricks = [f"GET {path} HTTP/1.1\r\n".encode() + close + b"\r\n" for path in PATH_TRICKS]
     seen = len(model.seen)
-    statuses = json.loads(py(gw_provider, ref, RAW, *(repr(r) for r in [smuggled, bare_lf, *tricks])))
+    statuses = json.loads(py(attack_provider, ref, RAW, *(repr(r) for r in [smuggled, bare_lf, *tricks])))
     assert statuses[:2] == [400, 400]
     assert all(status in (400, 403) for status in statuses[2:]), dict(
         zip(PATH_TRICKS, statuses[2:], strict=True)

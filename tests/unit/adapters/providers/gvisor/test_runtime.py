@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 from unittest import mock
@@ -117,3 +118,8 @@ def test_the_registry_builds_it_after_checking_the_engine(
     assert Settings.from_env({**env, "NODE_ENV": "production"}).provider == "gvisor"
     with pytest.raises(ProviderRefused, match="NODE_ENV=production"):
         Settings.from_env({**env, "SANDBOX_PROVIDER": "docker", "NODE_ENV": "production"})
+
+
+def test_gvisor_can_do_everything_docker_can_and_only_its_isolation_differs() -> None:
+    # Same containers, same archives: every suspend's snapshot stays restorable (rewind, fork).
+    assert GVisorProvider.capabilities == dataclasses.replace(DockerProvider.capabilities, isolation="gvisor")
