@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 # the allowed host that never send a byte. Prints the bytes trickled and the tunnels held.
 HOG = r"""
 import json, socket, sys, threading, time
-host, port, slow, big, idle, seconds = sys.argv[1], int(sys.argv[2]), *map(int, sys.argv[3:6]), float(sys.argv[6])
+host, port = sys.argv[1], int(sys.argv[2])
+slow, big, idle, seconds = *map(int, sys.argv[3:6]), float(sys.argv[6])
 end = time.monotonic() + seconds
 sent, held, socks = [0], [0], []
 def trickle(piece_size, pause, head):
@@ -72,10 +73,10 @@ print(json.dumps({"trickled": sent[0], "idle_tunnels": held[0]}))
 
 
 def test_a_sandbox_spending_its_share_on_slow_and_idle_connections_does_not_slow_another(
-    provider: DockerProvider,
+    provider: DockerProvider,  # noqa: F811 (the fixture imported above)
     docker_client: docker.DockerClient,
-    sandboxes: Callable[[], str],
-    model_port: int,
+    sandboxes: Callable[[], str],  # noqa: F811
+    model_port: int,  # noqa: F811
 ) -> None:
     attacker, bystander = sandboxes(), sandboxes()
     baseline = json.loads(py(provider, bystander, TIMED, "proxy", MODEL, str(model_port), "3"))
