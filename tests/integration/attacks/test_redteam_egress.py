@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from tests.support.fixtures.docker import LABEL_DEPLOYMENT, RUN_PREFIX, TEST_LIM
 pytestmark = pytest.mark.docker
 
 OPENED = "opened.test"
+SLOW = "slow.test"
 DEPLOYMENT = f"{RUN_PREFIX}-rte"
 POLICY = Policy(idle_timeout=timedelta(hours=1), retention=timedelta(days=1), lease=timedelta(minutes=5))
 
@@ -64,14 +66,68 @@ def served(docker_client: docker.DockerClient) -> Iterator[tuple[str, int]]:
         server.server_close()
 
 
+class SlowUpstream:
+    """A server whose listen queue is kept full, so that a connect to it takes a SYN retransmit (about a
+    second) until :meth:`release` accepts the queued ones; then it answers "hello" to what it reads."""
+
+    def __init__(self, address: str) -> None:
+        self.server = socket.socket()
+        self.server.bind((address, 0))
+        self.server.listen(0)
+        self.port = int(self.server.getsockname()[1])
+        # Fill the accept queue (a listen(0) queue holds one; two to be sure) so that new SYNs are dropped.
+        self.fillers = []
+        for _ in range(2):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((address, self.port))
+            self.fillers.append(filler)
+        time.sleep(0.2)
+
+    def release(self) -> None:
+        def serve() -> None:
+            self.server.settimeout(15)
+            with contextlib.suppress(OSError):
+                for _ in range(6):  # the fillers and the proxy's connection, at most
+                    conn, _ = self.server.accept()
+                    threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    @staticmethod
+    def _answer(conn: socket.socket) -> None:
+        conn.settimeout(15)
+        with conn, contextlib.suppress(OSError):
+            while conn.recv(4096):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    def close(self) -> None:
+        for sock in [*self.fillers, self.server]:
+            sock.close()
+
+
+@pytest.fixture
+def slow(docker_client: docker.DockerClient) -> Iterator[SlowUpstream]:
+    made = SlowUpstream(bridge_host_address(docker_client.api.inspect_network("bridge")))
+    try:
+        yield made
+    finally:
+        made.close()
+
+
 @pytest.fixture
 def service(
-    docker_client: docker.DockerClient, tmp_path: Path, served: tuple[str, int], clean_sqlite_url: str
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    served: tuple[str, int],
+    slow: SlowUpstream,
+    clean_sqlite_url: str,
 ) -> Iterator[SandboxService]:
     address, port = served
     egress = EgressSettings(
         allow={"data-app": (), "ai-writeback": ()},  # the kinds reach nothing
-        resolve=(f"{OPENED}:{port}:{address}",),
+        resolve=(f"{OPENED}:{port}:{address}", f"{SLOW}:{slow.port}:{address}"),
         state_dir=tmp_path / "egress-state",
     )
     provider = DockerProvider(
@@ -323,3 +379,56 @@ def test_revoking_one_sandbox_leaves_another_on_the_same_egress_point_alone(
     assert _py(service, first, CONNECT_EACH, target) == "[200]\n"
     for sid in (first, second):
         service.destroy(sid)
+
+
+# Asks for a tunnel (marking the request sent), then reports its status line, whether the upstream
+# answered through it, and whether it still answers 2 s later.
+SLOW_CONNECT = r"""
+import socket, sys, time
+def hello(s):
+    data = b""
+    while b"hello" not in data and (chunk := s.recv(4096)):
+        data += chunk
+    return b"hello" in data
+target = sys.argv[1]
+s = socket.create_connection(("egress", 3128), timeout=20)
+s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+open("/tmp/asked", "w").close()
+head = b""
+while b"\r\n\r\n" not in head and (chunk := s.recv(4096)):
+    head += chunk
+line = head.split(b"\r\n")[0].decode()
+states = []
+for _ in range(2):
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        states.append("reached" if hello(s) else "cut")
+    except OSError:
+        states.append("cut")
+    time.sleep(2)
+print(line, *states)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding: a tunnel is registered for the policy watch only once its upstream "
+    "connect is done, so a revoke landing while the proxy connects is never applied to it",
+)
+def test_a_revoke_while_the_proxy_is_still_connecting_upstream_cuts_that_tunnel(
+    service: SandboxService, slow: SlowUpstream
+) -> None:
+    target = f"{SLOW}:{slow.port}"
+    sid = service.create("data-app").id
+    service.set_egress(sid, [target], reason="pip install", actor="redteam")
+    thread, out = _in_background(service, sid, SLOW_CONNECT, target)
+    _wait_file(service, sid, "/tmp/asked")
+    time.sleep(0.3)  # the proxy has decided and is waiting on the upstream's SYN-ACK
+    service.set_egress(sid, None, reason="close", actor="redteam")
+    time.sleep(0.6)  # the watch has seen the revoke
+    slow.release()  # the next SYN retransmit connects
+    thread.join(timeout=40)
+    line = out["stdout"].strip()
+    print(f"tunnel asked before a revoke, connected after it: {line}")
+    assert "reached" not in line, line
+    service.destroy(sid)
