@@ -25,10 +25,12 @@ from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_addre
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.core.errors import EgressRefused
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.store import open_store
 from tests.conftest import DOCKER_IMAGES
+from tests.integration.attacks.test_egress_attacks import ACCEPT_FLOOD
 from tests.support.fixtures.docker import LABEL_DEPLOYMENT, RUN_PREFIX, TEST_LIMITS, remove_network_leftovers
 
 pytestmark = pytest.mark.docker
@@ -116,6 +118,42 @@ def slow(docker_client: docker.DockerClient) -> Iterator[SlowUpstream]:
         made.close()
 
 
+@contextlib.contextmanager
+def _service(
+    client: docker.DockerClient,
+    tmp_path: Path,
+    resolve: tuple[str, ...],
+    kind_allows: tuple[str, ...],
+    url: str,
+) -> Iterator[SandboxService]:
+    egress = EgressSettings(
+        allow={"data-app": kind_allows, "ai-writeback": kind_allows},
+        resolve=resolve,
+        state_dir=tmp_path / "egress-state",
+    )
+    provider = DockerProvider(
+        DOCKER_IMAGES,
+        LocalSnapshotStore(tmp_path / "snapshots"),
+        client=client,
+        environ={},
+        limits=TEST_LIMITS,
+        deployment=DEPLOYMENT,
+        disk_limit_mb=0,
+        egress=egress,
+    )
+    store = open_store(url)
+    try:
+        yield SandboxService(store, provider, policy=POLICY)
+    finally:
+        store.close()
+        for container in client.containers.list(
+            all=True, filters={"label": f"{LABEL_DEPLOYMENT}={DEPLOYMENT}"}
+        ):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+        remove_network_leftovers(client, f"{LABEL_DEPLOYMENT}={DEPLOYMENT}")
+
+
 @pytest.fixture
 def service(
     docker_client: docker.DockerClient,
@@ -124,33 +162,22 @@ def service(
     slow: SlowUpstream,
     clean_sqlite_url: str,
 ) -> Iterator[SandboxService]:
+    """The kinds reach nothing: a sandbox reaches the test's hosts only while set_egress allows them."""
     address, port = served
-    egress = EgressSettings(
-        allow={"data-app": (), "ai-writeback": ()},  # the kinds reach nothing
-        resolve=(f"{OPENED}:{port}:{address}", f"{SLOW}:{slow.port}:{address}"),
-        state_dir=tmp_path / "egress-state",
-    )
-    provider = DockerProvider(
-        DOCKER_IMAGES,
-        LocalSnapshotStore(tmp_path / "snapshots"),
-        client=docker_client,
-        environ={},
-        limits=TEST_LIMITS,
-        deployment=DEPLOYMENT,
-        disk_limit_mb=0,
-        egress=egress,
-    )
-    store = open_store(clean_sqlite_url)
-    try:
-        yield SandboxService(store, provider, policy=POLICY)
-    finally:
-        store.close()
-        for container in docker_client.containers.list(
-            all=True, filters={"label": f"{LABEL_DEPLOYMENT}={DEPLOYMENT}"}
-        ):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-        remove_network_leftovers(docker_client, f"{LABEL_DEPLOYMENT}={DEPLOYMENT}")
+    resolve = (f"{OPENED}:{port}:{address}", f"{SLOW}:{slow.port}:{address}")
+    with _service(docker_client, tmp_path, resolve, (), clean_sqlite_url) as made:
+        yield made
+
+
+@pytest.fixture
+def broad_service(
+    docker_client: docker.DockerClient, tmp_path: Path, served: tuple[str, int], clean_sqlite_url: str
+) -> Iterator[SandboxService]:
+    """The kinds reach the test's host: set_egress narrows a sandbox's list below its kind's."""
+    address, port = served
+    target = f"{OPENED}:{port}"
+    with _service(docker_client, tmp_path, (f"{target}:{address}",), (target,), clean_sqlite_url) as made:
+        yield made
 
 
 def _py(service: SandboxService, sid: str, code: str, *args: str, timeout: int = 60) -> str:
@@ -318,6 +345,11 @@ def test_spellings_of_a_revoked_host_are_refused_and_of_an_allowed_one_match(
     # Other hosts by suffix, port or encoding; no name here is ever looked up (each is refused first).
     tricks = [f"{OPENED}:{port + 1}", f"{OPENED}:0{port}", f"{OPENED}%2e:{port}", f"x{OPENED}:{port}"]
     sid = service.create("data-app").id
+    # Names the proxy could never match, and wide or raw entries, are refused whole; nothing is recorded.
+    for refused in (["ópened.test"], ["*.test"], ["*"], [f"127.0.0.1:{port}"], ["opened.test", "localhost"]):
+        with pytest.raises(EgressRefused):
+            service.set_egress(sid, refused, reason="refused", actor="redteam")
+    assert [h for h in service.history(sid) if h.type == "EgressChanged"] == []
     service.set_egress(sid, [f"OPENED.TEST.:{port}"], reason="odd spelling", actor="redteam")
     time.sleep(0.5)
     allowed = json.loads(_py(service, sid, CONNECT_EACH, *spellings, *tricks))
@@ -431,4 +463,68 @@ def test_a_revoke_while_the_proxy_is_still_connecting_upstream_cuts_that_tunnel(
     line = out["stdout"].strip()
     print(f"tunnel asked before a revoke, connected after it: {line}")
     assert "reached" not in line, line
+    service.destroy(sid)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding: a resume starts the new container under the kind's allow-list "
+    "(network.prepare) and narrows it to the log's only after the restore, so the container runs with "
+    "a policy the log does not give it",
+)
+def test_a_resumed_container_never_runs_under_a_broader_list_than_its_log_gives(
+    broad_service: SandboxService, served: tuple[str, int]
+) -> None:
+    _, port = served
+    target = f"{OPENED}:{port}"
+    service = broad_service
+    provider = service.kernel.provider
+    sid = service.create("data-app").id
+    assert _py(service, sid, CONNECT_EACH, target) == "[200]\n"  # the kind's list allows it
+    service.set_egress(sid, [], reason="untrusted code next", actor="redteam")
+    time.sleep(0.5)
+    assert _py(service, sid, CONNECT_EACH, target) == "[403]\n"
+    service.suspend(sid)
+    # What code running in the new container before the resume narrows its policy reaches: the probe
+    # runs at the last moment before the kernel applies the log's list.
+    seen: list[str] = []
+    narrow = provider.set_egress
+
+    def probe_then_apply(sandbox_id: str, ref: str, kind: str, allow: object) -> None:
+        if not seen:
+            done = provider.exec(ref, ["python3", "-c", CONNECT_EACH, target], timeout=30)
+            seen.append(done.stdout.strip())
+        narrow(sandbox_id, ref, kind, allow)  # type: ignore[arg-type]
+
+    provider.set_egress = probe_then_apply  # type: ignore[method-assign]
+    service.resume(sid)
+    print(f"inside the resumed container before the log's policy was applied: {seen}")
+    assert _py(service, sid, CONNECT_EACH, target) == "[403]\n"  # after the resume: narrowed again
+    assert seen == ["[403]"], seen
+    service.destroy(sid)
+
+
+@pytest.mark.slow
+def test_a_sandbox_flooding_the_proxy_does_not_delay_the_cut_of_its_own_revoked_tunnel(
+    service: SandboxService, served: tuple[str, int]
+) -> None:
+    _, port = served
+    target = f"{OPENED}:{port}"
+    sid = service.create("data-app").id
+    service.set_egress(sid, [target], reason="pip install", actor="redteam")
+    thread, out = _in_background(service, sid, BUSY_TUNNEL, target)
+    _wait_file(service, sid, "/tmp/busy-open")
+    # The same sandbox floods the proxy's accept queue (4 processes, 10 s) to keep the watch from running.
+    flood, flooded = _in_background(service, sid, ACCEPT_FLOOD, "4", "10")
+    time.sleep(2.0)
+    revoked_at = time.time()
+    service.set_egress(sid, None, reason="close", actor="redteam")
+    thread.join(timeout=40)
+    flood.join(timeout=60)
+    answered, how, ended = out["stdout"].split()
+    print(
+        f"under a flood of {flooded.get('stdout', '?').strip()} connections: busy tunnel ended by {how} "
+        f"{float(ended) - revoked_at:.3f}s after the revoke ({answered} requests answered)"
+    )
+    assert how != "timeout" and float(ended) - revoked_at < 1.0, out
     service.destroy(sid)
