@@ -387,8 +387,20 @@ except OSError:
 """
 
 
+# A CONNECT to the proxy at the address given (not the name "egress"); prints the status or the error.
+CROSS = r"""
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], 3128), timeout=3)
+    s.sendall(f"CONNECT {sys.argv[2]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    print(s.recv(4096).split(b" ")[1].decode())
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
 def test_revoking_one_sandbox_leaves_another_on_the_same_egress_point_alone(
-    service: SandboxService, served: tuple[str, int]
+    service: SandboxService, served: tuple[str, int], docker_client: docker.DockerClient
 ) -> None:
     _, port = served
     target = f"{OPENED}:{port}"
@@ -403,6 +415,19 @@ def test_revoking_one_sandbox_leaves_another_on_the_same_egress_point_alone(
     assert _py(service, second, CONNECT_EACH, target) == "[200]\n"
     thread.join(timeout=30)
     assert out["stdout"].strip() == "alive", out
+    # The egress container's address on the second's network, from the first: no way there (each
+    # sandbox network is its own), so no claiming the second's policy by the way one comes in.
+    [egress] = [
+        c
+        for c in docker_client.api.containers(
+            filters={"label": [f"{LABEL_DEPLOYMENT}={DEPLOYMENT}", "sandbox-lifecycle.role=egress"]}
+        )
+    ]
+    networks = docker_client.api.inspect_container(egress["Id"])["NetworkSettings"]["Networks"]
+    [on_second] = [n["IPAddress"] for name, n in networks.items() if second in name]
+    done = service.exec(first, ["python3", "-c", CROSS, on_second, target], timeout=30)
+    print(f"first sandbox to the egress point on the second's network: {done.stdout.strip()}")
+    assert done.stdout.strip() != "200", done.stdout
     # And the other way: opening the first again does not reopen a closed second.
     service.set_egress(second, [], reason="close the second", actor="redteam")
     service.set_egress(first, [target], reason="open the first", actor="redteam")
