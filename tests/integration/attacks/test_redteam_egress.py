@@ -258,11 +258,6 @@ print(line, "reached" if reached else "not-reached")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding: the proxy decides with the policy it looked up at accept time, so a "
-    "connection opened before a revoke and sending its head after it gets a tunnel the log forbids",
-)
 def test_a_connection_opened_before_a_revoke_gets_no_tunnel_after_it(
     service: SandboxService, served: tuple[str, int]
 ) -> None:
@@ -467,11 +462,6 @@ print(line, *states)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding: a tunnel is registered for the policy watch only once its upstream "
-    "connect is done, so a revoke landing while the proxy connects is never applied to it",
-)
 def test_a_revoke_while_the_proxy_is_still_connecting_upstream_cuts_that_tunnel(
     service: SandboxService, slow: SlowUpstream
 ) -> None:

@@ -61,11 +61,6 @@ def _ask(port: int, source: str, host: str) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding: lookups of every sandbox share the loop's default thread pool, so "
-    "sandboxes asking for slow names under their wildcard delay another sandbox's lookups",
-)
 def test_slow_lookups_of_other_sandboxes_do_not_delay_a_bystanders_decision(proxy_port: int) -> None:
     alone_started = time.monotonic()
     assert b" 403 " in _ask(proxy_port, "127.0.99.1", "b.test")  # resolves to loopback: refused
