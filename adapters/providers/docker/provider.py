@@ -211,7 +211,9 @@ class DockerProvider(DelegatingCalls):
             return stored_before
         return info
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+    def resume(
+        self, sandbox_id: str, kind: str, snapshot: SnapshotInfo, allow: Sequence[str] | None = None
+    ) -> str:
         # why: archive (zstandard, tarfile) costs every exec's start ~18 ms (measured); only resumes use it
         from sandbox_lifecycle.adapters.snapshots.archive import (
             WorkspaceTooLarge,
@@ -235,7 +237,8 @@ class DockerProvider(DelegatingCalls):
                     owner=(SANDBOX_UID, SANDBOX_GID),
                 )
                 self.destroy(sandbox_id, None)  # a stale container from an interrupted resume (or try)
-                ref = self._start_new(sandbox_id, kind)
+                # Its network's policy is the log's list before the container exists (network.prepare).
+                ref = self._start_new(sandbox_id, kind, allow)
                 try:
                     with self._containers.errors(f"restore sandbox {sandbox_id}"):
                         self.client.api.put_archive(ref, spec.workspace.root, tar_chunks)
@@ -380,7 +383,7 @@ class DockerProvider(DelegatingCalls):
 
     # ------------------------------------------------------------------ internals
 
-    def _start_new(self, sandbox_id: str, kind: str) -> str:
+    def _start_new(self, sandbox_id: str, kind: str, allow: Sequence[str] | None = None) -> str:
         from docker.types import DriverConfig, Mount  # why: the SDK, never loaded on the exec path
 
         spec = kind_spec(kind)
@@ -394,7 +397,7 @@ class DockerProvider(DelegatingCalls):
             LABEL_DEPLOYMENT: self._deployment,
         }
         limits = self._limits
-        attachment = self.network.prepare(sandbox_id, kind)
+        attachment = self.network.prepare(sandbox_id, kind, allow)
         disk = self._disks.make(sandbox_id)
         if disk is not None:
             labels[LABEL_DISK] = disk.image

@@ -226,11 +226,18 @@ class E2BProvider(DelegatingCalls):
         log.info("e2b: %s E2B sandbox %s of %s", "paused" if paused else "already paused", ref, sandbox_id)
         return SnapshotInfo(key=ref, sha256=None, bytes=None)
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+    def resume(
+        self, sandbox_id: str, kind: str, snapshot: SnapshotInfo, allow: Sequence[str] | None = None
+    ) -> str:
         # Checked before connecting: connecting resumes a paused sandbox, another stack's included.
         self._sandboxes.check_owned(snapshot.key, sandbox_id)
         sandbox = self._sandboxes.connect(snapshot.key, f"resume {sandbox_id}")
         self._sandboxes.remember(sandbox, kind)
+        if allow is not None:
+            # E2B's connect takes no network, and a paused sandbox comes back with the network it was
+            # paused with: a list set while it was suspended goes on first, before its model token and
+            # before the resume is recorded (its paused processes run for that one round trip).
+            self.set_egress(sandbox_id, sandbox.sandbox_id, kind, allow)
         # A new token: the one from before the suspend was revoked and stays so.
         self._gateway.keep(sandbox.sandbox_id, self._gateway.issue(sandbox_id))
         log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)

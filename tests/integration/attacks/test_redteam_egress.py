@@ -481,12 +481,6 @@ def test_a_revoke_while_the_proxy_is_still_connecting_upstream_cuts_that_tunnel(
     service.destroy(sid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding: a resume starts the new container under the kind's allow-list "
-    "(network.prepare) and narrows it to the log's only after the restore, so the container runs with "
-    "a policy the log does not give it",
-)
 def test_a_resumed_container_never_runs_under_a_broader_list_than_its_log_gives(
     broad_service: SandboxService, served: tuple[str, int]
 ) -> None:
@@ -500,18 +494,19 @@ def test_a_resumed_container_never_runs_under_a_broader_list_than_its_log_gives(
     time.sleep(0.5)
     assert _py(service, sid, CONNECT_EACH, target) == "[403]\n"
     service.suspend(sid)
-    # What code running in the new container before the resume narrows its policy reaches: the probe
-    # runs at the last moment before the kernel applies the log's list.
+    # What code running in the new container reaches before anything after the provider's resume could
+    # narrow its policy: the probe runs the moment the resume returns, before the kernel records it (the
+    # kernel once applied the log's list only then, through set_egress).
     seen: list[str] = []
-    narrow = provider.set_egress
+    resume = provider.resume
 
-    def probe_then_apply(sandbox_id: str, ref: str, kind: str, allow: object) -> None:
-        if not seen:
-            done = provider.exec(ref, ["python3", "-c", CONNECT_EACH, target], timeout=30)
-            seen.append(done.stdout.strip())
-        narrow(sandbox_id, ref, kind, allow)  # type: ignore[arg-type]
+    def resume_then_probe(sandbox_id: str, kind: str, snapshot: object, allow: object = None) -> str:
+        ref = resume(sandbox_id, kind, snapshot, allow)  # type: ignore[arg-type]
+        done = provider.exec(ref, ["python3", "-c", CONNECT_EACH, target], timeout=30)
+        seen.append(done.stdout.strip())
+        return ref
 
-    provider.set_egress = probe_then_apply  # type: ignore[method-assign]
+    provider.resume = resume_then_probe  # type: ignore[method-assign]
     service.resume(sid)
     print(f"inside the resumed container before the log's policy was applied: {seen}")
     assert _py(service, sid, CONNECT_EACH, target) == "[403]\n"  # after the resume: narrowed again
