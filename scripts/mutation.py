@@ -102,6 +102,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/unit/adapters/egress/test_proxy_edges.py",
         "tests/unit/adapters/egress/test_proxy.py",
         "tests/unit/adapters/egress/test_proxy_answers.py",
+        "tests/unit/adapters/egress/test_proxy_revokes.py",
     ],
     "adapters/egress/relay.py": [
         "tests/unit/adapters/egress/test_relay.py",
