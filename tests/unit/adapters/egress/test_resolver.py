@@ -254,9 +254,49 @@ def test_a_lookup_ending_after_its_loop_is_dropped_quietly(monkeypatch: pytest.M
         return [t for t in threading.enumerate() if t.name == "egress-lookup"]
 
     threads = asyncio.run(give_up())  # the loop ends with the lookup still running
-    assert threads
+    assert threads and all(t.daemon for t in threads)  # a hanging lookup never holds the exit up
     gates.release("late")
     for thread in threads:
         thread.join(WAIT_S)
     assert not any(t.is_alive() for t in threads)
     assert failures == []  # its thread found the loop closed and ended without a trace
+
+
+def test_a_share_whose_queued_lookup_gave_up_does_not_stall_the_next_share() -> None:
+    async def test() -> None:
+        gates = Gates()
+        lookups = FairLookups(per_share=1, total=1, timeout_s=0.5)
+        holder = asyncio.create_task(lookups.run("x", gates.work("x0")))
+        await _until(lambda: gates.started == ["x0"])
+        with pytest.raises(TimeoutError):  # queued, given up: a has nothing waiting now
+            await lookups.run("a", gates.work("a0"))
+        with pytest.raises(TimeoutError):  # its thread runs on, holding the only one
+            await holder
+        other = asyncio.create_task(lookups.run("b", gates.work("b0")))
+        await asyncio.sleep(0)
+        gates.release("x0", "b0")
+        assert await other == "b0"
+        assert gates.started == ["x0", "b0"] and lookups.waiting() == 0
+
+    _run(test)
+
+
+def test_the_earliest_asked_goes_first_even_when_its_share_began_waiting_later() -> None:
+    async def test() -> None:
+        gates = Gates()
+        lookups = FairLookups(per_share=2, total=2, timeout_s=WAIT_S)
+        holders = [asyncio.create_task(lookups.run("x", gates.work(name))) for name in ("x0", "x1")]
+        await _until(lambda: len(gates.started) == 2)
+        waiting = []
+        for share, name in (("c", "c0"), ("b", "b0"), ("c", "c1")):  # c waits first, c1 after b0
+            waiting.append(asyncio.create_task(lookups.run(share, gates.work(name))))
+            await asyncio.sleep(0)
+        gates.release("x0")
+        await _until(lambda: len(gates.started) == 3)
+        gates.release("c0")  # c runs none again: c1 and b0 tie on that, and b0 was asked first
+        await _until(lambda: len(gates.started) == 4)
+        gates.release_all()
+        await asyncio.gather(*holders, *waiting)
+        assert gates.started[2:] == ["c0", "b0", "c1"]
+
+    _run(test)
