@@ -352,10 +352,8 @@ class Kernel:
         assert state.kind and state.snapshot_key
         snapshot = SnapshotInfo(state.snapshot_key, state.snapshot_sha256, state.snapshot_bytes)
         with self._failure_recorded(state, cid, reason, at, actor, "resume"):
-            ref = self.provider.resume(state.id, state.kind, snapshot)
-            if state.egress_allow is not None:
-                # The policy the log gives the sandbox (core/egress.py), before anyone can use it.
-                self.provider.set_egress(state.id, ref, state.kind, state.egress_allow)
+            # Under the policy the log gives the sandbox (core/egress.py) from the instance's start.
+            ref = self.provider.resume(state.id, state.kind, snapshot, state.egress_allow)
         after = self.apply(
             state, sb.MarkResumed(provider_ref=ref, actor=actor, reason=reason), correlation_id=cid, at=at
         )

@@ -357,8 +357,12 @@ class SandboxProvider(ProcessProvider, Protocol):
         """Persist the workspace, then release the compute. Never releases before the snapshot is stored."""
         ...
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
-        """Bring the workspace back; returns the new provider ref. ProviderLost if it cannot."""
+    def resume(
+        self, sandbox_id: str, kind: str, snapshot: SnapshotInfo, allow: Sequence[str] | None = None
+    ) -> str:
+        """Bring the workspace back; returns the new provider ref. ProviderLost if it cannot. ``allow`` is
+        the sandbox's allow-list from the log (checked by ``check_egress``; None: the kind's): the new
+        instance is under it from its start, never under a broader one until a later ``set_egress``."""
         ...
 
     def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:

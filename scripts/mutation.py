@@ -97,10 +97,12 @@ TARGETS: dict[str, list[str]] = {
         "tests/unit/adapters/egress/test_policy.py",
         "tests/unit/adapters/egress/test_egress_parts.py",
     ],
+    "adapters/egress/resolver.py": ["tests/unit/adapters/egress/test_resolver.py"],
     "adapters/egress/proxy.py": [
         "tests/unit/adapters/egress/test_proxy_edges.py",
         "tests/unit/adapters/egress/test_proxy.py",
         "tests/unit/adapters/egress/test_proxy_answers.py",
+        "tests/unit/adapters/egress/test_proxy_revokes.py",
     ],
     "adapters/egress/relay.py": [
         "tests/unit/adapters/egress/test_relay.py",

@@ -21,13 +21,14 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .http1 import HeadError, RequestHead, head_end, parse_head
 from .policy import Decision, Policy, PolicyBook, Resolver, is_raw_ip, normalize_host, system_resolver
 from .relay import BufferPool, pump
+from .resolver import FairLookups
 
 CONNECT_TIMEOUT_S = 10.0
 # How often the proxy looks for changed policies to cut open connections they no longer allow.
@@ -57,6 +58,7 @@ _REASONS = {
     501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
 }
 # The header of every answer the proxy writes itself: a client (and the health probe) can tell the
@@ -80,8 +82,12 @@ class Limits:
     idle_timeout_s: float = 300.0
     # When the upstream has finished, how long the client may go on sending alone (a CONNECT tunnel).
     half_closed_s: float = 60.0
-    # Name lookups run in the loop's thread pool; a sandbox may hold this many of its threads at once.
+    # Name lookups run on the proxy's own threads (:mod:`.resolver`): a sandbox may hold this many at
+    # once, all sandboxes together this many (under the egress container's pids limit), and a connection
+    # waits this long for its lookup, queueing included.
     resolving_per_sandbox: int = 4
+    resolving_total: int = 64
+    lookup_timeout_s: float = 5.0
 
 
 class EgressProxy:
@@ -102,11 +108,16 @@ class EgressProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._open: dict[str, int] = {}  # connections per share (sandbox id, or "?" + source)
-        self._resolving: dict[str, asyncio.Semaphore] = {}
+        self.lookups = FairLookups(
+            per_share=self.limits.resolving_per_sandbox,
+            total=self.limits.resolving_total,
+            timeout_s=self.limits.lookup_timeout_s,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = threading.Event()
         self._refusing = 0
-        # Open connections by their task: (source, host, port), re-checked when the policies change.
+        # Connections by their task, from the connect upstream on: (source, host, port), re-checked when
+        # the policies change; forgotten when the task ends.
         self._tunnels: dict[asyncio.Task[None], tuple[str, str, int]] = {}
 
     def bind(self, host: str, port: int) -> socket.socket:
@@ -175,11 +186,18 @@ class EgressProxy:
 
     def _cut_disallowed(self) -> None:
         for task, (source, host, port) in list(self._tunnels.items()):
-            policy = self.book.for_source(source)
-            if policy is None or not any(rule.matches(host, port) for rule in policy.rules):
-                who = policy.sandbox_id if policy is not None else source
-                self.log(f"egress cut sandbox={who} {host}:{port}: no longer in its allow-list")
+            if not self._allows(source, host, port):
+                self.log(f"egress cut sandbox={self._who(source)} {host}:{port}: no longer in its allow-list")
                 task.cancel()
+
+    def _allows(self, source: str, host: str, port: int) -> bool:
+        """Whether the policy in force now lets ``source`` reach ``host`` (normalized) on ``port``."""
+        policy = self.book.for_source(source)
+        return policy is not None and any(rule.matches(host, port) for rule in policy.rules)
+
+    def _who(self, source: str) -> str:
+        policy = self.book.for_source(source)
+        return policy.sandbox_id if policy is not None else source
 
     async def _accept_one(self, server: socket.socket) -> None:
         assert self._loop is not None
@@ -232,7 +250,7 @@ class EgressProxy:
             refusal.add_done_callback(lambda _: self._refused())
             return
         self._open[share] = held + 1
-        task = asyncio.create_task(self._serve(client, source, policy, share))
+        task = asyncio.create_task(self._serve(client, source, share))
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._finished(t, client, share))
 
@@ -241,6 +259,7 @@ class EgressProxy:
 
     def _finished(self, task: asyncio.Task[None], client: socket.socket, share: str) -> None:
         self._tasks.discard(task)
+        self._tunnels.pop(task, None)
         left = self._open.get(share, 1) - 1
         if left:
             self._open[share] = left
@@ -252,12 +271,12 @@ class EgressProxy:
 
     # ------------------------------------------------------------------------------------ one client
 
-    async def _serve(self, client: socket.socket, source: str, policy: Policy | None, share: str) -> None:
+    async def _serve(self, client: socket.socket, source: str, share: str) -> None:
         # The client or the upstream went away, or was too slow: that connection ends, nothing else.
         with contextlib.suppress(OSError, TimeoutError):
-            await self._handle(client, source, policy, share)
+            await self._handle(client, source, share)
 
-    async def _handle(self, client: socket.socket, source: str, policy: Policy | None, share: str) -> None:
+    async def _handle(self, client: socket.socket, source: str, share: str) -> None:
         try:
             async with asyncio.timeout(self.limits.head_timeout_s):
                 got = await _read_head(client)
@@ -270,6 +289,9 @@ class EgressProxy:
         except HeadError as refused:
             await _reply(client, refused.status, refused.reason)
             return
+        # The policy in force now that the head is complete, not at accept time: a connection opened
+        # before a revoke and asking after it is decided by the revoke (the head may take head_timeout_s).
+        policy = self.book.for_source(source)
         if policy is None:
             self.log(f"egress deny source={source} (not a sandbox network)")
             await _reply(client, 403, f"egress refused: {source} is not a sandbox of this deployment")
@@ -286,16 +308,23 @@ class EgressProxy:
             self.log(f"egress deny sandbox={policy.sandbox_id} {verb} {host}:{port}: {decision.reason}")
             await _reply(client, decision.status, f"sandbox egress refused {host}:{port}: {decision.reason}")
             return
+        task = asyncio.current_task()
+        assert task is not None
+        # Registered for the policy watch before the connect, then checked against the policy in force
+        # once more: a revoke landing during the lookup (before the registration) is refused here, one
+        # landing during the connect or later is cut by the watch.
+        self._tunnels[task] = (source, normalize_host(host), port)
+        if not self._allows(source, normalize_host(host), port):
+            self.log(f"egress deny sandbox={policy.sandbox_id} {verb} {host}:{port}: revoked while deciding")
+            await _reply(client, 403, f"sandbox egress refused {host}:{port}: no longer in its allow-list")
+            return
         upstream = await _connect(decision.address, port)
         if upstream is None:
             await _reply(client, 502, f"cannot connect to {host}:{port} ({decision.address})")
             return
         self.log(f"egress allow sandbox={policy.sandbox_id} {verb} {host}:{port} -> {decision.address}")
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._tunnels[task] = (source, normalize_host(host), port)
-        with upstream, _forgotten(self._tunnels, task):
+        with upstream:
             if head.method == b"CONNECT":
                 await loop.sock_sendall(client, head.version + b" 200 Connection established\r\n\r\n")
                 if rest:
@@ -306,15 +335,15 @@ class EgressProxy:
                 await self._relay(client, upstream, share, body_left=body - len(rest))
 
     async def _decide(self, policy: Policy, host: str, port: int) -> Decision:
-        gate = self._resolving.setdefault(
-            policy.sandbox_id, asyncio.Semaphore(self.limits.resolving_per_sandbox)
-        )
         if (normalize_host(host), port) in policy.pins or is_raw_ip(normalize_host(host)):
             return policy.decide(host, port, self.resolver)  # no lookup: no thread hop
-        async with gate:  # a lookup may block: it runs in the pool, a few per sandbox at a time
-            return await asyncio.get_running_loop().run_in_executor(
-                None, policy.decide, host, port, self.resolver
-            )
+        try:  # a lookup may block: it runs on a thread of the sandbox's share (resolver.py)
+            return await self.lookups.run(policy.sandbox_id, lambda: policy.decide(host, port, self.resolver))
+        except TimeoutError:
+            timeout = self.limits.lookup_timeout_s
+            return Decision(None, 504, f"looking up {host} took longer than {timeout:g}s; retry")
+        except RuntimeError as exc:  # no thread to be had (the container's pids limit)
+            return Decision(None, 503, f"cannot look up {host} now ({exc}); retry")
 
     async def _relay(
         self, client: socket.socket, upstream: socket.socket, share: str, body_left: int | None
@@ -356,16 +385,6 @@ class EgressProxy:
             for task in (up, down):
                 task.cancel()
             await asyncio.gather(up, down, return_exceptions=True)
-
-
-@contextlib.contextmanager
-def _forgotten(
-    tunnels: dict[asyncio.Task[None], tuple[str, str, int]], task: asyncio.Task[None]
-) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        tunnels.pop(task, None)
 
 
 async def _read_head(client: socket.socket) -> tuple[bytes, bytes] | None:
@@ -457,6 +476,9 @@ async def _connect(address: str, port: int) -> socket.socket | None:
     except (OSError, TimeoutError):
         upstream.close()
         return None
+    except asyncio.CancelledError:  # the policy watch cut it while connecting
+        upstream.close()
+        raise
     upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return upstream
 

@@ -442,7 +442,9 @@ class FakeProvider(FakeProcesses):
         self._drop(sandbox_id)
         return self._info(snapshot_key)
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+    def resume(
+        self, sandbox_id: str, kind: str, snapshot: SnapshotInfo, allow: Sequence[str] | None = None
+    ) -> str:
         self._call("resume", sandbox_id)
         self._refuse_foreign(sandbox_id)
         stored = self.snapshots.get(snapshot.key)
@@ -450,6 +452,7 @@ class FakeProvider(FakeProcesses):
             raise ProviderLost(f"snapshot {snapshot.key} is gone")
         self._drop(sandbox_id)  # a stale instance of an interrupted resume
         inst = self._new(sandbox_id, kind)
+        inst.egress_allow = None if allow is None else tuple(allow)
         shutil.copytree(stored, inst.home, dirs_exist_ok=True)
         return inst.ref
 

@@ -155,14 +155,14 @@ class SandboxNetworks:
 
     # ------------------------------------------------------------------------------- per sandbox
 
-    def prepare(self, sandbox_id: str, kind: str) -> Attachment:
-        """The sandbox's network, its policy, the egress container on it, and the sandbox's environment:
-        everything its container needs before it is created."""
+    def prepare(self, sandbox_id: str, kind: str, allow: Sequence[str] | None = None) -> Attachment:
+        """The sandbox's network, its policy (``allow``; None: the kind's allow-list), the egress container
+        on it, and the sandbox's environment: everything its container needs before it is created."""
         self._prepare_state()
         self.egress.ensure()  # first: a missing image or engine fails before anything is made
         with self._network_lock():
             network, subnet = self._network(sandbox_id)
-        self._write_policy(sandbox_id, kind, subnet, None)
+        self._write_policy(sandbox_id, kind, subnet, allow)
         self.egress.attach(network)
         return Attachment(network, sandbox_environment(self._issue_token(sandbox_id)))
 

@@ -223,7 +223,9 @@ class DockerProvider(DelegatingCalls):
             return stored_before
         return info
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+    def resume(
+        self, sandbox_id: str, kind: str, snapshot: SnapshotInfo, allow: Sequence[str] | None = None
+    ) -> str:
         # why: archive (zstandard, tarfile) costs every exec's start ~18 ms (measured); only resumes use it
         from sandbox_lifecycle.adapters.snapshots.archive import WorkspaceTooLarge
 
@@ -241,8 +243,9 @@ class DockerProvider(DelegatingCalls):
                 # sandbox user's.
                 tar_chunks = restore()
                 self.destroy(sandbox_id, None)  # a stale container from an interrupted resume (or try)
-                # The label names the checkpoint whose pieces this workspace's next suspend may reuse.
-                ref = self._start_new(sandbox_id, kind, base=snapshot.key)
+                # Its network's policy is the log's list before the container exists (network.prepare);
+                # the label names the checkpoint whose pieces this workspace's next suspend may reuse.
+                ref = self._start_new(sandbox_id, kind, allow, base=snapshot.key)
                 try:
                     with self._containers.errors(f"restore sandbox {sandbox_id}"):
                         self.client.api.put_archive(ref, spec.workspace.root, tar_chunks)
@@ -382,7 +385,9 @@ class DockerProvider(DelegatingCalls):
 
     # ------------------------------------------------------------------ internals
 
-    def _start_new(self, sandbox_id: str, kind: str, base: str | None = None) -> str:
+    def _start_new(
+        self, sandbox_id: str, kind: str, allow: Sequence[str] | None = None, base: str | None = None
+    ) -> str:
         from docker.types import DriverConfig, Mount  # why: the SDK, never loaded on the exec path
 
         spec = kind_spec(kind)
@@ -398,7 +403,7 @@ class DockerProvider(DelegatingCalls):
         if base is not None:
             labels[LABEL_BASE] = base
         limits = self._limits
-        attachment = self.network.prepare(sandbox_id, kind)
+        attachment = self.network.prepare(sandbox_id, kind, allow)
         disk = self._disks.make(sandbox_id)
         if disk is not None:
             labels[LABEL_DISK] = disk.image

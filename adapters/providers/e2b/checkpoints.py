@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from e2b import NotFoundException, Sandbox, SandboxException, SandboxNotFoundException
 
@@ -88,7 +88,9 @@ class E2BCheckpoints:
     """The SDK calls behind E2B checkpoints; ``create`` makes a sandbox of ours from a template or
     snapshot name (the provider's create, with its metadata, network and lifecycle)."""
 
-    def __init__(self, sandboxes: E2BSandboxes, create: Callable[[str, str | None, str], Sandbox]) -> None:
+    def __init__(
+        self, sandboxes: E2BSandboxes, create: Callable[[str, str | None, str, Sequence[str] | None], Sandbox]
+    ) -> None:
         self._sandboxes = sandboxes
         self._create = create
 
@@ -106,15 +108,16 @@ class E2BCheckpoints:
         )
         return SnapshotInfo(key=key, sha256=None, bytes=None)
 
-    def restore(self, sandbox_id: str, kind: str, key: str) -> Sandbox:
-        """A new sandbox of ``sandbox_id`` from the checkpoint's snapshot (never retried: see create)."""
-        return self._create(sandbox_id, kind, self.name(key))
+    def restore(self, sandbox_id: str, kind: str, key: str, allow: Sequence[str] | None = None) -> Sandbox:
+        """A new sandbox of ``sandbox_id`` from the checkpoint's snapshot (never retried: see create),
+        under the log's allow-list when it has one."""
+        return self._create(sandbox_id, kind, self.name(key), allow)
 
     def copy(self, key: str, to_key: str) -> SnapshotInfo:
         """The snapshot of ``key`` again under ``to_key``'s name, through a sandbox made from it."""
         owner = _CORE_KEY.fullmatch(to_key)
         try:
-            helper = self._create(owner[1] if owner else "?", None, self.name(key))
+            helper = self._create(owner[1] if owner else "?", None, self.name(key), None)
         except Exception as e:
             raise restore_error(key, "copying it", e) from e
         try:

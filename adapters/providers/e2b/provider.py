@@ -214,10 +214,20 @@ class E2BProvider(DelegatingCalls):
         return sandbox.sandbox_id
 
     def _sdk_create(
-        self, sandbox_id: str, kind: str | None, template: str, envs: dict[str, str], key: str | None
+        self,
+        sandbox_id: str,
+        kind: str | None,
+        template: str,
+        envs: dict[str, str],
+        key: str | None,
+        allow: Sequence[str] | None = None,
     ) -> Sandbox:
-        """One create of ours (never retried here): our metadata, the kind's egress, public traffic off."""
-        allow = list(self._settings.egress_allow.get(kind, ())) if kind else []
+        """One create of ours (never retried here): our metadata, the kind's egress (or the log's list,
+        for a resume from a checkpoint: its processes never run under a broader one), public traffic off."""
+        if allow is not None:
+            hosts = self._egress_hosts(kind, allow)
+        else:
+            hosts = list(self._settings.egress_allow.get(kind, ())) if kind else []
         meta = {META_ID: sandbox_id, META_MANAGED: "1", META_DEPLOYMENT: self._deployment}
         return _rate_limited(
             kind or "?",
@@ -227,21 +237,23 @@ class E2BProvider(DelegatingCalls):
                 metadata={**meta, META_KIND: kind} if kind else meta,
                 envs={**self._settings.sandbox_envs, **envs},
                 # Ports answer only requests with the sandbox's traffic access token (see preview).
-                network={"allow_out": allow, "deny_out": [ALL_TRAFFIC], "allow_public_traffic": False},
+                network={"allow_out": hosts, "deny_out": [ALL_TRAFFIC], "allow_public_traffic": False},
                 # Pause, never kill, on E2B's timeout; and only we resume (no wake-up on inbound traffic).
                 lifecycle={"on_timeout": "pause", "auto_resume": False},
                 idempotency_key=key,
             ),
         )
 
-    def _create_from(self, sandbox_id: str, kind: str | None, snapshot: str) -> Sandbox:
+    def _create_from(
+        self, sandbox_id: str, kind: str | None, snapshot: str, allow: Sequence[str] | None = None
+    ) -> Sandbox:
         """A sandbox of ours from an E2B snapshot (checkpoints.py): a resume's (with the kind and a new
         gateway token, as any resume) or a fork copy's helper (no kind: nothing runs in it). No
         idempotency key: each resume of one checkpoint is a new sandbox; one whose answer was lost is
         an instance the log does not name, which the reconciler removes."""
         model_env = self._gateway.issue(sandbox_id) if kind else {}
         try:
-            sandbox = self._sdk_create(sandbox_id, kind, snapshot, model_env, None)
+            sandbox = self._sdk_create(sandbox_id, kind, snapshot, model_env, None, allow)
         except Exception:
             if kind:
                 self._gateway.revoke(sandbox_id)
@@ -289,12 +301,14 @@ class E2BProvider(DelegatingCalls):
         log.info("e2b: snapshot %s taken of E2B sandbox %s of %s", snapshot_key, ref, sandbox_id)
         return info
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+    def resume(
+        self, sandbox_id: str, kind: str, snapshot: SnapshotInfo, allow: Sequence[str] | None = None
+    ) -> str:
         if is_checkpoint_key(snapshot.key):
             # Cleared first: a create whose answer is lost may have made an instance a destroy must find.
             self._sandboxes.snapshotted(sandbox_id, False)
             try:
-                sandbox = self._snapshots.restore(sandbox_id, kind, snapshot.key)
+                sandbox = self._snapshots.restore(sandbox_id, kind, snapshot.key, allow)
             except Exception as e:  # SnapshotNotFound when it is gone (collected, deleted)
                 raise restore_error(snapshot.key, f"resuming {sandbox_id}", e) from e
             log.info("e2b: E2B sandbox %s of %s made from %s", sandbox.sandbox_id, sandbox_id, snapshot.key)
@@ -303,6 +317,11 @@ class E2BProvider(DelegatingCalls):
         self._sandboxes.check_owned(snapshot.key, sandbox_id)
         sandbox = self._sandboxes.connect(snapshot.key, f"resume {sandbox_id}")
         self._sandboxes.remember(sandbox, kind)
+        if allow is not None:
+            # E2B's connect takes no network, and a paused sandbox comes back with the network it was
+            # paused with: a list set while it was suspended goes on first, before its model token and
+            # before the resume is recorded (its paused processes run for that one round trip).
+            self.set_egress(sandbox_id, sandbox.sandbox_id, kind, allow)
         # A new token: the one from before the suspend was revoked and stays so.
         self._gateway.keep(sandbox.sandbox_id, self._gateway.issue(sandbox_id))
         log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)
@@ -311,11 +330,15 @@ class E2BProvider(DelegatingCalls):
     def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
         return check_allow(allow)  # the rules the Docker proxy keeps, so a list means the same on both
 
-    def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
-        hosts = list(self._settings.egress_allow.get(kind, ()) if allow is None else allow)
+    def _egress_hosts(self, kind: str | None, allow: Sequence[str] | None) -> list[str]:
+        hosts = list(self._settings.egress_allow.get(kind or "", ()) if allow is None else allow)
         gateway = urlsplit(self._settings.gateway_url).hostname if self._settings.gateway_url else None
         if gateway and gateway not in hosts:
             hosts.append(gateway)  # the model's way out stays open, as Docker's gateway is not the proxy's
+        return hosts
+
+    def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
+        hosts = self._egress_hosts(kind, allow)
         self._sandboxes.check_owned(ref, sandbox_id)
         # The update replaces the whole egress configuration (what is omitted is cleared), so it is the
         # create's network again with another allow-list.

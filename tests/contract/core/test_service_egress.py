@@ -71,10 +71,12 @@ def test_the_policy_survives_a_suspend_and_a_resume_as_the_log_says(
     service.set_egress(sid, ["pkgs.test"], reason="pip install")
     service.suspend(sid)
     assert sid not in provider.instances
+    calls = len(provider.calls)
     service.resume(sid)
-    # A new instance starts with its kind's list; the resume put the log's policy on it before it was
-    # recorded as resumed.
+    # The new instance starts under the log's policy (the resume carries it), never under its kind's
+    # list until a set_egress narrows it.
     assert provider.instances[sid].egress_allow == ("pkgs.test",)
+    assert ("set_egress", sid) not in provider.calls[calls:]
     assert service.load(sid).egress_allow == ("pkgs.test",)
 
 

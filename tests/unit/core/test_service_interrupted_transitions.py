@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -125,7 +126,9 @@ class _RacingSweeps(FakeProvider):
         self._n = 0
         self._lock = threading.Lock()
 
-    def resume(self, sandbox_id: str, kind: str, snapshot: SnapshotInfo) -> str:
+    def resume(
+        self, sandbox_id: str, kind: str, snapshot: SnapshotInfo, allow: Sequence[str] | None = None
+    ) -> str:
         with self._lock:
             self._n += 1
             n = self._n
@@ -147,7 +150,7 @@ class _RacingSweeps(FakeProvider):
             # Wait until the second sweep is inside its provider call, or has decided it has none to make.
             while not self.second_entered.is_set() and self.second.is_alive():
                 self.second.join(0.01)
-        return super().resume(sandbox_id, kind, snapshot)
+        return super().resume(sandbox_id, kind, snapshot, allow)
 
 
 def test_two_sweeps_re_driving_one_resume_do_not_remove_each_others_container() -> None:
