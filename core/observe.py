@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sandbox_lifecycle.core.ports import SnapshotInfo
-from sandbox_lifecycle.core.usage import Usage
+
+if TYPE_CHECKING:  # the event types come with it, which `sandboxctl ls` must not load
+    from sandbox_lifecycle.core.usage import Usage
 
 __all__ = [
     "NULL_OBSERVER",

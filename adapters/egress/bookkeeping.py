@@ -86,7 +86,7 @@ def _update(
         with os.fdopen(fd, "r+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                counters = json.loads(path.read_text())
+                counters = _mapping(json.loads(path.read_text()))  # not an object: counted afresh
             except FileNotFoundError:
                 counters = {}
             change(counters)
@@ -140,13 +140,13 @@ def run_usage(state_dir: Path, sandbox_id: str) -> dict[str, Any]:
         base = {}
 
     def grew(name: str, field: str) -> int:
-        return max(0, int(now[name].get(field, 0)) - int(_mapping(base.get(name)).get(field, 0)))
+        return max(0, _int(now[name].get(field)) - _int(_mapping(base.get(name)).get(field)))
 
     was_status = _mapping(_mapping(base.get(COUNTERS)).get("status"))
     status = {
-        str(code): int(count) - int(was_status.get(code, 0))
+        str(code): _int(count) - _int(was_status.get(code))
         for code, count in _mapping(now[COUNTERS].get("status")).items()
-        if int(count) - int(was_status.get(code, 0)) > 0
+        if _int(count) - _int(was_status.get(code)) > 0
     }
     requests = grew(COUNTERS, "requests")
     tokened = grew(COUNTERS, "tokened")
@@ -164,3 +164,8 @@ def run_usage(state_dir: Path, sandbox_id: str) -> dict[str, Any]:
 
 def _mapping(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _int(value: object) -> int:
+    """A count as written, or 0 for anything else (a hand-edited or foreign file)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 from sandbox_lifecycle.adapters.composition.environ import DEPLOYMENT_NAME
 from sandbox_lifecycle.adapters.egress.bookkeeping import forget_run
 from sandbox_lifecycle.adapters.providers.delegating import DelegatingCalls
-from sandbox_lifecycle.adapters.providers.docker import metering
 from sandbox_lifecycle.adapters.providers.docker.containers import (
     LABEL_DEPLOYMENT,
     LABEL_DISK,
@@ -65,12 +64,12 @@ from sandbox_lifecycle.core.ports import (
     SnapshotInfo,
     SnapshotStore,
 )
-from sandbox_lifecycle.core.usage import Usage
 
 if TYPE_CHECKING:
     import docker
 
     from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
+    from sandbox_lifecycle.core.usage import Usage
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -290,6 +289,9 @@ class DockerProvider(DelegatingCalls):
 
     def usage(self, sandbox_id: str, ref: str) -> Usage | None:
         """What the run of container ``ref`` used (docker/metering.py); None when it is gone."""
+        # why: the event types come with it, which `sandboxctl ls` must not load (test_imports.py)
+        from sandbox_lifecycle.adapters.providers.docker import metering
+
         found = self._containers.inspect(ref)
         if found is None:
             return None
@@ -298,6 +300,8 @@ class DockerProvider(DelegatingCalls):
 
     def image_version(self, kind: str) -> str | None:
         """The ID of the kind's image now: a pooled sandbox made from another is stale (core/pool.py)."""
+        from sandbox_lifecycle.adapters.providers.docker import metering  # why: as in usage()
+
         image = self._images.get(kind)
         return None if image is None else metering.image_version(self.client.api, image)
 
