@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core import usage as metering
 from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.projection import Policy
@@ -219,3 +220,13 @@ def test_the_usage_event_survives_the_codec_and_old_pooled_events_decode_with_no
     old = _record(ev.Pooled(at=STARTED, actor="warm_pool", reason="warm_pool"))
     old.data.pop("image")
     assert decode(old) == ev.Pooled(at=STARTED, actor="warm_pool", reason="warm_pool", image=None)
+
+
+def test_the_feed_and_so_the_relay_carry_the_usage() -> None:
+    provider = MeteredProvider()
+    service = make(provider)
+    sid = service.create("data-app").id
+    service.suspend(sid)
+    (posted,) = [feed.event_json(e) for e in service.events(sandbox_id=sid) if e.type == "UsageRecorded"]
+    assert posted["stream_id"] == sid and posted["reason"] == "user"
+    assert posted["data"]["cpu_seconds"] == 1.5 and posted["data"]["model_statuses"] == {"200": 2, "429": 1}
