@@ -68,7 +68,15 @@ TARGETS: dict[str, list[str]] = {
         "tests/unit/core/test_pool.py",
         "tests/contract/core/test_service_capacity.py",
         "tests/unit/core/test_pool_refill_failure.py",
+        "tests/unit/core/test_pool_freshness.py",
     ],
+    "core/usage.py": [
+        "tests/unit/core/test_usage.py",
+        "tests/unit/adapters/observability/test_usage_metrics.py",
+    ],
+    "adapters/egress/token_tally.py": ["tests/unit/adapters/egress/test_usage_counting.py"],
+    "adapters/egress/bookkeeping.py": ["tests/unit/adapters/egress/test_usage_counting.py"],
+    "adapters/providers/docker/metering.py": ["tests/unit/adapters/providers/docker/test_metering.py"],
     "events/chain.py": [
         "tests/contract/events/test_chain.py",
         "tests/contract/events/test_log_chain.py",
