@@ -118,13 +118,19 @@ def test_nothing_measured_records_no_event(answer: Any) -> None:
     assert types_of(service, sid)[-1] == "Suspended"
 
 
-def test_a_failing_meter_never_stops_the_suspend() -> None:
+def test_a_failing_meter_never_stops_the_suspend(caplog: pytest.LogCaptureFixture) -> None:
     provider = MeteredProvider()
     provider.meter_fails = True
     service = make(provider)
     sid = service.create("data-app").id
     service.suspend(sid)
     assert service.get(sid).state == "suspended" and types_of(service, sid)[-1] == "Suspended"
+    assert f"could not measure the usage of sandbox {sid}: RuntimeError: engine went away" in caplog.text
+
+
+def test_usage_is_built_by_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        Usage(None, 1.5)  # type: ignore[misc]
 
 
 def test_a_provider_without_a_meter_records_no_usage() -> None:
@@ -190,11 +196,12 @@ class Versions:
         return self.answer
 
 
-def test_image_version_is_a_nonempty_string_or_none() -> None:
+def test_image_version_is_a_nonempty_string_or_none(caplog: pytest.LogCaptureFixture) -> None:
     assert metering.image_version(Versions("sha256:ab"), "k") == "sha256:ab"
     assert metering.image_version(Versions(""), "k") is None
     assert metering.image_version(Versions(3), "k") is None
     assert metering.image_version(Versions("x", fail=True), "k") is None
+    assert "could not read the image version of kind k: OSError: no engine" in caplog.text
     assert metering.image_version(object(), "k") is None
 
 
