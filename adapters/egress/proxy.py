@@ -144,6 +144,7 @@ class EgressProxy:
         assert self._server is not None, "bind first"
         self._loop = asyncio.get_running_loop()
         self._accepting = asyncio.current_task()
+        self._count_soon = asyncio.Event()  # of this loop: a proxy served again gets a new one
         watch = asyncio.create_task(self._watch_policies())
         counting = asyncio.create_task(self._flush_counts())
         try:
