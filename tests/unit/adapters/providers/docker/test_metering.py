@@ -94,9 +94,13 @@ def test_measure_joins_the_engine_and_the_egress_points_numbers(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("api", [Api(fail=True), Api(None)])
-def test_without_the_engines_stats_the_egress_numbers_remain(tmp_path: Path, api: Api) -> None:
+def test_without_the_engines_stats_the_egress_numbers_remain(
+    tmp_path: Path, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
     books.count_transfer(tmp_path, {"s1": (3, 4)})
     usage = metering.measure(api, str(tmp_path), "s1", "ref1", {})
+    said = "could not read the stats of sandbox s1: APIError" in caplog.text
+    assert said == api._fail  # a failure is said; an empty answer is not one
     assert usage.cpu_seconds is None and usage.memory_peak_bytes is None and usage.since is None
     assert usage.egress_bytes_in == 3 and usage.measured
 
