@@ -67,7 +67,7 @@ def started_at(inspected: dict[str, Any]) -> datetime | None:
     if not text or text.startswith("0001-"):
         return None
     try:
-        parsed = datetime.fromisoformat(_FRACTION.sub(r".\1", text).replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(_FRACTION.sub(r".\1", text))  # "Z" is read since 3.11
     except ValueError:
         return None
     return parsed.astimezone(UTC)
