@@ -76,7 +76,8 @@ class TokenTally:
         while (end := self._held.find(b"\n")) >= 0:
             line = bytes(self._held[:end]).rstrip(b"\r")
             del self._held[: end + 1]
-            if line.startswith(b"data:"):
+            # Only the few events that carry usage are parsed, not every text delta of a long answer.
+            if line.startswith(b"data:") and b'"usage"' in line:
                 self._event(line[5:])
         if len(self._held) > MAX_HELD:
             self._give_up()
