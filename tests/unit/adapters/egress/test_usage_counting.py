@@ -183,3 +183,10 @@ def test_counting_into_an_unwritable_place_is_logged_not_raised(tmp_path: Path) 
     (tmp_path / "transfer").write_text("a file where the folder belongs")
     books.count_transfer(tmp_path, {"s1": (1, 1)})
     books.count_call(tmp_path / "transfer", "s1", 1, 1, 200)
+
+
+def test_a_line_of_exactly_what_it_holds_is_still_read_past() -> None:
+    found = TokenTally("text/event-stream", None)
+    found.feed(b"x" * MAX_HELD)  # an unfinished line of exactly MAX_HELD bytes: held, not given up
+    found.feed(b"\n" + events({"type": "message_delta", "usage": {"output_tokens": 3}}))
+    assert found.tokens() == (0, 3)
