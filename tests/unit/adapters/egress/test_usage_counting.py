@@ -190,3 +190,15 @@ def test_a_line_of_exactly_what_it_holds_is_still_read_past() -> None:
     found.feed(b"x" * MAX_HELD)  # an unfinished line of exactly MAX_HELD bytes: held, not given up
     found.feed(b"\n" + events({"type": "message_delta", "usage": {"output_tokens": 3}}))
     assert found.tokens() == (0, 3)
+
+
+def test_reported_zeros_are_known_zeros() -> None:
+    zeros = json.dumps({"usage": {"input_tokens": 0, "output_tokens": 0}}).encode()
+    assert tally(zeros, "application/json").tokens() == (0, 0)
+
+
+def test_a_json_answer_of_exactly_what_it_holds_is_read() -> None:
+    head = json.dumps({**MESSAGE, "pad": ""}).encode()
+    body = head.replace(b'"pad": ""', b'"pad": "' + b"p" * (MAX_HELD - len(head)) + b'"')
+    assert len(body) == MAX_HELD
+    assert tally(body, "application/json", piece=65536).tokens() == (12, 7)
