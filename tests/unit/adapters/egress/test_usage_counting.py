@@ -202,3 +202,8 @@ def test_a_json_answer_of_exactly_what_it_holds_is_read() -> None:
     body = head.replace(b'"pad": ""', b'"pad": "' + b"p" * (MAX_HELD - len(head)) + b'"')
     assert len(body) == MAX_HELD
     assert tally(body, "application/json", piece=65536).tokens() == (12, 7)
+
+
+def test_a_data_line_without_a_space_after_the_colon_is_read() -> None:
+    body = b'data:{"type": "message_delta", "usage": {"output_tokens": 4}}\n\n'
+    assert tally(body, "text/event-stream").tokens() == (0, 4)
