@@ -207,3 +207,19 @@ def test_a_json_answer_of_exactly_what_it_holds_is_read() -> None:
 def test_a_data_line_without_a_space_after_the_colon_is_read() -> None:
     body = b'data:{"type": "message_delta", "usage": {"output_tokens": 4}}\n\n'
     assert tally(body, "text/event-stream").tokens() == (0, 4)
+
+
+def test_the_first_counts_are_exact_and_the_folders_private(tmp_path: Path) -> None:
+    books.count_call(tmp_path, "s1", 5, 7, 200, (3, 2))
+    assert books.read_counts(tmp_path, "s1")["counters"] == {
+        "requests": 1,
+        "bytes_in": 5,
+        "bytes_out": 7,
+        "status": {"200": 1},
+        "tokened": 1,
+        "input_tokens": 3,
+        "output_tokens": 2,
+    }
+    books.start_run(tmp_path / "nested" / "state", "s1")  # made with its parents
+    assert (tmp_path / "nested" / "state" / "runs").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "counters" / "s1.json").stat().st_mode & 0o777 == 0o600
