@@ -45,6 +45,7 @@ from sandbox_lifecycle.core.observe import (
 from sandbox_lifecycle.core.ports import EventStore, ProviderCapabilities, SandboxProvider, SnapshotInfo
 from sandbox_lifecycle.core.processes import as_record
 from sandbox_lifecycle.core.projection import Policy, project
+from sandbox_lifecycle.core.usage import Usage, measure
 from sandbox_lifecycle.events.codec import decode, encode
 
 __all__ = ["DRIVERS", "FOREIGN", "MAX_RACES", "RECONCILER", "Duplicate", "Kernel", "Shared", "one_line"]
@@ -176,15 +177,20 @@ class Kernel:
         idempotency_key: str | None = None,
         at: datetime | None = None,
         unleased: bool = False,
+        usage: Usage | None = None,
     ) -> sb.Sandbox:
         """Decide and append at the version ``state`` was loaded at. ConcurrencyError if a racer won.
         ``at`` is a floor for the event time: a sweep run for a moment in the future (``--now``) stamps
         its outcomes no earlier than its triggers, so a history never runs backwards. ``unleased``: the
-        store refuses (SandboxLeased) while a call in flight holds a lease on the sandbox."""
+        store refuses (SandboxLeased) while a call in flight holds a lease on the sandbox. ``usage``:
+        what the run the decision ends used, recorded in the same append (core/usage.py)."""
         now = self.clock()
-        events = sb.decide(state, cmd, now if at is None else max(at, now))
+        when = now if at is None else max(at, now)
+        events = sb.decide(state, cmd, when)
         if not events:
             return state
+        if usage is not None:
+            events = [*events, usage.as_event(at=when, actor=events[-1].actor, reason=events[-1].reason)]
         after = sb.replay(state.id, events, start=state)
         meta = {"correlation_id": correlation_id} if correlation_id else {}
         # An append that makes the sandbox hold compute carries the capacity limits: the store counts
@@ -212,6 +218,8 @@ class Kernel:
             self.observer.transition(
                 kind=after.kind, from_state=state.status, to_state=after.status, reason=cmd.reason
             )
+        if usage is not None:
+            self.observer.usage(kind=after.kind, usage=usage)
         return after
 
     def run(
@@ -320,6 +328,8 @@ class Kernel:
         self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None, actor: str, recovery: bool
     ) -> sb.Sandbox:
         assert state.kind and state.pending_snapshot_key
+        # Read while the instance is there to read (the suspend removes a container with its counters).
+        usage = measure(self.provider, state.id, state.provider_ref)
         with self._failure_recorded(state, cid, reason, at, actor, "suspend"):
             # A snapshot stored before a failure counts.
             info = outcomes.suspend_or_stored(self.provider, state)
@@ -339,6 +349,7 @@ class Kernel:
             ),
             correlation_id=cid,
             at=at,
+            usage=usage,
         )
         # The superseded snapshot goes only once the new one is recorded (unless it is a checkpoint
         # retention keeps); a failure here leaves an orphan for the reconciler, never a lost workspace.
@@ -367,6 +378,8 @@ class Kernel:
     def _drive_destroy(
         self, state: sb.Sandbox, cid: str, reason: str, at: datetime | None, actor: str, recovery: bool
     ) -> sb.Sandbox:
+        # A suspended sandbox runs nothing (no ref): its last run's usage went with its suspend.
+        usage = measure(self.provider, state.id, state.provider_ref)
         with self._failure_recorded(state, cid, reason, at, actor, "destroy"):
             self.provider.destroy(state.id, state.provider_ref)
             # The current snapshot and every checkpoint go with the sandbox (a fork has its own copy).
@@ -379,7 +392,9 @@ class Kernel:
                 )
             for snapshot in snapshots.values():
                 self.provider.delete_snapshot(snapshot)
-        return self.apply(state, sb.MarkDestroyed(actor=actor, reason=reason), correlation_id=cid, at=at)
+        return self.apply(
+            state, sb.MarkDestroyed(actor=actor, reason=reason), correlation_id=cid, at=at, usage=usage
+        )
 
     def _delete_snapshot_quietly(self, snapshot: SnapshotInfo) -> None:
         try:

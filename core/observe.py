@@ -1,4 +1,4 @@
-"""What the service tells an observer: transitions, provider calls, snapshots, timers and orphans.
+"""What the service tells an observer: transitions, provider calls, snapshots, timers, orphans, usage.
 
 The core knows no metrics library. It calls an :class:`Observer` (by default one that does nothing);
 ``adapters/observability/metrics.py`` implements it with prometheus_client, and a backend may pass its
@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sandbox_lifecycle.core.ports import SnapshotInfo
+
+if TYPE_CHECKING:  # the event types come with it, which `sandboxctl ls` must not load
+    from sandbox_lifecycle.core.usage import Usage
 
 __all__ = [
     "NULL_OBSERVER",
@@ -50,6 +53,9 @@ class Observer(Protocol):
     def orphan_removed(self, what: str) -> None:
         """The reconciler removed a leftover: an ``instance``, a ``snapshot`` or an ``upload``."""
 
+    def usage(self, *, kind: str | None, usage: Usage) -> None:
+        """A run of a ``kind`` sandbox ended (suspend or destroy) having used ``usage`` (recorded)."""
+
 
 class NullObserver:
     def transition(self, *, kind: str | None, from_state: str, to_state: str, reason: str) -> None:
@@ -65,6 +71,9 @@ class NullObserver:
         pass
 
     def orphan_removed(self, what: str) -> None:
+        pass
+
+    def usage(self, *, kind: str | None, usage: Usage) -> None:
         pass
 
 
@@ -97,6 +106,11 @@ class SafeObserver:
 
     def orphan_removed(self, what: str) -> None:
         self._call("orphan_removed", what)
+
+    def usage(self, *, kind: str | None, usage: Usage) -> None:
+        # An observer written before usage was measured has no such method: nothing to report to it.
+        if hasattr(self.inner, "usage"):
+            self._call("usage", kind=kind, usage=usage)
 
 
 class ObservedProvider:

@@ -9,6 +9,11 @@ sandbox; the read model's one-live-sandbox-per-conversation index settles a conv
 pool lacks while the fleet has room (it never evicts nor waits for a slot: a pool is worth less than
 a turn) and destroys what it has beyond its size (reason ``pool_drained``), so lowering the size drains
 it. Pooled sandboxes count against capacity, are reconciled like any other and carry no idle timer.
+
+Fresh pools: ``Pooled`` records the version of the kind's image (Docker: the image ID its tag names) or
+template (E2B: the template name) read from the provider (``image_version(kind)``, optional) before the
+create. A claim compares it with the kind's version now and never takes a sandbox made from another
+one; ``maintain`` destroys those (reason ``stale_image``) and creates fresh ones in their place.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
-from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxError, StoreError
+from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxError, SandboxNotFound, StoreError
 from sandbox_lifecycle.core.kernel import Kernel
+from sandbox_lifecycle.core.usage import image_version
+from sandbox_lifecycle.events import types as ev
+from sandbox_lifecycle.events.codec import decode
 from sandbox_lifecycle.events.records import CapacityRefused, SandboxLeased, SandboxRow
 
 log = logging.getLogger("sandbox_lifecycle")
@@ -30,6 +38,8 @@ POOL_ACTOR = "warm_pool"
 POOL_REASON = "warm_pool"
 DRAIN_REASON = "pool_drained"
 RECYCLE_REASON = "pool_recycled"
+# Made from an image (Docker) or template (E2B) the kind no longer uses.
+STALE_IMAGE_REASON = "stale_image"
 # A claim that keeps losing races tries at most this many pooled sandboxes before creating one.
 _MAX_CLAIMS = 5
 # The refill after a claim starts this much later: creating a sandbox is heavy (a container start, an
@@ -69,22 +79,37 @@ class WarmPool:
         rows = self.k.store.list_sandboxes(lc.IDLE)
         return [r for r in rows if r.kind == kind and r.conversation_id is None]
 
-    def _pooled(self, kind: str) -> list[sb.Sandbox]:
+    def _pooled(self, kind: str) -> list[Member]:
         out = []
         for row in self._candidates(kind):
             try:
-                state = self.k.load(row.id)
+                member = self._member(row.id)
             except (SandboxError, StoreError):
                 continue
-            if state.pooled and state.status == lc.IDLE:
-                out.append(state)
+            if member.state.pooled and member.state.status == lc.IDLE:
+                out.append(member)
         return out
 
+    def _member(self, sandbox_id: str) -> Member:
+        """The sandbox as its stream says, with the image version its ``Pooled`` event recorded."""
+        records = self.k.store.read_stream(sandbox_id)
+        if not records:
+            raise SandboxNotFound(sandbox_id)
+        events = [decode(r) for r in records]
+        image = next((e.image for e in reversed(events) if isinstance(e, ev.Pooled)), None)
+        return Member(sb.replay(sandbox_id, events), image)
+
     def claim(self, kind: str, conversation_id: str, *, actor: str, correlation_id: str) -> str | None:
-        """The id of a pooled ``kind`` sandbox now claimed for ``conversation_id``, or None (pool empty)."""
+        """The id of a pooled ``kind`` sandbox now claimed for ``conversation_id``, or None (pool empty,
+        or every pooled sandbox is made from an image the kind no longer uses)."""
         if not self.k.capacity.warm_pool.get(kind):
             return None
-        for state in self._pooled(kind)[:_MAX_CLAIMS]:
+        current = image_version(self.k.provider, kind)
+        members = self._pooled(kind)
+        fresh = [m.state for m in members if not m.stale(current)]
+        if len(fresh) < len(members):
+            self.refill_in_background()  # the stale ones are replaced by maintain
+        for state in fresh[:_MAX_CLAIMS]:
             try:
                 self.k.apply(
                     state,
@@ -129,7 +154,14 @@ class WarmPool:
         }
         for kind in sorted(kinds):
             want = sizes.get(kind, 0)
-            pooled = self._pooled(kind)
+            members = self._pooled(kind)
+            # Made from an image or template the kind no longer uses: replaced first, whatever its age.
+            current = image_version(self.k.provider, kind) if members else None
+            for member in [m for m in members if m.stale(current)]:
+                members.remove(member)
+                what = f"replaced in the {kind} pool (stale image)"
+                done.append(self._retire(member.state, STALE_IMAGE_REASON, what))
+            pooled = [m.state for m in members]
             # A pooled sandbox carries no idle timer, but the provider may have its own (E2B pauses a
             # sandbox past its timeout, which outlasts the idle timeout): recycled once it has waited
             # an idle timeout, it is always fresh when claimed.
@@ -165,9 +197,25 @@ class WarmPool:
         return f"{state.id}: {what}"
 
     def _add(self, kind: str) -> str:
+        # Read before the create: if the image changes meanwhile, the sandbox is at worst recorded older
+        # than it is, and replaced for nothing; never recorded newer than it is, and handed out stale.
+        image = image_version(self.k.provider, kind)
         row = self.lifecycle.create(kind, None, actor=POOL_ACTOR, reason=POOL_REASON, admit=False)
         state = self.k.load(row.id)
         if state.status != lc.IDLE:
             raise SandboxError(f"sandbox {row.id} for the {kind} pool is {state.status}, not idle")
-        self.k.apply(state, sb.Pool(actor=POOL_ACTOR), correlation_id=f"pool-{row.id}")
+        self.k.apply(state, sb.Pool(actor=POOL_ACTOR, image=image), correlation_id=f"pool-{row.id}")
         return row.id
+
+
+class Member(NamedTuple):
+    """A sandbox of a pool and the image version it was made from (None: not recorded)."""
+
+    state: sb.Sandbox
+    image: str | None
+
+    def stale(self, current: str | None) -> bool:
+        """Made from another image than the kind's ``current`` one; a sandbox whose version was never
+        recorded (pooled before versions were) counts as stale once the provider can name one. Nothing
+        is stale when the provider cannot say (``current`` None)."""
+        return current is not None and self.image != current

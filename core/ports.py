@@ -284,6 +284,11 @@ class ProcessProvider(Protocol):
 
 
 class SandboxProvider(ProcessProvider, Protocol):
+    """What a provider must do. Two more methods are optional, looked up by name (core/usage.py), so a
+    provider without them works as before: ``usage(sandbox_id, ref) -> Usage | None`` (what the running
+    instance used since it started; read before a suspend or destroy) and ``image_version(kind) -> str |
+    None`` (the version of the kind's image or template a create uses now; fresh pools, core/pool.py)."""
+
     name: str
 
     def create(self, sandbox_id: str, kind: str) -> str:

@@ -209,6 +209,7 @@ class Pool(Command):
     """Put a created, unassigned sandbox in its kind's warm pool."""
 
     reason: str = "warm_pool"
+    image: str | None = None  # the version of the kind's image it was made from (ev.Pooled)
     TRIGGER = "pool"
 
 
@@ -448,7 +449,7 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
         case Pool():
             if state.conversation_id is not None or state.pooled:
                 raise InvalidTransition(state.id, state.status, "pool (it has a conversation or is pooled)")
-            return [ev.Pooled(**base)]
+            return [ev.Pooled(**base, image=cmd.image)]
         case Claim():
             if not state.pooled:
                 raise InvalidTransition(state.id, state.status, "claim (it is not in a warm pool)")

@@ -197,6 +197,10 @@ class Pooled(Event):
     """A created, unassigned sandbox joined its kind's warm pool: a new conversation's turn may claim it."""
 
     TYPE = "Pooled"
+    # The version of the kind's image (Docker: its image ID) or template (E2B) read just before the
+    # sandbox was created: a claim skips it, and the pool replaces it, once the kind's is another.
+    # None: not known (written before this field, or a provider that cannot say).
+    image: str | None = None
 
 
 @value_class(kw_only=True)
@@ -263,6 +267,26 @@ class EgressChanged(Event):
     allow: list[str] | None = None
 
 
+@value_class(kw_only=True)
+class UsageRecorded(Event):
+    """What the sandbox used from ``since`` (its create or last resume) until the suspend or destroy
+    recorded with it, in the same append, released its compute. A number the provider could not
+    measure is None, never 0 (docs/operations.md says which provider measures what)."""
+
+    TYPE = "UsageRecorded"
+    since: datetime | None = None
+    cpu_seconds: float | int | None = None
+    memory_peak_bytes: int | None = None
+    # Through the egress point: received by the sandbox (in) and sent by it (out), model calls included.
+    egress_bytes_in: int | None = None
+    egress_bytes_out: int | None = None
+    # Through the model-API gateway: calls, tokens the upstream reported, calls by HTTP status.
+    model_requests: int | None = None
+    model_input_tokens: int | None = None
+    model_output_tokens: int | None = None
+    model_statuses: dict[str, int] | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -291,5 +315,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Forked,
         ForkedFrom,
         EgressChanged,
+        UsageRecorded,
     )
 }

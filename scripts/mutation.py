@@ -68,7 +68,14 @@ TARGETS: dict[str, list[str]] = {
         "tests/unit/core/test_pool.py",
         "tests/contract/core/test_service_capacity.py",
         "tests/unit/core/test_pool_refill_failure.py",
+        "tests/unit/core/test_pool_freshness.py",
     ],
+    "core/usage.py": [
+        "tests/unit/core/test_usage.py",
+        "tests/unit/adapters/observability/test_usage_metrics.py",
+    ],
+    "adapters/egress/token_tally.py": ["tests/unit/adapters/egress/test_usage_counting.py"],
+    "adapters/providers/docker/metering.py": ["tests/unit/adapters/providers/docker/test_metering.py"],
     "events/chain.py": [
         "tests/contract/events/test_chain.py",
         "tests/contract/events/test_log_chain.py",
@@ -120,11 +127,12 @@ TARGETS: dict[str, list[str]] = {
             "adapters/egress/outbound.py",
             "adapters/egress/routes.py",
             "adapters/egress/upstream.py",
-            "adapters/egress/bookkeeping.py",
             "adapters/egress/tokens.py",
         ],
         _GATEWAY_TESTS,
     ),
+    # The run's usage first (fast, and where most of the module now is), then the gateway's counting.
+    "adapters/egress/bookkeeping.py": ["tests/unit/adapters/egress/test_usage_counting.py", *_GATEWAY_TESTS],
 }
 SEED = "2026-12-07"
 MARKERS = "not docker and not s3 and not postgres and not e2b_live and not anthropic_live"

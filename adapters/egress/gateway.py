@@ -14,7 +14,7 @@ A sandbox gets ``ANTHROPIC_BASE_URL`` pointing here and a per-sandbox token (see
 * moves bodies piece by piece both ways (``relay``): server-sent events reach the sandbox when the model
   produces them, and a request body is held whole only when small and within its sandbox's share;
 * touches ``activity/<sandbox id>`` (a model call is the sandbox's activity) and adds the request to
-  ``counters/<sandbox id>.json``.
+  ``counters/<sandbox id>.json``, with the tokens a model answer reports (``token_tally``).
 
 Neither the key nor a token is ever logged or put in an error message. HTTP/1.1 only, keep-alive on
 both sides (upstream connections are pooled, so a model call does not pay a TLS handshake each time).
@@ -58,6 +58,7 @@ from .gateway_streams import (
 from .outbound import Outbound, Refusal
 from .policy import Resolver, system_resolver
 from .routes import GIT_PREFIX, MODEL_CALLS, git_route, model_call
+from .token_tally import TokenTally
 from .tokens import MALFORMED, check_token
 from .upstream import CREDENTIAL_HEADERS, Upstream, connection_tokens, filtered, parse_upstream
 
@@ -319,7 +320,9 @@ class Gateway:
         finally:
             body.settle()
             self._touch(sandbox_id)
-            self._count(sandbox_id, uploaded.sent, sent, status)
+            answer = uploaded.answer
+            tokens = answer.tally.tokens() if answer is not None and answer.tally is not None else None
+            self._count(sandbox_id, uploaded.sent, sent, status, tokens)
             log.info(
                 "gateway: sandbox %s %s %s -> %s (%d bytes in, %d out)",
                 sandbox_id,
@@ -427,7 +430,7 @@ class Gateway:
             )
             return 502, 0, body.complete
         body.settle()
-        progress = Progress(self._read_timeout)
+        progress = uploaded.answer = Progress(self._read_timeout)
         try:
             async with asyncio.timeout(self._read_timeout) as progress.deadline:
                 return await self._relay(
@@ -555,6 +558,9 @@ class Gateway:
         response = [f"HTTP/1.1 {status} {reason or _REASONS.get(status, '')}"] + [f"{k}: {v}" for k, v in out]
         client.write(("\r\n".join(response) + "\r\n\r\n").encode("latin-1"))
         await client.drain()
+        if request.method == "POST" and request.target.split("?", 1)[0] == "/v1/messages" and not no_body:
+            found = dict((k.lower(), v) for k, v in upstream_headers)
+            progress.tally = TokenTally(found.get("content-type"), found.get("content-encoding"))
         reusable = upstream_keeps
         if no_body:
             pass
@@ -574,8 +580,10 @@ class Gateway:
     def _touch(self, sandbox_id: str) -> None:
         touch_activity(self.state_dir, sandbox_id)
 
-    def _count(self, sandbox_id: str, bytes_in: int, bytes_out: int, status: int) -> None:
-        count_call(self.state_dir, sandbox_id, bytes_in, bytes_out, status)
+    def _count(
+        self, sandbox_id: str, bytes_in: int, bytes_out: int, status: int, tokens: tuple[int, int] | None
+    ) -> None:
+        count_call(self.state_dir, sandbox_id, bytes_in, bytes_out, status, tokens)
 
 
 _REASONS = {

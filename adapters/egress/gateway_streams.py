@@ -14,6 +14,7 @@ import asyncio
 import time
 
 from .gateway_http import read_chunk_end, read_chunk_size, read_trailers
+from .token_tally import TokenTally
 
 PIECE = 64 * 1024
 POOL_PER_UPSTREAM = 8
@@ -61,6 +62,15 @@ class Progress:
         self.sent = 0
         self.timeout = timeout
         self.deadline: asyncio.Timeout | None = None
+        # Reads the tokens a model answer reports as it passes (token_tally.py); None: not a model answer.
+        self.tally: TokenTally | None = None
+        # The request's progress points to its answer's, where the call's bookkeeping finds the tally.
+        self.answer: Progress | None = None
+
+    def carried(self, data: bytes) -> None:
+        self.moved(len(data))
+        if self.tally is not None:
+            self.tally.feed(data)
 
     def moved(self, size: int) -> None:
         self.sent += size
@@ -90,7 +100,7 @@ async def copy_exact(
         writer.write(data)
         await writer.drain()
         remaining -= len(data)
-        progress.moved(len(data))
+        progress.carried(data)
 
 
 async def copy_until_close(
@@ -100,7 +110,7 @@ async def copy_until_close(
     while data := await reader.read(PIECE):
         writer.write(b"%x\r\n%s\r\n" % (len(data), data))
         await writer.drain()
-        progress.moved(len(data))
+        progress.carried(data)
     writer.write(b"0\r\n\r\n")
     await writer.drain()
 

@@ -9,8 +9,11 @@ import contextlib
 import os
 import resource
 import threading
+from functools import partial
+from pathlib import Path
 
 from . import forward
+from .bookkeeping import count_transfer
 from .gateway import Gateway
 from .policy import PolicyBook
 from .proxy import EgressProxy
@@ -25,7 +28,7 @@ PROXY_DIED = 70
 
 def run_egress(state_dir: str, proxy_port: int, gateway_port: int) -> None:
     _more_descriptors()
-    proxy = EgressProxy(PolicyBook(state_dir))
+    proxy = EgressProxy(PolicyBook(state_dir), counts=partial(count_transfer, Path(state_dir)))
     proxy.bind("0.0.0.0", proxy_port)
     # Its own thread and loop: the gateway's work never delays a tunnel, nor the reverse.
     threading.Thread(target=_proxy_or_exit, args=(proxy,), name="proxy", daemon=True).start()

@@ -61,11 +61,15 @@ _REASONS = {
     504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
 }
+# Bytes moved per sandbox go to the counting sink at most this often (and soon after a connection ends).
+COUNT_FLUSH_S = 1.0
 # The header of every answer the proxy writes itself: a client (and the health probe) can tell the
 # proxy's own refusals from an upstream's.
 REFUSED_HEADER = "X-Sandbox-Egress: refused"
 
 Log = Callable[[str], None]
+# Receives {sandbox id: (bytes into the sandbox, bytes out of it)} moved since its last call (bookkeeping).
+CountSink = Callable[[dict[str, tuple[int, int]]], None]
 
 
 def _log(line: str) -> None:
@@ -98,8 +102,12 @@ class EgressProxy:
         resolver: Resolver = system_resolver,
         log: Log = _log,
         limits: Limits | None = None,
+        counts: CountSink | None = None,
     ) -> None:
         self.book = book
+        self.counts = counts
+        self._moved: dict[str, list[int]] = {}  # sandbox id -> [into, out of], not yet given to counts
+        self._count_soon = asyncio.Event()
         self.resolver = resolver
         self.log = log
         self.limits = limits or Limits()
@@ -147,7 +155,9 @@ class EgressProxy:
         assert self._server is not None, "bind first"
         self._loop = asyncio.get_running_loop()
         self._accepting = asyncio.current_task()
+        self._count_soon = asyncio.Event()  # of this loop: a proxy served again gets a new one
         watch = asyncio.create_task(self._watch_policies())
+        counting = asyncio.create_task(self._flush_counts())
         try:
             while not self._closed.is_set():
                 await self._accept_one(self._server)
@@ -161,10 +171,11 @@ class EgressProxy:
                 raise
         finally:
             watch.cancel()
+            counting.cancel()
             for task in list(self._tasks):
                 task.cancel()
             try:
-                await asyncio.gather(watch, *self._tasks, return_exceptions=True)
+                await asyncio.gather(watch, counting, *self._tasks, return_exceptions=True)
             except asyncio.CancelledError:
                 # close() ended the loop and its cancel landed while this waited: the end it asked for.
                 if not self._closed.is_set():
@@ -183,6 +194,30 @@ class EgressProxy:
                     self._cut_disallowed()
             except Exception as exc:  # the watch outlives a bad moment of the folder
                 self.log(f"egress: re-reading policies failed: {type(exc).__name__}: {exc}")
+
+    async def _flush_counts(self) -> None:
+        """Give the bytes moved per sandbox to ``counts``: every COUNT_FLUSH_S, and as soon as a
+        connection ends (so a finished download is counted before its sandbox is measured)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._count_soon.wait(), COUNT_FLUSH_S)
+            self._count_soon.clear()
+            moved, self._moved = self._moved, {}
+            if moved and self.counts is not None:
+                batch = {sid: (into, out_of) for sid, (into, out_of) in moved.items()}
+                try:  # file I/O: off the loop
+                    await asyncio.get_running_loop().run_in_executor(None, self.counts, batch)
+                except Exception as exc:
+                    self.log(f"egress: counting bytes failed: {type(exc).__name__}: {exc}")
+
+    def _tally(self, share: str, into: int, out_of: int) -> None:
+        if share.startswith("?"):
+            return  # not a sandbox: refused before any byte is relayed, counted nowhere
+        moved = self._moved.get(share)
+        if moved is None:
+            moved = self._moved[share] = [0, 0]
+        moved[0] += into
+        moved[1] += out_of
 
     def _cut_disallowed(self) -> None:
         for task, (source, host, port) in list(self._tunnels.items()):
@@ -260,6 +295,8 @@ class EgressProxy:
     def _finished(self, task: asyncio.Task[None], client: socket.socket, share: str) -> None:
         self._tasks.discard(task)
         self._tunnels.pop(task, None)
+        if share in self._moved:
+            self._count_soon.set()
         left = self._open.get(share, 1) - 1
         if left:
             self._open[share] = left
@@ -329,9 +366,12 @@ class EgressProxy:
                 await loop.sock_sendall(client, head.version + b" 200 Connection established\r\n\r\n")
                 if rest:
                     await loop.sock_sendall(upstream, rest)
+                    self._tally(share, 0, len(rest))
                 await self._relay(client, upstream, share, body_left=None)
             else:
-                await loop.sock_sendall(upstream, _origin_request(head, path, host, port) + rest)
+                request = _origin_request(head, path, host, port) + rest
+                await loop.sock_sendall(upstream, request)
+                self._tally(share, 0, len(request))  # the sandbox's request, as it went out
                 await self._relay(client, upstream, share, body_left=body - len(rest))
 
     async def _decide(self, policy: Policy, host: str, port: int) -> Decision:
@@ -353,11 +393,16 @@ class EgressProxy:
         loop = asyncio.get_running_loop()
         last = [loop.time()]
 
-        def moved(_: int) -> None:
+        def sent(n: int) -> None:
             last[0] = loop.time()
+            self._tally(share, 0, n)
 
-        up = asyncio.create_task(pump(client, upstream, self.buffers, share, limit=body_left, moved=moved))
-        down = asyncio.create_task(pump(upstream, client, self.buffers, share, moved=moved))
+        def received(n: int) -> None:
+            last[0] = loop.time()
+            self._tally(share, n, 0)
+
+        up = asyncio.create_task(pump(client, upstream, self.buffers, share, limit=body_left, moved=sent))
+        down = asyncio.create_task(pump(upstream, client, self.buffers, share, moved=received))
         pending: set[asyncio.Task[int]] = {up, down}
         alone_since: float | None = None
         try:

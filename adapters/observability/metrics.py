@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from sandbox_lifecycle.core import lifecycle
+from sandbox_lifecycle.core.usage import Usage
 
 log = logging.getLogger("sandbox_lifecycle.metrics")
 
@@ -85,6 +86,39 @@ class PrometheusObserver:
             ["what"],
             registry=registry,
         )
+        # What sandboxes used, counted when a run's usage is recorded (at its suspend or destroy); a
+        # number the provider could not measure adds nothing, so a rate covers the measured runs only.
+        self.usage_runs = Counter(
+            "sandbox_usage_runs", "Runs whose usage was recorded", ["kind"], registry=registry
+        )
+        self.usage_cpu = Counter(
+            "sandbox_usage_cpu_seconds", "CPU time sandboxes used", ["kind"], registry=registry
+        )
+        self.usage_memory = Histogram(
+            "sandbox_usage_memory_peak_bytes",
+            "Peak memory of each recorded run",
+            ["kind"],
+            buckets=_BYTES,
+            registry=registry,
+        )
+        self.usage_egress = Counter(
+            "sandbox_usage_egress_bytes",
+            "Bytes through the egress point, into (in) and out of (out) sandboxes",
+            ["kind", "direction"],
+            registry=registry,
+        )
+        self.usage_model_requests = Counter(
+            "sandbox_usage_model_requests",
+            "Calls through the model-API gateway, by the upstream's HTTP status",
+            ["kind", "status"],
+            registry=registry,
+        )
+        self.usage_tokens = Counter(
+            "sandbox_usage_model_tokens",
+            "Tokens the model reported for calls through the gateway (input, output)",
+            ["kind", "direction"],
+            registry=registry,
+        )
 
     def transition(self, *, kind: str | None, from_state: str, to_state: str, reason: str) -> None:
         self.transitions.labels(from_state, to_state, reason).inc()
@@ -102,6 +136,22 @@ class PrometheusObserver:
 
     def orphan_removed(self, what: str) -> None:
         self.orphans.labels(what).inc()
+
+    def usage(self, *, kind: str | None, usage: Usage) -> None:
+        kind = kind or "unknown"
+        self.usage_runs.labels(kind).inc()
+        if usage.cpu_seconds is not None:
+            self.usage_cpu.labels(kind).inc(usage.cpu_seconds)
+        if usage.memory_peak_bytes is not None:
+            self.usage_memory.labels(kind).observe(usage.memory_peak_bytes)
+        for direction, nbytes in (("in", usage.egress_bytes_in), ("out", usage.egress_bytes_out)):
+            if nbytes is not None:
+                self.usage_egress.labels(kind, direction).inc(nbytes)
+        for status, count in (usage.model_statuses or {}).items():
+            self.usage_model_requests.labels(kind, status).inc(count)
+        for direction, tokens in (("input", usage.model_input_tokens), ("output", usage.model_output_tokens)):
+            if tokens is not None:
+                self.usage_tokens.labels(kind, direction).inc(tokens)
 
 
 class LogStateCollector(Collector):

@@ -34,4 +34,26 @@ def event_label(entry: Any) -> str:
             return f"Rewound to {data.get('to_version')}"
         case "CheckpointCollected":
             return f"CheckpointCollected {data.get('checkpoint_version')}"
+        case "UsageRecorded":
+            return f"UsageRecorded {usage_summary(data)}"
     return str(entry.type)
+
+
+def usage_summary(data: Any) -> str:
+    """A run's usage in one short line: ``cpu=1.31s mem=64.2MB in=3.0MB out=125B model=3 tok=194/17``;
+    a number not measured shows as ``?`` (never as 0)."""
+
+    def size(n: object) -> str:
+        if not isinstance(n, int):
+            return "?"
+        return f"{n}B" if n < 1000 else f"{n / 1000:.1f}kB" if n < 1_000_000 else f"{n / 1_000_000:.1f}MB"
+
+    def known(n: object, fmt: str = "{}") -> str:
+        return "?" if n is None else fmt.format(n)
+
+    return (
+        f"cpu={known(data.get('cpu_seconds'), '{:.2f}s')} mem={size(data.get('memory_peak_bytes'))} "
+        f"in={size(data.get('egress_bytes_in'))} out={size(data.get('egress_bytes_out'))} "
+        f"model={known(data.get('model_requests'))} "
+        f"tok={known(data.get('model_input_tokens'))}/{known(data.get('model_output_tokens'))}"
+    )

@@ -155,6 +155,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                         "reason": e.reason,
                         "actor": e.actor,
                         **({"detail": event_label(e)} if event_label(e) != e.type else {}),
+                        # A run's usage, as measured (null: not measured): docs/operations.md.
+                        **({"usage": dict(e.data)} if e.type == "UsageRecorded" else {}),
                     }
                     for e in entries
                 ],

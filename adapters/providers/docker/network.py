@@ -45,6 +45,7 @@ from sandbox_lifecycle.adapters import egress as egress_package
 from sandbox_lifecycle.adapters.composition.environ import egress_env_name
 from sandbox_lifecycle.adapters.egress import policy as egress_policy
 from sandbox_lifecycle.adapters.egress import tokens as egress_tokens
+from sandbox_lifecycle.adapters.egress.bookkeeping import start_run
 from sandbox_lifecycle.adapters.egress.forward import LISTEN_PORT as FORWARD_PORT
 from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT, PROXY_PORT
 from sandbox_lifecycle.adapters.providers.docker.bridge import BridgeAddressUnknown, bridge_host_address
@@ -164,6 +165,8 @@ class SandboxNetworks:
             network, subnet = self._network(sandbox_id)
         self._write_policy(sandbox_id, kind, subnet, allow)
         self.egress.attach(network)
+        # A container starts a run: its usage is what the egress point counts from here (bookkeeping.py).
+        start_run(Path(self.state_dir), sandbox_id)
         return Attachment(network, sandbox_environment(self._issue_token(sandbox_id)))
 
     def set_policy(self, sandbox_id: str, kind: str, allow: Sequence[str] | None) -> None:

@@ -28,9 +28,11 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandbox_lifecycle.adapters.composition.environ import DEPLOYMENT_NAME
+from sandbox_lifecycle.adapters.egress.bookkeeping import forget_run
 from sandbox_lifecycle.adapters.providers.delegating import DelegatingCalls
 from sandbox_lifecycle.adapters.providers.docker.checkpoints import LABEL_BASE, DockerCheckpoints
 from sandbox_lifecycle.adapters.providers.docker.containers import (
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     import docker
 
     from sandbox_lifecycle.adapters.providers.docker.network import SandboxNetworks
+    from sandbox_lifecycle.core.usage import Usage
 
 log = logging.getLogger("sandbox_lifecycle")
 
@@ -282,6 +285,7 @@ class DockerProvider(DelegatingCalls):
         # Only once no container of this sandbox is left: a disk still mounted would merely detach later.
         self._disks.release_all(sandbox_id)
         self.network.release(sandbox_id)
+        forget_run(Path(self.network.state_dir), sandbox_id)
         # The home volume goes with its container; this catches one left by a `docker rm` without -v.
         with self._containers.errors(f"remove volumes of sandbox {sandbox_id}"):
             volumes = self.client.api.volumes(
@@ -292,6 +296,24 @@ class DockerProvider(DelegatingCalls):
             for volume in volumes.get("Volumes") or []:
                 with suppress(docker.errors.NotFound):
                     self.client.api.remove_volume(volume["Name"], force=True)
+
+    def usage(self, sandbox_id: str, ref: str) -> Usage | None:
+        """What the run of container ``ref`` used (docker/metering.py); None when it is gone."""
+        # why: the event types come with it, which `sandboxctl ls` must not load (test_imports.py)
+        from sandbox_lifecycle.adapters.providers.docker import metering
+
+        found = self._containers.inspect(ref)
+        if found is None:
+            return None
+        self._containers.check_owner(found, sandbox_id, f"container {ref[:12]}")
+        return metering.measure(self.client.api, self.network.state_dir, sandbox_id, ref, found)
+
+    def image_version(self, kind: str) -> str | None:
+        """The ID of the kind's image now: a pooled sandbox made from another is stale (core/pool.py)."""
+        from sandbox_lifecycle.adapters.providers.docker import metering  # why: as in usage()
+
+        image = self._images.get(kind)
+        return None if image is None else metering.image_version(self.client.api, image)
 
     def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
         # why here: the policy parser (ipaddress, socket, json) is for a change of egress, not an exec

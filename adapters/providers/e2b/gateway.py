@@ -16,7 +16,9 @@ import logging
 import threading
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
+from sandbox_lifecycle.adapters.egress.bookkeeping import run_usage, start_run
 from sandbox_lifecycle.adapters.gateway.state import GatewayState, git_env
 from sandbox_lifecycle.adapters.providers.e2b.retry import describe
 from sandbox_lifecycle.adapters.providers.e2b.sandboxes import E2BSandboxes, remember_bounded
@@ -59,7 +61,15 @@ class ModelGateway:
         """A new token's env for the sandbox (``replace``: the only valid one from now on)."""
         if self._state is None or self._url is None:
             return {}
+        if replace:  # a create or a resume: a run starts, whose usage counts from here
+            start_run(self._state.state_dir, sandbox_id)
         return self._state.sandbox_env(sandbox_id, self._url, replace=replace)
+
+    def run_usage(self, sandbox_id: str) -> dict[str, Any] | None:
+        """The gateway's counts for the sandbox's current run (egress/bookkeeping.py); None: no gateway."""
+        if self._state is None or self._url is None:
+            return None
+        return run_usage(self._state.state_dir, sandbox_id)
 
     def keep(self, ref: str, model_env: dict[str, str]) -> None:
         """The env issued for the ref, to ride with each of its commands."""

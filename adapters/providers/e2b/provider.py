@@ -95,6 +95,7 @@ from sandbox_lifecycle.core.ports import (
     SnapshotInfo,
 )
 from sandbox_lifecycle.core.preview import Preview
+from sandbox_lifecycle.core.usage import Usage
 
 __all__ = [
     "DEFAULT_EGRESS_ALLOW",
@@ -326,6 +327,25 @@ class E2BProvider(DelegatingCalls):
         self._gateway.keep(sandbox.sandbox_id, self._gateway.issue(sandbox_id))
         log.info("e2b: resumed E2B sandbox %s of %s", sandbox.sandbox_id, sandbox_id)
         return sandbox.sandbox_id
+
+    def usage(self, sandbox_id: str, ref: str) -> Usage | None:
+        """The run's model calls through the gateway (when it is on). CPU, memory and bytes are None: the
+        SDK's metrics are CPU percentages and memory sampled every few seconds (a sum or a peak from them
+        would be an estimate), and only model calls pass the gateway, the rest of the traffic E2B's own
+        network (docs/operations.md)."""
+        counts = self._gateway.run_usage(sandbox_id)
+        if counts is None:
+            return None
+        return Usage(
+            model_requests=counts["requests"],
+            model_input_tokens=counts["input_tokens"],
+            model_output_tokens=counts["output_tokens"],
+            model_statuses=counts["status"],
+        )
+
+    def image_version(self, kind: str) -> str | None:
+        """The kind's template (``name:tag``): a pooled sandbox made from another is stale."""
+        return self._settings.templates.get(kind)
 
     def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
         return check_allow(allow)  # the rules the Docker proxy keeps, so a list means the same on both

@@ -41,6 +41,7 @@ from tests.support.fixtures.providers import (
     new_deployment,
     remove_docker_sandboxes,
 )
+from tests.support.history import lifecycle_types
 
 T = TypeVar("T")
 
@@ -265,7 +266,7 @@ def test_a_cancelled_turn_still_suspends_and_its_exec_ends_with_it(world: World)
 
     closing = asyncio.run(main())
     assert len(ran) == 1
-    types = [h.type for h in world.service.history(ran[0])]
+    types = lifecycle_types(world.service.history(ran[0]))
     assert types[-2:] == ["SuspendRequested", "Suspended"]
     assert world.service.get(ran[0]).state == "suspended"
     assert world.running() == []
@@ -302,7 +303,7 @@ def test_execs_still_running_never_delay_a_turns_suspend(fake_e2b: FakeE2B, clea
     sid, took = asyncio.run(main())
     assert took < 15, f"the suspend waited {took:.1f}s for an exec's thread"
     assert sync.get(sid).state == "suspended"
-    assert [h.type for h in sync.history(sid)][-2:] == ["SuspendRequested", "Suspended"]
+    assert lifecycle_types(sync.history(sid))[-2:] == ["SuspendRequested", "Suspended"]
 
 
 class GatedCreate:
@@ -353,7 +354,7 @@ def test_a_turn_cancelled_while_it_opens_is_closed_before_the_cancellation_propa
     (row,) = sync.list()
     assert row.conversation_id == conv
     assert row.state == "suspended"
-    assert [h.type for h in sync.history(row.id)][-2:] == ["SuspendRequested", "Suspended"]
+    assert lifecycle_types(sync.history(row.id))[-2:] == ["SuspendRequested", "Suspended"]
     assert [s for s in fake_e2b.sandboxes() if s.state == "running"] == []
 
 
@@ -428,7 +429,7 @@ def test_connect_async_runs_every_verb_from_the_environment(
             assert (await service.fire_due()).fired == []
             assert (await service.reconcile()).errors == []
             assert (await service.destroy(row.id)).state == "expired"
-            types = [h.type for h in await service.history(row.id)]
+            types = lifecycle_types(await service.history(row.id))
             assert types[:2] == ["CreationRequested", "Created"] and types[-1] == "Destroyed"
 
     asyncio.run(main())

@@ -42,6 +42,7 @@ from tests.support.fixtures.providers import (
     remove_docker_sandboxes,
     unlink_snapshot,
 )
+from tests.support.history import lifecycle_types
 
 # Short enough that a test can step past each timer with fire_due(now=...), long enough that nothing fires
 # on its own while a test runs (the clock is the real one; only fire_due is told a later time).
@@ -138,7 +139,7 @@ def conversation() -> str:
 
 
 def types(w: World, sandbox_id: str) -> list[str]:
-    return [h.type for h in w.service.history(sandbox_id)]
+    return lifecycle_types(w.service.history(sandbox_id))
 
 
 # ------------------------------------------------------------------------------------------------ turns
@@ -260,7 +261,7 @@ def test_idle_timeout_suspends_through_fire_due(world: World) -> None:
     assert w.service.get(sbx.id).state == lc.SUSPENDED
     assert w.released(sbx.id)
     timeline = w.service.history(sbx.id)
-    assert [h.type for h in timeline][-3:] == ["IdleTimeoutElapsed", "SuspendRequested", "Suspended"]
+    assert lifecycle_types(timeline)[-3:] == ["IdleTimeoutElapsed", "SuspendRequested", "Suspended"]
     # The timer fired once: a second sweep at the same time finds nothing due.
     assert w.service.fire_due(now=due + SECOND).fired == []
     # The timer's suspend kept the workspace like a turn's does.

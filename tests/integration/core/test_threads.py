@@ -34,6 +34,7 @@ from tests.support.fixtures.providers import (
     new_deployment,
     remove_docker_sandboxes,
 )
+from tests.support.history import lifecycle_types
 
 THREADS = 16
 
@@ -108,7 +109,7 @@ def check_outcome(service: SandboxService, store: Any, sandboxes: dict[str, str]
     assert per_conversation == {c: 1 for c in sandboxes}, "a conversation got more than one sandbox"
     assert {row.id: row.state for row in rows} == {sid: "suspended" for sid in sandboxes.values()}
     for sid in sandboxes.values():
-        types = [h.type for h in service.history(sid)]
+        types = lifecycle_types(service.history(sid))
         assert types.count("Created") == 1
         assert types[-2:] == ["SuspendRequested", "Suspended"]
     assert verify(store, service.policy) == []
@@ -181,7 +182,7 @@ def test_run_scheduler_fires_a_due_idle_timer_while_the_app_runs_and_stops(
     assert time.monotonic() - stopping < 2, "stopping an idle ticker must be prompt"
     assert not ticker.running
     assert set(scheduler_threads()) <= before
-    assert [h.type for h in service.history(first.id)][-3:] == [
+    assert lifecycle_types(service.history(first.id))[-3:] == [
         "IdleTimeoutElapsed",
         "SuspendRequested",
         "Suspended",

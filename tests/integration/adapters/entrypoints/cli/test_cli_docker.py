@@ -105,7 +105,10 @@ def test_sandboxctl_lifecycle_on_docker(ctl: Ctl, docker_client: Any) -> None:
     assert shown.keys() >= ROW_KEYS and shown["state"] == "idle" and shown["provider_ref"]
 
     history = ctl.json("history", sid)
-    assert all(set(entry) == HISTORY_KEYS for entry in history)
+    assert all(HISTORY_KEYS <= set(entry) <= HISTORY_KEYS | {"detail", "usage"} for entry in history)
+    # Docker meters: the suspend's run is recorded with it, its numbers under "usage".
+    (usage,) = [e for e in history if e["type"] == "UsageRecorded"]
+    assert usage["usage"]["cpu_seconds"] > 0 and usage["detail"].startswith("UsageRecorded cpu=")
     assert [e["version"] for e in history] == list(range(1, len(history) + 1))
     assert [e["version"] for e in history][-1] == shown["version"]
     moves = [(e["type"], e["from_state"], e["to_state"]) for e in history]
