@@ -367,6 +367,18 @@ class SandboxProvider(ProcessProvider, Protocol):
         sandbox ``ref``: its new connections see it within a second. Idempotent."""
         ...
 
+    def check_credentials(self, kind: str, allow: Sequence[str] | None, host: str) -> str:
+        """``host`` as credentials for it are kept, or ValueError: it is not a host the sandbox's allow-list
+        (``allow``; None: the kind's) names, or the provider has no egress point that adds headers."""
+        ...
+
+    def set_credentials(self, sandbox_id: str, host: str, headers: Mapping[str, str]) -> None:
+        """Keep ``headers`` (checked; empty: remove) for the egress point to add to the sandbox's requests
+        to ``host``, replacing the host's earlier ones, wherever the sandbox is (live or suspended).
+        The values go where only the egress point reads them: never a log line, container config or the
+        sandbox. Forgotten when the sandbox is destroyed. Idempotent."""
+        ...
+
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         """Remove the compute. Idempotent: gone already is success."""
         ...

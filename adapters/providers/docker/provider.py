@@ -272,6 +272,10 @@ class DockerProvider(DelegatingCalls):
         # Only once no container of this sandbox is left: a disk still mounted would merely detach later.
         self._disks.release_all(sandbox_id)
         self.network.release(sandbox_id)
+        # A suspend keeps them (they are the sandbox's, like its egress policy); a destroy forgets them.
+        from sandbox_lifecycle.adapters.egress.credentials import remove_credentials  # why: as above
+
+        remove_credentials(self.network.state_dir, sandbox_id)
         # The home volume goes with its container; this catches one left by a `docker rm` without -v.
         with self._containers.errors(f"remove volumes of sandbox {sandbox_id}"):
             volumes = self.client.api.volumes(
@@ -292,6 +296,18 @@ class DockerProvider(DelegatingCalls):
     def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
         self._containers.owned(ref, sandbox_id)
         self.network.set_policy(sandbox_id, kind, allow)
+
+    def check_credentials(self, kind: str, allow: Sequence[str] | None, host: str) -> str:
+        # why here: as in check_egress (the egress package is for a change of egress, not an exec)
+        from sandbox_lifecycle.adapters.egress.credentials import credential_host
+
+        return credential_host(self.network.settings.allow.get(kind, ()) if allow is None else allow, host)
+
+    def set_credentials(self, sandbox_id: str, host: str, headers: Mapping[str, str]) -> None:
+        # A file of the egress state (0600), read by the proxy for the sandbox's next request to the host.
+        from sandbox_lifecycle.adapters.egress.credentials import write_credentials  # why: as above
+
+        write_credentials(self.network.state_dir, sandbox_id, host, headers)
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         self._snapshots.delete(snapshot.key)
@@ -531,6 +547,10 @@ class DockerProvider(DelegatingCalls):
         self._containers.remove(ref)
         self._disks.release_all(sandbox_id)
         self.network.release(sandbox_id)
+        # A suspend keeps them (they are the sandbox's, like its egress policy); a destroy forgets them.
+        from sandbox_lifecycle.adapters.egress.credentials import remove_credentials  # why: as above
+
+        remove_credentials(self.network.state_dir, sandbox_id)
 
 
 class _NameTaken(ProviderError):
