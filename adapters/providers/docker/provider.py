@@ -234,7 +234,7 @@ class DockerProvider(DelegatingCalls):
                     max_bytes=self.disk_limit_mb * 1024**2 or None,
                     owner=(SANDBOX_UID, SANDBOX_GID),
                 )
-                self.destroy(sandbox_id, None)  # a stale container from an interrupted resume (or try)
+                self._clear(sandbox_id, None)  # a stale container from an interrupted resume (or try)
                 ref = self._start_new(sandbox_id, kind)
                 try:
                     with self._containers.errors(f"restore sandbox {sandbox_id}"):
@@ -261,6 +261,16 @@ class DockerProvider(DelegatingCalls):
         raise AssertionError("unreachable: the second try returns or raises")
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        self._clear(sandbox_id, ref)
+        # A suspend and a resume keep them (they are the sandbox's, like its egress policy); a destroy
+        # forgets them.
+        from sandbox_lifecycle.adapters.egress.credentials import remove_credentials  # why: as above
+
+        remove_credentials(self.network.state_dir, sandbox_id)
+
+    def _clear(self, sandbox_id: str, ref: str | None) -> None:
+        """Remove every container of the sandbox, its disks, network and volumes (the instance, not what
+        belongs to the sandbox across instances)."""
         found = self._containers.find(sandbox_id)
         if ref is not None and (found is None or found["Id"] != ref):
             other = self._containers.inspect(ref)
@@ -272,10 +282,6 @@ class DockerProvider(DelegatingCalls):
         # Only once no container of this sandbox is left: a disk still mounted would merely detach later.
         self._disks.release_all(sandbox_id)
         self.network.release(sandbox_id)
-        # A suspend keeps them (they are the sandbox's, like its egress policy); a destroy forgets them.
-        from sandbox_lifecycle.adapters.egress.credentials import remove_credentials  # why: as above
-
-        remove_credentials(self.network.state_dir, sandbox_id)
         # The home volume goes with its container; this catches one left by a `docker rm` without -v.
         with self._containers.errors(f"remove volumes of sandbox {sandbox_id}"):
             volumes = self.client.api.volumes(
@@ -547,10 +553,6 @@ class DockerProvider(DelegatingCalls):
         self._containers.remove(ref)
         self._disks.release_all(sandbox_id)
         self.network.release(sandbox_id)
-        # A suspend keeps them (they are the sandbox's, like its egress policy); a destroy forgets them.
-        from sandbox_lifecycle.adapters.egress.credentials import remove_credentials  # why: as above
-
-        remove_credentials(self.network.state_dir, sandbox_id)
 
 
 class _NameTaken(ProviderError):
