@@ -149,3 +149,19 @@ class EgressCalls:
         """``turn(credentials={host: headers})``: each host's, recorded as the turn's."""
         for host, headers in (credentials or {}).items():
             self.set_credentials(sandbox_id, host, headers, reason="turn_start", actor=actor)
+
+
+class TurnCredentials:
+    """``sbx.set_credentials(host, headers)`` on a turn's handle (TurnHandle inherits it); ``sbx.git``
+    pushes with it where the provider's egress point adds credentials."""
+
+    service: EgressCalls
+    id: str
+
+    @property
+    def egress_credentials(self) -> bool:
+        """Whether the provider's egress point adds credentials (``set_credentials`` works)."""
+        return self.service.kernel.capabilities.egress_credentials
+
+    def set_credentials(self, host: str, headers: Mapping[str, str], *, reason: str = "user") -> None:
+        self.service.set_credentials(self.id, host, headers, reason=reason)

@@ -211,13 +211,15 @@ class ProviderCapabilities(FieldValues):
     across the resume (E2B's memory snapshot); otherwise they are stopped and recorded on the events.
     ``egress_allow_list``: outbound traffic is limited to the kind's allow-list. ``ports``: ``url`` works.
     ``checkpoints``: every suspend's snapshot stays restorable after a resume, and ``copy_snapshot`` works,
-    so rewind and fork do (docs/checkpoints.md)."""
+    so rewind and fork do (docs/checkpoints.md). ``egress_credentials``: ``set_credentials`` works, the
+    egress point adds them to the sandbox's requests (docs/network.md)."""
 
     isolation: str
     pause_keeps_processes: bool
     egress_allow_list: bool
     ports: bool
     checkpoints: bool = False
+    egress_credentials: bool = False
 
 
 @value_class

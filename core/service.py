@@ -24,7 +24,7 @@ from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.admission import Admission
 from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.checkpoints import CheckpointCalls, Checkpoints
-from sandbox_lifecycle.core.credentials import Credentials, EgressCalls
+from sandbox_lifecycle.core.credentials import Credentials, EgressCalls, TurnCredentials
 from sandbox_lifecycle.core.errors import (
     CommandFailed,
     ConcurrencyError,
@@ -589,7 +589,7 @@ class SandboxService(CheckpointCalls, EgressCalls):
 
 
 @value_class
-class TurnHandle(FieldValues):
+class TurnHandle(FieldValues, TurnCredentials):
     """The sandbox of the turn in progress, with the service's calls bound to it."""
 
     service: SandboxService

@@ -111,6 +111,7 @@ class DockerProvider(DelegatingCalls):
         egress_allow_list=True,
         ports=True,
         checkpoints=True,
+        egress_credentials=True,
     )
 
     def __init__(
