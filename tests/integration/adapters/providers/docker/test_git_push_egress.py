@@ -34,7 +34,7 @@ from tests.conftest import DOCKER_IMAGES
 from tests.integration.adapters.providers.docker.test_egress_credentials import LOOK
 from tests.support.fixtures.docker import LABEL_DEPLOYMENT, RUN_PREFIX, TEST_LIMITS, remove_network_leftovers
 from tests.support.git_server import GitHTTPServer
-from tests.support.tls_ca import ThrowawayCA, make_ca
+from tests.support.tls_ca import make_ca
 
 pytestmark = pytest.mark.docker
 
@@ -45,18 +45,20 @@ POLICY = Policy(idle_timeout=timedelta(hours=1), retention=timedelta(days=1), le
 AGENT = Author("Agent Smith", "agent@example.invalid")
 
 
-class _TLSGitServer(GitHTTPServer):
-    def __init__(self, root: Path, token: str, host: str, ca: ThrowawayCA) -> None:
+class TLSGitServer(GitHTTPServer):
+    """The test's git server behind TLS, on ``host``, with a certificate of a throw-away CA in ``ca_dir``."""
+
+    def __init__(self, root: Path, token: str, host: str, ca_dir: Path) -> None:
         super(GitHTTPServer, self).__init__(root, token, host=host)
         self.requests = []
+        self.ca = make_ca(ca_dir, [GIT_HOST])
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(ca.cert, ca.key)
+        context.load_cert_chain(self.ca.cert, self.ca.key)
         self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
 
 
-@pytest.fixture
-def git_server(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[_TLSGitServer]:
-    ca = make_ca(tmp_path / "ca", [GIT_HOST])
+def seeded(tmp_path: Path) -> Path:
+    """A folder of bare repositories holding ``project.git`` (one commit on main, pushes accepted)."""
     root = tmp_path / "srv"
     seed = tmp_path / "seed"
     root.mkdir()
@@ -69,9 +71,13 @@ def git_server(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[_
     subprocess.run([*git, "add", "README.md"], **run)
     subprocess.run([*git, "commit", "--quiet", "-m", "seed"], **run)
     subprocess.run([*git, "push", "--quiet", str(root / "project.git"), "main"], **run)
+    return root
+
+
+@pytest.fixture
+def git_server(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[TLSGitServer]:
     address = bridge_host_address(docker_client.api.inspect_network("bridge"))
-    server = _TLSGitServer(root, TOKEN, address, ca)
-    server.ca = ca  # type: ignore[attr-defined]
+    server = TLSGitServer(seeded(tmp_path), TOKEN, address, tmp_path / "ca")
     server.start()
     try:
         yield server
@@ -81,14 +87,14 @@ def git_server(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[_
 
 @pytest.fixture
 def service(
-    docker_client: docker.DockerClient, tmp_path: Path, git_server: _TLSGitServer, clean_sqlite_url: str
+    docker_client: docker.DockerClient, tmp_path: Path, git_server: TLSGitServer, clean_sqlite_url: str
 ) -> Iterator[SandboxService]:
     address = bridge_host_address(docker_client.api.inspect_network("bridge"))
     egress = EgressSettings(
         allow={"data-app": (), AI_WRITEBACK: (f"{GIT_HOST}:{git_server.port}",)},
         resolve=(f"{GIT_HOST}:{git_server.port}:{address}",),
         state_dir=tmp_path / "egress-state",
-        upstream_ca=git_server.ca.ca,  # type: ignore[attr-defined]
+        upstream_ca=git_server.ca.ca,
     )
     provider = DockerProvider(
         DOCKER_IMAGES,
@@ -115,7 +121,7 @@ def service(
 
 def test_clone_and_push_with_a_token_the_sandbox_never_sees(
     service: SandboxService,
-    git_server: _TLSGitServer,
+    git_server: TLSGitServer,
     docker_client: docker.DockerClient,
     tmp_path: Path,
     clean_sqlite_url: str,
