@@ -37,7 +37,11 @@ class GVisorProvider(DockerProvider):
     # As the Docker provider's, but the sandbox's kernel is gVisor's, not the host's. runsc has no
     # checkpoint in the network mode it runs in here, so a suspend still ends the sandbox's processes.
     capabilities = ProviderCapabilities(
-        isolation="gvisor", pause_keeps_processes=False, egress_allow_list=True, ports=True
+        isolation="gvisor",
+        pause_keeps_processes=False,
+        egress_allow_list=True,
+        ports=True,
+        egress_credentials=True,  # the Docker provider's egress point: credentials added there
     )
 
     def __init__(

@@ -11,7 +11,7 @@ import pytest
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core.async_service import AsyncSandboxService
-from sandbox_lifecycle.core.errors import CredentialsRefused, ProviderError, SandboxExpired
+from sandbox_lifecycle.core.errors import CredentialsRefused, ProviderError, SandboxExpired, SandboxNotFound
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.service import SandboxService
 from tests.contract.core.test_service import POLICY
@@ -143,3 +143,12 @@ def test_the_async_service_sets_them_too(service: SandboxService, provider: Fake
 
     asyncio.run(go())
     assert _uses(service, sid) == [("api.service.test", ["X-Key"], "async", "user")]
+
+
+def test_an_unknown_sandbox_is_not_found_and_nothing_is_kept(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    with pytest.raises(SandboxNotFound):
+        service.set_credentials("no-such-sandbox", "api.service.test", {"X-Key": SECRET})
+    assert provider.credentials == {}
+    assert not [c for c in provider.calls if c[0] == "set_credentials"]
