@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,7 +56,25 @@ def origins(docker_client: docker.DockerClient, ca: ThrowawayCA) -> Iterator[tup
 
 
 @pytest.fixture
+def make_provider(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> Callable[[EgressSettings], DockerProvider]:
+    """The provider under test, with these egress settings (the gvisor folder's module overrides it)."""
+    return lambda egress: DockerProvider(
+        DOCKER_IMAGES,
+        LocalSnapshotStore(tmp_path / "snapshots"),
+        client=docker_client,
+        environ={},
+        limits=TEST_LIMITS,
+        deployment=DEPLOYMENT,
+        disk_limit_mb=0,
+        egress=egress,
+    )
+
+
+@pytest.fixture
 def service(
+    make_provider: Callable[[EgressSettings], DockerProvider],
     docker_client: docker.DockerClient,
     tmp_path: Path,
     origins: tuple[Origin, Origin],
@@ -72,16 +90,7 @@ def service(
         state_dir=tmp_path / "egress-state",
         upstream_ca=ca.ca,
     )
-    provider = DockerProvider(
-        DOCKER_IMAGES,
-        LocalSnapshotStore(tmp_path / "snapshots"),
-        client=docker_client,
-        environ={},
-        limits=TEST_LIMITS,
-        deployment=DEPLOYMENT,
-        disk_limit_mb=0,
-        egress=egress,
-    )
+    provider = make_provider(egress)
     store = open_store(clean_sqlite_url)
     try:
         yield SandboxService(store, provider, policy=POLICY)

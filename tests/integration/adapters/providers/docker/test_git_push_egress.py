@@ -13,7 +13,7 @@ import contextlib
 import json
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -86,17 +86,11 @@ def git_server(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[T
 
 
 @pytest.fixture
-def service(
-    docker_client: docker.DockerClient, tmp_path: Path, git_server: TLSGitServer, clean_sqlite_url: str
-) -> Iterator[SandboxService]:
-    address = bridge_host_address(docker_client.api.inspect_network("bridge"))
-    egress = EgressSettings(
-        allow={"data-app": (), AI_WRITEBACK: (f"{GIT_HOST}:{git_server.port}",)},
-        resolve=(f"{GIT_HOST}:{git_server.port}:{address}",),
-        state_dir=tmp_path / "egress-state",
-        upstream_ca=git_server.ca.ca,
-    )
-    provider = DockerProvider(
+def make_provider(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> Callable[[EgressSettings], DockerProvider]:
+    """The provider under test, with these egress settings (the gvisor folder's module overrides it)."""
+    return lambda egress: DockerProvider(
         DOCKER_IMAGES,
         LocalSnapshotStore(tmp_path / "snapshots"),
         client=docker_client,
@@ -106,6 +100,24 @@ def service(
         disk_limit_mb=0,
         egress=egress,
     )
+
+
+@pytest.fixture
+def service(
+    make_provider: Callable[[EgressSettings], DockerProvider],
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    git_server: TLSGitServer,
+    clean_sqlite_url: str,
+) -> Iterator[SandboxService]:
+    address = bridge_host_address(docker_client.api.inspect_network("bridge"))
+    egress = EgressSettings(
+        allow={"data-app": (), AI_WRITEBACK: (f"{GIT_HOST}:{git_server.port}",)},
+        resolve=(f"{GIT_HOST}:{git_server.port}:{address}",),
+        state_dir=tmp_path / "egress-state",
+        upstream_ca=git_server.ca.ca,
+    )
+    provider = make_provider(egress)
     store = open_store(clean_sqlite_url)
     try:
         yield SandboxService(store, provider, policy=POLICY)
