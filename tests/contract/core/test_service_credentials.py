@@ -152,3 +152,14 @@ def test_an_unknown_sandbox_is_not_found_and_nothing_is_kept(
         service.set_credentials("no-such-sandbox", "api.service.test", {"X-Key": SECRET})
     assert provider.credentials == {}
     assert not [c for c in provider.calls if c[0] == "set_credentials"]
+
+
+def test_a_turn_s_handle_sets_them_and_says_whether_the_egress_point_adds_them(
+    service: SandboxService, provider: FakeProvider
+) -> None:
+    with service.turn("conv-h", "data-app") as sbx:
+        sbx.set_credentials("api.service.test", {"X-Key": SECRET}, reason="step")
+        assert provider.credentials[sbx.id] == {"api.service.test": {"X-Key": SECRET}}
+        assert sbx.egress_credentials is provider.capabilities.egress_credentials
+        sid = sbx.id
+    assert _uses(service, sid) == [("api.service.test", ["X-Key"], "api", "step")]
