@@ -82,6 +82,9 @@ def test_a_refused_host_or_header_records_and_keeps_nothing(
     with pytest.raises(CredentialsRefused, match=why) as refused:
         service.set_credentials(sid, host, {**headers, "X-Secret": SECRET})
     assert "PLANTED" not in str(refused.value)
+    assert refused.value.sandbox == sid and str(refused.value).startswith(
+        f"credentials of sandbox {sid} not set: "
+    )
     assert service.get(sid).version == version
     assert sid not in provider.credentials
 
