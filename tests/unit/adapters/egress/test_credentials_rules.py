@@ -237,3 +237,18 @@ def test_short_words_of_a_value_are_not_redacted_alone() -> None:
     redactor = Redactor(["Bearer abc"])
     assert redactor.feed(b"Bearer abc; Bearer x") + redactor.flush() == b"**********; Bearer x"
     assert Redactor([]).feed(b"plain") == b"plain"
+
+
+def test_boundaries_of_hosts_words_and_the_deployment_file(tmp_path: Path) -> None:
+    assert credential_host(["api.test:65535"], "api.test:65535") == "api.test:65535"
+    with pytest.raises(ValueError, match="1-65535"):
+        credential_host(["api.test"], "api.test:65536")
+    with pytest.raises(ValueError, match="unreadable"):
+        credential_host(["not a host"], "api.test")
+    # A word of exactly MIN_WORD characters is redacted on its own.
+    redactor = Redactor(["Bearer abcdefgh"])
+    assert redactor.feed(b"token abcdefgh.") + redactor.flush() == b"token ********."
+    for bad in [("Host", "api.test"), ("X", "v\r\n")]:
+        with pytest.raises(ValueError, match="cannot be sent"):
+            write_deployment_credentials(tmp_path, {"api.test": [bad]})
+    assert not (tmp_path / "credentials" / "deployment.json").exists()
