@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,21 @@ def test_removed_credentials_are_no_longer_added(
     # Without credentials a plain-HTTP request goes as plain HTTP: the TLS origin cannot answer it.
     _ask(port, _get(HOST, tls.port, "/echo"))
     assert tls.headers("authorization") == []
+
+
+def test_a_body_sent_after_the_head_goes_along(
+    proxy: tuple[int, list[str]], origins: tuple[Origin, Origin]
+) -> None:
+    port, _ = proxy
+    tls, _ = origins
+    head = f"POST http://{HOST}:{tls.port}/post HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)  # the head alone first: the body is read from the client afterwards
+        sock.sendall(b"hello")
+        time.sleep(0.1)
+        sock.sendall(b"world")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok helloworld")
