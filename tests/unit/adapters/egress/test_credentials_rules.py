@@ -252,3 +252,7 @@ def test_boundaries_of_hosts_words_and_the_deployment_file(tmp_path: Path) -> No
         with pytest.raises(ValueError, match="cannot be sent"):
             write_deployment_credentials(tmp_path, {"api.test": [bad]})
     assert not (tmp_path / "credentials" / "deployment.json").exists()
+
+
+def test_empty_entries_of_the_environment_form_are_skipped() -> None:
+    assert parse_credentials_env(";; api.test=X:TEAM ;", {"TEAM": "t"}) == {"api.test": [("X", "t")]}
