@@ -256,3 +256,12 @@ def test_boundaries_of_hosts_words_and_the_deployment_file(tmp_path: Path) -> No
 
 def test_empty_entries_of_the_environment_form_are_skipped() -> None:
     assert parse_credentials_env(";; api.test=X:TEAM ;", {"TEAM": "t"}) == {"api.test": [("X", "t")]}
+
+
+def test_the_environment_form_s_port_boundaries_and_a_repeated_prepare(tmp_path: Path) -> None:
+    assert parse_credentials_env("api.test:65535=X:T", {"T": "t"}) == {"api.test:65535": [("X", "t")]}
+    with pytest.raises(ValueError, match="entry 1"):
+        parse_credentials_env("api.test:65536=X:T", {"T": "t"})
+    prepare_credentials(tmp_path, {}, None)
+    prepare_credentials(tmp_path, {}, None)  # no CA file to remove: still fine
+    assert not (tmp_path / "credentials-ca.pem").exists()
