@@ -47,6 +47,7 @@ from typing import Any, ParamSpec, TypeVar, assert_never
 
 from sandbox_lifecycle.core import feed
 from sandbox_lifecycle.core.checkpoints import Checkpoint
+from sandbox_lifecycle.core.credentials import Credentials
 from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, ProcessInfo, TransferReport
 from sandbox_lifecycle.core.preview import Preview
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
@@ -235,6 +236,20 @@ class AsyncSandboxService:
         self, sandbox_id: str, allow: Sequence[str] | None, *, reason: str = "user", actor: str | None = None
     ) -> SandboxRow:
         return await self._call(self._service.set_egress, sandbox_id, allow, reason=reason, actor=actor)
+
+    async def set_credentials(
+        self,
+        sandbox_id: str,
+        host: str,
+        headers: Mapping[str, str],
+        *,
+        reason: str = "user",
+        actor: str | None = None,
+    ) -> SandboxRow:
+        """See :meth:`SandboxService.set_credentials` (core/credentials.py)."""
+        return await self._call(
+            self._service.set_credentials, sandbox_id, host, headers, reason=reason, actor=actor
+        )
 
     async def touch(self, sandbox_id: str, *, actor: str | None = None, count: int = 1) -> SandboxRow:
         return await self._call(self._service.touch, sandbox_id, actor=actor, count=count)
@@ -429,10 +444,18 @@ class AsyncSandboxService:
     # --------------------------------------------------------------------------------------- turns
 
     def turn(
-        self, conversation_id: str, kind: str, *, keep_warm: bool = False, actor: str | None = None
+        self,
+        conversation_id: str,
+        kind: str,
+        *,
+        keep_warm: bool = False,
+        actor: str | None = None,
+        credentials: Credentials | None = None,
     ) -> AsyncTurn:
         """``async with service.turn(...) as sbx``: create or resume, yield the handle, suspend on exit."""
-        return AsyncTurn(self, conversation_id, kind, keep_warm=keep_warm, actor=actor)
+        return AsyncTurn(
+            self, conversation_id, kind, keep_warm=keep_warm, actor=actor, credentials=credentials
+        )
 
 
 class AsyncTurn:
@@ -449,10 +472,13 @@ class AsyncTurn:
         *,
         keep_warm: bool = False,
         actor: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._service = service
         # Creating the generator-based context manager runs none of its body: it is safe on the loop.
-        self._cm = service.sync.turn(conversation_id, kind, keep_warm=keep_warm, actor=actor)
+        self._cm = service.sync.turn(
+            conversation_id, kind, keep_warm=keep_warm, actor=actor, credentials=credentials
+        )
         # Set as the turn starts ending; worker threads read it, hence an Event.
         self._ending = threading.Event()
 

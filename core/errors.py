@@ -260,3 +260,13 @@ class EgressRefused(SandboxError, ValueError):
     def __init__(self, sandbox: str, detail: str) -> None:
         self.sandbox = sandbox
         super().__init__(f"egress of sandbox {sandbox} not changed: {detail}")
+
+
+class CredentialsRefused(SandboxError, ValueError):
+    """Credentials given to ``set_credentials`` were refused (a host the sandbox's allow-list does not name,
+    a header name or value HTTP cannot carry, a provider without an egress point that adds them); nothing
+    was recorded or kept. The message names the host and the header, never a value."""
+
+    def __init__(self, sandbox: str, detail: str) -> None:
+        self.sandbox = sandbox
+        super().__init__(f"credentials of sandbox {sandbox} not set: {detail}")

@@ -1,13 +1,24 @@
 """Git inside a sandbox, over the turn's exec: clone, status, branch, add, commit, diff, push.
 
-The same on every provider, because it only runs the sandbox's own ``git``. A token for clone or push is
-handed to git through the exec's environment and read back by a credential helper given with ``-c``, so
-it never appears in an argument vector, in the repository's ``.git/config``, in the event log or in an
-error message; URLs that carry credentials themselves are refused for the same reason.
+The same on every provider, because it only runs the sandbox's own ``git``. A token for clone or push:
+
+* where the provider's egress point adds credentials (Docker), the sandbox never sees it. The token is
+  given to the egress point for the remote's host (``set_credentials``: ``Authorization: Basic``, recorded
+  as ``CredentialsSet`` with the header's name only) for the one git command, which is pointed at
+  ``http://<host>/`` (``url.<http>.insteadOf`` from the environment, nothing written to a file) and so
+  goes through the proxy, which sends it on over TLS with the header added; then the credential is
+  removed again (a second ``CredentialsSet``, with no header). The remote in ``.git/config`` stays the
+  public ``https://`` URL.
+* elsewhere (E2B, whose egress is E2B's), it is handed to git through the exec's environment and read
+  back by a credential helper given with ``-c``, so it is in no argument vector, ``.git/config``, event or
+  error message, but a process of the sandbox could read it while that one command runs.
+
+URLs that carry credentials themselves are refused for the same reason.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -17,6 +28,7 @@ from urllib.parse import urlsplit
 
 from sandbox_lifecycle.core.errors import SandboxError
 from sandbox_lifecycle.core.ports import ExecResult
+from sandbox_lifecycle.events.names import redact_url
 
 # Where the credential helper finds the token: the variable exists only in the environment of the one
 # git command that needs it.
@@ -31,6 +43,9 @@ _CREDENTIAL_ARGS = (
     "credential.helper=!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' "
     f'"${{SANDBOX_GIT_USERNAME:-x-access-token}}" "${TOKEN_VARIABLE}"; }}; f',
 )
+# Git buffers a push's pack up to this before it sends it in chunks, which the egress proxy does not take
+# over plain HTTP (411): a push through the egress point is sent whole, with its length, up to this size.
+_POST_BUFFER = str(512 * 1024 * 1024)
 # Never wait for a person to type a password: a missing or wrong token is an error at once.
 _NON_INTERACTIVE = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"}
 _BRANCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
@@ -57,6 +72,11 @@ class Runner(Protocol):
         env: Mapping[str, str] | None = ...,
         cwd: str | None = ...,
     ) -> ExecResult: ...
+
+    @property
+    def egress_credentials(self) -> bool: ...
+
+    def set_credentials(self, host: str, headers: Mapping[str, str], *, reason: str = ...) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +117,7 @@ class Git:
             if depth < 1:
                 raise ValueError(f"depth must be at least 1, got {depth}")
             args += ["--depth", str(depth)]
-        self._git([*args, "--", url, path], token=token)
+        self._git([*args, "--", url, path], token=token, url=url)
         return self.at(path if path.startswith("/") or self.cwd is None else f"{self.cwd}/{path}")
 
     def status(self) -> str:
@@ -163,7 +183,12 @@ class Git:
         args = ["push", "--quiet", "--set-upstream"]
         if force_with_lease:
             args.append("--force-with-lease")
-        self._git([*args, remote, f"HEAD:refs/heads/{name}" if branch is None else name], token=token)
+        pushed = [*args, remote, f"HEAD:refs/heads/{name}" if branch is None else name]
+        if token is not None and self.sandbox.egress_credentials:
+            url = self._git(["remote", "get-url", "--push", remote]).stdout.strip()
+            self._git(pushed, token=token, url=url)
+        else:
+            self._git(pushed, token=token)
         return name
 
     # ----------------------------------------------------------------------------------- plumbing
@@ -173,23 +198,63 @@ class Git:
         args: Sequence[str],
         *,
         token: str | None = None,
+        url: str | None = None,
         prefix: Sequence[str] = (),
         check: bool = True,
     ) -> ExecResult:
         env = dict(_NON_INTERACTIVE)
         argv = ["git", *prefix]
+        if token is not None and not token:
+            raise ValueError("an empty token cannot authenticate; pass None for none")
+        if token is not None and self.sandbox.egress_credentials:
+            host, plain = _through_egress(url or "")
+            env.update(
+                _config_env(
+                    [(f"url.{plain}.insteadOf", f"https://{host}/"), ("http.postBuffer", _POST_BUFFER)]
+                )
+            )
+            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+            self.sandbox.set_credentials(host, {"Authorization": f"Basic {basic}"}, reason=f"git {args[0]}")
+            try:
+                result = self.sandbox.exec([*argv, *args], timeout=self.timeout, env=env, cwd=self.cwd)
+            finally:
+                self.sandbox.set_credentials(host, {}, reason=f"git {args[0]} done")
+            return self._checked(args, result, token, check)
         if token is not None:
-            if not token:
-                raise ValueError("an empty token cannot authenticate; pass None for none")
             env[TOKEN_VARIABLE] = token
             argv += _CREDENTIAL_ARGS
         argv += args
-        result = self.sandbox.exec(argv, timeout=self.timeout, env=env, cwd=self.cwd)
+        return self._checked(
+            args, self.sandbox.exec(argv, timeout=self.timeout, env=env, cwd=self.cwd), token, check
+        )
+
+    @staticmethod
+    def _checked(args: Sequence[str], result: ExecResult, token: str | None, check: bool) -> ExecResult:
         if check and result.exit_code != 0:
             shown = shlex.join(["git", *args])
             stderr = result.stderr.replace(token, "***") if token else result.stderr
             raise GitError(shown, result.exit_code, stderr)
         return result
+
+
+def _through_egress(url: str) -> tuple[str, str]:
+    """``(host[:port], http://host[:port]/)`` for an ``https://`` remote: the host the credential is for
+    (as set_credentials keeps it), and the plain URL the proxy upgrades to TLS with the credential."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(
+            f"a token is sent only to an https:// remote, through the egress point; not {redact_url(url)!r}"
+        )
+    host = parts.hostname if parts.port in (None, 443) else f"{parts.hostname}:{parts.port}"
+    return host, f"http://{host}/"
+
+
+def _config_env(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Git configuration from the environment (``GIT_CONFIG_COUNT``, git >= 2.31): no file is written."""
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for i, (key, value) in enumerate(pairs):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    return env
 
 
 def _refuse_embedded_credentials(url: str) -> None:

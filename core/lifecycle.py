@@ -62,6 +62,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "claim", "source": IDLE, "dest": "="},
     # The network policy changes in place; a suspended sandbox gets it when it resumes.
     {"trigger": "set_egress", "source": [IDLE, RUNNING, SUSPENDED], "dest": "="},
+    {"trigger": "set_credentials", "source": [IDLE, RUNNING, SUSPENDED], "dest": "="},
     {"trigger": "request_suspend", "source": [IDLE, RUNNING], "dest": SUSPENDING},
     {"trigger": "idle_timeout", "source": [IDLE, RUNNING], "dest": SUSPENDING},
     {"trigger": "mark_suspended", "source": SUSPENDING, "dest": SUSPENDED},

@@ -216,13 +216,15 @@ class ProviderCapabilities(FieldValues):
     memory snapshot); otherwise they are stopped and recorded on the events. ``egress_allow_list``:
     outbound traffic is limited to the kind's allow-list. ``ports``: ``url`` works.
     ``checkpoints``: every suspend's snapshot stays restorable after a resume, and ``copy_snapshot`` works,
-    so rewind and fork do (docs/checkpoints.md)."""
+    so rewind and fork do (docs/checkpoints.md). ``egress_credentials``: ``set_credentials`` works, the
+    egress point adds them to the sandbox's requests (docs/network.md)."""
 
     isolation: str
     pause_keeps_processes: bool
     egress_allow_list: bool
     ports: bool
     checkpoints: bool = False
+    egress_credentials: bool = False
 
 
 @value_class
@@ -379,6 +381,18 @@ class SandboxProvider(ProcessProvider, Protocol):
     def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
         """Put ``allow`` (checked by ``check_egress``; None: the kind's allow-list) in force for the live
         sandbox ``ref``: its new connections see it within a second. Idempotent."""
+        ...
+
+    def check_credentials(self, kind: str, allow: Sequence[str] | None, host: str) -> str:
+        """``host`` as credentials for it are kept, or ValueError: it is not a host the sandbox's allow-list
+        (``allow``; None: the kind's) names, or the provider has no egress point that adds headers."""
+        ...
+
+    def set_credentials(self, sandbox_id: str, host: str, headers: Mapping[str, str]) -> None:
+        """Keep ``headers`` (checked; empty: remove) for the egress point to add to the sandbox's requests
+        to ``host``, replacing the host's earlier ones, wherever the sandbox is (live or suspended).
+        The values go where only the egress point reads them: never a log line, container config or the
+        sandbox. Forgotten when the sandbox is destroyed. Idempotent."""
         ...
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:

@@ -17,8 +17,6 @@ from sandbox_lifecycle.core.errors import CheckpointNotFound, InvalidTransition,
 from sandbox_lifecycle.events import types as ev
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
-# --------------------------------------------------------------------------------------------- state
-
 
 class Sandbox(NamedTuple):
     """A sandbox's state: the fold of its events.
@@ -68,9 +66,6 @@ def initial(sandbox_id: str) -> Sandbox:
 
 def snapshot_key(sandbox_id: str, version: int) -> str:
     return f"snapshots/{sandbox_id}/{version}.tar.zst"
-
-
-# ------------------------------------------------------------------------------------------ commands
 
 
 @value_class(kw_only=True)
@@ -232,6 +227,15 @@ class SetEgress(Command):
 
 
 @value_class(kw_only=True)
+class SetCredentials(Command):
+    """Record which headers the egress point adds to the sandbox's requests to ``host`` (names only)."""
+
+    host: str
+    headers: tuple[str, ...] = ()
+    TRIGGER = "set_credentials"
+
+
+@value_class(kw_only=True)
 class MarkFailed(Command):
     """Record a failed create, suspend or resume."""
 
@@ -315,9 +319,6 @@ class Recover(Command):
     actor: str = "reconciler"
     reason: str = "recovery"
     TRIGGER = "recover"
-
-
-# ------------------------------------------------------------------------------------------- decide
 
 
 def trigger_of(cmd: Command) -> str:
@@ -458,6 +459,8 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
             if cmd.allow == state.egress_allow:
                 return []  # already the sandbox's policy: nothing new to record
             return [ev.EgressChanged(**base, allow=None if cmd.allow is None else list(cmd.allow))]
+        case SetCredentials():  # every call is recorded: the log holds each use, never a value
+            return [ev.CredentialsSet(**base, host=cmd.host, headers=list(cmd.headers))]
         case MarkFailed():
             return [FAILED_EVENTS[state.status](**base, error=cmd.error)]
         case MarkLost():
@@ -497,9 +500,6 @@ FAILED_EVENTS: dict[str, Callable[..., ev.Event]] = {
 
 def _ms(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1000)
-
-
-# ------------------------------------------------------------------------------------------- evolve
 
 
 # Replay copies the state once per event, so the copy is built directly: a list of the fields, the

@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sandbox_lifecycle.core import egress, feed, inflight
+from sandbox_lifecycle.core import feed, inflight
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.admission import Admission
 from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.checkpoints import CheckpointCalls, Checkpoints
+from sandbox_lifecycle.core.credentials import Credentials, EgressCalls, TurnCredentials
 from sandbox_lifecycle.core.errors import (
     CommandFailed,
     ConcurrencyError,
@@ -81,7 +82,7 @@ def new_sandbox_id() -> str:
     return random_id()[:16]
 
 
-class SandboxService(CheckpointCalls, PreviewCalls):
+class SandboxService(CheckpointCalls, EgressCalls, PreviewCalls):
     def __init__(
         self,
         store: EventStore,
@@ -291,12 +292,6 @@ class SandboxService(CheckpointCalls, PreviewCalls):
         self.kernel.run(sandbox_id, lambda s: sb.Touch(window=window, count=count, actor=actor or self.actor))
         return self.get(sandbox_id)
 
-    def set_egress(
-        self, sandbox_id: str, allow: Sequence[str] | None, *, reason: str = "user", actor: str | None = None
-    ) -> SandboxRow:
-        """Replace what the sandbox may reach with ``allow`` (None: its kind's allow-list): core/egress.py."""
-        return self.get(egress.set_egress(self.kernel, sandbox_id, allow, reason, actor or self.actor).id)
-
     # ----------------------------------------------------------------------------------- data plane
 
     def _on_live(
@@ -427,9 +422,16 @@ class SandboxService(CheckpointCalls, PreviewCalls):
 
     @contextmanager
     def turn(
-        self, conversation_id: str, kind: str, *, keep_warm: bool = False, actor: str | None = None
+        self,
+        conversation_id: str,
+        kind: str,
+        *,
+        keep_warm: bool = False,
+        actor: str | None = None,
+        credentials: Credentials | None = None,
     ) -> Iterator[TurnHandle]:
-        """Create or resume the conversation's sandbox, yield it, suspend it on exit (also on error)."""
+        """Create or resume the conversation's sandbox, yield it, suspend it on exit (also on error).
+        ``credentials`` ({host: headers}): set_credentials for each host before the turn's code runs."""
         kind_spec(kind)
         turn_id = random_id()
         cid = turn_id
@@ -466,6 +468,7 @@ class SandboxService(CheckpointCalls, PreviewCalls):
             else tuple(map(from_record, state.stopped_processes))
         )
         try:
+            self._turn_credentials(sandbox_id, credentials, who)
             yield TurnHandle(self, sandbox_id, kind, turn_id, stopped)
         finally:
             self._end_turn(sandbox_id, turn_id, keep_warm, who, cid)
@@ -587,7 +590,7 @@ class SandboxService(CheckpointCalls, PreviewCalls):
 
 
 @value_class
-class TurnHandle(FieldValues):
+class TurnHandle(FieldValues, TurnCredentials):
     """The sandbox of the turn in progress, with the service's calls bound to it."""
 
     service: SandboxService

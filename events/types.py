@@ -287,6 +287,17 @@ class UsageRecorded(Event):
     model_statuses: dict[str, int] | None = None
 
 
+@value_class(kw_only=True)
+class CredentialsSet(Event):
+    """Who gave the egress point credentials to add to the sandbox's requests to ``host``, and why: the
+    NAMES of the headers only, never a value (the values live with the egress point, never in the log).
+    ``headers`` empty: the sandbox's credentials for ``host`` were removed."""
+
+    TYPE = "CredentialsSet"
+    host: str
+    headers: list[str] | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -316,5 +327,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ForkedFrom,
         EgressChanged,
         UsageRecorded,
+        CredentialsSet,
     )
 }

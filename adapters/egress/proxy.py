@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -25,7 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from . import inject
+from .credentials import CredentialStore, Headers
 from .http1 import HeadError, RequestHead, head_end, parse_head
+from .inject import upgraded_port
 from .policy import Decision, Policy, PolicyBook, Resolver, is_raw_ip, normalize_host, system_resolver
 from .relay import BufferPool, pump
 from .resolver import FairLookups
@@ -124,6 +128,10 @@ class EgressProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = threading.Event()
         self._refusing = 0
+        # Credentials to add to plain-HTTP requests (inject.py), and the trust for their TLS upstreams.
+        state_dir = os.path.dirname(book.folder)
+        self.credentials = CredentialStore(state_dir)
+        self.trust = inject.TrustStore(state_dir)
         # Connections by their task, from the connect upstream on: (source, host, port), re-checked when
         # the policies change; forgotten when the task ends.
         self._tunnels: dict[asyncio.Task[None], tuple[str, str, int]] = {}
@@ -340,6 +348,11 @@ class EgressProxy:
             await _reply(client, refused.status, refused.reason)
             return
         verb = head.method.decode("ascii")
+        # A plain-HTTP request to a host the sandbox holds credentials for goes on over TLS (inject.py),
+        # decided by the same policy for the port it really goes to.
+        credentials = [] if head.method == b"CONNECT" else self._credentials_for(policy, host, port)
+        if credentials:
+            port = upgraded_port(port)
         decision = await self._decide(policy, host, port)
         if decision.address is None:
             self.log(f"egress deny sandbox={policy.sandbox_id} {verb} {host}:{port}: {decision.reason}")
@@ -359,7 +372,11 @@ class EgressProxy:
         if upstream is None:
             await _reply(client, 502, f"cannot connect to {host}:{port} ({decision.address})")
             return
-        self.log(f"egress allow sandbox={policy.sandbox_id} {verb} {host}:{port} -> {decision.address}")
+        names = ",".join(name for name, _ in credentials)  # the names only: never a value in a log line
+        added = f" credentials={names}" if credentials else ""
+        self.log(
+            f"egress allow sandbox={policy.sandbox_id} {verb} {host}:{port} -> {decision.address}{added}"
+        )
         loop = asyncio.get_running_loop()
         with upstream:
             if head.method == b"CONNECT":
@@ -368,11 +385,54 @@ class EgressProxy:
                     await loop.sock_sendall(upstream, rest)
                     self._tally(share, 0, len(rest))
                 await self._relay(client, upstream, share, body_left=None)
+            elif credentials:
+                await self._with_credentials(
+                    client, upstream, head, path, host, port, rest, body, credentials
+                )
             else:
                 request = _origin_request(head, path, host, port) + rest
                 await loop.sock_sendall(upstream, request)
                 self._tally(share, 0, len(request))  # the sandbox's request, as it went out
                 await self._relay(client, upstream, share, body_left=body - len(rest))
+
+    def _credentials_for(self, policy: Policy, host: str, port: int) -> Headers:
+        try:
+            return self.credentials.for_request(policy.sandbox_id, normalize_host(host), upgraded_port(port))
+        except OSError as exc:  # unreadable: the request goes on without them, and says so
+            self.log(f"egress: credentials of {policy.sandbox_id} unreadable: {type(exc).__name__}")
+            return []
+
+    async def _with_credentials(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        head: RequestHead,
+        path: bytes,
+        host: str,
+        port: int,
+        rest: bytes,
+        body: int,
+        credentials: Headers,
+    ) -> None:
+        host = normalize_host(host)
+        sent = inject.request_head(
+            head.method, path, head.version, _end_to_end(head), host, port, credentials
+        )
+        try:
+            await inject.exchange(
+                client,
+                upstream,
+                self.trust.context(),
+                host,
+                sent,
+                rest,
+                body - len(rest),
+                credentials,
+                self.limits.idle_timeout_s,
+            )
+        except inject.UpstreamTLSFailed as exc:
+            self.log(f"egress: TLS to {host}:{port} failed: {exc}")
+            await _reply(client, 502, f"TLS to {host}:{port} failed ({exc}); no request was sent")
 
     async def _decide(self, policy: Policy, host: str, port: int) -> Decision:
         if (normalize_host(host), port) in policy.pins or is_raw_ip(normalize_host(host)):
@@ -500,12 +560,17 @@ def _body(head: RequestHead, rest: bytes) -> int:
     return head.content_length
 
 
+def _end_to_end(head: RequestHead) -> list[tuple[bytes, bytes]]:
+    """The request's headers without proxy and hop-by-hop ones (and those its Connection names)."""
+    named = {token.strip().lower() for token in (head.get(b"connection") or b"").split(b",") if token.strip()}
+    return [(name, value) for name, value in head.headers if name not in _HOP_BY_HOP | named]
+
+
 def _origin_request(head: RequestHead, path: bytes, host: str, port: int) -> bytes:
     """The request as the origin expects it: origin-form target, our Host (the one that was checked, so a
     forged Host header cannot pick another virtual host), no proxy or hop-by-hop headers, one request."""
-    named = {token.strip().lower() for token in (head.get(b"connection") or b"").split(b",") if token.strip()}
     lines = [head.method + b" " + path + b" " + head.version]
-    lines += [name + b": " + value for name, value in head.headers if name not in _HOP_BY_HOP | named]
+    lines += [name + b": " + value for name, value in _end_to_end(head)]
     authority = host if port == 80 else f"{host}:{port}"
     lines += [b"Host: " + authority.encode("idna"), b"Connection: close"]
     return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from sandbox_lifecycle.adapters.egress.credentials import credential_host
 from sandbox_lifecycle.adapters.egress.policy import check_allow
 from sandbox_lifecycle.adapters.providers.tree import TransferCounter, extract_stream, pack_dir
 from sandbox_lifecycle.core.errors import ConcurrencyError, ForeignSandbox, ProviderLost, SnapshotNotFound
@@ -57,6 +58,9 @@ from sandbox_lifecycle.events.store.base import (
     lease_refusal,
 )
 from tests.support.fake_processes import FakeProcesses
+
+# What every kind of the fake may reach: hosts of the reserved .test domain only.
+FAKE_ALLOW = ("api.service.test", "*.pkgs.test")
 
 
 class InMemoryEventStore:
@@ -377,6 +381,8 @@ class FakeProvider(FakeProcesses):
         self.snapshots: dict[str, Path] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, Exception] = {}
+        # Sandbox id -> host -> the credential headers set_credentials kept.
+        self.credentials: dict[str, dict[str, dict[str, str]]] = {}
         self._serial = itertools.count(1)
         # The in-memory bound of an exec's output per stream, as DockerLimits.max_output_bytes.
         self.max_output_bytes = 1024**2
@@ -463,10 +469,23 @@ class FakeProvider(FakeProcesses):
         self._call("set_egress", sandbox_id)
         self._inst(ref).egress_allow = None if allow is None else tuple(allow)
 
+    def check_credentials(self, kind: str, allow: Sequence[str] | None, host: str) -> str:
+        return credential_host(FAKE_ALLOW if allow is None else allow, host)
+
+    def set_credentials(self, sandbox_id: str, host: str, headers: Mapping[str, str]) -> None:
+        """Kept per sandbox, as the Docker provider's state file keeps them (a destroy forgets them)."""
+        self._call("set_credentials", sandbox_id)
+        kept = self.credentials.setdefault(sandbox_id, {})
+        if headers:
+            kept[host] = dict(headers)
+        else:
+            kept.pop(host, None)
+
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
         self._call("destroy", sandbox_id)
         self._refuse_foreign(sandbox_id)
         self._drop(sandbox_id)
+        self.credentials.pop(sandbox_id, None)
 
     def _drop(self, sandbox_id: str) -> None:
         inst = self.instances.pop(sandbox_id, None)

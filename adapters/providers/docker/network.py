@@ -48,6 +48,7 @@ from sandbox_lifecycle.adapters.egress import tokens as egress_tokens
 from sandbox_lifecycle.adapters.egress.bookkeeping import start_run
 from sandbox_lifecycle.adapters.egress.forward import LISTEN_PORT as FORWARD_PORT
 from sandbox_lifecycle.adapters.egress.main import GATEWAY_PORT, PROXY_PORT
+from sandbox_lifecycle.adapters.gateway.credentials import prepare_credentials
 from sandbox_lifecycle.adapters.providers.docker.bridge import BridgeAddressUnknown, bridge_host_address
 from sandbox_lifecycle.adapters.providers.docker.containers import LABEL_DEPLOYMENT, LABEL_ID, labels_of
 from sandbox_lifecycle.adapters.providers.docker.egress_point import (
@@ -322,6 +323,11 @@ class SandboxNetworks:
 
     def _prepare_state(self) -> None:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        prepare_credentials(
+            self.state_dir,
+            {host: list(headers) for host, headers in self.settings.credentials.items()},
+            self.settings.upstream_ca,
+        )
         upstream = {"url": self._upstream_url(), "api_key": self.settings.api_key}
         path = os.path.join(self.state_dir, "upstream.json")
         with suppress(OSError, ValueError), open(path, encoding="utf-8") as file:

@@ -115,6 +115,7 @@ class DockerProvider(DelegatingCalls):
         egress_allow_list=True,
         ports=True,
         checkpoints=True,
+        egress_credentials=True,
     )
 
     def __init__(
@@ -245,7 +246,7 @@ class DockerProvider(DelegatingCalls):
                 # oversized snapshot is refused before a container exists. Every restored file is the
                 # sandbox user's.
                 tar_chunks = restore()
-                self.destroy(sandbox_id, None)  # a stale container from an interrupted resume (or try)
+                self._clear(sandbox_id, None)  # a stale container from an interrupted resume (or try)
                 # Its network's policy is the log's list before the container exists (network.prepare);
                 # the label names the checkpoint whose pieces this workspace's next suspend may reuse.
                 ref = self._start_new(sandbox_id, kind, allow, base=snapshot.key)
@@ -274,6 +275,16 @@ class DockerProvider(DelegatingCalls):
         raise AssertionError("unreachable: the second try returns or raises")
 
     def destroy(self, sandbox_id: str, ref: str | None) -> None:
+        self._clear(sandbox_id, ref)
+        # A suspend and a resume keep them (they are the sandbox's, like its egress policy); a destroy
+        # forgets them.
+        from sandbox_lifecycle.adapters.egress.credentials import remove_credentials  # why: as above
+
+        remove_credentials(self.network.state_dir, sandbox_id)
+
+    def _clear(self, sandbox_id: str, ref: str | None) -> None:
+        """Remove every container of the sandbox, its disks, network and volumes (the instance, not what
+        belongs to the sandbox across instances)."""
         found = self._containers.find(sandbox_id)
         if ref is not None and (found is None or found["Id"] != ref):
             other = self._containers.inspect(ref)
@@ -324,6 +335,18 @@ class DockerProvider(DelegatingCalls):
     def set_egress(self, sandbox_id: str, ref: str, kind: str, allow: Sequence[str] | None) -> None:
         self._containers.owned(ref, sandbox_id)
         self.network.set_policy(sandbox_id, kind, allow)
+
+    def check_credentials(self, kind: str, allow: Sequence[str] | None, host: str) -> str:
+        # why here: as in check_egress (the egress package is for a change of egress, not an exec)
+        from sandbox_lifecycle.adapters.egress.credentials import credential_host
+
+        return credential_host(self.network.settings.allow.get(kind, ()) if allow is None else allow, host)
+
+    def set_credentials(self, sandbox_id: str, host: str, headers: Mapping[str, str]) -> None:
+        # A file of the egress state (0600), read by the proxy for the sandbox's next request to the host.
+        from sandbox_lifecycle.adapters.egress.credentials import write_credentials  # why: as above
+
+        write_credentials(self.network.state_dir, sandbox_id, host, headers)
 
     def delete_snapshot(self, snapshot: SnapshotInfo) -> None:
         self._snapshots.delete(snapshot.key)

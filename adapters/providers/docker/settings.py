@@ -6,7 +6,7 @@ so one ``ConfigError`` names every bad variable; stdlib only (every command impo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
 
@@ -56,6 +56,10 @@ class EgressSettings(FieldValues):
     network_pool: str = DEFAULT_NETWORK_POOL
     upstream_url: str = DEFAULT_ANTHROPIC_BASE_URL
     api_key: str = field(default="", repr=False)
+    # Deployment-wide credentials the egress point adds, per host key (SANDBOX_EGRESS_CREDENTIALS), and a
+    # CA bundle it trusts besides the system's for their TLS (SANDBOX_EGRESS_UPSTREAM_CA).
+    credentials: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict, repr=False)
+    upstream_ca: Path | None = None
 
 
 @value_class
@@ -144,7 +148,48 @@ def _egress_settings(reader: EnvReader, shared: Shared) -> EgressSettings:
         network_pool=pool,
         upstream_url=shared.anthropic_base_url,
         api_key=shared.anthropic_api_key,
+        credentials=_egress_credentials(reader, allow),
+        upstream_ca=_upstream_ca(reader),
     )
+
+
+def _egress_credentials(
+    reader: EnvReader, allow: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    text = reader.text("SANDBOX_EGRESS_CREDENTIALS")
+    if text is None:
+        return {}
+    # why here: parsed only when the variable is set (every command reads these settings)
+    from sandbox_lifecycle.adapters.egress.credentials import credential_host
+    from sandbox_lifecycle.adapters.gateway.credentials import parse_credentials_env
+
+    try:
+        found = parse_credentials_env(text, reader.env)
+    except ValueError as exc:
+        reader.bad(str(exc))  # names hosts, headers and variables, never a value
+        return {}
+    for host in found:
+        if not any(_allows(entries, host, credential_host) for entries in allow.values()):
+            reader.bad(f"SANDBOX_EGRESS_CREDENTIALS: {host} is in no kind's allow-list; allow it first")
+    return {host: tuple(headers) for host, headers in found.items()}
+
+
+def _allows(entries: tuple[str, ...], host: str, check: Callable[[Sequence[str], str], str]) -> bool:
+    try:
+        check(entries, host)
+        return True
+    except ValueError:
+        return False
+
+
+def _upstream_ca(reader: EnvReader) -> Path | None:
+    text = reader.text("SANDBOX_EGRESS_UPSTREAM_CA")
+    if text is None:
+        return None
+    if not Path(text).is_file():
+        reader.bad(f"SANDBOX_EGRESS_UPSTREAM_CA: {text} is not a readable file (a PEM bundle of CAs)")
+        return None
+    return Path(text)
 
 
 def network_pool_ok(pool: str) -> bool:

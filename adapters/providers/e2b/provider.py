@@ -40,7 +40,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -349,6 +349,17 @@ class E2BProvider(DelegatingCalls):
 
     def check_egress(self, allow: Sequence[str]) -> tuple[str, ...]:
         return check_allow(allow)  # the rules the Docker proxy keeps, so a list means the same on both
+
+    def check_credentials(self, kind: str, allow: Sequence[str] | None, host: str) -> str:
+        raise Unsupported(
+            "e2b",
+            "credentials at the egress point",
+            "E2B sandboxes leave through E2B's own egress; use the Docker provider, or the gateway's git "
+            "grants for git hosts",
+        )
+
+    def set_credentials(self, sandbox_id: str, host: str, headers: Mapping[str, str]) -> None:
+        self.check_credentials("", None, host)
 
     def _egress_hosts(self, kind: str | None, allow: Sequence[str] | None) -> list[str]:
         hosts = list(self._settings.egress_allow.get(kind or "", ()) if allow is None else allow)

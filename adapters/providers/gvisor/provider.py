@@ -38,7 +38,12 @@ class GVisorProvider(DockerProvider):
     # checkpoint in the network mode it runs in here, so a suspend still ends the sandbox's processes.
     # Every suspend writes its own archive, as on docker, so any of them can be restored (rewind, fork).
     capabilities = ProviderCapabilities(
-        isolation="gvisor", pause_keeps_processes=False, egress_allow_list=True, ports=True, checkpoints=True
+        isolation="gvisor",
+        pause_keeps_processes=False,
+        egress_allow_list=True,
+        ports=True,
+        egress_credentials=True,  # the Docker provider's egress point: credentials added there
+        checkpoints=True,
     )
 
     def __init__(

@@ -318,3 +318,91 @@ def test_no_secret_leaks_on_e2b_with_the_gateway(tmp_path: Path) -> None:
     collect_gateway_state(evidence, state_dir)
     collect_database(evidence, tmp_path / "data")
     assert_no_leaks(evidence)
+
+
+# ------------------------------------------------------------------------------------ Docker: writeback
+
+
+DEPLOY_TOKEN = "PLANTED-deployment-credential-" + uuid.uuid4().hex
+
+
+@pytest.mark.docker
+def test_no_git_token_leaks_on_docker_writeback(
+    tmp_path: Path, docker_engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ai-writeback job's clone and push with the planted git token, through the egress point (a TLS
+    git server of the test, trusted with SANDBOX_EGRESS_UPSTREAM_CA), plus a deployment-wide credential
+    from SANDBOX_EGRESS_CREDENTIALS: neither is in the log, a log line, the CLI's output, a container's
+    configuration or logs, the sandbox, or the egress state (but the deployment's own credentials file)."""
+    import logging
+
+    from sandbox_lifecycle.adapters.composition.bootstrap import build_service
+    from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_address
+    from sandbox_lifecycle.core.git import Author
+    from sandbox_lifecycle.core.kinds import HOME
+    from tests.integration.adapters.providers.docker.test_egress_credentials import LOOK
+    from tests.integration.adapters.providers.docker.test_git_push_egress import (
+        GIT_HOST,
+        TLSGitServer,
+        seeded,
+    )
+    from tests.support.fixtures.providers import remove_docker_sandboxes
+
+    caplog.set_level(logging.DEBUG)
+    evidence = Evidence()
+    address = bridge_host_address(docker_engine.api.inspect_network("bridge"))
+    server = TLSGitServer(seeded(tmp_path), GIT_TOKEN, address, tmp_path / "ca")
+    server.start()
+    host = f"{GIT_HOST}:{server.port}"
+    env = clean_env(tmp_path / "data")
+    env.update(
+        SANDBOX_PROVIDER="docker",
+        SANDBOX_DOCKER_IMAGE=DOCKER_IMAGES["data-app"],
+        SANDBOX_AI_WRITEBACK_DOCKER_IMAGE=DOCKER_IMAGES["ai-writeback"],
+        SANDBOX_EGRESS_STATE_DIR=str(tmp_path / "egress"),
+        SANDBOX_EGRESS_ALLOW_AI_WRITEBACK=host,
+        SANDBOX_EGRESS_RESOLVE=f"{host}:{address}",
+        SANDBOX_EGRESS_UPSTREAM_CA=str(server.ca.ca),
+        SANDBOX_EGRESS_CREDENTIALS=f"{host}=X-Deploy-Token:DEPLOY_TOKEN",
+        DEPLOY_TOKEN=DEPLOY_TOKEN,
+    )
+    planted = {**PLANTED, "deployment credential": DEPLOY_TOKEN}
+    deployment = env["SANDBOX_DEPLOYMENT"]
+    ctl = Ctl(env, evidence)
+    try:
+        service = build_service(env)
+        url = f"https://{host}/project.git"
+        with service.turn("secrets-wb", "ai-writeback") as sbx:
+            repo = sbx.git.at(HOME).clone(url, "project", token=GIT_TOKEN)
+            sbx.write_file(f"{HOME}/project/notes.yml", "x: 1\n")
+            repo.branch("agent/notes")
+            repo.add()
+            repo.commit("notes", author=Author("A", "a@example.invalid"))
+            repo.push(token=GIT_TOKEN)
+            looked = sbx.exec(["python3", "-c", LOOK, GIT_TOKEN.encode().hex()], timeout=120)
+            looked_deploy = sbx.exec(["python3", "-c", LOOK, DEPLOY_TOKEN.encode().hex()], timeout=120)
+            for container in docker_engine.containers.list(
+                all=True, filters={"label": f"sandbox-lifecycle.deployment={deployment}"}
+            ):
+                evidence.add(f"docker inspect {container.name}", json.dumps(container.attrs))
+                evidence.add(f"docker logs {container.name}", container.logs())
+            sid = sbx.id
+        evidence.add("sandbox look", looked.stdout + looked.stderr + looked_deploy.stdout)
+        assert "HOLDS-SECRET" not in looked.stdout + looked_deploy.stdout
+        ctl.json("history", sid)
+        ctl.ok("events", "--sandbox", sid, "--json")
+        ctl.json("show", sid)
+    finally:
+        server.stop()
+        remove_docker_sandboxes(docker_engine, deployments=[deployment])
+    # The pushes reached the server with the token and the deployment's header, from the egress point.
+    assert server.requests and all(auth for _, auth in server.requests)
+    evidence.add("log records", "\n".join(r.getMessage() for r in caplog.records))
+    collect_database(evidence, tmp_path / "data")
+    deployment_file = tmp_path / "egress" / "credentials" / "deployment.json"
+    assert DEPLOY_TOKEN in deployment_file.read_text()  # the one file that must hold it
+    for path in sorted((tmp_path / "egress").rglob("*")):
+        if path.is_file() and path not in (deployment_file, tmp_path / "egress" / "upstream.json"):
+            evidence.add(f"egress state/{path.relative_to(tmp_path / 'egress')}", path.read_bytes())
+    leaks = {name: found for name, secret in planted.items() if (found := evidence.leaks(secret))}
+    assert leaks == {}, f"planted secrets found in: {leaks}"

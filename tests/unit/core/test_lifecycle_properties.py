@@ -63,6 +63,11 @@ COMMANDS: dict[type[sb.Command], st.SearchStrategy[sb.Command]] = {
     sb.SetEgress: st.builds(
         sb.SetEgress, allow=st.none() | st.sampled_from([(), ("pkgs.test",), ("pkgs.test", "*.example.test")])
     ),
+    sb.SetCredentials: st.builds(
+        sb.SetCredentials,
+        host=st.sampled_from(["api.service.test", "pkgs.test:8443"]),
+        headers=st.sampled_from([(), ("Authorization",), ("Authorization", "X-Team")]),
+    ),
 }
 commands = st.one_of(list(COMMANDS.values()))
 
