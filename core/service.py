@@ -51,6 +51,7 @@ from sandbox_lifecycle.core.ports import (
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, Process, ProcessLogs, from_record
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.recovery import Sweeper, SweepReport
+from sandbox_lifecycle.core.rescue import RecoverCalls
 from sandbox_lifecycle.core.streaming import ExecStream, argv_of
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
@@ -80,7 +81,7 @@ def new_sandbox_id() -> str:
     return random_id()[:16]
 
 
-class SandboxService(CheckpointCalls):
+class SandboxService(CheckpointCalls, RecoverCalls):
     def __init__(
         self,
         store: EventStore,
