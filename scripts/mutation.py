@@ -69,6 +69,22 @@ TARGETS: dict[str, list[str]] = {
         "tests/contract/core/test_service_capacity.py",
         "tests/unit/core/test_pool_refill_failure.py",
     ],
+    "core/timers.py": [
+        "tests/unit/core/test_timers.py",
+        "tests/unit/core/test_lifecycle_properties.py",
+        "tests/contract/core/test_service_time_rules.py",
+        "tests/contract/core/test_timer_warnings.py",
+    ],
+    "core/projection.py": [
+        "tests/unit/core/test_timers.py",
+        "tests/contract/core/test_service_time_rules.py",
+        "tests/contract/core/test_timer_warnings.py",
+        "tests/unit/core/test_dispatch.py",
+    ],
+    "core/rescue.py": [
+        "tests/contract/core/test_recover.py",
+        "tests/unit/adapters/entrypoints/cli/test_recover_verb.py",
+    ],
     "events/chain.py": [
         "tests/contract/events/test_chain.py",
         "tests/contract/events/test_log_chain.py",
