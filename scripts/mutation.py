@@ -462,6 +462,10 @@ def mutate_module(
             if outcome == "passed":
                 print(f"  SURVIVED #{number} L{mutant.line} {mutant.key(lines)}", flush=True)
             else:
+                if outcome == "timeout":
+                    # Counted as killed (an infinite loop is noticed), but on a loaded machine it may be a
+                    # survivor that ran slowly: named, so it can be run again with --only.
+                    print(f"  timeout #{number} L{mutant.line} {mutant.key(lines)}", flush=True)
                 killed += 1
         print(f"  score {path}: {killed}/{total} killed ({100 * killed / max(total, 1):.0f}%)", flush=True)
         return killed, total

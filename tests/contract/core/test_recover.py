@@ -7,14 +7,16 @@ the sweep would wait for has not run out: `recover` does not wait for it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
 from sandbox_lifecycle.core.async_service import AsyncSandboxService
-from sandbox_lifecycle.core.errors import ProviderError, SandboxNotFound
+from sandbox_lifecycle.core.errors import ConcurrencyError, ProviderError, SandboxBusy, SandboxNotFound
 from sandbox_lifecycle.core.ports import SnapshotInfo
+from sandbox_lifecycle.core.rescue import Rescuer
 from sandbox_lifecycle.core.service import SandboxService
 from tests.support.fakes import FakeProvider
 
@@ -40,9 +42,14 @@ def test_a_sandbox_stuck_suspending_is_suspended_at_once_and_a_second_recover_do
     _crash_after(service, sid, sb.RequestSuspend())
     assert service.sweep().recovered == []  # its lease has not run out: the sweep leaves it
 
+    since = service.load(sid).state_since
+    assert since is not None
     done = service.recover(sid, actor="operator")
     assert (done.before, done.state, done.error) == (lc.SUSPENDING, lc.SUSPENDED, None)
-    assert done.actions[0].startswith("took over the suspending in flight since")
+    assert done.actions == [
+        f"took over the suspending in flight since {since.isoformat(timespec='seconds')}",
+        "re-driven from the provider's state: suspended",
+    ]
     assert _events(service, sid)[-2:] == [
         ("RecoveryStarted", "operator", "recover"),
         ("Suspended", "reconciler", "recover"),
@@ -68,11 +75,16 @@ def test_a_create_interrupted_is_adopted_if_the_provider_has_it_else_expired(
 
 
 def test_a_container_removed_behind_the_services_back_is_recorded_lost(
-    service: SandboxService, provider: FakeProvider
+    service: SandboxService, provider: FakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     sid = service.create("data-app", "conv").id
+    ref = service.get(sid).provider_ref
     del provider.instances[sid]  # removed behind the service's back
-    done = service.recover(sid)
+    with caplog.at_level(logging.WARNING, logger="sandbox_lifecycle"):
+        done = service.recover(sid)
+    detail = f"instance {ref} is gone from the provider (found by recover)"
+    assert done.actions == [f"recorded the workspace lost: {detail}"]
+    assert f"recover: sandbox {sid} expired: {detail}" in caplog.text
     assert (done.before, done.state) == (lc.IDLE, lc.EXPIRED)
     assert service.get(sid).expired_reason == "provider_lost"
     assert _events(service, sid)[-1] == ("ProviderLost", "api", "provider_lost")
@@ -155,3 +167,36 @@ def test_the_async_service_recovers_too(service: SandboxService) -> None:
             return (await calls.recover(sid)).state
 
     assert asyncio.run(main()) == lc.SUSPENDED
+
+
+def test_a_sandbox_that_keeps_changing_under_recover_is_reported_busy(
+    service: SandboxService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = service.create("data-app", "conv").id
+
+    def always_raced(self: Rescuer, state: sb.Sandbox, reason: str, actor: str) -> sb.Sandbox:
+        raise ConcurrencyError(sid, state.version, "another writer")
+
+    monkeypatch.setattr(Rescuer, "_take_over", always_raced)
+    with pytest.raises(SandboxBusy) as raised:
+        service.recover(sid)
+    assert (raised.value.sandbox_id, raised.value.state) == (sid, "contended")
+
+
+def test_a_snapshot_that_cannot_be_checked_is_kept_as_intact(
+    service: SandboxService,
+    provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sid = service.create("data-app", "conv").id
+    key = service.suspend(sid).snapshot_key
+
+    def unreachable(snapshot: SnapshotInfo) -> bool:
+        raise ProviderError("snapshot store unreachable")
+
+    monkeypatch.setattr(provider, "snapshot_ok", unreachable)
+    with caplog.at_level(logging.WARNING, logger="sandbox_lifecycle"):
+        done = service.recover(sid)
+    assert (done.state, done.actions) == (lc.SUSPENDED, [])  # a wrong "lost" would give the workspace up
+    assert f"could not check snapshot {key} (kept as intact)" in caplog.text
