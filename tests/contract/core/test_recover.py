@@ -145,6 +145,7 @@ def test_a_destroy_that_fails_again_is_reported_and_left_for_the_lease(
     done = service.recover(sid)
     assert done.state == lc.DESTROYING
     assert done.error is not None and "engine unreachable" in done.error
+    assert done.actions[-1] == f"re-driving it failed: {done.error}"
     done = service.recover(sid)
     assert (done.state, done.error) == (lc.EXPIRED, None)
     assert service.get(sid).expired_reason == "user"  # the destroy's own reason, as the intent said
