@@ -108,10 +108,20 @@ class Sweeper:
                 report.errors.append(_describe(sid, exc))
                 log.warning("timer %s of %s failed: %s", deadline.kind, sid, exc)
 
-        due = self.k.store.due_deadlines(when, limit=limit)
-        if self.workers <= 1 or len(due) <= 1:
-            for deadline in due:
+        # One sandbox's due timers run one after another, in due order (the store's): run side by side,
+        # a later one (a checkpoint collection, a warning) could append first and make an earlier one
+        # (the idle suspend) lose its version race, which of the two acted being left to the threads.
+        groups: dict[str, list[Deadline]] = {}
+        for deadline in self.k.store.due_deadlines(when, limit=limit):
+            groups.setdefault(deadline.sandbox_id, []).append(deadline)
+
+        def each(deadlines: list[Deadline]) -> None:
+            for deadline in deadlines:
                 one(deadline)
+
+        if self.workers <= 1 or len(groups) <= 1:
+            for deadlines in groups.values():
+                each(deadlines)
         else:
             # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
             # sandboxes must not do them one after another.
@@ -119,7 +129,7 @@ class Sweeper:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(self.workers, thread_name_prefix="sweep") as pool:
-                list(pool.map(one, due))
+                list(pool.map(each, groups.values()))
         return report
 
     def _lag(self, deadline: Deadline) -> None:
