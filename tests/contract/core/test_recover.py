@@ -201,3 +201,21 @@ def test_a_snapshot_that_cannot_be_checked_is_kept_as_intact(
         done = service.recover(sid)
     assert (done.state, done.actions) == (lc.SUSPENDED, [])  # a wrong "lost" would give the workspace up
     assert f"could not check snapshot {key} (kept as intact)" in caplog.text
+
+
+def test_a_race_lost_once_is_looked_at_again(
+    service: SandboxService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = service.create("data-app", "conv").id
+    _crash_after(service, sid, sb.RequestSuspend())
+    take_over = Rescuer._take_over
+    raced: list[int] = []
+
+    def raced_once(self: Rescuer, state: sb.Sandbox, reason: str, actor: str) -> sb.Sandbox:
+        if not raced:
+            raced.append(state.version)
+            raise ConcurrencyError(sid, state.version, "another writer")
+        return take_over(self, state, reason, actor)
+
+    monkeypatch.setattr(Rescuer, "_take_over", raced_once)
+    assert service.recover(sid).state == lc.SUSPENDED
