@@ -180,6 +180,7 @@ def test_retention_and_checkpoint_collection_are_warned_of_with_the_checkpoint_n
         sb.MarkResumed(provider_ref="r"),
         T + timedelta(hours=1),
     )
+    assert RETENTION not in _deadlines(resumed)  # retention runs only while suspended
     owed = [e for e in expiring(resumed, POLICY) if e.timer == CHECKPOINT]
     assert owed == [(CHECKPOINT, T + timedelta(minutes=1) + RETENTION_TIME, s.checkpoints[0].version)]
 
