@@ -204,3 +204,12 @@ def test_a_warning_is_recorded_exactly_inside_its_window(lead_s: int, offset_s: 
     lead = timedelta(seconds=lead_s)
     events = sb.decide(s, timers.WarnExpiry(timer=timer, due_at=due, lead=lead), now)
     assert bool(events) == (due - lead <= now < due)
+
+
+def test_a_short_idle_timeout_is_not_stretched_by_the_retry_pause_of_a_failed_suspend() -> None:
+    # Only a sandbox idle again after a failed suspend waits SUSPEND_RETRY_AFTER (a minute) for its next one.
+    short = dataclasses.replace(POLICY, idle_timeout=timedelta(seconds=10))
+    assert _deadlines(_idle(), short)[IDLE] == T + timedelta(seconds=10)
+    failed_at = T + timedelta(seconds=1)
+    failed = _run(_run(_idle(), sb.RequestSuspend(), T), sb.MarkFailed(error="disk full"), failed_at)
+    assert _deadlines(failed, short)[IDLE] == failed_at + timedelta(seconds=60)
