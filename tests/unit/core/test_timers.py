@@ -213,3 +213,16 @@ def test_a_short_idle_timeout_is_not_stretched_by_the_retry_pause_of_a_failed_su
     failed_at = T + timedelta(seconds=1)
     failed = _run(_run(_idle(), sb.RequestSuspend(), T), sb.MarkFailed(error="disk full"), failed_at)
     assert _deadlines(failed, short)[IDLE] == failed_at + timedelta(seconds=60)
+
+
+def test_a_policy_built_in_code_has_the_documented_defaults_and_no_lifetime_or_warnings() -> None:
+    p = Policy()
+    assert (p.idle_timeout, p.retention, p.lease) == (
+        timedelta(minutes=30),
+        timedelta(days=7),
+        timedelta(minutes=10),
+    )
+    assert (p.max_lifetime, p.warning_lead) == (None, timedelta(0))
+    # Activity is coalesced over a tenth of the idle timeout, a minute at most.
+    assert p.activity_window == timedelta(seconds=60)
+    assert Policy(idle_timeout=timedelta(minutes=5)).activity_window == timedelta(seconds=30)
