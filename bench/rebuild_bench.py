@@ -24,6 +24,7 @@ from _fill import bulk_insert, private_pg_schema
 
 from sandbox_lifecycle.adapters.entrypoints.rebuild import default_workers, parallel_rebuild
 from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core import timers
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.events import migrate
 from sandbox_lifecycle.events.codec import encode
@@ -56,7 +57,7 @@ def lifecycle_template(turns: int) -> list[sb.ev.Event]:
         do(sb.EndTurn(turn_id=f"t{t}", suspend=True))
         do(sb.MarkSuspended(snapshot_key=s.pending_snapshot_key or "", sha256="ab" * 32, bytes=123456))
     now += timedelta(days=8)
-    do(sb.FireRetention(retention=timedelta(days=7)))
+    do(timers.FireRetention(retention=timedelta(days=7)))
     do(sb.MarkDestroyed(reason="retention"))
     return out
 

@@ -52,6 +52,7 @@ from sandbox_lifecycle.core.ports import ExecResult, FileEntry, OutputCallback, 
 from sandbox_lifecycle.core.preview import Preview
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, ProcessLogs
 from sandbox_lifecycle.core.replay import HistoryEntry
+from sandbox_lifecycle.core.rescue import RECOVER_REASON, Recovery
 from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
 from sandbox_lifecycle.core.streaming import AsyncExecStream
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
@@ -437,6 +438,12 @@ class AsyncSandboxService:
 
     async def sweep(self, now: datetime | None = None) -> SweepReport:
         return await self._call(self._service.sweep, now)
+
+    async def recover(
+        self, sandbox_id: str, *, reason: str = RECOVER_REASON, actor: str | None = None
+    ) -> Recovery:
+        """Re-drive one stuck or failed sandbox now (``SandboxService.recover``)."""
+        return await self._call(self._service.recover, sandbox_id, reason=reason, actor=actor)
 
     async def maintain_pools(self) -> builtins.list[str]:
         return await self._call(self._service.maintain_pools)

@@ -70,6 +70,10 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "mark_resumed", "source": RESUMING, "dest": IDLE},
     {"trigger": "retention_elapsed", "source": SUSPENDED, "dest": DESTROYING},
     {"trigger": "destroy", "source": [IDLE, RUNNING, SUSPENDED], "dest": DESTROYING},
+    # SANDBOX_MAX_LIFETIME_MS: destroyed whatever its activity, from any stable state (docs/lifecycle.md).
+    {"trigger": "max_lifetime", "source": [IDLE, RUNNING, SUSPENDED], "dest": DESTROYING},
+    # A warning that a timer will act soon (ExpiryWarned): a fact on the feed, the state unchanged.
+    {"trigger": "warn_expiry", "source": [IDLE, RUNNING, SUSPENDED], "dest": "="},
     {"trigger": "mark_destroyed", "source": DESTROYING, "dest": EXPIRED},
     # A failed side effect returns to the stable state it started from; a failed create has
     # nothing to return to.

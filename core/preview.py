@@ -44,18 +44,30 @@ def preview_of(provider: _PreviewProvider, ref: str, port: int) -> Preview:
 
 
 class PreviewCalls:
-    """``preview`` of SandboxService (it inherits it), kept beside its value type."""
+    """``url`` and ``preview`` of SandboxService (it inherits them), kept beside the preview's value type."""
 
     kernel: Kernel
     _on_live: Callable[..., Any]
 
+    def url(self, sandbox_id: str, port: int) -> str:
+        """A URL on which this host reaches a server listening on ``port`` in the sandbox; Unsupported
+        on a provider without ports."""
+        provider = self.kernel.provider
+        url: str = self._on_port(sandbox_id, port, "url", lambda ref: provider.url(ref, port))
+        return url
+
     def preview(self, sandbox_id: str, port: int) -> Preview:
         """The URL of ``port`` in the sandbox and the headers a request to it needs (see the module)."""
         provider = self.kernel.provider
+        preview: Preview = self._on_port(
+            sandbox_id, port, "preview", lambda ref: preview_of(provider, ref, port)
+        )
+        return preview
+
+    def _on_port(self, sandbox_id: str, port: int, verb: str, call: Callable[[str], Any]) -> Any:
         capabilities: ProviderCapabilities = self.kernel.capabilities
         if not capabilities.ports:
-            raise Unsupported(provider.name, "reaching a port in the sandbox (preview)")
+            raise Unsupported(self.kernel.provider.name, f"reaching a port in the sandbox ({verb})")
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1-65535, got {port!r}")
-        result: Preview = self._on_live(sandbox_id, lambda ref: preview_of(provider, ref, port))
-        return result
+        return self._on_live(sandbox_id, call)

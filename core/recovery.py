@@ -17,12 +17,13 @@ from typing import Literal, TypeVar, assert_never
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core import timers
 from sandbox_lifecycle.core.errors import ConcurrencyError
 from sandbox_lifecycle.core.ids import random_id
 from sandbox_lifecycle.core.kernel import RECONCILER, Kernel
 from sandbox_lifecycle.core.observe import log_context
 from sandbox_lifecycle.core.ports import SnapshotInfo
-from sandbox_lifecycle.core.projection import IDLE, project, timer_kind
+from sandbox_lifecycle.core.projection import IDLE, expiring, project, timer_kind
 from sandbox_lifecycle.events.records import CorruptStream, Deadline, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
 
@@ -46,6 +47,8 @@ class SweepReport(FieldValues):
     recovered: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # "<sandbox id>:<timer>" for each warning recorded (ExpiryWarned): the timer acts soon.
+    warned: list[str] = field(default_factory=list)
 
 
 def _describe(sandbox_id: str, exc: BaseException) -> str:
@@ -89,9 +92,14 @@ class Sweeper:
                         if self._collect(sid, deadline.version, when):
                             report.fired.append(f"{sid}:{deadline.kind}")
                             self._lag(deadline)
-                    case "idle" | "retention":
+                    case "idle" | "retention" | "max_lifetime":
                         if self._fire(sid, kind, deadline.version, when):
                             report.fired.append(f"{sid}:{deadline.kind}")
+                            self._lag(deadline)
+                    case "warning":
+                        warned = self._warn(sid, deadline.version, when)
+                        report.warned.extend(f"{sid}:{timer}" for timer in warned)
+                        if warned:
                             self._lag(deadline)
                     case _:
                         assert_never(kind)
@@ -100,10 +108,20 @@ class Sweeper:
                 report.errors.append(_describe(sid, exc))
                 log.warning("timer %s of %s failed: %s", deadline.kind, sid, exc)
 
-        due = self.k.store.due_deadlines(when, limit=limit)
-        if self.workers <= 1 or len(due) <= 1:
-            for deadline in due:
+        # One sandbox's due timers run one after another, in due order (the store's): run side by side,
+        # a later one (a checkpoint collection, a warning) could append first and make an earlier one
+        # (the idle suspend) lose its version race, which of the two acted being left to the threads.
+        groups: dict[str, list[Deadline]] = {}
+        for deadline in self.k.store.due_deadlines(when, limit=limit):
+            groups.setdefault(deadline.sandbox_id, []).append(deadline)
+
+        def each(deadlines: list[Deadline]) -> None:
+            for deadline in deadlines:
                 one(deadline)
+
+        if self.workers <= 1 or len(groups) <= 1:
+            for deadlines in groups.values():
+                each(deadlines)
         else:
             # Side effects (a snapshot upload, a pause) take seconds each: a sweep that finds many due
             # sandboxes must not do them one after another.
@@ -111,7 +129,7 @@ class Sweeper:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(self.workers, thread_name_prefix="sweep") as pool:
-                list(pool.map(one, due))
+                list(pool.map(each, groups.values()))
         return report
 
     def _lag(self, deadline: Deadline) -> None:
@@ -119,7 +137,9 @@ class Sweeper:
         late = (self.k.clock() - deadline.due_at).total_seconds()
         self.k.observer.timer_fired(deadline.kind, max(late, 0.0))
 
-    def _fire(self, sid: str, kind: Literal["idle", "retention"], seen_version: int, now: datetime) -> bool:
+    def _fire(
+        self, sid: str, kind: Literal["idle", "retention", "max_lifetime"], seen_version: int, now: datetime
+    ) -> bool:
         state = self.k.load(sid)
         if state.version != seen_version:
             return False  # moved on since the deadline was read; its new deadline is armed
@@ -128,7 +148,14 @@ class Sweeper:
             case "idle":
                 cmd = sb.FireIdleTimeout(timeout=self.k.policy.idle_timeout)
             case "retention":
-                cmd = sb.FireRetention(retention=self.k.policy.retention)
+                cmd = timers.FireRetention(retention=self.k.policy.retention)
+            case "max_lifetime":
+                # No limit any more (the setting was removed): a zero-length lifetime would destroy it.
+                limit = self.k.policy.max_lifetime
+                if limit is None:
+                    self.k.store.write_projection(project(state, self.k.policy))
+                    return False
+                cmd = timers.FireMaxLifetime(max_lifetime=limit)
             case _:
                 assert_never(kind)
         if not sb.decide(state, cmd, now):
@@ -148,6 +175,33 @@ class Sweeper:
             return False  # another scheduler won; exactly one transition happens
         self.k.drive(after, cid, cmd.reason, at=now, actor=cmd.actor)
         return True
+
+    def _warn(self, sid: str, seen_version: int, now: datetime) -> list[str]:
+        """Record a warning (ExpiryWarned) for each timer of the sandbox that acts within the lead, once
+        per deadline; returns the timers warned of. Appended at the version loaded: of two schedulers
+        only one records it."""
+        state = self.k.load(sid)
+        if state.version != seen_version:
+            return []  # moved on since the deadline was read; its new deadline is armed
+        policy, warned = self.k.policy, list[str]()
+        for due in expiring(state, policy):
+            cmd = timers.WarnExpiry(
+                timer=due.timer,
+                due_at=due.due_at,
+                lead=policy.warning_lead,
+                checkpoint_version=due.checkpoint_version,
+            )
+            try:
+                after = self.k.apply(state, cmd, at=now)
+            except ConcurrencyError:
+                return warned  # another scheduler (or a command) won; the new version re-arms the rest
+            if after is not state:
+                warned.append(due.timer)
+            state = after
+        if not warned:
+            # Nothing owed yet, or too late to warn (the timer acts in this sweep): re-armed as it is.
+            self.k.store.write_projection(project(state, policy))
+        return warned
 
     def _collect(self, sid: str, seen_version: int, now: datetime) -> bool:
         """Collect the checkpoints retention no longer keeps: ``CheckpointCollected`` is recorded first,
@@ -247,6 +301,7 @@ class Sweeper:
             fired=fired.fired,
             recovered=fired.recovered + rec.recovered,
             removed=rec.removed,
+            warned=fired.warned,
             # A corrupt stream met by both halves is one problem, reported once.
             errors=list(dict.fromkeys(fired.errors + rec.errors)),
         )

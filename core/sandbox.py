@@ -58,6 +58,8 @@ class Sandbox(NamedTuple):
     egress_allow: tuple[str, ...] | None = None
     # What the live workspace was restored from: its next suspend reuses its pieces (docs/checkpoints.md).
     resumed_from: str | None = None
+    # The deadlines already warned of (ExpiryWarned): (timer, due), the latest per timer.
+    warned: tuple[tuple[str, datetime], ...] = ()
 
 
 def initial(sandbox_id: str) -> Sandbox:
@@ -176,13 +178,14 @@ class FireIdleTimeout(Command):
 
 
 @value_class(kw_only=True)
-class FireRetention(Command):
-    """The retention timer: destroy if suspended for ``retention``."""
+class TimerCommand(Command):
+    """A timer's command (core/timers.py): it re-checks its own guard, so a stale timer (activity since it
+    was armed, or the sandbox moved on) decides to nothing instead of failing."""
 
-    retention: timedelta
     actor: str = "scheduler"
-    reason: str = "retention"
-    TRIGGER = "retention_elapsed"
+
+    def fire(self, state: Sandbox, base: dict[str, Any], now: datetime) -> list[ev.Event]:
+        raise NotImplementedError
 
 
 @value_class(kw_only=True)
@@ -367,15 +370,8 @@ def decide(state: Sandbox, cmd: Command, now: datetime) -> list[ev.Event]:
                 running_processes=cmd.running_processes,
             ),
         ]
-    if isinstance(cmd, FireRetention):
-        if state.status != lc.SUSPENDED or state.suspended_at is None:
-            return []
-        if now - state.suspended_at < cmd.retention:
-            return []
-        return [
-            ev.RetentionElapsed(**base, suspended_since=state.suspended_at, retention_ms=_ms(cmd.retention)),
-            ev.DestroyRequested(**base),
-        ]
+    if isinstance(cmd, TimerCommand):
+        return cmd.fire(state, dict(base), now)
 
     if isinstance(cmd, CollectCheckpoints):
         if lc.destination(cmd.TRIGGER, state.status) is None:
@@ -579,8 +575,12 @@ def evolve(state: Sandbox, event: ev.Event) -> Sandbox:
             return _moved(s, lc.IDLE, at, turn_id=None, last_activity_at=at)
         case ev.ActivityRecorded():
             return _next(s, last_activity_at=at)
-        case ev.IdleTimeoutElapsed() | ev.RetentionElapsed():
+        case ev.IdleTimeoutElapsed() | ev.RetentionElapsed() | ev.MaxLifetimeElapsed():
             return _next(s)
+        case ev.ExpiryWarned():
+            return _next(
+                s, warned=(*(w for w in s.warned if w[0] != event.timer), (event.timer, event.due_at))
+            )
         case ev.SuspendRequested():
             # A pooled sandbox that is suspended or destroyed has left its pool.
             return _moved(

@@ -53,6 +53,7 @@ from sandbox_lifecycle.core.preview import PreviewCalls
 from sandbox_lifecycle.core.processes import DEFAULT_WAIT_S, Process, ProcessLogs, from_record
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.recovery import Sweeper, SweepReport
+from sandbox_lifecycle.core.rescue import RecoverCalls
 from sandbox_lifecycle.core.streaming import ExecStream, argv_of
 from sandbox_lifecycle.events.records import RecordedEvent, SandboxRow
 from sandbox_lifecycle.events.values import FieldValues, value_class
@@ -82,7 +83,7 @@ def new_sandbox_id() -> str:
     return random_id()[:16]
 
 
-class SandboxService(CheckpointCalls, EgressCalls, PreviewCalls):
+class SandboxService(CheckpointCalls, EgressCalls, PreviewCalls, RecoverCalls):
     def __init__(
         self,
         store: EventStore,
@@ -578,15 +579,6 @@ class SandboxService(CheckpointCalls, EgressCalls, PreviewCalls):
 
     def kill_process(self, sandbox_id: str, pid: str) -> None:
         self._on_process(sandbox_id, pid, lambda ref: self.provider.kill_process(ref, pid))
-
-    def url(self, sandbox_id: str, port: int) -> str:
-        """A URL on which this host reaches a server listening on ``port`` in the sandbox; Unsupported
-        on a provider without ports."""
-        if not self.capabilities.ports:
-            raise Unsupported(self.provider.name, "reaching a port in the sandbox (url)")
-        if not 0 < port < 65536:
-            raise ValueError(f"port must be 1-65535, got {port!r}")
-        return self._on_live(sandbox_id, lambda ref: self.provider.url(ref, port))
 
 
 @value_class

@@ -161,6 +161,30 @@ class RetentionElapsed(Event):
 
 
 @value_class(kw_only=True)
+class MaxLifetimeElapsed(Event):
+    """The lifetime timer fired: created at ``created_at``, the sandbox reached ``max_lifetime_ms``
+    (SANDBOX_MAX_LIFETIME_MS) and is destroyed whatever its activity."""
+
+    TYPE = "MaxLifetimeElapsed"
+    created_at: datetime
+    max_lifetime_ms: int
+
+
+@value_class(kw_only=True)
+class ExpiryWarned(Event):
+    """A timer will act on the sandbox at ``due_at``: ``timer`` is ``idle`` (suspend), ``retention``
+    (destroy a suspended sandbox), ``checkpoint`` (collect the checkpoint of ``checkpoint_version``) or
+    ``max_lifetime`` (destroy). Recorded once per deadline, ``lead_ms`` before it, so the feed, the relay
+    and a replay see it exactly once; a deadline that moves (a touch) is warned of again."""
+
+    TYPE = "ExpiryWarned"
+    timer: str
+    due_at: datetime
+    lead_ms: int
+    checkpoint_version: int | None = None
+
+
+@value_class(kw_only=True)
 class DestroyRequested(Event):
     """The intent to remove the sandbox and its snapshot."""
 
@@ -315,6 +339,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Resumed,
         ResumeFailed,
         RetentionElapsed,
+        MaxLifetimeElapsed,
+        ExpiryWarned,
         DestroyRequested,
         Destroyed,
         ProviderLost,

@@ -101,6 +101,7 @@ if TYPE_CHECKING:
         TransferReport,
     )
     from sandbox_lifecycle.core.processes import Process, ProcessLogs
+    from sandbox_lifecycle.core.rescue import Recovery
     from sandbox_lifecycle.core.service import SandboxService, SweepReport, TurnHandle
     from sandbox_lifecycle.events.records import SandboxRow
 
@@ -133,6 +134,7 @@ _LAZY = {
     "TransferReport": "sandbox_lifecycle.core.ports",
     "SandboxService": "sandbox_lifecycle.core.service",
     "SweepReport": "sandbox_lifecycle.core.service",
+    "Recovery": "sandbox_lifecycle.core.rescue",
     "TurnHandle": "sandbox_lifecycle.core.service",
     "SandboxRow": "sandbox_lifecycle.events.records",
 }
@@ -255,6 +257,7 @@ __all__ = [
     "ProviderError",
     "ProviderLost",
     "ProviderRefused",
+    "Recovery",
     "SandboxBusy",
     "SandboxError",
     "SandboxExpired",

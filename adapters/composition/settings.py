@@ -206,6 +206,16 @@ class Settings(FieldValues):
             idle_timeout=shared.idle_timeout,
             retention=reader.millis("SANDBOX_SNAPSHOT_RETENTION_MS", 604_800_000),
             lease=reader.millis("SANDBOX_LEASE_MS", 600_000),
+            max_lifetime=_max_lifetime(reader),
+            warning_lead=timedelta(
+                milliseconds=reader.integer(
+                    "SANDBOX_WARNING_LEAD_MS",
+                    DEFAULT_WARNING_LEAD_MS,
+                    MAX_TIMER_MS,
+                    "milliseconds",
+                    minimum=0,
+                )
+            ),
         )
         settings = cls(
             provider=provider,
@@ -251,9 +261,26 @@ class Settings(FieldValues):
             ),
             "idle_timeout_ms": str(int(self.policy.idle_timeout.total_seconds() * 1000)),
             "snapshot_retention_ms": str(int(self.policy.retention.total_seconds() * 1000)),
+            "max_lifetime_ms": _ms_or_unset(self.policy.max_lifetime),
+            "warning_lead_ms": _ms_or_unset(self.policy.warning_lead),
             "deployment": self.deployment,
             **entry.describe(self.chosen),
         }
+
+
+# How long before a timer acts its warning (ExpiryWarned) is recorded: Vercel's ``expiring``, a minute.
+DEFAULT_WARNING_LEAD_MS = 60_000
+
+
+def _ms_or_unset(delta: timedelta | None) -> str:
+    return "unset" if delta is None else str(int(delta.total_seconds() * 1000))
+
+
+def _max_lifetime(reader: EnvReader) -> timedelta | None:
+    """SANDBOX_MAX_LIFETIME_MS: unset (or empty) is no limit; otherwise a whole number of ms, >= 1."""
+    if reader.text("SANDBOX_MAX_LIFETIME_MS") is None:
+        return None
+    return reader.millis("SANDBOX_MAX_LIFETIME_MS", 1)
 
 
 MAX_LIVE_LIMIT = 1_000_000

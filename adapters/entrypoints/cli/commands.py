@@ -150,7 +150,10 @@ VERBS: dict[str, Registrar] = {
     **{name: SANDBOX_VERBS[name] for name in ("suspend", "resume", "destroy", "touch", "egress")},
     **{name: SANDBOX_VERBS[name] for name in ("ls", "show", "history")},
     **dict.fromkeys(("checkpoints", "rewind", "fork"), _checkpoint_verbs),
-    **{name: _operations_verb(name) for name in ("replay", "sweep", "reconcile", "scheduler", "db")},
+    **{
+        name: _operations_verb(name)
+        for name in ("replay", "sweep", "reconcile", "recover", "scheduler", "db")
+    },
     **dict.fromkeys(("ps", "logs", "kill", "url"), _process_verbs),
     **{name: _operations_verb(name) for name in ("diagram", "doctor")},
     "agent": _agent_verb,

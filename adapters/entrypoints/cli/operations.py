@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +67,19 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     report = service_of(args).reconcile()
     print_report(report, args.json)
     return 1 if report.errors else 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    done = service_of(args).recover(args.id)
+    if args.json:
+        print(json.dumps(asdict(done), indent=2))
+    else:
+        for action in done.actions:
+            print(action)
+        if not done.actions:
+            print("nothing to do: the log and the provider agree")
+        print(f"{done.sandbox_id}: {done.before} -> {done.state}")
+    return 1 if done.error else 0
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -133,6 +148,15 @@ def _reconcile_verb(add: AddVerb, sub: Any) -> None:
     add("reconcile", cmd_reconcile, "re-drive stuck transitions and remove orphans once")
 
 
+def _recover_verb(add: AddVerb, sub: Any) -> None:
+    sp = add(
+        "recover",
+        cmd_recover,
+        "re-drive one stuck or failed sandbox now: take over its side effect, record what the provider holds",
+    )
+    sp.add_argument("id")
+
+
 def _scheduler_verb(add: AddVerb, sub: Any) -> None:
     sp = add(
         "scheduler", cmd_scheduler, "run the timer ticker in the foreground (SIGTERM/SIGINT stop it)", False
@@ -167,6 +191,7 @@ VERBS: dict[str, Callable[[AddVerb, Any], None]] = {
     "replay": _replay_verb,
     "sweep": _sweep_verb,
     "reconcile": _reconcile_verb,
+    "recover": _recover_verb,
     "scheduler": _scheduler_verb,
     "db": _db_verb,
     "diagram": _diagram_verb,

@@ -82,10 +82,11 @@ def print_report(report: Any, as_json: bool) -> None:
         ("fired", report.fired),
         ("recovered", report.recovered),
         ("removed", report.removed),
+        ("warned", report.warned),
     ):
         for item in items:
             print(f"{label}: {item}")
     for err in report.errors:
         print(f"error: {err}", file=sys.stderr)
-    if not (report.fired or report.recovered or report.removed or report.errors):
+    if not (report.fired or report.recovered or report.removed or report.warned or report.errors):
         print("nothing to do")

@@ -13,6 +13,7 @@ import pytest
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core import timers
 from sandbox_lifecycle.core.ports import EventStore
 from sandbox_lifecycle.core.projection import IDLE, RETENTION, Policy, project
 from sandbox_lifecycle.core.service import SandboxService
@@ -56,13 +57,13 @@ def test_idle_guard_fires_at_exactly_the_deadline_and_not_a_microsecond_before()
 def test_retention_is_measured_from_the_suspension_not_from_the_last_activity() -> None:
     now = T + timedelta(days=8)
     s = _suspended(active_at=now - timedelta(days=8), suspended_at=now - timedelta(days=6))
-    assert sb.decide(s, sb.FireRetention(retention=RETENTION_TIME), now) == []
+    assert sb.decide(s, timers.FireRetention(retention=RETENTION_TIME), now) == []
     suspended_at = now - timedelta(days=6)
     assert {d.kind: d.due_at for d in project(s, POLICY).deadlines} == {
         RETENTION: suspended_at + RETENTION_TIME
     }
     # ... and at exactly suspension + retention it is due.
-    fire = sb.FireRetention(retention=RETENTION_TIME)
+    fire = timers.FireRetention(retention=RETENTION_TIME)
     assert sb.decide(s, fire, suspended_at + RETENTION_TIME - US) == []
     assert [type(e) for e in sb.decide(s, fire, suspended_at + RETENTION_TIME)] == [
         ev.RetentionElapsed,
@@ -100,9 +101,9 @@ def test_a_stale_retention_timer_decides_nothing() -> None:
     due = T + RETENTION_TIME
     # Resumed since: not suspended any more.
     resumed = _run(_run(s, sb.RequestResume(), T + timedelta(days=1)), sb.MarkResumed(provider_ref="r"), T)
-    assert sb.decide(resumed, sb.FireRetention(retention=RETENTION_TIME), due) == []
+    assert sb.decide(resumed, timers.FireRetention(retention=RETENTION_TIME), due) == []
     # A longer retention configured since.
-    assert sb.decide(s, sb.FireRetention(retention=2 * RETENTION_TIME), due) == []
+    assert sb.decide(s, timers.FireRetention(retention=2 * RETENTION_TIME), due) == []
 
 
 # ----------------------------------------------------------------------------------- the service

@@ -28,7 +28,18 @@ def test_every_state_a_failure_leaves_has_its_failure_event() -> None:
 
 
 def test_a_timer_kind_is_checked_when_read() -> None:
-    assert set(TIMER_KINDS) == set(get_args(TimerKind)) == {"idle", "retention", "lease", "checkpoint"}
+    assert (
+        set(TIMER_KINDS)
+        == set(get_args(TimerKind))
+        == {
+            "idle",
+            "retention",
+            "lease",
+            "checkpoint",
+            "max_lifetime",
+            "warning",
+        }
+    )
     for kind in TIMER_KINDS:
         assert timer_kind(kind) == kind
     with pytest.raises(ValueError, match="unknown timer kind"):

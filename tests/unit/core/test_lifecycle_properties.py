@@ -10,12 +10,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from sandbox_lifecycle.core import lifecycle as lc
 from sandbox_lifecycle.core import sandbox as sb
+from sandbox_lifecycle.core import timers
 from sandbox_lifecycle.core.errors import CheckpointNotFound, InvalidTransition, SandboxBusy, SandboxExpired
 from sandbox_lifecycle.events.codec import decode, encode
 from sandbox_lifecycle.events.records import RecordedEvent
 
 TIMEOUT = timedelta(minutes=30)
 RETENTION = timedelta(days=7)
+LIFETIME = timedelta(days=1)
 
 text = st.text(min_size=1, max_size=8)
 # Command class -> strategy building it.
@@ -53,7 +55,14 @@ COMMANDS: dict[type[sb.Command], st.SearchStrategy[sb.Command]] = {
     sb.Recover: st.builds(sb.Recover),
     sb.MarkResumed: st.builds(sb.MarkResumed, provider_ref=st.just("r2")),
     sb.FireIdleTimeout: st.builds(sb.FireIdleTimeout, timeout=st.just(TIMEOUT)),
-    sb.FireRetention: st.builds(sb.FireRetention, retention=st.just(RETENTION)),
+    timers.FireRetention: st.builds(timers.FireRetention, retention=st.just(RETENTION)),
+    timers.FireMaxLifetime: st.builds(timers.FireMaxLifetime, max_lifetime=st.just(LIFETIME)),
+    timers.WarnExpiry: st.builds(
+        timers.WarnExpiry,
+        timer=st.sampled_from(["idle", "retention", "checkpoint", "max_lifetime"]),
+        due_at=st.sampled_from([datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=h) for h in (1, 2, 30)]),
+        lead=st.sampled_from([timedelta(seconds=60), timedelta(hours=2)]),
+    ),
     sb.Destroy: st.builds(sb.Destroy),
     sb.MarkDestroyed: st.builds(sb.MarkDestroyed),
     sb.MarkFailed: st.builds(sb.MarkFailed, error=st.just("boom")),
@@ -111,7 +120,11 @@ class DeciderMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def allowed_command(self, data: st.DataObject) -> None:
         """Bias towards commands the table allows, so deep states (resuming, destroying) are reached."""
-        allowed = set(lc.allowed_triggers(self.state.status)) | {"idle_timeout", "retention_elapsed"}
+        allowed = set(lc.allowed_triggers(self.state.status)) | {
+            "idle_timeout",
+            "retention_elapsed",
+            "max_lifetime",
+        }
         if self.state.status == lc.SUSPENDED and self.state.checkpoints:
             # A rewind to a checkpoint the sandbox has, not only to random versions.
             versions = [c.version for c in self.state.checkpoints]
@@ -190,6 +203,26 @@ class DeciderMachine(RuleBasedStateMachine):
         assert versions <= taken - collected
         if self.state.status == lc.EXPIRED:
             assert versions == set()
+
+    @invariant()
+    def a_deadline_is_warned_of_once_and_before_it_is_due(self) -> None:
+        """An ExpiryWarned never repeats the deadline its timer was last warned of, and was recorded in
+        its lead window, in a stable state; the state remembers the latest deadline per timer."""
+        latest: dict[str, datetime] = {}
+        for version, e in enumerate(self.log, start=1):
+            if isinstance(e, sb.ev.ExpiryWarned):
+                assert latest.get(e.timer) != e.due_at
+                assert e.due_at - timedelta(milliseconds=e.lead_ms) <= e.at < e.due_at
+                assert self.state_at(version - 1).status in {lc.IDLE, lc.RUNNING, lc.SUSPENDED}
+                latest[e.timer] = e.due_at
+        assert dict(self.state.warned) == latest
+
+    @invariant()
+    def a_lifetime_destroy_comes_only_after_the_lifetime(self) -> None:
+        for e in self.log:
+            if isinstance(e, sb.ev.MaxLifetimeElapsed):
+                assert e.at - e.created_at >= LIFETIME
+                assert e.max_lifetime_ms == LIFETIME.total_seconds() * 1000
 
     def state_at(self, version: int) -> sb.Sandbox:
         return sb.replay("s1", self.log[:version])

@@ -6,6 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sandbox_lifecycle.adapters.composition.scrubbing import first_line, scrub
 from sandbox_lifecycle.adapters.composition.settings import Settings
@@ -25,6 +27,8 @@ def problems(environ: dict[str, str]) -> str:
         "SANDBOX_SNAPSHOT_RETENTION_MS",
         "SANDBOX_LEASE_MS",
         "E2B_SANDBOX_TIMEOUT_MS",
+        "SANDBOX_MAX_LIFETIME_MS",
+        "SANDBOX_WARNING_LEAD_MS",
     ],
 )
 def test_a_timer_exactly_at_the_maximum_is_accepted(name: str) -> None:
@@ -41,6 +45,34 @@ def test_a_sweep_interval_of_exactly_a_day_is_accepted() -> None:
 def test_the_default_lease_is_the_documented_ten_minutes(tmp_path: Path) -> None:
     # docs/operations.md and the README: SANDBOX_LEASE_MS defaults to 600000.
     assert Settings.from_env({"HOME": str(tmp_path)}).policy.lease == timedelta(milliseconds=600_000)
+
+
+def test_max_lifetime_is_unset_by_default_and_the_warning_lead_a_minute(tmp_path: Path) -> None:
+    # docs/operations.md: SANDBOX_MAX_LIFETIME_MS unset (no limit), SANDBOX_WARNING_LEAD_MS 60000.
+    policy = Settings.from_env({"HOME": str(tmp_path)}).policy
+    assert (policy.max_lifetime, policy.warning_lead) == (None, timedelta(minutes=1))
+    assert Settings.from_env({"SANDBOX_MAX_LIFETIME_MS": " "}).policy.max_lifetime is None
+
+
+@given(ms=st.integers(1, 315360000000))
+def test_a_max_lifetime_in_range_is_taken_to_the_millisecond(ms: int) -> None:
+    assert Settings.from_env({"SANDBOX_MAX_LIFETIME_MS": str(ms)}).policy.max_lifetime == timedelta(
+        milliseconds=ms
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1h", "1.5", "+7"])
+def test_a_max_lifetime_of_zero_or_not_a_whole_number_is_refused(value: str) -> None:
+    assert "SANDBOX_MAX_LIFETIME_MS must be a whole number of milliseconds from 1" in problems(
+        {"SANDBOX_MAX_LIFETIME_MS": value}
+    )
+
+
+def test_a_warning_lead_of_zero_turns_warnings_off_and_a_negative_one_is_refused() -> None:
+    assert Settings.from_env({"SANDBOX_WARNING_LEAD_MS": "0"}).policy.warning_lead == timedelta(0)
+    assert "SANDBOX_WARNING_LEAD_MS must be a whole number of milliseconds from 0" in problems(
+        {"SANDBOX_WARNING_LEAD_MS": "-1"}
+    )
 
 
 @pytest.mark.parametrize(

@@ -122,10 +122,12 @@ def test_replay_verify_detects_tampering(service: SandboxService, capsys: pytest
         conn.exec_driver_sql("UPDATE sandboxes SET state = 'running', version = 99 WHERE id = ?", (row.id,))
         conn.exec_driver_sql("DELETE FROM sandbox_deadlines")
     code, out, err = run(capsys, "replay", "--verify")
-    assert code == 1 and "3 difference(s)" in err
+    # Two deadlines deleted: the idle timer's and its warning's (SANDBOX_WARNING_LEAD_MS, a minute).
+    assert code == 1 and "4 difference(s)" in err
     assert f"{row.id}: state is 'running' in the read model, 'idle' from the log" in out
     assert f"{row.id}: version is 99 in the read model, 2 from the log" in out
     assert f"{row.id}: idle deadline" in out and "missing" in out
+    assert f"{row.id}: warning deadline" in out
     code, out, _ = run(capsys, "replay", "--rebuild")
     assert code == 0
     code, out, _ = run(capsys, "replay", "--verify")
