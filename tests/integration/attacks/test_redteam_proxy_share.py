@@ -18,11 +18,14 @@ from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from tests.integration.attacks.test_egress_attacks import (  # noqa: F401 (fixtures)
     MODEL,
     TIMED,
+    attack_provider,
+)
+from tests.support.fixtures.egress_attacks import (  # noqa: F401 (fixtures)
     bridge_address,
     egress_container,
+    engine,
     model,
     model_port,
-    provider,
     py,
     sandboxes,
 )
@@ -73,22 +76,22 @@ print(json.dumps({"trickled": sent[0], "idle_tunnels": held[0]}))
 
 
 def test_a_sandbox_spending_its_share_on_slow_and_idle_connections_does_not_slow_another(
-    provider: DockerProvider,  # noqa: F811 (the fixture imported above)
+    attack_provider: DockerProvider,  # noqa: F811 (the fixture imported above)
     docker_client: docker.DockerClient,
     sandboxes: Callable[[], str],  # noqa: F811
     model_port: int,  # noqa: F811
 ) -> None:
     attacker, bystander = sandboxes(), sandboxes()
-    baseline = json.loads(py(provider, bystander, TIMED, "proxy", MODEL, str(model_port), "3"))
+    baseline = json.loads(py(attack_provider, bystander, TIMED, "proxy", MODEL, str(model_port), "3"))
     assert [status for status, _ in baseline] == [200] * 3, baseline
     before = egress_container(docker_client)
     with ThreadPoolExecutor(1) as pool:
         # 64 + 16 + 40 = 120 connections: just under the sandbox's share (128), for 15 s.
         hog = pool.submit(
-            py, provider, attacker, HOG, MODEL, str(model_port), "64", "16", "40", "15", timeout=120
+            py, attack_provider, attacker, HOG, MODEL, str(model_port), "64", "16", "40", "15", timeout=120
         )
         time.sleep(3.0)
-        during = json.loads(py(provider, bystander, TIMED, "proxy", MODEL, str(model_port), "10"))
+        during = json.loads(py(attack_provider, bystander, TIMED, "proxy", MODEL, str(model_port), "10"))
         spent = json.loads(hog.result(120))
     after = egress_container(docker_client)
     print(f"attacker {spent}; bystander baseline {baseline}; during the attack {during}")
