@@ -48,8 +48,23 @@ def test_one_string_for_allow_is_refused_with_nothing_recorded_or_applied() -> N
     sid = service.create("data-app").id
     version = service.get(sid).version
 
-    with pytest.raises(EgressRefused, match="not one string"):
-        service.set_egress(sid, "pkgs.test")
+    with pytest.raises(EgressRefused, match="not one string") as refused:
+        service.set_egress(sid, "pkgs.test")  # type: ignore[arg-type]  # the mistake under test
+    assert refused.value.sandbox == sid
+    assert str(refused.value).startswith(f"egress of sandbox {sid} not changed: ")
 
     assert service.get(sid).version == version
     assert not [c for c in provider.calls if c[0] == "set_egress"]
+
+
+def test_a_refused_entry_names_the_sandbox_and_the_providers_reason() -> None:
+    provider = FakeProvider()
+    service = SandboxService(InMemoryEventStore(), provider, policy=POLICY, clock=Clock())
+    sid = service.create("data-app").id
+
+    with pytest.raises(EgressRefused) as refused:
+        service.set_egress(sid, ["pkgs.test", "169.254.169.254"])
+
+    assert refused.value.sandbox == sid
+    assert str(refused.value).startswith(f"egress of sandbox {sid} not changed: ")
+    assert "169.254.169.254" in str(refused.value)
