@@ -63,6 +63,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/contract/core/test_service_capacity.py",
         "tests/contract/core/test_capacity_busy_eviction.py",
         "tests/unit/core/test_capacity_eviction_bound.py",
+        "tests/unit/core/test_admission_mutants.py",
     ],
     # Added last round; their fast tests drive them through SandboxService (contract suites over fakes).
     "core/live.py": [
@@ -72,6 +73,7 @@ TARGETS: dict[str, list[str]] = {
     "core/egress.py": [
         "tests/contract/core/test_service_egress.py",
         "tests/unit/core/test_egress_decider.py",
+        "tests/unit/core/test_egress_mutants.py",
     ],
     "core/checkpoints.py": [
         "tests/contract/core/test_checkpoints.py",
@@ -83,9 +85,10 @@ TARGETS: dict[str, list[str]] = {
     ],
     "adapters/providers/registry.py": [
         "tests/unit/adapters/providers/test_registry.py",
+        "tests/unit/adapters/providers/test_registry_mutants.py",
     ],
     "adapters/providers/delegating.py": [
-        "tests/unit/adapters/providers/test_registry.py",
+        "tests/unit/adapters/providers/test_delegating_mutants.py",
     ],
     "core/pool.py": [
         "tests/unit/core/test_pool.py",
