@@ -77,6 +77,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "core/checkpoints.py": [
         "tests/contract/core/test_checkpoints.py",
+        "tests/unit/core/test_checkpoints_mutants.py",
     ],
     "core/kernel.py": [
         "tests/unit/core/test_kernel.py",

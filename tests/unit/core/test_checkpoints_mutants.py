@@ -1,0 +1,37 @@
+"""Rules of ``core/checkpoints.py`` that the 2026-12-08 mutation sample got past (docs/testing.md,
+"Mutation scores, 2026-12-08"), on the fakes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from sandbox_lifecycle.core.errors import SandboxNotFound
+from sandbox_lifecycle.core.projection import Policy
+from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events.records import SandboxRow
+from tests.support.fakes import Clock, FakeProvider, InMemoryEventStore
+
+POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
+
+
+class _RowGone(InMemoryEventStore):
+    """A store whose row of a sandbox is gone once ``gone`` is set (purged by another process)."""
+
+    gone: str | None = None
+
+    def get_sandbox(self, sandbox_id: str) -> SandboxRow | None:
+        return None if sandbox_id == self.gone else super().get_sandbox(sandbox_id)
+
+
+def test_a_rewind_whose_row_is_gone_afterwards_says_not_found_and_never_returns_none() -> None:
+    store = _RowGone()
+    service = SandboxService(store, FakeProvider(), policy=POLICY, clock=Clock())
+    with service.turn("conv", "data-app") as sbx:
+        sbx.write_file("app/a.txt", "A")
+    version = service.checkpoints(sbx.id)[0].version
+    store.gone = sbx.id
+
+    with pytest.raises(SandboxNotFound):
+        service.rewind(sbx.id, version)
