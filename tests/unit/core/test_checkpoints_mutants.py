@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from sandbox_lifecycle.core.errors import SandboxNotFound
+from sandbox_lifecycle.core import checkpoints
+from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxNotFound, Unsupported
+from sandbox_lifecycle.core.ports import ProviderCapabilities
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.records import SandboxRow
@@ -35,3 +37,37 @@ def test_a_rewind_whose_row_is_gone_afterwards_says_not_found_and_never_returns_
 
     with pytest.raises(SandboxNotFound):
         service.rewind(sbx.id, version)
+
+
+def test_a_provider_without_checkpoints_is_named_in_the_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = FakeProvider()
+    monkeypatch.setattr(
+        provider, "capabilities", ProviderCapabilities("none", False, False, True, checkpoints=False)
+    )
+    service = SandboxService(InMemoryEventStore(), provider, policy=POLICY, clock=Clock())
+    with service.turn("conv", "data-app") as sbx:
+        sbx.write_file("app/a.txt", "A")
+
+    with pytest.raises(Unsupported) as refused:
+        service.fork(sbx.id)
+    assert refused.value.provider == provider.name
+    assert refused.value.what == "forking a sandbox from a checkpoint"
+
+
+def test_a_fork_whose_new_id_is_taken_fails_and_leaves_the_source_unforked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = FakeProvider()
+    service = SandboxService(InMemoryEventStore(), provider, policy=POLICY, clock=Clock())
+    with service.turn("conv", "data-app") as sbx:
+        sbx.write_file("app/a.txt", "A")
+    other = service.create("data-app").id
+    copies = [c for c in provider.calls if c[0] == "copy_snapshot"]
+    # The new id drawn for the fork is one a stream already has (no conversation is named).
+    monkeypatch.setattr(checkpoints, "random_id", lambda: other + "0" * 16)
+
+    with pytest.raises(ConcurrencyError):
+        service.fork(sbx.id)
+
+    assert [h.type for h in service.history(sbx.id) if h.type == "Forked"] == []
+    assert [c for c in provider.calls if c[0] == "copy_snapshot"] == copies
