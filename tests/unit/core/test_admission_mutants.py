@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from sandbox_lifecycle.core import lifecycle as lc
+from sandbox_lifecycle.core.admission import Admission
 from sandbox_lifecycle.core.capacity import Capacity
+from sandbox_lifecycle.core.errors import CapacityExceeded
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.events.records import CapacityLimit, CapacityRefused
 from tests.support.fakes import Clock, FakeProvider, InMemoryEventStore
 
 POLICY = Policy(idle_timeout=timedelta(minutes=30), retention=timedelta(days=7), lease=timedelta(minutes=10))
@@ -35,3 +40,25 @@ def test_the_least_recently_active_idle_sandbox_is_the_one_suspended_not_the_fir
 
     assert service.get(first).state == lc.IDLE
     assert service.get(second).state == lc.SUSPENDED
+
+
+def test_a_full_fleet_with_nothing_idle_is_polled_with_backoff_not_in_a_busy_loop() -> None:
+    service = SandboxService(
+        InMemoryEventStore(),
+        FakeProvider(),
+        policy=POLICY,
+        clock=Clock(),
+        capacity=Capacity(max_live=1, wait=timedelta(milliseconds=500)),
+    )
+    tries = 0
+
+    def refused() -> None:
+        nonlocal tries
+        tries += 1
+        raise CapacityRefused("s", CapacityLimit(states=(lc.IDLE,), limit=1, kind=None), 1)
+
+    with pytest.raises(CapacityExceeded):
+        Admission(service.kernel).admit("data-app", refused, actor="test")
+
+    # 20, 40, 80, 160, 250 ms ... apart: a handful of tries in half a second, not thousands.
+    assert 2 <= tries <= 10
