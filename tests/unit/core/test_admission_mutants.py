@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -62,3 +63,38 @@ def test_a_full_fleet_with_nothing_idle_is_polled_with_backoff_not_in_a_busy_loo
 
     # 20, 40, 80, 160, 250 ms ... apart: a handful of tries in half a second, not thousands.
     assert 2 <= tries <= 10
+
+
+def test_a_waiter_queued_behind_a_slow_one_gives_up_at_its_own_budget() -> None:
+    service = SandboxService(
+        InMemoryEventStore(),
+        FakeProvider(),
+        policy=POLICY,
+        clock=Clock(),
+        capacity=Capacity(max_live=1, wait=timedelta(milliseconds=200)),
+    )
+    admission = Admission(service.kernel)
+    inside, release, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def slow() -> None:
+        inside.set()
+        release.wait(5)  # bounded: the test releases it as soon as the second waiter is answered
+
+    def first() -> None:
+        admission.admit("data-app", slow, actor="first")
+        first_done.set()
+
+    def refused() -> None:
+        raise CapacityRefused("s", CapacityLimit(states=(lc.IDLE,), limit=1, kind=None), 1)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    try:
+        assert inside.wait(5)
+        with pytest.raises(CapacityExceeded):
+            admission.admit("data-app", refused, actor="second")
+        # Answered while the first waiter still held the head of the queue.
+        assert not first_done.is_set()
+    finally:
+        release.set()
+        holder.join(10)
