@@ -69,6 +69,7 @@ TARGETS: dict[str, list[str]] = {
     "core/live.py": [
         "tests/contract/core/test_service.py",
         "tests/unit/core/test_service_files.py",
+        "tests/unit/core/test_live_mutants.py",
     ],
     "core/egress.py": [
         "tests/contract/core/test_service_egress.py",
