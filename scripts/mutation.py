@@ -84,6 +84,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/unit/core/test_kernel.py",
         "tests/unit/core/test_dispatch.py",
         "tests/unit/core/test_service_interrupted_transitions.py",
+        "tests/unit/core/test_kernel_mutants.py",
     ],
     "adapters/providers/registry.py": [
         "tests/unit/adapters/providers/test_registry.py",
