@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from sandbox_lifecycle.core import checkpoints
-from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxNotFound, Unsupported
+from sandbox_lifecycle.core.errors import ConcurrencyError, SandboxBusy, SandboxNotFound, Unsupported
 from sandbox_lifecycle.core.ports import ProviderCapabilities
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
@@ -71,3 +71,22 @@ def test_a_fork_whose_new_id_is_taken_fails_and_leaves_the_source_unforked(
 
     assert [h.type for h in service.history(sbx.id) if h.type == "Forked"] == []
     assert [c for c in provider.calls if c[0] == "copy_snapshot"] == copies
+
+
+def test_a_fork_gets_an_id_of_the_same_shape_as_a_created_sandbox() -> None:
+    service = SandboxService(InMemoryEventStore(), FakeProvider(), policy=POLICY, clock=Clock())
+    with service.turn("conv", "data-app") as sbx:
+        sbx.write_file("app/a.txt", "A")
+    assert len(service.fork(sbx.id).id) == len(sbx.id)
+
+
+def test_a_fork_into_a_conversation_that_has_a_sandbox_names_that_sandbox() -> None:
+    service = SandboxService(InMemoryEventStore(), FakeProvider(), policy=POLICY, clock=Clock())
+    with service.turn("conv", "data-app") as sbx:
+        sbx.write_file("app/a.txt", "A")
+    taken = service.create("data-app", conversation_id="other").id
+
+    with pytest.raises(SandboxBusy) as busy:
+        service.fork(sbx.id, conversation_id="other")
+    assert busy.value.sandbox_id == taken
+    assert "conversation other already has it" in str(busy.value)
