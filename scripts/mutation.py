@@ -85,6 +85,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/unit/core/test_dispatch.py",
         "tests/unit/core/test_service_interrupted_transitions.py",
         "tests/unit/core/test_kernel_mutants.py",
+        # The kernel drives every transition: the service, recovery and checkpoint suites reach the paths
+        # (recovery, a failed record, kept snapshots) that its own unit tests do not.
+        "tests/contract/core/test_recovery.py",
+        "tests/contract/core/test_checkpoints.py",
+        "tests/contract/core/test_service.py",
     ],
     "adapters/providers/registry.py": [
         "tests/unit/adapters/providers/test_registry.py",
