@@ -63,6 +63,40 @@ TARGETS: dict[str, list[str]] = {
         "tests/contract/core/test_service_capacity.py",
         "tests/contract/core/test_capacity_busy_eviction.py",
         "tests/unit/core/test_capacity_eviction_bound.py",
+        "tests/unit/core/test_admission_mutants.py",
+    ],
+    # Added last round; their fast tests drive them through SandboxService (contract suites over fakes).
+    "core/live.py": [
+        "tests/contract/core/test_service.py",
+        "tests/unit/core/test_service_files.py",
+        "tests/unit/core/test_live_mutants.py",
+    ],
+    "core/egress.py": [
+        "tests/contract/core/test_service_egress.py",
+        "tests/unit/core/test_egress_decider.py",
+        "tests/unit/core/test_egress_mutants.py",
+    ],
+    "core/checkpoints.py": [
+        "tests/contract/core/test_checkpoints.py",
+        "tests/unit/core/test_checkpoints_mutants.py",
+    ],
+    "core/kernel.py": [
+        "tests/unit/core/test_kernel.py",
+        "tests/unit/core/test_dispatch.py",
+        "tests/unit/core/test_service_interrupted_transitions.py",
+        "tests/unit/core/test_kernel_mutants.py",
+        # The kernel drives every transition: the service, recovery and checkpoint suites reach the paths
+        # (recovery, a failed record, kept snapshots) that its own unit tests do not.
+        "tests/contract/core/test_recovery.py",
+        "tests/contract/core/test_checkpoints.py",
+        "tests/contract/core/test_service.py",
+    ],
+    "adapters/providers/registry.py": [
+        "tests/unit/adapters/providers/test_registry.py",
+        "tests/unit/adapters/providers/test_registry_mutants.py",
+    ],
+    "adapters/providers/delegating.py": [
+        "tests/unit/adapters/providers/test_delegating_mutants.py",
     ],
     "core/pool.py": [
         "tests/unit/core/test_pool.py",
@@ -426,7 +460,13 @@ def run_tests(tests: list[str], env: dict[str, str], timeout: float) -> tuple[st
 
 
 def mutate_module(
-    path: str, tests: list[str], *, list_only: bool, only: set[int] | None, sample: int | None
+    path: str,
+    tests: list[str],
+    *,
+    list_only: bool,
+    only: set[int] | None,
+    sample: int | None,
+    seed: str = SEED,
 ) -> tuple[int, int]:
     source = (ROOT / path).read_text()
     lines = source.splitlines()
@@ -435,8 +475,8 @@ def mutate_module(
     print(f"## {path}: {len(found)} mutants; tests: {' '.join(tests)}", flush=True)
     if sample is not None and only is None and sample < len(found):
         # A seeded sample, so a run before and a run after new tests try the very same mutants.
-        only = set(random.Random(f"{path}:{SEED}").sample(range(len(found)), sample))
-        print(f"  sample of {sample} (seed {SEED!r})", flush=True)
+        only = set(random.Random(f"{path}:{seed}").sample(range(len(found)), sample))
+        print(f"  sample of {sample} (seed {seed!r})", flush=True)
     if list_only:
         for number, mutant in enumerate(found):
             print(f"  #{number} L{mutant.line} {mutant.key(lines)}")
@@ -496,6 +536,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="every module in TARGETS")
     parser.add_argument("--list", action="store_true", help="print the mutants, run no tests")
     parser.add_argument("--sample", type=int, help="try only this many mutants per module, a seeded sample")
+    parser.add_argument("--seed", default=SEED, help=f"seed of the --sample draw (default {SEED!r})")
     parser.add_argument("--only", help="comma-separated mutant numbers (as --list prints them)")
     args = parser.parse_args()
     if args.all == bool(args.module):
@@ -511,7 +552,12 @@ def main() -> None:
         if not tests:
             parser.error(f"no tests known for {path}: name them after the module")
         summary.append(
-            (path, *mutate_module(path, tests, list_only=args.list, only=only, sample=args.sample))
+            (
+                path,
+                *mutate_module(
+                    path, tests, list_only=args.list, only=only, sample=args.sample, seed=args.seed
+                ),
+            )
         )
     if not args.list:
         print("## summary")
