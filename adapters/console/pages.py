@@ -180,6 +180,62 @@ def _event_detail(data: Mapping[str, Any]) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _amount(value: object, unit: str = "") -> str:
+    """A measured number as shown: "-" when the provider could not measure it (never a made-up 0)."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return when(value)
+    if isinstance(value, float):
+        return f"{value:.2f}{unit}"
+    return f"{value}{unit}"
+
+
+def _statuses(value: object) -> str:
+    if not isinstance(value, Mapping) or not value:
+        return "-"
+    return " ".join(f"{code}:{count}" for code, count in sorted(value.items()))
+
+
+def usage_table(entries: Sequence[HistoryEntry]) -> Markup:
+    """One row per run a suspend or destroy ended (``UsageRecorded``, issue R): what the provider measured."""
+    runs = [e for e in entries if e.type == "UsageRecorded"]
+    if not runs:
+        return tag(
+            "p", "no usage recorded (the provider does not meter, or no run has ended)", class_="nousage"
+        )
+    return table(
+        [
+            "ended",
+            "since",
+            "CPU s",
+            "peak memory",
+            "egress in",
+            "egress out",
+            "model calls",
+            "tokens in",
+            "tokens out",
+            "statuses",
+        ],
+        [
+            [
+                when(e.occurred_at),
+                _amount(e.data.get("since")),
+                _amount(e.data.get("cpu_seconds")),
+                _amount(e.data.get("memory_peak_bytes"), " B"),
+                _amount(e.data.get("egress_bytes_in"), " B"),
+                _amount(e.data.get("egress_bytes_out"), " B"),
+                _amount(e.data.get("model_requests")),
+                _amount(e.data.get("model_input_tokens")),
+                _amount(e.data.get("model_output_tokens")),
+                _statuses(e.data.get("model_statuses")),
+            ]
+            for e in runs
+        ],
+        class_="usage",
+    )
+
+
 def sandbox(
     row: SandboxRow,
     entries: Sequence[HistoryEntry],
@@ -225,13 +281,14 @@ def sandbox(
     )
     cps = (
         table(
-            ["version", "taken", "reason", "bytes", "current"],
+            ["version", "taken", "reason", "bytes", "new bytes", "current"],
             [
                 [
                     c.version,
                     when(c.at),
                     c.reason,
                     "-" if c.bytes is None else c.bytes,
+                    "-" if c.bytes_new is None else c.bytes_new,
                     "yes" if c.current else "",
                 ]
                 for c in checkpoints
@@ -248,6 +305,8 @@ def sandbox(
             facts,
             tag("h2", "Timeline"),
             band,
+            tag("h2", "Usage per run"),
+            usage_table(entries),
             tag("h2", "Checkpoints and forks"),
             cps,
             fork_tree(tree, row.id) if len(tree) > 1 else tag("p", "no forks", class_="noforks"),

@@ -12,10 +12,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from sandbox_lifecycle.adapters.composition.bootstrap import build_service
 from sandbox_lifecycle.adapters.console import create_app
 from sandbox_lifecycle.adapters.console.app import Console
 from sandbox_lifecycle.core.capacity import Capacity
 from sandbox_lifecycle.core.service import SandboxService
+from sandbox_lifecycle.core.usage import Usage
+from tests.support.fakes import FakeProvider
 from tests.unit.adapters.console.conftest import LOOPBACK, TestClient, client_of
 
 PAGES = ["/", "/audit", "/live", "/static/console.js", "/static/console.css"]
@@ -221,3 +224,42 @@ def test_a_stream_the_log_cannot_read_is_reported_not_a_crash(
     fleet = client.get("/")
     assert fleet.status_code == 200 and "<td>?</td>" in fleet.text
     assert 'data-ok="false"' in client.get("/audit").text
+
+
+class _MeteringProvider(FakeProvider):
+    """A fake that meters its runs, as the Docker provider does (CPU, memory, bytes, model calls)."""
+
+    def usage(self, sandbox_id: str, ref: str) -> Usage:
+        return Usage(
+            cpu_seconds=1.25,
+            memory_peak_bytes=67_000_000,
+            egress_bytes_in=3_145_852,
+            egress_bytes_out=None,  # not measured: shown as "-", never as 0
+            model_requests=3,
+            model_input_tokens=194,
+            model_output_tokens=17,
+            model_statuses={"200": 2, "529": 1},
+        )
+
+
+def test_the_sandbox_page_shows_each_runs_usage_and_what_was_not_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SANDBOX_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SANDBOX_PROVIDER", "e2b")
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    service = build_service(provider=_MeteringProvider())
+    try:
+        sid = service.create("data-app", "c").id
+        before = client_of(service).get(f"/sandboxes/{sid}").text
+        assert 'class="nousage"' in before
+        service.suspend(sid, reason="user")
+        html = client_of(service).get(f"/sandboxes/{sid}").text
+    finally:
+        service.store.close()  # type: ignore[attr-defined]
+    usage = html[html.index('class="usage"') :]
+    usage = usage[: usage.index("</table>")]
+    assert "1.25" in usage and "67000000 B" in usage and "3145852 B" in usage
+    assert "194" in usage and "17" in usage and "200:2 529:1" in usage
+    assert "<td>-</td>" in usage  # egress out: not measured
