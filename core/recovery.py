@@ -184,7 +184,8 @@ class Sweeper:
         if state.version != seen_version:
             return []  # moved on since the deadline was read; its new deadline is armed
         policy, warned = self.k.policy, list[str]()
-        for due in expiring(state, policy):
+        owed = expiring(state, policy)
+        for due in owed:
             cmd = timers.WarnExpiry(
                 timer=due.timer,
                 due_at=due.due_at,
@@ -198,8 +199,10 @@ class Sweeper:
             if after is not state:
                 warned.append(due.timer)
             state = after
-        if not warned:
-            # Nothing owed yet, or too late to warn (the timer acts in this sweep): re-armed as it is.
+        if not owed:
+            # Nothing owed (warnings turned off, or a lead changed since the deadline was armed): re-armed
+            # from the current policy. Not when a warning came too late (the timer acts in this sweep): a
+            # projection written from this load could overwrite a newer one another scheduler wrote.
             self.k.store.write_projection(project(state, policy))
         return warned
 

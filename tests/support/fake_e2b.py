@@ -63,7 +63,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -958,7 +958,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         # StartResponse messages in proto-JSON: bytes are base64, field names camelCase.
         self._stream_event({"start": {"pid": proc.pid}})
-        for stream, chunk in _read_outputs(proc.popen):
+        for stream, chunk in _read_outputs(proc.popen, lambda: sbx.state == "paused"):
             self._stream_event({"data": {stream: base64.b64encode(chunk).decode()}})
         code = proc.popen.wait()
         proc.watchdog.cancel()
@@ -1005,8 +1005,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _read_outputs(popen: subprocess.Popen[bytes]) -> Iterator[tuple[str, bytes]]:
-    """("stdout" | "stderr", chunk) as the process writes them, until both pipes close."""
+def _read_outputs(
+    popen: subprocess.Popen[bytes], paused: Callable[[], bool] = lambda: False
+) -> Iterator[tuple[str, bytes]]:
+    """("stdout" | "stderr", chunk) as the process writes them, until both pipes close. A sandbox paused
+    while its command streams drops the stream (_Drop), as E2B's pause ends every open connection: a
+    frozen process's stream must not hold its client until the client's own deadline."""
     chunks: queue.Queue[tuple[str, bytes]] = queue.Queue()
 
     def pump(name: str, pipe: Any) -> None:
@@ -1023,7 +1027,12 @@ def _read_outputs(popen: subprocess.Popen[bytes]) -> Iterator[tuple[str, bytes]]
         reader.start()
     open_pipes = len(readers)
     while open_pipes:
-        name, chunk = chunks.get()
+        try:
+            name, chunk = chunks.get(timeout=0.2)
+        except queue.Empty:
+            if paused():
+                raise _Drop from None
+            continue
         if chunk:
             yield name, chunk
         else:

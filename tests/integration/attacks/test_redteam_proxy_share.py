@@ -84,7 +84,7 @@ def test_a_sandbox_spending_its_share_on_slow_and_idle_connections_does_not_slow
     attacker, bystander = sandboxes(), sandboxes()
     baseline = json.loads(py(attack_provider, bystander, TIMED, "proxy", MODEL, str(model_port), "3"))
     assert [status for status, _ in baseline] == [200] * 3, baseline
-    before = egress_container(docker_client)
+    before = egress_container(docker_client, bystander)
     with ThreadPoolExecutor(1) as pool:
         # 64 + 16 + 40 = 120 connections: just under the sandbox's share (128), for 15 s.
         hog = pool.submit(
@@ -93,7 +93,7 @@ def test_a_sandbox_spending_its_share_on_slow_and_idle_connections_does_not_slow
         time.sleep(3.0)
         during = json.loads(py(attack_provider, bystander, TIMED, "proxy", MODEL, str(model_port), "10"))
         spent = json.loads(hog.result(120))
-    after = egress_container(docker_client)
+    after = egress_container(docker_client, bystander)
     print(f"attacker {spent}; bystander baseline {baseline}; during the attack {during}")
     assert not after["State"]["OOMKilled"] and after["RestartCount"] == before["RestartCount"]
     assert spent["idle_tunnels"] > 0, spent  # the attack really held tunnels

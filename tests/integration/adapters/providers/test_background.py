@@ -8,7 +8,7 @@ silent process it stopped, and the next turn lists it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -86,9 +86,9 @@ def test_on_e2b_a_process_survives_the_turns_pause_and_serves_through_its_url(
         port = int(s.getsockname()[1])
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": fake_e2b.proxy_url}))
 
-    def get(url: str) -> bytes | None:
+    def get(url: str, headers: Mapping[str, str]) -> bytes | None:
         try:
-            with opener.open(url, timeout=5) as answer:
+            with opener.open(urllib.request.Request(url, headers=dict(headers)), timeout=5) as answer:
                 return bytes(answer.read())
         except OSError:
             return None
@@ -103,11 +103,15 @@ def test_on_e2b_a_process_survives_the_turns_pause_and_serves_through_its_url(
             assert [p.running for p in again.processes() if p.id == server.id] == [True]
             url = again.url(port)
             assert url == f"http://{port}-{service.get(sbx.id).provider_ref}.{fake_e2b.domain}"
+            # Public traffic is off: the port answers only a request carrying the traffic token.
+            preview = service.preview(sbx.id, port)
+            assert preview.url == url and preview.headers
             for _ in range(100):  # bounded: the server may still be binding
-                if (body := get(f"{url}/index.html")) is not None:
+                if (body := get(f"{url}/index.html", preview.headers)) is not None:
                     break
                 time.sleep(0.1)
             assert body == b"served\n"
+            assert get(f"{url}/index.html", {}) is None  # without the token: refused
         recorded = [h.data.get("running_processes") for h in service.history(sbx.id) if "Suspend" in h.type]
         assert set(map(str, recorded)) == {"None"}  # nothing stopped, nothing recorded
     finally:
