@@ -253,3 +253,33 @@ def test_credential_values_never_reach_a_page(client: TestClient, service: Sandb
     service.set_credentials(sid, "git.example.test", {"Authorization": value})
     html = client.get(f"/sandboxes/{sid}").text
     assert "planted-credential-value" not in html and "CredentialsSet" in html
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding: mounted under a prefix by a backend, the session cookie is set with "
+    "Path=/, so every route of that backend receives (and may log) the console's session",
+)
+def test_a_mounted_console_scopes_its_cookie_to_its_prefix(service: SandboxService) -> None:
+    from starlette.applications import Starlette  # why: only this test mounts
+    from starlette.routing import Mount  # why: as above
+
+    from sandbox_lifecycle.adapters.console import create_app  # why: as above
+
+    backend = Starlette(routes=[Mount("/console", app=create_app(service, token=TOKEN))])
+    c = TestClient(backend, client=LOOPBACK, follow_redirects=False)
+    cookie = c.get(f"/console/?token={TOKEN}").headers["set-cookie"]
+    assert "Path=/console" in cookie, cookie
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding: the sandbox page renders every event of the stream in one table, "
+    "no paging: a sandbox that logs many events makes each visit fold and send all of them",
+)
+def test_the_sandbox_page_bounds_the_events_it_renders(client: TestClient, service: SandboxService) -> None:
+    sid = service.create("data-app", "c").id
+    for i in range(260):  # bounded: a few hundred appends on SQLite (touches coalesce, egress does not)
+        service.set_egress(sid, [f"h{i}.test"])
+    html = client.get(f"/sandboxes/{sid}").text
+    assert html.count("<td>EgressChanged</td>") <= 200
