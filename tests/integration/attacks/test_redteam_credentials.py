@@ -33,6 +33,8 @@ from sandbox_lifecycle.adapters.providers.docker.bridge import bridge_host_addre
 from sandbox_lifecycle.adapters.providers.docker.provider import DockerProvider
 from sandbox_lifecycle.adapters.providers.docker.settings import EgressSettings
 from sandbox_lifecycle.adapters.snapshots.localfs import LocalSnapshotStore
+from sandbox_lifecycle.core.git import GitError
+from sandbox_lifecycle.core.kinds import AI_WRITEBACK, HOME
 from sandbox_lifecycle.core.projection import Policy
 from sandbox_lifecycle.core.service import SandboxService
 from sandbox_lifecycle.events.store import open_store
@@ -117,6 +119,8 @@ def echo_origin(address: str, ca: ThrowawayCA) -> Iterator[EchoOrigin]:
             head = head.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
             path = head.split(b" ", 2)[1].decode("latin-1")
             origin.seen.append((path, head))
+            if path.startswith("/project.git"):  # a slow git host: the push's window lasts a while
+                stop.wait(2)
             conn.sendall(_echo_answer(path, head))
             conn.close()
 
@@ -362,3 +366,53 @@ def test_smuggled_and_pipelined_requests_are_refused_before_any_credential_goes_
     assert done.exit_code == 0, done.stderr
     assert [line.split(" ")[1] for line in done.stdout.split("\n") if line] == ["400", "400"], done.stdout
     assert origin.seen == []
+
+
+# Inside the sandbox, in the background: what any process of the agent's may do while a push runs — ask
+# the git host for another repository, over and over (every 0.2 s, for 15 s at most, or until /tmp/stop).
+POLL = textwrap.dedent(
+    """
+    import os, time, urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": os.environ["HTTP_PROXY"]}))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not os.path.exists("/tmp/stop"):
+        try:
+            opener.open(os.environ["TARGET"], timeout=5).read()
+        except Exception:
+            pass
+        time.sleep(0.2)
+    """
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding: while git.push(token=...) runs, the token is a credential for the whole "
+    "host; any other process of the sandbox gets it added to its own requests (another repository, "
+    "the host's API), i.e. uses the token for whatever it grants",
+)
+def test_a_pushs_token_serves_only_the_push(service: SandboxService, origin: EchoOrigin) -> None:
+    remote = f"https://{HOST}:{origin.port}/project.git"
+    with service.turn("conv-redcreds", AI_WRITEBACK) as sbx:
+        repo = f"{HOME}/project"
+        setup = (
+            f"git init -q -b main {repo} && cd {repo} && git -c user.name=a -c user.email=a@example.invalid "
+            f"commit -q --allow-empty -m one && git remote add origin {remote}"
+        )
+        assert sbx.exec(["sh", "-c", setup], timeout=60).exit_code == 0
+        target = _url(origin, "/someone-else/private.git/info/refs?service=git-receive-pack")
+        # An exec's processes are reaped when it ends (by a marker in their environment and their parent):
+        # a clean environment and a parent that has already left make one the reaper does not see.
+        sbx.write_file(f"{HOME}/poll.py", POLL)
+        background = (
+            f"env -i PATH=/usr/local/bin:/usr/bin:/bin HTTP_PROXY=$HTTP_PROXY TARGET='{target}' "
+            f"setsid sh -c 'python3 {HOME}/poll.py >/dev/null 2>&1 &'; sleep 1"
+        )
+        assert sbx.exec(["sh", "-c", background], timeout=30).exit_code == 0
+        try:
+            with contextlib.suppress(GitError):  # the echo origin is no git server: the push fails
+                sbx.git.at(repo).push(token="ghp_PLANTED" + "0c4f9a2e7b1d3c5e")
+        finally:
+            sbx.exec(["touch", "/tmp/stop"], timeout=30)
+    credentialed = {path.split("?")[0] for path, head in origin.seen if b"Authorization: Basic" in head}
+    assert credentialed and all(path.startswith("/project.git/") for path in credentialed), credentialed
