@@ -31,6 +31,7 @@ from .credentials import CredentialStore, Headers
 from .http1 import HeadError, RequestHead, head_end, parse_head
 from .inject import upgraded_port
 from .policy import Decision, Policy, PolicyBook, Resolver, is_raw_ip, normalize_host, system_resolver
+from .redact import AnswerRefused
 from .relay import BufferPool, pump
 from .resolver import FairLookups
 
@@ -433,6 +434,9 @@ class EgressProxy:
         except inject.UpstreamTLSFailed as exc:
             self.log(f"egress: TLS to {host}:{port} failed: {exc}")
             await _reply(client, 502, f"TLS to {host}:{port} failed ({exc}); no request was sent")
+        except AnswerRefused as exc:
+            self.log(f"egress: the answer of {host}:{port} to a credentialed request was refused: {exc}")
+            await _reply(client, 502, f"{exc}; a credentialed answer is relayed only in clear and whole")
 
     async def _decide(self, policy: Policy, host: str, port: int) -> Decision:
         if (normalize_host(host), port) in policy.pins or is_raw_ip(normalize_host(host)):

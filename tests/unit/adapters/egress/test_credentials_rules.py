@@ -217,7 +217,7 @@ def test_the_head_sent_on_replaces_the_sandbox_s_headers_of_those_names() -> Non
     )
     assert head == (
         b"GET /x HTTP/1.1\r\nAccept: */*\r\nAuthorization: " + SECRET.encode() + b"\r\nX-Team: t\r\n"
-        b"Host: api.test\r\nConnection: close\r\n\r\n"
+        b"Accept-Encoding: identity\r\nHost: api.test\r\nConnection: close\r\n\r\n"
     )
     assert b"Host: api.test:8443\r\n" in request_head(b"GET", b"/", b"HTTP/1.0", [], "api.test", 8443, [])
 
