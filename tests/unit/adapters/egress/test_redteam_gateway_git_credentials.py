@@ -61,11 +61,6 @@ def gw(state: GatewayState) -> Iterator[RunningGateway]:
         yield running
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding: the gateway's git route relays the git host's answer unredacted; a host "
-    "that echoes the request hands the sandbox the granted token (Basic, base64)",
-)
 def test_a_git_host_echo_does_not_hand_the_granted_token_to_the_sandbox(
     state: GatewayState, gw: RunningGateway
 ) -> None:
