@@ -351,7 +351,11 @@ class EgressProxy:
         verb = head.method.decode("ascii")
         # A plain-HTTP request to a host the sandbox holds credentials for goes on over TLS (inject.py),
         # decided by the same policy for the port it really goes to.
-        credentials = [] if head.method == b"CONNECT" else self._credentials_for(policy, host, port)
+        credentials = (
+            []
+            if head.method == b"CONNECT"
+            else self._credentials_for(policy, host, port, path.decode("latin-1").split("?", 1)[0])
+        )
         if credentials:
             port = upgraded_port(port)
         decision = await self._decide(policy, host, port)
@@ -396,9 +400,11 @@ class EgressProxy:
                 self._tally(share, 0, len(request))  # the sandbox's request, as it went out
                 await self._relay(client, upstream, share, body_left=body - len(rest))
 
-    def _credentials_for(self, policy: Policy, host: str, port: int) -> Headers:
+    def _credentials_for(self, policy: Policy, host: str, port: int, path: str) -> Headers:
         try:
-            return self.credentials.for_request(policy.sandbox_id, normalize_host(host), upgraded_port(port))
+            return self.credentials.for_request(
+                policy.sandbox_id, normalize_host(host), upgraded_port(port), path
+            )
         except OSError as exc:  # unreadable: the request goes on without them, and says so
             self.log(f"egress: credentials of {policy.sandbox_id} unreadable: {type(exc).__name__}")
             return []

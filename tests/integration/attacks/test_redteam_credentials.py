@@ -372,12 +372,6 @@ POLL = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding: while git.push(token=...) runs, the token is a credential for the whole "
-    "host; any other process of the sandbox gets it added to its own requests (another repository, "
-    "the host's API), i.e. uses the token for whatever it grants",
-)
 def test_a_pushs_token_serves_only_the_push(service: SandboxService, origin: EchoOrigin) -> None:
     remote = f"https://{HOST}:{origin.port}/project.git"
     with service.turn("conv-redcreds", AI_WRITEBACK) as sbx:
