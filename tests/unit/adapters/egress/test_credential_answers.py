@@ -95,3 +95,18 @@ def test_a_broken_framing_ends_the_answer_with_what_was_redacted() -> None:
     assert got == b"hello" and trailers == b"\r\n"
     got, _ = _dechunk(_relayed(b"5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n"))
     assert got == b"hello"
+
+
+def test_the_longest_secret_is_starred_first_and_short_words_stay() -> None:
+    secrets = secrets_of(["abcdefghij", "abcdefghijXYZ", "Bearer abcdefg"])
+    assert redact(b"<abcdefghijXYZ>", secrets) == b"<" + b"*" * 13 + b">"
+    assert redact(b"abcdefg", secrets) == b"abcdefg"  # a 7-character word is not a secret alone
+
+
+def test_the_status_line_needs_a_code_and_the_last_transfer_coding_decides() -> None:
+    assert check_answer(b"HTTP/1.1 200") is False
+    assert check_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity, chunked") is True
+    assert check_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity") is False
+    for bad in [b"HTTP/1.1", b"HTTP/1.1 OK 200", b"HTTX/1.1 200 OK"]:
+        with pytest.raises(AnswerRefused):
+            check_answer(bad)
