@@ -55,6 +55,9 @@ FORBIDDEN = frozenset(
 MAX_HEADERS = 16
 # A host as the allow-lists name it: lower-case labels, an optional port (the provider checks the rest).
 _HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?(:[0-9]{1,5})?")
+# An optional path prefix after it (``host/org/repo.git/``): the credential goes only to requests under
+# it. Plain segments ending in ``/``: no dot segment, no escape that could walk out of it.
+_PREFIX = re.compile(r"(?:(?!\.{1,2}/)[A-Za-z0-9._~!$&'()*+,;=:@-]+/){1,32}")
 
 Credentials = Mapping[str, Mapping[str, str]]
 
@@ -84,11 +87,12 @@ def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def check_host(host: str) -> str:
-    """The host as kept (lower case, no trailing dot), or ValueError."""
-    text = host.strip().lower().rstrip(".") if isinstance(host, str) else ""
-    if not _HOST.fullmatch(text):
-        raise ValueError(f"{host!r} is not a host name (name or name:port)")
-    return text
+    """The host as kept (name lower case, no trailing dot; a path prefix as given), or ValueError."""
+    name, slash, prefix = host.strip().partition("/") if isinstance(host, str) else ("", "", "")
+    text = name.lower().rstrip(".")
+    if not _HOST.fullmatch(text) or (slash and not _PREFIX.fullmatch(prefix)):
+        raise ValueError(f"{host!r} is not a host name (name, name:port, optionally /path/prefix/)")
+    return f"{text}/{prefix}" if slash else text
 
 
 def set_credentials(

@@ -214,11 +214,14 @@ class Git:
                 )
             )
             basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-            self.sandbox.set_credentials(host, {"Authorization": f"Basic {basic}"}, reason=f"git {args[0]}")
+            # Kept under the repository's path: removing it after leaves a credential the backend set
+            # for the whole host as it was.
+            scope = _scope(host, url or "")
+            self.sandbox.set_credentials(scope, {"Authorization": f"Basic {basic}"}, reason=f"git {args[0]}")
             try:
                 result = self.sandbox.exec([*argv, *args], timeout=self.timeout, env=env, cwd=self.cwd)
             finally:
-                self.sandbox.set_credentials(host, {}, reason=f"git {args[0]} done")
+                self.sandbox.set_credentials(scope, {}, reason=f"git {args[0]} done")
             return self._checked(args, result, token, check)
         if token is not None:
             env[TOKEN_VARIABLE] = token
@@ -247,6 +250,14 @@ def _through_egress(url: str) -> tuple[str, str]:
         )
     host = parts.hostname if parts.port in (None, 443) else f"{parts.hostname}:{parts.port}"
     return host, f"http://{host}/"
+
+
+def _scope(host: str, url: str) -> str:
+    """The credential's key: ``host`` and the remote's repository path (``host/org/repo.git/``), so
+    the token goes only with git's smart HTTP under it, never with another request of the sandbox to
+    that host; the host alone for a remote at its root."""
+    path = urlsplit(url).path.strip("/")
+    return f"{host}/{path}/" if path else host
 
 
 def _config_env(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:

@@ -34,6 +34,8 @@ DEPLOYMENT_FILE = "deployment.json"
 # The same rules as core/credentials.py: a name is an RFC 9110 token, a value visible ASCII with inner
 # spaces or tabs. Checked again on every read: a file is only used as the rules allow, whoever wrote it.
 _NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+# A credential's path prefix (``host/org/repo.git/``): plain segments, no dot segment (core/credentials.py).
+_PREFIX = re.compile(r"(?:(?!\.{1,2}/)[A-Za-z0-9._~!$&'()*+,;=:@-]+/){1,32}")
 _VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]{0,8190}[\x21-\x7e])?")
 FORBIDDEN = frozenset(
     {
@@ -54,6 +56,8 @@ FORBIDDEN = frozenset(
 )
 
 Headers = list[tuple[str, str]]
+# A request path a scoped credential never serves: a dot segment, an escape, a backslash, doubled slashes.
+_UNSCOPABLE = re.compile(r"(^|/)\.{1,2}(/|$)|%|\\|//")
 
 
 def header_ok(name: object, value: object) -> bool:
@@ -74,7 +78,11 @@ def host_key(host: str, port: int) -> str:
 
 def credential_host(allow: Sequence[str], host: str) -> str:
     """``host`` (``name`` or ``name:port``, port 443 when none) as kept, when a rule of ``allow`` lets the
-    egress point connect there; ValueError otherwise (the credential would never be used)."""
+    egress point connect there; ValueError otherwise (the credential would never be used). A path
+    prefix after it (``host/org/repo.git/``) is kept as given: the credential is for requests under it."""
+    host, slash, prefix = host.partition("/")
+    if slash and not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"{prefix!r}: a path prefix is plain segments, each ending in /")
     name, _, port_text = host.partition(":")
     port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else None
     if port_text and port is None:
@@ -88,7 +96,7 @@ def credential_host(allow: Sequence[str], host: str) -> str:
             f"{host_key(name, port or 443)} is not in the sandbox's allow-list on port {port or 443}; "
             "credentials are added only to requests to an allowed host (allow it first)"
         )
-    return host_key(name, port or 443)
+    return host_key(name, port or 443) + (f"/{prefix}" if slash else "")
 
 
 def _folder(state_dir: str | os.PathLike[str]) -> Path:
@@ -168,12 +176,19 @@ class CredentialStore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.folder = _folder(state_dir)
 
-    def for_request(self, sandbox_id: str, host: str, port: int) -> Headers:
+    def for_request(self, sandbox_id: str, host: str, port: int, path: str = "/") -> Headers:
+        """``path`` (the request's, before any ``?``): a credential kept under a path prefix of the host
+        serves only a request under it (the longest such prefix wins), and only a path with no dot
+        segment or escape, which the origin could read as another one."""
         key = host_key(host, port)
         try:
             own = _read(self.folder / f"{check_sandbox_id(sandbox_id)}.json")
         except ValueError:
             return []
+        if path.startswith("/") and not _UNSCOPABLE.search(path):
+            under = [k for k in own if k.startswith(key + "/") and path.startswith(k[len(key) :])]
+            if under:
+                return own[max(under, key=len)]
         if key in own:
             return own[key]
         return _read(self.folder / DEPLOYMENT_FILE).get(key, [])

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from .bodies import Body, ClientBroke, Shares, take_body, upload
@@ -52,11 +53,13 @@ from .gateway_streams import (
     Progress,
     copy_chunked,
     copy_exact,
+    copy_redacted,
     copy_until_close,
     discard,
 )
 from .outbound import Outbound, Refusal
 from .policy import Resolver, system_resolver
+from .redact import AnswerRefused, Redactor, check_answer, redact
 from .routes import GIT_PREFIX, MODEL_CALLS, git_route, model_call
 from .token_tally import TokenTally
 from .tokens import MALFORMED, check_token
@@ -76,6 +79,9 @@ MAX_INTERIM_RESPONSES = 10
 # reads the refusal rather than a reset).
 DISCARD_BYTES = 1024 * 1024
 DISCARD_SECONDS = 1.0
+# Never sent with a credential the gateway adds: a compressed echo or a slice of one hides it from the
+# redaction of the answer (as inject.DROPPED for the proxy).
+UNREADABLE_ASKS = frozenset({"accept-encoding", "range", "if-range"})
 
 
 def _error_body(kind: str, message: str) -> bytes:
@@ -298,8 +304,11 @@ class Gateway:
         auth: list[tuple[str, str]],
         drop: frozenset[str],
         writer: asyncio.StreamWriter,
+        secrets: Sequence[str] = (),
     ) -> bool:
-        """Forward one authenticated call and book it: activity before and after, counters, a log line."""
+        """Forward one authenticated call and book it: activity before and after, counters, a log line.
+        ``secrets``: values redacted from the answer (a credential the gateway added, the upstream may
+        echo)."""
         self._touch(sandbox_id)
         if (request.header("expect") or "").lower() == "100-continue" and request.has_body:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -310,7 +319,7 @@ class Gateway:
         try:
             body = await take_body(request, reader, self._shares, sandbox_id, uploaded, self._idle_timeout)
             status, sent, keep = await self._forward(
-                request, reader, body, upstream, target, auth, drop, writer, uploaded
+                request, reader, body, upstream, target, auth, drop, writer, uploaded, secrets
             )
         except BadRequest as e:
             await self._reply(writer, e.status, "invalid_request_error", e.message, close=True)
@@ -369,13 +378,18 @@ class Gateway:
             kind = "permission_error" if where.status == 403 else "api_error"
             return await self._refuse(request, reader, writer, where.status, kind, where.reason)
         upstream = Upstream(where.scheme, where.host, where.port, where.base_path, "", where.address)
+        secrets: list[str] = []
         if "token" in grant:
             pair = f"{grant.get('username') or 'x-access-token'}:{grant['token']}".encode()
-            auth = [("authorization", "Basic " + base64.b64encode(pair).decode())]
-            drop = CREDENTIAL_HEADERS
+            basic = base64.b64encode(pair).decode()
+            auth = [("authorization", f"Basic {basic}")]
+            # The answer goes back redacted (redact.py), so it must come in clear and whole.
+            drop, secrets = CREDENTIAL_HEADERS | UNREADABLE_ASKS, [basic, grant["token"]]
         else:
             auth, drop = [], frozenset({"x-api-key"})
-        return await self._call(sandbox_id, request, reader, upstream, route.target, auth, drop, writer)
+        return await self._call(
+            sandbox_id, request, reader, upstream, route.target, auth, drop, writer, secrets
+        )
 
     def _git_grant(self, sandbox_id: str, host: str) -> dict[str, str]:
         try:
@@ -396,6 +410,7 @@ class Gateway:
         drop: frozenset[str],
         client: asyncio.StreamWriter,
         uploaded: Progress,
+        secrets: Sequence[str] = (),
     ) -> tuple[int, int, bool]:
         """Send to the upstream and relay its answer; (status, body bytes relayed, client reusable)."""
         headers = filtered(request.headers, drop | {"host", "content-length"})
@@ -434,7 +449,7 @@ class Gateway:
         try:
             async with asyncio.timeout(self._read_timeout) as progress.deadline:
                 return await self._relay(
-                    request, upstream.key, up_reader, up_writer, answer, client, progress
+                    request, upstream.key, up_reader, up_writer, answer, client, progress, secrets
                 )
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, BadRequest) as e:
             # The answer is cut short (either side went away, or the upstream broke its framing): the
@@ -538,7 +553,17 @@ class Gateway:
         head: list[bytes],
         client: asyncio.StreamWriter,
         progress: Progress,
+        secrets: Sequence[str] = (),
     ) -> tuple[int, int, bool]:
+        redactor = Redactor(secrets) if secrets else None
+        if redactor is not None:
+            try:
+                check_answer(b"\r\n".join(head))
+            except AnswerRefused as refused:
+                writer.close()
+                message = f"{refused}; an answer to a credentialed git request is relayed only in clear"
+                await self._reply(client, 502, "api_error", message, close=False)
+                return 502, 0, True
         version, _, rest = head[0].decode("latin-1").partition(" ")
         code_text, _, reason = rest.partition(" ")
         if not code_text.isdigit() or len(code_text) != 3:
@@ -556,7 +581,8 @@ class Gateway:
                 ("transfer-encoding", "chunked")
             ]
         response = [f"HTTP/1.1 {status} {reason or _REASONS.get(status, '')}"] + [f"{k}: {v}" for k, v in out]
-        client.write(("\r\n".join(response) + "\r\n\r\n").encode("latin-1"))
+        sent_head = ("\r\n".join(response) + "\r\n\r\n").encode("latin-1")
+        client.write(redact(sent_head, redactor.secrets) if redactor is not None else sent_head)
         await client.drain()
         if request.method == "POST" and request.target.split("?", 1)[0] == "/v1/messages" and not no_body:
             found = dict((k.lower(), v) for k, v in upstream_headers)
@@ -564,6 +590,9 @@ class Gateway:
         reusable = upstream_keeps
         if no_body:
             pass
+        elif redactor is not None:
+            await copy_redacted(reader, client, progress, redactor, chunked=chunked, length=length)
+            reusable = reusable and (chunked or length is not None)
         elif chunked:
             await copy_chunked(reader, client, progress)
         elif length is not None:

@@ -14,6 +14,7 @@ import asyncio
 import time
 
 from .gateway_http import read_chunk_end, read_chunk_size, read_trailers
+from .redact import Redactor, redact
 from .token_tally import TokenTally
 
 PIECE = 64 * 1024
@@ -135,6 +136,51 @@ async def copy_chunked(
         writer.write(b"%x\r\n" % size)
         await copy_exact(reader, writer, size, progress, piece_timeout=piece_timeout)
         writer.write(await asyncio.wait_for(read_chunk_end(reader), piece_timeout))
+        await writer.drain()
+
+
+async def copy_redacted(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    progress: Progress,
+    redactor: Redactor,
+    *,
+    chunked: bool,
+    length: int | None,
+) -> None:
+    """Copy an answer's body through ``redactor`` (redact.py): de-chunked when ``chunked``, so a secret
+    split by the upstream's chunk-size lines is seen whole. A body of ``length`` bytes keeps it (a
+    redacted piece is as long as the original); any other is re-framed as chunks, as the copies above."""
+
+    async def put(data: bytes) -> None:
+        if data:
+            writer.write(data if length is not None else b"%x\r\n%s\r\n" % (len(data), data))
+            await writer.drain()
+
+    trailers = [b"\r\n"]
+    if chunked:
+        while size := (await read_chunk_size(reader))[0]:
+            while size:
+                data = await _piece(reader, size, None)
+                size -= len(data)
+                progress.carried(data)
+                await put(redactor.feed(data))
+            await read_chunk_end(reader)
+        trailers = await read_trailers(reader)
+    elif length is not None:
+        left = length
+        while left:
+            data = await _piece(reader, left, None)
+            left -= len(data)
+            progress.carried(data)
+            await put(redactor.feed(data))
+    else:
+        while data := await reader.read(PIECE):
+            progress.carried(data)
+            await put(redactor.feed(data))
+    await put(redactor.flush())
+    if length is None:
+        writer.write(b"0\r\n" + redact(b"".join(trailers), redactor.secrets))
         await writer.drain()
 
 

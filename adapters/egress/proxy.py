@@ -31,6 +31,7 @@ from .credentials import CredentialStore, Headers
 from .http1 import HeadError, RequestHead, head_end, parse_head
 from .inject import upgraded_port
 from .policy import Decision, Policy, PolicyBook, Resolver, is_raw_ip, normalize_host, system_resolver
+from .redact import AnswerRefused
 from .relay import BufferPool, pump
 from .resolver import FairLookups
 
@@ -350,7 +351,11 @@ class EgressProxy:
         verb = head.method.decode("ascii")
         # A plain-HTTP request to a host the sandbox holds credentials for goes on over TLS (inject.py),
         # decided by the same policy for the port it really goes to.
-        credentials = [] if head.method == b"CONNECT" else self._credentials_for(policy, host, port)
+        credentials = (
+            []
+            if head.method == b"CONNECT"
+            else self._credentials_for(policy, host, port, path.decode("latin-1").split("?", 1)[0])
+        )
         if credentials:
             port = upgraded_port(port)
         decision = await self._decide(policy, host, port)
@@ -395,9 +400,11 @@ class EgressProxy:
                 self._tally(share, 0, len(request))  # the sandbox's request, as it went out
                 await self._relay(client, upstream, share, body_left=body - len(rest))
 
-    def _credentials_for(self, policy: Policy, host: str, port: int) -> Headers:
+    def _credentials_for(self, policy: Policy, host: str, port: int, path: str) -> Headers:
         try:
-            return self.credentials.for_request(policy.sandbox_id, normalize_host(host), upgraded_port(port))
+            return self.credentials.for_request(
+                policy.sandbox_id, normalize_host(host), upgraded_port(port), path
+            )
         except OSError as exc:  # unreadable: the request goes on without them, and says so
             self.log(f"egress: credentials of {policy.sandbox_id} unreadable: {type(exc).__name__}")
             return []
@@ -433,6 +440,9 @@ class EgressProxy:
         except inject.UpstreamTLSFailed as exc:
             self.log(f"egress: TLS to {host}:{port} failed: {exc}")
             await _reply(client, 502, f"TLS to {host}:{port} failed ({exc}); no request was sent")
+        except AnswerRefused as exc:
+            self.log(f"egress: the answer of {host}:{port} to a credentialed request was refused: {exc}")
+            await _reply(client, 502, f"{exc}; a credentialed answer is relayed only in clear and whole")
 
     async def _decide(self, policy: Policy, host: str, port: int) -> Decision:
         if (normalize_host(host), port) in policy.pins or is_raw_ip(normalize_host(host)):

@@ -217,7 +217,7 @@ def test_the_head_sent_on_replaces_the_sandbox_s_headers_of_those_names() -> Non
     )
     assert head == (
         b"GET /x HTTP/1.1\r\nAccept: */*\r\nAuthorization: " + SECRET.encode() + b"\r\nX-Team: t\r\n"
-        b"Host: api.test\r\nConnection: close\r\n\r\n"
+        b"Accept-Encoding: identity\r\nHost: api.test\r\nConnection: close\r\n\r\n"
     )
     assert b"Host: api.test:8443\r\n" in request_head(b"GET", b"/", b"HTTP/1.0", [], "api.test", 8443, [])
 
@@ -265,3 +265,46 @@ def test_the_environment_form_s_port_boundaries_and_a_repeated_prepare(tmp_path:
     prepare_credentials(tmp_path, {}, None)
     prepare_credentials(tmp_path, {}, None)  # no CA file to remove: still fine
     assert not (tmp_path / "credentials-ca.pem").exists()
+
+
+def test_a_credential_under_a_path_prefix_serves_only_requests_under_it(tmp_path: Path) -> None:
+    """A push's token (core/git.py) is kept under the repository's path: another request to the host
+    gets the host's own credential (the backend's, untouched by the push's removal) or none."""
+    write_credentials(tmp_path, "s1", "git.test", {"Authorization": "Bearer backend"})
+    write_credentials(tmp_path, "s1", "git.test/org/repo.git/", {"Authorization": "Basic push"})
+    store = CredentialStore(tmp_path)
+    push = [("Authorization", "Basic push")]
+    backend = [("Authorization", "Bearer backend")]
+    assert store.for_request("s1", "git.test", 443, "/org/repo.git/info/refs") == push
+    assert store.for_request("s1", "git.test", 443, "/org/repo.git/git-receive-pack") == push
+    for other in [
+        "/org/repo.git",
+        "/org/repo.gitx/info/refs",
+        "/org/other.git/info/refs",
+        "/org/repo.git/../other.git/info/refs",
+        "/org/repo.git/%2e%2e/other.git/info/refs",
+        "/org/repo.git//x",
+        "/",
+    ]:
+        assert store.for_request("s1", "git.test", 443, other) == backend, other
+    write_credentials(tmp_path, "s1", "git.test/org/repo.git/", {})
+    assert store.for_request("s1", "git.test", 443, "/org/repo.git/info/refs") == backend
+    write_credentials(tmp_path, "s1", "git.test", {})
+    write_credentials(tmp_path, "s1", "git.test/org/repo.git/", {"Authorization": "Basic push"})
+    assert store.for_request("s1", "git.test", 443, "/someone-else/private.git/info/refs") == []
+
+
+@pytest.mark.parametrize(
+    "host", ["api.test/../x/", "api.test/a", "api.test/./", "api.test/a//", "api.test/a%2f/"]
+)
+def test_a_path_prefix_is_plain_segments(host: str) -> None:
+    with pytest.raises(ValueError):
+        credential_host(["api.test"], host)
+    assert credential_host(["api.test"], "api.test/Org/Repo.git/") == "api.test/Org/Repo.git/"
+
+
+def test_the_core_keeps_a_path_prefix_as_given_and_the_name_in_lower_case() -> None:
+    assert check_host("Git.Test./Org/Repo.git/") == "git.test/Org/Repo.git/"
+    for bad in ["git.test/../", "git.test/a", "git.test/a%2f/", "git.test//"]:
+        with pytest.raises(ValueError):
+            check_host(bad)

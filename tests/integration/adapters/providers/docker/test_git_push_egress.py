@@ -171,7 +171,8 @@ def test_clone_and_push_with_a_token_the_sandbox_never_sees(
         for h in service.history(sid)
         if h.type == "CredentialsSet"
     ]
-    host = f"{GIT_HOST}:{git_server.port}"
+    # Kept under the repository's path: the token serves git's requests for it only.
+    host = f"{GIT_HOST}:{git_server.port}/project.git/"
     assert uses == [
         (host, ["Authorization"], "git clone"),
         (host, [], "git clone done"),
