@@ -206,7 +206,11 @@ class Git:
         argv = ["git", *prefix]
         if token is not None and not token:
             raise ValueError("an empty token cannot authenticate; pass None for none")
-        if token is not None and self.sandbox.egress_credentials:
+        # A TLS remote gets the token at the egress point, never in the sandbox. A plain http:// remote
+        # (an in-house git server without TLS, the demo's) cannot: the egress point adds credentials only
+        # to requests it sends on over TLS, so git in the sandbox is given the token as before
+        # (docs/network.md, limits).
+        if token is not None and self.sandbox.egress_credentials and urlsplit(url or "").scheme == "https":
             host, plain = _through_egress(url or "")
             env.update(
                 _config_env(
